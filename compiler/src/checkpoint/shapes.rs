@@ -1,0 +1,66 @@
+//! The tensors a Mamba-1 model needs, by canonical (Hugging Face) name, with the shape its
+//! config implies. The one place that knows the parameter list; the readers check against it
+//! and the synthetic writer writes from it.
+
+use super::config::MambaConfig;
+
+/// Canonical name of the embedding.
+pub const EMBEDDING: &str = "backbone.embeddings.weight";
+/// Canonical name of the output projection (absent from the file when tied).
+pub const LM_HEAD: &str = "lm_head.weight";
+/// Canonical name of the final norm.
+pub const NORM_F: &str = "backbone.norm_f.weight";
+
+/// Every tensor the model needs, in the order save_pretrained writes a layer (embedding, then
+/// each layer, then the final norm and lm_head). lm_head is included only when untied.
+pub fn expected_tensors(c: &MambaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, n, k, r, v) =
+        (c.hidden_size, c.intermediate_size, c.state_size, c.conv_kernel, c.time_step_rank, c.vocab_size);
+    let mut out = vec![(EMBEDDING.to_string(), vec![v, h])];
+    for l in 0..c.num_hidden_layers {
+        let p = |s: &str| format!("backbone.layers.{l}.{s}");
+        out.push((p("norm.weight"), vec![h]));
+        out.push((p("mixer.A_log"), vec![i, n]));
+        out.push((p("mixer.D"), vec![i]));
+        out.push((p("mixer.in_proj.weight"), vec![2 * i, h]));
+        if c.use_bias {
+            out.push((p("mixer.in_proj.bias"), vec![2 * i]));
+        }
+        // Stored as torch's Conv1d weight, [out_channels, in_channels / groups, kernel].
+        out.push((p("mixer.conv1d.weight"), vec![i, 1, k]));
+        if c.use_conv_bias {
+            out.push((p("mixer.conv1d.bias"), vec![i]));
+        }
+        out.push((p("mixer.x_proj.weight"), vec![r + 2 * n, i]));
+        out.push((p("mixer.dt_proj.weight"), vec![i, r]));
+        // dt_proj always has a bias: it is the scan's delta_bias.
+        out.push((p("mixer.dt_proj.bias"), vec![i]));
+        out.push((p("mixer.out_proj.weight"), vec![h, i]));
+        if c.use_bias {
+            out.push((p("mixer.out_proj.bias"), vec![h]));
+        }
+    }
+    out.push((NORM_F.to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        out.push((LM_HEAD.to_string(), vec![v, h]));
+    }
+    out
+}
+
+/// The shape `name` must have under `c`, or None when the model has no such tensor.
+pub fn expected_shape(c: &MambaConfig, name: &str) -> Option<Vec<usize>> {
+    if name == LM_HEAD {
+        return Some(vec![c.vocab_size, c.hidden_size]);
+    }
+    expected_tensors(c).into_iter().find(|(n, _)| n == name).map(|(_, s)| s)
+}
+
+/// Names a tensor may be stored under, canonical first. state-spaces files call the embedding
+/// `backbone.embedding.weight`; older HF conversions occasionally do too.
+pub fn stored_names(canonical: &str) -> Vec<String> {
+    let mut v = vec![canonical.to_string()];
+    if canonical == EMBEDDING {
+        v.push("backbone.embedding.weight".to_string());
+    }
+    v
+}
