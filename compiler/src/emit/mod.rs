@@ -1,0 +1,7 @@
+//! Emission. ONNX is the one back end; it takes a [`ValidatedGraph`](crate::ir::ValidatedGraph).
+
+mod external_data;
+mod onnx;
+mod proto;
+
+pub use self::onnx::{emit_onnx, EmitError, EmitOptions, EmitReport, ExternalData, CUSTOM_DOMAIN, OPSET};

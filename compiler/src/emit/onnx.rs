@@ -1,0 +1,272 @@
+//! IR → ONNX. Standard ops (opset 18) everywhere but the fused ops, which go to the `mambac`
+//! domain with DESIGN.md's input order; absent optional inputs are empty names, trailing ones
+//! dropped.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use onnx_protobuf::{GraphProto, Message, ModelProto, OperatorSetIdProto, TensorProto};
+
+use super::external_data::ExternalDataWriter;
+use super::proto::{attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::ir::{encode_f64, Op, ValidatedGraph, ValueRef};
+
+pub const OPSET: i64 = 18;
+pub const CUSTOM_DOMAIN: &str = "mambac";
+const IR_VERSION: i64 = 8;
+/// Protobuf cannot serialise a message over 2 GiB; stay clear of it.
+const INLINE_LIMIT: u64 = 1_900_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExternalData {
+    /// External once the weights pass the inline limit.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EmitOptions {
+    pub external_data: ExternalData,
+    /// `metadata_props` entries.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmitReport {
+    pub nodes: usize,
+    pub initializers: usize,
+    pub weight_bytes: u64,
+    pub external_data: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("weights are {bytes} bytes, over protobuf's 2 GB limit: external data is required")]
+    TooLargeInline { bytes: u64 },
+    #[error("graph output '{0}' is a graph input or a constant; ONNX outputs must be produced by a node")]
+    OutputNotProduced(String),
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot serialise the model: {0}")]
+    Protobuf(#[from] protobuf::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Progress: bytes of weights written so far, out of the total.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+struct Emitter<'v, 'g> {
+    vg: &'v ValidatedGraph<'g>,
+    graph: GraphProto,
+    names: HashMap<ValueRef, String>,
+    helper_count: usize,
+}
+
+pub fn emit_onnx(
+    vg: &ValidatedGraph<'_>,
+    ckpt: &Checkpoint,
+    opts: &EmitOptions,
+    path: &Path,
+    progress: Progress<'_>,
+) -> Result<EmitReport, EmitError> {
+    let io = |source| EmitError::Io { path: path.to_path_buf(), source };
+    let g = vg.graph;
+    let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new(), helper_count: 0 };
+    e.graph.name = "mamba".into();
+    for o in g.outputs() {
+        if matches!(g.op(o.value.node), Op::Input { .. } | Op::Const(_)) {
+            return Err(EmitError::OutputNotProduced(o.name.clone()));
+        }
+        e.names.insert(o.value, o.name.clone());
+    }
+
+    let total: u64 = vg
+        .order
+        .iter()
+        .filter_map(|&id| match g.op(id) {
+            Op::Const(c) => Some((c.numel() * c.elem.size()) as u64),
+            _ => None,
+        })
+        .sum();
+    let external = match opts.external_data {
+        ExternalData::Always => true,
+        ExternalData::Never if total > INLINE_LIMIT => return Err(EmitError::TooLargeInline { bytes: total }),
+        ExternalData::Never => false,
+        ExternalData::Auto => total > INLINE_LIMIT,
+    };
+    let mut ext = if external { Some(ExternalDataWriter::create(path).map_err(io)?) } else { None };
+
+    let mut done = 0u64;
+    let mut initializers = 0;
+    for &id in &vg.order {
+        let n = g.node(id);
+        match &n.op {
+            Op::Input { name, ty } => {
+                e.names.insert(id.into(), name.clone());
+                e.graph.input.push(value_info(name, ty));
+            }
+            Op::Const(c) => {
+                let raw = c.to_bytes(ckpt)?;
+                let mut t = tensor(&c.name, c.elem, &c.shape, Vec::new());
+                done += raw.len() as u64;
+                match ext.as_mut() {
+                    Some(w) => w.store(&mut t, &raw).map_err(io)?,
+                    None => t.raw_data = raw,
+                }
+                e.names.insert(id.into(), c.name.clone());
+                e.graph.initializer.push(t);
+                initializers += 1;
+                progress(done, total);
+            }
+            _ => e.node(id),
+        }
+    }
+    for o in g.outputs() {
+        e.graph.output.push(value_info(&o.name, vg.type_of(o.value)));
+    }
+
+    let mut model = ModelProto::new();
+    model.ir_version = IR_VERSION;
+    model.producer_name = "mambac".into();
+    model.producer_version = env!("CARGO_PKG_VERSION").into();
+    for (domain, version) in [("", OPSET), (CUSTOM_DOMAIN, 1)] {
+        let mut op = OperatorSetIdProto::new();
+        op.domain = domain.into();
+        op.version = version;
+        model.opset_import.push(op);
+    }
+    model.metadata_props = opts.metadata.iter().map(|(k, v)| entry(k, v)).collect();
+    let nodes = e.graph.node.len();
+    model.graph = Some(e.graph).into();
+
+    let external_path = match ext {
+        Some(w) => {
+            let p = w.path().to_path_buf();
+            w.finish().map_err(|source| EmitError::Io { path: p.clone(), source })?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut out = BufWriter::new(File::create(path).map_err(io)?);
+    model.write_to_writer(&mut out)?;
+    std::io::Write::flush(&mut out).map_err(io)?;
+    Ok(EmitReport { nodes, initializers, weight_bytes: total, external_data: external_path })
+}
+
+impl Emitter<'_, '_> {
+    fn value_name(&self, v: ValueRef) -> String {
+        if let Some(n) = self.names.get(&v) {
+            return n.clone();
+        }
+        let base = &self.vg.graph.node(v.node).name;
+        if v.output == 0 {
+            base.clone()
+        } else {
+            format!("{base}:{}", v.output)
+        }
+    }
+
+    /// A small constant the expansion of one IR op needs (axes, split sizes, epsilon).
+    fn helper_const(&mut self, t: TensorProto) -> String {
+        let mut t = t;
+        t.name = format!("{}.{}", t.name, self.helper_count);
+        self.helper_count += 1;
+        let name = t.name.clone();
+        self.graph.initializer.push(t);
+        name
+    }
+
+    fn push(&mut self, op_type: &str, domain: &str, name: &str, inputs: Vec<String>, outputs: Vec<String>, attrs: Vec<onnx_protobuf::AttributeProto>) {
+        let mut n = node(op_type, domain, name, inputs, outputs);
+        n.attribute = attrs;
+        self.graph.node.push(n);
+    }
+
+    fn node(&mut self, id: crate::ir::NodeId) {
+        let g = self.vg.graph;
+        let n = g.node(id);
+        let name = n.name.clone();
+        let ins: Vec<Option<String>> = g.node_inputs(id).iter().map(|v| v.map(|v| self.value_name(v))).collect();
+        let req = |k: usize| ins[k].clone().expect("validated: required input present");
+        let outs: Vec<String> = (0..n.op.num_outputs()).map(|k| self.value_name(ValueRef { node: id, output: k })).collect();
+        let out = outs[0].clone();
+        match &n.op {
+            Op::Input { .. } | Op::Const(_) => unreachable!("handled by emit_onnx"),
+            Op::Gather { axis } => self.push("Gather", "", &name, vec![req(0), req(1)], outs, vec![attr_int("axis", *axis as i64)]),
+            Op::Transpose { perm } => {
+                let perm: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+                self.push("Transpose", "", &name, vec![req(0)], outs, vec![attr_ints("perm", &perm)])
+            }
+            Op::RmsNorm { eps } => self.rms_norm(&name, id, req(0), req(1), out, *eps),
+            Op::Cast { to } => self.push("Cast", "", &name, vec![req(0)], outs, vec![attr_int("to", super::proto::data_type(*to) as i64)]),
+            Op::MatMul => self.push("MatMul", "", &name, vec![req(0), req(1)], outs, vec![]),
+            Op::Add => self.push("Add", "", &name, vec![req(0), req(1)], outs, vec![]),
+            Op::Mul => self.push("Mul", "", &name, vec![req(0), req(1)], outs, vec![]),
+            Op::Softplus => self.push("Softplus", "", &name, vec![req(0)], outs, vec![]),
+            Op::Exp => self.push("Exp", "", &name, vec![req(0)], outs, vec![]),
+            Op::Neg => self.push("Neg", "", &name, vec![req(0)], outs, vec![]),
+            Op::Silu => {
+                // Opset 18 has no SiLU: x * sigmoid(x).
+                let s = format!("{name}.sigmoid");
+                self.push("Sigmoid", "", &s, vec![req(0)], vec![s.clone()], vec![]);
+                self.push("Mul", "", &name, vec![req(0), s], outs, vec![]);
+            }
+            Op::SplitLast { sizes } => {
+                let sizes: Vec<i64> = sizes.iter().map(|&s| s as i64).collect();
+                let split = self.helper_const(i64_tensor(&format!("{name}.sizes"), &sizes));
+                self.push("Split", "", &name, vec![req(0), split], outs, vec![attr_int("axis", -1)]);
+            }
+            Op::Unsqueeze { axis } => {
+                let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[*axis as i64]));
+                self.push("Unsqueeze", "", &name, vec![req(0), axes], outs, vec![]);
+            }
+            Op::CausalConv1d(cfg) => {
+                let act = if cfg.silu { "silu" } else { "none" };
+                self.push("CausalConv1d", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, vec![attr_string("activation", act)]);
+            }
+            Op::SelectiveScan(cfg) => {
+                let attrs = vec![attr_int("delta_softplus", cfg.delta_softplus as i64)];
+                self.push("SelectiveScan", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
+        }
+    }
+
+    /// RMSNorm in the standard-op pattern ONNX Runtime fuses (SimplifiedLayerNormalization):
+    /// Pow → ReduceMean → Add(eps) → Sqrt → Div → [Cast] → Mul(weight).
+    fn rms_norm(&mut self, name: &str, id: crate::ir::NodeId, x: String, w: String, out: String, eps: f64) {
+        let g = self.vg.graph;
+        let x_elem = self.vg.type_of(g.input(id, 0).expect("validated")).elem;
+        let w_elem = self.vg.type_of(g.input(id, 1).expect("validated")).elem;
+        let two = self.helper_const(tensor(&format!("{name}.two"), x_elem, &[], encode_f64(&[2.0], x_elem)));
+        let eps = self.helper_const(tensor(&format!("{name}.eps"), x_elem, &[], encode_f64(&[eps], x_elem)));
+        let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[-1]));
+        let t = |s: &str| format!("{name}.{s}");
+        self.push("Pow", "", &t("pow"), vec![x.clone(), two], vec![t("pow")], vec![]);
+        self.push("ReduceMean", "", &t("mean"), vec![t("pow"), axes], vec![t("mean")], vec![attr_int("keepdims", 1)]);
+        self.push("Add", "", &t("add_eps"), vec![t("mean"), eps], vec![t("add_eps")], vec![]);
+        self.push("Sqrt", "", &t("sqrt"), vec![t("add_eps")], vec![t("sqrt")], vec![]);
+        self.push("Div", "", &t("div"), vec![x, t("sqrt")], vec![t("div")], vec![]);
+        let mut normed = t("div");
+        if x_elem != w_elem {
+            self.push("Cast", "", &t("cast"), vec![normed], vec![t("cast")], vec![attr_int("to", super::proto::data_type(w_elem) as i64)]);
+            normed = t("cast");
+        }
+        self.push("Mul", "", name, vec![normed, w], vec![out], vec![]);
+    }
+}
+
+/// ONNX optional inputs: absent ones are empty names; trailing absent ones are dropped.
+fn optional_inputs(ins: Vec<Option<String>>) -> Vec<String> {
+    let mut v: Vec<String> = ins.into_iter().map(|s| s.unwrap_or_default()).collect();
+    while v.last().is_some_and(|s| s.is_empty()) {
+        v.pop();
+    }
+    v
+}
+

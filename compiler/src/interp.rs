@@ -1,0 +1,281 @@
+//! A float64 reference interpreter of the IR. Every op is evaluated in float64 whatever the
+//! graph's element types (casts are identities), so the unfused and the fused graph of one
+//! checkpoint can each be checked against the fixtures' reference logits.
+
+use std::collections::HashMap;
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::ir::{CausalConv1dConfig as Conv, Dim, Op, SelectiveScanConfig as Scan, ValidatedGraph, ValueRef};
+use crate::reference::{self, softplus};
+
+/// A dense row-major float64 tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor64 {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl Tensor64 {
+    pub fn new(shape: Vec<usize>, data: Vec<f64>) -> Tensor64 {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} vs {} values", data.len());
+        Tensor64 { shape, data }
+    }
+
+    pub fn zeros(shape: Vec<usize>) -> Tensor64 {
+        let n = shape.iter().product();
+        Tensor64 { shape, data: vec![0.0; n] }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterpError {
+    #[error("missing graph input '{0}'")]
+    MissingInput(String),
+    #[error("graph input '{name}' has shape {got:?}, expected {expected}")]
+    InputShape { name: String, got: Vec<usize>, expected: String },
+    #[error("symbol '{symbol}' is {first} in one input and {second} in another")]
+    InconsistentSymbol { symbol: String, first: usize, second: usize },
+    #[error("node '{node}': token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { node: String, id: f64, vocab: usize },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Evaluates the graph on named inputs (token ids as float64 values); returns every graph output.
+pub fn interpret(
+    vg: &ValidatedGraph<'_>,
+    ckpt: &Checkpoint,
+    inputs: &HashMap<String, Tensor64>,
+) -> Result<HashMap<String, Tensor64>, InterpError> {
+    let g = vg.graph;
+    let mut symbols: HashMap<String, usize> = HashMap::new();
+    let mut values: HashMap<ValueRef, Tensor64> = HashMap::new();
+    for &id in &vg.order {
+        let node = g.node(id);
+        let ins: Vec<Option<&Tensor64>> = g.node_inputs(id).iter().map(|v| v.map(|v| &values[&v])).collect();
+        let outs = match &node.op {
+            Op::Input { name, ty } => {
+                let t = inputs.get(name).ok_or_else(|| InterpError::MissingInput(name.clone()))?;
+                bind_shape(name, &ty.shape.0, &t.shape, &mut symbols)?;
+                vec![t.clone()]
+            }
+            Op::Const(c) => vec![Tensor64::new(c.shape.clone(), c.values_f64(ckpt)?)],
+            op => eval(&node.name, op, &ins)?,
+        };
+        for (k, t) in outs.into_iter().enumerate() {
+            values.insert(ValueRef { node: id, output: k }, t);
+        }
+    }
+    Ok(g.outputs().iter().map(|o| (o.name.clone(), values[&o.value].clone())).collect())
+}
+
+fn bind_shape(name: &str, want: &[Dim], got: &[usize], symbols: &mut HashMap<String, usize>) -> Result<(), InterpError> {
+    let expected = || crate::ir::Shape(want.to_vec()).to_string();
+    if want.len() != got.len() {
+        return Err(InterpError::InputShape { name: name.into(), got: got.to_vec(), expected: expected() });
+    }
+    for (w, &n) in want.iter().zip(got) {
+        match w {
+            Dim::Known(k) if *k != n => {
+                return Err(InterpError::InputShape { name: name.into(), got: got.to_vec(), expected: expected() })
+            }
+            Dim::Known(_) => {}
+            Dim::Sym(s) => {
+                let first = *symbols.entry(s.clone()).or_insert(n);
+                if first != n {
+                    return Err(InterpError::InconsistentSymbol { symbol: s.clone(), first, second: n });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn map(x: &Tensor64, f: impl Fn(f64) -> f64) -> Tensor64 {
+    Tensor64 { shape: x.shape.clone(), data: x.data.iter().map(|&v| f(v)).collect() }
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Numpy broadcasting of a binary op (shapes were checked by validation).
+fn broadcast(a: &Tensor64, b: &Tensor64, f: impl Fn(f64, f64) -> f64) -> Tensor64 {
+    let rank = a.shape.len().max(b.shape.len());
+    let pad = |s: &[usize]| {
+        let mut p = vec![1; rank - s.len()];
+        p.extend_from_slice(s);
+        p
+    };
+    let (sa, sb) = (pad(&a.shape), pad(&b.shape));
+    let shape: Vec<usize> = sa.iter().zip(&sb).map(|(x, y)| *x.max(y)).collect();
+    let (ta, tb) = (strides(&sa), strides(&sb));
+    let n: usize = shape.iter().product();
+    let out_strides = strides(&shape);
+    let mut data = Vec::with_capacity(n);
+    for flat in 0..n {
+        let (mut ia, mut ib) = (0, 0);
+        for k in 0..rank {
+            let idx = (flat / out_strides[k]) % shape[k];
+            if sa[k] != 1 {
+                ia += idx * ta[k];
+            }
+            if sb[k] != 1 {
+                ib += idx * tb[k];
+            }
+        }
+        data.push(f(a.data[ia], b.data[ib]));
+    }
+    Tensor64 { shape, data }
+}
+
+fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>, InterpError> {
+    let x = |k: usize| ins[k].expect("validated: required input present");
+    Ok(match op {
+        Op::Input { .. } | Op::Const(_) => unreachable!("handled by the caller"),
+        Op::Gather { axis } => vec![gather(name, x(0), x(1), *axis)?],
+        Op::Transpose { perm } => vec![transpose(x(0), perm)],
+        Op::RmsNorm { eps } => {
+            let (t, w) = (x(0), x(1));
+            let h = *t.shape.last().expect("rank >= 1");
+            let mut data = Vec::with_capacity(t.data.len());
+            for row in t.data.chunks(h) {
+                let ms = row.iter().map(|v| v * v).sum::<f64>() / h as f64;
+                let inv = 1.0 / (ms + eps).sqrt();
+                data.extend(row.iter().zip(&w.data).map(|(v, wk)| v * inv * wk));
+            }
+            vec![Tensor64 { shape: t.shape.clone(), data }]
+        }
+        Op::Cast { .. } => vec![x(0).clone()],
+        Op::MatMul => {
+            let (a, w) = (x(0), x(1));
+            let (k, n) = (w.shape[0], w.shape[1]);
+            let rows = a.data.len() / k;
+            let mut data = vec![0.0; rows * n];
+            for r in 0..rows {
+                let out = &mut data[r * n..(r + 1) * n];
+                for (kk, &av) in a.data[r * k..(r + 1) * k].iter().enumerate() {
+                    for (o, wv) in out.iter_mut().zip(&w.data[kk * n..(kk + 1) * n]) {
+                        *o += av * wv;
+                    }
+                }
+            }
+            let mut shape = a.shape.clone();
+            *shape.last_mut().expect("rank >= 1") = n;
+            vec![Tensor64 { shape, data }]
+        }
+        Op::Add => vec![broadcast(x(0), x(1), |a, b| a + b)],
+        Op::Mul => vec![broadcast(x(0), x(1), |a, b| a * b)],
+        Op::Silu => vec![map(x(0), reference::silu)],
+        Op::Softplus => vec![map(x(0), softplus)],
+        Op::Exp => vec![map(x(0), f64::exp)],
+        Op::Neg => vec![map(x(0), |v| -v)],
+        Op::SplitLast { sizes } => {
+            let t = x(0);
+            let last = *t.shape.last().expect("rank >= 1");
+            let mut outs: Vec<Tensor64> = Vec::new();
+            let mut start = 0;
+            for &s in sizes {
+                let data = t.data.chunks(last).flat_map(|row| row[start..start + s].iter().copied()).collect();
+                let mut shape = t.shape.clone();
+                *shape.last_mut().expect("rank >= 1") = s;
+                outs.push(Tensor64 { shape, data });
+                start += s;
+            }
+            outs
+        }
+        Op::Unsqueeze { axis } => {
+            let t = x(0);
+            let mut shape = t.shape.clone();
+            shape.insert(*axis, 1);
+            vec![Tensor64 { shape, data: t.data.clone() }]
+        }
+        Op::CausalConv1d(cfg) => {
+            let (xs, w) = (x(Conv::X), x(Conv::WEIGHT));
+            let (y, fin) = reference::causal_conv1d(&reference::CausalConv1dInputs {
+                batch: xs.shape[0],
+                seqlen: xs.shape[1],
+                dim: xs.shape[2],
+                width: w.shape[1],
+                x: &xs.data,
+                weight: &w.data,
+                bias: ins[Conv::BIAS].map(|t| t.data.as_slice()),
+                initial_state: ins[Conv::INITIAL_STATE].map(|t| t.data.as_slice()),
+                silu: cfg.silu,
+            });
+            let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
+            if cfg.final_state {
+                outs.push(Tensor64::new(vec![xs.shape[0], xs.shape[2], w.shape[1] - 1], fin));
+            }
+            outs
+        }
+        Op::SelectiveScan(cfg) => {
+            let (u, b) = (x(Scan::U), x(Scan::B));
+            let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
+            let (y, fin) = reference::selective_scan(&reference::SelectiveScanInputs {
+                batch: u.shape[0],
+                seqlen: u.shape[1],
+                dim: u.shape[2],
+                dstate: b.shape[3],
+                ngroups: b.shape[2],
+                u: &u.data,
+                delta: &x(Scan::DELTA).data,
+                a: &x(Scan::A).data,
+                b: &b.data,
+                c: &x(Scan::C).data,
+                d: opt(Scan::D),
+                z: opt(Scan::Z),
+                delta_bias: opt(Scan::DELTA_BIAS),
+                initial_state: opt(Scan::INITIAL_STATE),
+                delta_softplus: cfg.delta_softplus,
+            });
+            let mut outs = vec![Tensor64::new(u.shape.clone(), y)];
+            if cfg.final_state {
+                outs.push(Tensor64::new(vec![u.shape[0], u.shape[2], b.shape[3]], fin));
+            }
+            outs
+        }
+    })
+}
+
+fn gather(name: &str, table: &Tensor64, ids: &Tensor64, axis: usize) -> Result<Tensor64, InterpError> {
+    let outer: usize = table.shape[..axis].iter().product();
+    let rows = table.shape[axis];
+    let inner: usize = table.shape[axis + 1..].iter().product();
+    let mut data = Vec::with_capacity(outer * ids.data.len() * inner);
+    for o in 0..outer {
+        for &id in &ids.data {
+            if id < 0.0 || id as usize >= rows || id.fract() != 0.0 {
+                return Err(InterpError::TokenOutOfRange { node: name.into(), id, vocab: rows });
+            }
+            let start = (o * rows + id as usize) * inner;
+            data.extend_from_slice(&table.data[start..start + inner]);
+        }
+    }
+    let mut shape = table.shape[..axis].to_vec();
+    shape.extend_from_slice(&ids.shape);
+    shape.extend_from_slice(&table.shape[axis + 1..]);
+    Ok(Tensor64::new(shape, data))
+}
+
+fn transpose(t: &Tensor64, perm: &[usize]) -> Tensor64 {
+    let shape: Vec<usize> = perm.iter().map(|&p| t.shape[p]).collect();
+    let in_strides = strides(&t.shape);
+    let out_strides = strides(&shape);
+    let n = t.data.len();
+    let mut data = vec![0.0; n];
+    for (flat, slot) in data.iter_mut().enumerate() {
+        let mut src = 0;
+        for (k, &p) in perm.iter().enumerate() {
+            let idx = (flat / out_strides[k]) % shape[k];
+            src += idx * in_strides[p];
+        }
+        *slot = t.data[src];
+    }
+    Tensor64 { shape, data }
+}
+

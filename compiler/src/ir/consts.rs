@@ -1,0 +1,131 @@
+//! Constant tensors (weights). Checkpoint weights stay in the memory-mapped checkpoint until
+//! emission, which converts them one at a time: a large model is never held twice in memory.
+
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+use super::types::Elem;
+use crate::checkpoint::{Checkpoint, CheckpointError};
+
+/// How a checkpoint tensor is turned into the constant the graph uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstTransform {
+    /// Used as stored.
+    AsStored,
+    /// A 2-D `[rows, cols]` weight stored as `[cols, rows]` (MatMul wants `W^T`).
+    Transpose2d,
+    /// Same data with another shape (e.g. the conv weight `[I, 1, K]` read as `[I, K]`).
+    Reshape,
+}
+
+/// An elementwise function folded into a constant (`A = -exp(A_log)` becomes `[Exp, Neg]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryFn {
+    Exp,
+    Neg,
+}
+
+impl UnaryFn {
+    pub fn apply(self, x: f64) -> f64 {
+        match self {
+            UnaryFn::Exp => x.exp(),
+            UnaryFn::Neg => -x,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ConstSource {
+    /// A checkpoint tensor, reshaped or transposed, then mapped through `map` (in order), all
+    /// in float64 at materialisation.
+    Checkpoint { tensor: String, transform: ConstTransform, map: Vec<UnaryFn> },
+    /// Computed by a pass (small tensors only, e.g. `A = -exp(A_log)`).
+    Computed(Arc<Vec<f64>>),
+}
+
+/// A constant: its initializer name, shape, element type in the graph, and where its data is.
+#[derive(Debug, Clone)]
+pub struct ConstTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Element type the graph uses; emission converts the source to it.
+    pub elem: Elem,
+    pub source: ConstSource,
+}
+
+impl ConstTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The values in float64, in the graph's layout (for the reference interpreter and folding).
+    pub fn values_f64(&self, ckpt: &Checkpoint) -> Result<Vec<f64>, CheckpointError> {
+        match &self.source {
+            ConstSource::Computed(v) => Ok(v.as_ref().clone()),
+            ConstSource::Checkpoint { tensor, transform, map } => {
+                let view = ckpt.tensor(tensor)?;
+                let mut values = apply_transform(view.to_f64(), &view.shape, *transform);
+                for f in map {
+                    values.iter_mut().for_each(|v| *v = f.apply(*v));
+                }
+                Ok(values)
+            }
+        }
+    }
+
+    /// The values converted to `self.elem`, little-endian, in the graph's layout (for emission).
+    pub fn to_bytes(&self, ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
+        match &self.source {
+            ConstSource::Computed(v) => Ok(encode_f64(v, self.elem)),
+            ConstSource::Checkpoint { map, .. } if !map.is_empty() => {
+                Ok(encode_f64(&self.values_f64(ckpt)?, self.elem))
+            }
+            ConstSource::Checkpoint { tensor, transform, .. } => {
+                let view = ckpt.tensor(tensor)?;
+                // Same dtype and no reordering: the stored bytes are already what ONNX wants.
+                if Elem::from(view.dtype) == self.elem && *transform != ConstTransform::Transpose2d {
+                    return Ok(view.bytes.into_owned());
+                }
+                let values = view.to_f32();
+                let values = apply_transform(values, &view.shape, *transform);
+                Ok(encode_f32(&values, self.elem))
+            }
+        }
+    }
+}
+
+fn apply_transform<T: Copy>(values: Vec<T>, stored_shape: &[usize], transform: ConstTransform) -> Vec<T> {
+    match transform {
+        ConstTransform::AsStored | ConstTransform::Reshape => values,
+        ConstTransform::Transpose2d => {
+            let (rows, cols) = (stored_shape[0], stored_shape[1]);
+            let mut out = Vec::with_capacity(values.len());
+            for c in 0..cols {
+                for r in 0..rows {
+                    out.push(values[r * cols + c]);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Encodes float values as `elem` (a float type), little-endian.
+pub fn encode_f32(values: &[f32], elem: Elem) -> Vec<u8> {
+    match elem {
+        Elem::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Elem::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+        Elem::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        Elem::I64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+    }
+}
+
+pub fn encode_f64(values: &[f64], elem: Elem) -> Vec<u8> {
+    match elem {
+        Elem::F32 => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+        Elem::F16 => values.iter().flat_map(|&v| f16::from_f64(v).to_le_bytes()).collect(),
+        Elem::BF16 => values.iter().flat_map(|&v| bf16::from_f64(v).to_le_bytes()).collect(),
+        Elem::I64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+    }
+}

@@ -1,0 +1,155 @@
+//! The closed op set of the IR. Each op has a typed config; ONNX names live in `emit`.
+
+use super::consts::ConstTensor;
+use super::types::ValueType;
+
+/// CausalConv1d (DESIGN.md): depthwise causal conv over the sequence, optional bias, activation.
+///
+/// `y[b, t, d] = act(bias[d] + sum_k w[d, k] * x[b, t - (K-1) + k, d])`, with x before t = 0
+/// taken from `initial_state` (or zeros).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CausalConv1dConfig {
+    pub silu: bool,
+    /// Whether the node produces `final_state` (output 1).
+    pub final_state: bool,
+}
+
+impl CausalConv1dConfig {
+    pub const X: usize = 0;
+    pub const WEIGHT: usize = 1;
+    pub const BIAS: usize = 2;
+    pub const INITIAL_STATE: usize = 3;
+    pub const INPUT_NAMES: [&'static str; 4] = ["x", "weight", "bias", "initial_state"];
+}
+
+/// SelectiveScan (DESIGN.md):
+///
+/// ```text
+/// dt_t = softplus(delta_t + delta_bias)      (no softplus when the flag is off)
+/// h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t
+/// y_t  = <C_t, h_t> + D * u_t,   y_t *= silu(z_t)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectiveScanConfig {
+    pub delta_softplus: bool,
+    /// Whether the node produces `final_state` (output 1).
+    pub final_state: bool,
+}
+
+impl SelectiveScanConfig {
+    pub const U: usize = 0;
+    pub const DELTA: usize = 1;
+    pub const A: usize = 2;
+    pub const B: usize = 3;
+    pub const C: usize = 4;
+    pub const D: usize = 5;
+    pub const Z: usize = 6;
+    pub const DELTA_BIAS: usize = 7;
+    pub const INITIAL_STATE: usize = 8;
+    pub const INPUT_NAMES: [&'static str; 9] =
+        ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A graph input, fed at run time.
+    Input { name: String, ty: ValueType },
+    /// A weight: data from the checkpoint (lazy) or computed by a pass.
+    Const(ConstTensor),
+    /// `table.take(ids, axis)`: (table, ids) -> table's shape with `axis` replaced by ids' shape.
+    Gather { axis: usize },
+    /// Permutes dims: output dim i = input dim perm[i].
+    Transpose { perm: Vec<usize> },
+    /// RMSNorm over the last axis: `cast(x / sqrt(mean(x^2) + eps), weight.elem) * weight`,
+    /// computed in x's element type (float32 for half exports, as Hugging Face does).
+    RmsNorm { eps: f64 },
+    /// Converts the element type.
+    Cast { to: super::types::Elem },
+    /// (x [..., K], w [K, N]) -> [..., N]
+    MatMul,
+    /// Numpy-broadcasting elementwise ops.
+    Add,
+    Mul,
+    /// `x * sigmoid(x)`
+    Silu,
+    /// `ln(1 + e^x)`
+    Softplus,
+    Exp,
+    Neg,
+    /// Splits the last axis into parts of the given sizes (one output each).
+    SplitLast { sizes: Vec<usize> },
+    /// Inserts a dim of size 1 at `axis`.
+    Unsqueeze { axis: usize },
+    CausalConv1d(CausalConv1dConfig),
+    SelectiveScan(SelectiveScanConfig),
+}
+
+impl Op {
+    /// Short name for listings and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "Input",
+            Op::Const(_) => "Const",
+            Op::Gather { .. } => "Gather",
+            Op::Transpose { .. } => "Transpose",
+            Op::RmsNorm { .. } => "RmsNorm",
+            Op::Cast { .. } => "Cast",
+            Op::MatMul => "MatMul",
+            Op::Add => "Add",
+            Op::Mul => "Mul",
+            Op::Silu => "Silu",
+            Op::Softplus => "Softplus",
+            Op::Exp => "Exp",
+            Op::Neg => "Neg",
+            Op::SplitLast { .. } => "SplitLast",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::CausalConv1d(_) => "CausalConv1d",
+            Op::SelectiveScan(_) => "SelectiveScan",
+        }
+    }
+
+    /// Names of the input slots, in order (optional slots included).
+    pub fn input_names(&self) -> &'static [&'static str] {
+        match self {
+            Op::Input { .. } | Op::Const(_) => &[],
+            Op::Gather { .. } => &["table", "ids"],
+            Op::Transpose { .. }
+            | Op::Silu
+            | Op::Softplus
+            | Op::Exp
+            | Op::Neg
+            | Op::SplitLast { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Cast { .. } => &["x"],
+            Op::RmsNorm { .. } => &["x", "weight"],
+            Op::MatMul => &["x", "w"],
+            Op::Add | Op::Mul => &["a", "b"],
+            Op::CausalConv1d(_) => &CausalConv1dConfig::INPUT_NAMES,
+            Op::SelectiveScan(_) => &SelectiveScanConfig::INPUT_NAMES,
+        }
+    }
+
+    /// Which input slots may be left empty.
+    pub fn input_is_optional(&self, slot: usize) -> bool {
+        match self {
+            Op::CausalConv1d(_) => slot >= CausalConv1dConfig::BIAS,
+            Op::SelectiveScan(_) => slot >= SelectiveScanConfig::D,
+            _ => false,
+        }
+    }
+
+    /// Number of outputs the node produces.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::SplitLast { sizes } => sizes.len(),
+            Op::CausalConv1d(c) => 1 + c.final_state as usize,
+            Op::SelectiveScan(c) => 1 + c.final_state as usize,
+            _ => 1,
+        }
+    }
+
+    /// Whether this op is one of the fused custom ops of the `mambac` domain.
+    pub fn is_fused_op(&self) -> bool {
+        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_))
+    }
+}

@@ -1,0 +1,240 @@
+//! Lowering: a checkpoint becomes an IR graph of unfused primitive ops (one Mamba-1 block per
+//! layer, as in the paper and Hugging Face's `MambaMixer.slow_forward`). The fusion passes then
+//! fold the primitives into `CausalConv1d` and `SelectiveScan`.
+//!
+//! Per layer, with `v = RMSNorm(h)`:
+//!
+//! ```text
+//! x, z  = split(in_proj(v))                          [B, L, I] each
+//! x     = SiLU(CausalConv1d(x, w) + b)               depthwise, left-padded by K-1
+//! dt, B, C = split(x_proj(x))                        [R], [N], [N]
+//! delta = softplus(dt_proj.weight @ dt + dt_proj.bias)
+//! y     = (Scan(x, delta, A = -exp(A_log), B, C) + D * x) * SiLU(z)
+//! h     = h + out_proj(y)
+//! ```
+
+use crate::checkpoint::{Checkpoint, MambaConfig};
+use crate::ir::{
+    CausalConv1dConfig, ConstSource, ConstTensor, ConstTransform, Dim, Elem, Graph, NodeId, Op,
+    SelectiveScanConfig, ValueRef, ValueType,
+};
+
+/// What the lowered graph looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Element type of activations and weights (the ops' `T`). A, D, dt bias and states stay f32.
+    pub dtype: Elem,
+    /// Per-layer conv/ssm state inputs and outputs (DESIGN.md "Stateful exports").
+    pub stateful: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions { dtype: Elem::F32, stateful: false }
+    }
+}
+
+/// Names of the graph's inputs and outputs (DESIGN.md "The exported graph").
+pub mod names {
+    pub const INPUT_IDS: &str = "input_ids";
+    pub const LOGITS: &str = "logits";
+    pub fn conv_state(i: usize) -> String {
+        format!("conv_state.{i}")
+    }
+    pub fn ssm_state(i: usize) -> String {
+        format!("ssm_state.{i}")
+    }
+    pub fn conv_state_out(i: usize) -> String {
+        format!("conv_state_out.{i}")
+    }
+    pub fn ssm_state_out(i: usize) -> String {
+        format!("ssm_state_out.{i}")
+    }
+}
+
+struct Lowerer<'c> {
+    g: Graph,
+    cfg: &'c MambaConfig,
+    opts: LowerOptions,
+}
+
+pub fn lower(ckpt: &Checkpoint, opts: LowerOptions) -> Graph {
+    lower_config(&ckpt.config, opts)
+}
+
+/// Lowers from the config alone: weights are referenced by checkpoint tensor name and read at
+/// emission or interpretation time (the reader has already checked every shape).
+pub fn lower_config(cfg: &MambaConfig, opts: LowerOptions) -> Graph {
+    let mut l = Lowerer { g: Graph::new(), cfg, opts };
+    l.model();
+    l.g
+}
+
+impl Lowerer<'_> {
+    fn t(&self) -> Elem {
+        self.opts.dtype
+    }
+
+    /// Half exports keep the residual stream (and RMSNorm's arithmetic) in float32, as Hugging
+    /// Face's `residual_in_fp32` does: fp16 would overflow on real checkpoints.
+    fn stream(&self) -> Elem {
+        Elem::F32
+    }
+
+    fn weight(&mut self, tensor: &str, shape: &[usize], elem: Elem, transform: ConstTransform) -> ValueRef {
+        let name = match transform {
+            ConstTransform::Transpose2d => format!("{tensor}.T"),
+            _ => tensor.to_string(),
+        };
+        let c = ConstTensor {
+            name: name.clone(),
+            shape: shape.to_vec(),
+            elem,
+            source: ConstSource::Checkpoint { tensor: tensor.to_string(), transform, map: vec![] },
+        };
+        self.g.add_op(name, Op::Const(c), &[]).into()
+    }
+
+    fn op(&mut self, name: String, op: Op, inputs: &[ValueRef]) -> ValueRef {
+        self.g.add_op(name, op, inputs).into()
+    }
+
+    fn cast(&mut self, name: String, x: ValueRef, from: Elem, to: Elem) -> ValueRef {
+        if from == to {
+            x
+        } else {
+            self.op(name, Op::Cast { to }, &[x])
+        }
+    }
+
+    /// `x @ W^T (+ b)` for a `torch.nn.Linear` stored as `weight [out, in]`.
+    fn linear(&mut self, prefix: &str, x: ValueRef, d_in: usize, d_out: usize, bias: bool) -> ValueRef {
+        let w = self.weight(&format!("{prefix}.weight"), &[d_in, d_out], self.t(), ConstTransform::Transpose2d);
+        let y = self.op(format!("{prefix}"), Op::MatMul, &[x, w]);
+        if !bias {
+            return y;
+        }
+        let b = self.weight(&format!("{prefix}.bias"), &[d_out], self.t(), ConstTransform::AsStored);
+        self.op(format!("{prefix}.add_bias"), Op::Add, &[y, b])
+    }
+
+    fn input(&mut self, name: String, ty: ValueType) -> ValueRef {
+        self.g.add_op(name.clone(), Op::Input { name, ty }, &[]).into()
+    }
+
+    fn model(&mut self) {
+        let cfg = self.cfg;
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let batch = Dim::sym("batch");
+        let seqlen = Dim::sym("seqlen");
+        let ids = self.input(names::INPUT_IDS.into(), ValueType::new(Elem::I64, vec![batch, seqlen]));
+
+        let emb_name = "backbone.embeddings.weight";
+        let (embedded, lm_head_w) = if cfg.tie_word_embeddings {
+            // One initializer for both uses: E^T [H, V] serves lm_head's MatMul directly, and
+            // the embedding lookup gathers its columns (axis 1) then moves H last.
+            let et = self.weight(emb_name, &[h, v], self.t(), ConstTransform::Transpose2d);
+            let cols = self.op("embeddings".into(), Op::Gather { axis: 1 }, &[et, ids]);
+            let e = self.op("embeddings.to_token_major".into(), Op::Transpose { perm: vec![1, 2, 0] }, &[cols]);
+            (e, et)
+        } else {
+            let e = self.weight(emb_name, &[v, h], self.t(), ConstTransform::AsStored);
+            let x = self.op("embeddings".into(), Op::Gather { axis: 0 }, &[e, ids]);
+            let w = self.weight("lm_head.weight", &[h, v], self.t(), ConstTransform::Transpose2d);
+            (x, w)
+        };
+        let mut hidden = self.cast("embeddings.to_stream".into(), embedded, self.t(), self.stream());
+        for i in 0..cfg.num_hidden_layers {
+            hidden = self.layer(i, hidden);
+        }
+        let normed = self.rms_norm("backbone.norm_f", hidden);
+        let logits = self.op("lm_head".into(), Op::MatMul, &[normed, lm_head_w]);
+        self.g.add_output(names::LOGITS, logits);
+    }
+
+    fn rms_norm(&mut self, prefix: &str, x: ValueRef) -> ValueRef {
+        let w = self.weight(&format!("{prefix}.weight"), &[self.cfg.hidden_size], self.t(), ConstTransform::AsStored);
+        self.op(prefix.to_string(), Op::RmsNorm { eps: self.cfg.layer_norm_epsilon }, &[x, w])
+    }
+
+    fn layer(&mut self, i: usize, residual: ValueRef) -> ValueRef {
+        let cfg = self.cfg;
+        let p = format!("backbone.layers.{i}");
+        let m = format!("{p}.mixer");
+        let (hid, inter, n, k, r) =
+            (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.conv_kernel, cfg.time_step_rank);
+        let t = self.t();
+
+        let v = self.rms_norm(&format!("{p}.norm"), residual);
+        let xz = self.linear(&format!("{m}.in_proj"), v, hid, 2 * inter, cfg.use_bias);
+        let split = self.g.add_op(format!("{m}.split_xz"), Op::SplitLast { sizes: vec![inter, inter] }, &[xz]);
+        let (x, z) = (ValueRef { node: split, output: 0 }, ValueRef { node: split, output: 1 });
+
+        // Causal depthwise conv, unfused: bias and SiLU are separate ops the passes absorb.
+        let conv_w = self.weight(&format!("{m}.conv1d.weight"), &[inter, k], t, ConstTransform::Reshape);
+        let conv_state = self.opts.stateful.then(|| {
+            let ty = ValueType::new(t, vec![Dim::sym("batch"), Dim::Known(inter), Dim::Known(k - 1)]);
+            self.input(names::conv_state(i), ty)
+        });
+        let conv = self.g.add(
+            format!("{m}.conv1d"),
+            Op::CausalConv1d(CausalConv1dConfig { silu: false, final_state: self.opts.stateful }),
+            &[Some(x), Some(conv_w), None, conv_state],
+        );
+        if self.opts.stateful {
+            self.g.add_output(names::conv_state_out(i), ValueRef { node: conv, output: 1 });
+        }
+        let mut xc: ValueRef = conv.into();
+        if cfg.use_conv_bias {
+            let b = self.weight(&format!("{m}.conv1d.bias"), &[inter], t, ConstTransform::AsStored);
+            xc = self.op(format!("{m}.conv1d.add_bias"), Op::Add, &[xc, b]);
+        }
+        let xc = self.op(format!("{m}.conv1d.silu"), Op::Silu, &[xc]);
+
+        let dbc = self.linear(&format!("{m}.x_proj"), xc, inter, r + 2 * n, false);
+        let split = self.g.add_op(format!("{m}.split_dt_b_c"), Op::SplitLast { sizes: vec![r, n, n] }, &[dbc]);
+        let dt_low = ValueRef { node: split, output: 0 };
+        let b = self.unsqueeze_group(format!("{m}.B"), ValueRef { node: split, output: 1 });
+        let c = self.unsqueeze_group(format!("{m}.C"), ValueRef { node: split, output: 2 });
+        // dt_proj's weight only: its bias is the scan's delta_bias once fused.
+        let dt = self.linear(&format!("{m}.dt_proj"), dt_low, r, inter, false);
+        let dt_bias = self.weight(&format!("{m}.dt_proj.bias"), &[inter], t, ConstTransform::AsStored);
+        let dt = self.op(format!("{m}.dt_proj.add_bias"), Op::Add, &[dt, dt_bias]);
+        let delta = self.op(format!("{m}.dt_softplus"), Op::Softplus, &[dt]);
+
+        let a_log = self.weight(&format!("{m}.A_log"), &[inter, n], Elem::F32, ConstTransform::AsStored);
+        let a = self.op(format!("{m}.A_log.exp"), Op::Exp, &[a_log]);
+        let a = self.op(format!("{m}.A"), Op::Neg, &[a]);
+
+        let ssm_state = self.opts.stateful.then(|| {
+            let ty = ValueType::new(Elem::F32, vec![Dim::sym("batch"), Dim::Known(inter), Dim::Known(n)]);
+            self.input(names::ssm_state(i), ty)
+        });
+        let scan = self.g.add(
+            format!("{m}.scan"),
+            Op::SelectiveScan(SelectiveScanConfig { delta_softplus: false, final_state: self.opts.stateful }),
+            &[Some(xc), Some(delta), Some(a), Some(b), Some(c), None, None, None, ssm_state],
+        );
+        if self.opts.stateful {
+            self.g.add_output(names::ssm_state_out(i), ValueRef { node: scan, output: 1 });
+        }
+        let d = self.weight(&format!("{m}.D"), &[inter], t, ConstTransform::AsStored);
+        let du = self.op(format!("{m}.D_skip"), Op::Mul, &[xc, d]);
+        let y = self.op(format!("{m}.add_D_skip"), Op::Add, &[scan.into(), du]);
+        let gate = self.op(format!("{m}.z_silu"), Op::Silu, &[z]);
+        let y = self.op(format!("{m}.gate"), Op::Mul, &[y, gate]);
+        let out = self.linear(&format!("{m}.out_proj"), y, inter, hid, cfg.use_bias);
+        let out = self.cast(format!("{m}.out_to_stream"), out, t, self.stream());
+        self.op(format!("{p}.residual"), Op::Add, &[residual, out])
+    }
+
+    /// `[B, L, N]` -> `[B, L, 1, N]`: Mamba-1 has one group of B and C.
+    fn unsqueeze_group(&mut self, name: String, x: ValueRef) -> ValueRef {
+        self.op(name, Op::Unsqueeze { axis: 2 }, &[x])
+    }
+}
+
+/// The node ids of every op of the given kind (for tests and `inspect`).
+pub fn nodes_of_kind(g: &Graph, kind: &str) -> Vec<NodeId> {
+    g.node_ids().into_iter().filter(|&n| g.op(n).kind() == kind).collect()
+}

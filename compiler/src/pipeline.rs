@@ -1,0 +1,95 @@
+//! The whole flow in one place: read → lower → validate → passes → validate → emit.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::emit::{emit_onnx, EmitError, EmitOptions, EmitReport, ExternalData};
+use crate::ir::{validate, Elem, Graph, ValidationError};
+use crate::lower::{lower, LowerOptions};
+use crate::passes::{run_passes, PassError, PassReport};
+
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    pub lower: LowerOptions,
+    /// Run the fusion passes (off: the unfused primitive graph, for inspection and testing).
+    pub fuse: bool,
+    /// Stop after this many rewrites (bisecting a bad rewrite).
+    pub max_rewrites: Option<usize>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { lower: LowerOptions::default(), fuse: true, max_rewrites: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the lowered graph is invalid (a mambac bug): {0}")]
+    Lowering(ValidationError),
+    #[error("a pass broke the graph (a mambac bug; bisect with --max-rewrites): {0}")]
+    Pass(#[from] PassError),
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+}
+
+pub struct Compiled {
+    pub graph: Graph,
+    pub passes: PassReport,
+}
+
+/// Lowers, validates and (optionally) fuses.
+pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    let mut graph = lower(ckpt, opts.lower);
+    validate(&graph).map_err(CompileError::Lowering)?;
+    let passes = if opts.fuse { run_passes(&mut graph, opts.max_rewrites)? } else { PassReport::default() };
+    validate(&graph).map_err(CompileError::Lowering)?;
+    Ok(Compiled { graph, passes })
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub compile: CompileOptions,
+    pub external_data: ExternalData,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions { compile: CompileOptions::default(), external_data: ExternalData::Auto }
+    }
+}
+
+pub struct ExportReport {
+    pub emit: EmitReport,
+    pub passes: PassReport,
+    pub output: PathBuf,
+}
+
+/// `mambac export`: checkpoint folder → ONNX file.
+pub fn export(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &ExportOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ExportReport, CompileError> {
+    let compiled = compile(ckpt, &opts.compile)?;
+    let vg = validate(&compiled.graph).map_err(CompileError::Lowering)?;
+    let metadata = metadata(ckpt, opts, &compiled.passes);
+    let emit = emit_onnx(&vg, ckpt, &EmitOptions { external_data: opts.external_data, metadata }, out, progress)?;
+    Ok(ExportReport { emit, passes: compiled.passes, output: out.to_path_buf() })
+}
+
+fn metadata(ckpt: &Checkpoint, opts: &ExportOptions, passes: &PassReport) -> Vec<(String, String)> {
+    let dtype: Elem = opts.compile.lower.dtype;
+    vec![
+        ("mambac.version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("mambac.source".into(), ckpt.dir.display().to_string()),
+        ("mambac.source_layout".into(), format!("{:?}", ckpt.layout)),
+        ("mambac.config".into(), ckpt.config.to_hf_json().to_string()),
+        ("mambac.dtype".into(), dtype.name().into()),
+        ("mambac.stateful".into(), opts.compile.lower.stateful.to_string()),
+        ("mambac.passes".into(), passes.rules_applied.join(",")),
+    ]
+}

@@ -1,0 +1,25 @@
+//! Float64 reference implementations of the fused ops, written straight from DESIGN.md's
+//! equations. The IR interpreter uses them, and so do the op library's tests.
+
+mod causal_conv1d;
+mod selective_scan;
+
+pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
+pub use selective_scan::{selective_scan, SelectiveScanInputs};
+
+/// `ln(1 + e^x)`, with torch's threshold: x itself above 20 (DESIGN.md).
+pub fn softplus(x: f64) -> f64 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+pub fn silu(x: f64) -> f64 {
+    x * sigmoid(x)
+}
