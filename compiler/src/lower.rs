@@ -56,6 +56,8 @@ struct Lowerer<'c> {
     g: Graph,
     cfg: &'c MambaConfig,
     opts: LowerOptions,
+    /// Per-layer state outputs, added after `logits` so it stays the first output.
+    state_outputs: Vec<(String, ValueRef)>,
 }
 
 pub fn lower(ckpt: &Checkpoint, opts: LowerOptions) -> Graph {
@@ -65,7 +67,7 @@ pub fn lower(ckpt: &Checkpoint, opts: LowerOptions) -> Graph {
 /// Lowers from the config alone: weights are referenced by checkpoint tensor name and read at
 /// emission or interpretation time (the reader has already checked every shape).
 pub fn lower_config(cfg: &MambaConfig, opts: LowerOptions) -> Graph {
-    let mut l = Lowerer { g: Graph::new(), cfg, opts };
+    let mut l = Lowerer { g: Graph::new(), cfg, opts, state_outputs: Vec::new() };
     l.model();
     l.g
 }
@@ -150,6 +152,9 @@ impl Lowerer<'_> {
         let normed = self.rms_norm("backbone.norm_f", hidden);
         let logits = self.op("lm_head".into(), Op::MatMul, &[normed, lm_head_w]);
         self.g.add_output(names::LOGITS, logits);
+        for (name, v) in std::mem::take(&mut self.state_outputs) {
+            self.g.add_output(name, v);
+        }
     }
 
     fn rms_norm(&mut self, prefix: &str, x: ValueRef) -> ValueRef {
@@ -182,7 +187,7 @@ impl Lowerer<'_> {
             &[Some(x), Some(conv_w), None, conv_state],
         );
         if self.opts.stateful {
-            self.g.add_output(names::conv_state_out(i), ValueRef { node: conv, output: 1 });
+            self.state_outputs.push((names::conv_state_out(i), ValueRef { node: conv, output: 1 }));
         }
         let mut xc: ValueRef = conv.into();
         if cfg.use_conv_bias {
@@ -216,7 +221,7 @@ impl Lowerer<'_> {
             &[Some(xc), Some(delta), Some(a), Some(b), Some(c), None, None, None, ssm_state],
         );
         if self.opts.stateful {
-            self.g.add_output(names::ssm_state_out(i), ValueRef { node: scan, output: 1 });
+            self.state_outputs.push((names::ssm_state_out(i), ValueRef { node: scan, output: 1 }));
         }
         let d = self.weight(&format!("{m}.D"), &[inter], t, ConstTransform::AsStored);
         let du = self.op(format!("{m}.D_skip"), Op::Mul, &[xc, d]);

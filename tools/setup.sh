@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set-up shared by the README's commands: a Python venv in .venv with the pinned test and runtime
+# packages (ONNX Runtime's shared library comes from its pip wheel). Idempotent and quiet when
+# everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import numpy, onnx, onnxruntime, safetensors, pytest" 2>/dev/null; then
+  .venv/bin/pip install -q -r tools/requirements.txt
+fi
+# mambac finds ONNX Runtime through this variable (or through `python3 -c 'import onnxruntime'`).
+ORT_DYLIB_PATH=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
+export ORT_DYLIB_PATH
+echo "$ORT_DYLIB_PATH"

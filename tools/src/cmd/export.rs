@@ -1,0 +1,89 @@
+//! `mambac export CHECKPOINT_DIR -o model.onnx`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mambac_compiler::checkpoint::Checkpoint;
+use mambac_compiler::emit::ExternalData;
+use mambac_compiler::lower::LowerOptions;
+use mambac_compiler::pipeline::{export, CompileOptions, ExportOptions};
+
+use super::inspect::DTypeArg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint folder (Hugging Face or original state-spaces layout).
+    pub checkpoint: PathBuf,
+    /// Output ONNX file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Precision of the exported weights and activations (states, A, D and dt bias stay float32).
+    #[arg(long, value_enum, default_value = "float32")]
+    pub dtype: DTypeArg,
+    /// Add per-layer conv/ssm state inputs and outputs (prefill, decode and chunked prefill).
+    #[arg(long)]
+    pub stateful: bool,
+    /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Weights in a side file `<output>.data`: auto (over 2 GB), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub external_data: ExternalDataArg,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExternalDataArg {
+    Auto,
+    Always,
+    Never,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.checkpoint).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    let opts = ExportOptions {
+        compile: CompileOptions {
+            lower: LowerOptions { dtype: a.dtype.into(), stateful: a.stateful },
+            fuse: !a.no_fuse,
+            max_rewrites: None,
+        },
+        external_data: match a.external_data {
+            ExternalDataArg::Auto => ExternalData::Auto,
+            ExternalDataArg::Always => ExternalData::Always,
+            ExternalDataArg::Never => ExternalData::Never,
+        },
+    };
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_message("writing weights");
+        b
+    };
+    let started = std::time::Instant::now();
+    let report = export(&ckpt, &a.output, &opts, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("cannot export {}", a.checkpoint.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} ({} nodes, {} initializers, {:.1} MB of weights{}) in {:.2}s; passes: {}",
+        report.output.display(),
+        report.emit.nodes,
+        report.emit.initializers,
+        report.emit.weight_bytes as f64 / 1e6,
+        report.emit.external_data.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default(),
+        started.elapsed().as_secs_f64(),
+        if report.passes.rules_applied.is_empty() { "none".to_string() } else { report.passes.rules_applied.join(", ") },
+    );
+    Ok(())
+}

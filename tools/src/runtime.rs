@@ -1,0 +1,129 @@
+//! Finding and starting ONNX Runtime (loaded at run time) and the mambac op library.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ort::session::Session;
+
+pub const OPS_LIB_NAME: &str = "libmambac_ops.so";
+
+/// The ONNX Runtime shared library: `ORT_DYLIB_PATH`, else the pip wheel's
+/// `onnxruntime/capi/libonnxruntime.so.*` found through Python.
+pub fn find_ort_library() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("ORT_DYLIB_PATH is {}, which is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let pythons = [PathBuf::from(".venv/bin/python"), PathBuf::from("python3"), PathBuf::from("python")];
+    for py in &pythons {
+        let Ok(out) = Command::new(py)
+            .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
+            .output()
+        else {
+            continue;
+        };
+        if !out.status.success() {
+            continue;
+        }
+        let capi = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+        if let Some(lib) = find_versioned_lib(&capi) {
+            return Ok(lib);
+        }
+    }
+    bail!(
+        "ONNX Runtime not found: set ORT_DYLIB_PATH to libonnxruntime.so, or `pip install onnxruntime` \
+         (mambac loads onnxruntime/capi/libonnxruntime.so.* from the wheel)"
+    )
+}
+
+fn find_versioned_lib(dir: &Path) -> Option<PathBuf> {
+    let mut libs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
+        .collect();
+    libs.sort();
+    libs.pop()
+}
+
+/// Loads ONNX Runtime once per process.
+pub fn init_ort() -> Result<&'static ort::environment::Environment> {
+    // ort keeps only a weak reference to the environment: it lives here for the process.
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = find_ort_library().map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&lib).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?;
+        builder.with_name("mambac").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| anyhow!(e.clone()))
+}
+
+/// The op library: `--ops-lib`, else `MAMBAC_OPS_LIB`, else beside the mambac executable.
+pub fn find_ops_lib(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            bail!("--ops-lib {} is not a file", p.display());
+        }
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("MAMBAC_OPS_LIB") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("MAMBAC_OPS_LIB is {}, which is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("cannot locate the mambac executable")?;
+    let beside = exe.with_file_name(OPS_LIB_NAME);
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    bail!(
+        "the mambac op library was not found: pass --ops-lib PATH or set MAMBAC_OPS_LIB \
+         (looked for {} beside the executable; `cargo build --release` builds it)",
+        beside.display()
+    )
+}
+
+/// Which execution provider runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ep {
+    Cpu,
+    Cuda,
+}
+
+pub struct SessionOptions<'a> {
+    pub ops_lib: Option<&'a Path>,
+    pub threads: Option<usize>,
+    pub ep: Ep,
+}
+
+pub fn open_session(model: &Path, opts: &SessionOptions<'_>) -> Result<Session> {
+    let env = init_ort()?;
+    if !model.is_file() {
+        bail!("model {} does not exist", model.display());
+    }
+    let ops = find_ops_lib(opts.ops_lib)?;
+    let mut b = Session::builder(env).map_err(|e| anyhow!("cannot create an ONNX Runtime session builder: {e}"))?;
+    if let Some(n) = opts.threads {
+        b = b.with_intra_threads(n).map_err(|e| anyhow!("--threads {n}: {e}"))?;
+    }
+    if opts.ep == Ep::Cuda {
+        use ort::ep::ExecutionProvider;
+        let cuda = ort::ep::CUDA::default();
+        if !ort::ep::CUDA::is_available().unwrap_or(false) {
+            bail!("the CUDA execution provider is not available in {} (install onnxruntime-gpu)", find_ort_library()?.display());
+        }
+        b = b
+            .with_execution_providers([cuda.build().error_on_failure()])
+            .map_err(|e| anyhow!("cannot enable the CUDA execution provider: {e}"))?;
+    }
+    b = b.with_operator_library(&ops).map_err(|e| anyhow!("cannot register the op library {}: {e}", ops.display()))?;
+    b.commit_from_file(model).map_err(|e| anyhow!("cannot load {}: {e}", model.display()))
+}
