@@ -93,3 +93,29 @@ fn pickle_reader_on_the_fixture() {
     let conv = get("backbone.layers.1.mixer.conv1d.weight");
     assert_eq!(conv.shape, vec![128, 1, 4]);
 }
+
+/// A re-zipped pytorch_model.bin with compressed (deflated) entries still reads: storages are
+/// inflated once instead of sliced from the map.
+#[test]
+fn deflated_zip_entries_are_inflated() {
+    use std::io::{Read, Write};
+    let src = std::fs::File::open(testdata("mamba-tiny-ssm").join("pytorch_model.bin")).unwrap();
+    let mut zin = zip::ZipArchive::new(src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata("mamba-tiny-ssm").join("config.json"), dir.path().join("config.json")).unwrap();
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(dir.path().join("pytorch_model.bin")).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for i in 0..zin.len() {
+        let mut f = zin.by_index(i).unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        zout.start_file(f.name(), opts).unwrap();
+        zout.write_all(&buf).unwrap();
+    }
+    zout.finish().unwrap();
+    let ck = Checkpoint::open(dir.path()).unwrap();
+    let hf = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
+    for (name, _) in shapes::expected_tensors(&hf.config) {
+        assert_eq!(*ck.tensor(&name).unwrap().bytes, *hf.tensor(&name).unwrap().bytes, "{name}");
+    }
+}

@@ -207,7 +207,7 @@ impl<'a> Machine<'a> {
         let Value::Dict(d) = target else {
             return Err(self.bad(format!("SETITEM(S) on a {}", target.kind())));
         };
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.bad("SETITEMS with an odd number of items"));
         }
         let mut d = d.borrow_mut();

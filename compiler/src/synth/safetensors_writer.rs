@@ -47,7 +47,7 @@ pub fn write_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Result<MambaConf
     let mut shard = 0;
     let mut acc = 0usize;
     let mut left = total;
-    for i in 0..tensors.len() {
+    for (i, &size) in sizes.iter().enumerate() {
         let remaining_tensors = tensors.len() - i;
         let shards_after = nshards - shard - 1;
         if !groups[shard].is_empty()
@@ -59,7 +59,7 @@ pub fn write_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Result<MambaConf
             acc = 0;
         }
         groups[shard].push(i);
-        acc += sizes[i];
+        acc += size;
     }
 
     let mut weight_map = Map::new();
