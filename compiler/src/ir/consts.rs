@@ -83,9 +83,13 @@ impl ConstTensor {
             }
             ConstSource::Checkpoint { tensor, transform, .. } => {
                 let view = ckpt.tensor(tensor)?;
-                // Same dtype and no reordering: the stored bytes are already what ONNX wants.
-                if Elem::from(view.dtype) == self.elem && *transform != ConstTransform::Transpose2d {
-                    return Ok(view.bytes.into_owned());
+                // Same dtype: the stored bytes are what ONNX wants, at most reordered. No
+                // float conversion, so a large weight costs one copy, not three.
+                if Elem::from(view.dtype) == self.elem {
+                    return Ok(match transform {
+                        ConstTransform::Transpose2d => transpose_bytes(&view.bytes, view.shape[0], view.shape[1], self.elem.size()),
+                        _ => view.bytes.into_owned(),
+                    });
                 }
                 let values = view.to_f32();
                 let values = apply_transform(values, &view.shape, *transform);
@@ -109,6 +113,24 @@ fn apply_transform<T: Copy>(values: Vec<T>, stored_shape: &[usize], transform: C
             out
         }
     }
+}
+
+/// Transposes a row-major `[rows, cols]` matrix of `size`-byte elements, in cache-sized tiles.
+fn transpose_bytes(src: &[u8], rows: usize, cols: usize, size: usize) -> Vec<u8> {
+    const TILE: usize = 32;
+    let mut out = vec![0u8; src.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    let from = (r * cols + c) * size;
+                    let to = (c * rows + r) * size;
+                    out[to..to + size].copy_from_slice(&src[from..from + size]);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Encodes float values as `elem` (a float type), little-endian.

@@ -1,6 +1,8 @@
 //! Shared by the compiler's integration tests: fixture paths, reference tensors, error metrics.
 #![allow(dead_code)]
 
+pub mod forward;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
