@@ -1,1 +1,98 @@
-fn main() {}
+//! Native build of the op library's kernels.
+//!
+//! * The cxx bridge (`custom-ops/src/kernel_abi.rs`) plus the ISA-independent C++ (shape checks,
+//!   CPU dispatch) are compiled for the portable baseline.
+//! * The CPU kernels are compiled once per instruction set from the same source
+//!   (`cpp/cpu/isa_*.cpp`), each with its own `-m` flags, and `cpp/cpu/dispatch.cpp` picks one at
+//!   run time with `__builtin_cpu_supports`. Nothing is built with `-march=native`, so the library
+//!   runs on any x86-64 (and the generic build on any other target).
+//! * With the `cuda` feature, `cpp/cuda/build_support.rs` (owned by the CUDA side) adds its part;
+//!   see the hook at the end of `main`.
+
+use std::path::Path;
+
+/// Every C++ file and header, for `rerun-if-changed`.
+const CPP_SOURCES: &[&str] = &[
+    "cpp/shape_check.cpp",
+    "cpp/cpu/dispatch.cpp",
+    "cpp/cpu/isa_generic.cpp",
+    "cpp/cpu/isa_avx2.cpp",
+    "cpp/cpu/isa_avx512.cpp",
+    "cpp/cpu/kernels_impl.h",
+    "cpp/cpu/isa_entry.h",
+    "cpp/cpu/simd.h",
+    "cpp/include/mambac/shape_check.h",
+    "cpp/include/mambac/cpu_kernels.h",
+];
+
+fn main() {
+    let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let x86 = target_arch == "x86_64";
+
+    cxx_build::bridge("custom-ops/src/kernel_abi.rs")
+        .file("cpp/shape_check.cpp")
+        .file("cpp/cpu/dispatch.cpp")
+        .include("cpp/include")
+        .std("c++17")
+        .flag_if_supported("-Wall")
+        .define("MAMBAC_HAVE_X86_ISAS", if x86 { "1" } else { "0" })
+        .compile("mambac_kernels");
+
+    // One static library per instruction set: cc applies flags per Build, not per file.
+    isa_build("cpp/cpu/isa_generic.cpp", &[], "mambac_cpu_generic");
+    if x86 {
+        isa_build("cpp/cpu/isa_avx2.cpp", &["-mavx2", "-mfma", "-mf16c"], "mambac_cpu_avx2");
+        isa_build(
+            "cpp/cpu/isa_avx512.cpp",
+            &["-mavx512f", "-mfma", "-mf16c"],
+            "mambac_cpu_avx512",
+        );
+    }
+
+    println!("cargo:rerun-if-changed=custom-ops/src/kernel_abi.rs");
+    for f in CPP_SOURCES {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CUDA");
+
+    // --- CUDA hook (owned by cpp/cuda) -------------------------------------------------------
+    // With `--features cuda`, cpp/cuda/build_support.rs provides `cuda_build::build()`, which
+    // compiles the CUDA kernels and emits its own link lines. Until that file exists the default
+    // build must not depend on it, hence the cfg gate set below.
+    cuda_hook();
+}
+
+#[cfg(feature = "cuda")]
+#[path = "cpp/cuda/build_support.rs"]
+mod cuda_build;
+
+#[cfg(feature = "cuda")]
+fn cuda_hook() {
+    cuda_build::build();
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_hook() {}
+
+/// Compiles one ISA translation unit of the CPU kernels into its own static library.
+fn isa_build(source: &str, flags: &[&str], lib: &str) {
+    // `bridges` with no files gives a Build that already knows where cxx's generated headers
+    // (kernel_abi.rs.h, rust/cxx.h) live, without compiling the bridge a second time.
+    let mut build = cxx_build::bridges(std::iter::empty::<&Path>());
+    build
+        .file(source)
+        .include("cpp/include")
+        .include("cpp/cpu")
+        .std("c++17")
+        .opt_level(3)
+        // Contract a*b+c into FMA where the ISA has it; the kernels' tolerances allow it.
+        .flag_if_supported("-ffp-contract=fast")
+        .flag_if_supported("-fno-math-errno")
+        .flag_if_supported("-Wall")
+        // GCC 12's own AVX-512 intrinsics headers trip this (their `__Y = __Y` idiom).
+        .flag_if_supported("-Wno-maybe-uninitialized");
+    for f in flags {
+        build.flag(f);
+    }
+    build.compile(lib);
+}

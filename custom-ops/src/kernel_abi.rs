@@ -67,4 +67,56 @@ pub mod ffi {
         y: usize,
         final_state: usize,
     }
+
+    /// One input as the shape checks see it: presence, ONNX element type code
+    /// (`TensorProto.DataType`: 1 float, 10 float16, 16 bfloat16, ...) and dims. Dims past
+    /// `MAX_RANK` are not stored; `rank` is always the true rank, so a rank error still reads right.
+    #[derive(Debug, Clone, Copy)]
+    struct TensorDesc {
+        present: bool,
+        elem: i32,
+        rank: usize,
+        dims: [i64; 8],
+    }
+
+    unsafe extern "C++" {
+        include!("mambac/shape_check.h");
+        include!("mambac/cpu_kernels.h");
+
+        /// Checks SelectiveScan's 9 inputs (DESIGN.md order; absent = `present: false`) and
+        /// returns the sizes and element type with every pointer 0. Err names the input, the
+        /// expected and the actual shape or type.
+        fn check_selective_scan(inputs: &[TensorDesc]) -> Result<SelectiveScanParams>;
+        /// Same for CausalConv1d's 4 inputs.
+        fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
+
+        /// Number of independent work items; run them in any order, on any threads.
+        fn selective_scan_cpu_tasks(p: &SelectiveScanParams) -> usize;
+        /// Runs work item `task`. Err only if scratch memory cannot be had.
+        fn selective_scan_cpu_run(p: &SelectiveScanParams, task: usize) -> Result<()>;
+        fn causal_conv1d_cpu_tasks(p: &CausalConv1dParams) -> usize;
+        fn causal_conv1d_cpu_run(p: &CausalConv1dParams, task: usize) -> Result<()>;
+        /// The CPU kernel build in use: "avx512", "avx2" or "generic" (env `MAMBAC_CPU_ISA`
+        /// can lower it, for tests and benchmarks).
+        fn cpu_isa_name() -> &'static str;
+    }
+}
+
+/// Dims of a `TensorDesc` that are stored (ranks above this are rejected by the checks).
+pub const MAX_RANK: usize = 8;
+
+impl ffi::TensorDesc {
+    /// An absent optional input.
+    pub fn absent() -> Self {
+        ffi::TensorDesc { present: false, elem: 0, rank: 0, dims: [0; MAX_RANK] }
+    }
+
+    /// A present input of ONNX element type `elem` and shape `shape`.
+    pub fn new(elem: i32, shape: &[i64]) -> Self {
+        let mut dims = [0; MAX_RANK];
+        for (d, s) in dims.iter_mut().zip(shape) {
+            *d = *s;
+        }
+        ffi::TensorDesc { present: true, elem, rank: shape.len(), dims }
+    }
 }

@@ -1,1 +1,28 @@
+//! `libmambac_ops.so`: DESIGN.md's fused ops (`SelectiveScan`, `CausalConv1d`, ONNX domain
+//! `mambac`) for ONNX Runtime, loaded through the standard `RegisterCustomOps` entry point.
+//!
+//! Layers, outermost first:
+//! * [`register`] — the one exported symbol; builds the op domain.
+//! * [`op_table`] — the `OrtCustomOp` tables ORT calls back into (names, types, optional I/O,
+//!   kernel creation and compute), every callback wrapped so no panic crosses into ORT.
+//! * [`selective_scan`], [`causal_conv1d`] — per-op attributes and compute: read the inputs,
+//!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
+//! * [`kernel_abi`] — the cxx bridge to C++ (`cpp/`): params structs, shape checks, kernels.
+//!   The C++ knows nothing about ORT, so the TensorRT plugin can reuse it.
+//!
+//! Invariants: nothing unwinds across `extern` boundaries (panics become `OrtStatus` errors,
+//! C++ exceptions become `Err` through cxx); the only exported symbol is `RegisterCustomOps`.
 
+pub mod attributes;
+pub mod causal_conv1d;
+pub mod error;
+pub mod kernel_abi;
+pub mod op_table;
+pub mod ort_api;
+pub mod parallel;
+pub mod register;
+pub mod selective_scan;
+pub mod tensor;
+
+pub use error::OpError;
+pub use kernel_abi::ffi;

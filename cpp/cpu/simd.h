@@ -1,0 +1,250 @@
+// Portable SIMD for the CPU kernels: GCC/Clang vector extensions of MAMBAC_VW floats, compiled
+// once per ISA translation unit (isa_*.cpp) with that unit's -m flags, so one source gives the
+// AVX-512, AVX2 and baseline builds. Everything lives in namespace mambac::MAMBAC_ISA: the same
+// inline function compiled with different flags must not be merged by the linker.
+//
+// Element types (E): F32, F16, BF16. Loads widen to float32, stores round to nearest even; all
+// arithmetic is float32 (DESIGN.md).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#ifndef MAMBAC_ISA
+#error "define MAMBAC_ISA (namespace) and MAMBAC_VW (floats per vector) before including simd.h"
+#endif
+
+namespace mambac {
+namespace MAMBAC_ISA {
+
+constexpr int VW = MAMBAC_VW;
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+typedef uint32_t vu __attribute__((vector_size(VW * 4)));
+typedef uint16_t vh __attribute__((vector_size(VW * 2)));
+
+static inline vf splat(float x) { return vf{} + x; }
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+
+// exp(x) for float32 vectors: one range reduction, a degree-6 polynomial, an exponent add.
+// Relative error < 2e-7 over the clamped range. The clamp keeps 2^n a normal float (the bit
+// trick below cannot make denormals); exp(-86.5) ~ 2.6e-38 stands in for smaller results, which
+// in the scan multiply a state of order 1 and vanish against the tolerances.
+static inline vf vexp(vf x) {
+  x = vmax(x, splat(-86.5f));
+  x = vmin(x, splat(88.0f));
+  // Adding 1.5 * 2^23 rounds x*log2(e) to an integer that lands in the low mantissa bits.
+  const float magic = 12582912.0f;
+  const vf t = x * 1.44269504088896341f + magic;
+  const vf n = t - magic;
+  // ln2 in two parts (the first exact in float) so r = x - n*ln2 keeps its low bits.
+  vf r = x - n * 0.693145751953125f;
+  r = r - n * 1.42860682030941723212e-6f;
+  // Taylor series of exp(r) for |r| <= ln2/2; the degree-7 term is < 1.2e-7.
+  vf p = splat(1.0f / 720.0f);
+  p = p * r + (1.0f / 120.0f);
+  p = p * r + (1.0f / 24.0f);
+  p = p * r + (1.0f / 6.0f);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const vu e = ((vu)t - (vu)splat(magic)) << 23;
+  return (vf)((vu)p + e);
+}
+
+// log1p(e) for e in [0, 1]: log(u) of u = fl(1 + e), corrected by e / (u - 1) for the rounding
+// of u (Goldberg's trick), so tiny e keep full relative precision.
+static inline vf vlog1p_unit(vf e) {
+  const vf u = e + 1.0f;
+  // u = m * 2^k with m in [sqrt(1/2), sqrt(2)); here k is 0 or 1.
+  const vi big = u > 1.41421356f;
+  const vf m = big ? u * 0.5f : u;
+  const vf k = big ? splat(1.0f) : splat(0.0f);
+  const vf f = m - 1.0f;
+  // log(m) = 2 atanh(s), s = f / (2 + f), |s| <= 0.172: the series to s^9 is exact to < 1e-9.
+  const vf s = f / (f + 2.0f);
+  const vf s2 = s * s;
+  vf q = splat(1.0f / 9.0f);
+  q = q * s2 + (1.0f / 7.0f);
+  q = q * s2 + (1.0f / 5.0f);
+  q = q * s2 + (1.0f / 3.0f);
+  q = q * s2 + 1.0f;
+  const vf log_u = k * 0.693147180559945309f + 2.0f * s * q;
+  const vf d = u - 1.0f;
+  return d == 0.0f ? e : log_u * (e / d);
+}
+
+// softplus(x) = log(1 + exp(x)), and x itself above 20 (DESIGN.md). Written as
+// max(x, 0) + log1p(exp(-|x|)) so exp never overflows.
+static inline vf vsoftplus(vf x) {
+  const vf ax = x < 0.0f ? -x : x;
+  const vf sp = vmax(x, splat(0.0f)) + vlog1p_unit(vexp(-ax));
+  return x > 20.0f ? x : sp;
+}
+
+// x * sigmoid(x) = x / (1 + exp(-x)).
+static inline vf vsilu(vf x) { return x / (vexp(-x) + 1.0f); }
+
+// ---- scalar conversions --------------------------------------------------------------------
+
+static inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;
+  uint32_t bits;
+  if (em >= 0x7c00u) {
+    bits = 0x7f800000u | ((em & 0x3ffu) << 13);  // inf, nan (payload kept)
+  } else if (em >= 0x400u) {
+    bits = (em << 13) + ((127u - 15u) << 23);  // normal: rebias the exponent
+  } else {
+    const float f = static_cast<float>(em) * 5.9604644775390625e-8f;  // subnormal: em * 2^-24
+    std::memcpy(&bits, &f, 4);
+  }
+  bits |= sign;
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+static inline uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) return sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  if (x >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to inf
+  if (x < 0x38800000u) {
+    // Below 2^-14: a half subnormal. Adding 0.5 (ulp 2^-24) rounds to the half's grid, nearest even.
+    float a;
+    std::memcpy(&a, &x, 4);
+    a += 0.5f;
+    uint32_t b;
+    std::memcpy(&b, &a, 4);
+    return sign | static_cast<uint16_t>(b - 0x3f000000u);
+  }
+  const uint32_t odd = (x >> 13) & 1u;
+  x += (static_cast<uint32_t>(15 - 127) << 23) + 0xfffu + odd;
+  return sign | static_cast<uint16_t>(x >> 13);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet nan
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+// ---- element types ---------------------------------------------------------------------------
+
+struct F32 {
+  using T = float;
+  static float to_f32(float x) { return x; }
+  static float from_f32(float x) { return x; }
+  static vf load(const float* p) {
+    vf v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+};
+
+struct BF16 {
+  using T = uint16_t;
+  static float to_f32(uint16_t x) { return bf16_to_f32(x); }
+  static uint16_t from_f32(float x) { return f32_to_bf16(x); }
+  static vf load(const uint16_t* p) {
+    vh h;
+    std::memcpy(&h, p, sizeof h);
+    return (vf)(__builtin_convertvector(h, vu) << 16);
+  }
+  static void store(uint16_t* p, vf v) {
+    const vu x = (vu)v;
+    const vu r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+    const vu q = (x >> 16) | 0x40u;
+    const vh h = __builtin_convertvector(v != v ? q : r, vh);
+    std::memcpy(p, &h, sizeof h);
+  }
+};
+
+struct F16 {
+  using T = uint16_t;
+  static float to_f32(uint16_t x) { return f16_to_f32(x); }
+  static uint16_t from_f32(float x) { return f32_to_f16(x); }
+  static vf load(const uint16_t* p) {
+#if defined(__AVX512F__) && MAMBAC_VW == 16
+    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__) && MAMBAC_VW == 8
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+    float tmp[VW];
+    for (int l = 0; l < VW; ++l) tmp[l] = f16_to_f32(p[l]);
+    vf v;
+    std::memcpy(&v, tmp, sizeof v);
+    return v;
+#endif
+  }
+  static void store(uint16_t* p, vf v) {
+#if defined(__AVX512F__) && MAMBAC_VW == 16
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__F16C__) && MAMBAC_VW == 8
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+#else
+    float tmp[VW];
+    std::memcpy(tmp, &v, sizeof v);
+    for (int l = 0; l < VW; ++l) p[l] = f32_to_f16(tmp[l]);
+#endif
+  }
+};
+
+// Loads n <= VW lanes (the rest 0); stores n lanes. Full vectors take the fast path.
+template <class E>
+static inline vf load_n(const typename E::T* p, int n) {
+  if (n == VW) return E::load(p);
+  float tmp[VW] = {};
+  for (int l = 0; l < n; ++l) tmp[l] = E::to_f32(p[l]);
+  vf v;
+  std::memcpy(&v, tmp, sizeof v);
+  return v;
+}
+
+template <class E>
+static inline void store_n(typename E::T* p, vf v, int n) {
+  if (n == VW) {
+    E::store(p, v);
+    return;
+  }
+  float tmp[VW];
+  std::memcpy(tmp, &v, sizeof v);
+  for (int l = 0; l < n; ++l) p[l] = E::from_f32(tmp[l]);
+}
+
+// Lane l of the result is p[l * stride] (0 past n): gathers a column of a channel-major array.
+template <class E>
+static inline vf gather_n(const typename E::T* p, size_t stride, int n) {
+  float tmp[VW] = {};
+  for (int l = 0; l < n; ++l) tmp[l] = E::to_f32(p[l * stride]);
+  vf v;
+  std::memcpy(&v, tmp, sizeof v);
+  return v;
+}
+
+template <class E>
+static inline void scatter_n(typename E::T* p, size_t stride, vf v, int n) {
+  float tmp[VW];
+  std::memcpy(tmp, &v, sizeof v);
+  for (int l = 0; l < n; ++l) p[l * stride] = E::from_f32(tmp[l]);
+}
+
+}  // namespace MAMBAC_ISA
+}  // namespace mambac

@@ -1,0 +1,35 @@
+// Shape and type checks of the fused ops: the one C++ place that decides whether a set of inputs
+// is valid (DESIGN.md "The fused ops"). The ORT op (through cxx) and the TensorRT plugin both call
+// these before running a kernel; the Rust compiler has its own twin, tested to agree.
+//
+// Each check takes the op's inputs in DESIGN.md order (absent optional inputs: present = false),
+// throws std::invalid_argument naming the input, the expected and the actual shape or type, and
+// otherwise returns the kernel params with the sizes and element type filled and every pointer 0.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "rust/cxx.h"
+
+namespace mambac {
+
+struct TensorDesc;
+struct SelectiveScanParams;
+struct CausalConv1dParams;
+
+// ONNX TensorProto.DataType codes the ops use.
+constexpr int32_t kOnnxFloat = 1;
+constexpr int32_t kOnnxFloat16 = 10;
+constexpr int32_t kOnnxBFloat16 = 16;
+
+constexpr size_t kSelectiveScanInputs = 9;
+constexpr size_t kCausalConv1dInputs = 4;
+
+SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
+CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
+
+// "float32", "float16", ... for messages; "type code N" for codes it does not know.
+std::string onnx_type_name(int32_t code);
+
+}  // namespace mambac

@@ -1,0 +1,229 @@
+// The shape and type checks of DESIGN.md's fused ops; see mambac/shape_check.h.
+#include "mambac/shape_check.h"
+
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "mambac-ops/custom-ops/src/kernel_abi.rs.h"
+
+namespace mambac {
+
+std::string onnx_type_name(int32_t code) {
+  switch (code) {
+    case 1: return "float32";
+    case 2: return "uint8";
+    case 3: return "int8";
+    case 4: return "uint16";
+    case 5: return "int16";
+    case 6: return "int32";
+    case 7: return "int64";
+    case 8: return "string";
+    case 9: return "bool";
+    case 10: return "float16";
+    case 11: return "float64";
+    case 12: return "uint32";
+    case 13: return "uint64";
+    case 16: return "bfloat16";
+    default: return "type code " + std::to_string(code);
+  }
+}
+
+namespace {
+
+// An expected dim: a number, or a name for a size the input itself defines.
+struct Dim {
+  int64_t value;     // used when name is empty
+  const char* name;  // e.g. "ngroups"
+  Dim(int64_t v) : value(v), name("") {}   // NOLINT: implicit on purpose, reads like the doc
+  Dim(const char* n) : value(-1), name(n) {}  // NOLINT
+};
+
+std::string shape_str(const TensorDesc& t) {
+  std::ostringstream s;
+  s << '[';
+  for (size_t i = 0; i < t.rank; ++i) {
+    if (i) s << ", ";
+    if (i < t.dims.size()) s << t.dims[i]; else s << "...";
+  }
+  s << ']';
+  return s.str();
+}
+
+std::string dims_str(const std::vector<Dim>& dims) {
+  std::ostringstream s;
+  s << '[';
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i) s << ", ";
+    if (dims[i].name[0]) s << dims[i].name; else s << dims[i].value;
+  }
+  s << ']';
+  return s.str();
+}
+
+// Checks one op's inputs in order; every failure is one std::invalid_argument naming the input.
+class Checker {
+ public:
+  Checker(const char* op, rust::Slice<const TensorDesc> inputs, const char* const* names, size_t count)
+      : op_(op), inputs_(inputs), names_(names) {
+    if (inputs.size() != count) {
+      fail(std::to_string(count) + " input slots expected, got " + std::to_string(inputs.size()));
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw std::invalid_argument(std::string(op_) + ": " + msg);
+  }
+
+  const TensorDesc& at(size_t i) const { return inputs_[i]; }
+  bool present(size_t i) const { return inputs_[i].present; }
+  std::string name(size_t i) const { return std::string("'") + names_[i] + "'"; }
+
+  void require(size_t i) const {
+    if (!present(i)) fail("required input " + name(i) + " is missing");
+  }
+
+  // The op's T: float32, float16 or bfloat16.
+  int32_t float_type(size_t i) const {
+    int32_t e = at(i).elem;
+    if (e != kOnnxFloat && e != kOnnxFloat16 && e != kOnnxBFloat16) {
+      fail("input " + name(i) + " has element type " + onnx_type_name(e) +
+           ", expected float32, float16 or bfloat16");
+    }
+    return e;
+  }
+
+  void type_is(size_t i, int32_t expected, const char* why) const {
+    if (at(i).elem != expected) {
+      fail("input " + name(i) + " has element type " + onnx_type_name(at(i).elem) + ", expected " +
+           onnx_type_name(expected) + why);
+    }
+  }
+
+  // Rank and every numbered dim must match; named dims are free (the caller checks them).
+  void shape_is(size_t i, const std::vector<Dim>& expected, const std::string& why) const {
+    const TensorDesc& t = at(i);
+    bool ok = t.rank == expected.size() && t.rank <= t.dims.size();
+    for (size_t k = 0; ok && k < expected.size(); ++k) {
+      if (t.dims[k] < 0) ok = false;
+      if (!expected[k].name[0] && t.dims[k] != expected[k].value) ok = false;
+    }
+    if (!ok) shape_fail(i, expected, why);
+  }
+
+  [[noreturn]] void shape_fail(size_t i, const std::vector<Dim>& expected, const std::string& why) const {
+    fail("input " + name(i) + " has shape " + shape_str(at(i)) + ", expected " + dims_str(expected) + why);
+  }
+
+ private:
+  const char* op_;
+  rust::Slice<const TensorDesc> inputs_;
+  const char* const* names_;
+};
+
+ElemType elem_of(int32_t onnx) {
+  switch (onnx) {
+    case kOnnxFloat16: return ElemType::F16;
+    case kOnnxBFloat16: return ElemType::BF16;
+    default: return ElemType::F32;
+  }
+}
+
+}  // namespace
+
+SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs) {
+  enum { U, DELTA, A, B, C, D, Z, DELTA_BIAS, INITIAL_STATE };
+  static const char* const names[kSelectiveScanInputs] = {
+      "u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"};
+  Checker ck("SelectiveScan", inputs, names, kSelectiveScanInputs);
+
+  for (size_t i : {U, DELTA, A, B, C}) ck.require(i);
+
+  const int32_t t = ck.float_type(U);
+  ck.shape_is(U, {"batch", "seqlen", "dim"}, "");
+  const int64_t batch = ck.at(U).dims[0], seqlen = ck.at(U).dims[1], dim = ck.at(U).dims[2];
+  const char* same_as_u = " (same as 'u')";
+
+  ck.type_is(DELTA, t, same_as_u);
+  ck.shape_is(DELTA, {batch, seqlen, dim}, same_as_u);
+
+  ck.type_is(A, kOnnxFloat, "");
+  ck.shape_is(A, {dim, "dstate"}, " (dim from 'u')");
+  const int64_t dstate = ck.at(A).dims[1];
+  if (dstate < 1) ck.shape_fail(A, {dim, "dstate"}, " with dstate >= 1");
+
+  ck.type_is(B, t, same_as_u);
+  const std::vector<Dim> bc = {batch, seqlen, "ngroups", dstate};
+  const std::string bc_why = " with dim " + std::to_string(dim) + " divisible by ngroups";
+  ck.shape_is(B, bc, bc_why);
+  const int64_t ngroups = ck.at(B).dims[2];
+  if (ngroups < 1 || dim % ngroups != 0) ck.shape_fail(B, bc, bc_why);
+
+  ck.type_is(C, t, same_as_u);
+  ck.shape_is(C, {batch, seqlen, ngroups, dstate}, " (same as 'B')");
+
+  if (ck.present(D)) {
+    ck.type_is(D, kOnnxFloat, "");
+    ck.shape_is(D, {dim}, " (dim from 'u')");
+  }
+  if (ck.present(Z)) {
+    ck.type_is(Z, t, same_as_u);
+    ck.shape_is(Z, {batch, seqlen, dim}, same_as_u);
+  }
+  if (ck.present(DELTA_BIAS)) {
+    ck.type_is(DELTA_BIAS, kOnnxFloat, "");
+    ck.shape_is(DELTA_BIAS, {dim}, " (dim from 'u')");
+  }
+  if (ck.present(INITIAL_STATE)) {
+    ck.type_is(INITIAL_STATE, kOnnxFloat, "");
+    ck.shape_is(INITIAL_STATE, {batch, dim, dstate}, " ([batch, dim, dstate] from 'u' and 'A')");
+  }
+
+  SelectiveScanParams p{};
+  p.batch = static_cast<size_t>(batch);
+  p.seqlen = static_cast<size_t>(seqlen);
+  p.dim = static_cast<size_t>(dim);
+  p.dstate = static_cast<size_t>(dstate);
+  p.ngroups = static_cast<size_t>(ngroups);
+  p.elem = elem_of(t);
+  p.delta_softplus = true;
+  return p;
+}
+
+CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {
+  enum { X, WEIGHT, BIAS, INITIAL_STATE };
+  static const char* const names[kCausalConv1dInputs] = {"x", "weight", "bias", "initial_state"};
+  Checker ck("CausalConv1d", inputs, names, kCausalConv1dInputs);
+
+  for (size_t i : {X, WEIGHT}) ck.require(i);
+
+  const int32_t t = ck.float_type(X);
+  ck.shape_is(X, {"batch", "seqlen", "dim"}, "");
+  const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1], dim = ck.at(X).dims[2];
+  const char* same_as_x = " (same as 'x')";
+
+  ck.type_is(WEIGHT, t, same_as_x);
+  ck.shape_is(WEIGHT, {dim, "width"}, " (dim from 'x')");
+  const int64_t width = ck.at(WEIGHT).dims[1];
+  if (width < 1) ck.shape_fail(WEIGHT, {dim, "width"}, " with width >= 1");
+
+  if (ck.present(BIAS)) {
+    ck.type_is(BIAS, t, same_as_x);
+    ck.shape_is(BIAS, {dim}, " (dim from 'x')");
+  }
+  if (ck.present(INITIAL_STATE)) {
+    ck.type_is(INITIAL_STATE, t, same_as_x);
+    ck.shape_is(INITIAL_STATE, {batch, dim, width - 1}, " ([batch, dim, width - 1] from 'x' and 'weight')");
+  }
+
+  CausalConv1dParams p{};
+  p.batch = static_cast<size_t>(batch);
+  p.seqlen = static_cast<size_t>(seqlen);
+  p.dim = static_cast<size_t>(dim);
+  p.width = static_cast<size_t>(width);
+  p.elem = elem_of(t);
+  p.silu = true;
+  return p;
+}
+
+}  // namespace mambac

@@ -1,0 +1,72 @@
+//! Node attributes, read once at kernel creation. An attribute of the wrong kind is an error
+//! naming it, never silently the default.
+
+use std::ffi::{c_char, CStr};
+use std::ptr;
+
+use ort_sys::OrtKernelInfo;
+
+use crate::error::OpError;
+use crate::ort_api::{api, discard};
+
+/// An int attribute, or `default` when the node does not set it.
+///
+/// # Safety
+/// `info` is the live kernel info of the kernel being created.
+pub unsafe fn int_or(info: *const OrtKernelInfo, op: &'static str, name: &'static CStr, default: i64) -> Result<i64, OpError> {
+    let api = api();
+    let mut value = 0i64;
+    if discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut value)) {
+        return Ok(value);
+    }
+    if has_other_kind(info, name, Kind::Int) {
+        return Err(attr_error(op, name, "must be an int".into()));
+    }
+    Ok(default)
+}
+
+/// A string attribute, or `default` when the node does not set it.
+///
+/// # Safety
+/// As for [`int_or`].
+pub unsafe fn string_or(info: *const OrtKernelInfo, op: &'static str, name: &'static CStr, default: &str) -> Result<String, OpError> {
+    match read_string(info, name) {
+        Some(s) => Ok(s),
+        None if has_other_kind(info, name, Kind::String) => Err(attr_error(op, name, "must be a string".into())),
+        None => Ok(default.to_string()),
+    }
+}
+
+pub fn attr_error(op: &'static str, name: &'static CStr, problem: String) -> OpError {
+    OpError::Attribute { op, name: name.to_str().unwrap_or("?"), problem }
+}
+
+#[derive(PartialEq)]
+enum Kind {
+    Int,
+    String,
+}
+
+unsafe fn read_string(info: *const OrtKernelInfo, name: &CStr) -> Option<String> {
+    let api = api();
+    let mut size = 0usize;
+    if !discard((api.KernelInfoGetAttribute_string)(info, name.as_ptr(), ptr::null_mut(), &mut size)) {
+        return None;
+    }
+    let mut buf = vec![0u8; size.max(1)];
+    if !discard((api.KernelInfoGetAttribute_string)(info, name.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)) {
+        return None;
+    }
+    let s = CStr::from_bytes_until_nul(&buf).ok()?;
+    Some(s.to_string_lossy().into_owned())
+}
+
+/// Whether the node sets `name` as some kind other than `expected` (int, float or string).
+unsafe fn has_other_kind(info: *const OrtKernelInfo, name: &CStr, expected: Kind) -> bool {
+    let api = api();
+    let mut i = 0i64;
+    let mut f = 0f32;
+    (expected != Kind::Int && discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut i)))
+        || discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut f))
+        || (expected != Kind::String && read_string(info, name).is_some())
+}

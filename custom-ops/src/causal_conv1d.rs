@@ -1,0 +1,70 @@
+//! CausalConv1d (DESIGN.md): depthwise, left-padded by width - 1 with the previous inputs.
+//!
+//! ```text
+//! y[t, d] = act(bias[d] + sum_k weight[d, k] * x[t - (width - 1) + k, d])
+//! ```
+//!
+//! with x at negative times taken from initial_state ([batch, dim, width - 1], oldest first), else
+//! 0; `act` is SiLU or none (attribute `activation`). final_state holds the last width - 1 inputs.
+
+use std::ffi::CStr;
+
+use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
+
+use crate::attributes::{attr_error, string_or};
+use crate::error::OpError;
+use crate::kernel_abi::ffi;
+use crate::op_table::Kernel;
+use crate::parallel::parallel_for;
+use crate::tensor::{input, output};
+
+const ACTIVATION: &CStr = c"activation";
+
+pub struct CausalConv1d {
+    silu: bool,
+}
+
+impl Kernel for CausalConv1d {
+    const NAME: &'static CStr = c"CausalConv1d";
+    const OP: &'static str = "CausalConv1d";
+    const INPUTS: usize = 4;
+
+    fn output_types(t: Elem) -> &'static [Elem] {
+        match t {
+            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 => {
+                &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16]
+            }
+            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 => {
+                &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16]
+            }
+            _ => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT],
+        }
+    }
+
+    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
+        let activation = string_or(info, Self::OP, ACTIVATION, "silu")?;
+        match activation.as_str() {
+            "silu" => Ok(CausalConv1d { silu: true }),
+            "none" => Ok(CausalConv1d { silu: false }),
+            other => Err(attr_error(Self::OP, ACTIVATION, format!("is \"{other}\", expected \"silu\" or \"none\""))),
+        }
+    }
+
+    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
+        let op = Self::OP;
+        let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
+        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let mut p = ffi::check_causal_conv1d(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
+        p.silu = self.silu;
+        p.x = inputs[0].addr;
+        p.weight = inputs[1].addr;
+        p.bias = inputs[2].addr;
+        p.initial_state = inputs[3].addr;
+        p.y = output(ctx, 0, &[p.batch, p.seqlen, p.dim], op)?;
+        p.final_state = output(ctx, 1, &[p.batch, p.dim, p.width - 1], op)?;
+
+        let p = &p;
+        let tasks = ffi::causal_conv1d_cpu_tasks(p);
+        parallel_for(ctx, tasks, op, &|i| ffi::causal_conv1d_cpu_run(p, i).map_err(|e| e.what().to_string()))
+    }
+}

@@ -1,0 +1,204 @@
+//! The `OrtCustomOp` tables: what ORT calls to learn an op's signature and to create and run its
+//! kernels. One table per (op, T), T in float32 / float16 / bfloat16; ORT merges tables of one
+//! name into one schema and picks the kernel by the type of input 0.
+//!
+//! Only input 0 (`u` / `x`) is typed for ORT. Every other input is declared "any type" and every
+//! input optional, so that a wrong type or a missing input reaches the C++ check, whose error
+//! names the input and what was expected; ORT's own messages would name neither.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use ort_sys::{
+    ONNXTensorElementDataType as Elem, OrtApi, OrtCustomOp, OrtCustomOpInputOutputCharacteristic as Io, OrtKernelContext,
+    OrtKernelInfo, OrtMemType, OrtShapeInferContext, OrtStatusPtr,
+};
+
+use crate::error::{panic_message, OpError};
+use crate::ort_api::{error_status, API_VERSION};
+
+/// The element types the ops accept as T.
+pub const FLOAT_TYPES: [Elem; 3] = [
+    Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+    Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
+    Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16,
+];
+
+/// What an op supplies; `op_table` turns it into the C callbacks.
+pub trait Kernel: Sized + Send + Sync + 'static {
+    /// The ONNX op type, e.g. `c"SelectiveScan"`.
+    const NAME: &'static CStr;
+    /// The same, for messages.
+    const OP: &'static str;
+    const INPUTS: usize;
+    /// The output element types given T (outputs past index 0 are optional).
+    fn output_types(t: Elem) -> &'static [Elem];
+
+    /// Reads and validates the node's attributes.
+    ///
+    /// # Safety
+    /// `info` is the live kernel info of the kernel being created.
+    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError>;
+
+    /// # Safety
+    /// `ctx` is the live kernel context of the current compute call.
+    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError>;
+}
+
+/// An `OrtCustomOp` and the T it was made for. `repr(C)` with the table first: ORT hands the
+/// callbacks a pointer to the table, which is also a pointer to this.
+#[repr(C)]
+pub struct OpDef {
+    base: OrtCustomOp,
+    t: Elem,
+}
+
+impl OpDef {
+    pub fn as_ort(&self) -> *const OrtCustomOp {
+        &self.base
+    }
+}
+
+/// # Safety
+/// `op` points at the `base` of a live `OpDef` (all tables ORT sees are ours and static).
+unsafe fn def<'a>(op: *const OrtCustomOp) -> &'a OpDef {
+    &*(op as *const OpDef)
+}
+
+/// The table of `K` for element type `t`.
+pub const fn op_def<K: Kernel>(t: Elem) -> OpDef {
+    OpDef {
+        base: OrtCustomOp {
+            version: API_VERSION,
+            CreateKernel: None,
+            GetName: Some(get_name::<K>),
+            GetExecutionProviderType: Some(get_ep),
+            GetInputType: Some(get_input_type),
+            GetInputTypeCount: Some(get_input_count::<K>),
+            GetOutputType: Some(get_output_type::<K>),
+            GetOutputTypeCount: Some(get_output_count::<K>),
+            KernelCompute: None,
+            KernelDestroy: Some(kernel_destroy::<K>),
+            GetInputCharacteristic: Some(input_characteristic),
+            GetOutputCharacteristic: Some(output_characteristic),
+            GetInputMemoryType: Some(input_memory_type),
+            GetVariadicInputMinArity: Some(variadic_min_arity),
+            GetVariadicInputHomogeneity: Some(variadic_homogeneity),
+            GetVariadicOutputMinArity: Some(variadic_min_arity),
+            GetVariadicOutputHomogeneity: Some(variadic_homogeneity),
+            CreateKernelV2: Some(create_kernel::<K>),
+            KernelComputeV2: Some(kernel_compute::<K>),
+            InferOutputShapeFn: Some(infer_output_shape),
+            GetStartVersion: Some(start_version),
+            GetEndVersion: None,
+            GetMayInplace: None,
+            ReleaseMayInplace: None,
+            GetAliasMap: None,
+            ReleaseAliasMap: None,
+        },
+        t,
+    }
+}
+
+unsafe extern "system" fn get_name<K: Kernel>(_op: *const OrtCustomOp) -> *const c_char {
+    K::NAME.as_ptr()
+}
+
+/// Null: the CPU execution provider.
+unsafe extern "system" fn get_ep(_op: *const OrtCustomOp) -> *const c_char {
+    ptr::null()
+}
+
+unsafe extern "system" fn get_input_type(op: *const OrtCustomOp, index: usize) -> Elem {
+    if index == 0 {
+        def(op).t
+    } else {
+        Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+    }
+}
+
+unsafe extern "system" fn get_input_count<K: Kernel>(_op: *const OrtCustomOp) -> usize {
+    K::INPUTS
+}
+
+unsafe extern "system" fn get_output_type<K: Kernel>(op: *const OrtCustomOp, index: usize) -> Elem {
+    K::output_types(def(op).t).get(index).copied().unwrap_or(Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
+}
+
+unsafe extern "system" fn get_output_count<K: Kernel>(op: *const OrtCustomOp) -> usize {
+    K::output_types(def(op).t).len()
+}
+
+unsafe extern "system" fn input_characteristic(_op: *const OrtCustomOp, _index: usize) -> Io {
+    Io::INPUT_OUTPUT_OPTIONAL
+}
+
+unsafe extern "system" fn output_characteristic(_op: *const OrtCustomOp, index: usize) -> Io {
+    if index == 0 {
+        Io::INPUT_OUTPUT_REQUIRED
+    } else {
+        Io::INPUT_OUTPUT_OPTIONAL
+    }
+}
+
+unsafe extern "system" fn input_memory_type(_op: *const OrtCustomOp, _index: usize) -> OrtMemType {
+    OrtMemType::OrtMemTypeDefault
+}
+
+unsafe extern "system" fn variadic_min_arity(_op: *const OrtCustomOp) -> c_int {
+    1
+}
+
+unsafe extern "system" fn variadic_homogeneity(_op: *const OrtCustomOp) -> c_int {
+    1
+}
+
+unsafe extern "system" fn start_version(_op: *const OrtCustomOp) -> c_int {
+    1
+}
+
+unsafe extern "system" fn create_kernel<K: Kernel>(
+    _op: *const OrtCustomOp,
+    _api: *const OrtApi,
+    info: *const OrtKernelInfo,
+    kernel: *mut *mut c_void,
+) -> OrtStatusPtr {
+    guard(K::OP, || {
+        let k = K::create(info)?;
+        *kernel = Box::into_raw(Box::new(k)) as *mut c_void;
+        Ok(())
+    })
+}
+
+unsafe extern "system" fn kernel_compute<K: Kernel>(kernel: *mut c_void, ctx: *mut OrtKernelContext) -> OrtStatusPtr {
+    guard(K::OP, || (*(kernel as *const K)).compute(ctx))
+}
+
+unsafe extern "system" fn kernel_destroy<K: Kernel>(kernel: *mut c_void) {
+    if !kernel.is_null() {
+        // A panic in a destructor has nowhere to go; swallow it rather than unwind into ORT.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(kernel as *mut K))));
+    }
+}
+
+/// Output 0 has the type and shape of input 0 (both ops), symbolic dims included. Outputs past
+/// 0 are left to ORT: this API version cannot tell how many outputs the node has, and naming
+/// one it lacks is undefined behaviour inside ORT. Never fails: errors belong to compute.
+unsafe extern "system" fn infer_output_shape(_op: *const OrtCustomOp, ctx: *mut OrtShapeInferContext) -> OrtStatusPtr {
+    let _ = catch_unwind(AssertUnwindSafe(|| crate::register::infer_output0(ctx)));
+    OrtStatusPtr(ptr::null_mut())
+}
+
+/// Runs `f`, turning an error or a panic into an OrtStatus (null on success).
+fn guard(op: &'static str, f: impl FnOnce() -> Result<(), OpError>) -> OrtStatusPtr {
+    let result = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(OpError::Panic { op, message: panic_message(payload.as_ref()) }),
+    };
+    match result {
+        Ok(()) => OrtStatusPtr(ptr::null_mut()),
+        Err(e) => error_status(&e),
+    }
+}
+

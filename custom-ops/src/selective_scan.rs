@@ -1,0 +1,74 @@
+//! SelectiveScan (DESIGN.md), with g = d / (dim / ngroups):
+//!
+//! ```text
+//! h_0  = initial_state or 0
+//! dt_t = softplus(delta_t + delta_bias)      (softplus(x) = x for x > 20; none if delta_softplus = 0)
+//! h_t  = exp(dt_t * A[d, :]) * h_{t-1} + dt_t * B_t[g, :] * u_t
+//! y_t  = <C_t[g, :], h_t> + D[d] * u_t
+//! y_t *= z_t * sigmoid(z_t)                  (if z is given)
+//! ```
+//!
+//! Inputs u, delta, A, B, C, D?, z?, delta_bias?, initial_state?; outputs y, final_state?.
+
+use std::ffi::CStr;
+
+use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
+
+use crate::attributes::{attr_error, int_or};
+use crate::error::OpError;
+use crate::kernel_abi::ffi;
+use crate::op_table::Kernel;
+use crate::parallel::parallel_for;
+use crate::tensor::{input, output};
+
+const DELTA_SOFTPLUS: &CStr = c"delta_softplus";
+
+pub struct SelectiveScan {
+    delta_softplus: bool,
+}
+
+impl Kernel for SelectiveScan {
+    const NAME: &'static CStr = c"SelectiveScan";
+    const OP: &'static str = "SelectiveScan";
+    const INPUTS: usize = 9;
+
+    fn output_types(t: Elem) -> &'static [Elem] {
+        const F32: Elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+        match t {
+            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, F32],
+            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, F32],
+            _ => &[F32, F32],
+        }
+    }
+
+    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
+        let v = int_or(info, Self::OP, DELTA_SOFTPLUS, 1)?;
+        if v != 0 && v != 1 {
+            return Err(attr_error(Self::OP, DELTA_SOFTPLUS, format!("is {v}, expected 0 or 1")));
+        }
+        Ok(SelectiveScan { delta_softplus: v == 1 })
+    }
+
+    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
+        let op = Self::OP;
+        let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
+        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let mut p = ffi::check_selective_scan(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
+        p.delta_softplus = self.delta_softplus;
+        p.u = inputs[0].addr;
+        p.delta = inputs[1].addr;
+        p.a = inputs[2].addr;
+        p.b = inputs[3].addr;
+        p.c = inputs[4].addr;
+        p.d = inputs[5].addr;
+        p.z = inputs[6].addr;
+        p.delta_bias = inputs[7].addr;
+        p.initial_state = inputs[8].addr;
+        p.y = output(ctx, 0, &[p.batch, p.seqlen, p.dim], op)?;
+        p.final_state = output(ctx, 1, &[p.batch, p.dim, p.dstate], op)?;
+
+        let p = &p;
+        let tasks = ffi::selective_scan_cpu_tasks(p);
+        parallel_for(ctx, tasks, op, &|i| ffi::selective_scan_cpu_run(p, i).map_err(|e| e.what().to_string()))
+    }
+}

@@ -1,0 +1,92 @@
+//! Reading a kernel's inputs and allocating its outputs through the ORT API.
+
+use std::ffi::c_void;
+use std::ptr;
+
+use ort_sys::{ONNXTensorElementDataType, OrtKernelContext, OrtValue};
+
+use crate::error::OpError;
+use crate::kernel_abi::{ffi::TensorDesc, MAX_RANK};
+use crate::ort_api::{api, check};
+
+/// One input slot: what the shape check sees, and the data address (0 = absent).
+pub struct Input {
+    pub desc: TensorDesc,
+    pub addr: usize,
+}
+
+/// Reads input `index` of `ctx`; an omitted trailing input and an empty-named one are both absent.
+///
+/// # Safety
+/// `ctx` is the live kernel context of the current compute call.
+pub unsafe fn input(ctx: *mut OrtKernelContext, index: usize, op: &'static str) -> Result<Input, OpError> {
+    let api = api();
+    let mut count = 0usize;
+    check((api.KernelContext_GetInputCount)(ctx, &mut count), op, "KernelContext_GetInputCount")?;
+    let mut value: *const OrtValue = ptr::null();
+    if index < count {
+        check((api.KernelContext_GetInput)(ctx, index, &mut value), op, "KernelContext_GetInput")?;
+    }
+    if value.is_null() {
+        return Ok(Input { desc: TensorDesc::absent(), addr: 0 });
+    }
+    let (elem, dims) = type_and_shape(value, op)?;
+    let mut data: *mut c_void = ptr::null_mut();
+    // GetTensorMutableData is the API-20 way to reach an input's buffer; we only read it.
+    check((api.GetTensorMutableData)(value as *mut OrtValue, &mut data), op, "GetTensorMutableData")?;
+    let mut desc = TensorDesc::new(elem as i32, &dims[..dims.len().min(MAX_RANK)]);
+    desc.rank = dims.len();
+    Ok(Input { desc, addr: data as usize })
+}
+
+/// Element type and dims of a tensor value.
+///
+/// # Safety
+/// `value` is a live OrtValue.
+unsafe fn type_and_shape(value: *const OrtValue, op: &'static str) -> Result<(ONNXTensorElementDataType, Vec<i64>), OpError> {
+    let api = api();
+    let mut info = ptr::null_mut();
+    check((api.GetTensorTypeAndShape)(value, &mut info), op, "GetTensorTypeAndShape")?;
+    let mut elem = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    let mut rank = 0usize;
+    let result = (|| {
+        check((api.GetTensorElementType)(info, &mut elem), op, "GetTensorElementType")?;
+        check((api.GetDimensionsCount)(info, &mut rank), op, "GetDimensionsCount")?;
+        let mut dims = vec![0i64; rank];
+        check((api.GetDimensions)(info, dims.as_mut_ptr(), rank), op, "GetDimensions")?;
+        Ok((elem, dims))
+    })();
+    (api.ReleaseTensorTypeAndShapeInfo)(info);
+    result
+}
+
+/// Number of outputs the node declares (trailing optional outputs may be omitted).
+///
+/// # Safety
+/// As for [`input`].
+pub unsafe fn output_count(ctx: *mut OrtKernelContext, op: &'static str) -> Result<usize, OpError> {
+    let mut count = 0usize;
+    check((api().KernelContext_GetOutputCount)(ctx, &mut count), op, "KernelContext_GetOutputCount")?;
+    Ok(count)
+}
+
+/// Allocates output `index` with `dims` and returns its address, or 0 when the node does not
+/// ask for that output (omitted or empty-named).
+///
+/// # Safety
+/// As for [`input`].
+pub unsafe fn output(ctx: *mut OrtKernelContext, index: usize, dims: &[usize], op: &'static str) -> Result<usize, OpError> {
+    if index >= output_count(ctx, op)? {
+        return Ok(0);
+    }
+    let api = api();
+    let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    let mut value: *mut OrtValue = ptr::null_mut();
+    check((api.KernelContext_GetOutput)(ctx, index, dims.as_ptr(), dims.len(), &mut value), op, "KernelContext_GetOutput")?;
+    if value.is_null() {
+        return Ok(0);
+    }
+    let mut data: *mut c_void = ptr::null_mut();
+    check((api.GetTensorMutableData)(value, &mut data), op, "GetTensorMutableData")?;
+    Ok(data as usize)
+}

@@ -1,0 +1,166 @@
+"""Float64 references of DESIGN.md's fused ops, one-node ONNX models of them, and the tolerance
+tiers, shared by the op tests (test_ops*.py) and tools/bench_ops.py.
+
+The references take the inputs exactly as the op receives them (already rounded to T) and
+compute in float64, so a comparison measures the kernel, not the input rounding.
+"""
+
+import ctypes
+import os
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+REPO = Path(__file__).resolve().parents[2]
+LIB = os.environ.get("MAMBAC_OPS_LIB", str(REPO / "target/release/libmambac_ops.so"))
+
+# name -> (numpy dtype, ONNX type, (rtol, atol)) -- DESIGN.md "Numerical tolerances", op level.
+DTYPES = {
+    "float32": (np.float32, TensorProto.FLOAT, (1e-5, 1e-5)),
+    "float16": (np.float16, TensorProto.FLOAT16, (3e-3, 5e-3)),
+    "bfloat16": (ml_dtypes.bfloat16, TensorProto.BFLOAT16, (3e-2, 5e-2)),
+}
+
+SCAN_INPUTS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
+CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
+
+
+def onnx_type(array):
+    if array.dtype == ml_dtypes.bfloat16:
+        return TensorProto.BFLOAT16
+    return helper.np_dtype_to_tensor_dtype(array.dtype)
+
+
+def output_types(op, feeds, slots):
+    """ONNX types of (y, final_state): y has T (the type of input 0); SelectiveScan's state is
+    float32, CausalConv1d's is T."""
+    t = onnx_type(feeds[slots[0]]) if slots and slots[0] else TensorProto.FLOAT
+    return [t, TensorProto.FLOAT if op == "SelectiveScan" else t]
+
+
+def one_node_model(op, input_names, feeds, outputs, attrs=None):
+    """A model with one `mambac` node. `input_names` holds every slot in order ("" = absent);
+    graph inputs take the types of `feeds`; shapes are left open so bad shapes reach the op."""
+    node = helper.make_node(op, input_names, outputs, domain="mambac", **(attrs or {}))
+    inputs = [helper.make_tensor_value_info(n, onnx_type(feeds[n]), None) for n in input_names if n]
+    types = output_types(op, feeds, input_names)
+    outs = [helper.make_tensor_value_info(n, t, None) for n, t in zip(outputs, types) if n]
+    graph = helper.make_graph([node], op, inputs, outs)
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("mambac", 1)], ir_version=9
+    )
+
+
+def session(model, threads=None):
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(LIB)
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def to_ort(array):
+    """numpy -> OrtValue; bfloat16 goes through its bits (onnxruntime's numpy bridge lacks it)."""
+    if array.dtype == ml_dtypes.bfloat16:
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+            np.ascontiguousarray(array).view(np.uint16), TensorProto.BFLOAT16
+        )
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+
+
+def from_ort(value):
+    if value.data_type() == "tensor(bfloat16)":
+        shape = value.shape()
+        n = int(np.prod(shape))
+        bits = np.ctypeslib.as_array((ctypes.c_uint16 * n).from_address(value.data_ptr())) if n else np.zeros(0, np.uint16)
+        return bits.copy().view(ml_dtypes.bfloat16).reshape(shape)
+    return value.numpy()
+
+
+def run(sess, feeds, outputs=None):
+    """sess.run for any T, bfloat16 included."""
+    names = outputs or [o.name for o in sess.get_outputs()]
+    values = sess.run_with_ort_values(names, {n: to_ort(a) for n, a in feeds.items()})
+    return [from_ort(v) for v in values]
+
+
+def run_op(op, slots, feeds, outputs, attrs=None, threads=None):
+    """Runs one node; `slots` is the full input list ("" = absent). Returns the outputs."""
+    sess = session(one_node_model(op, slots, feeds, outputs, attrs), threads)
+    return run(sess, {n: feeds[n] for n in slots if n}, [o for o in outputs if o])
+
+
+def f64(a):
+    return None if a is None else np.asarray(a).astype(np.float64)
+
+
+def softplus(x):
+    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=True):
+    """DESIGN.md SelectiveScan in float64. Returns (y, final_state)."""
+    u, delta, A, B, C, D, z, delta_bias, h = map(f64, (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    batch, seqlen, dim = u.shape
+    dstate = A.shape[1]
+    ngroups = B.shape[2]
+    group = np.arange(dim) // (dim // ngroups)  # g = d / (dim / ngroups)
+    dt = delta + (delta_bias if delta_bias is not None else 0.0)
+    if delta_softplus:
+        dt = softplus(dt)
+    if h is None:
+        h = np.zeros((batch, dim, dstate))
+    y = np.empty((batch, seqlen, dim))
+    for t in range(seqlen):
+        bt = B[:, t][:, group, :]  # [batch, dim, dstate]
+        ct = C[:, t][:, group, :]
+        dtt = dt[:, t, :, None]
+        h = np.exp(dtt * A[None]) * h + dtt * bt * u[:, t, :, None]
+        y[:, t] = (h * ct).sum(-1)
+        if D is not None:
+            y[:, t] += D * u[:, t]
+    if z is not None:
+        y *= z / (1.0 + np.exp(-z))
+    return y, h
+
+
+def causal_conv1d_ref(x, weight, bias=None, initial_state=None, silu=True):
+    """DESIGN.md CausalConv1d in float64. Returns (y, final_state)."""
+    x, weight, bias, s0 = map(f64, (x, weight, bias, initial_state))
+    batch, seqlen, dim = x.shape
+    width = weight.shape[1]
+    hist = np.zeros((batch, width - 1, dim)) if s0 is None else s0.transpose(0, 2, 1)
+    xp = np.concatenate([hist, x], axis=1)  # [batch, width - 1 + seqlen, dim]
+    y = sum(weight[:, k] * xp[:, k : k + seqlen, :] for k in range(width))
+    if bias is not None:
+        y = y + bias
+    if silu:
+        y = y / (1.0 + np.exp(-y))
+    final = xp[:, xp.shape[1] - (width - 1) :, :].transpose(0, 2, 1)
+    return y, final
+
+
+def worst_rel(out, ref):
+    """max|out - ref| / max|ref|, DESIGN.md's reported figure."""
+    scale = np.max(np.abs(ref)) if ref.size else 0.0
+    err = np.max(np.abs(f64(out) - ref)) if ref.size else 0.0
+    return err / scale if scale > 0 else err
+
+
+def assert_close(out, ref, dtype, what):
+    """np.allclose-style |out - ref| <= atol + rtol * |ref| over the whole tensor; NaN fails."""
+    rtol, atol = DTYPES[dtype][2]
+    o = f64(out)
+    assert o.shape == ref.shape, f"{what}: shape {o.shape}, expected {ref.shape}"
+    assert not np.isnan(o).any(), f"{what}: NaN in output"
+    bad = np.abs(o - ref) > atol + rtol * np.abs(ref)
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.abs(o - ref) - rtol * np.abs(ref)), ref.shape)
+        raise AssertionError(
+            f"{what} ({dtype}): {bad.sum()} of {bad.size} elements out of tolerance; worst rel "
+            f"{worst_rel(o, ref):.3g}; at {i}: got {o[i]!r}, expected {ref[i]!r}"
+        )
+    return worst_rel(o, ref)
