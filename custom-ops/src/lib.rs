@@ -15,6 +15,8 @@
 
 pub mod attributes;
 pub mod causal_conv1d;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod kernel_abi;
 pub mod op_table;

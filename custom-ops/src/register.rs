@@ -65,6 +65,10 @@ unsafe fn register(options: *mut OrtSessionOptions) -> Result<(), OpError> {
     for def in &OPS {
         check((api.CustomOpDomain_Add)(domain, def.as_ort()), op, "CustomOpDomain_Add")?;
     }
+    #[cfg(feature = "cuda")]
+    for def in crate::cuda::ops() {
+        check((api.CustomOpDomain_Add)(domain, def.as_ort()), op, "CustomOpDomain_Add")?;
+    }
     // The domain must outlive every session made from `options`, which we cannot see end, so it
     // is never released (a few hundred bytes per registration).
     check((api.AddCustomOpDomain)(options, domain), op, "AddCustomOpDomain")

@@ -1,0 +1,51 @@
+// C entry points of the CUDA kernels, for the Rust ORT registration (custom-ops/src/cuda) and the
+// device harness (tools/gpu). Each returns a cudaError_t as int; nothing throws across them.
+#include <cstddef>
+
+#include "abi.h"
+#include "causal_conv1d.h"
+#include "selective_scan.h"
+
+extern "C" {
+
+int mambac_cuda_selective_scan(const mambac::SelectiveScanParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::selective_scan(*p, static_cast<cudaStream_t>(stream));
+}
+
+// Same, with the work split forced (0 = automatic); for benchmarks.
+int mambac_cuda_selective_scan_cfg(const mambac::SelectiveScanParams* p, void* stream, int lanes,
+                                   int ch, int w, int s) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    mambac::cuda::ScanConfig cfg;
+    cfg.lanes = lanes;
+    cfg.ch = ch;
+    cfg.w = w;
+    cfg.s = s;
+    return mambac::cuda::selective_scan(*p, static_cast<cudaStream_t>(stream), cfg);
+}
+
+int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream));
+}
+
+const char* mambac_cuda_error_string(int err) noexcept {
+    return cudaGetErrorString(static_cast<cudaError_t>(err));
+}
+
+// Layout of the ABI structs as this C++ sees them, so a harness written in another language can
+// check its own copy: [sizeof SS, offsetof SS.elem, SS.u, SS.final_state, sizeof CC, CC.elem,
+// CC.x, CC.final_state].
+void mambac_cuda_abi_layout(size_t out[8]) noexcept {
+    out[0] = sizeof(mambac::SelectiveScanParams);
+    out[1] = offsetof(mambac::SelectiveScanParams, elem);
+    out[2] = offsetof(mambac::SelectiveScanParams, u);
+    out[3] = offsetof(mambac::SelectiveScanParams, final_state);
+    out[4] = sizeof(mambac::CausalConv1dParams);
+    out[5] = offsetof(mambac::CausalConv1dParams, elem);
+    out[6] = offsetof(mambac::CausalConv1dParams, x);
+    out[7] = offsetof(mambac::CausalConv1dParams, final_state);
+}
+
+}  // extern "C"

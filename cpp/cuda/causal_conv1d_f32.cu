@@ -1,0 +1,6 @@
+// CausalConv1d kernels for float inputs and outputs (float32 arithmetic).
+#include "abi.h"
+#include "causal_conv1d.h"
+#include "causal_conv1d_impl.cuh"
+
+MAMBAC_INSTANTIATE_CONV(float)

@@ -1,0 +1,245 @@
+// CausalConv1d kernels (DESIGN.md "CausalConv1d"). Included only by causal_conv1d_*.cu.
+//
+// Memory-bound: each input is read once from DRAM and each output written once. A thread owns V
+// consecutive channels (one 16-byte vector when the layout allows, else one channel) and LT
+// consecutive steps; it loads its LT + K - 1 rows (the K - 1 rows before its first step come from
+// the neighbouring thread's range through L2, or from initial_state before step 0) all at once, so
+// many loads are in flight, then slides the K-tap filter over them in registers.
+#pragma once
+
+#include "common.cuh"
+
+namespace mambac::cuda::detail {
+
+struct ConvArgs {
+    const void* x;
+    const void* weight;
+    const void* bias;  // nullable
+    const void* init;  // nullable, [batch, dim, K-1]
+    void* y;
+    void* final_state;  // nullable, [batch, dim, K-1]
+    int batch, seqlen, dim, width;
+    bool silu;
+};
+
+constexpr int kConvLT = 16;  // steps per thread
+
+template <typename T, int K, int V>
+__global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
+    constexpr int LT = kConvLT;
+    constexpr int R = LT + K - 1;  // rows held
+    const int L = a.seqlen, D = a.dim;
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;  // vector column
+    const int d = col * V;
+    if (d >= D) return;
+    const int chunks = (L + LT - 1) / LT;
+    const int b = blockIdx.y / chunks;
+    const int t0 = (blockIdx.y - b * chunks) * LT;
+    const T* x = static_cast<const T*>(a.x);
+    const T* wt = static_cast<const T*>(a.weight);
+    const T* init = static_cast<const T*>(a.init);
+    const size_t row0 = static_cast<size_t>(b) * L;
+
+    // Inputs x[t0 - K + 1 .. t0 + LT - 1] of channels d .. d + V - 1.
+    using Raw = typename std::conditional<V == 1, T, uint4>::type;
+    Raw raw[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int gt = t0 - (K - 1) + r;
+        if (gt >= 0 && gt < L) {
+            raw[r] = *reinterpret_cast<const Raw*>(x + (row0 + gt) * D + d);
+        } else {
+            if constexpr (V == 1) {
+                raw[r] = from_f32<T>(0.f);
+            } else {
+                raw[r] = make_uint4(0, 0, 0, 0);
+            }
+            if (gt < 0 && init) {
+                // initial_state[b, c, j] holds x[j - (K - 1)].
+                const int j = gt + (K - 1);
+                if constexpr (V == 1) {
+                    raw[r] = init[(static_cast<size_t>(b) * D + d) * (K - 1) + j];
+                } else {
+                    Vec16<T> v;
+#pragma unroll
+                    for (int e = 0; e < V; ++e) v.e[e] = init[(static_cast<size_t>(b) * D + d + e) * (K - 1) + j];
+                    raw[r] = v.raw;
+                }
+            }
+        }
+    }
+    float w[V][K], bias[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+#pragma unroll
+        for (int k = 0; k < K; ++k) w[e][k] = to_f32(wt[static_cast<size_t>(d + e) * K + k]);
+        bias[e] = a.bias ? to_f32(static_cast<const T*>(a.bias)[d + e]) : 0.f;
+    }
+    T* y = static_cast<T*>(a.y);
+#pragma unroll
+    for (int s = 0; s < LT; ++s) {
+        const int gt = t0 + s;
+        if (gt >= L) break;
+        float acc[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = bias[e];
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+            if constexpr (V == 1) {
+                acc[0] = fmaf(w[0][k], to_f32(raw[s + k]), acc[0]);
+            } else {
+                Vec16<T> v;
+                v.raw = raw[s + k];
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[e] = fmaf(w[e][k], to_f32(v.e[e]), acc[e]);
+            }
+        }
+        if constexpr (V == 1) {
+            y[(row0 + gt) * D + d] = from_f32<T>(a.silu ? silu(acc[0]) : acc[0]);
+        } else {
+            Vec16<T> o;
+#pragma unroll
+            for (int e = 0; e < V; ++e) o.e[e] = from_f32<T>(a.silu ? silu(acc[e]) : acc[e]);
+            *reinterpret_cast<uint4*>(y + (row0 + gt) * D + d) = o.raw;
+        }
+    }
+    // final_state = the last K - 1 inputs, x[L - K + 1 .. L - 1] (initial state included when
+    // L < K - 1): rows L - t0 .. L - t0 + K - 2 of this thread's window, if L - 1 is in its range.
+    if (a.final_state && t0 <= L - 1 && L - 1 < t0 + LT) {
+        T* fs = static_cast<T*>(a.final_state);
+#pragma unroll
+        for (int j = 0; j < K - 1; ++j) {
+            const int r = L - t0 + j;  // = (L - K + 1 + j) - (t0 - K + 1)
+#pragma unroll
+            for (int rr = 0; rr < R; ++rr) {
+                if (rr == r) {
+                    if constexpr (V == 1) {
+                        fs[(static_cast<size_t>(b) * D + d) * (K - 1) + j] = raw[rr];
+                    } else {
+                        Vec16<T> v;
+                        v.raw = raw[rr];
+#pragma unroll
+                        for (int e = 0; e < V; ++e) fs[(static_cast<size_t>(b) * D + d + e) * (K - 1) + j] = v.e[e];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Any width: one thread per output element, inputs read straight from global memory.
+template <typename T>
+__global__ void causal_conv1d_generic_kernel(const ConvArgs a) {
+    const size_t total = static_cast<size_t>(a.batch) * a.seqlen * a.dim;
+    const int K = a.width, L = a.seqlen, D = a.dim;
+    const T* x = static_cast<const T*>(a.x);
+    const T* wt = static_cast<const T*>(a.weight);
+    const T* init = static_cast<const T*>(a.init);
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        const int d = static_cast<int>(i % D);
+        const size_t bt = i / D;
+        const int t = static_cast<int>(bt % L);
+        const int b = static_cast<int>(bt / L);
+        float acc = a.bias ? to_f32(static_cast<const T*>(a.bias)[d]) : 0.f;
+        for (int k = 0; k < K; ++k) {
+            const int gt = t - (K - 1) + k;
+            float xv = 0.f;
+            if (gt >= 0) xv = to_f32(x[(static_cast<size_t>(b) * L + gt) * D + d]);
+            else if (init) xv = to_f32(init[(static_cast<size_t>(b) * D + d) * (K - 1) + gt + K - 1]);
+            acc = fmaf(to_f32(wt[static_cast<size_t>(d) * K + k]), xv, acc);
+        }
+        static_cast<T*>(a.y)[i] = from_f32<T>(a.silu ? silu(acc) : acc);
+    }
+}
+
+// final_state for the generic path (and for seqlen 0): one thread per (b, d, j).
+template <typename T>
+__global__ void causal_conv1d_final_state_kernel(const ConvArgs a) {
+    const int K1 = a.width - 1, L = a.seqlen, D = a.dim;
+    const size_t total = static_cast<size_t>(a.batch) * D * K1;
+    const T* x = static_cast<const T*>(a.x);
+    const T* init = static_cast<const T*>(a.init);
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        const int j = static_cast<int>(i % K1);
+        const size_t bd = i / K1;
+        const int d = static_cast<int>(bd % D);
+        const int b = static_cast<int>(bd / D);
+        const int gt = L - K1 + j;
+        T v = from_f32<T>(0.f);
+        if (gt >= 0) v = x[(static_cast<size_t>(b) * L + gt) * D + d];
+        else if (init) v = init[(static_cast<size_t>(b) * D + d) * K1 + gt + K1];
+        static_cast<T*>(a.final_state)[i] = v;
+    }
+}
+
+template <typename T, int K, int V>
+cudaError_t launch_conv_fast(const ConvArgs& a, cudaStream_t stream) {
+    const int cols = a.dim / V;
+    const int chunks = (a.seqlen + kConvLT - 1) / kConvLT;
+    const long long gy = static_cast<long long>(a.batch) * chunks;
+    if (gy > 65535) return cudaErrorNotSupported;  // caller falls back to the generic kernel
+    dim3 grid((cols + 127) / 128, static_cast<unsigned>(gy));
+    causal_conv1d_kernel<T, K, V><<<grid, 128, 0, stream>>>(a);
+    return cudaGetLastError();
+}
+
+inline unsigned grid_for(size_t total, unsigned threads) {
+    const size_t blocks = (total + threads - 1) / threads;
+    return static_cast<unsigned>(blocks < 65536 * 8 ? blocks : 65536 * 8);
+}
+
+template <typename T>
+cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream) {
+    if (p.width == 0) return cudaErrorInvalidValue;
+    if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    if (p.seqlen > 0x7fffffffull || p.dim > 0x7fffffffull || p.width > 0x7fffffffull)
+        return cudaErrorInvalidValue;
+    ConvArgs a{};
+    a.x = reinterpret_cast<const void*>(p.x);
+    a.weight = reinterpret_cast<const void*>(p.weight);
+    a.bias = reinterpret_cast<const void*>(p.bias);
+    a.init = reinterpret_cast<const void*>(p.initial_state);
+    a.y = reinterpret_cast<void*>(p.y);
+    a.final_state = reinterpret_cast<void*>(p.final_state);
+    a.batch = static_cast<int>(p.batch);
+    a.seqlen = static_cast<int>(p.seqlen);
+    a.dim = static_cast<int>(p.dim);
+    a.width = static_cast<int>(p.width);
+    a.silu = p.silu;
+    if (a.width == 1) a.final_state = nullptr;  // [batch, dim, 0]: nothing to write
+    if (a.seqlen > 0 && (!a.x || !a.weight || !a.y)) return cudaErrorInvalidValue;
+
+    if (a.seqlen > 0) {
+        constexpr int V = kVec<T>;
+        const bool vec = a.dim % V == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15u) == 0 &&
+                         (reinterpret_cast<uintptr_t>(a.y) & 15u) == 0;
+        cudaError_t e = cudaErrorNotSupported;
+        switch (a.width) {
+            case 2: e = vec ? launch_conv_fast<T, 2, V>(a, stream) : launch_conv_fast<T, 2, 1>(a, stream); break;
+            case 3: e = vec ? launch_conv_fast<T, 3, V>(a, stream) : launch_conv_fast<T, 3, 1>(a, stream); break;
+            case 4: e = vec ? launch_conv_fast<T, 4, V>(a, stream) : launch_conv_fast<T, 4, 1>(a, stream); break;
+            default: break;
+        }
+        if (e == cudaSuccess) return e;
+        if (e != cudaErrorNotSupported) return e;
+        const size_t total = static_cast<size_t>(a.batch) * a.seqlen * a.dim;
+        causal_conv1d_generic_kernel<T><<<grid_for(total, 256), 256, 0, stream>>>(a);
+        e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    if (a.final_state) {
+        const size_t total = static_cast<size_t>(a.batch) * a.dim * (a.width - 1);
+        causal_conv1d_final_state_kernel<T><<<grid_for(total, 256), 256, 0, stream>>>(a);
+        return cudaGetLastError();
+    }
+    return cudaSuccess;
+}
+
+}  // namespace mambac::cuda::detail
+
+#define MAMBAC_INSTANTIATE_CONV(T)                                                              \
+    namespace mambac::cuda::detail {                                                            \
+    template cudaError_t launch_conv_typed<T>(const CausalConv1dParams&, cudaStream_t);         \
+    }

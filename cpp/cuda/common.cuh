@@ -1,0 +1,63 @@
+// Device helpers shared by the mambac CUDA kernels: element conversions, fast exp2, cp.async.
+// Nothing here knows about ONNX Runtime or Rust.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace mambac::cuda::detail {
+
+template <typename T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+// Elements of T in one 16-byte vector.
+template <typename T> constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+
+// 16 bytes viewed as kVec<T> elements.
+template <typename T> union Vec16 {
+    uint4 raw;
+    T e[kVec<T>];
+};
+
+// 2^x on the multi-function unit (one MUFU.EX2; flushes results below 2^-126 to 0, which the
+// scan's decays tolerate: a state multiplied by < 1e-38 is gone either way).
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// softplus(x) = log(1 + e^x), and x itself past 20 (DESIGN.md).
+__device__ __forceinline__ float softplus(float x) {
+    return x <= 20.f ? log1pf(ex2(x * kLog2e)) : x;
+}
+
+// x * sigmoid(x).
+__device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.f + ex2(-x * kLog2e)); }
+
+// Asynchronous 16-byte global -> shared copy (sm_80+), bypassing L1.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+}  // namespace mambac::cuda::detail

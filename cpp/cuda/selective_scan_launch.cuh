@@ -1,0 +1,181 @@
+// Host side of SelectiveScan: picks the work split for a shape and launches the matching
+// instantiation of selective_scan_kernel. Included by the per-dtype selective_scan_*.cu files.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "abi.h"
+#include "selective_scan.h"
+#include "selective_scan_impl.cuh"
+
+namespace mambac::cuda::detail {
+
+struct DeviceInfo {
+    int sms = 132;
+    int max_smem = 227 * 1024;
+};
+
+inline DeviceInfo device_info() {
+    // Read once per device; the values cannot change while the process runs.
+    static DeviceInfo cache[64];
+    static bool known[64] = {};
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return DeviceInfo{};
+    if (!known[dev]) {
+        DeviceInfo info;
+        cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev);
+        cudaDeviceGetAttribute(&info.max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        cache[dev] = info;
+        known[dev] = true;
+    }
+    return cache[dev];
+}
+
+template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC>
+cudaError_t launch_instance(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev) {
+    using K = ScanKernel<T, KN, LANES, S, SPLIT, VEC>;
+    const int w = SPLIT ? a.w : 1;
+    a.w = w;
+    const int threads = a.ch * LANES * w;
+    if (threads > K::kMaxThreads || threads % 32 != 0) return cudaErrorInvalidValue;
+    const ScanSmem lay = K::layout(a.ch, w, a.ngbm, a.dstate);
+    if (lay.total > dev.max_smem) return cudaErrorInvalidValue;
+    auto kernel = selective_scan_kernel<T, KN, LANES, S, SPLIT, VEC>;
+    if (lay.total > 48 * 1024) {
+        const cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, lay.total);
+        if (e != cudaSuccess) return e;
+    }
+    const long long grid = static_cast<long long>(a.batch) * a.ncg;
+    if (grid > 0x7fffffffLL) return cudaErrorInvalidValue;
+    kernel<<<static_cast<unsigned>(grid), threads, lay.total, stream>>>(a);
+    return cudaGetLastError();
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Most groups that one block of `ch` channels starting at a multiple of `ch` can span.
+inline int max_groups_spanned(int dim, int gs, int ch, int ngroups) {
+    int m = 1;
+    for (int d0 = 0; d0 < dim; d0 += ch) {
+        const int last = std::min(d0 + ch, dim) - 1;
+        m = std::max(m, std::min(ngroups, last / gs + 1) - d0 / gs);
+    }
+    return m;
+}
+
+// Dispatch on (KN, LANES) for a given element type; S and the split are fixed per pair.
+template <typename T, int KN, int LANES, int S_SPLIT, int S_ALT = 0>
+cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev, bool vec,
+                         bool split, const mambac::cuda::ScanConfig& cfg) {
+    constexpr int CHQ = std::max(8, 32 / LANES);  // channel quantum: whole warps, 16-byte rows
+    const long long rows = static_cast<long long>(a.batch) * a.dim;
+    const bool can_split = vec && S_SPLIT > 0;
+    int w = 1, ch = 0;
+    if (cfg.w > 0) {
+        w = cfg.w;
+    } else if (can_split && split && rows * LANES < static_cast<long long>(dev.sms) * 512) {
+        // Too few (channel, lane) pairs to fill the GPU: split each tile's steps over W groups.
+        const long long need = (static_cast<long long>(dev.sms) * 512 + rows * LANES - 1) / (rows * LANES);
+        w = static_cast<int>(std::min<long long>(8, std::max<long long>(2, need)));
+    }
+    if (w > 1 && !can_split) return cudaErrorInvalidValue;
+    const int max_threads = w > 1 ? 640 : 256;
+    const int ch_cap = std::max(CHQ, (max_threads / (LANES * w)) / CHQ * CHQ);
+    if (cfg.ch > 0) {
+        ch = cfg.ch;
+        if (ch % CHQ != 0) return cudaErrorInvalidValue;
+    } else if (w > 1) {
+        // One block per multiprocessor when the channels allow: the least work on the busiest one.
+        const long long per_sm = (rows + dev.sms - 1) / dev.sms;
+        ch = static_cast<int>(std::min<long long>(ch_cap, (per_sm + CHQ - 1) / CHQ * CHQ));
+        if (cfg.w == 0) {
+            while (w > 2 && ch * LANES * (w - 1) >= 512) --w;  // rows filled the chip after all
+        }
+    } else {
+        ch = std::max(CHQ, (128 / LANES) / CHQ * CHQ);
+    }
+    ch = std::max(ch, CHQ);
+    for (;;) {
+        a.ch = ch;
+        a.ncg = (a.dim + ch - 1) / ch;
+        a.ngbm = max_groups_spanned(a.dim, a.group_size, ch, a.ngroups);
+        a.w = w;
+        const int lay = (w > 1) ? ScanKernel<T, KN, LANES, (S_SPLIT > 0 ? S_SPLIT : 16), true, true>::layout(ch, w, a.ngbm, a.dstate).total
+                                : ScanKernel<T, KN, LANES, 16, false, true>::layout(ch, 1, a.ngbm, a.dstate).total;
+        if (lay <= dev.max_smem || ch <= CHQ || cfg.ch > 0) break;
+        ch -= CHQ;
+    }
+    if (w > 1) {
+        if constexpr (S_ALT > 0) {
+            if (cfg.s == S_ALT) return launch_instance<T, KN, LANES, S_ALT, true, true>(a, stream, dev);
+        }
+        if constexpr (S_SPLIT > 0) {
+            if (cfg.s == 0 || cfg.s == S_SPLIT)
+                return launch_instance<T, KN, LANES, S_SPLIT, true, true>(a, stream, dev);
+        }
+        return cudaErrorInvalidValue;
+    }
+    if (vec) return launch_instance<T, KN, LANES, 16, false, true>(a, stream, dev);
+    return launch_instance<T, KN, LANES, 16, false, false>(a, stream, dev);
+}
+
+template <typename T>
+cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
+                              const mambac::cuda::ScanConfig& cfg) {
+    if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    if (p.dstate == 0 || p.dstate > 256 || p.ngroups == 0 || p.dim % p.ngroups != 0)
+        return cudaErrorInvalidValue;
+    if (p.seqlen > 0x7fffffffull || p.dim > 0x7fffffffull || p.batch > 0x7fffffffull)
+        return cudaErrorInvalidValue;
+    ScanArgs a{};
+    a.u = reinterpret_cast<const void*>(p.u);
+    a.delta = reinterpret_cast<const void*>(p.delta);
+    a.z = reinterpret_cast<const void*>(p.z);
+    a.B = reinterpret_cast<const void*>(p.b);
+    a.C = reinterpret_cast<const void*>(p.c);
+    a.A = reinterpret_cast<const float*>(p.a);
+    a.D = reinterpret_cast<const float*>(p.d);
+    a.delta_bias = reinterpret_cast<const float*>(p.delta_bias);
+    a.init = reinterpret_cast<const float*>(p.initial_state);
+    a.y = reinterpret_cast<void*>(p.y);
+    a.final_state = reinterpret_cast<float*>(p.final_state);
+    a.batch = static_cast<int>(p.batch);
+    a.seqlen = static_cast<int>(p.seqlen);
+    a.dim = static_cast<int>(p.dim);
+    a.dstate = static_cast<int>(p.dstate);
+    a.ngroups = static_cast<int>(p.ngroups);
+    a.group_size = a.dim / a.ngroups;
+    a.softplus = p.delta_softplus;
+    if (!a.u || !a.delta || !a.B || !a.C || !a.A || !a.y) return cudaErrorInvalidValue;
+
+    constexpr int V = kVec<T>;
+    const bool vec = a.dim % V == 0 && a.dstate % V == 0 && aligned16(a.u) && aligned16(a.delta) &&
+                     (!a.z || aligned16(a.z)) && aligned16(a.B) && aligned16(a.C) && aligned16(a.y);
+    const DeviceInfo dev = device_info();
+    const int N = a.dstate;
+    int lanes = cfg.lanes;
+    if (lanes == 0) lanes = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : N <= 32 ? 8 : 16;
+    const bool split = true;
+    // (KN, LANES) pairs; KN * LANES must cover dstate. S of the split variant: 0 = no split.
+    if (N <= 4 && lanes == 1) return launch_lanes<T, 4, 1, 12>(a, stream, dev, vec, split, cfg);
+    if (N <= 8 && lanes == 2) return launch_lanes<T, 4, 2, 12>(a, stream, dev, vec, split, cfg);
+    if (N <= 16 && lanes == 4) return launch_lanes<T, 4, 4, 8, 12>(a, stream, dev, vec, split, cfg);
+    if (N <= 16 && lanes == 8) return launch_lanes<T, 2, 8, 16>(a, stream, dev, vec, split, cfg);
+    if (N <= 16 && lanes == 16) return launch_lanes<T, 1, 16, 16>(a, stream, dev, vec, split, cfg);
+    if (N <= 32 && lanes == 8) return launch_lanes<T, 4, 8, 8>(a, stream, dev, vec, split, cfg);
+    if (N <= 64 && lanes == 16) return launch_lanes<T, 4, 16, 0>(a, stream, dev, vec, split, cfg);
+    if (N <= 128 && lanes == 16) return launch_lanes<T, 8, 16, 0>(a, stream, dev, vec, split, cfg);
+    if (N <= 256 && lanes == 16) return launch_lanes<T, 16, 16, 0>(a, stream, dev, vec, split, cfg);
+    return cudaErrorInvalidValue;
+}
+
+}  // namespace mambac::cuda::detail
+
+// One explicit instantiation per element type, in its own translation unit.
+#define MAMBAC_INSTANTIATE_SCAN(T)                                                              \
+    namespace mambac::cuda::detail {                                                            \
+    template cudaError_t launch_scan_typed<T>(const SelectiveScanParams&, cudaStream_t,         \
+                                              const mambac::cuda::ScanConfig&);                 \
+    }
