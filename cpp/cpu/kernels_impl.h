@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "mambac-ops/custom-ops/src/kernel_abi.rs.h"
@@ -44,13 +45,56 @@ static inline ScanBlock scan_block_of(const SelectiveScanParams& p, size_t task)
   return blk;
 }
 
-// NS: dstate known at compile time (the state then lives in registers), or 0 for any dstate
-// with the state in `scratch` (2 * dstate vectors).
-template <class E, int NS>
-static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk, vf* scratch) {
+// The sequence is cut into tiles of kTile steps. Per tile: (1) dt = softplus(delta + bias),
+// dt * u and D * u for every step into small buffers; (2) for each chunk of kChunk states, the
+// recurrence over the tile's steps with that chunk's state in registers, adding <C, h> into y;
+// (3) the z gate and the store. Chunking the state keeps it in registers for any dstate (16
+// states of one vector do not fit in AVX2's 16 registers beside the temporaries), and the
+// buffers (about 40 KB) stay in L1/L2. Nothing is allocated per step.
+constexpr size_t kTile = 2048 / VW;           // steps per tile: 3 buffers of kTile vectors = 24 KB
+constexpr int kChunk = VW == 16 ? 16 : 8;     // states per register-resident chunk
+
+// Steps [0, tl) for states [0, NC) of one chunk; NCH is NC at compile time, or 0 for any count
+// with the state left in memory. b[t * stride + n], c[...]: the chunk's B and C as float32.
+template <int NCH>
+static inline void scan_chunk(size_t tl, int nc_rt, const vf* dtb, const vf* dub, vf* yb, const float* b,
+                              const float* c, size_t stride, const vf* a2, vf* state) {
+  const int NC = NCH ? NCH : nc_rt;
+  vf regs[NCH ? NCH : 1];
+  vf* h = NCH ? regs : state;
+  if (NCH) {
+    for (int n = 0; n < NC; ++n) regs[n] = state[n];
+  }
+  for (size_t t = 0; t < tl; ++t) {
+    const vf dt = dtb[t], du = dub[t];
+    const float* bt = b + t * stride;
+    const float* ct = c + t * stride;
+    // Two accumulators halve the add chain through y.
+    vf y0 = yb[t], y1 = splat(0.0f);
+    int n = 0;
+#pragma GCC unroll 16
+    for (; n + 1 < NC; n += 2) {
+      h[n] = vexp2(dt * a2[n]) * h[n] + du * bt[n];
+      h[n + 1] = vexp2(dt * a2[n + 1]) * h[n + 1] + du * bt[n + 1];
+      y0 += h[n] * ct[n];
+      y1 += h[n + 1] * ct[n + 1];
+    }
+    if (n < NC) {
+      h[n] = vexp2(dt * a2[n]) * h[n] + du * bt[n];
+      y0 += h[n] * ct[n];
+    }
+    yb[t] = y0 + y1;
+  }
+  if (NCH) {
+    for (int n = 0; n < NC; ++n) state[n] = regs[n];
+  }
+}
+
+template <class E>
+static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
   using T = typename E::T;
-  const size_t N = NS ? NS : p.dstate;
-  const size_t L = p.seqlen, dim = p.dim, G = p.ngroups;
+  constexpr bool kF32 = std::is_same<E, F32>::value;
+  const size_t N = p.dstate, L = p.seqlen, dim = p.dim, G = p.ngroups;
   const int nd = blk.nd;
   const T* u = reinterpret_cast<const T*>(p.u);
   const T* delta = reinterpret_cast<const T*>(p.delta);
@@ -64,70 +108,83 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk, vf* s
   const float* h0 = reinterpret_cast<const float*>(p.initial_state);
   float* h_out = reinterpret_cast<float*>(p.final_state);
 
-  vf at_regs[NS ? NS : 1], h_regs[NS ? NS : 1];
-  vf* at = NS ? at_regs : scratch;      // at[n] lane l = A[d0 + l, n]
-  vf* h = NS ? h_regs : scratch + N;    // h[n] lane l = state of channel d0 + l
+  // One allocation per task: A * log2(e) and the state per channel lane (2N vectors), the three
+  // step buffers, and B/C as float32 for one chunk when T is not float32.
+  const size_t bc_floats = kF32 ? 0 : 2 * kTile * kChunk;
+  std::unique_ptr<vf[]> mem(new vf[2 * N + 3 * kTile + (bc_floats + VW - 1) / VW]);
+  vf* a2 = mem.get();       // a2[n] lane l = A[d0 + l, n] * log2(e): exp(dt A) = 2^(dt a2)
+  vf* state = a2 + N;       // state[n] lane l = h of channel d0 + l
+  vf* dtb = state + N;
+  vf* dub = dtb + kTile;
+  vf* yb = dub + kTile;
+  float* bcb = reinterpret_cast<float*>(yb + kTile);
 
   for (size_t n = 0; n < N; ++n) {
-    at[n] = gather_n<F32>(A + blk.d0 * N + n, N, nd);
-    h[n] = h0 ? gather_n<F32>(h0 + (blk.b * dim + blk.d0) * N + n, N, nd) : splat(0.0f);
+    a2[n] = gather_n<F32>(A + blk.d0 * N + n, N, nd) * kLog2e;
+    state[n] = h0 ? gather_n<F32>(h0 + (blk.b * dim + blk.d0) * N + n, N, nd) : splat(0.0f);
   }
   const vf d_skip = D ? load_n<F32>(D + blk.d0, nd) : splat(0.0f);
   const vf bias = delta_bias ? load_n<F32>(delta_bias + blk.d0, nd) : splat(0.0f);
   const bool softplus = p.delta_softplus;
 
-  for (size_t t = 0; t < L; ++t) {
-    const size_t row = blk.b * L + t;
-    const size_t off = row * dim + blk.d0;
-    const vf uv = load_n<E>(u + off, nd);
-    vf dt = load_n<E>(delta + off, nd) + bias;
-    if (softplus) dt = vsoftplus(dt);
-    const vf du = dt * uv;
-    const T* Bt = B + (row * G + blk.g) * N;
-    const T* Ct = C + (row * G + blk.g) * N;
-    // Two accumulators halve the add chain through y.
-    vf y0 = d_skip * uv, y1 = splat(0.0f);
-#pragma GCC unroll 16
-    for (size_t n = 0; n + 1 < N; n += 2) {
-      const vf da0 = vexp(dt * at[n]);
-      const vf da1 = vexp(dt * at[n + 1]);
-      h[n] = da0 * h[n] + du * E::to_f32(Bt[n]);
-      h[n + 1] = da1 * h[n + 1] + du * E::to_f32(Bt[n + 1]);
-      y0 += h[n] * E::to_f32(Ct[n]);
-      y1 += h[n + 1] * E::to_f32(Ct[n + 1]);
+  for (size_t t0 = 0; t0 < L; t0 += kTile) {
+    const size_t tl = std::min(kTile, L - t0);
+    const size_t row0 = blk.b * L + t0;  // row of step t0 in [batch * seqlen]
+    for (size_t t = 0; t < tl; ++t) {
+      const size_t off = (row0 + t) * dim + blk.d0;
+      const vf uv = load_n<E>(u + off, nd);
+      vf dt = load_n<E>(delta + off, nd) + bias;
+      if (softplus) dt = vsoftplus(dt);
+      dtb[t] = dt;
+      dub[t] = dt * uv;
+      yb[t] = d_skip * uv;
     }
-    if (N & 1) {
-      const size_t n = N - 1;
-      h[n] = vexp(dt * at[n]) * h[n] + du * E::to_f32(Bt[n]);
-      y0 += h[n] * E::to_f32(Ct[n]);
+    for (size_t n0 = 0; n0 < N; n0 += kChunk) {
+      const int nc = static_cast<int>(std::min<size_t>(kChunk, N - n0));
+      const float *bp, *cp;
+      size_t stride;
+      if constexpr (kF32) {
+        bp = reinterpret_cast<const float*>(B) + (row0 * G + blk.g) * N + n0;
+        cp = reinterpret_cast<const float*>(C) + (row0 * G + blk.g) * N + n0;
+        stride = G * N;
+      } else {
+        float* bw = bcb;
+        float* cw = bcb + kTile * kChunk;
+        for (size_t t = 0; t < tl; ++t) {
+          const size_t src = ((row0 + t) * G + blk.g) * N + n0;
+          for (int n = 0; n < nc; ++n) {
+            bw[t * kChunk + n] = E::to_f32(B[src + n]);
+            cw[t * kChunk + n] = E::to_f32(C[src + n]);
+          }
+        }
+        bp = bw;
+        cp = cw;
+        stride = kChunk;
+      }
+      if (nc == kChunk) {
+        scan_chunk<kChunk>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0);
+      } else if (nc == 4) {
+        scan_chunk<4>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0);
+      } else {
+        scan_chunk<0>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0);
+      }
     }
-    vf yv = y0 + y1;
-    if (z) yv *= vsilu(load_n<E>(z + off, nd));
-    store_n<E>(y + off, yv, nd);
+    for (size_t t = 0; t < tl; ++t) {
+      const size_t off = (row0 + t) * dim + blk.d0;
+      vf yv = yb[t];
+      if (z) yv *= vsilu(load_n<E>(z + off, nd));
+      store_n<E>(y + off, yv, nd);
+    }
   }
 
   if (h_out) {
-    for (size_t n = 0; n < N; ++n) scatter_n<F32>(h_out + (blk.b * dim + blk.d0) * N + n, N, h[n], nd);
+    for (size_t n = 0; n < N; ++n) scatter_n<F32>(h_out + (blk.b * dim + blk.d0) * N + n, N, state[n], nd);
   }
 }
 
 template <class E>
 static void scan_task(const SelectiveScanParams& p, size_t task) {
-  const ScanBlock blk = scan_block_of(p, task);
-  switch (p.dstate) {
-    case 16: return scan_block<E, 16>(p, blk, nullptr);
-    case 8: return scan_block<E, 8>(p, blk, nullptr);
-    case 4: return scan_block<E, 4>(p, blk, nullptr);
-    default: break;
-  }
-  // Any other dstate: state in memory; on the stack while small, else on the heap (once per task).
-  constexpr size_t kStackStates = 64;
-  if (p.dstate <= kStackStates) {
-    vf scratch[2 * kStackStates];
-    return scan_block<E, 0>(p, blk, scratch);
-  }
-  std::unique_ptr<vf[]> scratch(new vf[2 * p.dstate]);
-  scan_block<E, 0>(p, blk, scratch.get());
+  scan_block<E>(p, scan_block_of(p, task));
 }
 
 size_t scan_tasks(const SelectiveScanParams& p) {

@@ -27,34 +27,54 @@ typedef uint32_t vu __attribute__((vector_size(VW * 4)));
 typedef uint16_t vh __attribute__((vector_size(VW * 2)));
 
 static inline vf splat(float x) { return vf{} + x; }
-static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
-
-// exp(x) for float32 vectors: one range reduction, a degree-6 polynomial, an exponent add.
-// Relative error < 2e-7 over the clamped range. The clamp keeps 2^n a normal float (the bit
-// trick below cannot make denormals); exp(-86.5) ~ 2.6e-38 stands in for smaller results, which
-// in the scan multiply a state of order 1 and vanish against the tolerances.
-static inline vf vexp(vf x) {
-  x = vmax(x, splat(-86.5f));
-  x = vmin(x, splat(88.0f));
-  // Adding 1.5 * 2^23 rounds x*log2(e) to an integer that lands in the low mantissa bits.
-  const float magic = 12582912.0f;
-  const vf t = x * 1.44269504088896341f + magic;
-  const vf n = t - magic;
-  // ln2 in two parts (the first exact in float) so r = x - n*ln2 keeps its low bits.
-  vf r = x - n * 0.693145751953125f;
-  r = r - n * 1.42860682030941723212e-6f;
-  // Taylor series of exp(r) for |r| <= ln2/2; the degree-7 term is < 1.2e-7.
-  vf p = splat(1.0f / 720.0f);
-  p = p * r + (1.0f / 120.0f);
-  p = p * r + (1.0f / 24.0f);
-  p = p * r + (1.0f / 6.0f);
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const vu e = ((vu)t - (vu)splat(magic)) << 23;
-  return (vf)((vu)p + e);
+// max/min: the intrinsics where there are some (GCC does not turn a vector ?: into maxps, as the
+// two differ on NaN), else the portable select.
+static inline vf vmax(vf a, vf b) {
+#if defined(__AVX512F__) && MAMBAC_VW == 16
+  return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && MAMBAC_VW == 8
+  return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+  return a > b ? a : b;
+#endif
 }
+static inline vf vmin(vf a, vf b) {
+#if defined(__AVX512F__) && MAMBAC_VW == 16
+  return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && MAMBAC_VW == 8
+  return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+  return a < b ? a : b;
+#endif
+}
+
+constexpr float kLog2e = 1.44269504088896341f;
+
+// 2^x for float32 vectors: split x = n + r (n integer, |r| <= 1/2), a degree-6 polynomial for
+// 2^r, and n added to the exponent bits. Relative error < 2e-7. The clamp keeps 2^n a normal
+// float (the bit trick cannot make denormals or infinities); 2^-126 ~ 1.2e-38 stands in for
+// smaller results, which in the scan multiply a state of order 1 and vanish against any tolerance.
+static inline vf vexp2(vf x) {
+  x = vmax(x, splat(-126.0f));
+  x = vmin(x, splat(126.0f));
+  // Adding 1.5 * 2^23 rounds x to an integer held in the low mantissa bits of t.
+  const float magic = 12582912.0f;
+  const vf t = x + magic;
+  const vf r = x - (t - magic);
+  // Taylor series of 2^r = e^(r ln2); the degree-7 term is < 1.2e-7.
+  vf p = splat(1.5403530393381608e-4f);
+  p = p * r + 1.3333558146428443e-3f;
+  p = p * r + 9.6181291076284772e-3f;
+  p = p * r + 5.5504108664821580e-2f;
+  p = p * r + 2.4022650695910071e-1f;
+  p = p * r + 6.9314718055994531e-1f;
+  p = p * r + 1.0f;
+  // n << 23 is the exponent increment; the magic's own bits vanish in the shift (its low 9 bits
+  // are zero), so t's bits can be shifted directly.
+  return (vf)((vu)p + ((vu)t << 23));
+}
+
+static inline vf vexp(vf x) { return vexp2(x * kLog2e); }
 
 // log1p(e) for e in [0, 1]: log(u) of u = fl(1 + e), corrected by e / (u - 1) for the rounding
 // of u (Goldberg's trick), so tiny e keep full relative precision.
