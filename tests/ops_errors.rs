@@ -1,0 +1,164 @@
+//! Bad inputs reach ONNX Runtime from Rust (`ort`, `with_operator_library`) as errors naming the
+//! input, the expected and the actual shape or type; the process and the session go on. Also
+//! calls the C++ shape checks directly through the cxx bridge, as the compiler's agreement test
+//! and the TensorRT plugin will.
+
+mod ops_common;
+
+use mambac_ops::ffi::{self, ElemType, TensorDesc};
+use ops_common::*;
+use ort::session::Session;
+use ort::value::Tensor;
+
+const SCAN: [&str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
+
+/// SelectiveScan with u, delta, A, B, C (all float32); y out.
+fn scan_session() -> Session {
+    let slots: Vec<(&str, i32)> = SCAN[..5].iter().map(|n| (*n, FLOAT)).collect();
+    session(&one_node_model("SelectiveScan", &slots, &[("y", FLOAT)], &[])).unwrap()
+}
+
+/// Inputs with batch 2, seqlen 7, dim 48, dstate 16 and the given ngroups and A rows.
+fn scan_inputs(ngroups: usize, a_rows: usize) -> Vec<(&'static str, Tensor<f32>)> {
+    let t = |shape: Vec<usize>, seed| {
+        let n = shape.iter().product();
+        Tensor::from_array((shape, data(n, seed))).unwrap()
+    };
+    let a = {
+        let n = a_rows * 16;
+        Tensor::from_array((vec![a_rows, 16], data(n, 3).iter().map(|v| -v.abs() - 0.1).collect::<Vec<_>>())).unwrap()
+    };
+    vec![
+        ("u", t(vec![2, 7, 48], 1)),
+        ("delta", t(vec![2, 7, 48], 2)),
+        ("A", a),
+        ("B", t(vec![2, 7, ngroups, 16], 4)),
+        ("C", t(vec![2, 7, ngroups, 16], 5)),
+    ]
+}
+
+fn run(session: &mut Session, inputs: Vec<(&'static str, Tensor<f32>)>) -> ort::Result<Vec<f32>> {
+    let inputs: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
+        inputs.into_iter().map(|(n, t)| (n.into(), t.into())).collect();
+    let outputs = session.run(inputs)?;
+    let (_, y) = outputs["y"].try_extract_tensor::<f32>()?;
+    Ok(y.to_vec())
+}
+
+#[test]
+fn bad_ngroups_is_an_error_naming_b_and_the_session_goes_on() {
+    let mut s = scan_session();
+    let err = run(&mut s, scan_inputs(5, 48)).unwrap_err().to_string();
+    assert!(
+        err.contains("SelectiveScan: input 'B' has shape [2, 7, 5, 16], expected [2, 7, ngroups, 16] with dim 48 divisible by ngroups"),
+        "{err}"
+    );
+    let y = run(&mut s, scan_inputs(3, 48)).unwrap();
+    assert_eq!(y.len(), 2 * 7 * 48);
+    assert!(y.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn mismatched_dims_name_the_input() {
+    let mut s = scan_session();
+    let err = run(&mut s, scan_inputs(1, 40)).unwrap_err().to_string();
+    assert!(err.contains("SelectiveScan: input 'A' has shape [40, 16], expected [48, dstate] (dim from 'u')"), "{err}");
+}
+
+#[test]
+fn wrong_element_type_names_the_input() {
+    let slots = [("u", FLOAT), ("delta", FLOAT16), ("A", FLOAT), ("B", FLOAT), ("C", FLOAT)];
+    let mut s = session(&one_node_model("SelectiveScan", &slots, &[("y", FLOAT)], &[])).unwrap();
+    let mut inputs: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::new();
+    for (name, t) in scan_inputs(1, 48) {
+        if name == "delta" {
+            let (shape, v) = t.extract_tensor();
+            let h: Vec<half::f16> = v.iter().map(|x| half::f16::from_f32(*x)).collect();
+            let dims: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
+            inputs.push((name.into(), Tensor::from_array((dims, h)).unwrap().into()));
+        } else {
+            inputs.push((name.into(), t.into()));
+        }
+    }
+    let err = s.run(inputs).err().expect("a type error").to_string();
+    assert!(err.contains("SelectiveScan: input 'delta' has element type float16, expected float32 (same as 'u')"), "{err}");
+}
+
+#[test]
+fn missing_required_input_is_named() {
+    let slots = [("u", FLOAT), ("delta", FLOAT), ("", FLOAT), ("B", FLOAT), ("C", FLOAT)];
+    let mut s = session(&one_node_model("SelectiveScan", &slots, &[("y", FLOAT)], &[])).unwrap();
+    let inputs = scan_inputs(1, 48).into_iter().filter(|(n, _)| *n != "A").collect();
+    let err = run(&mut s, inputs).unwrap_err().to_string();
+    assert!(err.contains("SelectiveScan: required input 'A' is missing"), "{err}");
+}
+
+#[test]
+fn bad_attribute_fails_session_creation() {
+    let slots = [("x", FLOAT), ("weight", FLOAT)];
+    let model = one_node_model("CausalConv1d", &slots, &[("y", FLOAT)], &[Attr::Str("activation", "gelu")]);
+    let err = session(&model).err().expect("an attribute error").to_string();
+    assert!(err.contains("CausalConv1d: attribute 'activation' is \"gelu\", expected \"silu\" or \"none\""), "{err}");
+}
+
+#[test]
+fn causal_conv1d_runs_and_matches_a_direct_sum() {
+    let (b, l, d, k) = (1usize, 5usize, 3usize, 4usize);
+    let slots = [("x", FLOAT), ("weight", FLOAT)];
+    let model = one_node_model("CausalConv1d", &slots, &[("y", FLOAT)], &[Attr::Str("activation", "none")]);
+    let mut s = session(&model).unwrap();
+    let x = data(b * l * d, 1);
+    let w = data(d * k, 2);
+    let inputs = vec![
+        ("x", Tensor::from_array((vec![b, l, d], x.clone())).unwrap()),
+        ("weight", Tensor::from_array((vec![d, k], w.clone())).unwrap()),
+    ];
+    let y = run(&mut s, inputs).unwrap();
+    for t in 0..l {
+        for c in 0..d {
+            let mut want = 0.0f64;
+            for j in 0..k {
+                let src = t as i64 - (k as i64 - 1) + j as i64;
+                if src >= 0 {
+                    want += w[c * k + j] as f64 * x[src as usize * d + c] as f64;
+                }
+            }
+            assert!((y[t * d + c] as f64 - want).abs() <= 1e-5 + 1e-5 * want.abs(), "t {t} c {c}");
+        }
+    }
+}
+
+fn desc(shape: &[i64]) -> TensorDesc {
+    TensorDesc::new(1, shape)
+}
+
+#[test]
+fn cxx_shape_check_direct() {
+    let mut inputs = vec![
+        desc(&[2, 7, 48]),
+        desc(&[2, 7, 48]),
+        desc(&[48, 16]),
+        desc(&[2, 7, 4, 16]),
+        desc(&[2, 7, 4, 16]),
+        TensorDesc::absent(),
+        TensorDesc::absent(),
+        desc(&[48]),
+        desc(&[2, 48, 16]),
+    ];
+    let p = ffi::check_selective_scan(&inputs).unwrap();
+    assert_eq!((p.batch, p.seqlen, p.dim, p.dstate, p.ngroups), (2, 7, 48, 16, 4));
+    assert_eq!(p.elem, ElemType::F32);
+    assert_eq!((p.u, p.y, p.final_state), (0, 0, 0));
+
+    inputs[8] = desc(&[2, 47, 16]);
+    let err = ffi::check_selective_scan(&inputs).unwrap_err();
+    assert_eq!(
+        err.what(),
+        "SelectiveScan: input 'initial_state' has shape [2, 47, 16], expected [2, 48, 16] ([batch, dim, dstate] from 'u' and 'A')"
+    );
+
+    let conv = [desc(&[1, 3, 8]), desc(&[8, 4]), TensorDesc::absent(), TensorDesc::new(10, &[1, 8, 3])];
+    let err = ffi::check_causal_conv1d(&conv).unwrap_err();
+    assert_eq!(err.what(), "CausalConv1d: input 'initial_state' has element type float16, expected float32 (same as 'x')");
+    assert!(ffi::check_causal_conv1d(&conv[..3]).unwrap_err().what().contains("4 input slots expected, got 3"));
+}
