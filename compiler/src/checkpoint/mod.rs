@@ -212,6 +212,15 @@ impl Checkpoint {
     }
 
     /// Whether `tensor(name)` would succeed (lm_head of a tied model counts as present).
+    /// Hints that `name` has been consumed: its memory-mapped pages are released (see
+    /// `Store::release`). Reading it again still works.
+    pub fn release_tensor(&self, name: &str) {
+        let raw = self.raw(name).or_else(|| (name == shapes::LM_HEAD).then(|| self.raw(shapes::EMBEDDING)).flatten());
+        if let Some(raw) = raw {
+            self.store.release(raw);
+        }
+    }
+
     pub fn has_tensor(&self, name: &str) -> bool {
         self.raw(name).is_some() || (name == shapes::LM_HEAD && self.config.tie_word_embeddings)
     }

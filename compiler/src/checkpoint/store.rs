@@ -84,6 +84,22 @@ impl Store {
         self.backing(t.backing).get(t.range.clone()).unwrap_or(&[])
     }
 
+    /// Drops the resident pages of a mapped tensor: a caller that has consumed it (emission
+    /// writes each weight once) keeps the process's resident set at about one tensor instead of
+    /// the whole checkpoint. The data stays readable: the kernel re-reads it from the file.
+    pub(crate) fn release(&self, t: &RawTensor) {
+        if let Some(Backing::Mmap(m)) = self.backings.get(t.backing) {
+            const PAGE: usize = 4096;
+            let start = t.range.start / PAGE * PAGE;
+            let end = t.range.end.min(m.len());
+            if end > start {
+                // SAFETY: a read-only, file-backed private map: after MADV_DONTNEED the pages are
+                // faulted back in from the file, so no reader can observe different bytes.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+
     /// Inserts a tensor, refusing a second tensor of the same name from another file.
     pub(crate) fn insert(&mut self, name: String, t: RawTensor) -> Result<(), CheckpointError> {
         if let Some(prev) = self.tensors.get(&name) {

@@ -122,6 +122,9 @@ pub fn emit_onnx(
                 e.names.insert(id.into(), c.name.clone());
                 e.graph.initializer.push(t);
                 initializers += 1;
+                if let (Some(_), crate::ir::ConstSource::Checkpoint { tensor, .. }) = (&ext, &c.source) {
+                    ckpt.release_tensor(tensor);
+                }
                 progress(done, total);
             }
             _ => e.node(id),
