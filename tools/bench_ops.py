@@ -20,13 +20,17 @@ from ops_reference import SCAN_INPUTS, one_node_model, run, session  # noqa: E40
 
 
 def time_runs(sess, feeds, repeat):
+    """Median and best wall time, and CPU time (all threads) per run: on a shared machine the
+    wall time grows with other load, the CPU time much less."""
     run(sess, feeds)  # warm-up: first-run allocations
     times = []
+    cpu0 = time.process_time()
     for _ in range(repeat):
         t0 = time.perf_counter()
         run(sess, feeds)
         times.append(time.perf_counter() - t0)
-    return np.median(times), min(times)
+    cpu = (time.process_time() - cpu0) / repeat
+    return np.median(times), min(times), cpu
 
 
 def scan_feeds(batch, seqlen, dim, dstate, rng):
@@ -53,19 +57,23 @@ def main():
     ap.add_argument("--repeat", type=int, default=10)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
+    from ops_reference import LIB
+    import subprocess
+    isa = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    print(f"library {LIB}; {isa} CPUs visible")
     print(f"threads={args.threads} batch={args.batch} seqlen={args.seqlen} dstate={args.dstate} float32")
     for dim in args.dims:
         feeds = scan_feeds(args.batch, args.seqlen, dim, args.dstate, rng)
         sess = session(one_node_model("SelectiveScan", SCAN_INPUTS[:8], feeds, ["y"]), args.threads)
-        med, best = time_runs(sess, feeds, args.repeat)
-        print(f"SelectiveScan dim={dim:5d}: median {med * 1e3:7.2f} ms  best {best * 1e3:7.2f} ms")
+        med, best, cpu = time_runs(sess, feeds, args.repeat)
+        print(f"SelectiveScan dim={dim:5d}: median {med * 1e3:7.2f} ms  best {best * 1e3:7.2f} ms  cpu {cpu * 1e3:7.2f} ms")
     for dim in args.dims:
         x = rng.standard_normal((args.batch, args.seqlen, dim)).astype(np.float32)
         feeds = {"x": x, "weight": rng.standard_normal((dim, 4)).astype(np.float32),
                  "bias": rng.standard_normal(dim).astype(np.float32)}
         sess = session(one_node_model("CausalConv1d", ["x", "weight", "bias"], feeds, ["y"]), args.threads)
-        med, best = time_runs(sess, feeds, args.repeat)
-        print(f"CausalConv1d  dim={dim:5d} width=4: median {med * 1e3:7.2f} ms  best {best * 1e3:7.2f} ms")
+        med, best, cpu = time_runs(sess, feeds, args.repeat)
+        print(f"CausalConv1d  dim={dim:5d} width=4: median {med * 1e3:7.2f} ms  best {best * 1e3:7.2f} ms  cpu {cpu * 1e3:7.2f} ms")
 
 
 if __name__ == "__main__":
