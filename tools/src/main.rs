@@ -1,6 +1,7 @@
 //! `mambac`: export Mamba checkpoints to ONNX with fused ops, and run, inspect and measure them.
 
 mod cmd;
+mod generation;
 mod runtime;
 mod tensor_io;
 
@@ -23,6 +24,10 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Run an exported model on inputs from a safetensors file.
     Run(cmd::run::Args),
+    /// Generate tokens from prompts with a stateful export (streams them as they come).
+    Generate(cmd::generate::Args),
+    /// Prefill and decode throughput of a stateful export.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +37,8 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Synth(a) => cmd::synth::main(a),
         Command::Run(a) => cmd::run::main(a),
+        Command::Generate(a) => cmd::generate::main(a),
+        Command::Bench(a) => cmd::bench::main(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! One file per subcommand.
 
+pub mod bench;
 pub mod export;
+pub mod generate;
 pub mod inspect;
 pub mod run;
 pub mod synth;

@@ -1,0 +1,194 @@
+//! Generating for several prompts of different lengths at once.
+//!
+//! A transformer batches prompts of different lengths by left-padding them and masking the pad
+//! tokens out of attention. A state-space model has no mask to hide them behind: every token that
+//! enters the graph is folded into the conv and SSM states (h_t = exp(dt·A)·h_{t-1} + dt·B·u_t), so
+//! pad tokens would change the state every later token sees. Right-padding does not work either:
+//! the state after the pads is not the state after the prompt.
+//!
+//! So each prompt is prefilled alone, at batch 1 from zero states, which gives exactly its own
+//! states; the per-prompt states are then stacked along the batch dimension (they are `[1, ...]`
+//! each and the graph is batch-agnostic) and the whole batch is decoded together, one token per
+//! sequence per step. Prefill is compute-bound and gains little from batching; decode is where
+//! batching pays, and every sequence is at the same step there whatever its prompt length.
+//! The price is one copy of the states to the host per prompt, once, not per token.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::sampler::{Sampler, Sampling};
+use super::session_state::{Keep, StatefulSession};
+use crate::tensor_io::HostTensor;
+
+/// Prompts from `--prompt-ids` values: each value holds one or more prompts separated by `;`,
+/// each a comma-separated list of token ids (`"1,2,3;4,5"` is two prompts).
+pub fn parse_prompt_ids(values: &[String]) -> Result<Vec<Vec<i64>>> {
+    let mut prompts = Vec::new();
+    for value in values {
+        for part in value.split(';') {
+            let n = prompts.len() + 1;
+            let ids = part
+                .split(',')
+                .map(|tok| {
+                    let tok = tok.trim();
+                    tok.parse::<i64>().with_context(|| format!("--prompt-ids: prompt {n}: '{tok}' is not a token id (expected comma-separated integers, prompts separated by ';', e.g. \"1,2,3;4,5\")"))
+                })
+                .collect::<Result<Vec<i64>>>()?;
+            if let Some(bad) = ids.iter().find(|&&t| t < 0) {
+                bail!("--prompt-ids: prompt {n}: token id {bad} is negative");
+            }
+            prompts.push(ids);
+        }
+    }
+    if prompts.is_empty() {
+        bail!("--prompt-ids: no prompt given");
+    }
+    Ok(prompts)
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Prompt `j` draws from its own RNG seeded with `seed + j`, so a prompt's tokens do not
+    /// depend on which other prompts share its batch.
+    pub seed: u64,
+    /// Feed a prompt in pieces of at most this many tokens (bounds the logits a step returns,
+    /// which the graph computes for every position). None: the whole prompt in one step.
+    pub prefill_chunk: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    /// The new tokens of each prompt (not the prompt itself).
+    pub ids: Vec<Vec<i64>>,
+    pub prefill_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_tokens: usize,
+    pub decode_time: Duration,
+}
+
+/// Prefills `prompt` at batch 1 from zero states and returns the last position's logits.
+pub fn prefill(sess: &mut StatefulSession, prompt: &[i64], chunk: Option<usize>) -> Result<Vec<f32>> {
+    sess.reset(1)?;
+    let chunk = chunk.unwrap_or(prompt.len()).max(1);
+    let mut last = None;
+    for piece in prompt.chunks(chunk) {
+        last = Some(sess.step(piece, piece.len(), Keep::Last)?);
+    }
+    let logits = last.context("an empty prompt")?;
+    Ok(logits.last(0).to_vec())
+}
+
+/// Generates `max_new_tokens` for every prompt, calling `on_token(prompt_index, token)` as each
+/// token is chosen (prompt order within a step).
+pub fn generate(
+    sess: &mut StatefulSession,
+    prompts: &[Vec<i64>],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, i64) -> Result<()>,
+) -> Result<Generated> {
+    for (j, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            bail!("prompt {} is empty: generation starts from at least one token", j + 1);
+        }
+        sess.sig.check_ids(p, &format!("prompt {}", j + 1))?;
+    }
+    let mut samplers = (0..prompts.len())
+        .map(|j| Sampler::new(opts.sampling, opts.seed.wrapping_add(j as u64)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Generated { ids: vec![Vec::new(); prompts.len()], ..Generated::default() };
+    if opts.max_new_tokens == 0 {
+        return Ok(out);
+    }
+
+    // Prefill: each prompt alone, exact states; its first new token comes from its own logits.
+    let mut per_prompt_states: Vec<Vec<HostTensor>> = Vec::with_capacity(prompts.len());
+    let started = Instant::now();
+    for (j, p) in prompts.iter().enumerate() {
+        let logits = prefill(sess, p, opts.prefill_chunk)?;
+        let t = samplers[j].sample(&logits)? as i64;
+        out.ids[j].push(t);
+        out.prefill_tokens += p.len();
+        if prompts.len() > 1 {
+            per_prompt_states.push(sess.states_to_host()?);
+        }
+        on_token(j, t)?;
+    }
+    out.prefill_time = started.elapsed();
+    if opts.max_new_tokens == 1 {
+        return Ok(out);
+    }
+    if prompts.len() > 1 {
+        sess.set_states(&stack_batch(&per_prompt_states)?)?;
+    }
+
+    // Decode: the whole batch, one token per sequence per step.
+    let started = Instant::now();
+    for _ in 1..opts.max_new_tokens {
+        let ids: Vec<i64> = out.ids.iter().map(|s| *s.last().expect("one token per prompt after prefill")).collect();
+        let logits = sess.step(&ids, 1, Keep::Last)?;
+        for (j, sampler) in samplers.iter_mut().enumerate() {
+            let t = sampler.sample(logits.last(j))? as i64;
+            out.ids[j].push(t);
+            on_token(j, t)?;
+        }
+        out.decode_tokens += prompts.len();
+    }
+    out.decode_time = started.elapsed();
+    Ok(out)
+}
+
+/// Stacks per-sequence states (`[1, ...]` each, same order of tensors) into `[n, ...]`.
+pub fn stack_batch(per_seq: &[Vec<HostTensor>]) -> Result<Vec<HostTensor>> {
+    let first = per_seq.first().context("no states to stack")?;
+    let mut stacked = Vec::with_capacity(first.len());
+    for (k, t0) in first.iter().enumerate() {
+        let mut bytes = Vec::with_capacity(t0.bytes.len() * per_seq.len());
+        let mut batch = 0;
+        for seq in per_seq {
+            let t = seq.get(k).context("sequences with different numbers of state tensors")?;
+            if t.dtype != t0.dtype || t.shape[1..] != t0.shape[1..] {
+                bail!("state {k}: cannot stack {:?} {:?} onto {:?} {:?}", t.dtype, t.shape, t0.dtype, t0.shape);
+            }
+            batch += t.shape[0];
+            bytes.extend_from_slice(&t.bytes);
+        }
+        let mut shape = t0.shape.clone();
+        shape[0] = batch;
+        stacked.push(HostTensor { dtype: t0.dtype, shape, bytes });
+    }
+    Ok(stacked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prompts_split_by_semicolons_and_flags() {
+        let p = parse_prompt_ids(&["1,2,3;4, 5".into(), "6".into()]).unwrap();
+        assert_eq!(p, vec![vec![1, 2, 3], vec![4, 5], vec![6]]);
+    }
+
+    #[test]
+    fn rejects_bad_prompt_ids() {
+        for (arg, needle) in [("1,x,3", "'x' is not a token id"), ("1,2;", "prompt 2: '' is not a token id"), ("1,,2", "'' is not"), ("3,-4", "negative")] {
+            let e = format!("{:#}", parse_prompt_ids(&[arg.into()]).unwrap_err());
+            assert!(e.contains(needle), "{arg}: {e}");
+        }
+        assert!(parse_prompt_ids(&[]).is_err());
+    }
+
+    #[test]
+    fn stacks_states_along_the_batch() {
+        let a = HostTensor::from_f32(vec![1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let b = HostTensor::from_f32(vec![1, 2, 2], &[5.0, 6.0, 7.0, 8.0]);
+        let s = stack_batch(&[vec![a.clone()], vec![b]]).unwrap();
+        assert_eq!(s[0].shape, vec![2, 2, 2]);
+        assert_eq!(s[0].to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let c = HostTensor::from_f32(vec![1, 4], &[0.0; 4]);
+        assert!(stack_batch(&[vec![a], vec![c]]).is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! One ONNX Runtime session of a stateful export plus the recurrent states between its steps.
+//!
+//! Every step goes through one [`IoBinding`]: the token ids are bound from the host, the states
+//! from wherever they live, and the updated states are written into a second set of buffers of
+//! the same shapes, allocated once where the EP wants them (CPU memory, or CUDA device memory on
+//! the CUDA EP). After the step the two sets swap roles ("ping-pong"), so a decode loop allocates
+//! nothing and on the GPU the states never leave the device; only the ids go in and the logits
+//! come out. Two sets rather than one because ORT may write a state output while the same layer's
+//! kernel still reads its input: aliasing them is not allowed.
+//!
+//! The same code runs on the CPU EP (where the tests exercise it); the CUDA path differs only in
+//! which allocator makes the buffers and in copying states to the host when asked for them.
+
+use anyhow::{anyhow, bail, Context, Result};
+use half::{bf16, f16};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementType};
+use safetensors::Dtype;
+
+use super::signature::ModelSignature;
+use crate::runtime::Ep;
+use crate::tensor_io::HostTensor;
+
+/// Which positions' logits a step copies out (a 512-token prefill of a 50k vocabulary at batch 8
+/// is 800 MB of logits, of which generation needs the last row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Last,
+    // Every position: what the tests compare with the reference.
+    #[cfg_attr(not(test), allow(dead_code))]
+    All,
+}
+
+/// Logits as float32, `[batch, positions, vocab]`.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    pub batch: usize,
+    pub positions: usize,
+    pub vocab: usize,
+    pub data: Vec<f32>,
+}
+
+impl Logits {
+    pub fn row(&self, b: usize, pos: usize) -> &[f32] {
+        let start = (b * self.positions + pos) * self.vocab;
+        &self.data[start..start + self.vocab]
+    }
+
+    /// The last kept position of sequence `b`.
+    pub fn last(&self, b: usize) -> &[f32] {
+        self.row(b, self.positions - 1)
+    }
+}
+
+pub struct StatefulSession {
+    session: Session,
+    pub sig: ModelSignature,
+    binding: IoBinding,
+    /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
+    state_alloc: Allocator,
+    /// Where the logits are copied to: the host.
+    host_mem: MemoryInfo<'static>,
+    batch: usize,
+    /// The states the next step reads, in `sig.states` order.
+    current: Vec<DynTensor>,
+    /// Whether `current` was made by `state_alloc` (not from host data), so it can take outputs.
+    current_is_ours: bool,
+    /// Buffers shaped like `current`, made by `state_alloc`: the next step writes into them.
+    spare: Option<Vec<DynTensor>>,
+}
+
+impl StatefulSession {
+    pub fn new(session: Session, ep: Ep) -> Result<StatefulSession> {
+        let sig = ModelSignature::of_session(&session)?;
+        let binding = session.create_binding().map_err(|e| anyhow!("cannot create an IoBinding: {e}"))?;
+        let state_alloc = match ep {
+            Ep::Cpu => Allocator::default(),
+            Ep::Cuda => {
+                let mem = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)
+                    .map_err(|e| anyhow!("CUDA memory info: {e}"))?;
+                Allocator::new(&session, mem).map_err(|e| anyhow!("cannot create a CUDA allocator for the states: {e}"))?
+            }
+        };
+        let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
+            .map_err(|e| anyhow!("CPU memory info: {e}"))?;
+        let mut s = StatefulSession { session, sig, binding, state_alloc, host_mem, batch: 0, current: vec![], current_is_ours: false, spare: None };
+        s.reset(1)?;
+        Ok(s)
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Zero states for `batch` new sequences.
+    pub fn reset(&mut self, batch: usize) -> Result<()> {
+        let zeros: Vec<HostTensor> = self
+            .sig
+            .states
+            .iter()
+            .map(|s| {
+                let n: usize = s.shape(batch).iter().product();
+                HostTensor { dtype: dtype_of(s.ty), shape: s.shape(batch), bytes: vec![0u8; n * elem_size(s.ty)] }
+            })
+            .collect();
+        self.set_states(&zeros)
+    }
+
+    /// Replaces the states (from the host; bound as inputs they are copied to the device by ORT
+    /// on the next step, once). The batch size becomes theirs.
+    pub fn set_states(&mut self, states: &[HostTensor]) -> Result<()> {
+        if states.len() != self.sig.states.len() {
+            bail!("expected {} state tensors, got {}", self.sig.states.len(), states.len());
+        }
+        let batch = states.first().map_or(0, |t| t.shape.first().copied().unwrap_or(0));
+        if batch == 0 {
+            bail!("states with an empty batch");
+        }
+        let mut current = Vec::with_capacity(states.len());
+        for (spec, t) in self.sig.states.iter().zip(states) {
+            if t.shape != spec.shape(batch) || t.dtype != dtype_of(spec.ty) {
+                bail!("state '{}': expected {:?} {:?}, got {:?} {:?}", spec.input, dtype_of(spec.ty), spec.shape(batch), t.dtype, t.shape);
+            }
+            let v = t.to_ort(&spec.input)?;
+            current.push(v.downcast::<DynTensorValueType>().map_err(|e| anyhow!("state '{}': {e}", spec.input))?);
+        }
+        if batch != self.batch {
+            self.spare = None;
+        }
+        self.batch = batch;
+        self.current = current;
+        self.current_is_ours = false;
+        Ok(())
+    }
+
+    /// The current states on the host, in `sig.states` order.
+    pub fn states_to_host(&self) -> Result<Vec<HostTensor>> {
+        self.sig
+            .states
+            .iter()
+            .zip(&self.current)
+            .map(|(spec, v)| {
+                if v.memory_info().is_cpu_accessible() {
+                    host_of(&spec.input, v)
+                } else {
+                    let h = v.to(AllocationDevice::CPU, 0).map_err(|e| anyhow!("copying state '{}' to the host: {e}", spec.input))?;
+                    host_of(&spec.input, &h)
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `len` tokens of each of the `batch` sequences (`ids` row-major `[batch, len]`) from the
+    /// current states, keeps the updated states, and returns the logits asked for.
+    pub fn step(&mut self, ids: &[i64], len: usize, keep: Keep) -> Result<Logits> {
+        let batch = self.batch;
+        if len == 0 || ids.len() != batch * len {
+            bail!("a step needs batch {batch} × len {len} token ids, got {}", ids.len());
+        }
+        let ids_t = Tensor::from_array(([batch, len], ids.to_vec())).map_err(|e| anyhow!("input_ids: {e}"))?;
+        let mut outputs = match self.spare.take() {
+            Some(s) => s,
+            None => self
+                .sig
+                .states
+                .iter()
+                .map(|s| DynTensor::new(&self.state_alloc, s.ty, s.shape(batch)).map_err(|e| anyhow!("allocating state '{}': {e}", s.output)))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let bind_err = |name: &str, e: ort::Error| anyhow!("binding '{name}': {e}");
+        self.binding.bind_input("input_ids", &ids_t).map_err(|e| bind_err("input_ids", e))?;
+        for (spec, v) in self.sig.states.iter().zip(&self.current) {
+            self.binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
+        }
+        for (spec, v) in self.sig.states.iter().zip(outputs.iter_mut()) {
+            self.binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
+        }
+        // Bound afresh every step: ORT reuses an output it filled before, and the logits' shape
+        // changes between a prefill and a decode step.
+        self.binding.bind_output_to_device("logits", &self.host_mem).map_err(|e| bind_err("logits", e))?;
+        let logits = {
+            let outs = self.session.run_binding(&self.binding).map_err(|e| anyhow!("running the model: {e}"))?;
+            let v = outs.get("logits").context("the model returned no 'logits'")?;
+            extract_logits(v, self.sig.logits_ty, keep)?
+        };
+        let previous = std::mem::replace(&mut self.current, outputs);
+        if self.current_is_ours {
+            self.spare = Some(previous);
+        }
+        self.current_is_ours = true;
+        if logits.batch != batch {
+            bail!("the model returned logits for batch {}, expected {batch}", logits.batch);
+        }
+        Ok(logits)
+    }
+}
+
+fn extract_logits(v: &DynValue, ty: TensorElementType, keep: Keep) -> Result<Logits> {
+    fn pick<T: Copy>(shape: &[i64], data: &[T], keep: Keep, f: impl Fn(T) -> f32) -> Result<Logits> {
+        let [b, l, v] = shape else { bail!("logits have shape {shape:?}, expected [batch, seqlen, vocab]") };
+        let (batch, len, vocab) = (*b as usize, *l as usize, *v as usize);
+        if len == 0 || data.len() != batch * len * vocab {
+            bail!("logits have shape {shape:?} but {} elements", data.len());
+        }
+        let (positions, out) = match keep {
+            Keep::All => (len, data.iter().map(|&x| f(x)).collect()),
+            Keep::Last => (1, (0..batch).flat_map(|bi| data[((bi + 1) * len - 1) * vocab..(bi + 1) * len * vocab].iter().map(|&x| f(x))).collect()),
+        };
+        Ok(Logits { batch, positions, vocab, data: out })
+    }
+    let err = |e: ort::Error| anyhow!("reading the logits: {e}");
+    match ty {
+        TensorElementType::Float32 => {
+            let (s, d) = v.try_extract_tensor::<f32>().map_err(err)?;
+            pick(s, d, keep, |x| x)
+        }
+        TensorElementType::Float16 => {
+            let (s, d) = v.try_extract_tensor::<f16>().map_err(err)?;
+            pick(s, d, keep, f16::to_f32)
+        }
+        TensorElementType::Bfloat16 => {
+            let (s, d) = v.try_extract_tensor::<bf16>().map_err(err)?;
+            pick(s, d, keep, bf16::to_f32)
+        }
+        t => bail!("logits of element type {t:?}"),
+    }
+}
+
+fn host_of(name: &str, v: &DynTensor) -> Result<HostTensor> {
+    fn bytes<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
+        v.iter().flat_map(|&x| f(x)).collect()
+    }
+    let err = |e: ort::Error| anyhow!("state '{name}': {e}");
+    let shape: Vec<usize> = v.shape().iter().map(|&d| d as usize).collect();
+    let (dtype, bytes) = match v.data_type() {
+        TensorElementType::Float32 => (Dtype::F32, bytes(v.try_extract_tensor::<f32>().map_err(err)?.1, f32::to_le_bytes)),
+        TensorElementType::Float16 => (Dtype::F16, bytes(v.try_extract_tensor::<f16>().map_err(err)?.1, f16::to_le_bytes)),
+        TensorElementType::Bfloat16 => (Dtype::BF16, bytes(v.try_extract_tensor::<bf16>().map_err(err)?.1, bf16::to_le_bytes)),
+        t => bail!("state '{name}' has element type {t:?}"),
+    };
+    Ok(HostTensor { dtype, shape, bytes })
+}
+
+fn dtype_of(t: TensorElementType) -> Dtype {
+    match t {
+        TensorElementType::Float16 => Dtype::F16,
+        TensorElementType::Bfloat16 => Dtype::BF16,
+        _ => Dtype::F32,
+    }
+}
+
+fn elem_size(t: TensorElementType) -> usize {
+    match t {
+        TensorElementType::Float16 | TensorElementType::Bfloat16 => 2,
+        _ => 4,
+    }
+}

@@ -1,0 +1,211 @@
+//! The session code against the fixtures' reference logits, through ONNX Runtime and the op
+//! library: a prompt prefilled then decoded one token at a time, a prompt fed in uneven chunks,
+//! and prompts prefilled alone then stacked into one batch (the `generate` path), all reproduce
+//! the full-sequence float64 reference within DESIGN.md's float32 tier (1e-4 worst relative).
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use clap::Parser;
+
+use super::batch::{prefill, stack_batch};
+use super::session_state::{Keep, StatefulSession};
+use crate::runtime::{open_session, Ep, SessionOptions};
+
+const TOL: f64 = 1e-4;
+const FIXTURES: [&str; 2] = ["mamba-tiny-hf", "mamba-tiny-ssm"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// ORT from ORT_DYLIB_PATH, else the repository's venv; the op library from MAMBAC_OPS_LIB,
+/// else target/release (what tools/test.sh builds first).
+fn ops_lib() -> PathBuf {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            let lib = std::fs::read_dir(root().join(".venv/lib"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|py| py.path().join("site-packages/onnxruntime/capi"))
+                .flat_map(|capi| std::fs::read_dir(capi).into_iter().flatten().flatten().map(|e| e.path()))
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")));
+            if let Some(lib) = lib {
+                // Set once, before any test thread loads ORT.
+                std::env::set_var("ORT_DYLIB_PATH", lib);
+            }
+        }
+    });
+    let lib = std::env::var_os("MAMBAC_OPS_LIB").map(PathBuf::from).unwrap_or_else(|| root().join("target/release/libmambac_ops.so"));
+    assert!(lib.is_file(), "{} not found: build it (cargo build --release) or set MAMBAC_OPS_LIB", lib.display());
+    lib
+}
+
+/// `mambac export FIXTURE -o DIR/model.onnx --stateful`, through the CLI's parser and code.
+fn export(fixture: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{fixture}.onnx"));
+    let ckpt = root().join("testdata").join(fixture);
+    let cli = crate::Cli::try_parse_from(["mambac", "export", ckpt.to_str().unwrap(), "-o", out.to_str().unwrap(), "--stateful", "-q"]).unwrap();
+    let crate::Command::Export(args) = cli.command else { unreachable!("parsed an export") };
+    crate::cmd::export::main(args).expect("export");
+    out
+}
+
+fn session(model: &Path) -> StatefulSession {
+    let lib = ops_lib();
+    let s = open_session(model, &SessionOptions { ops_lib: Some(&lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
+    StatefulSession::new(s, Ep::Cpu).expect("stateful model")
+}
+
+/// input_ids [2, 37] and logits [2, 37, 1024] of the Hugging Face float64 run.
+struct Reference {
+    batch: usize,
+    len: usize,
+    ids: Vec<i64>,
+    logits: Vec<f64>,
+}
+
+impl Reference {
+    fn load() -> Reference {
+        let bytes = std::fs::read(root().join("testdata/mamba-tiny-hf/reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let ids_t = st.tensor("input_ids").unwrap();
+        let logits_t = st.tensor("logits").unwrap();
+        let ids = ids_t.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let logits = logits_t.data().chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        let s = logits_t.shape();
+        assert_eq!(s.len(), 3, "logits [batch, len, vocab]");
+        Reference { batch: s[0], len: s[1], ids, logits }
+    }
+
+    /// ids[:, t0..t1] row-major.
+    fn ids(&self, rows: std::ops::Range<usize>, t0: usize, t1: usize) -> Vec<i64> {
+        rows.flat_map(|b| self.ids[b * self.len + t0..b * self.len + t1].to_vec()).collect()
+    }
+}
+
+/// Collects per-position logits of each row into `[batch, len, vocab]` and compares.
+struct Collected {
+    rows: Vec<Vec<f64>>,
+}
+
+impl Collected {
+    fn new(batch: usize) -> Collected {
+        Collected { rows: vec![Vec::new(); batch] }
+    }
+
+    fn push(&mut self, l: &super::session_state::Logits, first_row: usize) {
+        for b in 0..l.batch {
+            for p in 0..l.positions {
+                self.rows[first_row + b].extend(l.row(b, p).iter().map(|&x| x as f64));
+            }
+        }
+    }
+
+    fn worst_rel(&self, r: &Reference) -> f64 {
+        let out: Vec<f64> = self.rows.concat();
+        assert_eq!(out.len(), r.logits.len(), "collected logits for every position");
+        let scale = r.logits.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        out.iter().zip(&r.logits).map(|(o, x)| if (o - x).is_nan() { f64::INFINITY } else { (o - x).abs() }).fold(0.0, f64::max) / scale
+    }
+}
+
+#[test]
+fn prefill_then_decode_reproduces_reference_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reference::load();
+    for fixture in FIXTURES {
+        let mut s = session(&export(fixture, dir.path()));
+        for k in [1, 10] {
+            s.reset(r.batch).unwrap();
+            let mut got = Collected::new(r.batch);
+            got.push(&s.step(&r.ids(0..r.batch, 0, k), k, Keep::All).unwrap(), 0);
+            for t in k..r.len {
+                got.push(&s.step(&r.ids(0..r.batch, t, t + 1), 1, Keep::All).unwrap(), 0);
+            }
+            let err = got.worst_rel(&r);
+            eprintln!("{fixture}: prefill {k} + decode: worst rel {err:.2e}");
+            assert!(err <= TOL, "{fixture}: prefill {k} then decode: worst rel {err:.3e} > {TOL:e}");
+        }
+    }
+}
+
+#[test]
+fn uneven_chunks_reproduce_reference_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reference::load();
+    for fixture in FIXTURES {
+        let mut s = session(&export(fixture, dir.path()));
+        for bounds in [vec![0, 5, 6, 7, 19, 20, r.len], vec![0, 13, 14, 30, r.len - 1, r.len]] {
+            s.reset(r.batch).unwrap();
+            let mut got = Collected::new(r.batch);
+            for w in bounds.windows(2) {
+                got.push(&s.step(&r.ids(0..r.batch, w[0], w[1]), w[1] - w[0], Keep::All).unwrap(), 0);
+            }
+            let err = got.worst_rel(&r);
+            eprintln!("{fixture}: chunks {bounds:?}: worst rel {err:.2e}");
+            assert!(err <= TOL, "{fixture}: chunks {bounds:?}: worst rel {err:.3e} > {TOL:e}");
+        }
+    }
+}
+
+/// The `generate` path: each row prefilled alone at batch 1 (different lengths), the states
+/// copied to the host and stacked, then both rows decoded as one batch.
+#[test]
+fn prompts_prefilled_alone_then_decoded_as_a_batch_reproduce_reference_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reference::load();
+    let mut s = session(&export("mamba-tiny-hf", dir.path()));
+    let prompt_len = [9, 4];
+    let mut per_row = Vec::new();
+    let mut got = Collected::new(r.batch);
+    for b in 0..r.batch {
+        s.reset(1).unwrap();
+        let logits = s.step(&r.ids(b..b + 1, 0, prompt_len[b]), prompt_len[b], Keep::All).unwrap();
+        got.push(&logits, b);
+        // The shortcut generate takes (last position only) agrees with the full logits.
+        let last = prefill(&mut s, &r.ids(b..b + 1, 0, prompt_len[b]), Some(3)).unwrap();
+        let want = logits.last(0);
+        assert!(last.iter().zip(want).all(|(a, w)| (a - w).abs() <= 1e-5 * w.abs().max(1.0)), "chunked prefill's last logits");
+        per_row.push(s.states_to_host().unwrap());
+    }
+    s.set_states(&stack_batch(&per_row).unwrap()).unwrap();
+    assert_eq!(s.batch(), 2);
+    // The rows are at different positions (9 and 4): each gets its own next reference token,
+    // both in one step, until row 0 reaches the end.
+    let mut pos = prompt_len;
+    while pos[0] < r.len {
+        let ids: Vec<i64> = (0..r.batch).map(|b| r.ids[b * r.len + pos[b]]).collect();
+        let l = s.step(&ids, 1, Keep::All).unwrap();
+        for b in 0..r.batch {
+            got.rows[b].extend(l.row(b, 0).iter().map(|&x| x as f64));
+            pos[b] += 1;
+        }
+    }
+    // Row 1 stopped 5 tokens short: finish it alone from its own states.
+    let states = s.states_to_host().unwrap();
+    let row1: Vec<_> = states
+        .iter()
+        .map(|t| {
+            let n = t.bytes.len() / 2;
+            crate::tensor_io::HostTensor { dtype: t.dtype, shape: [&[1], &t.shape[1..]].concat(), bytes: t.bytes[n..].to_vec() }
+        })
+        .collect();
+    s.set_states(&row1).unwrap();
+    let rest = r.len - pos[1];
+    got.push(&s.step(&r.ids(1..2, pos[1], r.len), rest, Keep::All).unwrap(), 1);
+    let err = got.worst_rel(&r);
+    eprintln!("alone then batched: worst rel {err:.2e}");
+    assert!(err <= TOL, "prefill alone + batched decode: worst rel {err:.3e} > {TOL:e}");
+}
+
+#[test]
+fn a_step_with_the_wrong_number_of_ids_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = session(&export("mamba-tiny-hf", dir.path()));
+    s.reset(2).unwrap();
+    let e = s.step(&[1, 2, 3], 1, Keep::Last).err().expect("rejected").to_string();
+    assert!(e.contains("batch 2"), "{e}");
+}
