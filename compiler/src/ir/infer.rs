@@ -240,15 +240,20 @@ fn infer_selective_scan<'a>(
     let c = req(Scan::C)?;
     expect_elem("C", c, t, "same as 'u'")?;
     expect_shape("C", c, &b.shape.0)?;
-    for (slot, name) in [(Scan::D, "D"), (Scan::DELTA_BIAS, "delta_bias")] {
-        if let Some(v) = get(slot) {
-            expect_elem(name, v, Elem::F32, "always float32")?;
-            expect_shape(name, v, &[dim.clone()])?;
-        }
+    // Optional inputs in slot order, as the C++ check does (tests/shape_agreement.rs).
+    let vector_f32 = |name: &str, v: &ValueType| -> Result<(), InferError> {
+        expect_elem(name, v, Elem::F32, "always float32")?;
+        expect_shape(name, v, &[dim.clone()])
+    };
+    if let Some(v) = get(Scan::D) {
+        vector_f32("D", v)?;
     }
     if let Some(z) = get(Scan::Z) {
         expect_elem("z", z, t, "same as 'u'")?;
         expect_shape("z", z, &u.shape.0)?;
+    }
+    if let Some(v) = get(Scan::DELTA_BIAS) {
+        vector_f32("delta_bias", v)?;
     }
     let state_dims = vec![batch, dim, dstate];
     if let Some(s) = get(Scan::INITIAL_STATE) {

@@ -1,0 +1,156 @@
+//! The shape rules exist once per language: Rust (`mambac_compiler::ir::infer_node`, used by the
+//! compiler) and C++ (`cpp/shape_check.cpp`, used by the ORT ops and the TensorRT plugin). This
+//! test feeds both the same seeded grid of valid and broken inputs and requires the same verdict:
+//! both accept (with the same sizes), or both reject naming the same input.
+
+use mambac_compiler::ir::{infer_node, CausalConv1dConfig, Dim, Elem, Op, SelectiveScanConfig, ValueType};
+use mambac_ops::ffi::{check_causal_conv1d, check_selective_scan, TensorDesc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Debug)]
+struct Input {
+    elem: Elem,
+    dims: Vec<usize>,
+}
+
+fn onnx_code(e: Elem) -> i32 {
+    match e {
+        Elem::F32 => 1,
+        Elem::I64 => 7,
+        Elem::F16 => 10,
+        Elem::BF16 => 16,
+    }
+}
+
+fn to_desc(i: &Option<Input>) -> TensorDesc {
+    match i {
+        None => TensorDesc::absent(),
+        Some(i) => TensorDesc::new(onnx_code(i.elem), &i.dims.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+    }
+}
+
+fn to_type(i: &Option<Input>) -> Option<ValueType> {
+    i.as_ref().map(|i| ValueType::new(i.elem, i.dims.iter().map(|&d| Dim::Known(d)).collect()))
+}
+
+/// Which input a C++ error message names: `... input 'B' ...`.
+fn named_input(msg: &str) -> Option<String> {
+    let start = msg.find("input '")? + "input '".len();
+    let end = msg[start..].find('\'')? + start;
+    Some(msg[start..end].to_string())
+}
+
+/// One random change that may or may not break the inputs.
+fn mutate(rng: &mut StdRng, inputs: &mut [Option<Input>], required: usize) {
+    let present: Vec<usize> = (0..inputs.len()).filter(|&k| inputs[k].is_some()).collect();
+    let k = present[rng.gen_range(0..present.len())];
+    match rng.gen_range(0..5) {
+        0 => {
+            let inp = inputs[k].as_mut().unwrap();
+            let d = rng.gen_range(0..inp.dims.len());
+            inp.dims[d] = rng.gen_range(1..9);
+        }
+        1 => {
+            let inp = inputs[k].as_mut().unwrap();
+            if rng.gen_bool(0.5) {
+                inp.dims.push(rng.gen_range(1..4));
+            } else {
+                inp.dims.pop();
+            }
+        }
+        2 => inputs[k].as_mut().unwrap().elem = [Elem::F32, Elem::F16, Elem::BF16, Elem::I64][rng.gen_range(0..4)],
+        3 if k < required => inputs[k] = None,
+        _ => {}
+    }
+}
+
+fn scan_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
+    let (b, l, n) = (rng.gen_range(1..4), rng.gen_range(1..6), rng.gen_range(1..9));
+    let g = rng.gen_range(1..4);
+    let d = g * rng.gen_range(1..5);
+    let t = |dims: Vec<usize>| Some(Input { elem, dims });
+    let f = |dims: Vec<usize>| Some(Input { elem: Elem::F32, dims });
+    let mut opt = |x: Option<Input>| if rng.gen_bool(0.5) { x } else { None };
+    vec![
+        t(vec![b, l, d]),
+        t(vec![b, l, d]),
+        f(vec![d, n]),
+        t(vec![b, l, g, n]),
+        t(vec![b, l, g, n]),
+        opt(f(vec![d])),
+        opt(t(vec![b, l, d])),
+        opt(f(vec![d])),
+        opt(f(vec![b, d, n])),
+    ]
+}
+
+fn conv_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
+    let (b, l, d, w) = (rng.gen_range(1..4), rng.gen_range(1..6), rng.gen_range(1..9), rng.gen_range(2..5));
+    let t = |dims: Vec<usize>| Some(Input { elem, dims });
+    let mut opt = |x: Option<Input>| if rng.gen_bool(0.5) { x } else { None };
+    vec![t(vec![b, l, d]), t(vec![d, w]), opt(t(vec![d])), opt(t(vec![b, d, w - 1]))]
+}
+
+fn compare(label: &str, op: &Op, inputs: &[Option<Input>], cpp: Result<Vec<usize>, String>) -> bool {
+    let types: Vec<Option<ValueType>> = inputs.iter().map(to_type).collect();
+    let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
+    let rust = infer_node(op, &refs);
+    match (&rust, &cpp) {
+        (Ok(outs), Ok(sizes)) => {
+            let y: Vec<usize> = outs[0].shape.concrete().unwrap();
+            assert_eq!(&y, &inputs[0].as_ref().unwrap().dims, "{label}: output shape");
+            assert!(!sizes.is_empty());
+            true
+        }
+        (Err(r), Err(c)) => {
+            assert_eq!(Some(r.input.clone()), named_input(c), "{label}: Rust says `{r}`, C++ says `{c}` for {inputs:?}");
+            false
+        }
+        _ => panic!("{label}: Rust {rust:?} vs C++ {cpp:?} for {inputs:?}"),
+    }
+}
+
+#[test]
+fn selective_scan_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261128);
+    let op = Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: false });
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = scan_inputs(&mut rng, elem);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, 5);
+        }
+        let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
+        let cpp = check_selective_scan(&descs).map(|p| vec![p.batch, p.seqlen, p.dim, p.dstate, p.ngroups]).map_err(|e| e.what().to_string());
+        if compare(&format!("scan case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn causal_conv1d_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let op = Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false });
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = conv_inputs(&mut rng, elem);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, 2);
+        }
+        let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
+        let cpp = check_causal_conv1d(&descs).map(|p| vec![p.batch, p.seqlen, p.dim, p.width]).map_err(|e| e.what().to_string());
+        if compare(&format!("conv case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
