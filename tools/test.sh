@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set-up, release build, Rust tests, Python tests, and a
-# compile of the CUDA kernels when pip's nvcc is installed (tools/setup-cuda.sh).
+# The test command (README, .ci/run): set-up, release build, Rust tests, Python tests, then the
+# CUDA kernels compiled (not run: no GPU here) with pip's nvcc, and that CUDA-enabled library
+# checked to load and run on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT_DYLIB_PATH=$(tools/setup.sh | tail -n 1)
@@ -11,3 +12,8 @@ export MAMBAC_BIN=$PWD/target/release/mambac
 cargo build --release --workspace
 cargo test --release --workspace
 .venv/bin/python -m pytest -q tests/python
+
+tools/setup-cuda.sh
+# A target dir of its own, so the CPU-only library above is not replaced.
+CARGO_TARGET_DIR=target/cuda cargo build --release -p mambac-ops --features cuda
+MAMBAC_OPS_LIB=$PWD/target/cuda/release/libmambac_ops.so .venv/bin/python -m pytest -q tests/python/test_ort_models.py -k "stock_ort_float32"
