@@ -133,3 +133,24 @@ def test_export_error_names_the_problem(tmp_path):
     r = mambac("export", tmp_path / "nowhere", "-o", tmp_path / "x.onnx", check=False)
     assert r.returncode != 0
     assert "nowhere" in r.stderr and "panicked" not in r.stderr
+
+
+def test_bfloat16_export_types(tmp_path):
+    """bfloat16 exports target GPUs (ORT's CPU EP has no bfloat16 MatMul); here: the checker
+    passes, weights are bfloat16, the scan's A/D/delta_bias float32, logits bfloat16."""
+    out = tmp_path / "model_bf16.onnx"
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q", "--dtype", "bfloat16")
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    inits = {t.name: t for t in model.graph.initializer}
+    scan = next(n for n in model.graph.node if n.op_type == "SelectiveScan")
+    assert [inits[scan.input[k]].data_type for k in (2, 5, 7)] == [onnx.TensorProto.FLOAT] * 3
+    assert inits["backbone.layers.0.mixer.in_proj.weight.T"].data_type == onnx.TensorProto.BFLOAT16
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
+    # Values survive the conversion: bfloat16 of the float32 checkpoint, bit for bit.
+    from safetensors.numpy import load_file
+
+    w = load_file(str(TESTDATA / "mamba-tiny-hf" / "model.safetensors"))["backbone.layers.0.mixer.in_proj.weight"].T
+    raw = np.frombuffer(inits["backbone.layers.0.mixer.in_proj.weight.T"].raw_data, dtype=np.uint16).reshape(w.shape)
+    as_f32 = (raw.astype(np.uint32) << 16).view(np.float32)
+    assert np.abs(as_f32 - w).max() <= np.abs(w).max() * 2**-8
