@@ -9,10 +9,14 @@ import ctypes
 import os
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+try:  # bfloat16 for numpy; without it (e.g. a bare device machine) the bfloat16 cases drop out
+    import ml_dtypes
+except ImportError:
+    ml_dtypes = None
 
 REPO = Path(__file__).resolve().parents[2]
 LIB = os.environ.get("MAMBAC_OPS_LIB", str(REPO / "target/release/libmambac_ops.so"))
@@ -21,15 +25,17 @@ LIB = os.environ.get("MAMBAC_OPS_LIB", str(REPO / "target/release/libmambac_ops.
 DTYPES = {
     "float32": (np.float32, TensorProto.FLOAT, (1e-5, 1e-5)),
     "float16": (np.float16, TensorProto.FLOAT16, (3e-3, 5e-3)),
-    "bfloat16": (ml_dtypes.bfloat16, TensorProto.BFLOAT16, (3e-2, 5e-2)),
 }
+if ml_dtypes is not None:
+    DTYPES["bfloat16"] = (ml_dtypes.bfloat16, TensorProto.BFLOAT16, (3e-2, 5e-2))
+BF16 = ml_dtypes.bfloat16 if ml_dtypes is not None else None
 
 SCAN_INPUTS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
 
 
 def onnx_type(array):
-    if array.dtype == ml_dtypes.bfloat16:
+    if BF16 is not None and array.dtype == BF16:
         return TensorProto.BFLOAT16
     return helper.np_dtype_to_tensor_dtype(array.dtype)
 
@@ -64,7 +70,7 @@ def session(model, threads=None):
 
 def to_ort(array):
     """numpy -> OrtValue; bfloat16 goes through its bits (onnxruntime's numpy bridge lacks it)."""
-    if array.dtype == ml_dtypes.bfloat16:
+    if BF16 is not None and array.dtype == BF16:
         return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
             np.ascontiguousarray(array).view(np.uint16), TensorProto.BFLOAT16
         )

@@ -251,7 +251,7 @@ def test_eight_threads_same_outputs():
 
 def test_thread_counts_agree():
     """intra_op_num_threads 1 and 2 split the work differently; results must not change."""
-    c = dict(dtype="bfloat16", seqlen=64, dim=130, dstate=16, ngroups=2, batch=2, D=True, z=True,
+    c = dict(dtype=DTYPE_NAMES[-1], seqlen=64, dim=130, dstate=16, ngroups=2, batch=2, D=True, z=True,
              delta_bias=True, initial_state=True, final_state=True, delta_softplus=1)
     feeds = scan_feeds(c, 8)
     model = one_node_model("SelectiveScan", SCAN_INPUTS, feeds, ["y", "final_state"])
