@@ -49,6 +49,11 @@ fn main() {
         );
     }
 
+    // Export RegisterCustomOps alone. rustc's version script for a cdylib also exports every
+    // `#[no_mangle]` function of upstream crates, which brings in the cxx runtime's
+    // `cxxbridge1$*` helpers (rust-lang/rust#73958). Those come from rlibs, which the linker
+    // reads as archives, so hiding archive symbols leaves only this crate's entry point.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--exclude-libs,ALL");
     println!("cargo:rerun-if-changed=custom-ops/src/kernel_abi.rs");
     for f in CPP_SOURCES {
         println!("cargo:rerun-if-changed={f}");
