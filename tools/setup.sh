@@ -12,6 +12,6 @@ if ! .venv/bin/python -c "import numpy, onnx, onnxruntime, safetensors, pytest" 
   .venv/bin/pip install -q -r tools/requirements.txt
 fi
 # mambac finds ONNX Runtime through this variable (or through `python3 -c 'import onnxruntime'`).
-ORT_DYLIB_PATH=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
+ORT_DYLIB_PATH=$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
 export ORT_DYLIB_PATH
 echo "$ORT_DYLIB_PATH"
