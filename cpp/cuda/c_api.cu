@@ -15,13 +15,14 @@ int mambac_cuda_selective_scan(const mambac::SelectiveScanParams* p, void* strea
 
 // Same, with the work split forced (0 = automatic); for benchmarks.
 int mambac_cuda_selective_scan_cfg(const mambac::SelectiveScanParams* p, void* stream, int lanes,
-                                   int ch, int w, int s) noexcept {
+                                   int ch, int w, int s, int cpt) noexcept {
     if (!p) return cudaErrorInvalidValue;
     mambac::cuda::ScanConfig cfg;
     cfg.lanes = lanes;
     cfg.ch = ch;
     cfg.w = w;
     cfg.s = s;
+    cfg.cpt = cpt;
     return mambac::cuda::selective_scan(*p, static_cast<cudaStream_t>(stream), cfg);
 }
 

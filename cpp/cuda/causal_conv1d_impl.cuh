@@ -22,10 +22,10 @@ struct ConvArgs {
     bool silu;
 };
 
-constexpr int kConvLT = 16;  // steps per thread
+constexpr int kConvLT = 8;  // steps per thread: more threads in flight beat fewer halo re-reads
 
 template <typename T, int K, int V>
-__global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
+__global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a) {
     constexpr int LT = kConvLT;
     constexpr int R = LT + K - 1;  // rows held
     const int L = a.seqlen, D = a.dim;

@@ -42,18 +42,34 @@ __device__ __forceinline__ float ex2(float x) {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-// softplus(x) = log(1 + e^x), and x itself past 20 (DESIGN.md).
-__device__ __forceinline__ float softplus(float x) {
-    return x <= 20.f ? log1pf(ex2(x * kLog2e)) : x;
+__device__ __forceinline__ float lg2(float x) {
+    float y;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
-// x * sigmoid(x).
+// softplus(x) = log(1 + e^x), and x itself past 20 (DESIGN.md). Two multi-function-unit ops:
+// e = 2^(x log2 e), then log2(1 + e); below e = 2^-10 the series e - e^2/2 replaces the log,
+// whose absolute error would otherwise dominate a tiny result. Relative error < 1e-6.
+__device__ __forceinline__ float softplus(float x) {
+    const float e = ex2(x * kLog2e);
+    const float l = e < 9.765625e-4f ? e * fmaf(-0.5f, e, 1.f) : lg2(1.f + e) * 0.6931471805599453f;
+    return x <= 20.f ? l : x;
+}
+
+// x * sigmoid(x) to float32 accuracy: two multi-function-unit ops (2^x, reciprocal).
 __device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.f + ex2(-x * kLog2e)); }
 
 // Asynchronous 16-byte global -> shared copy (sm_80+), bypassing L1.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
     unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+// Same, writing zeros instead when !valid (src is not read then, but must be a mapped address).
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool valid) {
+    unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {

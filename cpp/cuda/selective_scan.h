@@ -18,6 +18,7 @@ struct ScanConfig {
     int ch = 0;     // channels per block
     int w = 0;      // sub-chunks per tile: 1 = one scan per channel, > 1 = split scan
     int s = 0;      // steps per sub-chunk of the split scan (instantiated values only)
+    int cpt = 0;    // channels per thread (1 or 2; 2 where dstate <= 16)
 };
 
 // Queues y (and final_state when given) for `p` on `stream`. Returns cudaSuccess or the error of

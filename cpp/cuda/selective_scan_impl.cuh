@@ -78,16 +78,41 @@ __device__ __forceinline__ void load_kn(float (&dst)[KN], const float* src) {
     }
 }
 
+// KN consecutive elements of T from shared memory as float, in as few loads as their width allows
+// (B and C are read straight from the staging buffer in their own type: for 16-bit inputs that
+// halves the shared-memory bytes the scan pulls per state, the kernel's tightest resource).
+template <int KN, typename T>
+__device__ __forceinline__ void load_kn_t(float (&dst)[KN], const T* src) {
+    if constexpr (sizeof(T) == 4) {
+        load_kn<KN>(dst, reinterpret_cast<const float*>(src));
+    } else if constexpr (KN % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < KN; k += 4) {
+            Vec16<T> v;  // only the first 8 bytes are used
+            const uint2 q = *reinterpret_cast<const uint2*>(src + k);
+            v.raw = make_uint4(q.x, q.y, 0u, 0u);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) dst[k + j] = to_f32(v.e[j]);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < KN; ++k) dst[k] = to_f32(src[k]);
+    }
+}
+
 // Shared-memory layout of one block, in bytes from the start of dynamic shared memory.
 struct ScanSmem {
     int dt2, du, zg, y, b, c, p, h, raw, raw_stride, total;
 };
 
-template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC>
+template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC, int CPT = 1>
 struct ScanKernel {
     static constexpr int NP = KN * LANES;
     static constexpr int V = kVec<T>;
-    static constexpr int kMaxThreads = SPLIT ? 640 : 256;
+    static constexpr int kMaxThreads = SPLIT ? (CPT == 1 ? 640 : 384) : (CPT == 1 ? 256 : 128);
+    // Non-split, two channels a thread: five 128-thread blocks a multiprocessor (<= 102
+    // registers), so batch 8 x 5120 channels runs in one wave instead of 1.2.
+    static constexpr int kMinBlocks = (!SPLIT && CPT == 2) ? 5 : 1;
 
     // Raw (element type T) staging of one tile: u, delta, z rows [Tt][ch], B, C rows [Tt][ngbm*N].
     __host__ __device__ static int raw_elems(int tt, int ch, int ngbm, int n) {
@@ -102,10 +127,10 @@ struct ScanKernel {
         s.du = off; off += tt * ch * 4;
         s.zg = off; off += tt * ch * 4;
         s.y = off; off += tt * ch * 4;
-        s.b = off; off += tt * ngbm * NP * 4;
-        s.c = off; off += tt * ngbm * NP * 4;
-        s.p = off; off += SPLIT ? w * ch * NP * 4 : 0;
-        s.h = off; off += SPLIT ? w * ch * NP * 4 : 0;
+        s.b = off; off += VEC ? 0 : tt * ngbm * NP * 4;  // VEC: B, C stay in the staging buffer
+        s.c = off; off += VEC ? 0 : tt * ngbm * NP * 4;
+        s.p = off; off += SPLIT ? 2 * w * ch * NP * 4 : 0;  // two tiles: see the fold
+        s.h = off; off += SPLIT ? 2 * w * ch * NP * 4 : 0;
         off = (off + 15) & ~15;
         s.raw = off;
         s.raw_stride = VEC ? ((raw_elems(tt, ch, ngbm, n) * static_cast<int>(sizeof(T)) + 15) & ~15) : 0;
@@ -115,10 +140,15 @@ struct ScanKernel {
     }
 };
 
-template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC>
-__global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxThreads)
+// CPT: channels per thread. With CPT > 1 a thread runs the same KN states of CPT adjacent
+// channels, so each B and C value it reads from shared memory serves CPT channels: shared-memory
+// bandwidth (128 B/clk into registers) is the other bound beside the exps. The CPT channels of a
+// thread are in one group (the host asks group_size % CPT == 0).
+template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC, int CPT>
+__global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::kMaxThreads,
+                                  ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::kMinBlocks)
     selective_scan_kernel(const ScanArgs a) {
-    using K = ScanKernel<T, KN, LANES, S, SPLIT, VEC>;
+    using K = ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>;
     constexpr int NP = K::NP;
     constexpr int V = K::V;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -126,13 +156,21 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxT
     const int CH = a.ch;
     const int W = SPLIT ? a.w : 1;
     const int TT = W * S;
-    const int CL = CH * LANES;
+    const int CL = CH / CPT * LANES;  // threads of one group
     const int nthreads = CL * W;
     const int tid = threadIdx.x;
     const int w = tid / CL;
     const int cl = tid - w * CL;
-    const int c = cl / LANES;
+    const int c = cl / LANES * CPT;  // first of this thread's channels
     const int lane = cl & (LANES - 1);
+    // Barrier of this thread's group (named barrier 1 + w; the whole block when W == 1).
+    auto group_sync = [&]() {
+        if (W == 1) {
+            __syncthreads();
+        } else {
+            asm volatile("bar.sync %0, %1;" ::"r"(1 + w), "r"(CL) : "memory");
+        }
+    };
 
     const int b = blockIdx.x / a.ncg;
     const int d0 = (blockIdx.x - b * a.ncg) * CH;
@@ -141,7 +179,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxT
     const bool dvalid = d < D;
     const int g0 = d0 / GS;
     const int ngb = min(G, (min(d0 + CH, D) - 1) / GS + 1) - g0;  // groups this block spans
-    const int gl = dvalid ? d / GS - g0 : 0;
+    const int gl = dvalid ? d / GS - g0 : 0;  // same for all CPT channels (host checks)
     const int NB = a.ngbm * NP;  // floats per step in sB / sC
 
     const ScanSmem lay = K::layout(CH, W, a.ngbm, N);
@@ -163,19 +201,36 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxT
     const bool has_z = gZ != nullptr;
 
     // Per-thread constants: A pre-scaled by log2(e), and the carried state.
-    float A2[KN], carry[KN];
+    float A2[CPT][KN], carry[CPT][KN];
 #pragma unroll
-    for (int k = 0; k < KN; ++k) {
-        const int n = lane * KN + k;
-        const bool ok = dvalid && n < N;
-        A2[k] = ok ? a.A[static_cast<size_t>(d) * N + n] * kLog2e : 0.f;
-        carry[k] = (ok && a.init) ? a.init[(static_cast<size_t>(b) * D + d) * N + n] : 0.f;
+    for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+        for (int k = 0; k < KN; ++k) {
+            const int n = lane * KN + k;
+            const bool ok = d + ci < D && n < N;
+            A2[ci][k] = ok ? a.A[static_cast<size_t>(d + ci) * N + n] * kLog2e : 0.f;
+            carry[ci][k] = (ok && a.init) ? a.init[(static_cast<size_t>(b) * D + d + ci) * N + n] : 0.f;
+        }
     }
 
     const size_t row0 = static_cast<size_t>(b) * L;  // first token of this batch row
     const int ntiles = (L + TT - 1) / TT;
 
-    // Stage tile `tile` into raw buffer `buf` (VEC only).
+    // Fixed (vector column, first row, row stride) of this thread in the tile's [Tt][CH] arrays:
+    // CH / V vectors a row, and nthreads is a multiple of that, so no division per item.
+    // Each group of CL threads (one sub-chunk w) stages, preps and writes its own S rows of the
+    // tile, so only the fold needs the whole block; the rest syncs on the group's own barrier.
+    const int VPR = CH / V;
+    const int pv = cl % VPR;
+    const int pt = cl / VPR;
+    const int pstride = CL / VPR;
+    const int r0 = w * S;  // the group's first row in the tile
+    const int r1 = r0 + S;
+    const int RV = a.ngbm * N / V;  // B or C vectors a step (VEC: N % V == 0, N == NP)
+
+    // Stage tile `tile` into raw buffer `buf` (VEC only). B and C rows past the sequence or past
+    // the block's groups are zero-filled, so their conversion needs no mask (a zero B leaves the
+    // state alone on the padded steps, where dt = 0 too).
     auto issue_raw = [&](int tile, int buf) {
         T* raw = reinterpret_cast<T*>(smem + lay.raw + buf * lay.raw_stride);
         T* rU = raw;
@@ -184,28 +239,25 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxT
         T* rB = rZ + TT * CH;
         T* rC = rB + TT * a.ngbm * N;
         const int t0 = tile * TT;
-        const int vpr = CH / V;  // vectors per row
-        for (int i = tid; i < TT * vpr; i += nthreads) {
-            const int t = i / vpr;
-            const int v = i - t * vpr;
-            const int gt = t0 + t;
-            if (gt < L && d0 + v * V < D) {
-                const size_t off = (row0 + gt) * D + d0 + v * V;
-                cp_async16(rU + t * CH + v * V, gU + off);
-                cp_async16(rDl + t * CH + v * V, gDelta + off);
-                if (has_z) cp_async16(rZ + t * CH + v * V, gZ + off);
+        if (d0 + pv * V < D) {
+            for (int t = r0 + pt; t < r1; t += pstride) {
+                const int gt = t0 + t;
+                if (gt < L) {
+                    const size_t off = (row0 + gt) * D + d0 + pv * V;
+                    cp_async16(rU + t * CH + pv * V, gU + off);
+                    cp_async16(rDl + t * CH + pv * V, gDelta + off);
+                    if (has_z) cp_async16(rZ + t * CH + pv * V, gZ + off);
+                }
             }
         }
-        const int bvpr = ngb * N / V;
-        for (int i = tid; i < TT * bvpr; i += nthreads) {
-            const int t = i / bvpr;
-            const int v = i - t * bvpr;
+        for (int i = cl; i < S * RV; i += CL) {
+            const int t = r0 + i / RV;
+            const int v = i % RV;
             const int gt = t0 + t;
-            if (gt < L) {
-                const size_t off = ((row0 + gt) * G + g0) * N + v * V;
-                cp_async16(rB + t * a.ngbm * N + v * V, gB + off);
-                cp_async16(rC + t * a.ngbm * N + v * V, gC + off);
-            }
+            const bool ok = gt < L && v * V < ngb * N;
+            const size_t off = ok ? ((row0 + gt) * G + g0) * N + v * V : 0;
+            cp_async16_zfill(rB + (t * RV + v) * V, gB + off, ok);
+            cp_async16_zfill(rC + (t * RV + v) * V, gC + off, ok);
         }
     };
 
@@ -225,7 +277,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxT
             if (tile + 1 < ntiles) issue_raw(tile + 1, (tile + 1) & 1);
             cp_async_commit();
             cp_async_wait<1>();
-            __syncthreads();
+            group_sync();
             const T* raw = reinterpret_cast<const T*>(smem + lay.raw + (tile & 1) * lay.raw_stride);
             rU = raw;
             rDl = rU + TT * CH;
@@ -234,175 +286,265 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC>::kMaxT
             rC = rB + TT * a.ngbm * N;
         }
 
-        // ---- Prep: per (step, channel) values, and B, C as float; write out the last tile's y.
-        for (int i = tid; i < TT * CH; i += nthreads) {
-            const int t = i / CH;
-            const int cc = i - t * CH;
-            const int gt = t0 + t;
-            const int dd = d0 + cc;
-            float dt = 0.f, dtu = 0.f, du = 0.f, zg = 0.f;
-            if (gt < L && dd < D) {
-                float u, dl, z = 0.f;
-                if constexpr (VEC) {
-                    u = to_f32(rU[i]);
-                    dl = to_f32(rDl[i]);
-                    if (has_z) z = to_f32(rZ[i]);
-                } else {
-                    const size_t off = (row0 + gt) * D + dd;
-                    u = to_f32(gU[off]);
-                    dl = to_f32(gDelta[off]);
-                    if (has_z) z = to_f32(gZ[off]);
+        // ---- Prep: per (step, channel) values, and B, C as float.
+        if constexpr (VEC) {
+            const int dd0 = d0 + pv * V;
+            for (int t = r0 + pt; t < r1; t += pstride) {
+                const bool ok = t0 + t < L && dd0 < D;
+                // Loaded per row (L1 hits), not hoisted: kept live across the scan they would spill.
+                float bias[V], dcoef[V];
+#pragma unroll
+                for (int j = 0; j < V; ++j) {
+                    bias[j] = (ok && a.delta_bias) ? a.delta_bias[dd0 + j] : 0.f;
+                    dcoef[j] = (ok && a.D) ? a.D[dd0 + j] : 0.f;
                 }
-                dt = dl + (a.delta_bias ? a.delta_bias[dd] : 0.f);
-                if (a.softplus) dt = softplus(dt);
-                dtu = dt * u;
-                du = a.D ? a.D[dd] * u : 0.f;
-                zg = has_z ? silu(z) : 1.f;
+                Vec16<T> vu, vd, vz;
+                vu.raw = *reinterpret_cast<const uint4*>(rU + t * CH + pv * V);
+                vd.raw = *reinterpret_cast<const uint4*>(rDl + t * CH + pv * V);
+                if (has_z) vz.raw = *reinterpret_cast<const uint4*>(rZ + t * CH + pv * V);
+                float dt[V], dtu[V], du[V], zg[V];
+#pragma unroll
+                for (int j = 0; j < V; ++j) {
+                    const float u = to_f32(vu.e[j]);
+                    float x = to_f32(vd.e[j]) + bias[j];
+                    if (a.softplus) x = softplus(x);
+                    dt[j] = ok ? x : 0.f;
+                    dtu[j] = ok ? x * u : 0.f;
+                    du[j] = ok ? dcoef[j] * u : 0.f;
+                    zg[j] = (ok && has_z) ? silu(to_f32(vz.e[j])) : 1.f;
+                }
+                float4* o2 = reinterpret_cast<float4*>(sDT2 + t * CH + pv * V);
+                float4* od = reinterpret_cast<float4*>(sDU + t * CH + pv * V);
+                float4* oz = reinterpret_cast<float4*>(sZG + t * CH + pv * V);
+#pragma unroll
+                for (int j = 0; j < V; j += 2) o2[j / 2] = make_float4(dt[j], dtu[j], dt[j + 1], dtu[j + 1]);
+#pragma unroll
+                for (int j = 0; j < V; j += 4) {
+                    od[j / 4] = make_float4(du[j], du[j + 1], du[j + 2], du[j + 3]);
+                    oz[j / 4] = make_float4(zg[j], zg[j + 1], zg[j + 2], zg[j + 3]);
+                }
             }
-            sDT2[i] = make_float2(dt, dtu);
-            sDU[i] = du;
-            sZG[i] = zg;
-        }
-        for (int i = tid; i < TT * NB; i += nthreads) {
-            const int t = i / NB;
-            const int r = i - t * NB;
-            const int gg = r / NP;
-            const int n = r - gg * NP;
-            const int gt = t0 + t;
-            float bv = 0.f, cv = 0.f;
-            if (gt < L && gg < ngb && n < N) {
-                if constexpr (VEC) {
-                    bv = to_f32(rB[t * a.ngbm * N + gg * N + n]);
-                    cv = to_f32(rC[t * a.ngbm * N + gg * N + n]);
-                } else {
+        } else {
+            for (int i = r0 * CH + cl; i < r1 * CH; i += CL) {
+                const int t = i / CH;
+                const int cc = i - t * CH;
+                const int gt = t0 + t;
+                const int dd = d0 + cc;
+                float dt = 0.f, dtu = 0.f, du = 0.f, zg = 0.f;
+                if (gt < L && dd < D) {
+                    const size_t off = (row0 + gt) * D + dd;
+                    const float u = to_f32(gU[off]);
+                    dt = to_f32(gDelta[off]) + (a.delta_bias ? a.delta_bias[dd] : 0.f);
+                    if (a.softplus) dt = softplus(dt);
+                    dtu = dt * u;
+                    du = a.D ? a.D[dd] * u : 0.f;
+                    zg = has_z ? silu(to_f32(gZ[off])) : 1.f;
+                }
+                sDT2[i] = make_float2(dt, dtu);
+                sDU[i] = du;
+                sZG[i] = zg;
+            }
+            for (int i = r0 * NB + cl; i < r1 * NB; i += CL) {
+                const int t = i / NB;
+                const int r = i - t * NB;
+                const int gg = r / NP;
+                const int n = r - gg * NP;
+                const int gt = t0 + t;
+                float bv = 0.f, cv = 0.f;
+                if (gt < L && gg < ngb && n < N) {
                     const size_t off = ((row0 + gt) * G + g0 + gg) * N + n;
                     bv = to_f32(gB[off]);
                     cv = to_f32(gC[off]);
                 }
+                sB[i] = bv;
+                sC[i] = cv;
             }
-            sB[i] = bv;
-            sC[i] = cv;
         }
-        __syncthreads();
+        group_sync();
 
         // ---- Scan of sub-chunk w.
-        float yp[S];
-        float dA[SPLIT ? S : 1][KN];
-        float h[KN];
-        float sumdt = 0.f;
+        float yp[CPT][S];
+        float dA[SPLIT ? S : 1][CPT][KN];
+        float h[CPT][KN];
+        float sumdt[CPT];
 #pragma unroll
-        for (int k = 0; k < KN; ++k) h[k] = (!SPLIT || w == 0) ? carry[k] : 0.f;
+        for (int ci = 0; ci < CPT; ++ci) {
+            sumdt[ci] = 0.f;
+#pragma unroll
+            for (int k = 0; k < KN; ++k) h[ci][k] = (!SPLIT || w == 0) ? carry[ci][k] : 0.f;
+        }
         const int ts = w * S;
 #pragma unroll
         for (int s = 0; s < S; ++s) {
             const int t = ts + s;
-            const float2 q = sDT2[t * CH + c];
-            float Bv[KN], Cv[KN];
-            load_kn<KN>(Bv, sB + t * NB + gl * NP + lane * KN);
-            load_kn<KN>(Cv, sC + t * NB + gl * NP + lane * KN);
-            sumdt += q.x;
-            float acc = 0.f;
+            float dtv[CPT], dtu[CPT];
+            if constexpr (CPT == 2) {
+                const float4 q = *reinterpret_cast<const float4*>(sDT2 + t * CH + c);
+                dtv[0] = q.x; dtu[0] = q.y; dtv[1] = q.z; dtu[1] = q.w;
+            } else {
 #pragma unroll
-            for (int k = 0; k < KN; ++k) {
-                const float e = ex2(q.x * A2[k]);
-                if constexpr (SPLIT) dA[s][k] = e;
-                h[k] = fmaf(e, h[k], q.y * Bv[k]);
-                acc = fmaf(Cv[k], h[k], acc);
+                for (int ci = 0; ci < CPT; ++ci) {
+                    const float2 q = sDT2[t * CH + c + ci];
+                    dtv[ci] = q.x; dtu[ci] = q.y;
+                }
             }
-            yp[s] = acc;
+            float Bv[KN], Cv[KN];
+            if constexpr (VEC) {
+                load_kn_t<KN>(Bv, rB + t * NB + gl * NP + lane * KN);
+                load_kn_t<KN>(Cv, rC + t * NB + gl * NP + lane * KN);
+            } else {
+                load_kn<KN>(Bv, sB + t * NB + gl * NP + lane * KN);
+                load_kn<KN>(Cv, sC + t * NB + gl * NP + lane * KN);
+            }
+#pragma unroll
+            for (int ci = 0; ci < CPT; ++ci) {
+                sumdt[ci] += dtv[ci];
+                float acc = 0.f;
+#pragma unroll
+                for (int k = 0; k < KN; ++k) {
+                    const float e = ex2(dtv[ci] * A2[ci][k]);
+                    if constexpr (SPLIT) dA[s][ci][k] = e;
+                    h[ci][k] = fmaf(e, h[ci][k], dtu[ci] * Bv[k]);
+                    acc = fmaf(Cv[k], h[ci][k], acc);
+                }
+                yp[ci][s] = acc;
+            }
         }
         if constexpr (SPLIT) {
-            float* myP = sP + (w * CL + cl) * KN;
-            float* myH = sH + (w * CL + cl) * KN;
+            // Double-buffered by tile parity: a group can start the next tile's phase 1 while a
+            // slower one still folds this tile's values, but not run two tiles ahead (the fold's
+            // block barrier needs everyone).
+            constexpr int CK = CPT * KN;
+            float* bufP = sP + (tile & 1) * W * CL * CK;
+            float* bufH = sH + (tile & 1) * W * CL * CK;
+            float* myP = bufP + (w * CL + cl) * CK;
+            float* myH = bufH + (w * CL + cl) * CK;
 #pragma unroll
-            for (int k = 0; k < KN; ++k) {
-                myP[k] = (w == 0) ? 0.f : ex2(A2[k] * sumdt);
-                myH[k] = h[k];
+            for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+                for (int k = 0; k < KN; ++k) {
+                    myP[ci * KN + k] = (w == 0) ? 0.f : ex2(A2[ci][k] * sumdt[ci]);
+                    myH[ci * KN + k] = h[ci][k];
+                }
             }
             __syncthreads();
             // Fold the sub-chunk end states: the state entering sub-chunk w, and the tile's end.
-            float hin[KN], q[KN];
+            float hin[CPT][KN], q[CPT][KN];
 #pragma unroll
-            for (int k = 0; k < KN; ++k) { hin[k] = carry[k]; q[k] = 0.f; }
+            for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+                for (int k = 0; k < KN; ++k) { hin[ci][k] = carry[ci][k]; q[ci][k] = 0.f; }
+            }
             for (int w2 = 0; w2 < W; ++w2) {
                 if (w2 == w) {
 #pragma unroll
-                    for (int k = 0; k < KN; ++k) q[k] = hin[k];
-                }
-                float P[KN], H[KN];
-                load_kn<KN>(P, sP + (w2 * CL + cl) * KN);
-                load_kn<KN>(H, sH + (w2 * CL + cl) * KN);
+                    for (int ci = 0; ci < CPT; ++ci) {
 #pragma unroll
-                for (int k = 0; k < KN; ++k) hin[k] = fmaf(P[k], hin[k], H[k]);
+                        for (int k = 0; k < KN; ++k) q[ci][k] = hin[ci][k];
+                    }
+                }
+#pragma unroll
+                for (int ci = 0; ci < CPT; ++ci) {
+                    float P[KN], H[KN];
+                    load_kn<KN>(P, bufP + (w2 * CL + cl) * CK + ci * KN);
+                    load_kn<KN>(H, bufH + (w2 * CL + cl) * CK + ci * KN);
+#pragma unroll
+                    for (int k = 0; k < KN; ++k) hin[ci][k] = fmaf(P[k], hin[ci][k], H[k]);
+                }
             }
 #pragma unroll
-            for (int k = 0; k < KN; ++k) carry[k] = hin[k];
+            for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+                for (int k = 0; k < KN; ++k) carry[ci][k] = hin[ci][k];
+            }
             if (w != 0) {
                 // y_t += C_t . (prod_{s' <= s} dA_s') h_in
 #pragma unroll
                 for (int s = 0; s < S; ++s) {
                     const int t = ts + s;
                     float Cv[KN];
-                    load_kn<KN>(Cv, sC + t * NB + gl * NP + lane * KN);
-                    float acc = yp[s];
-#pragma unroll
-                    for (int k = 0; k < KN; ++k) {
-                        q[k] *= dA[s][k];
-                        acc = fmaf(Cv[k], q[k], acc);
+                    if constexpr (VEC) {
+                        load_kn_t<KN>(Cv, rC + t * NB + gl * NP + lane * KN);
+                    } else {
+                        load_kn<KN>(Cv, sC + t * NB + gl * NP + lane * KN);
                     }
-                    yp[s] = acc;
+#pragma unroll
+                    for (int ci = 0; ci < CPT; ++ci) {
+                        float acc = yp[ci][s];
+#pragma unroll
+                        for (int k = 0; k < KN; ++k) {
+                            q[ci][k] *= dA[s][ci][k];
+                            acc = fmaf(Cv[k], q[ci][k], acc);
+                        }
+                        yp[ci][s] = acc;
+                    }
                 }
             }
         } else {
 #pragma unroll
-            for (int k = 0; k < KN; ++k) carry[k] = h[k];
+            for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+                for (int k = 0; k < KN; ++k) carry[ci][k] = h[ci][k];
+            }
         }
 
         // ---- Sum y over the lanes of the channel; lane l owns step g*LANES + l of each group.
 #pragma unroll
-        for (int g = 0; g < S / LANES; ++g) {
-            float v[LANES];
+        for (int ci = 0; ci < CPT; ++ci) {
 #pragma unroll
-            for (int j = 0; j < LANES; ++j) v[j] = yp[g * LANES + j];
-            const float ysum = reduce_scatter<LANES>(v, lane);
-            const int t = ts + g * LANES + lane;
-            const int i = t * CH + c;
-            sY[i] = (ysum + sDU[i]) * sZG[i];
+            for (int g = 0; g < S / LANES; ++g) {
+                float v[LANES];
+#pragma unroll
+                for (int j = 0; j < LANES; ++j) v[j] = yp[ci][g * LANES + j];
+                const float ysum = reduce_scatter<LANES>(v, lane);
+                const int t = ts + g * LANES + lane;
+                const int i = t * CH + c + ci;
+                sY[i] = (ysum + sDU[i]) * sZG[i];
+            }
         }
-        __syncthreads();
+        group_sync();
 
         // ---- Write y of this tile.
         if constexpr (VEC) {
-            const int vpr = CH / V;
-            for (int i = tid; i < TT * vpr; i += nthreads) {
-                const int t = i / vpr;
-                const int v = i - t * vpr;
-                const int gt = t0 + t;
-                if (gt < L && d0 + v * V < D) {
-                    Vec16<T> o;
+            if (d0 + pv * V < D) {
+                for (int t = r0 + pt; t < r1; t += pstride) {
+                    const int gt = t0 + t;
+                    if (gt < L) {
+                        const float4* src = reinterpret_cast<const float4*>(sY + t * CH + pv * V);
+                        Vec16<T> o;
 #pragma unroll
-                    for (int j = 0; j < V; ++j) o.e[j] = from_f32<T>(sY[t * CH + v * V + j]);
-                    *reinterpret_cast<uint4*>(gY + (row0 + gt) * D + d0 + v * V) = o.raw;
+                        for (int j = 0; j < V; j += 4) {
+                            const float4 f = src[j / 4];
+                            o.e[j] = from_f32<T>(f.x);
+                            o.e[j + 1] = from_f32<T>(f.y);
+                            o.e[j + 2] = from_f32<T>(f.z);
+                            o.e[j + 3] = from_f32<T>(f.w);
+                        }
+                        *reinterpret_cast<uint4*>(gY + (row0 + gt) * D + d0 + pv * V) = o.raw;
+                    }
                 }
             }
         } else {
-            for (int i = tid; i < TT * CH; i += nthreads) {
+            for (int i = r0 * CH + cl; i < r1 * CH; i += CL) {
                 const int t = i / CH;
                 const int cc = i - t * CH;
                 const int gt = t0 + t;
                 if (gt < L && d0 + cc < D) gY[(row0 + gt) * D + d0 + cc] = from_f32<T>(sY[i]);
             }
         }
-        // The next tile's prep overwrites sY, sDT2, ... and its cp.async reuses this raw buffer:
-        // its first barrier comes after the writes above only if we fence here.
-        __syncthreads();
+        // No barrier here: the next tile's prep touches only this group's rows, after the
+        // group barrier that follows its cp.async wait, and every thread of the group has passed
+        // the barrier above (so is done reading them) before any of them can reach it.
     }
 
-    if (a.final_state && w == 0 && dvalid) {
+    if (a.final_state && w == 0) {
 #pragma unroll
-        for (int k = 0; k < KN; ++k) {
-            const int n = lane * KN + k;
-            if (n < N) a.final_state[(static_cast<size_t>(b) * D + d) * N + n] = carry[k];
+        for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+            for (int k = 0; k < KN; ++k) {
+                const int n = lane * KN + k;
+                if (d + ci < D && n < N) a.final_state[(static_cast<size_t>(b) * D + d + ci) * N + n] = carry[ci][k];
+            }
         }
     }
 }

@@ -32,16 +32,18 @@ inline DeviceInfo device_info() {
     return cache[dev];
 }
 
-template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC>
+template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC, int CPT = 1>
 cudaError_t launch_instance(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev) {
-    using K = ScanKernel<T, KN, LANES, S, SPLIT, VEC>;
+    using K = ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>;
     const int w = SPLIT ? a.w : 1;
     a.w = w;
-    const int threads = a.ch * LANES * w;
-    if (threads > K::kMaxThreads || threads % 32 != 0) return cudaErrorInvalidValue;
+    if (a.ch % CPT != 0 || (CPT > 1 && a.group_size % CPT != 0)) return cudaErrorInvalidValue;
+    const int group = a.ch / CPT * LANES;
+    const int threads = group * w;
+    if (threads > K::kMaxThreads || group % 32 != 0) return cudaErrorInvalidValue;
     const ScanSmem lay = K::layout(a.ch, w, a.ngbm, a.dstate);
     if (lay.total > dev.max_smem) return cudaErrorInvalidValue;
-    auto kernel = selective_scan_kernel<T, KN, LANES, S, SPLIT, VEC>;
+    auto kernel = selective_scan_kernel<T, KN, LANES, S, SPLIT, VEC, CPT>;
     if (lay.total > 48 * 1024) {
         const cudaError_t e =
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, lay.total);
@@ -65,38 +67,48 @@ inline int max_groups_spanned(int dim, int gs, int ch, int ngroups) {
     return m;
 }
 
-// Dispatch on (KN, LANES) for a given element type; S and the split are fixed per pair.
-template <typename T, int KN, int LANES, int S_SPLIT, int S_ALT = 0>
+// Dispatch on (KN, LANES) for a given element type. S_SPLIT / S_ALT: steps per sub-chunk of the
+// split instantiations (0 = none); WITH_CPT2: whether the two-channels-per-thread variants exist.
+template <typename T, int KN, int LANES, int S_SPLIT, int S_ALT = 0, bool WITH_CPT2 = false>
 cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev, bool vec,
-                         bool split, const mambac::cuda::ScanConfig& cfg) {
-    constexpr int CHQ = std::max(8, 32 / LANES);  // channel quantum: whole warps, 16-byte rows
+                         const mambac::cuda::ScanConfig& cfg) {
+    vec = vec && a.dstate == KN * LANES;  // the vector path has no padded states
     const long long rows = static_cast<long long>(a.batch) * a.dim;
     const bool can_split = vec && S_SPLIT > 0;
+    int cpt = cfg.cpt > 0 ? cfg.cpt : 1;
+    if (cfg.cpt == 0 && WITH_CPT2 && vec && a.group_size % 2 == 0) cpt = 2;
+    if (cpt == 2 && !(WITH_CPT2 && vec)) return cudaErrorInvalidValue;
+    if (cpt != 1 && cpt != 2) return cudaErrorInvalidValue;
+    // Channel quantum: whole warps per group, 16-byte rows.
+    const int chq = std::max(8, 32 * cpt / LANES);
+    const int thread_cap = cpt == 1 ? 640 : 384;
     int w = 1, ch = 0;
     if (cfg.w > 0) {
         w = cfg.w;
-    } else if (can_split && split && rows * LANES < static_cast<long long>(dev.sms) * 512) {
-        // Too few (channel, lane) pairs to fill the GPU: split each tile's steps over W groups.
-        const long long need = (static_cast<long long>(dev.sms) * 512 + rows * LANES - 1) / (rows * LANES);
+    } else if (can_split && rows * LANES / cpt < static_cast<long long>(dev.sms) * thread_cap * 3 / 4) {
+        // Too few (channel, lane) threads to fill the GPU: split each tile's steps over W groups.
+        const long long need = (static_cast<long long>(dev.sms) * thread_cap * 3 / 4 + rows * LANES / cpt - 1) / (rows * LANES / cpt);
         w = static_cast<int>(std::min<long long>(8, std::max<long long>(2, need)));
     }
     if (w > 1 && !can_split) return cudaErrorInvalidValue;
-    const int max_threads = w > 1 ? 640 : 256;
-    const int ch_cap = std::max(CHQ, (max_threads / (LANES * w)) / CHQ * CHQ);
+    const int max_threads = w > 1 ? thread_cap : (cpt == 1 ? 256 : 128);
+    const int ch_cap = std::max(chq, (max_threads * cpt / (LANES * w)) / chq * chq);
     if (cfg.ch > 0) {
         ch = cfg.ch;
-        if (ch % CHQ != 0) return cudaErrorInvalidValue;
+        if (ch % chq != 0) return cudaErrorInvalidValue;
     } else if (w > 1) {
         // One block per multiprocessor when the channels allow: the least work on the busiest one.
         const long long per_sm = (rows + dev.sms - 1) / dev.sms;
-        ch = static_cast<int>(std::min<long long>(ch_cap, (per_sm + CHQ - 1) / CHQ * CHQ));
+        ch = static_cast<int>(std::min<long long>(ch_cap, (per_sm + chq - 1) / chq * chq));
         if (cfg.w == 0) {
-            while (w > 2 && ch * LANES * (w - 1) >= 512) --w;  // rows filled the chip after all
+            const int group = ch / cpt * LANES;
+            while (w > 2 && group * w > max_threads) --w;
+            while (w < 8 && group * (w + 1) <= max_threads) ++w;
         }
     } else {
-        ch = std::max(CHQ, (128 / LANES) / CHQ * CHQ);
+        ch = std::max(chq, (128 * cpt / LANES) / chq * chq);
     }
-    ch = std::max(ch, CHQ);
+    ch = std::max(ch, chq);
     for (;;) {
         a.ch = ch;
         a.ncg = (a.dim + ch - 1) / ch;
@@ -104,17 +116,34 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
         a.w = w;
         const int lay = (w > 1) ? ScanKernel<T, KN, LANES, (S_SPLIT > 0 ? S_SPLIT : 16), true, true>::layout(ch, w, a.ngbm, a.dstate).total
                                 : ScanKernel<T, KN, LANES, 16, false, true>::layout(ch, 1, a.ngbm, a.dstate).total;
-        if (lay <= dev.max_smem || ch <= CHQ || cfg.ch > 0) break;
-        ch -= CHQ;
+        if (lay <= dev.max_smem) break;
+        if (ch > chq && cfg.ch == 0) {
+            ch -= chq;
+        } else if (w > 2 && cfg.w == 0) {
+            --w;  // many small groups: B and C rows take the room
+        } else {
+            break;  // launch_instance reports it
+        }
     }
     if (w > 1) {
-        if constexpr (S_ALT > 0) {
-            if (cfg.s == S_ALT) return launch_instance<T, KN, LANES, S_ALT, true, true>(a, stream, dev);
-        }
         if constexpr (S_SPLIT > 0) {
+            if (cpt == 2) {
+                if constexpr (WITH_CPT2) {
+                    if (cfg.s == 8) return launch_instance<T, KN, LANES, 8, true, true, 2>(a, stream, dev);
+                    if (cfg.s == 0 || cfg.s == 12) return launch_instance<T, KN, LANES, 12, true, true, 2>(a, stream, dev);
+                }
+                return cudaErrorInvalidValue;
+            }
+            if constexpr (S_ALT > 0) {
+                if (cfg.s == S_ALT) return launch_instance<T, KN, LANES, S_ALT, true, true>(a, stream, dev);
+            }
             if (cfg.s == 0 || cfg.s == S_SPLIT)
                 return launch_instance<T, KN, LANES, S_SPLIT, true, true>(a, stream, dev);
         }
+        return cudaErrorInvalidValue;
+    }
+    if (cpt == 2) {
+        if constexpr (WITH_CPT2) return launch_instance<T, KN, LANES, 16, false, true, 2>(a, stream, dev);
         return cudaErrorInvalidValue;
     }
     if (vec) return launch_instance<T, KN, LANES, 16, false, true>(a, stream, dev);
@@ -157,17 +186,16 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     const int N = a.dstate;
     int lanes = cfg.lanes;
     if (lanes == 0) lanes = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : N <= 32 ? 8 : 16;
-    const bool split = true;
     // (KN, LANES) pairs; KN * LANES must cover dstate. S of the split variant: 0 = no split.
-    if (N <= 4 && lanes == 1) return launch_lanes<T, 4, 1, 12>(a, stream, dev, vec, split, cfg);
-    if (N <= 8 && lanes == 2) return launch_lanes<T, 4, 2, 12>(a, stream, dev, vec, split, cfg);
-    if (N <= 16 && lanes == 4) return launch_lanes<T, 4, 4, 8, 12>(a, stream, dev, vec, split, cfg);
-    if (N <= 16 && lanes == 8) return launch_lanes<T, 2, 8, 16>(a, stream, dev, vec, split, cfg);
-    if (N <= 16 && lanes == 16) return launch_lanes<T, 1, 16, 16>(a, stream, dev, vec, split, cfg);
-    if (N <= 32 && lanes == 8) return launch_lanes<T, 4, 8, 8>(a, stream, dev, vec, split, cfg);
-    if (N <= 64 && lanes == 16) return launch_lanes<T, 4, 16, 0>(a, stream, dev, vec, split, cfg);
-    if (N <= 128 && lanes == 16) return launch_lanes<T, 8, 16, 0>(a, stream, dev, vec, split, cfg);
-    if (N <= 256 && lanes == 16) return launch_lanes<T, 16, 16, 0>(a, stream, dev, vec, split, cfg);
+    if (N <= 4 && lanes == 1) return launch_lanes<T, 4, 1, 12>(a, stream, dev, vec, cfg);
+    if (N <= 8 && lanes == 2) return launch_lanes<T, 4, 2, 12>(a, stream, dev, vec, cfg);
+    if (N <= 16 && lanes == 4) return launch_lanes<T, 4, 4, 12, 8, true>(a, stream, dev, vec, cfg);
+    if (N <= 16 && lanes == 8) return launch_lanes<T, 2, 8, 16>(a, stream, dev, vec, cfg);
+    if (N <= 16 && lanes == 16) return launch_lanes<T, 1, 16, 16>(a, stream, dev, vec, cfg);
+    if (N <= 32 && lanes == 8) return launch_lanes<T, 4, 8, 8>(a, stream, dev, vec, cfg);
+    if (N <= 64 && lanes == 16) return launch_lanes<T, 4, 16, 0>(a, stream, dev, vec, cfg);
+    if (N <= 128 && lanes == 16) return launch_lanes<T, 8, 16, 0>(a, stream, dev, vec, cfg);
+    if (N <= 256 && lanes == 16) return launch_lanes<T, 16, 16, 0>(a, stream, dev, vec, cfg);
     return cudaErrorInvalidValue;
 }
 
