@@ -161,12 +161,12 @@ fn prompts_prefilled_alone_then_decoded_as_a_batch_reproduce_reference_logits() 
     let prompt_len = [9, 4];
     let mut per_row = Vec::new();
     let mut got = Collected::new(r.batch);
-    for b in 0..r.batch {
+    for (b, &len) in prompt_len.iter().enumerate() {
         s.reset(1).unwrap();
-        let logits = s.step(&r.ids(b..b + 1, 0, prompt_len[b]), prompt_len[b], Keep::All).unwrap();
+        let logits = s.step(&r.ids(b..b + 1, 0, len), len, Keep::All).unwrap();
         got.push(&logits, b);
         // The shortcut generate takes (last position only) agrees with the full logits.
-        let last = prefill(&mut s, &r.ids(b..b + 1, 0, prompt_len[b]), Some(3)).unwrap();
+        let last = prefill(&mut s, &r.ids(b..b + 1, 0, len), Some(3)).unwrap();
         let want = logits.last(0);
         assert!(last.iter().zip(want).all(|(a, w)| (a - w).abs() <= 1e-5 * w.abs().max(1.0)), "chunked prefill's last logits");
         per_row.push(s.states_to_host().unwrap());
@@ -179,9 +179,9 @@ fn prompts_prefilled_alone_then_decoded_as_a_batch_reproduce_reference_logits() 
     while pos[0] < r.len {
         let ids: Vec<i64> = (0..r.batch).map(|b| r.ids[b * r.len + pos[b]]).collect();
         let l = s.step(&ids, 1, Keep::All).unwrap();
-        for b in 0..r.batch {
+        for (b, p) in pos.iter_mut().enumerate() {
             got.rows[b].extend(l.row(b, 0).iter().map(|&x| x as f64));
-            pos[b] += 1;
+            *p += 1;
         }
     }
     // Row 1 stopped 5 tokens short: finish it alone from its own states.
@@ -206,6 +206,6 @@ fn a_step_with_the_wrong_number_of_ids_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = session(&export("mamba-tiny-hf", dir.path()));
     s.reset(2).unwrap();
-    let e = s.step(&[1, 2, 3], 1, Keep::Last).err().expect("rejected").to_string();
+    let e = s.step(&[1, 2, 3], 1, Keep::Last).expect_err("rejected").to_string();
     assert!(e.contains("batch 2"), "{e}");
 }
