@@ -188,6 +188,15 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             }
             outs
         }
+        Op::LastPosition => {
+            let t = x(0);
+            let (b, l) = (t.shape[0], t.shape[1]);
+            let inner: usize = t.shape[2..].iter().product();
+            let data = (0..b).flat_map(|bi| t.data[((bi + 1) * l - 1) * inner..(bi + 1) * l * inner].to_vec()).collect();
+            let mut shape = t.shape.clone();
+            shape[1] = 1;
+            vec![Tensor64::new(shape, data)]
+        }
         Op::Unsqueeze { axis } => {
             let t = x(0);
             let mut shape = t.shape.clone();

@@ -26,11 +26,22 @@ pub struct LowerOptions {
     pub dtype: Elem,
     /// Per-layer conv/ssm state inputs and outputs (DESIGN.md "Stateful exports").
     pub stateful: bool,
+    /// Which positions get logits.
+    pub logits: LogitsOutput,
+}
+
+/// Logits for every position (scoring, the default) or the last one only (generation: the
+/// lm_head is then applied to one position, a quarter of a 130m model's prefill saved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsOutput {
+    #[default]
+    All,
+    Last,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { dtype: Elem::F32, stateful: false }
+        LowerOptions { dtype: Elem::F32, stateful: false, logits: LogitsOutput::All }
     }
 }
 
@@ -148,6 +159,10 @@ impl Lowerer<'_> {
         let mut hidden = self.cast("embeddings.to_stream".into(), embedded, self.t(), self.stream());
         for i in 0..cfg.num_hidden_layers {
             hidden = self.layer(i, hidden);
+        }
+        if self.opts.logits == LogitsOutput::Last {
+            // Before the norm: it is per position, so only the last one needs it.
+            hidden = self.op("last_position".into(), Op::LastPosition, &[hidden]);
         }
         let normed = self.rms_norm("backbone.norm_f", hidden);
         let logits = self.op("lm_head".into(), Op::MatMul, &[normed, lm_head_w]);

@@ -15,7 +15,7 @@ use mambac_compiler::pipeline::{compile, CompileOptions};
 const INTERP_TOL: f64 = 1e-6;
 
 fn opts(fuse: bool, stateful: bool) -> CompileOptions {
-    CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful }, fuse, max_rewrites: None }
+    CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful, ..Default::default() }, fuse, max_rewrites: None }
 }
 
 fn check_logits(fixture: &str, fuse: bool) {
@@ -134,5 +134,23 @@ fn stateful_chunks_reproduce_full_sequence() {
             states.insert(format!("conv_state.{i}"), out[&format!("conv_state_out.{i}")].clone());
             states.insert(format!("ssm_state.{i}"), out[&format!("ssm_state_out.{i}")].clone());
         }
+    }
+}
+
+/// `--logits last`: one position of logits, equal to the reference's last position, in one pass
+/// and when the prompt comes in chunks.
+#[test]
+fn last_position_logits() {
+    use mambac_compiler::lower::LogitsOutput;
+    let ckpt = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
+    let r = reference("mamba-tiny-hf");
+    let len = r["input_ids"].shape[1];
+    for fuse in [false, true] {
+        let o = CompileOptions { lower: LowerOptions { logits: LogitsOutput::Last, ..Default::default() }, fuse, max_rewrites: None };
+        let out = run_interp(&ckpt, &o, ids_input(&r["input_ids"]));
+        assert_eq!(out["logits"].shape, vec![2, 1, 1024]);
+        let want = slice_seq(&r["logits"], len - 1, len);
+        let err = worst_rel(&out["logits"].data, &want.data);
+        assert!(err <= INTERP_TOL, "fuse={fuse}: {err:.3e}");
     }
 }

@@ -146,7 +146,7 @@ fn driver_stops_after_n_rewrites_for_bisecting() {
 #[test]
 fn half_export_keeps_scan_parameters_float32() {
     let cfg = tiny_config();
-    let mut g = lower_config(&cfg, LowerOptions { dtype: Elem::F16, stateful: true });
+    let mut g = lower_config(&cfg, LowerOptions { dtype: Elem::F16, stateful: true, ..Default::default() });
     run_passes(&mut g, None).unwrap();
     let vg = validate(&g).unwrap();
     for id in g.node_ids() {

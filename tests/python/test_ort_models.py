@@ -117,3 +117,16 @@ def test_run_errors_name_the_problem(exported, tmp_path):
     # Token ids outside the vocabulary: ORT's Gather refuses them; the process reports it and exits.
     save_file({"input_ids": np.full((1, 3), 5000, np.int64)}, str(tmp_path / "big.safetensors"))
     assert "running" in run_error("run", model, "--input", tmp_path / "big.safetensors", "-o", out, "--ops-lib", ops_lib())
+
+
+def test_last_position_logits_in_ort(tmp_path):
+    ref = load_reference()
+    path = tmp_path / "last.onnx"
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", path, "-q", "--stateful", "--logits", "last")
+    feeds = {"input_ids": ref["input_ids"][:, :20]}
+    for i in range(2):
+        feeds[f"conv_state.{i}"] = np.zeros((2, 128, 3), np.float32)
+        feeds[f"ssm_state.{i}"] = np.zeros((2, 128, 16), np.float32)
+    out = session(path).run(None, feeds)
+    assert out[0].shape == (2, 1, 1024)
+    assert worst_rel(out[0], ref["logits"][:, 19:20]) <= 1e-4

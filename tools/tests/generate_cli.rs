@@ -92,7 +92,7 @@ fn joined(p: &[i64]) -> String {
 fn reference_continuation(ckpt_dir: &Path, prompt: &[i64], n: usize) -> (Vec<i64>, f64) {
     let ckpt = Checkpoint::open(ckpt_dir).unwrap();
     let cfg = ckpt.config.clone();
-    let opts = CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful: true }, fuse: false, max_rewrites: None };
+    let opts = CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful: true, ..Default::default() }, fuse: false, max_rewrites: None };
     let compiled = compile(&ckpt, &opts).unwrap();
     let vg = validate(&compiled.graph).unwrap();
     let mut inputs: HashMap<String, Tensor64> = HashMap::new();

@@ -225,6 +225,12 @@ impl Emitter<'_, '_> {
                 let split = self.helper_const(i64_tensor(&format!("{name}.sizes"), &sizes));
                 self.push("Split", "", &name, vec![req(0), split], outs, vec![attr_int("axis", -1)]);
             }
+            Op::LastPosition => {
+                let starts = self.helper_const(i64_tensor(&format!("{name}.starts"), &[-1]));
+                let ends = self.helper_const(i64_tensor(&format!("{name}.ends"), &[i64::MAX]));
+                let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[1]));
+                self.push("Slice", "", &name, vec![req(0), starts, ends, axes], outs, vec![]);
+            }
             Op::Unsqueeze { axis } => {
                 let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[*axis as i64]));
                 self.push("Unsqueeze", "", &name, vec![req(0), axes], outs, vec![]);

@@ -140,6 +140,15 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
                 })
                 .collect())
         }
+        Op::LastPosition => {
+            let x = required(op, inputs, 0)?;
+            if x.shape.rank() < 2 {
+                return Err(err("x", format!("has shape {}, expected [batch, seqlen, ...]", x.shape)));
+            }
+            let mut dims = x.shape.0.clone();
+            dims[1] = Dim::Known(1);
+            Ok(vec![ValueType::new(x.elem, dims)])
+        }
         Op::Unsqueeze { axis } => {
             let x = required(op, inputs, 0)?;
             if *axis > x.shape.rank() {

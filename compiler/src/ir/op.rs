@@ -80,6 +80,8 @@ pub enum Op {
     SplitLast { sizes: Vec<usize> },
     /// Inserts a dim of size 1 at `axis`.
     Unsqueeze { axis: usize },
+    /// `[B, L, ...] -> [B, 1, ...]`: the last position of the sequence axis.
+    LastPosition,
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
 }
@@ -103,6 +105,7 @@ impl Op {
             Op::Neg => "Neg",
             Op::SplitLast { .. } => "SplitLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::LastPosition => "LastPosition",
             Op::CausalConv1d(_) => "CausalConv1d",
             Op::SelectiveScan(_) => "SelectiveScan",
         }
@@ -120,6 +123,7 @@ impl Op {
             | Op::Neg
             | Op::SplitLast { .. }
             | Op::Unsqueeze { .. }
+            | Op::LastPosition
             | Op::Cast { .. } => &["x"],
             Op::RmsNorm { .. } => &["x", "weight"],
             Op::MatMul => &["x", "w"],

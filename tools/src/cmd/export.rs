@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mambac_compiler::checkpoint::Checkpoint;
 use mambac_compiler::emit::ExternalData;
-use mambac_compiler::lower::LowerOptions;
+use mambac_compiler::lower::{LogitsOutput, LowerOptions};
 use mambac_compiler::pipeline::{export, CompileOptions, ExportOptions};
 
 use super::inspect::DTypeArg;
@@ -24,6 +24,10 @@ pub struct Args {
     /// Add per-layer conv/ssm state inputs and outputs (prefill, decode and chunked prefill).
     #[arg(long)]
     pub stateful: bool,
+    /// Logits for every position, or only the last (for generation: skips the lm_head on the
+    /// rest of the prompt).
+    #[arg(long, value_enum, default_value = "all")]
+    pub logits: LogitsArg,
     /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
     #[arg(long)]
     pub no_fuse: bool,
@@ -33,6 +37,12 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogitsArg {
+    All,
+    Last,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -46,7 +56,14 @@ pub fn main(a: Args) -> Result<()> {
     let ckpt = Checkpoint::open(&a.checkpoint).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     let opts = ExportOptions {
         compile: CompileOptions {
-            lower: LowerOptions { dtype: a.dtype.into(), stateful: a.stateful },
+            lower: LowerOptions {
+                dtype: a.dtype.into(),
+                stateful: a.stateful,
+                logits: match a.logits {
+                    LogitsArg::All => LogitsOutput::All,
+                    LogitsArg::Last => LogitsOutput::Last,
+                },
+            },
             fuse: !a.no_fuse,
             max_rewrites: None,
         },
