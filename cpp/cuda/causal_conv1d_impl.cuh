@@ -22,10 +22,19 @@ struct ConvArgs {
     bool silu;
 };
 
-constexpr int kConvLT = 8;  // steps per thread: more threads in flight beat fewer halo re-reads
+constexpr int kConvLT = 16;  // steps per thread
+
+// V elements of T as one load: 8 bytes (4 x 16-bit) or 16 bytes (4 x float).
+template <int BYTES> struct RawOf;
+template <> struct RawOf<8> { using type = uint2; };
+template <> struct RawOf<16> { using type = uint4; };
+template <typename T, int V> union VecN {
+    typename RawOf<sizeof(T) * V>::type raw;
+    T e[V];
+};
 
 template <typename T, int K, int V>
-__global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a) {
+__global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
     constexpr int LT = kConvLT;
     constexpr int R = LT + K - 1;  // rows held
     const int L = a.seqlen, D = a.dim;
@@ -41,7 +50,7 @@ __global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a)
     const size_t row0 = static_cast<size_t>(b) * L;
 
     // Inputs x[t0 - K + 1 .. t0 + LT - 1] of channels d .. d + V - 1.
-    using Raw = typename std::conditional<V == 1, T, uint4>::type;
+    using Raw = typename std::conditional<V == 1, T, typename RawOf<sizeof(T) * (V == 1 ? 4 : V)>::type>::type;
     Raw raw[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -52,7 +61,7 @@ __global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a)
             if constexpr (V == 1) {
                 raw[r] = from_f32<T>(0.f);
             } else {
-                raw[r] = make_uint4(0, 0, 0, 0);
+                raw[r] = Raw{};
             }
             if (gt < 0 && init) {
                 // initial_state[b, c, j] holds x[j - (K - 1)].
@@ -60,7 +69,7 @@ __global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a)
                 if constexpr (V == 1) {
                     raw[r] = init[(static_cast<size_t>(b) * D + d) * (K - 1) + j];
                 } else {
-                    Vec16<T> v;
+                    VecN<T, V> v;
 #pragma unroll
                     for (int e = 0; e < V; ++e) v.e[e] = init[(static_cast<size_t>(b) * D + d + e) * (K - 1) + j];
                     raw[r] = v.raw;
@@ -88,7 +97,7 @@ __global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a)
             if constexpr (V == 1) {
                 acc[0] = fmaf(w[0][k], to_f32(raw[s + k]), acc[0]);
             } else {
-                Vec16<T> v;
+                VecN<T, V> v;
                 v.raw = raw[s + k];
 #pragma unroll
                 for (int e = 0; e < V; ++e) acc[e] = fmaf(w[e][k], to_f32(v.e[e]), acc[e]);
@@ -97,10 +106,10 @@ __global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a)
         if constexpr (V == 1) {
             y[(row0 + gt) * D + d] = from_f32<T>(a.silu ? silu(acc[0]) : acc[0]);
         } else {
-            Vec16<T> o;
+            VecN<T, V> o;
 #pragma unroll
             for (int e = 0; e < V; ++e) o.e[e] = from_f32<T>(a.silu ? silu(acc[e]) : acc[e]);
-            *reinterpret_cast<uint4*>(y + (row0 + gt) * D + d) = o.raw;
+            *reinterpret_cast<Raw*>(y + (row0 + gt) * D + d) = o.raw;
         }
     }
     // final_state = the last K - 1 inputs, x[L - K + 1 .. L - 1] (initial state included when
@@ -116,7 +125,7 @@ __global__ void __launch_bounds__(128, 4) causal_conv1d_kernel(const ConvArgs a)
                     if constexpr (V == 1) {
                         fs[(static_cast<size_t>(b) * D + d) * (K - 1) + j] = raw[rr];
                     } else {
-                        Vec16<T> v;
+                        VecN<T, V> v;
                         v.raw = raw[rr];
 #pragma unroll
                         for (int e = 0; e < V; ++e) fs[(static_cast<size_t>(b) * D + d + e) * (K - 1) + j] = v.e[e];
@@ -212,9 +221,12 @@ cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream) 
     if (a.seqlen > 0 && (!a.x || !a.weight || !a.y)) return cudaErrorInvalidValue;
 
     if (a.seqlen > 0) {
-        constexpr int V = kVec<T>;
-        const bool vec = a.dim % V == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15u) == 0 &&
-                         (reinterpret_cast<uintptr_t>(a.y) & 15u) == 0;
+        // Four channels a thread (8- or 16-byte accesses): small enough a register window that
+        // enough threads stay resident to keep DRAM busy at batch 1.
+        constexpr int V = 4;
+        constexpr unsigned kAlign = sizeof(T) * V - 1;
+        const bool vec = a.dim % V == 0 && (reinterpret_cast<uintptr_t>(a.x) & kAlign) == 0 &&
+                         (reinterpret_cast<uintptr_t>(a.y) & kAlign) == 0;
         cudaError_t e = cudaErrorNotSupported;
         switch (a.width) {
             case 2: e = vec ? launch_conv_fast<T, 2, V>(a, stream) : launch_conv_fast<T, 2, 1>(a, stream); break;

@@ -76,12 +76,12 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
     const long long rows = static_cast<long long>(a.batch) * a.dim;
     const bool can_split = vec && S_SPLIT > 0;
     int cpt = cfg.cpt > 0 ? cfg.cpt : 1;
-    if (cfg.cpt == 0 && WITH_CPT2 && vec && a.group_size % 2 == 0) cpt = 2;
+
     if (cpt == 2 && !(WITH_CPT2 && vec)) return cudaErrorInvalidValue;
     if (cpt != 1 && cpt != 2) return cudaErrorInvalidValue;
     // Channel quantum: whole warps per group, 16-byte rows.
-    const int chq = std::max(8, 32 * cpt / LANES);
-    const int thread_cap = cpt == 1 ? 640 : 384;
+    int chq = std::max(8, 32 * cpt / LANES);
+    int thread_cap = cpt == 1 ? 640 : 384;
     int w = 1, ch = 0;
     if (cfg.w > 0) {
         w = cfg.w;
@@ -91,6 +91,14 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
         w = static_cast<int>(std::min<long long>(8, std::max<long long>(2, need)));
     }
     if (w > 1 && !can_split) return cudaErrorInvalidValue;
+    // Two channels a thread halve the shared-memory traffic per state but need twice the
+    // registers: a win where the rows alone fill the GPU (no split), a loss in the split scan,
+    // whose decays already fill the register file (measured, BENCHMARKS.md).
+    if (cfg.cpt == 0 && WITH_CPT2 && vec && w == 1 && a.group_size % 2 == 0) {
+        cpt = 2;
+        chq = std::max(8, 32 * cpt / LANES);
+        thread_cap = 384;
+    }
     const int max_threads = w > 1 ? thread_cap : (cpt == 1 ? 256 : 128);
     const int ch_cap = std::max(chq, (max_threads * cpt / (LANES * w)) / chq * chq);
     if (cfg.ch > 0) {
@@ -100,13 +108,21 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
         // One block per multiprocessor when the channels allow: the least work on the busiest one.
         const long long per_sm = (rows + dev.sms - 1) / dev.sms;
         ch = static_cast<int>(std::min<long long>(ch_cap, (per_sm + chq - 1) / chq * chq));
+        // More, smaller blocks when they still fit side by side (one wave).
+        while (cfg.w == 0 && ch > chq) {
+            const int smaller = (ch - chq) / cpt * LANES * w;
+            const long long blocks = static_cast<long long>(a.batch) * ((a.dim + ch - chq - 1) / (ch - chq));
+            if (blocks > static_cast<long long>(dev.sms) * (thread_cap / smaller)) break;
+            ch -= chq;
+            if (static_cast<long long>(a.batch) * ((a.dim + ch - 1) / ch) >= dev.sms) break;
+        }
         if (cfg.w == 0) {
             const int group = ch / cpt * LANES;
             while (w > 2 && group * w > max_threads) --w;
             while (w < 8 && group * (w + 1) <= max_threads) ++w;
         }
     } else {
-        ch = std::max(chq, (128 * cpt / LANES) / chq * chq);
+        ch = std::max(chq, ((cpt == 1 ? 128 : 64) * cpt / LANES) / chq * chq);
     }
     ch = std::max(ch, chq);
     for (;;) {

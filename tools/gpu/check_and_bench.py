@@ -165,13 +165,26 @@ def run_scan(x, code, softplus, want_final, cfg=None):
     return y, fs
 
 
-def compare(out, ref, dname):
+RAW_ALLCLOSE_MISSES = []
+
+
+def compare(out, ref, dname, name=""):
+    """DESIGN.md's tier on the whole tensor: |out - ref| <= atol * max(1, max|ref|) + rtol * |ref|
+    everywhere, i.e. np.allclose with atol taken relative to the tensor's scale, and NaN fails.
+    Returns (ok, worst) with worst = max|out - ref| / max|ref|. Where plain allclose (absolute
+    atol) misses although the scaled one passes, the case is listed at the end: that happens for
+    float32 on long sequences whose outputs reach ~100, where float32 rounding alone exceeds an
+    absolute 1e-5 on the near-zero elements."""
     rtol, atol = TOL[dname]
     o = out.double()
     finite = bool(torch.isfinite(o).all())
-    denom = (ref.abs().max().item() if ref.numel() else 0.0) or 1.0
-    worst = (o - ref).abs().max().item() / denom if o.numel() else 0.0
-    ok = finite and (o.numel() == 0 or bool(torch.allclose(o, ref, rtol=rtol, atol=atol)))
+    if o.numel() == 0:
+        return finite, 0.0
+    scale = ref.abs().max().item()
+    worst = (o - ref).abs().max().item() / (scale or 1.0)
+    ok = finite and bool(torch.allclose(o, ref, rtol=rtol, atol=atol * max(1.0, scale)))
+    if ok and not bool(torch.allclose(o, ref, rtol=rtol, atol=atol)):
+        RAW_ALLCLOSE_MISSES.append(f"{dname} {name}: worst rel {worst:.2g}, max|ref| {scale:.3g}")
     return ok, (worst if finite else float("nan"))
 
 
@@ -203,9 +216,9 @@ def check_scan(B, L, D, N, G, opts, cfgs=(None,), dnames=("f32", "f16", "bf16"),
                 record("SelectiveScan", dname, name, False, float("nan"))
                 log("     ", e)
                 continue
-            ok, err = compare(y, ry, dname)
+            ok, err = compare(y, ry, dname, name + " y")
             if want_final:
-                ok2, err2 = compare(fs, rh, dname)
+                ok2, err2 = compare(fs, rh, dname, name + " final_state")
                 ok, err = ok and ok2, max(err, err2) if err == err and err2 == err2 else float("nan")
             record("SelectiveScan", dname, name, ok, err)
         del x, ry, rh
@@ -265,9 +278,9 @@ def check_conv(B, L, D, K, opts, dnames=("f32", "f16", "bf16"), seed=1):
             log("     ", lib.mambac_cuda_error_string(rc).decode())
             continue
         torch.cuda.synchronize()
-        ok, err = compare(y, ry, dname)
+        ok, err = compare(y, ry, dname, name + " y")
         if want_final:
-            ok2, err2 = compare(fs, rf, dname)
+            ok2, err2 = compare(fs, rf, dname, name + " final_state")
             ok, err = ok and ok2, max(err, err2) if err == err and err2 == err2 else float("nan")
         record("CausalConv1d", dname, name, ok, err)
 
@@ -317,6 +330,10 @@ def conformance():
     for (op, d), e in sorted(WORST.items()):
         log(f"    {op:14s} {d:5s} {e:.3g}")
     log(f"  conformance: {'PASS' if not FAILS else 'FAIL (' + str(len(FAILS)) + ')'}")
+    if RAW_ALLCLOSE_MISSES:
+        log(f"  passing with scale-relative atol but not with absolute atol ({len(RAW_ALLCLOSE_MISSES)}):")
+        for m in RAW_ALLCLOSE_MISSES:
+            log("   ", m)
     for f in FAILS:
         log("   ", f)
 
@@ -357,12 +374,10 @@ def bench():
     anchors = [("f16", 1, 1536, 2048, 67), ("f16", 1, 5120, 2048, 202), ("f16", 8, 5120, 2048, 1431),
                ("f16", 64, 1536, 2048, 3400), ("f16", 1, 5120, 8192, 882), ("f32", 1, 5120, 2048, 392)]
     sweeps = {
-        (1, 5120): [(4, 40, 4, 12, 1), (4, 40, 4, 8, 1), (4, 40, 3, 12, 1), (8, 40, 2, 16), (4, 48, 4, 8, 2),
-                    (4, 48, 4, 12, 2), (4, 32, 4, 8, 2)],
-        (1, 1536): [(4, 16, 8, 12, 1), (4, 8, 8, 12, 1), (4, 16, 8, 8, 1), (4, 8, 8, 8, 1), (8, 16, 4, 16),
-                    (4, 16, 8, 8, 2)],
-        (8, 5120): [(4, 32, 1, 0, 1), (4, 64, 1, 0, 2), (4, 32, 1, 0, 2)],
-        (64, 1536): [(4, 32, 1, 0, 1), (4, 64, 1, 0, 2), (4, 32, 1, 0, 2)],
+        (1, 5120): [(4, 40, 3, 12, 1), (8, 40, 2, 16), (4, 48, 4, 12, 2)],
+        (1, 1536): [(4, 16, 8, 12, 1), (8, 16, 4, 16), (4, 16, 8, 8, 2)],
+        (8, 5120): [(4, 32, 1, 0, 1), (4, 64, 1, 0, 2)],
+        (64, 1536): [(4, 32, 1, 0, 1), (4, 64, 1, 0, 2)],
     }
     N = 16
     for dname, B, D, L, anchor in anchors:
