@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Times SelectiveScan (and CausalConv1d) from libmambac_ops.so through stock onnxruntime.
 
-    .venv/bin/python tools/bench_ops.py [--threads 2] [--dims 1536 5120] [--seqlen 2048] [--repeat 10]
+    .venv/bin/python tools/bench_ops.py [--threads 2] [--dims 1536 5120] [--seqlen 2048] [--repeat 10] [--state]
+
+--state adds initial_state and final_state, as a stateful model's decode step has them
+(e.g. `--batch 8 --seqlen 1 --dims 1536 --state` is one decode step of a 130m layer).
 
 Prints one line per shape: median and best wall time of session.run over --repeat runs (after one
 warm-up), with all of Mamba's optional inputs given (D, z, delta_bias). BENCHMARKS.md records the
@@ -55,6 +58,7 @@ def main():
     ap.add_argument("--dstate", type=int, default=16)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--state", action="store_true", help="with initial_state and final_state")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     from ops_reference import LIB
@@ -64,14 +68,22 @@ def main():
     print(f"threads={args.threads} batch={args.batch} seqlen={args.seqlen} dstate={args.dstate} float32")
     for dim in args.dims:
         feeds = scan_feeds(args.batch, args.seqlen, dim, args.dstate, rng)
-        sess = session(one_node_model("SelectiveScan", SCAN_INPUTS[:8], feeds, ["y"]), args.threads)
+        slots, outs = SCAN_INPUTS[:8], ["y"]
+        if args.state:
+            feeds["initial_state"] = rng.standard_normal((args.batch, dim, args.dstate)).astype(np.float32)
+            slots, outs = SCAN_INPUTS, ["y", "final_state"]
+        sess = session(one_node_model("SelectiveScan", slots, feeds, outs), args.threads)
         med, best, cpu = time_runs(sess, feeds, args.repeat)
         print(f"SelectiveScan dim={dim:5d}: median {med * 1e3:7.2f} ms  best {best * 1e3:7.2f} ms  cpu {cpu * 1e3:7.2f} ms")
     for dim in args.dims:
         x = rng.standard_normal((args.batch, args.seqlen, dim)).astype(np.float32)
         feeds = {"x": x, "weight": rng.standard_normal((dim, 4)).astype(np.float32),
                  "bias": rng.standard_normal(dim).astype(np.float32)}
-        sess = session(one_node_model("CausalConv1d", ["x", "weight", "bias"], feeds, ["y"]), args.threads)
+        slots, outs = ["x", "weight", "bias"], ["y"]
+        if args.state:
+            feeds["initial_state"] = rng.standard_normal((args.batch, dim, 3)).astype(np.float32)
+            slots, outs = slots + ["initial_state"], ["y", "final_state"]
+        sess = session(one_node_model("CausalConv1d", slots, feeds, outs), args.threads)
         med, best, cpu = time_runs(sess, feeds, args.repeat)
         print(f"CausalConv1d  dim={dim:5d} width=4: median {med * 1e3:7.2f} ms  best {best * 1e3:7.2f} ms  cpu {cpu * 1e3:7.2f} ms")
 

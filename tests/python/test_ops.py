@@ -274,3 +274,31 @@ def test_lower_isa_builds(isa):
     env = dict(os.environ, MAMBAC_CPU_ISA=isa, MAMBAC_OPS_LIB=LIB)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# The decode path (seqlen < 8: each channel vectorised over its states) for dstate values around
+# its limits: odd, one vector, several, and 200 (> 128 states on AVX2: the general path).
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("dstate", [3, 8, 17, 64, 200])
+@pytest.mark.parametrize("seqlen", [1, 7])
+def test_scan_short_sequences(dtype, dstate, seqlen):
+    check_scan(dict(dtype=dtype, seqlen=seqlen, dim=130, dstate=dstate, ngroups=2, batch=2, D=True, z=True,
+                    delta_bias=True, initial_state=True, final_state=True, delta_softplus=1), seed=dstate + seqlen)
+
+
+def test_decode_steps_equal_one_scan():
+    """A prompt of 9 steps then 5 single-step calls, carrying the state (the decode path), equals
+    one scan of 14 steps (the long path) — the two kernels agree."""
+    c = dict(dtype="float32", seqlen=14, dim=130, dstate=16, ngroups=2, batch=2, D=True, z=True,
+             delta_bias=True, initial_state=True, final_state=True, delta_softplus=1)
+    f = scan_feeds(c, 21)
+    whole = run_op("SelectiveScan", SCAN_INPUTS, f, ["y", "final_state"])
+    seq = ("u", "delta", "B", "C", "z")
+    ys, h = [], f["initial_state"]
+    for t0, t1 in [(0, 9)] + [(t, t + 1) for t in range(9, 14)]:
+        part = {k: (v[:, t0:t1] if k in seq else v) for k, v in f.items()}
+        part["initial_state"] = h
+        y, h = run_op("SelectiveScan", SCAN_INPUTS, part, ["y", "final_state"])
+        ys.append(y)
+    np.testing.assert_allclose(np.concatenate(ys, axis=1), whole[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(h, whole[1], rtol=1e-5, atol=1e-5)
