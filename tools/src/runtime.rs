@@ -98,18 +98,26 @@ pub enum Ep {
     Cuda,
 }
 
-pub struct SessionOptions<'a> {
-    pub ops_lib: Option<&'a Path>,
+/// How a command runs a model: the op library, ORT's intra-op threads and the execution
+/// provider (one set of flags shared by run, generate and bench).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SessionOptions {
+    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable).
+    #[arg(long)]
+    pub ops_lib: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads.
+    #[arg(long)]
     pub threads: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
     pub ep: Ep,
 }
 
-pub fn open_session(model: &Path, opts: &SessionOptions<'_>) -> Result<Session> {
+pub fn open_session(model: &Path, opts: &SessionOptions) -> Result<Session> {
     let env = init_ort()?;
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
     }
-    let ops = find_ops_lib(opts.ops_lib)?;
+    let ops = find_ops_lib(opts.ops_lib.as_deref())?;
     let mut b = Session::builder(env).map_err(|e| anyhow!("cannot create an ONNX Runtime session builder: {e}"))?;
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(|e| anyhow!("--threads {n}: {e}"))?;

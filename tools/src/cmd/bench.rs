@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::generation::sampler::argmax;
 use crate::generation::session_state::{Keep, StatefulSession};
-use crate::runtime::{open_session, Ep, SessionOptions};
+use crate::runtime::{open_session, SessionOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,14 +41,8 @@ pub struct Args {
     /// One line of JSON instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable).
-    #[arg(long)]
-    pub ops_lib: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub ep: Ep,
+    #[command(flatten)]
+    pub session: SessionOptions,
 }
 
 /// Median, min and max of a set of measurements.
@@ -99,8 +93,8 @@ pub fn main(a: Args) -> Result<()> {
     if a.batch == 0 || a.prompt_len == 0 || a.reps == 0 {
         bail!("--batch, --prompt-len and --reps must be at least 1");
     }
-    let session = open_session(&a.model, &SessionOptions { ops_lib: a.ops_lib.as_deref(), threads: a.threads, ep: a.ep })?;
-    let mut sess = StatefulSession::new(session, a.ep).with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
+    let session = open_session(&a.model, &a.session)?;
+    let mut sess = StatefulSession::new(session, a.session.ep).with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
     let vocab = sess.sig.vocab.unwrap_or(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let prompt: Vec<i64> = (0..a.batch * a.prompt_len).map(|_| rng.gen_range(0..vocab) as i64).collect();
@@ -119,8 +113,8 @@ pub fn main(a: Args) -> Result<()> {
     let decode_tps = Stats::of(&reps.iter().map(|r| decode_tokens / r.decode_s).collect::<Vec<_>>());
     let decode_ms = Stats::of(&reps.iter().map(|r| r.decode_s * 1e3 / a.decode_tokens as f64).collect::<Vec<_>>());
 
-    let threads = a.threads.map_or("ORT default".to_string(), |n| n.to_string());
-    let ep = format!("{:?}", a.ep).to_lowercase();
+    let threads = a.session.threads.map_or("ORT default".to_string(), |n| n.to_string());
+    let ep = format!("{:?}", a.session.ep).to_lowercase();
     if a.json {
         let phase = |tps: Option<Stats>, ms: Option<Stats>, tokens: f64| match (tps, ms) {
             (Some(t), Some(m)) => serde_json::json!({ "tokens": tokens, "tokens_per_s": t.json(), "ms": m.json() }),
@@ -128,7 +122,7 @@ pub fn main(a: Args) -> Result<()> {
         };
         let j = serde_json::json!({
             "model": a.model.display().to_string(),
-            "ep": ep, "threads": a.threads, "layers": sess.sig.layers, "vocab": sess.sig.vocab,
+            "ep": ep, "threads": a.session.threads, "layers": sess.sig.layers, "vocab": sess.sig.vocab,
             "batch": a.batch, "prompt_len": a.prompt_len, "decode_tokens": a.decode_tokens,
             "warmup": a.warmup, "reps": a.reps,
             "prefill": phase(prefill_tps, prefill_ms, prefill_tokens),

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::generation::batch::{generate, parse_prompt_ids, GenerateOptions, Generated};
 use crate::generation::sampler::Sampling;
 use crate::generation::session_state::StatefulSession;
-use crate::runtime::{open_session, Ep, SessionOptions};
+use crate::runtime::{open_session, SessionOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,14 +51,8 @@ pub struct Args {
     /// End with one line of JSON: {"ids": [...]} ([[...], ...] for several prompts).
     #[arg(long)]
     pub json: bool,
-    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable).
-    #[arg(long)]
-    pub ops_lib: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub ep: Ep,
+    #[command(flatten)]
+    pub session: SessionOptions,
 }
 
 impl Args {
@@ -136,8 +130,8 @@ pub fn main(a: Args) -> Result<()> {
     if a.prefill_chunk == Some(0) {
         bail!("--prefill-chunk must be at least 1");
     }
-    let session = open_session(&a.model, &SessionOptions { ops_lib: a.ops_lib.as_deref(), threads: a.threads, ep: a.ep })?;
-    let mut sess = StatefulSession::new(session, a.ep).with_context(|| format!("{} cannot generate", a.model.display()))?;
+    let session = open_session(&a.model, &a.session)?;
+    let mut sess = StatefulSession::new(session, a.session.ep).with_context(|| format!("{} cannot generate", a.model.display()))?;
     let mut text = match tokenizer {
         Some(t) => Some(TextStream::new(t, &prompts)?),
         None => None,

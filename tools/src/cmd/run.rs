@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::runtime::{open_session, Ep, SessionOptions};
+use crate::runtime::{open_session, SessionOptions};
 use crate::tensor_io::{read_safetensors, write_safetensors, HostTensor};
 
 #[derive(clap::Args)]
@@ -18,19 +18,13 @@ pub struct Args {
     /// Where to write the outputs (safetensors).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable).
-    #[arg(long)]
-    pub ops_lib: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub ep: Ep,
+    #[command(flatten)]
+    pub session: SessionOptions,
 }
 
 pub fn main(a: Args) -> Result<()> {
     let inputs = read_safetensors(&a.input)?;
-    let mut session = open_session(&a.model, &SessionOptions { ops_lib: a.ops_lib.as_deref(), threads: a.threads, ep: a.ep })?;
+    let mut session = open_session(&a.model, &a.session)?;
     let wanted: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
     for name in &wanted {
         if !inputs.contains_key(name) {

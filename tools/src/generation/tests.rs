@@ -55,7 +55,7 @@ fn export(fixture: &str, dir: &Path) -> PathBuf {
 
 fn session(model: &Path) -> StatefulSession {
     let lib = ops_lib();
-    let s = open_session(model, &SessionOptions { ops_lib: Some(&lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
+    let s = open_session(model, &SessionOptions { ops_lib: Some(lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
     StatefulSession::new(s, Ep::Cpu).expect("stateful model")
 }
 
