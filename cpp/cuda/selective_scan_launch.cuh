@@ -8,6 +8,7 @@
 #include "abi.h"
 #include "selective_scan.h"
 #include "selective_scan_impl.cuh"
+#include "selective_scan_ws.cuh"
 
 namespace mambac::cuda::detail {
 
@@ -199,6 +200,22 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     const bool vec = a.dim % V == 0 && a.dstate % V == 0 && aligned16(a.u) && aligned16(a.delta) &&
                      (!a.z || aligned16(a.z)) && aligned16(a.B) && aligned16(a.C) && aligned16(a.y);
     const DeviceInfo dev = device_info();
+    // Warp-split kernel (selective_scan_ws.cuh), forced by the harness with w < 0: W = -w
+    // sub-chunks a warp, S = s steps each.
+    if (cfg.w < 0) {
+        if (!ws_fits(a, vec) || (cfg.lanes != 0 && cfg.lanes != 4)) return cudaErrorInvalidValue;
+        return launch_ws<T>(a, stream, -cfg.w, cfg.s);
+    }
+    // Default for small batches at dstate 16 (measured on the H200, BENCHMARKS.md): the warp split
+    // with S = 8, when its blocks fit in one wave; W = 8 sub-chunks a warp (256-thread blocks, two
+    // a multiprocessor) where the rows are few, else W = 4 (128-thread blocks, five a
+    // multiprocessor). Between that and the rows that fill the GPU alone, the block split stays.
+    if (cfg.w == 0 && cfg.ch == 0 && cfg.s == 0 && cfg.cpt == 0 && (cfg.lanes == 0 || cfg.lanes == 4) &&
+        ws_fits(a, vec)) {
+        const long long rows = static_cast<long long>(a.batch) * a.dim;
+        if (rows >= 1024 && rows <= 8LL * 2 * dev.sms) return launch_ws<T>(a, stream, 8, 8);
+        if (rows >= 1024 && rows <= 8LL * 5 * dev.sms) return launch_ws<T>(a, stream, 4, 8);
+    }
     const int N = a.dstate;
     int lanes = cfg.lanes;
     if (lanes == 0) lanes = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : N <= 32 ? 8 : 16;

@@ -306,15 +306,22 @@ def conformance():
     # (lanes, channels per block, sub-chunks, steps per sub-chunk, channels per thread); 0 = auto.
     cfgs = [(4, 0, 1, 0, 1), (4, 0, 2, 8, 1), (4, 0, 3, 12, 1), (4, 0, 8, 8, 1), (4, 16, 4, 12, 1), (8, 0, 2, 16),
             (8, 0, 1, 0), (16, 0, 4, 16), (4, 0, 1, 0, 2), (4, 16, 3, 8, 2), (4, 32, 2, 12, 2), (4, 16, 8, 12, 2)]
-    check_scan(2, 301, 256, 16, 2, allopt, cfgs=cfgs)
-    check_scan(1, 1000, 64, 16, 1, {"init": False}, cfgs=cfgs)
-    check_scan(1, 200, 96, 16, 3, allopt, cfgs=[(4, 16, 3, 8, 2), (4, 0, 1, 0, 2)])
+    # Warp-split kernel (selective_scan_ws.cuh): w < 0 forces it with -w sub-chunks a warp.
+    ws = [(4, 0, -2, 8), (4, 0, -2, 12), (4, 0, -4, 8), (4, 0, -4, 12), (4, 0, -8, 8), (4, 0, -8, 12)]
+    check_scan(2, 301, 256, 16, 2, allopt, cfgs=cfgs + ws)
+    check_scan(1, 1000, 64, 16, 1, {"init": False}, cfgs=cfgs + ws)
+    check_scan(1, 200, 96, 16, 3, allopt, cfgs=[(4, 16, 3, 8, 2), (4, 0, 1, 0, 2)] + ws)
+    for (B, L) in [(2, 1), (3, 7), (1, 95), (2, 97)]:
+        check_scan(B, L, 24, 16, 1, allopt, cfgs=[None] + ws)
+    for opts in [none, {"z": False}, {"D": False}, {"bias": False}, {"softplus": False},
+                 {"init": False}, {"final": False}]:
+        check_scan(2, 300, 136, 16, 1, opts, cfgs=[(4, 0, -4, 8), (4, 0, -8, 12)])
     check_scan(2, 99, 64, 8, 1, allopt, cfgs=[(2, 0, 1, 0), (2, 0, 3, 12), (2, 0, 8, 12)])
     check_scan(2, 99, 64, 4, 2, allopt, cfgs=[(1, 0, 1, 0), (1, 0, 5, 12)], dnames=("f32",))
     check_scan(1, 99, 64, 32, 1, allopt, cfgs=[(8, 0, 1, 0), (8, 0, 4, 8)])
     # The benchmark shapes' own configurations.
-    check_scan(1, 2048, 5120, 16, 1, allopt, dnames=("f16", "f32", "bf16"))
-    check_scan(1, 2048, 1536, 16, 1, allopt, dnames=("f16",))
+    check_scan(1, 2048, 5120, 16, 1, allopt, dnames=("f16", "f32", "bf16"), cfgs=(None, (4, 0, -4, 8), (4, 0, -8, 8)))
+    check_scan(1, 2048, 1536, 16, 1, allopt, dnames=("f16",), cfgs=(None, (4, 0, -8, 8)))
     check_scan(2, 512, 5120, 16, 1, allopt, dnames=("f16",))
     log(f"  scan grid: {time.time() - t0:.1f} s")
     # CausalConv1d.
@@ -374,10 +381,11 @@ def bench():
     anchors = [("f16", 1, 1536, 2048, 67), ("f16", 1, 5120, 2048, 202), ("f16", 8, 5120, 2048, 1431),
                ("f16", 64, 1536, 2048, 3400), ("f16", 1, 5120, 8192, 882), ("f32", 1, 5120, 2048, 392)]
     sweeps = {
-        (1, 5120): [(4, 40, 3, 12, 1), (8, 40, 2, 16), (4, 48, 4, 12, 2)],
-        (1, 1536): [(4, 16, 8, 12, 1), (8, 16, 4, 16), (4, 16, 8, 8, 2)],
-        (8, 5120): [(4, 32, 1, 0, 1), (4, 64, 1, 0, 2)],
-        (64, 1536): [(4, 32, 1, 0, 1), (4, 64, 1, 0, 2)],
+        (1, 5120): [(4, 40, 3, 12, 1), (4, 0, -2, 8), (4, 0, -2, 12), (4, 0, -4, 8), (4, 0, -4, 12),
+                    (4, 0, -8, 8), (4, 0, -8, 12)],
+        (1, 1536): [(4, 16, 8, 12, 1), (4, 0, -2, 8), (4, 0, -4, 8), (4, 0, -4, 12), (4, 0, -8, 8), (4, 0, -8, 12)],
+        (8, 5120): [(4, 64, 1, 0, 2), (4, 0, -4, 8), (4, 0, -8, 8)],
+        (64, 1536): [(4, 64, 1, 0, 2), (4, 0, -4, 8)],
     }
     N = 16
     for dname, B, D, L, anchor in anchors:
