@@ -172,9 +172,13 @@ impl Lowerer<'_> {
         }
     }
 
+    /// RMSNorm of the float32 stream, weight included, then cast to `T`. Keeping the weight in
+    /// float32 too means ORT's fusion of the pattern (SimplifiedLayerNormalization) sees one
+    /// type: its CUDA kernel has no float32-input, bfloat16-weight variant.
     fn rms_norm(&mut self, prefix: &str, x: ValueRef) -> ValueRef {
-        let w = self.weight(&format!("{prefix}.weight"), &[self.cfg.hidden_size], self.t(), ConstTransform::AsStored);
-        self.op(prefix.to_string(), Op::RmsNorm { eps: self.cfg.layer_norm_epsilon }, &[x, w])
+        let w = self.weight(&format!("{prefix}.weight"), &[self.cfg.hidden_size], self.stream(), ConstTransform::AsStored);
+        let normed = self.op(prefix.to_string(), Op::RmsNorm { eps: self.cfg.layer_norm_epsilon }, &[x, w]);
+        self.cast(format!("{prefix}.to_t"), normed, self.stream(), self.t())
     }
 
     fn layer(&mut self, i: usize, residual: ValueRef) -> ValueRef {

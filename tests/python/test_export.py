@@ -147,6 +147,13 @@ def test_bfloat16_export_types(tmp_path):
     assert [inits[scan.input[k]].data_type for k in (2, 5, 7)] == [onnx.TensorProto.FLOAT] * 3
     assert inits["backbone.layers.0.mixer.in_proj.weight.T"].data_type == onnx.TensorProto.BFLOAT16
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
+    # RMSNorm stays float32 up to and including its weight (one type for ORT's fused
+    # SimplifiedLayerNormalization, which has no mixed float32/bfloat16 CUDA kernel).
+    for name in ["backbone.norm_f.weight", "backbone.layers.0.norm.weight"]:
+        assert inits[name].data_type == onnx.TensorProto.FLOAT, name
+    mul = next(n for n in model.graph.node if n.name == "backbone.norm_f")
+    cast = next(n for n in model.graph.node if mul.output[0] in n.input)
+    assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.BFLOAT16
     # Values survive the conversion: bfloat16 of the float32 checkpoint, bit for bit.
     from safetensors.numpy import load_file
 
