@@ -51,6 +51,19 @@ impl Kernel for CausalConv1d {
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
+        let p = &self.params(ctx)?;
+        let tasks = ffi::causal_conv1d_cpu_tasks(p);
+        parallel_for(ctx, tasks, Self::OP, &|i| ffi::causal_conv1d_cpu_run(p, i).map_err(|e| e.what().to_string()))
+    }
+}
+
+impl CausalConv1d {
+    /// Checks the inputs, allocates the outputs and fills the kernel ABI (shared by the CPU and
+    /// the CUDA kernels).
+    ///
+    /// # Safety
+    /// `ctx` is the live kernel context of the current compute call.
+    pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::CausalConv1dParams, OpError> {
         let op = Self::OP;
         let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
         let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
@@ -62,9 +75,6 @@ impl Kernel for CausalConv1d {
         p.initial_state = inputs[3].addr;
         p.y = output(ctx, 0, &[p.batch, p.seqlen, p.dim], op)?;
         p.final_state = output(ctx, 1, &[p.batch, p.dim, p.width - 1], op)?;
-
-        let p = &p;
-        let tasks = ffi::causal_conv1d_cpu_tasks(p);
-        parallel_for(ctx, tasks, op, &|i| ffi::causal_conv1d_cpu_run(p, i).map_err(|e| e.what().to_string()))
+        Ok(p)
     }
 }

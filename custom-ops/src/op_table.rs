@@ -32,6 +32,8 @@ pub trait Kernel: Sized + Send + Sync + 'static {
     /// The same, for messages.
     const OP: &'static str;
     const INPUTS: usize;
+    /// The execution provider the kernel runs on; empty for the CPU EP.
+    const EP: &'static CStr = c"";
     /// The output element types given T (outputs past index 0 are optional).
     fn output_types(t: Elem) -> &'static [Elem];
 
@@ -73,7 +75,7 @@ pub const fn op_def<K: Kernel>(t: Elem) -> OpDef {
             version: API_VERSION,
             CreateKernel: None,
             GetName: Some(get_name::<K>),
-            GetExecutionProviderType: Some(get_ep),
+            GetExecutionProviderType: Some(get_ep::<K>),
             GetInputType: Some(get_input_type),
             GetInputTypeCount: Some(get_input_count::<K>),
             GetOutputType: Some(get_output_type::<K>),
@@ -105,9 +107,13 @@ unsafe extern "system" fn get_name<K: Kernel>(_op: *const OrtCustomOp) -> *const
     K::NAME.as_ptr()
 }
 
-/// Null: the CPU execution provider.
-unsafe extern "system" fn get_ep(_op: *const OrtCustomOp) -> *const c_char {
-    ptr::null()
+/// Null means the CPU execution provider.
+unsafe extern "system" fn get_ep<K: Kernel>(_op: *const OrtCustomOp) -> *const c_char {
+    if K::EP.is_empty() {
+        ptr::null()
+    } else {
+        K::EP.as_ptr()
+    }
 }
 
 unsafe extern "system" fn get_input_type(op: *const OrtCustomOp, index: usize) -> Elem {

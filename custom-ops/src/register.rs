@@ -66,7 +66,7 @@ unsafe fn register(options: *mut OrtSessionOptions) -> Result<(), OpError> {
         check((api.CustomOpDomain_Add)(domain, def.as_ort()), op, "CustomOpDomain_Add")?;
     }
     #[cfg(feature = "cuda")]
-    for def in crate::cuda::ops() {
+    for def in &crate::cuda::OPS {
         check((api.CustomOpDomain_Add)(domain, def.as_ort()), op, "CustomOpDomain_Add")?;
     }
     // The domain must outlive every session made from `options`, which we cannot see end, so it

@@ -50,6 +50,19 @@ impl Kernel for SelectiveScan {
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
+        let p = &self.params(ctx)?;
+        let tasks = ffi::selective_scan_cpu_tasks(p);
+        parallel_for(ctx, tasks, Self::OP, &|i| ffi::selective_scan_cpu_run(p, i).map_err(|e| e.what().to_string()))
+    }
+}
+
+impl SelectiveScan {
+    /// Checks the inputs, allocates the outputs and fills the kernel ABI: everything but the run,
+    /// shared by the CPU and the CUDA kernels.
+    ///
+    /// # Safety
+    /// `ctx` is the live kernel context of the current compute call.
+    pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::SelectiveScanParams, OpError> {
         let op = Self::OP;
         let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
         let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
@@ -66,9 +79,6 @@ impl Kernel for SelectiveScan {
         p.initial_state = inputs[8].addr;
         p.y = output(ctx, 0, &[p.batch, p.seqlen, p.dim], op)?;
         p.final_state = output(ctx, 1, &[p.batch, p.dim, p.dstate], op)?;
-
-        let p = &p;
-        let tasks = ffi::selective_scan_cpu_tasks(p);
-        parallel_for(ctx, tasks, op, &|i| ffi::selective_scan_cpu_run(p, i).map_err(|e| e.what().to_string()))
+        Ok(p)
     }
 }
