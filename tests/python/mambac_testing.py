@@ -20,6 +20,16 @@ def ops_lib() -> Path:
     return Path(os.environ.get("MAMBAC_OPS_LIB", ROOT / "target" / "release" / "libmambac_ops.so"))
 
 
+def model_session(model, threads=2):
+    """A stock onnxruntime CPU session of an exported model with libmambac_ops.so registered."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ops_lib()))
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+
+
 def mambac(*args, check=True):
     """Runs the mambac CLI; returns the CompletedProcess (text mode)."""
     return subprocess.run([str(mambac_bin()), *map(str, args)], capture_output=True, text=True, check=check)

@@ -10,14 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, ops_lib, worst_rel
+from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, ops_lib, worst_rel, model_session
 
 
-def session(model):
-    so = ort.SessionOptions()
-    so.register_custom_ops_library(str(ops_lib()))
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+session = model_session
 
 
 @pytest.fixture(scope="module")

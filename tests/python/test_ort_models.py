@@ -8,14 +8,10 @@ import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, ops_lib, worst_rel
+from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, ops_lib, worst_rel, model_session
 
 
-def session(model, threads=2):
-    so = ort.SessionOptions()
-    so.register_custom_ops_library(str(ops_lib()))
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+session = model_session
 
 
 @pytest.fixture(scope="module")
