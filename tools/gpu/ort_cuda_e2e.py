@@ -768,6 +768,38 @@ def part_d(R, big, args):
     log(f"  [D] profile: {nodes / 15:.0f} nodes a step; host ms a step by op: "
         + ", ".join(f"{k} {v:.2f}" for k, v in out["host_ms_by_op_b1"].items()))
     del sess
+    # GPU time per kernel (CUPTI through torch.profiler sees every kernel of the process: ORT's,
+    # cuBLAS's and ours), so the step's device time can be told from its launch overhead.
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        sess = make()
+        ins, a, b, ids, logits, lt, types = buffers(sess, 1)
+        io = bind(sess, ins, a, b, ids, logits, lt, types)
+        for _ in range(5):
+            sess.run_with_iobinding(io)
+        torch.cuda.synchronize()
+        steps = 10
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                sess.run_with_iobinding(io)
+            torch.cuda.synchronize()
+        kernels = {}
+        for ev in prof.key_averages():
+            t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+            if t:
+                kernels[ev.key] = (t / 1e3 / steps, ev.count / steps)
+        gpu_ms = sum(v[0] for v in kernels.values())
+        out["gpu_ms_b1"] = gpu_ms
+        top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:12]
+        out["gpu_top_kernels_b1"] = {k[:90]: [round(v[0], 3), v[1]] for k, v in top}
+        log(f"  [D] GPU time of a batch-1 step (CUPTI): {gpu_ms:.2f} ms in {sum(v[1] for v in kernels.values()):.0f} kernels")
+        for k, (ms, n) in top:
+            log(f"      {ms:7.3f} ms  x{n:5.0f}  {k[:100]}")
+        del sess
+    except Exception as e:  # noqa: BLE001
+        out["gpu_profile_error"] = str(e)[:600]
+        log(f"  [D] GPU profile: {e}")
     try:
         sess = make(graph=True)
         for batch in (1, 8):
@@ -913,7 +945,7 @@ def main():
         log(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
         subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,memory.used,utilization.gpu", "--format=csv"])
     big = None
-    if "c" in args.parts:
+    if "c" in args.parts or "d" in args.parts:
         big = BigModel(R, args.big_preset, "float16")
         big.start()
     if "a" in args.parts:
@@ -924,7 +956,7 @@ def main():
         log("\n== B. stateful model with device states; mambac generate / bench ==")
         guarded("B", part_b_stateful, R)
         guarded("B", part_b_binary, R)
-    if big is not None:
+    if big is not None and "c" in args.parts:
         log("\n== C. 2.8b shape: mambac bench vs HF fallback ==")
         guarded("C", part_c, R, big, args)
     if big is not None and "d" in args.parts and args.ep == "cuda":
