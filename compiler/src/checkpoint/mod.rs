@@ -137,16 +137,7 @@ impl Checkpoint {
             name: name.to_string(),
             path: self.weights_source.clone(),
         })?;
-        let dtype = match &raw.dtype {
-            StoredDType::Known(d) => *d,
-            StoredDType::Other(s) => {
-                return Err(CheckpointError::UnsupportedDtype {
-                    name: name.to_string(),
-                    path: raw.file.clone(),
-                    dtype: s.clone(),
-                })
-            }
-        };
+        let dtype = known_dtype(name, raw)?;
         if raw.shape != expected {
             return Err(CheckpointError::ShapeMismatch {
                 name: name.to_string(),
@@ -193,16 +184,7 @@ impl Checkpoint {
                 })
             }
         };
-        let dtype = match &raw.dtype {
-            StoredDType::Known(d) => *d,
-            StoredDType::Other(s) => {
-                return Err(CheckpointError::UnsupportedDtype {
-                    name: name.to_string(),
-                    path: raw.file.clone(),
-                    dtype: s.clone(),
-                })
-            }
-        };
+        let dtype = known_dtype(name, raw)?;
         Ok(TensorView {
             name: name.to_string(),
             dtype,
@@ -244,5 +226,15 @@ impl Checkpoint {
         let mut v: Vec<String> = self.store.tensors.keys().cloned().collect();
         v.sort();
         v
+    }
+}
+
+/// The stored dtype of a tensor the model needs: one mambac reads, else an error naming it.
+fn known_dtype(name: &str, raw: &RawTensor) -> Result<DType, CheckpointError> {
+    match &raw.dtype {
+        StoredDType::Known(d) => Ok(*d),
+        StoredDType::Other(s) => {
+            Err(CheckpointError::UnsupportedDtype { name: name.to_string(), path: raw.file.clone(), dtype: s.clone() })
+        }
     }
 }
