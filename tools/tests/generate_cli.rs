@@ -278,3 +278,25 @@ fn bench_reports_a_table_and_json() {
         assert!(0.0 < lo && lo <= mid && mid <= hi, "{phase}: {t}");
     }
 }
+
+/// `--stop-id`: a sequence ends right after producing the id (kept as its last token); the other
+/// sequences of the batch go on, and each equals its unstopped run cut at its first stop id.
+#[test]
+fn stop_id_ends_each_sequence_at_its_first_occurrence() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("untied.onnx");
+    export(&untied(dir.path()), &model, true);
+    let model = model.to_str().unwrap();
+    let prompts = format!("{};{};{}", joined(PROMPTS[0]), joined(PROMPTS[1]), joined(PROMPTS[2]));
+    let full = json_ids(&ok(&["generate", model, "--prompt-ids", &prompts, "--max-new-tokens", "12", "--json"]));
+    let full: Vec<Vec<i64>> = full.as_array().expect("a list per prompt").iter().map(ids_of).collect();
+    // The third token of prompt 0: it stops prompt 0 early; the others stop wherever it occurs.
+    let stop = full[0][2];
+    let stopped = json_ids(&ok(&["generate", model, "--prompt-ids", &prompts, "--max-new-tokens", "12", "--json", "--stop-id", &stop.to_string()]));
+    let stopped: Vec<Vec<i64>> = stopped.as_array().expect("a list per prompt").iter().map(ids_of).collect();
+    for (j, ids) in full.iter().enumerate() {
+        let cut = ids.iter().position(|&t| t == stop).map_or(ids.len(), |k| k + 1);
+        assert_eq!(stopped[j], ids[..cut].to_vec(), "prompt {j}");
+    }
+    assert!(stopped[0].len() <= 3);
+}

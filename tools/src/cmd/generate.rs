@@ -29,6 +29,9 @@ pub struct Args {
     /// Tokens to generate per prompt.
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
+    /// Stop a sequence after it produces this id (e.g. the tokenizer's EOS; repeatable).
+    #[arg(long)]
+    pub stop_id: Vec<i64>,
     /// Always take the most likely token (the default unless a sampling option is given).
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     pub greedy: bool,
@@ -126,7 +129,13 @@ pub fn main(a: Args) -> Result<()> {
     } else {
         parse_prompt_ids(&a.prompt_ids)?
     };
-    let opts = GenerateOptions { max_new_tokens: a.max_new_tokens, sampling: a.sampling(), seed: a.seed, prefill_chunk: a.prefill_chunk };
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        sampling: a.sampling(),
+        seed: a.seed,
+        prefill_chunk: a.prefill_chunk,
+        stop_ids: a.stop_id.clone(),
+    };
     if a.prefill_chunk == Some(0) {
         bail!("--prefill-chunk must be at least 1");
     }

@@ -57,6 +57,9 @@ pub struct GenerateOptions {
     /// Feed a prompt in pieces of at most this many tokens (bounds the logits a step returns,
     /// which the graph computes for every position). None: the whole prompt in one step.
     pub prefill_chunk: Option<usize>,
+    /// A sequence ends after producing one of these ids (kept as its last token), e.g. EOS;
+    /// the others go on.
+    pub stop_ids: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,11 +108,13 @@ pub fn generate(
 
     // Prefill: each prompt alone, exact states; its first new token comes from its own logits.
     let mut per_prompt_states: Vec<Vec<HostTensor>> = Vec::with_capacity(prompts.len());
+    let mut done = vec![false; prompts.len()];
     let started = Instant::now();
     for (j, p) in prompts.iter().enumerate() {
         let logits = prefill(sess, p, opts.prefill_chunk)?;
         let t = samplers[j].sample(&logits)? as i64;
         out.ids[j].push(t);
+        done[j] = opts.stop_ids.contains(&t);
         out.prefill_tokens += p.len();
         if prompts.len() > 1 {
             per_prompt_states.push(sess.states_to_host()?);
@@ -124,17 +129,25 @@ pub fn generate(
         sess.set_states(&stack_batch(&per_prompt_states)?)?;
     }
 
-    // Decode: the whole batch, one token per sequence per step.
+    // Decode: the whole batch, one token per sequence per step. A finished sequence stays in
+    // the batch (its rows are computed and ignored) so the states keep their layout.
     let started = Instant::now();
     for _ in 1..opts.max_new_tokens {
+        if done.iter().all(|&d| d) {
+            break;
+        }
         let ids: Vec<i64> = out.ids.iter().map(|s| *s.last().expect("one token per prompt after prefill")).collect();
         let logits = sess.step(&ids, 1, Keep::Last)?;
         for (j, sampler) in samplers.iter_mut().enumerate() {
+            if done[j] {
+                continue;
+            }
             let t = sampler.sample(logits.last(j))? as i64;
             out.ids[j].push(t);
+            done[j] = opts.stop_ids.contains(&t);
+            out.decode_tokens += 1;
             on_token(j, t)?;
         }
-        out.decode_tokens += prompts.len();
     }
     out.decode_time = started.elapsed();
     Ok(out)
