@@ -23,6 +23,28 @@ namespace MAMBAC_ISA {
 //   h_t  = exp(dt_t * A[d, :]) * h_{t-1} + dt_t * B_t[g, :] * u_t
 //   y_t  = <C_t[g, :], h_t> + D[d] * u_t,   then  y_t *= silu(z_t)
 
+// The scan's buffers as typed pointers: T for the sequence tensors, float32 for A, D,
+// delta_bias and the states (DESIGN.md). Null where an optional input or output is absent.
+template <class T>
+struct ScanBuffers {
+  const T *u, *delta, *B, *C, *z;
+  T* y;
+  const float *A, *D, *delta_bias, *h0;
+  float* h_out;
+  explicit ScanBuffers(const SelectiveScanParams& p)
+      : u(reinterpret_cast<const T*>(p.u)),
+        delta(reinterpret_cast<const T*>(p.delta)),
+        B(reinterpret_cast<const T*>(p.b)),
+        C(reinterpret_cast<const T*>(p.c)),
+        z(reinterpret_cast<const T*>(p.z)),
+        y(reinterpret_cast<T*>(p.y)),
+        A(reinterpret_cast<const float*>(p.a)),
+        D(reinterpret_cast<const float*>(p.d)),
+        delta_bias(reinterpret_cast<const float*>(p.delta_bias)),
+        h0(reinterpret_cast<const float*>(p.initial_state)),
+        h_out(reinterpret_cast<float*>(p.final_state)) {}
+};
+
 struct ScanBlock {
   size_t b, g, d0;  // batch row, group, first channel
   int nd;           // channels in this block (VW but at a group's tail)
@@ -96,17 +118,7 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
   constexpr bool kF32 = std::is_same<E, F32>::value;
   const size_t N = p.dstate, L = p.seqlen, dim = p.dim, G = p.ngroups;
   const int nd = blk.nd;
-  const T* u = reinterpret_cast<const T*>(p.u);
-  const T* delta = reinterpret_cast<const T*>(p.delta);
-  const T* B = reinterpret_cast<const T*>(p.b);
-  const T* C = reinterpret_cast<const T*>(p.c);
-  const T* z = reinterpret_cast<const T*>(p.z);
-  T* y = reinterpret_cast<T*>(p.y);
-  const float* A = reinterpret_cast<const float*>(p.a);
-  const float* D = reinterpret_cast<const float*>(p.d);
-  const float* delta_bias = reinterpret_cast<const float*>(p.delta_bias);
-  const float* h0 = reinterpret_cast<const float*>(p.initial_state);
-  float* h_out = reinterpret_cast<float*>(p.final_state);
+  const auto [u, delta, B, C, z, y, A, D, delta_bias, h0, h_out] = ScanBuffers<T>(p);
 
   // One allocation per task: A * log2(e) and the state per channel lane (2N vectors), the three
   // step buffers, and B/C as float32 for one chunk when T is not float32.
@@ -213,17 +225,7 @@ template <class E>
 static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d_begin, size_t d_end) {
   using T = typename E::T;
   const size_t N = p.dstate, L = p.seqlen, dim = p.dim, G = p.ngroups, dpg = dim / G;
-  const T* u = reinterpret_cast<const T*>(p.u);
-  const T* delta = reinterpret_cast<const T*>(p.delta);
-  const T* B = reinterpret_cast<const T*>(p.b);
-  const T* C = reinterpret_cast<const T*>(p.c);
-  const T* z = reinterpret_cast<const T*>(p.z);
-  T* y = reinterpret_cast<T*>(p.y);
-  const float* A = reinterpret_cast<const float*>(p.a);
-  const float* D = reinterpret_cast<const float*>(p.d);
-  const float* delta_bias = reinterpret_cast<const float*>(p.delta_bias);
-  const float* h0 = reinterpret_cast<const float*>(p.initial_state);
-  float* h_out = reinterpret_cast<float*>(p.final_state);
+  const auto [u, delta, B, C, z, y, A, D, delta_bias, h0, h_out] = ScanBuffers<T>(p);
   const size_t nd = d_end - d_begin;
 
   // Per (step, channel) terms, vectorised across the block's channels first: the softplus and
