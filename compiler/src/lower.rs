@@ -123,7 +123,7 @@ impl Lowerer<'_> {
     /// `x @ W^T (+ b)` for a `torch.nn.Linear` stored as `weight [out, in]`.
     fn linear(&mut self, prefix: &str, x: ValueRef, d_in: usize, d_out: usize, bias: bool) -> ValueRef {
         let w = self.weight(&format!("{prefix}.weight"), &[d_in, d_out], self.t(), ConstTransform::Transpose2d);
-        let y = self.op(format!("{prefix}"), Op::MatMul, &[x, w]);
+        let y = self.op(prefix.to_string(), Op::MatMul, &[x, w]);
         if !bias {
             return y;
         }

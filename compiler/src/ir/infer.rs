@@ -202,7 +202,7 @@ fn infer_causal_conv1d(
     }
     if let Some(b) = bias {
         expect_elem("bias", b, x.elem, "same as 'x'")?;
-        expect_shape("bias", b, &[dim.clone()])?;
+        expect_shape("bias", b, std::slice::from_ref(&dim))?;
     }
     let state_dims = vec![batch, dim, Dim::Known(width - 1)];
     if let Some(s) = state {
@@ -252,7 +252,7 @@ fn infer_selective_scan<'a>(
     // Optional inputs in slot order, as the C++ check does (tests/shape_agreement.rs).
     let vector_f32 = |name: &str, v: &ValueType| -> Result<(), InferError> {
         expect_elem(name, v, Elem::F32, "always float32")?;
-        expect_shape(name, v, &[dim.clone()])
+        expect_shape(name, v, std::slice::from_ref(&dim))
     };
     if let Some(v) = get(Scan::D) {
         vector_f32("D", v)?;

@@ -144,11 +144,6 @@ impl Graph {
         self.g.node_count()
     }
 
-    /// The graph inputs, in creation order.
-    pub fn inputs(&self) -> Vec<NodeId> {
-        self.node_ids().into_iter().filter(|&n| matches!(self.op(n), Op::Input { .. })).collect()
-    }
-
     /// The value feeding `slot` of `node`, if any.
     pub fn input(&self, node: NodeId, slot: usize) -> Option<ValueRef> {
         self.g
