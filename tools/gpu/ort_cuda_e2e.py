@@ -526,26 +526,33 @@ def last_json(stdout):
 
 
 def part_b_binary(R):
+    """The binary's generate and bench. On the CUDA EP both run twice: with one-token steps
+    replayed as CUDA graphs (the default there) and with --no-cuda-graph; the ids must equal the
+    CPU EP's either way."""
     expect = json.loads((R.bundle / "cpu_expect.json").read_text())
     model = R.bundle / "tiny-stateful.onnx"
     ep = R.ep
     arg = ";".join(",".join(map(str, p)) for p in PROMPTS)
-    r = R.mambac_run("generate", model, "--prompt-ids", arg, "--max-new-tokens", GEN_TOKENS, "--greedy", "--json", "--ep", ep)
-    got = last_json(r.stdout)["ids"]
-    record("B", f"mambac generate --ep {ep} --greedy, 2 prompts (batched decode)", got == expect["batched"], f"ids {got} vs CPU {expect['batched']}")
-    r = R.mambac_run("generate", model, "--prompt-ids", ",".join(map(str, PROMPTS[0])), "--max-new-tokens", GEN_TOKENS,
-                     "--greedy", "--json", "--prefill-chunk", 3, "--ep", ep)
-    got = last_json(r.stdout)["ids"]
-    record("B", f"mambac generate --ep {ep} --greedy, one prompt in chunks of 3", got == expect["single"], f"ids {got} vs CPU {expect['single']}")
-    r = R.mambac_run("generate", model, "--prompt-ids", arg, "--max-new-tokens", 24, *SAMPLED, "--json", "--ep", ep)
-    got = last_json(r.stdout)["ids"]
-    record("B", f"mambac generate --ep {ep} {' '.join(SAMPLED)}, 2 prompts", got == expect["sampled"], f"ids {got} vs CPU {expect['sampled']}")
-    for batch in (1, 8):
-        r = R.mambac_run("bench", model, "--ep", ep, "--batch", batch, "--prompt-len", 64, "--decode-tokens", 32,
-                         "--warmup", 1, "--reps", 3, "--json")
-        j = last_json(r.stdout)
-        RESULTS["timings"][f"tiny bench batch {batch}"] = j
-        record("B", f"mambac bench --ep {ep} (tiny, batch {batch})", True, json.dumps(j)[:300])
+    modes = [[], ["--no-cuda-graph"]] if ep == "cuda" else [[]]
+    for mode in modes:
+        tag = f"--ep {ep}" + (" --no-cuda-graph" if mode else "")
+        r = R.mambac_run("generate", model, "--prompt-ids", arg, "--max-new-tokens", GEN_TOKENS, "--greedy", "--json", "--ep", ep, *mode)
+        got = last_json(r.stdout)["ids"]
+        record("B", f"mambac generate {tag} --greedy, 2 prompts (batched decode)", got == expect["batched"], f"ids {got} vs CPU {expect['batched']}")
+        r = R.mambac_run("generate", model, "--prompt-ids", ",".join(map(str, PROMPTS[0])), "--max-new-tokens", GEN_TOKENS,
+                         "--greedy", "--json", "--prefill-chunk", 3, "--ep", ep, *mode)
+        got = last_json(r.stdout)["ids"]
+        record("B", f"mambac generate {tag} --greedy, one prompt in chunks of 3", got == expect["single"], f"ids {got} vs CPU {expect['single']}")
+        r = R.mambac_run("generate", model, "--prompt-ids", arg, "--max-new-tokens", 24, *SAMPLED, "--json", "--ep", ep, *mode)
+        got = last_json(r.stdout)["ids"]
+        record("B", f"mambac generate {tag} {' '.join(SAMPLED)}, 2 prompts", got == expect["sampled"], f"ids {got} vs CPU {expect['sampled']}")
+        for batch in (1, 8):
+            r = R.mambac_run("bench", model, "--ep", ep, "--batch", batch, "--prompt-len", 64, "--decode-tokens", 32,
+                             "--warmup", 1, "--reps", 3, "--json", *mode)
+            j = last_json(r.stdout)
+            RESULTS["timings"][f"tiny bench batch {batch}{' no graph' if mode else ''}"] = j
+            want_graph = ep == "cuda" and not mode
+            record("B", f"mambac bench {tag} (tiny, batch {batch}): CUDA graph {want_graph}", j.get("cuda_graph") == want_graph, json.dumps(j)[:300])
 
 
 # ---------------------------------------------------------------- C. 2.8b shape
@@ -660,11 +667,18 @@ def part_c(R, big, args):
     RESULTS["timings"]["make 2.8b"] = big.times
     ours = {}
     RESULTS["timings"]["mambac"] = ours
+    nograph = {}
+    RESULTS["timings"]["mambac_no_cuda_graph"] = nograph
     for batch, plen in [(1, args.prefill_len), (8, 16)]:
         r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", plen, "--decode-tokens",
                          args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json")
         ours[batch] = last_json(r.stdout)
         log(f"  bench batch {batch}: {json.dumps(ours[batch])}")
+        if R.ep == "cuda":  # the same without graph replay: what the graphs buy
+            r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
+                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--no-cuda-graph")
+            nograph[batch] = last_json(r.stdout)
+            log(f"  bench batch {batch} --no-cuda-graph: {json.dumps(nograph[batch])}")
     record("C", f"mambac bench --ep {R.ep} on the {args.big_preset} float16 export", True, "")
     if not args.skip_hf:
         reps = args.hf_reps if time.time() - T_START < args.hf_deadline else 1
@@ -867,6 +881,12 @@ def summary(args):
         log(f"| prefill {args.prefill_len} tokens, batch 1 | {fmt(p_ours, 'tok/s', p_ms)} | {fmt(hp, 'tok/s')} | {ratio(p_ours, hp)} | >= 100x |")
         log(f"| decode, batch 1 | {fmt(d1, 'tok/s', d1ms)} | {fmt(hd, 'tok/s')} | {ratio(d1, hd)} | >= 20x |")
         log(f"| decode, batch 8 | {fmt(d8, 'tok/s', d8ms)} | — | {ratio(d8, hd)} (vs HF batch 1) | — |")
+        ng = t.get("mambac_no_cuda_graph", {})
+        for b in (1, 8):
+            v, ms = pick(ng, b, "decode", "tokens_per_s", "median"), pick(ng, b, "decode", "ms", "median")
+            if v:
+                log(f"| decode, batch {b}, --no-cuda-graph | {fmt(v, 'tok/s', ms)} | — | {ratio(v, hd) if b == 1 else '—'} | — |")
+        log(f"(mambac decode with CUDA graphs: {pick(ours, 1, 'cuda_graph')})")
     d = t.get("decode_breakdown")
     if d:
         log(f"\ndecode step ({args.big_preset}), ids/states/logits on the device, Python IoBinding:")

@@ -113,6 +113,36 @@ pub struct SessionOptions {
 }
 
 pub fn open_session(model: &Path, opts: &SessionOptions) -> Result<Session> {
+    open_session_with(model, opts, false)
+}
+
+/// A session for `generate` / `bench`: on the CUDA EP with graph capture on unless `--no-cuda-graph`
+/// (ORT then captures one-token decode steps as CUDA graphs and replays them, which removes the
+/// per-node launch cost). Returns whether capture is on: a model ORT cannot capture (a node
+/// outside the CUDA EP) is opened again without it, with a warning.
+pub fn open_generation_session(model: &Path, opts: &SessionOptions, graph: &GraphOptions) -> Result<(Session, bool)> {
+    if opts.ep != Ep::Cuda || graph.no_cuda_graph {
+        return Ok((open_session_with(model, opts, false)?, false));
+    }
+    match open_session_with(model, opts, true) {
+        Ok(s) => Ok((s, true)),
+        Err(e) => {
+            eprintln!("warning: CUDA graph capture is off for {}: {e:#}", model.display());
+            Ok((open_session_with(model, opts, false)?, false))
+        }
+    }
+}
+
+/// CUDA-graph choice of the commands that decode (`generate`, `bench`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GraphOptions {
+    /// On --ep cuda, run every decode step through ORT's normal path instead of replaying a
+    /// captured CUDA graph.
+    #[arg(long)]
+    pub no_cuda_graph: bool,
+}
+
+fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool) -> Result<Session> {
     let env = init_ort()?;
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
@@ -124,7 +154,7 @@ pub fn open_session(model: &Path, opts: &SessionOptions) -> Result<Session> {
     }
     if opts.ep == Ep::Cuda {
         use ort::ep::ExecutionProvider;
-        let cuda = ort::ep::CUDA::default();
+        let cuda = ort::ep::CUDA::default().with_cuda_graph(cuda_graph);
         if !ort::ep::CUDA::is_available().unwrap_or(false) {
             bail!("the CUDA execution provider is not available in {} (install onnxruntime-gpu)", find_ort_library()?.display());
         }

@@ -272,6 +272,10 @@ fn bench_reports_a_table_and_json() {
     assert_eq!(j["layers"], 2);
     assert_eq!(j["prefill"]["tokens"], 48.0);
     assert_eq!(j["decode"]["tokens"], 15.0);
+    // CUDA graphs are a CUDA EP matter: the CPU EP never captures, with or without the flag.
+    assert_eq!(j["cuda_graph"], false);
+    let j: serde_json::Value = serde_json::from_str(ok(&[&args[..], &["--json", "--no-cuda-graph"]].concat()).trim()).unwrap();
+    assert_eq!(j["cuda_graph"], false);
     for phase in ["prefill", "decode"] {
         let t = &j[phase]["tokens_per_s"];
         let (lo, mid, hi) = (t["min"].as_f64().unwrap(), t["median"].as_f64().unwrap(), t["max"].as_f64().unwrap());

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::generation::batch::{generate, parse_prompt_ids, GenerateOptions, Generated};
 use crate::generation::sampler::Sampling;
 use crate::generation::session_state::StatefulSession;
-use crate::runtime::{open_session, SessionOptions};
+use crate::runtime::{open_generation_session, GraphOptions, SessionOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,6 +56,8 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub session: SessionOptions,
+    #[command(flatten)]
+    pub graph: GraphOptions,
 }
 
 impl Args {
@@ -139,8 +141,8 @@ pub fn main(a: Args) -> Result<()> {
     if a.prefill_chunk == Some(0) {
         bail!("--prefill-chunk must be at least 1");
     }
-    let session = open_session(&a.model, &a.session)?;
-    let mut sess = StatefulSession::new(session, a.session.ep).with_context(|| format!("{} cannot generate", a.model.display()))?;
+    let (session, cuda_graph) = open_generation_session(&a.model, &a.session, &a.graph)?;
+    let mut sess = StatefulSession::new(session, a.session.ep, cuda_graph).with_context(|| format!("{} cannot generate", a.model.display()))?;
     let mut text = match tokenizer {
         Some(t) => Some(TextStream::new(t, &prompts)?),
         None => None,

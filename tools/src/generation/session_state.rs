@@ -14,7 +14,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use half::{bf16, f16};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::{IoBinding, Session};
+use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementType};
 use safetensors::Dtype;
 
@@ -53,6 +53,33 @@ impl Logits {
     }
 }
 
+/// The two state buffer sets of one batch size, made once by the session's allocator: each step
+/// reads one and writes the other. Keeping them for the session's life (rather than allocating a
+/// spare per step) gives every buffer a fixed address, which a captured CUDA graph needs.
+struct StateSets {
+    batch: usize,
+    sets: [Vec<DynTensor>; 2],
+    /// Decode steps replayed as CUDA graphs (CUDA EP with graph capture on).
+    graph: Option<GraphIo>,
+}
+
+/// The rest of a captured decode step's fixed addresses: the token ids and the logits live in
+/// device buffers of their own, copied in and out around each replay; graph `first_id + s` is the
+/// step that reads set `s`.
+struct GraphIo {
+    ids: Tensor<i64>,
+    logits: DynTensor,
+    runs: [RunOptions; 2],
+}
+
+/// Where the states the next step reads are.
+enum Current {
+    /// Given by the caller (zeros for new sequences, or stacked prefills), in host memory.
+    Host(Vec<DynTensor>),
+    /// Set `s` of [`StateSets`].
+    Set(usize),
+}
+
 pub struct StatefulSession {
     session: Session,
     pub sig: ModelSignature,
@@ -61,17 +88,22 @@ pub struct StatefulSession {
     state_alloc: Allocator,
     /// Where the logits are copied to: the host.
     host_mem: MemoryInfo<'static>,
+    /// The session was created with CUDA graph capture: one-token steps are captured once per
+    /// direction of the ping-pong and replayed; every other step runs with `skip_graph`.
+    cuda_graph: bool,
+    skip_graph: Option<RunOptions>,
+    /// Graph ids in use so far (each new [`StateSets`] takes two fresh ones: ORT keeps a captured
+    /// graph per id, and a graph is only valid for the buffers it was captured with).
+    next_graph_id: u32,
     batch: usize,
-    /// The states the next step reads, in `sig.states` order.
-    current: Vec<DynTensor>,
-    /// Whether `current` was made by `state_alloc` (not from host data), so it can take outputs.
-    current_is_ours: bool,
-    /// Buffers shaped like `current`, made by `state_alloc`: the next step writes into them.
-    spare: Option<Vec<DynTensor>>,
+    current: Current,
+    state_sets: Option<StateSets>,
 }
 
 impl StatefulSession {
-    pub fn new(session: Session, ep: Ep) -> Result<StatefulSession> {
+    /// `cuda_graph`: the session was opened with the CUDA EP's graph capture on
+    /// ([`crate::runtime::open_session`] says whether it could).
+    pub fn new(session: Session, ep: Ep, cuda_graph: bool) -> Result<StatefulSession> {
         let sig = ModelSignature::of_session(&session)?;
         let binding = session.create_binding().map_err(|e| anyhow!("cannot create an IoBinding: {e}"))?;
         let state_alloc = match ep {
@@ -84,7 +116,21 @@ impl StatefulSession {
         };
         let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
             .map_err(|e| anyhow!("CPU memory info: {e}"))?;
-        let mut s = StatefulSession { session, sig, binding, state_alloc, host_mem, batch: 0, current: vec![], current_is_ours: false, spare: None };
+        let cuda_graph = cuda_graph && ep == Ep::Cuda;
+        let skip_graph = if cuda_graph { Some(graph_run_options(-1)?) } else { None };
+        let mut s = StatefulSession {
+            session,
+            sig,
+            binding,
+            state_alloc,
+            host_mem,
+            cuda_graph,
+            skip_graph,
+            next_graph_id: 1,
+            batch: 0,
+            current: Current::Host(vec![]),
+            state_sets: None,
+        };
         s.reset(1)?;
         Ok(s)
     }
@@ -126,13 +172,16 @@ impl StatefulSession {
             let v = t.to_ort(&spec.input)?;
             current.push(v.downcast::<DynTensorValueType>().map_err(|e| anyhow!("state '{}': {e}", spec.input))?);
         }
-        if batch != self.batch {
-            self.spare = None;
-        }
         self.batch = batch;
-        self.current = current;
-        self.current_is_ours = false;
+        self.current = Current::Host(current);
         Ok(())
+    }
+
+    fn current_states(&self) -> &[DynTensor] {
+        match &self.current {
+            Current::Host(v) => v,
+            Current::Set(s) => &self.state_sets.as_ref().expect("Current::Set implies state sets").sets[*s],
+        }
     }
 
     /// The current states on the host, in `sig.states` order.
@@ -140,7 +189,7 @@ impl StatefulSession {
         self.sig
             .states
             .iter()
-            .zip(&self.current)
+            .zip(self.current_states())
             .map(|(spec, v)| {
                 if v.memory_info().is_cpu_accessible() {
                     host_of(&spec.input, v)
@@ -152,6 +201,43 @@ impl StatefulSession {
             .collect()
     }
 
+    /// The state buffer sets for the current batch size, made on first use (and again when the
+    /// batch size changes).
+    fn ensure_state_sets(&mut self) -> Result<()> {
+        let batch = self.batch;
+        if self.state_sets.as_ref().is_some_and(|s| s.batch == batch) {
+            return Ok(());
+        }
+        if matches!(self.current, Current::Set(_)) {
+            // The states live in the sets about to be replaced: set_states always comes first
+            // when the batch size changes, so this does not happen.
+            bail!("internal error: the batch size changed while the states were in the session's buffers");
+        }
+        let make_set = |alloc: &Allocator| -> Result<Vec<DynTensor>> {
+            self.sig
+                .states
+                .iter()
+                .map(|s| DynTensor::new(alloc, s.ty, s.shape(batch)).map_err(|e| anyhow!("allocating state '{}': {e}", s.output)))
+                .collect()
+        };
+        let sets = [make_set(&self.state_alloc)?, make_set(&self.state_alloc)?];
+        let graph = if self.cuda_graph {
+            let vocab = self.sig.vocab.context("CUDA graphs need the logits' vocabulary size in the model's signature")?;
+            let first = self.next_graph_id;
+            self.next_graph_id += 2;
+            Some(GraphIo {
+                ids: Tensor::<i64>::new(&self.state_alloc, [batch, 1]).map_err(|e| anyhow!("allocating the device token ids: {e}"))?,
+                logits: DynTensor::new(&self.state_alloc, self.sig.logits_ty, [batch, 1, vocab])
+                    .map_err(|e| anyhow!("allocating the device logits: {e}"))?,
+                runs: [graph_run_options(first as i64)?, graph_run_options(first as i64 + 1)?],
+            })
+        } else {
+            None
+        };
+        self.state_sets = Some(StateSets { batch, sets, graph });
+        Ok(())
+    }
+
     /// Runs `len` tokens of each of the `batch` sequences (`ids` row-major `[batch, len]`) from the
     /// current states, keeps the updated states, and returns the logits asked for.
     pub fn step(&mut self, ids: &[i64], len: usize, keep: Keep) -> Result<Logits> {
@@ -159,42 +245,64 @@ impl StatefulSession {
         if len == 0 || ids.len() != batch * len {
             bail!("a step needs batch {batch} × len {len} token ids, got {}", ids.len());
         }
+        self.ensure_state_sets()?;
         let ids_t = Tensor::from_array(([batch, len], ids.to_vec())).map_err(|e| anyhow!("input_ids: {e}"))?;
-        let mut outputs = match self.spare.take() {
-            Some(s) => s,
-            None => self
-                .sig
-                .states
-                .iter()
-                .map(|s| DynTensor::new(&self.state_alloc, s.ty, s.shape(batch)).map_err(|e| anyhow!("allocating state '{}': {e}", s.output)))
-                .collect::<Result<Vec<_>>>()?,
+        let (read, write) = match self.current {
+            Current::Set(s) => (Some(s), 1 - s),
+            Current::Host(_) => (None, 0),
         };
+        // A one-token step from the session's own buffers has the fixed shape and addresses a
+        // captured graph replays; a prompt (any length) or states just given from the host run
+        // as ordinary steps.
+        let replay = read.filter(|_| len == 1 && self.cuda_graph);
+
         let bind_err = |name: &str, e: ort::Error| anyhow!("binding '{name}': {e}");
-        self.binding.bind_input("input_ids", &ids_t).map_err(|e| bind_err("input_ids", e))?;
-        for (spec, v) in self.sig.states.iter().zip(&self.current) {
-            self.binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
-        }
-        for (spec, v) in self.sig.states.iter().zip(outputs.iter_mut()) {
+        let sets = self.state_sets.as_mut().expect("made above");
+        for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
             self.binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
         }
-        // Bound afresh every step: ORT reuses an output it filled before, and the logits' shape
-        // changes between a prefill and a decode step.
-        self.binding.bind_output_to_device("logits", &self.host_mem).map_err(|e| bind_err("logits", e))?;
-        let logits = {
-            let outs = self.session.run_binding(&self.binding).map_err(|e| anyhow!("running the model: {e}"))?;
+        let inputs: &[DynTensor] = match (&self.current, read) {
+            (Current::Host(v), _) => v,
+            (Current::Set(_), Some(s)) => &sets.sets[s],
+            (Current::Set(_), None) => unreachable!(),
+        };
+        for (spec, v) in self.sig.states.iter().zip(inputs) {
+            self.binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
+        }
+        let logits = if let Some(s) = replay {
+            let g = sets.graph.as_mut().expect("graph buffers exist when cuda_graph is on");
+            ids_t.copy_into(&mut g.ids).map_err(|e| anyhow!("copying the token ids to the device: {e}"))?;
+            self.binding.bind_input("input_ids", &g.ids).map_err(|e| bind_err("input_ids", e))?;
+            self.binding.bind_output("logits", &mut g.logits).map_err(|e| bind_err("logits", e))?;
+            self.session.run_binding_with_options(&self.binding, &g.runs[s]).map_err(|e| anyhow!("running the model (CUDA graph): {e}"))?;
+            let host = g.logits.to(AllocationDevice::CPU, 0).map_err(|e| anyhow!("copying the logits to the host: {e}"))?;
+            extract_logits(&host.into_dyn(), self.sig.logits_ty, keep)?
+        } else {
+            self.binding.bind_input("input_ids", &ids_t).map_err(|e| bind_err("input_ids", e))?;
+            // Bound afresh every step: ORT reuses an output it filled before, and the logits'
+            // shape changes between a prefill and a decode step.
+            self.binding.bind_output_to_device("logits", &self.host_mem).map_err(|e| bind_err("logits", e))?;
+            let outs = match &self.skip_graph {
+                Some(ro) => self.session.run_binding_with_options(&self.binding, ro),
+                None => self.session.run_binding(&self.binding),
+            }
+            .map_err(|e| anyhow!("running the model: {e}"))?;
             let v = outs.get("logits").context("the model returned no 'logits'")?;
             extract_logits(v, self.sig.logits_ty, keep)?
         };
-        let previous = std::mem::replace(&mut self.current, outputs);
-        if self.current_is_ours {
-            self.spare = Some(previous);
-        }
-        self.current_is_ours = true;
+        self.current = Current::Set(write);
         if logits.batch != batch {
             bail!("the model returned logits for batch {}, expected {batch}", logits.batch);
         }
         Ok(logits)
     }
+}
+
+/// Run options naming the CUDA graph a run captures or replays (`-1`: neither).
+fn graph_run_options(id: i64) -> Result<RunOptions> {
+    let mut ro = RunOptions::new().map_err(|e| anyhow!("run options: {e}"))?;
+    ro.set("gpu_graph_id", id.to_string()).map_err(|e| anyhow!("run option gpu_graph_id: {e}"))?;
+    Ok(ro)
 }
 
 fn extract_logits(v: &DynValue, ty: TensorElementType, keep: Keep) -> Result<Logits> {

@@ -56,7 +56,7 @@ fn export(fixture: &str, dir: &Path) -> PathBuf {
 fn session(model: &Path) -> StatefulSession {
     let lib = ops_lib();
     let s = open_session(model, &SessionOptions { ops_lib: Some(lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
-    StatefulSession::new(s, Ep::Cpu).expect("stateful model")
+    StatefulSession::new(s, Ep::Cpu, false).expect("stateful model")
 }
 
 /// input_ids [2, 37] and logits [2, 37, 1024] of the Hugging Face float64 run.
