@@ -31,6 +31,15 @@ int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream)
     return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream));
 }
 
+// Same, with the fast kernel's split forced (channels and steps a thread; 0 = default).
+int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* stream, int v, int lt) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    mambac::cuda::ConvConfig cfg;
+    cfg.v = v;
+    cfg.lt = lt;
+    return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream), cfg);
+}
+
 const char* mambac_cuda_error_string(int err) noexcept {
     return cudaGetErrorString(static_cast<cudaError_t>(err));
 }

@@ -11,8 +11,16 @@ struct CausalConv1dParams;
 
 namespace mambac::cuda {
 
+// Work split of the fast kernel, for benchmarks: channels (v) and steps (lt) a thread; 0 = the
+// default (4 channels, 16 steps).
+struct ConvConfig {
+    int v = 0;
+    int lt = 0;
+};
+
 // Queues y (and final_state when given) for `p` on `stream`; returns cudaSuccess, the argument
-// check's cudaErrorInvalidValue (width 0), or the launch error.
-cudaError_t causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream);
+// check's cudaErrorInvalidValue (width 0, or a forced split the shape cannot take), or the launch
+// error.
+cudaError_t causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream, const ConvConfig& cfg = {});
 
 }  // namespace mambac::cuda

@@ -22,7 +22,7 @@ struct ConvArgs {
     bool silu;
 };
 
-constexpr int kConvLT = 16;  // steps per thread
+constexpr int kConvLT = 16;  // steps per thread (default; ConvConfig overrides it)
 
 // V elements of T as one load: 8 bytes (4 x 16-bit) or 16 bytes (4 x float).
 template <int BYTES> struct RawOf;
@@ -33,9 +33,8 @@ template <typename T, int V> union VecN {
     T e[V];
 };
 
-template <typename T, int K, int V>
+template <typename T, int K, int V, int LT>
 __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
-    constexpr int LT = kConvLT;
     constexpr int R = LT + K - 1;  // rows held
     const int L = a.seqlen, D = a.dim;
     const int col = blockIdx.x * blockDim.x + threadIdx.x;  // vector column
@@ -51,6 +50,7 @@ __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
 
     // Inputs x[t0 - K + 1 .. t0 + LT - 1] of channels d .. d + V - 1.
     using Raw = typename std::conditional<V == 1, T, typename RawOf<sizeof(T) * (V == 1 ? 4 : V)>::type>::type;
+    static_assert(V == 1 || sizeof(T) * V == sizeof(Raw), "a vector of V channels is one 8- or 16-byte access");
     Raw raw[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -183,15 +183,39 @@ __global__ void causal_conv1d_final_state_kernel(const ConvArgs a) {
     }
 }
 
-template <typename T, int K, int V>
+template <typename T, int K, int V, int LT>
 cudaError_t launch_conv_fast(const ConvArgs& a, cudaStream_t stream) {
     const int cols = a.dim / V;
-    const int chunks = (a.seqlen + kConvLT - 1) / kConvLT;
+    const int chunks = (a.seqlen + LT - 1) / LT;
     const long long gy = static_cast<long long>(a.batch) * chunks;
     if (gy > 65535) return cudaErrorNotSupported;  // caller falls back to the generic kernel
     dim3 grid((cols + 127) / 128, static_cast<unsigned>(gy));
-    causal_conv1d_kernel<T, K, V><<<grid, 128, 0, stream>>>(a);
+    causal_conv1d_kernel<T, K, V, LT><<<grid, 128, 0, stream>>>(a);
     return cudaGetLastError();
+}
+
+// The (channels, steps) a thread of the fast kernel takes: the default (4, kConvLT), or what
+// ConvConfig forces (the harness's sweep). Shapes or pointers that do not allow V-channel vectors
+// take one channel a thread.
+template <typename T, int K>
+cudaError_t launch_conv_vec(const ConvArgs& a, cudaStream_t stream, const ConvConfig& cfg) {
+    const int v = cfg.v > 0 ? cfg.v : 4;
+    const int lt = cfg.lt > 0 ? cfg.lt : kConvLT;
+    const unsigned align = sizeof(T) * v - 1;
+    const bool vec = v > 1 && a.dim % v == 0 && (reinterpret_cast<uintptr_t>(a.x) & align) == 0 &&
+                     (reinterpret_cast<uintptr_t>(a.y) & align) == 0;
+    if (!vec) {
+        if (cfg.v > 1) return cudaErrorInvalidValue;  // a forced vector width the shape cannot take
+        return launch_conv_fast<T, K, 1, kConvLT>(a, stream);
+    }
+    if (v == 4 && lt == 16) return launch_conv_fast<T, K, 4, 16>(a, stream);
+    if (v == 4 && lt == 8) return launch_conv_fast<T, K, 4, 8>(a, stream);
+    if (v == 4 && lt == 32) return launch_conv_fast<T, K, 4, 32>(a, stream);
+    if constexpr (sizeof(T) == 2) {
+        if (v == 8 && lt == 8) return launch_conv_fast<T, K, 8, 8>(a, stream);
+        if (v == 8 && lt == 16) return launch_conv_fast<T, K, 8, 16>(a, stream);
+    }
+    return cudaErrorInvalidValue;
 }
 
 inline unsigned grid_for(size_t total, unsigned threads) {
@@ -200,7 +224,7 @@ inline unsigned grid_for(size_t total, unsigned threads) {
 }
 
 template <typename T>
-cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream) {
+cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream, const ConvConfig& cfg) {
     if (p.width == 0) return cudaErrorInvalidValue;
     if (p.batch == 0 || p.dim == 0) return cudaSuccess;
     if (p.seqlen > 0x7fffffffull || p.dim > 0x7fffffffull || p.width > 0x7fffffffull)
@@ -223,15 +247,11 @@ cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream) 
     if (a.seqlen > 0) {
         // Four channels a thread (8- or 16-byte accesses): small enough a register window that
         // enough threads stay resident to keep DRAM busy at batch 1.
-        constexpr int V = 4;
-        constexpr unsigned kAlign = sizeof(T) * V - 1;
-        const bool vec = a.dim % V == 0 && (reinterpret_cast<uintptr_t>(a.x) & kAlign) == 0 &&
-                         (reinterpret_cast<uintptr_t>(a.y) & kAlign) == 0;
         cudaError_t e = cudaErrorNotSupported;
         switch (a.width) {
-            case 2: e = vec ? launch_conv_fast<T, 2, V>(a, stream) : launch_conv_fast<T, 2, 1>(a, stream); break;
-            case 3: e = vec ? launch_conv_fast<T, 3, V>(a, stream) : launch_conv_fast<T, 3, 1>(a, stream); break;
-            case 4: e = vec ? launch_conv_fast<T, 4, V>(a, stream) : launch_conv_fast<T, 4, 1>(a, stream); break;
+            case 2: e = launch_conv_vec<T, 2>(a, stream, cfg); break;
+            case 3: e = launch_conv_vec<T, 3>(a, stream, cfg); break;
+            case 4: e = launch_conv_vec<T, 4>(a, stream, cfg); break;
             default: break;
         }
         if (e == cudaSuccess) return e;
@@ -253,5 +273,5 @@ cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream) 
 
 #define MAMBAC_INSTANTIATE_CONV(T)                                                              \
     namespace mambac::cuda::detail {                                                            \
-    template cudaError_t launch_conv_typed<T>(const CausalConv1dParams&, cudaStream_t);         \
+    template cudaError_t launch_conv_typed<T>(const CausalConv1dParams&, cudaStream_t, const ConvConfig&); \
     }

@@ -61,6 +61,13 @@ lib = ctypes.CDLL(LIB_PATH)
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p]
 lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p] + [ctypes.c_int] * 5
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p]
+lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+CONV_CFGS = [(4, 8), (4, 32), (8, 8), (8, 16)]  # (channels, steps) a thread besides the default (4, 16); 8 only 16-bit
+
+
+def run_conv(p, cfg=None):
+    return lib.mambac_cuda_causal_conv1d(ctypes.byref(p), stream()) if cfg is None else \
+        lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *cfg)
 lib.mambac_cuda_error_string.restype = ctypes.c_char_p
 layout = (sz * 8)()
 lib.mambac_cuda_abi_layout(layout)
@@ -262,17 +269,19 @@ def conv_params(x, y, fs, code, silu):
                     y=ptr(y), final_state=ptr(fs))
 
 
-def check_conv(B, L, D, K, opts, dnames=("f32", "f16", "bf16"), seed=1):
+def check_conv(B, L, D, K, opts, dnames=("f32", "f16", "bf16"), seed=1, cfg=None):
     silu = opts.get("silu", True)
     want_final = opts.get("final", True)
     for dname in dnames:
+        if cfg is not None and cfg[0] == 8 and dname == "f32":
+            continue  # 8 float32 channels would be a 32-byte access: not a variant
         dt, code = DTYPES[dname]
         x = conv_inputs(B, L, D, K, dt, opts, seed)
         ry, rf = conv_ref(x, silu)
         y = torch.full((B, L, D), float("nan"), dtype=dt, device=dev)
         fs = torch.full((B, D, K - 1), float("nan"), dtype=dt, device=dev) if want_final else None
-        name = f"B{B} L{L} D{D} K{K} {''.join(k[0] for k, v in opts.items() if not v) or 'all'}"
-        rc = lib.mambac_cuda_causal_conv1d(ctypes.byref(conv_params(x, y, fs, code, silu)), stream())
+        name = f"B{B} L{L} D{D} K{K} {''.join(k[0] for k, v in opts.items() if not v) or 'all'}" + (f" cfg {cfg}" if cfg else "")
+        rc = run_conv(conv_params(x, y, fs, code, silu), cfg)
         if rc != 0:
             record("CausalConv1d", dname, name, False, float("nan"))
             log("     ", lib.mambac_cuda_error_string(rc).decode())
@@ -333,6 +342,12 @@ def conformance():
                  {"bias": False, "init": False, "final": False, "silu": False}]:
         check_conv(2, 100, 64, 4, opts)
         check_conv(2, 37, 13, 4, opts, dnames=("f16",))
+    # Every forced split: seqlen not a multiple of the steps, shorter than the width, initial
+    # state on and off, each width, the benchmark shape.
+    for cfg in CONV_CFGS:
+        for (B, L, D, K, opts) in [(2, 300, 128, 4, {}), (1, 3, 64, 4, {}), (3, 33, 40, 4, {"init": False}),
+                                   (1, 50, 64, 3, {}), (1, 50, 64, 2, {"bias": False}), (1, 2048, 5120, 4, {})]:
+            check_conv(B, L, D, K, opts, cfg=cfg)
     log("  worst error per op and dtype (max|out - ref| / max|ref|):")
     for (op, d), e in sorted(WORST.items()):
         log(f"    {op:14s} {d:5s} {e:.3g}")
@@ -459,16 +474,18 @@ def bench():
             y = torch.empty(B, L, D, dtype=dt, device=dev)
             sets.append((x, y, conv_params(x, y, None, code, True)))
         k = [0]
-
-        def cf():
-            p = sets[k[0] & 1][2]
-            k[0] += 1
-            check_rc(lib.mambac_cuda_causal_conv1d(ctypes.byref(p), stream()), "conv")
-
-        us = time_us(cf, per_batch=50)
         nbytes = 2 * B * L * D * (torch.finfo(dt).bits // 8)
-        bw = nbytes / (us * 1e-6)
-        conv_rows.append((f"CausalConv1d {dname} B={B} D={D} L={L} K=4", us, bw))
+        for cfg in [None] + [c for c in CONV_CFGS if dname != "f32" or c[0] != 8]:
+            def cf():
+                p = sets[k[0] & 1][2]
+                k[0] += 1
+                check_rc(run_conv(p, cfg), "conv")
+
+            us = time_us(cf, per_batch=50)
+            bw = nbytes / (us * 1e-6)
+            log(f"  conv {dname} B{B} D{D} L{L} {'auto' if cfg is None else str(cfg):10s} {us:7.1f} us  {bw / 1e12:.2f} TB/s")
+            if cfg is None:
+                conv_rows.append((f"CausalConv1d {dname} B={B} D={D} L={L} K=4", us, bw))
         del sets
 
     log("")
