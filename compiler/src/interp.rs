@@ -168,6 +168,24 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             *shape.last_mut().expect("rank >= 1") = n;
             vec![Tensor64 { shape, data }]
         }
+        Op::MatMulNBits(cfg) => {
+            // The weight the file holds, read back as MatMulNBits does (x then in float64).
+            let (a, values, scales) = (x(0), x(1), x(2));
+            let packed: Vec<u8> = values.data.iter().map(|&v| v as u8).collect();
+            let w = cfg.quant.dequantize(&packed, &scales.data, cfg.n, cfg.k);
+            let (k, n) = (cfg.k, cfg.n);
+            let rows = a.data.len() / k;
+            let mut data = vec![0.0; rows * n];
+            for r in 0..rows {
+                let xr = &a.data[r * k..(r + 1) * k];
+                for (j, o) in data[r * n..(r + 1) * n].iter_mut().enumerate() {
+                    *o = xr.iter().zip(&w[j * k..(j + 1) * k]).map(|(p, q)| p * q).sum();
+                }
+            }
+            let mut shape = a.shape.clone();
+            *shape.last_mut().expect("rank >= 1") = n;
+            vec![Tensor64 { shape, data }]
+        }
         Op::Add => vec![broadcast(x(0), x(1), |a, b| a + b)],
         Op::Mul => vec![broadcast(x(0), x(1), |a, b| a * b)],
         Op::Silu => vec![map(x(0), reference::silu)],

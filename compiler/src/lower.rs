@@ -15,8 +15,8 @@
 
 use crate::checkpoint::{Checkpoint, MambaConfig};
 use crate::ir::{
-    CausalConv1dConfig, ConstSource, ConstTensor, ConstTransform, Dim, Elem, Graph, NodeId, Op,
-    SelectiveScanConfig, ValueRef, ValueType,
+    BlockQuant, CausalConv1dConfig, ConstSource, ConstTensor, ConstTransform, Dim, Elem, Graph, MatMulNBitsConfig,
+    NodeId, Op, SelectiveScanConfig, ValueRef, ValueType,
 };
 
 /// What the lowered graph looks like.
@@ -28,6 +28,17 @@ pub struct LowerOptions {
     pub stateful: bool,
     /// Which positions get logits.
     pub logits: LogitsOutput,
+    /// Linear layers (in/x/dt/out_proj, lm_head) as block-quantized `MatMulNBits`; None = `MatMul`
+    /// with weights in `dtype`.
+    pub quant: Option<WeightQuant>,
+}
+
+/// `--quantize`: how the linear layers' weights are stored and multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightQuant {
+    pub quant: BlockQuant,
+    /// ORT's `accuracy_level` (see [`MatMulNBitsConfig`]).
+    pub accuracy_level: i64,
 }
 
 /// Logits for every position (scoring, the default) or the last one only (generation: the
@@ -41,7 +52,7 @@ pub enum LogitsOutput {
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { dtype: Elem::F32, stateful: false, logits: LogitsOutput::All }
+        LowerOptions { dtype: Elem::F32, stateful: false, logits: LogitsOutput::All, quant: None }
     }
 }
 
@@ -97,6 +108,8 @@ impl Lowerer<'_> {
     fn weight(&mut self, tensor: &str, shape: &[usize], elem: Elem, transform: ConstTransform) -> ValueRef {
         let name = match transform {
             ConstTransform::Transpose2d => format!("{tensor}.T"),
+            ConstTransform::QuantValues(q) => format!("{tensor}.q{}", q.bits),
+            ConstTransform::QuantScales(_) => format!("{tensor}.scales"),
             _ => tensor.to_string(),
         };
         let c = ConstTensor {
@@ -122,13 +135,31 @@ impl Lowerer<'_> {
 
     /// `x @ W^T (+ b)` for a `torch.nn.Linear` stored as `weight [out, in]`.
     fn linear(&mut self, prefix: &str, x: ValueRef, d_in: usize, d_out: usize, bias: bool) -> ValueRef {
-        let w = self.weight(&format!("{prefix}.weight"), &[d_in, d_out], self.t(), ConstTransform::Transpose2d);
-        let y = self.op(prefix.to_string(), Op::MatMul, &[x, w]);
+        let y = self.matmul_weight(prefix.to_string(), x, &format!("{prefix}.weight"), d_in, d_out);
         if !bias {
             return y;
         }
         let b = self.weight(&format!("{prefix}.bias"), &[d_out], self.t(), ConstTransform::AsStored);
         self.op(format!("{prefix}.add_bias"), Op::Add, &[y, b])
+    }
+
+    /// `x @ W^T` with W the checkpoint tensor `tensor` `[d_out, d_in]`: a `MatMul` with W^T
+    /// stored `[d_in, d_out]`, or under `--quantize` a `MatMulNBits` reading W's blocks.
+    fn matmul_weight(&mut self, name: String, x: ValueRef, tensor: &str, d_in: usize, d_out: usize) -> ValueRef {
+        match self.opts.quant {
+            None => {
+                let w = self.weight(tensor, &[d_in, d_out], self.t(), ConstTransform::Transpose2d);
+                self.op(name, Op::MatMul, &[x, w])
+            }
+            Some(wq) => {
+                let q = wq.quant;
+                let blocks = q.blocks(d_in);
+                let values = self.weight(tensor, &[d_out, blocks, q.blob_bytes()], Elem::U8, ConstTransform::QuantValues(q));
+                let scales = self.weight(tensor, &[d_out * blocks], self.t(), ConstTransform::QuantScales(q));
+                let cfg = MatMulNBitsConfig { k: d_in, n: d_out, quant: q, accuracy_level: wq.accuracy_level };
+                self.op(name, Op::MatMulNBits(cfg), &[x, values, scales])
+            }
+        }
     }
 
     fn input(&mut self, name: String, ty: ValueType) -> ValueRef {
@@ -143,18 +174,24 @@ impl Lowerer<'_> {
         let ids = self.input(names::INPUT_IDS.into(), ValueType::new(Elem::I64, vec![batch, seqlen]));
 
         let emb_name = "backbone.embeddings.weight";
-        let (embedded, lm_head_w) = if cfg.tie_word_embeddings {
+        let lm_head_tensor = if cfg.tie_word_embeddings { emb_name } else { "lm_head.weight" };
+        let (embedded, lm_head_w) = if self.opts.quant.is_some() {
+            // The lm_head reads its own quantized copy of its weight; the lookup keeps E [V, H]
+            // in `T` (one row a token is read, so its size costs no bandwidth).
+            let e = self.weight(emb_name, &[v, h], self.t(), ConstTransform::AsStored);
+            (self.op("embeddings".into(), Op::Gather { axis: 0 }, &[e, ids]), None)
+        } else if cfg.tie_word_embeddings {
             // One initializer for both uses: E^T [H, V] serves lm_head's MatMul directly, and
             // the embedding lookup gathers its columns (axis 1) then moves H last.
             let et = self.weight(emb_name, &[h, v], self.t(), ConstTransform::Transpose2d);
             let cols = self.op("embeddings".into(), Op::Gather { axis: 1 }, &[et, ids]);
             let e = self.op("embeddings.to_token_major".into(), Op::Transpose { perm: vec![1, 2, 0] }, &[cols]);
-            (e, et)
+            (e, Some(et))
         } else {
             let e = self.weight(emb_name, &[v, h], self.t(), ConstTransform::AsStored);
             let x = self.op("embeddings".into(), Op::Gather { axis: 0 }, &[e, ids]);
             let w = self.weight("lm_head.weight", &[h, v], self.t(), ConstTransform::Transpose2d);
-            (x, w)
+            (x, Some(w))
         };
         let mut hidden = self.cast("embeddings.to_stream".into(), embedded, self.t(), self.stream());
         for i in 0..cfg.num_hidden_layers {
@@ -165,7 +202,10 @@ impl Lowerer<'_> {
             hidden = self.op("last_position".into(), Op::LastPosition, &[hidden]);
         }
         let normed = self.rms_norm("backbone.norm_f", hidden);
-        let logits = self.op("lm_head".into(), Op::MatMul, &[normed, lm_head_w]);
+        let logits = match lm_head_w {
+            Some(w) => self.op("lm_head".into(), Op::MatMul, &[normed, w]),
+            None => self.matmul_weight("lm_head".into(), normed, lm_head_tensor, h, v),
+        };
         self.g.add_output(names::LOGITS, logits);
         for (name, v) in std::mem::take(&mut self.state_outputs) {
             self.g.add_output(name, v);

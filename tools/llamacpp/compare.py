@@ -71,6 +71,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gguf", default=str(LLAMA / "130m-f32.gguf"))
     ap.add_argument("--model", default="/tmp/130m-last.onnx", help="mambac export --stateful --logits last of the same checkpoint")
+    ap.add_argument("--int8-model", default="/tmp/130m-int8-last.onnx",
+                    help="mambac export --quantize int8 of the same checkpoint, run beside llama.cpp's q8_0 GGUF (skipped if absent)")
+    ap.add_argument("--q8-gguf", default=str(LLAMA / "130m-q8_0.gguf"))
     ap.add_argument("--json", help="write every round's figures here")
     a = ap.parse_args()
     rounds = []
@@ -80,6 +83,9 @@ def main():
         r = {"load_before": float(load)}
         r["llama_model"] = llama_model(a.gguf, a.threads)
         r["mambac_model"] = mambac_model(a.model, a.threads)
+        if Path(a.int8_model).is_file() and Path(a.q8_gguf).is_file():
+            r["llama_q8_0"] = llama_model(a.q8_gguf, a.threads)
+            r["mambac_int8"] = mambac_model(a.int8_model, a.threads)
         r["llama_scan_ms"] = llama_scan(a.threads)
         r["mambac_scan_ms"] = mambac_scan(a.threads)
         r["seconds"] = time.time() - t0
@@ -87,6 +93,7 @@ def main():
         print(f"round {k + 1} (load before {load}, {r['seconds']:.0f} s): "
               f"prefill {r['mambac_model']['prefill']:.1f} vs {r['llama_model']['prefill']:.1f} tok/s, "
               f"decode {r['mambac_model']['decode']:.1f} vs {r['llama_model']['decode']:.1f} tok/s, "
+              + (f"int8 decode {r['mambac_int8']['decode']:.1f} vs q8_0 {r['llama_q8_0']['decode']:.1f} tok/s, " if "mambac_int8" in r else "")
               + ", ".join(f"scan dim {d} {r['mambac_scan_ms'][d]:.1f} vs {r['llama_scan_ms'][d]:.1f} ms" for d in sorted(r["mambac_scan_ms"])),
               flush=True)
     med = statistics.median
@@ -98,6 +105,12 @@ def main():
         l = med(r["llama_model"][phase] for r in rounds)
         ratios = [r["mambac_model"][phase] / r["llama_model"][phase] for r in rounds]
         print(f"| 130m f32 {phase} (tok/s) | {m:.1f} | {l:.1f} | {med(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}) |")
+    if "mambac_int8" in rounds[0]:
+        for phase in ("prefill", "decode"):
+            m = med(r["mambac_int8"][phase] for r in rounds)
+            l = med(r["llama_q8_0"][phase] for r in rounds)
+            ratios = [r["mambac_int8"][phase] / r["llama_q8_0"][phase] for r in rounds]
+            print(f"| 130m int8 (mambac --quantize int8) vs q8_0 {phase} (tok/s) | {m:.1f} | {l:.1f} | {med(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}) |")
     for d in sorted(rounds[0]["mambac_scan_ms"]):
         m = med(r["mambac_scan_ms"][d] for r in rounds)
         l = med(r["llama_scan_ms"][d] for r in rounds)

@@ -16,6 +16,8 @@ use crate::ir::{encode_f64, Op, ValidatedGraph, ValueRef};
 
 pub const OPSET: i64 = 18;
 pub const CUSTOM_DOMAIN: &str = "mambac";
+/// ONNX Runtime's contrib domain (`MatMulNBits` of quantized exports).
+pub const MS_DOMAIN: &str = "com.microsoft";
 const IR_VERSION: i64 = 8;
 /// Protobuf cannot serialise a message over 2 GiB; stay clear of it.
 const INLINE_LIMIT: u64 = 1_900_000_000;
@@ -138,7 +140,9 @@ pub fn emit_onnx(
     model.ir_version = IR_VERSION;
     model.producer_name = "mambac".into();
     model.producer_version = env!("CARGO_PKG_VERSION").into();
-    for (domain, version) in [("", OPSET), (CUSTOM_DOMAIN, 1)] {
+    let quantized = vg.order.iter().any(|&id| matches!(g.op(id), Op::MatMulNBits(_)));
+    let domains: &[(&str, i64)] = if quantized { &[("", OPSET), (CUSTOM_DOMAIN, 1), (MS_DOMAIN, 1)] } else { &[("", OPSET), (CUSTOM_DOMAIN, 1)] };
+    for &(domain, version) in domains {
         let mut op = OperatorSetIdProto::new();
         op.domain = domain.into();
         op.version = version;
@@ -209,6 +213,16 @@ impl Emitter<'_, '_> {
             Op::RmsNorm { eps } => self.rms_norm(&name, id, req(0), req(1), out, *eps),
             Op::Cast { to } => self.push("Cast", "", &name, vec![req(0)], outs, vec![attr_int("to", super::proto::data_type(*to) as i64)]),
             Op::MatMul => self.push("MatMul", "", &name, vec![req(0), req(1)], outs, vec![]),
+            Op::MatMulNBits(cfg) => {
+                let attrs = vec![
+                    attr_int("K", cfg.k as i64),
+                    attr_int("N", cfg.n as i64),
+                    attr_int("bits", cfg.quant.bits as i64),
+                    attr_int("block_size", cfg.quant.block as i64),
+                    attr_int("accuracy_level", cfg.accuracy_level),
+                ];
+                self.push("MatMulNBits", MS_DOMAIN, &name, vec![req(0), req(1), req(2)], outs, attrs)
+            }
             Op::Add => self.push("Add", "", &name, vec![req(0), req(1)], outs, vec![]),
             Op::Mul => self.push("Mul", "", &name, vec![req(0), req(1)], outs, vec![]),
             Op::Softplus => self.push("Softplus", "", &name, vec![req(0)], outs, vec![]),

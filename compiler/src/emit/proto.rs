@@ -12,6 +12,7 @@ use crate::ir::{Dim, Elem, ValueType};
 pub fn data_type(elem: Elem) -> i32 {
     match elem {
         Elem::F32 => 1,
+        Elem::U8 => 2,
         Elem::I64 => 7,
         Elem::F16 => 10,
         Elem::BF16 => 16,

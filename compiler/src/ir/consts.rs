@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use super::quant::BlockQuant;
 use super::types::Elem;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 
@@ -17,6 +18,10 @@ pub enum ConstTransform {
     Transpose2d,
     /// Same data with another shape (e.g. the conv weight `[I, 1, K]` read as `[I, K]`).
     Reshape,
+    /// A `[N, K]` weight as `MatMulNBits`' packed values `[N, blocks, bytes]` (uint8).
+    QuantValues(BlockQuant),
+    /// The same weight's per-block scales `[N * blocks]`.
+    QuantScales(BlockQuant),
 }
 
 /// An elementwise function folded into a constant (`A = -exp(A_log)` becomes `[Exp, Neg]`).
@@ -63,6 +68,14 @@ impl ConstTensor {
     pub fn values_f64(&self, ckpt: &Checkpoint) -> Result<Vec<f64>, CheckpointError> {
         match &self.source {
             ConstSource::Computed(v) => Ok(v.as_ref().clone()),
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q), .. } => {
+                let view = ckpt.tensor(tensor)?;
+                Ok(quantize(&view.to_f32(), &view.shape, *q).0.into_iter().map(f64::from).collect())
+            }
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), .. } => {
+                let view = ckpt.tensor(tensor)?;
+                Ok(quantize(&view.to_f32(), &view.shape, *q).1.into_iter().map(f64::from).collect())
+            }
             ConstSource::Checkpoint { tensor, transform, map } => {
                 let view = ckpt.tensor(tensor)?;
                 let mut values = apply_transform(view.to_f64(), &view.shape, *transform);
@@ -80,6 +93,14 @@ impl ConstTensor {
             ConstSource::Computed(v) => Ok(encode_f64(v, self.elem)),
             ConstSource::Checkpoint { map, .. } if !map.is_empty() => {
                 Ok(encode_f64(&self.values_f64(ckpt)?, self.elem))
+            }
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q), .. } => {
+                let view = ckpt.tensor(tensor)?;
+                Ok(quantize(&view.to_f32(), &view.shape, *q).0)
+            }
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), .. } => {
+                let view = ckpt.tensor(tensor)?;
+                Ok(encode_f32(&quantize(&view.to_f32(), &view.shape, *q).1, self.elem))
             }
             ConstSource::Checkpoint { tensor, transform, .. } => {
                 let view = ckpt.tensor(tensor)?;
@@ -99,9 +120,15 @@ impl ConstTensor {
     }
 }
 
+/// A stored `[N, K]` weight quantized (both parts: each const asks for its own).
+fn quantize(values: &[f32], stored_shape: &[usize], q: BlockQuant) -> (Vec<u8>, Vec<f32>) {
+    q.quantize(values, stored_shape[0], stored_shape[1])
+}
+
 fn apply_transform<T: Copy>(values: Vec<T>, stored_shape: &[usize], transform: ConstTransform) -> Vec<T> {
     match transform {
         ConstTransform::AsStored | ConstTransform::Reshape => values,
+        ConstTransform::QuantValues(_) | ConstTransform::QuantScales(_) => unreachable!("quantized consts are handled before"),
         ConstTransform::Transpose2d => {
             let (rows, cols) = (stored_shape[0], stored_shape[1]);
             let mut out = Vec::with_capacity(values.len());
@@ -140,6 +167,7 @@ pub fn encode_f32(values: &[f32], elem: Elem) -> Vec<u8> {
         Elem::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
         Elem::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
         Elem::I64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+        Elem::U8 => values.iter().map(|&v| v as u8).collect(),
     }
 }
 
@@ -149,5 +177,6 @@ pub fn encode_f64(values: &[f64], elem: Elem) -> Vec<u8> {
         Elem::F16 => values.iter().flat_map(|&v| f16::from_f64(v).to_le_bytes()).collect(),
         Elem::BF16 => values.iter().flat_map(|&v| bf16::from_f64(v).to_le_bytes()).collect(),
         Elem::I64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+        Elem::U8 => values.iter().map(|&v| v as u8).collect(),
     }
 }

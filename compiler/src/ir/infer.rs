@@ -110,6 +110,22 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             *dims.last_mut().expect("rank checked") = w.shape.0[1].clone();
             Ok(vec![ValueType::new(x.elem, dims)])
         }
+        Op::MatMulNBits(cfg) => {
+            let (x, values, scales) = (required(op, inputs, 0)?, required(op, inputs, 1)?, required(op, inputs, 2)?);
+            expect_float("x", x)?;
+            let k = x.shape.last().ok_or_else(|| err("x", "is a scalar"))?;
+            if *k != Dim::Known(cfg.k) {
+                return Err(err("x", format!("has shape {}, expected [..., {}] (the weight's K)", x.shape, cfg.k)));
+            }
+            let blocks = cfg.quant.blocks(cfg.k);
+            expect_elem("values", values, Elem::U8, "uint8")?;
+            expect_shape("values", values, &[Dim::Known(cfg.n), Dim::Known(blocks), Dim::Known(cfg.quant.blob_bytes())])?;
+            expect_elem("scales", scales, x.elem, "same as 'x'")?;
+            expect_shape("scales", scales, &[Dim::Known(cfg.n * blocks)])?;
+            let mut dims = x.shape.0.clone();
+            *dims.last_mut().expect("rank checked") = Dim::Known(cfg.n);
+            Ok(vec![ValueType::new(x.elem, dims)])
+        }
         Op::Add | Op::Mul => {
             let (a, b) = (required(op, inputs, 0)?, required(op, inputs, 1)?);
             expect_elem("b", b, a.elem, "same as 'a'")?;

@@ -9,6 +9,7 @@ mod consts;
 mod infer;
 mod op;
 pub mod print;
+pub mod quant;
 mod types;
 mod validate;
 
@@ -21,7 +22,8 @@ use petgraph::Direction;
 
 pub use consts::{encode_f32, encode_f64, ConstSource, ConstTensor, ConstTransform, UnaryFn};
 pub use infer::infer_node;
-pub use op::{CausalConv1dConfig, Op, SelectiveScanConfig};
+pub use op::{CausalConv1dConfig, MatMulNBitsConfig, Op, SelectiveScanConfig};
+pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};
 pub use validate::{validate, ValidatedGraph, ValidationError};
 

@@ -50,6 +50,18 @@ impl SelectiveScanConfig {
         ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
 }
 
+/// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [..., K] @ W^T`, W `[N, K]` stored as
+/// block-quantized values and scales ([`super::quant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatMulNBitsConfig {
+    pub k: usize,
+    pub n: usize,
+    pub quant: super::quant::BlockQuant,
+    /// ORT's `accuracy_level`: 0 computes in the input type; 4 quantizes x to int8 per block
+    /// (ORT's fast CPU path).
+    pub accuracy_level: i64,
+}
+
 #[derive(Debug, Clone)]
 pub enum Op {
     /// A graph input, fed at run time.
@@ -67,6 +79,8 @@ pub enum Op {
     Cast { to: super::types::Elem },
     /// (x [..., K], w [K, N]) -> [..., N]
     MatMul,
+    /// (x [..., K], values [N, blocks, bytes] u8, scales [N * blocks]) -> [..., N]
+    MatMulNBits(MatMulNBitsConfig),
     /// Numpy-broadcasting elementwise ops.
     Add,
     Mul,
@@ -97,6 +111,7 @@ impl Op {
             Op::RmsNorm { .. } => "RmsNorm",
             Op::Cast { .. } => "Cast",
             Op::MatMul => "MatMul",
+            Op::MatMulNBits(_) => "MatMulNBits",
             Op::Add => "Add",
             Op::Mul => "Mul",
             Op::Silu => "Silu",
@@ -127,6 +142,7 @@ impl Op {
             | Op::Cast { .. } => &["x"],
             Op::RmsNorm { .. } => &["x", "weight"],
             Op::MatMul => &["x", "w"],
+            Op::MatMulNBits(_) => &["x", "values", "scales"],
             Op::Add | Op::Mul => &["a", "b"],
             Op::CausalConv1d(_) => &CausalConv1dConfig::INPUT_NAMES,
             Op::SelectiveScan(_) => &SelectiveScanConfig::INPUT_NAMES,

@@ -11,6 +11,8 @@ pub enum Elem {
     F16,
     BF16,
     I64,
+    /// Packed quantized weights (`MatMulNBits`' B).
+    U8,
 }
 
 impl Elem {
@@ -20,11 +22,12 @@ impl Elem {
             Elem::F16 => "float16",
             Elem::BF16 => "bfloat16",
             Elem::I64 => "int64",
+            Elem::U8 => "uint8",
         }
     }
 
     pub fn is_float(self) -> bool {
-        !matches!(self, Elem::I64)
+        !matches!(self, Elem::I64 | Elem::U8)
     }
 
     /// Bytes per element.
@@ -33,6 +36,7 @@ impl Elem {
             Elem::F32 => 4,
             Elem::F16 | Elem::BF16 => 2,
             Elem::I64 => 8,
+            Elem::U8 => 1,
         }
     }
 }

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mambac_compiler::checkpoint::Checkpoint;
 use mambac_compiler::emit::ExternalData;
-use mambac_compiler::lower::{LogitsOutput, LowerOptions};
+use mambac_compiler::ir::BlockQuant;
+use mambac_compiler::lower::{LogitsOutput, LowerOptions, WeightQuant};
 use mambac_compiler::pipeline::{export, CompileOptions, ExportOptions};
 
 use super::inspect::DTypeArg;
@@ -28,6 +29,18 @@ pub struct Args {
     /// rest of the prompt).
     #[arg(long, value_enum, default_value = "all")]
     pub logits: LogitsArg,
+    /// Store the linear layers' weights (in/x/dt/out_proj, lm_head) block-quantized, as ONNX
+    /// Runtime's `MatMulNBits` (com.microsoft) reads them: 4x (int8) or 8x (int4) fewer bytes than
+    /// float32, for memory-bound decoding. The model then needs ONNX Runtime.
+    #[arg(long, value_enum)]
+    pub quantize: Option<QuantizeArg>,
+    /// Values per quantization block (a scale each): a power of two, at least 16.
+    #[arg(long, default_value_t = 32, requires = "quantize")]
+    pub quant_block: usize,
+    /// `MatMulNBits` accuracy_level: 4 lets ONNX Runtime's CPU kernels quantize the activations
+    /// to int8 per block (its fast path); 0 computes in the activations' type.
+    #[arg(long, default_value_t = 4, requires = "quantize")]
+    pub accuracy_level: i64,
     /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
     #[arg(long)]
     pub no_fuse: bool,
@@ -46,6 +59,12 @@ pub enum LogitsArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+pub enum QuantizeArg {
+    Int8,
+    Int4,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ExternalDataArg {
     Auto,
     Always,
@@ -53,6 +72,20 @@ pub enum ExternalDataArg {
 }
 
 pub fn main(a: Args) -> Result<()> {
+    let quant = match a.quantize {
+        None => None,
+        Some(q) => {
+            let bits = match q {
+                QuantizeArg::Int8 => 8,
+                QuantizeArg::Int4 => 4,
+            };
+            let quant = BlockQuant::new(bits, a.quant_block).map_err(|e| anyhow::anyhow!("--quant-block: {e}"))?;
+            if !(0..=4).contains(&a.accuracy_level) {
+                anyhow::bail!("--accuracy-level {} is not one of ONNX Runtime's levels 0 to 4", a.accuracy_level);
+            }
+            Some(WeightQuant { quant, accuracy_level: a.accuracy_level })
+        }
+    };
     let ckpt = Checkpoint::open(&a.checkpoint).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     let opts = ExportOptions {
         compile: CompileOptions {
@@ -63,6 +96,7 @@ pub fn main(a: Args) -> Result<()> {
                     LogitsArg::All => LogitsOutput::All,
                     LogitsArg::Last => LogitsOutput::Last,
                 },
+                quant,
             },
             fuse: !a.no_fuse,
             max_rewrites: None,
