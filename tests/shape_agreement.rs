@@ -17,6 +17,7 @@ struct Input {
 fn onnx_code(e: Elem) -> i32 {
     match e {
         Elem::F32 => 1,
+        Elem::U8 => 2,
         Elem::I64 => 7,
         Elem::F16 => 10,
         Elem::BF16 => 16,

@@ -688,6 +688,53 @@ def part_c(R, big, args):
             record("C", "HF anchor", True, f"prefill {hf['prefill_tok_s']:.1f} tok/s, decode b1 {hf['decode_tok_s']:.2f} tok/s")
 
 
+# ---------------------------------------------------------------- Q. quantized exports
+
+
+def part_q(R, big, args):
+    """`mambac export --quantize int8|int4` on the CUDA EP: the tiny fixture's logits against the
+    CPU EP's for the same quantized model (the op is ORT's MatMulNBits on both), then the 2.8b
+    shape quantized from the same synthetic checkpoint, decode through `mambac bench`."""
+    ref = load_reference()
+    for q in ["int8", "int4"]:
+        path = R.work / f"tiny-{q}.onnx"
+        R.mambac_run("export", FIXTURE, "-o", path, "--quantize", q, "--accuracy-level", 0, "-q")
+        cpu = R.ort.InferenceSession(str(path), _so(R), providers=["CPUExecutionProvider"])
+        (want,) = cpu.run(["logits"], {"input_ids": ref["input_ids"]})
+        try:
+            (got,) = R.session(path, profile=False).run(["logits"], {"input_ids": ref["input_ids"]})
+            err = worst_rel(got, want)
+            record("Q", f"tiny {q} export: CUDA EP logits vs CPU EP (same quantized model)", err <= 1e-4, f"worst rel {err:.2e}")
+        except Exception as e:  # noqa: BLE001
+            record("Q", f"tiny {q} export on the CUDA EP", False, str(e)[:400])
+    big.join()
+    if big.error:
+        raise big.error
+    out = {}
+    RESULTS["timings"]["quantized"] = out
+    for q in ["int4", "int8"]:
+        model = R.work / f"m-{args.big_preset}-float16-{q}.onnx"
+        try:
+            if not model.exists():
+                R.mambac_run("export", big.ckpt, "-o", model, "--dtype", "float16", "--stateful", "--logits", "last", "--quantize", q, "-q")
+            for batch in (1, 8):
+                r = R.mambac_run("bench", model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
+                                 args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json")
+                out[f"{q} b{batch}"] = last_json(r.stdout)
+                d = out[f"{q} b{batch}"]["decode"]
+                log(f"  [Q] {args.big_preset} {q}, batch {batch}: decode {d['tokens_per_s']['median']:.1f} tok/s ({d['ms']['median']:.2f} ms/step)")
+            record("Q", f"mambac bench --ep {R.ep} on the {args.big_preset} {q} export", True, "")
+        except Exception as e:  # noqa: BLE001
+            record("Q", f"{args.big_preset} {q} export / bench", False, str(e)[:600])
+
+
+def _so(R):
+    so = R.ort.SessionOptions()
+    so.register_custom_ops_library(R.lib)
+    so.log_severity_level = 3
+    return so
+
+
 # ---------------------------------------------------------------- D. where a decode step goes
 
 
@@ -887,6 +934,10 @@ def summary(args):
             if v:
                 log(f"| decode, batch {b}, --no-cuda-graph | {fmt(v, 'tok/s', ms)} | — | {ratio(v, hd) if b == 1 else '—'} | — |")
         log(f"(mambac decode with CUDA graphs: {pick(ours, 1, 'cuda_graph')})")
+    qt = t.get("quantized") or {}
+    for key, j in qt.items():
+        v, ms = pick(j, "decode", "tokens_per_s", "median"), pick(j, "decode", "ms", "median")
+        log(f"| decode, {key} (`--quantize`, MatMulNBits) | {v:.1f} tok/s ({ms:.2f} ms) | — | — | — |")
     d = t.get("decode_breakdown")
     if d:
         log(f"\ndecode step ({args.big_preset}), ids/states/logits on the device, Python IoBinding:")
@@ -965,7 +1016,7 @@ def main():
         log(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
         subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,memory.used,utilization.gpu", "--format=csv"])
     big = None
-    if "c" in args.parts or "d" in args.parts:
+    if "c" in args.parts or "d" in args.parts or "q" in args.parts:
         big = BigModel(R, args.big_preset, "float16")
         big.start()
     if "a" in args.parts:
@@ -979,6 +1030,9 @@ def main():
     if big is not None and "c" in args.parts:
         log("\n== C. 2.8b shape: mambac bench vs HF fallback ==")
         guarded("C", part_c, R, big, args)
+    if big is not None and "q" in args.parts:
+        log("\n== Q. quantized exports (MatMulNBits) ==")
+        guarded("Q", part_q, R, big, args)
     if big is not None and "d" in args.parts and args.ep == "cuda":
         log("\n== D. a decode step of the big model: ORT Run vs CUDA graph ==")
         guarded("D", part_d, R, big, args)
