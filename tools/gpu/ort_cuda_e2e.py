@@ -30,6 +30,12 @@ Two steps:
      transformers' MambaForCausalLM (same config, random init, fp16, no mamba_ssm: its PyTorch
      fallback) prefill of 2048 tokens and greedy decode at batch 1.
 
+  Q. `--quantize int8|int4` exports: the tiny fixture's logits on the CUDA EP against the CPU EP's
+     for the same quantized model, then the 2.8b shape quantized and benchmarked.
+
+Where a decode step's time goes (GEMV layouts, CUDA-graph replay, GPU time): decode_probe.py
+(it replaced this script's former part D).
+
 Prints a summary table last; with $OUT set, also writes $OUT/ort-cuda-e2e.json.
 """
 
@@ -735,147 +741,6 @@ def _so(R):
     return so
 
 
-# ---------------------------------------------------------------- D. where a decode step goes
-
-
-def part_d(R, big, args):
-    """A decode step of the big model through ORT's Python API with everything bound on the device
-    (ids, states, logits): wall time per step as mambac runs it (one ORT Run per step, nodes
-    launched one by one), the host time ORT's profile gives each node, and the same step captured
-    once and replayed as a CUDA graph (CUDA EP option enable_cuda_graph), which removes the
-    per-node launch overhead and leaves about the GPU time."""
-    import torch
-
-    big.join()
-    if big.error:
-        raise big.error
-    ort = R.ort
-    tdt = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
-    ndt = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-
-    def make(graph=False, profile=False):
-        so = ort.SessionOptions()
-        so.register_custom_ops_library(R.lib)
-        so.log_severity_level = 3
-        if profile:
-            so.enable_profiling = True
-            so.profile_file_prefix = str(R.work / "prof" / "decode")
-        opts = {"device_id": "0"}
-        if graph:
-            opts["enable_cuda_graph"] = "1"
-        t0 = time.time()
-        sess = ort.InferenceSession(str(big.model), so, providers=[("CUDAExecutionProvider", opts), "CPUExecutionProvider"])
-        log(f"  [D] session (cuda graph {graph}, profile {profile}) in {time.time() - t0:.1f} s")
-        return sess
-
-    def buffers(sess, batch):
-        ins = [i for i in sess.get_inputs() if i.name != "input_ids"]
-        lo = sess.get_outputs()[0]
-        a = {i.name: torch.zeros([batch] + list(i.shape[1:]), dtype=tdt[i.type], device="cuda") for i in ins}
-        b = {k: torch.zeros_like(v) for k, v in a.items()}
-        ids = torch.full((batch, 1), 17, dtype=torch.int64, device="cuda")
-        logits = torch.empty((batch, 1, int(lo.shape[2])), dtype=tdt[lo.type], device="cuda")
-        types = {i.name: ndt[i.type] for i in ins}
-        return ins, a, b, ids, logits, ndt[lo.type], types
-
-    def bind(sess, ins, src, dst, ids, logits, lt, types):
-        io = sess.io_binding()
-        io.bind_input("input_ids", "cuda", 0, np.int64, list(ids.shape), ids.data_ptr())
-        for i in ins:
-            t = src[i.name]
-            io.bind_input(i.name, "cuda", 0, types[i.name], list(t.shape), t.data_ptr())
-            io.bind_output(i.name.replace("_state.", "_state_out."), "cuda", 0, types[i.name], list(t.shape), dst[i.name].data_ptr())
-        io.bind_output(sess.get_outputs()[0].name, "cuda", 0, lt, list(logits.shape), logits.data_ptr())
-        return io
-
-    def per_step(sess, batch, steps, graph):
-        ins, a, b, ids, logits, lt, types = buffers(sess, batch)
-        io_ab = bind(sess, ins, a, b, ids, logits, lt, types)
-        io_ba = None if graph else bind(sess, ins, b, a, ids, logits, lt, types)
-        times = []
-        for k in range(steps + 5):
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            if graph:  # fixed addresses: run a -> b, then copy b back into a
-                sess.run_with_iobinding(io_ab)
-                for name in a:
-                    a[name].copy_(b[name])
-                torch.cuda.synchronize()
-            else:
-                sess.run_with_iobinding(io_ab if k % 2 == 0 else io_ba)
-            if k >= 5:
-                times.append(time.perf_counter() - t)
-        assert not torch.isnan(logits.float()).any()
-        return statistics.median(times) * 1e3
-
-    out = {}
-    sess = make()
-    for batch in (1, 8):
-        out[f"ort_run_ms_b{batch}"] = per_step(sess, batch, 40, False)
-        log(f"  [D] decode step, one ORT Run, batch {batch}: {out[f'ort_run_ms_b{batch}']:.2f} ms")
-    del sess
-    sess = make(profile=True)
-    per_step(sess, 1, 10, False)
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    host = {}
-    nodes = 0
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            op = (e.get("args") or {}).get("op_name")
-            host[op] = host.get(op, 0.0) + e["dur"] / 1e3 / 15
-            nodes += 1
-    out["nodes_per_step"] = nodes / 15
-    out["host_ms_by_op_b1"] = dict(sorted(host.items(), key=lambda kv: -kv[1]))
-    log(f"  [D] profile: {nodes / 15:.0f} nodes a step; host ms a step by op: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in out["host_ms_by_op_b1"].items()))
-    del sess
-    # GPU time per kernel (CUPTI through torch.profiler sees every kernel of the process: ORT's,
-    # cuBLAS's and ours), so the step's device time can be told from its launch overhead.
-    try:
-        from torch.profiler import ProfilerActivity, profile
-
-        sess = make()
-        ins, a, b, ids, logits, lt, types = buffers(sess, 1)
-        io = bind(sess, ins, a, b, ids, logits, lt, types)
-        for _ in range(5):
-            sess.run_with_iobinding(io)
-        torch.cuda.synchronize()
-        steps = 10
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(steps):
-                sess.run_with_iobinding(io)
-            torch.cuda.synchronize()
-        kernels = {}
-        for ev in prof.key_averages():
-            t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
-            if t:
-                kernels[ev.key] = (t / 1e3 / steps, ev.count / steps)
-        gpu_ms = sum(v[0] for v in kernels.values())
-        out["gpu_ms_b1"] = gpu_ms
-        top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:12]
-        out["gpu_top_kernels_b1"] = {k[:90]: [round(v[0], 3), v[1]] for k, v in top}
-        log(f"  [D] GPU time of a batch-1 step (CUPTI): {gpu_ms:.2f} ms in {sum(v[1] for v in kernels.values()):.0f} kernels")
-        for k, (ms, n) in top:
-            log(f"      {ms:7.3f} ms  x{n:5.0f}  {k[:100]}")
-        del sess
-    except Exception as e:  # noqa: BLE001
-        out["gpu_profile_error"] = str(e)[:600]
-        log(f"  [D] GPU profile: {e}")
-    try:
-        sess = make(graph=True)
-        for batch in (1, 8):
-            out[f"cuda_graph_ms_b{batch}"] = per_step(sess, batch, 40, True)
-            log(f"  [D] decode step replayed as a CUDA graph, batch {batch}: {out[f'cuda_graph_ms_b{batch}']:.2f} ms")
-            if batch == 1:  # one graph per session: shapes are fixed at capture
-                del sess
-                sess = make(graph=True)
-    except Exception as e:  # noqa: BLE001
-        out["cuda_graph_error"] = str(e)[:600]
-        log(f"  [D] CUDA graph: {e}")
-    RESULTS["timings"]["decode_breakdown"] = out
-    record("D", "decode step breakdown", True, json.dumps({k: v for k, v in out.items() if k != "host_ms_by_op_b1"}))
-
-
 # ---------------------------------------------------------------- summary
 
 
@@ -938,16 +803,6 @@ def summary(args):
     for key, j in qt.items():
         v, ms = pick(j, "decode", "tokens_per_s", "median"), pick(j, "decode", "ms", "median")
         log(f"| decode, {key} (`--quantize`, MatMulNBits) | {v:.1f} tok/s ({ms:.2f} ms) | — | — | — |")
-    d = t.get("decode_breakdown")
-    if d:
-        log(f"\ndecode step ({args.big_preset}), ids/states/logits on the device, Python IoBinding:")
-        log(f"  one ORT Run a step: batch 1 {d.get('ort_run_ms_b1', 0):.2f} ms, batch 8 {d.get('ort_run_ms_b8', 0):.2f} ms; "
-            f"{d.get('nodes_per_step', 0):.0f} nodes a step")
-        if "cuda_graph_ms_b1" in d:
-            log(f"  CUDA graph replay: batch 1 {d['cuda_graph_ms_b1']:.2f} ms ({1e3 / d['cuda_graph_ms_b1']:.0f} tok/s), "
-                f"batch 8 {d.get('cuda_graph_ms_b8', 0):.2f} ms")
-        else:
-            log(f"  CUDA graph: {d.get('cuda_graph_error')}")
     out = os.environ.get("OUT")
     if out:
         Path(out, "ort-cuda-e2e.json").write_text(json.dumps(RESULTS, indent=1, default=str))
@@ -1016,7 +871,7 @@ def main():
         log(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
         subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,memory.used,utilization.gpu", "--format=csv"])
     big = None
-    if "c" in args.parts or "d" in args.parts or "q" in args.parts:
+    if "c" in args.parts or "q" in args.parts:
         big = BigModel(R, args.big_preset, "float16")
         big.start()
     if "a" in args.parts:
@@ -1033,9 +888,6 @@ def main():
     if big is not None and "q" in args.parts:
         log("\n== Q. quantized exports (MatMulNBits) ==")
         guarded("Q", part_q, R, big, args)
-    if big is not None and "d" in args.parts and args.ep == "cuda":
-        log("\n== D. a decode step of the big model: ORT Run vs CUDA graph ==")
-        guarded("D", part_d, R, big, args)
     log(f"\nwall time {time.time() - t_start:.0f} s")
     return summary(args)
 
