@@ -108,7 +108,7 @@ impl Lowerer<'_> {
     fn weight(&mut self, tensor: &str, shape: &[usize], elem: Elem, transform: ConstTransform) -> ValueRef {
         let name = match transform {
             ConstTransform::Transpose2d => format!("{tensor}.T"),
-            ConstTransform::QuantValues(q) => format!("{tensor}.q{}", q.bits),
+            ConstTransform::QuantValues(q, _) => format!("{tensor}.q{}", q.bits),
             ConstTransform::QuantScales(_) => format!("{tensor}.scales"),
             _ => tensor.to_string(),
         };
@@ -154,7 +154,7 @@ impl Lowerer<'_> {
             Some(wq) => {
                 let q = wq.quant;
                 let blocks = q.blocks(d_in);
-                let values = self.weight(tensor, &[d_out, blocks, q.blob_bytes()], Elem::U8, ConstTransform::QuantValues(q));
+                let values = self.weight(tensor, &[d_out, blocks, q.blob_bytes()], Elem::U8, ConstTransform::QuantValues(q, self.t()));
                 let scales = self.weight(tensor, &[d_out * blocks], self.t(), ConstTransform::QuantScales(q));
                 let cfg = MatMulNBitsConfig { k: d_in, n: d_out, quant: q, accuracy_level: wq.accuracy_level };
                 self.op(name, Op::MatMulNBits(cfg), &[x, values, scales])

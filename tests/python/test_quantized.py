@@ -6,8 +6,9 @@ Three things are checked separately:
 - the layout as ORT reads it: the quantized model and the same graph with each MatMulNBits
   replaced by a float MatMul of the numpy-dequantized weight give the same logits
   (accuracy_level 0, where ORT computes in float32);
-- the model: logits near the float64 reference (a tier per bit width) and generation through the
-  stateful export equal to the full-sequence argmax of the same quantized model.
+- the model: logits near the float64 reference (a tier per bit width); the stateful export fed a
+  prefill then one token at a time, states carried between steps, equal to the full-sequence
+  logits of the same quantized model; `mambac generate` runs on it.
 """
 
 import json
@@ -36,11 +37,11 @@ def exported(tmp_path_factory):
             mambac("export", FIXTURE, "-o", path, "-q", "--quantize", q, "--accuracy-level", acc)
             out[q, acc] = path
     path = d / "tiny-int8-stateful.onnx"
-    mambac("export", FIXTURE, "-o", path, "-q", "--quantize", "int8", "--accuracy-level", 0, "--stateful", "--logits", "last")
+    mambac("export", FIXTURE, "-o", path, "-q", "--quantize", "int8", "--accuracy-level", 0, "--stateful")
     out["stateful"] = path
-    full = d / "tiny-int8-full.onnx"
-    mambac("export", FIXTURE, "-o", full, "-q", "--quantize", "int8", "--accuracy-level", 0, "--logits", "last")
-    out["last"] = full
+    path = d / "tiny-f16-int4.onnx"
+    mambac("export", FIXTURE, "-o", path, "-q", "--quantize", "int4", "--dtype", "float16")
+    out["f16"] = path
     return out
 
 
@@ -98,7 +99,9 @@ def test_ort_reads_the_layout_as_documented(exported, q, tmp_path):
     """Each MatMulNBits replaced by MatMul(x, dequantize(B)^T): same logits at accuracy_level 0."""
     model = onnx.load(str(exported[q, 0]))
     graph = model.graph
-    for node, attrs, values, scales in list(nbits_nodes(model)):
+    nodes = list(nbits_nodes(model))
+    assert len(nodes) == 9, "4 linears x 2 layers + lm_head"
+    for node, attrs, values, scales in nodes:
         w = dequantize(values, scales, attrs["bits"], attrs["block_size"], attrs["N"], attrs["K"])
         name = node.input[1] + ".dequantized_T"
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.T.astype(np.float32)), name))
@@ -125,20 +128,49 @@ def test_logits_near_reference(exported, q, acc):
         assert (logits.argmax(-1) == ref["logits"].argmax(-1)).all()
 
 
-def test_generate_equals_the_argmax_of_the_full_sequence(exported):
-    """Greedy generation through the quantized stateful export (prefill, then one-token steps)
-    picks what the quantized full-sequence model picks position by position."""
-    prompt = [17, 900, 3, 44, 1000, 12, 7]
-    r = mambac("generate", exported["stateful"], "--prompt-ids", ",".join(map(str, prompt)), "--max-new-tokens", 8,
-               "--greedy", "--json")
-    ids = json.loads(r.stdout.strip().splitlines()[-1])["ids"]
-    assert len(ids) == 8
-    sess = model_session(exported["last"])
-    seq = list(prompt)
-    for _ in range(8):
-        (logits,) = sess.run(["logits"], {"input_ids": np.array([seq], dtype=np.int64)})
-        seq.append(int(logits[0, -1].argmax()))
-    assert ids == seq[len(prompt):]
+def test_stateful_steps_equal_the_full_sequence(exported):
+    """Prefill 5 tokens, then one token a step with the states fed back: every step's logits equal
+    the full sequence's at that position (same quantized weights, float32 compute). Zeroed or
+    mixed-up states would not: the steps' logits depend on the whole prefix."""
+    ref = load_reference()
+    ids = ref["input_ids"][:, :12]
+    (full,) = model_session(exported["int8", 0]).run(["logits"], {"input_ids": ids})
+    sess = model_session(exported["stateful"])
+    states = {i.name: np.zeros([ids.shape[0]] + list(i.shape[1:]), np.float32) for i in sess.get_inputs() if i.name != "input_ids"}
+    outs = [o.name for o in sess.get_outputs()]
+    pos, worst, fresh_worst = 0, 0.0, 0.0
+    for n in [5] + [1] * (ids.shape[1] - 5):
+        res = dict(zip(outs, sess.run(outs, {"input_ids": ids[:, pos:pos + n], **states})))
+        worst = max(worst, worst_rel(res["logits"], full[:, pos:pos + n]))
+        if n == 1:  # the same token from zero states: what a lost state would give
+            zero = {k: np.zeros_like(v) for k, v in states.items()}
+            (fresh,) = sess.run(["logits"], {"input_ids": ids[:, pos:pos + 1], **zero})
+            fresh_worst = max(fresh_worst, worst_rel(fresh, full[:, pos:pos + 1]))
+        states = {k: res[k.replace("_state.", "_state_out.")] for k in states}
+        pos += n
+    assert worst <= 1e-5, f"stateful steps vs full sequence: {worst:.2e}"
+    assert fresh_worst > 1e-2, f"the states should matter ({fresh_worst:.2e})"
+    r = mambac("generate", exported["stateful"], "--prompt-ids", "17,900,3,44", "--max-new-tokens", 8, "--greedy", "--json")
+    assert len(json.loads(r.stdout.strip().splitlines()[-1])["ids"]) == 8
+
+
+def test_float16_export_with_int4_weights(exported):
+    """Scales stored as float16: values are rounded against the stored scale (quant.rs), so the
+    read-back error bound holds with the float16 scales the file holds."""
+    model = onnx.load(str(exported["f16"]))
+    weights = load_file(str(FIXTURE / "model.safetensors"))
+    for node, attrs, values, scales in nbits_nodes(model):
+        assert scales.dtype == np.float16
+        n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
+        w = weights[node.input[1].rsplit(".", 1)[0]].astype(np.float64)
+        back = dequantize(values, scales, 4, block, n, k)
+        step = np.repeat(scales.reshape(n, -1).astype(np.float64), block, axis=1)[:, :k]
+        assert (np.abs(back - w) <= step / 2 + 1e-6).all(), node.name
+    ref = load_reference()
+    (logits,) = model_session(exported["f16"]).run(["logits"], {"input_ids": ref["input_ids"]})
+    assert logits.dtype == np.float16
+    err = worst_rel(logits, ref["logits"])
+    assert err <= TIERS["int4", 4], f"float16 int4: {err:.3e}"
 
 
 def test_bad_quantization_options_are_refused():
@@ -146,5 +178,7 @@ def test_bad_quantization_options_are_refused():
     assert r.returncode != 0 and "--quant-block: block size 24 must be a power of two of at least 16" in r.stderr
     r = mambac("export", FIXTURE, "-o", "/dev/null", "--quantize", "int8", "--accuracy-level", "7", check=False)
     assert r.returncode != 0 and "--accuracy-level 7 is not one of ONNX Runtime's levels 0 to 4" in r.stderr
+    r = mambac("export", FIXTURE, "-o", "/dev/null", "--quantize", "int4", "--dtype", "bfloat16", check=False)
+    assert r.returncode != 0 and "--quantize needs --dtype float32 or float16" in r.stderr
     r = mambac("export", FIXTURE, "-o", "/dev/null", "--quant-block", "64", check=False)
     assert r.returncode != 0 and "--quantize" in r.stderr

@@ -126,10 +126,13 @@ pub fn open_generation_session(model: &Path, opts: &SessionOptions, graph: &Grap
     }
     match open_session_with(model, opts, true) {
         Ok(s) => Ok((s, true)),
-        Err(e) => {
+        // ORT refuses capture when a node is left outside the CUDA EP ("...cannot use the graph
+        // capture feature..."); anything else (a missing file, no memory) is the caller's error.
+        Err(e) if format!("{e:#}").to_lowercase().contains("graph") => {
             eprintln!("warning: CUDA graph capture is off for {}: {e:#}", model.display());
             Ok((open_session_with(model, opts, false)?, false))
         }
+        Err(e) => Err(e),
     }
 }
 

@@ -272,7 +272,8 @@ fn bench_reports_a_table_and_json() {
     assert_eq!(j["layers"], 2);
     assert_eq!(j["prefill"]["tokens"], 48.0);
     assert_eq!(j["decode"]["tokens"], 15.0);
-    // CUDA graphs are a CUDA EP matter: the CPU EP never captures, with or without the flag.
+    // CUDA graphs are a CUDA EP matter: the CPU EP never captures, with or without the flag (the
+    // graph path itself runs only on the GPU: tools/gpu/ort_cuda_e2e.py part B).
     assert_eq!(j["cuda_graph"], false);
     let j: serde_json::Value = serde_json::from_str(ok(&[&args[..], &["--json", "--no-cuda-graph"]].concat()).trim()).unwrap();
     assert_eq!(j["cuda_graph"], false);

@@ -18,8 +18,9 @@ pub enum ConstTransform {
     Transpose2d,
     /// Same data with another shape (e.g. the conv weight `[I, 1, K]` read as `[I, K]`).
     Reshape,
-    /// A `[N, K]` weight as `MatMulNBits`' packed values `[N, blocks, bytes]` (uint8).
-    QuantValues(BlockQuant),
+    /// A `[N, K]` weight as `MatMulNBits`' packed values `[N, blocks, bytes]` (uint8), rounded
+    /// against scales stored as the given type.
+    QuantValues(BlockQuant, Elem),
     /// The same weight's per-block scales `[N * blocks]`.
     QuantScales(BlockQuant),
 }
@@ -68,13 +69,15 @@ impl ConstTensor {
     pub fn values_f64(&self, ckpt: &Checkpoint) -> Result<Vec<f64>, CheckpointError> {
         match &self.source {
             ConstSource::Computed(v) => Ok(v.as_ref().clone()),
-            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q), .. } => {
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q, scale_elem), map } => {
+                debug_assert!(map.is_empty(), "no function folds into a quantized weight");
                 let view = ckpt.tensor(tensor)?;
-                Ok(quantize(&view.to_f32(), &view.shape, *q).0.into_iter().map(f64::from).collect())
+                Ok(quantize(&view.to_f32(), &view.shape, *q, *scale_elem).0.into_iter().map(f64::from).collect())
             }
-            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), .. } => {
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), map } => {
+                debug_assert!(map.is_empty(), "no function folds into a quantized weight");
                 let view = ckpt.tensor(tensor)?;
-                Ok(quantize(&view.to_f32(), &view.shape, *q).1.into_iter().map(f64::from).collect())
+                Ok(quantize(&view.to_f32(), &view.shape, *q, self.elem).1.into_iter().map(f64::from).collect())
             }
             ConstSource::Checkpoint { tensor, transform, map } => {
                 let view = ckpt.tensor(tensor)?;
@@ -94,13 +97,13 @@ impl ConstTensor {
             ConstSource::Checkpoint { map, .. } if !map.is_empty() => {
                 Ok(encode_f64(&self.values_f64(ckpt)?, self.elem))
             }
-            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q), .. } => {
+            ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q, scale_elem), .. } => {
                 let view = ckpt.tensor(tensor)?;
-                Ok(quantize(&view.to_f32(), &view.shape, *q).0)
+                Ok(quantize(&view.to_f32(), &view.shape, *q, *scale_elem).0)
             }
             ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), .. } => {
                 let view = ckpt.tensor(tensor)?;
-                Ok(encode_f32(&quantize(&view.to_f32(), &view.shape, *q).1, self.elem))
+                Ok(encode_f32(&quantize(&view.to_f32(), &view.shape, *q, self.elem).1, self.elem))
             }
             ConstSource::Checkpoint { tensor, transform, .. } => {
                 let view = ckpt.tensor(tensor)?;
@@ -120,15 +123,21 @@ impl ConstTensor {
     }
 }
 
-/// A stored `[N, K]` weight quantized (both parts: each const asks for its own).
-fn quantize(values: &[f32], stored_shape: &[usize], q: BlockQuant) -> (Vec<u8>, Vec<f32>) {
-    q.quantize(values, stored_shape[0], stored_shape[1])
+/// A stored `[N, K]` weight quantized (both parts: each const asks for its own), with scales
+/// rounded to `scale_elem`, the type the scales are stored in.
+fn quantize(values: &[f32], stored_shape: &[usize], q: BlockQuant, scale_elem: Elem) -> (Vec<u8>, Vec<f32>) {
+    let store = move |s: f32| match scale_elem {
+        Elem::F16 => f16::from_f32(s).to_f32(),
+        Elem::BF16 => bf16::from_f32(s).to_f32(),
+        _ => s,
+    };
+    q.quantize(values, stored_shape[0], stored_shape[1], store)
 }
 
 fn apply_transform<T: Copy>(values: Vec<T>, stored_shape: &[usize], transform: ConstTransform) -> Vec<T> {
     match transform {
         ConstTransform::AsStored | ConstTransform::Reshape => values,
-        ConstTransform::QuantValues(_) | ConstTransform::QuantScales(_) => unreachable!("quantized consts are handled before"),
+        ConstTransform::QuantValues(..) | ConstTransform::QuantScales(_) => unreachable!("quantized consts are handled before"),
         ConstTransform::Transpose2d => {
             let (rows, cols) = (stored_shape[0], stored_shape[1]);
             let mut out = Vec::with_capacity(values.len());

@@ -49,8 +49,10 @@ impl BlockQuant {
     }
 
     /// Quantizes a row-major `[n, k]` weight: (packed values `[n, blocks, blob_bytes]`, scales
-    /// `[n * blocks]`).
-    pub fn quantize(&self, w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    /// `[n * blocks]`). `store_scale` rounds a scale to the type the file keeps it in (float16 for
+    /// a float16 export): values are rounded against the scale as stored, so what the file holds
+    /// is exactly what was quantized.
+    pub fn quantize(&self, w: &[f32], n: usize, k: usize, store_scale: impl Fn(f32) -> f32) -> (Vec<u8>, Vec<f32>) {
         assert_eq!(w.len(), n * k, "weight is not [{n}, {k}]");
         let nb = self.blocks(k);
         let (zp, qmax) = (self.zero_point(), self.qmax());
@@ -62,7 +64,7 @@ impl BlockQuant {
                 let start = b * self.block;
                 let vals = &w[row * k + start..row * k + (start + self.block).min(k)];
                 let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax / qmax as f32;
+                let scale = store_scale(amax / qmax as f32);
                 q.fill(zp);
                 if scale > 0.0 {
                     for (qi, &v) in q.iter_mut().zip(vals) {
@@ -123,7 +125,7 @@ mod tests {
         for (bits, block, n, k) in [(8, 32, 5, 70), (4, 32, 7, 64), (4, 16, 3, 33), (8, 128, 2, 300)] {
             let q = BlockQuant::new(bits, block).unwrap();
             let w = lcg(bits as u64 * 31 + k as u64, n * k);
-            let (packed, scales) = q.quantize(&w, n, k);
+            let (packed, scales) = q.quantize(&w, n, k, |s| s);
             assert_eq!(packed.len(), n * q.blocks(k) * block * bits as usize / 8);
             assert_eq!(scales.len(), n * q.blocks(k));
             let s64: Vec<f64> = scales.iter().map(|&s| s as f64).collect();
@@ -147,7 +149,7 @@ mod tests {
         // the top: max|w| = 4 (i = 15), scale 4/7.
         let q = BlockQuant::new(4, 16).unwrap();
         let w: Vec<f32> = (0..16).map(|i| (i as f32 - 7.0) * 0.5).collect();
-        let (packed, scales) = q.quantize(&w, 1, 16);
+        let (packed, scales) = q.quantize(&w, 1, 16, |s| s);
         assert_eq!(scales, vec![4.0 / 7.0]);
         let expect_q: Vec<u8> = w.iter().map(|&v| ((v / (4.0 / 7.0)).round() as i32 + 8) as u8).collect();
         for j in 0..8 {
@@ -156,7 +158,7 @@ mod tests {
         }
         // 8-bit: one byte a value, zero point 128.
         let q8 = BlockQuant::new(8, 16).unwrap();
-        let (p8, s8) = q8.quantize(&w, 1, 16);
+        let (p8, s8) = q8.quantize(&w, 1, 16, |s| s);
         assert_eq!(p8[15], 127 + 128);
         assert_eq!(p8[7], 128);
         assert!((s8[0] - 4.0 / 127.0).abs() < 1e-9);
@@ -167,7 +169,7 @@ mod tests {
         let q = BlockQuant::new(4, 16).unwrap();
         let mut w = vec![0f32; 2 * 20];
         w[20] = 1.0; // row 1, column 0
-        let (packed, scales) = q.quantize(&w, 2, 20);
+        let (packed, scales) = q.quantize(&w, 2, 20, |s| s);
         assert_eq!(scales[0], 0.0);
         let s64: Vec<f64> = scales.iter().map(|&s| s as f64).collect();
         let back = q.dequantize(&packed, &s64, 2, 20);

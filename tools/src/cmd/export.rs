@@ -80,6 +80,10 @@ pub fn main(a: Args) -> Result<()> {
                 QuantizeArg::Int4 => 4,
             };
             let quant = BlockQuant::new(bits, a.quant_block).map_err(|e| anyhow::anyhow!("--quant-block: {e}"))?;
+            if matches!(a.dtype, DTypeArg::Bfloat16) {
+                // ORT 1.32's CPU EP has no bfloat16 MatMulNBits kernel: such a model would not load.
+                anyhow::bail!("--quantize needs --dtype float32 or float16 (ONNX Runtime's CPU MatMulNBits has no bfloat16 kernel)");
+            }
             if !(0..=4).contains(&a.accuracy_level) {
                 anyhow::bail!("--accuracy-level {} is not one of ONNX Runtime's levels 0 to 4", a.accuracy_level);
             }

@@ -102,7 +102,7 @@ pub struct StatefulSession {
 
 impl StatefulSession {
     /// `cuda_graph`: the session was opened with the CUDA EP's graph capture on
-    /// ([`crate::runtime::open_session`] says whether it could).
+    /// ([`crate::runtime::open_generation_session`] says whether it could).
     pub fn new(session: Session, ep: Ep, cuda_graph: bool) -> Result<StatefulSession> {
         let sig = ModelSignature::of_session(&session)?;
         let binding = session.create_binding().map_err(|e| anyhow!("cannot create an IoBinding: {e}"))?;
@@ -116,7 +116,9 @@ impl StatefulSession {
         };
         let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
             .map_err(|e| anyhow!("CPU memory info: {e}"))?;
-        let cuda_graph = cuda_graph && ep == Ep::Cuda;
+        // Replays need the logits' size to allocate their fixed buffer; a model that does not
+        // state it runs every step the ordinary way.
+        let cuda_graph = cuda_graph && ep == Ep::Cuda && sig.vocab.is_some();
         let skip_graph = if cuda_graph { Some(graph_run_options(-1)?) } else { None };
         let mut s = StatefulSession {
             session,
@@ -213,6 +215,11 @@ impl StatefulSession {
             // when the batch size changes, so this does not happen.
             bail!("internal error: the batch size changed while the states were in the session's buffers");
         }
+        // Free the old sets before making the new ones (peak memory). Their graphs stay captured
+        // in ORT under ids never used again. The sets come from the session's CUDA pool, as do
+        // the graphs' own buffers: a captured graph stays valid because these sets are freed only
+        // here, when its ids are retired.
+        self.state_sets = None;
         let make_set = |alloc: &Allocator| -> Result<Vec<DynTensor>> {
             self.sig
                 .states
