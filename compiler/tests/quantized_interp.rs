@@ -39,3 +39,40 @@ fn every_linear_becomes_matmulnbits() {
     assert_eq!(nodes_of_kind(&compiled.graph, "MatMul").len(), 0);
     assert_eq!(nodes_of_kind(&compiled.graph, "MatMulNBits").len(), 4 * layers + 1);
 }
+
+/// An untied lm_head, projection biases, dt_rank 7 (a K under one block) and an odd vocabulary:
+/// the quantized graph against an independent float64 forward pass of the unquantized weights,
+/// and the lm_head reads `lm_head.weight`, not the embedding.
+#[test]
+fn untied_biased_variant_within_the_tier() {
+    use mambac_compiler::interp::Tensor64;
+    use mambac_compiler::ir::Op;
+    use mambac_compiler::synth::{write_checkpoint, Preset, SynthOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = SynthOptions::new(Preset::Tiny);
+    o.seed = 99;
+    o.tie_word_embeddings = Some(false);
+    o.use_bias = Some(true);
+    o.time_step_rank = Some(7);
+    o.vocab_size = Some(1001);
+    write_checkpoint(&o, dir.path()).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let (batch, len) = (2, 9);
+    let ids: Vec<usize> = (0..batch * len).map(|i| (i * 97 + 13) % 1001).collect();
+    let want = common::forward::forward(&ckpt, &ids, batch);
+    let ids_t = Tensor64::new(vec![batch, len], ids.iter().map(|&i| i as f64).collect());
+    let out = run_interp(&ckpt, &opts(8, true), ids_input(&ids_t));
+    let err = worst_rel(&out["logits"].data, &want);
+    eprintln!("untied int8: worst rel {err:.3e}");
+    assert!(err <= 1.5e-2 && err > 1e-5, "untied int8: worst rel {err:.3e}");
+
+    let compiled = compile(&ckpt, &opts(8, true)).unwrap();
+    let g = &compiled.graph;
+    let lm_head = nodes_of_kind(g, "MatMulNBits").into_iter().find(|&n| g.node(n).name == "lm_head").expect("a quantized lm_head");
+    let values = g.input(lm_head, 1).unwrap().node;
+    match g.op(values) {
+        Op::Const(c) => assert_eq!(c.name, "lm_head.weight.q8"),
+        other => panic!("lm_head values are {other:?}"),
+    }
+}
