@@ -72,12 +72,12 @@ impl ConstTensor {
             ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q, scale_elem), map } => {
                 debug_assert!(map.is_empty(), "no function folds into a quantized weight");
                 let view = ckpt.tensor(tensor)?;
-                Ok(quantize(&view.to_f32(), &view.shape, *q, *scale_elem).0.into_iter().map(f64::from).collect())
+                Ok(quantize_cached(ckpt, &view, *q, *scale_elem).0.iter().map(|&v| f64::from(v)).collect())
             }
             ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), map } => {
                 debug_assert!(map.is_empty(), "no function folds into a quantized weight");
                 let view = ckpt.tensor(tensor)?;
-                Ok(quantize(&view.to_f32(), &view.shape, *q, self.elem).1.into_iter().map(f64::from).collect())
+                Ok(quantize_cached(ckpt, &view, *q, self.elem).1.iter().map(|&v| f64::from(v)).collect())
             }
             ConstSource::Checkpoint { tensor, transform, map } => {
                 let view = ckpt.tensor(tensor)?;
@@ -99,11 +99,11 @@ impl ConstTensor {
             }
             ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantValues(q, scale_elem), .. } => {
                 let view = ckpt.tensor(tensor)?;
-                Ok(quantize(&view.to_f32(), &view.shape, *q, *scale_elem).0)
+                Ok(quantize_cached(ckpt, &view, *q, *scale_elem).0.clone())
             }
             ConstSource::Checkpoint { tensor, transform: ConstTransform::QuantScales(q), .. } => {
                 let view = ckpt.tensor(tensor)?;
-                Ok(encode_f32(&quantize(&view.to_f32(), &view.shape, *q, self.elem).1, self.elem))
+                Ok(encode_f32(&quantize_cached(ckpt, &view, *q, self.elem).1, self.elem))
             }
             ConstSource::Checkpoint { tensor, transform, .. } => {
                 let view = ckpt.tensor(tensor)?;
@@ -123,15 +123,34 @@ impl ConstTensor {
     }
 }
 
-/// A stored `[N, K]` weight quantized (both parts: each const asks for its own), with scales
-/// rounded to `scale_elem`, the type the scales are stored in.
-fn quantize(values: &[f32], stored_shape: &[usize], q: BlockQuant, scale_elem: Elem) -> (Vec<u8>, Vec<f32>) {
+type Quantized = Arc<(Vec<u8>, Vec<f32>)>;
+/// Which weight of which checkpoint (folder, tensor, and where its bytes are mapped: a folder
+/// rewritten between two exports maps anew) in which format.
+type QuantKey = (std::path::PathBuf, String, usize, usize, BlockQuant, Elem);
+
+thread_local! {
+    /// The last weight quantized on this thread. A quantized weight is two consts (values and
+    /// scales) that emission and the interpreter ask for one after the other; keeping the last
+    /// result quantizes each weight once instead of twice (on a 2.8b export, about half the
+    /// export time). One entry: at most one weight's quantized copy is held.
+    static LAST_QUANTIZED: std::cell::RefCell<Option<(QuantKey, Quantized)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The checkpoint tensor `tensor` (a stored `[N, K]` weight) quantized, scales rounded to
+/// `scale_elem`, the type they are stored in.
+fn quantize_cached(ckpt: &Checkpoint, view: &crate::checkpoint::TensorView<'_>, q: BlockQuant, scale_elem: Elem) -> Quantized {
+    let key: QuantKey = (ckpt.dir.clone(), view.name.clone(), view.bytes.as_ptr() as usize, view.bytes.len(), q, scale_elem);
+    if let Some(hit) = LAST_QUANTIZED.with(|c| c.borrow().as_ref().filter(|(k, _)| *k == key).map(|(_, v)| v.clone())) {
+        return hit;
+    }
     let store = move |s: f32| match scale_elem {
         Elem::F16 => f16::from_f32(s).to_f32(),
         Elem::BF16 => bf16::from_f32(s).to_f32(),
         _ => s,
     };
-    q.quantize(values, stored_shape[0], stored_shape[1], store)
+    let result: Quantized = Arc::new(q.quantize(&view.to_f32(), view.shape[0], view.shape[1], store));
+    LAST_QUANTIZED.with(|c| *c.borrow_mut() = Some((key, result.clone())));
+    result
 }
 
 fn apply_transform<T: Copy>(values: Vec<T>, stored_shape: &[usize], transform: ConstTransform) -> Vec<T> {
