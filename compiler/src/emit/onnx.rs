@@ -124,7 +124,10 @@ pub fn emit_onnx(
                 e.names.insert(id.into(), c.name.clone());
                 e.graph.initializer.push(t);
                 initializers += 1;
-                if let (Some(_), crate::ir::ConstSource::Checkpoint { tensor, .. }) = (&ext, &c.source) {
+                // The bytes are in the file or the message now: drop the checkpoint's mapped
+                // pages, so a large export does not hold the whole checkpoint resident (a const
+                // read again, e.g. a tied embedding, faults them back in from the file).
+                if let crate::ir::ConstSource::Checkpoint { tensor, .. } = &c.source {
                     ckpt.release_tensor(tensor);
                 }
                 progress(done, total);
