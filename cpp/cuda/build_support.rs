@@ -29,6 +29,7 @@ const CU_SOURCES: &[&str] = &[
     "causal_conv1d_f32.cu",
     "causal_conv1d_f16.cu",
     "causal_conv1d_bf16.cu",
+    "decode_layer.cu",
 ];
 
 const HEADERS: &[&str] = &[
@@ -37,8 +38,11 @@ const HEADERS: &[&str] = &[
     "selective_scan.h",
     "selective_scan_impl.cuh",
     "selective_scan_launch.cuh",
+    "selective_scan_step.cuh",
+    "selective_scan_ws.cuh",
     "causal_conv1d.h",
     "causal_conv1d_impl.cuh",
+    "decode_layer.h",
 ];
 
 pub fn build() {

@@ -16,6 +16,7 @@ namespace mambac::cuda {
 struct ConvConfig {
     int v = 0;
     int lt = 0;
+    int step = 0;  // the per-step kernel (decode): 1 = always, -1 = never, 0 = at seqlen 1
 };
 
 // Queues y (and final_state when given) for `p` on `stream`; returns cudaSuccess, the argument

@@ -8,6 +8,7 @@
 #include "abi.h"
 #include "selective_scan.h"
 #include "selective_scan_impl.cuh"
+#include "selective_scan_step.cuh"
 #include "selective_scan_ws.cuh"
 
 namespace mambac::cuda::detail {
@@ -199,6 +200,11 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     constexpr int V = kVec<T>;
     const bool vec = a.dim % V == 0 && a.dstate % V == 0 && aligned16(a.u) && aligned16(a.delta) &&
                      (!a.z || aligned16(a.z)) && aligned16(a.B) && aligned16(a.C) && aligned16(a.y);
+    // Decode steps: the per-step kernel (no tiles, no split; selective_scan_step.cuh). Measured
+    // on the H200 against the tiled kernels (BENCHMARKS.md); cfg.step forces one or the other.
+    const bool tiled_forced = cfg.lanes != 0 || cfg.ch != 0 || cfg.w != 0 || cfg.s != 0 || cfg.cpt != 0;
+    if (cfg.step > 0 || (cfg.step == 0 && !tiled_forced && scan_step_wins(static_cast<long long>(a.batch) * a.dim, a.seqlen)))
+        return launch_scan_step<T>(a, stream);
     const DeviceInfo dev = device_info();
     // Warp-split kernel (selective_scan_ws.cuh), forced by the harness with w < 0: W = -w
     // sub-chunks a warp, S = s steps each.

@@ -59,15 +59,15 @@ class CCParams(ctypes.Structure):
 
 lib = ctypes.CDLL(LIB_PATH)
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p]
-lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p] + [ctypes.c_int] * 5
+lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p] + [ctypes.c_int] * 6
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p]
-lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p] + [ctypes.c_int] * 3
 CONV_CFGS = [(4, 8), (4, 32), (8, 8), (8, 16)]  # (channels, steps) a thread besides the default (4, 16); 8 only 16-bit
 
 
 def run_conv(p, cfg=None):
     return lib.mambac_cuda_causal_conv1d(ctypes.byref(p), stream()) if cfg is None else \
-        lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *cfg)
+        lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (3 - len(cfg))))
 lib.mambac_cuda_error_string.restype = ctypes.c_char_p
 layout = (sz * 8)()
 lib.mambac_cuda_abi_layout(layout)
@@ -166,7 +166,7 @@ def run_scan(x, code, softplus, want_final, cfg=None):
     if cfg is None:
         rc = lib.mambac_cuda_selective_scan(ctypes.byref(p), stream())
     else:
-        rc = lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (5 - len(cfg))))
+        rc = lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (6 - len(cfg))))
     check_rc(rc, "selective_scan")
     torch.cuda.synchronize()
     return y, fs
@@ -332,6 +332,18 @@ def conformance():
     check_scan(1, 2048, 5120, 16, 1, allopt, dnames=("f16", "f32", "bf16"), cfgs=(None, (4, 0, -4, 8), (4, 0, -8, 8)))
     check_scan(1, 2048, 1536, 16, 1, allopt, dnames=("f16",), cfgs=(None, (4, 0, -8, 8)))
     check_scan(2, 512, 5120, 16, 1, allopt, dnames=("f16",))
+    # Decode steps: the per-step kernel (auto at seqlen 1; cfg step=1 forces it on longer
+    # sequences, step=-1 forces the tiled kernels at seqlen 1), odd sizes and every option.
+    step, tiled = (0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, -1)
+    for (B, L, D, N, G) in [(1, 1, 5120, 16, 1), (8, 1, 5120, 16, 1), (3, 1, 40, 8, 2), (2, 1, 130, 1, 1),
+                            (1, 1, 8, 256, 1), (2, 1, 24, 16, 3), (1, 1, 7, 5, 1), (64, 1, 136, 16, 1)]:
+        check_scan(B, L, D, N, G, allopt, cfgs=(None, tiled))
+    for opts in [none, {"z": False}, {"D": False}, {"bias": False}, {"softplus": False},
+                 {"init": False}, {"final": False}]:
+        check_scan(2, 1, 136, 16, 1, opts)
+        check_scan(2, 9, 136, 16, 2, opts, cfgs=(step,))
+    for (B, L, D, N, G) in [(2, 2, 40, 16, 1), (1, 7, 130, 16, 2), (3, 33, 24, 64, 1), (1, 300, 64, 16, 1)]:
+        check_scan(B, L, D, N, G, allopt, cfgs=(step,))
     log(f"  scan grid: {time.time() - t0:.1f} s")
     # CausalConv1d.
     for (B, L, D, K) in [(1, 1, 1, 4), (2, 2, 5, 4), (2, 300, 130, 4), (2, 100, 64, 4), (1, 50, 64, 3),
@@ -348,6 +360,18 @@ def conformance():
         for (B, L, D, K, opts) in [(2, 300, 128, 4, {}), (1, 3, 64, 4, {}), (3, 33, 40, 4, {"init": False}),
                                    (1, 50, 64, 3, {}), (1, 50, 64, 2, {"bias": False}), (1, 2048, 5120, 4, {})]:
             check_conv(B, L, D, K, opts, cfg=cfg)
+    # Decode steps: the per-step kernel (auto at seqlen 1 for widths 2-4; forced on longer
+    # sequences with step=1; step=-1 forces the tiled kernel).
+    for (B, L, D, K) in [(1, 1, 5120, 4), (8, 1, 5120, 4), (2, 1, 13, 3), (2, 1, 13, 2), (2, 1, 24, 6),
+                         (2, 1, 24, 1), (64, 1, 136, 4)]:
+        check_conv(B, L, D, K, {})
+        check_conv(B, L, D, K, {}, cfg=(0, 0, -1))
+    for opts in [{"bias": False}, {"init": False}, {"final": False}, {"silu": False},
+                 {"bias": False, "init": False, "final": False, "silu": False}]:
+        check_conv(2, 1, 64, 4, opts)
+        check_conv(2, 5, 13, 4, opts, cfg=(0, 0, 1))
+    for (B, L, D, K) in [(1, 2, 64, 4), (3, 33, 40, 3), (1, 300, 128, 2)]:
+        check_conv(B, L, D, K, {}, cfg=(0, 0, 1))
     log("  worst error per op and dtype (max|out - ref| / max|ref|):")
     for (op, d), e in sorted(WORST.items()):
         log(f"    {op:14s} {d:5s} {e:.3g}")
@@ -379,6 +403,76 @@ def time_us(fn, per_batch=20, batches=11, warm=3):
 
 COPY_BW = 4.22e12  # DEVICE.md's figure, which defines the floors; this call measures its own too
 EXP_RATE = 132 * 16 * 1.98e9
+
+
+def graph_time_us(fn, per_graph=50, reps=11):
+    """Time of one fn() when per_graph of them are replayed as a CUDA graph: what a decode step
+    costs inside ORT's captured graph. (Launching a kernel of a few microseconds through ctypes
+    takes longer than the kernel, so time_us measures the host there, not the GPU.)"""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(per_graph):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(reps):
+        e0.record()
+        g.replay()
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1) * 1000.0 / per_graph)
+    return statistics.median(ts)
+
+
+def bench_decode():
+    """Decode steps (states in and out, as `mambac generate` runs them): the per-step kernels
+    against the tiled ones, seqlen 1 and a few short chunks (where the default switches), each
+    replayed from a CUDA graph as ORT's graph capture runs them."""
+    step_rows = []
+    N = 16
+    for op, dname, B, D, L in [("scan", "f16", 1, 5120, 1), ("scan", "f16", 8, 5120, 1), ("scan", "f16", 1, 1536, 1),
+                               ("scan", "f32", 1, 5120, 1), ("scan", "f16", 1, 5120, 2), ("scan", "f16", 1, 5120, 4),
+                               ("scan", "f16", 1, 5120, 8), ("scan", "f16", 8, 5120, 4),
+                               ("conv", "f16", 1, 5120, 1), ("conv", "f16", 8, 5120, 1), ("conv", "f16", 1, 5120, 4),
+                               ("conv", "f16", 8, 5120, 4), ("conv", "f16", 1, 5120, 16)]:
+        dt, code = DTYPES[dname]
+        sets = []
+        for s in range(2):
+            if op == "scan":
+                x = scan_inputs(B, L, D, N, 1, dt, {}, 300 + s)
+                y = torch.empty(B, L, D, dtype=dt, device=dev)
+                fs = torch.empty(B, D, N, dtype=torch.float32, device=dev)
+                sets.append((x, y, fs, scan_params(x, y, fs, code, True)))
+            else:
+                x = conv_inputs(B, L, D, 4, dt, {}, 300 + s)
+                y = torch.empty(B, L, D, dtype=dt, device=dev)
+                fs = torch.empty(B, D, 3, dtype=dt, device=dev)
+                sets.append((x, y, fs, conv_params(x, y, fs, code, True)))
+        k = [0]
+        res = {}
+        for tag, st in (("step", 1), ("tiled", -1)):
+            def f():
+                p = sets[k[0] & 1][3]
+                k[0] += 1
+                if op == "scan":
+                    rc = lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), 0, 0, 0, 0, 0, st)
+                else:
+                    rc = lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), 0, 0, st)
+                check_rc(rc, op)
+            res[tag] = graph_time_us(f)
+        log(f"  decode {op} {dname} B{B} D{D} L{L}: per-step kernel {res['step']:.1f} us, tiled {res['tiled']:.1f} us")
+        step_rows.append((f"{op} {dname} B={B} D={D} L={L}", res["step"], res["tiled"]))
+        del sets
+
+    tiny = torch.zeros(5120, dtype=torch.float16, device=dev)
+    floor = graph_time_us(lambda: tiny.add_(1))
+    log(f"  decode floor: one tiny elementwise kernel (torch add_, 5120 f16) in a graph: {floor:.2f} us")
+    step_rows.append(("floor: torch add_ 5120 f16", floor, float("nan")))
+    return step_rows
 
 
 def bench():
@@ -418,7 +512,7 @@ def bench():
                 p = sets[k[0] & 1][2]
                 k[0] += 1
                 rc = lib.mambac_cuda_selective_scan(ctypes.byref(p), stream()) if cfg is None else \
-                    lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (5 - len(cfg))))
+                    lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (6 - len(cfg))))
                 if rc:
                     raise RuntimeError(lib.mambac_cuda_error_string(rc).decode())
             return f
@@ -488,6 +582,8 @@ def bench():
                 conv_rows.append((f"CausalConv1d {dname} B={B} D={D} L={L} K=4", us, bw))
         del sets
 
+    step_rows = bench_decode()
+
     log("")
     log("== summary ==")
     log(f"copy bandwidth measured: {measured / 1e12:.2f} TB/s; floors below use DEVICE.md's 4.22 TB/s and "
@@ -501,6 +597,8 @@ def bench():
     for name, us, bw in conv_rows:
         log(f"{name:42s} {us:7.1f}   {bw / 1e12:.2f} TB/s = {bw / measured:.0%} of measured copy, "
             f"{bw / 4.22e12:.0%} of 4.22")
+    for name, st, ti in step_rows:
+        log(f"decode {name:36s} per-step {st:6.1f} us, tiled {ti:6.1f} us ({ti / st:.2f}x)")
     log(f"conformance: {'PASS' if not FAILS else 'FAIL (' + str(len(FAILS)) + ')'}; worst: " +
         ", ".join(f"{op[:4]} {d} {e:.2g}" for (op, d), e in sorted(WORST.items())))
 
@@ -529,6 +627,9 @@ if __name__ == "__main__":
             conformance()
         if what in ("all", "bench"):
             bench()
+        if what == "decode":
+            for name, st, ti in bench_decode():
+                log(f"decode {name:36s} per-step {st:6.1f} us, tiled {ti:6.1f} us ({ti / st:.2f}x)")
     finally:
         if OUT:
             with open(os.path.join(OUT, "gpu_check.txt"), "w") as f:

@@ -55,7 +55,7 @@ def cupti_ms(fn, steps):
         t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
         if t:
             total += t
-            names[ev.key[:60]] = ev.count / steps
+            names[ev.key[:90]] = (ev.count / steps, t / steps)
     return total / 1e3 / steps, names
 
 
@@ -230,7 +230,10 @@ def part_s(R, big):
     io_ab, io_ba, _, _ = setup(sess, 1)
     gpu_ms, kern = cupti_ms(lambda: sess.run_with_iobinding(io_ab), 10)
     out["gpu_ms_b1"] = gpu_ms
-    log(f"  [S] GPU time of a batch-1 step (CUPTI): {gpu_ms:.2f} ms")
+    out["kernels_b1"] = {k: {"per_step": c, "us_per_step": us} for k, (c, us) in kern.items()}
+    log(f"  [S] GPU time of a batch-1 step (CUPTI): {gpu_ms:.2f} ms, {sum(c for c, _ in kern.values()):.0f} kernels")
+    for k, (c, us) in sorted(kern.items(), key=lambda kv: -kv[1][1]):
+        log(f"      {us:8.1f} us  {c:6.1f}x  {k}")
     del sess
     for batch in (1, 8):
         try:

@@ -1,0 +1,454 @@
+// Fused decode step of one Mamba layer (decode_layer.h): five kernels.
+//
+//   1. stats:    per batch row, 1 / rms(residual); residual_out = residual_in; zero the split-K
+//                accumulators (so a CUDA-graph replay starts clean).
+//   2. in_proj:  xz += W_in^T . T(norm(residual) * w)        split-K GEMV, norm in the prologue
+//   3. x_proj:   dbc += W_x^T . xc, with xc = T(silu(conv(state, T(x)))) computed in the prologue
+//                for the block's own channels (each channel once), writing conv_state_out
+//   4. scan:     dt = T(W_dt^T . T(dt_low)), the selective-scan step on 4 lanes a channel,
+//                y = T((C . h + D u) silu(T(z)))
+//   5. out_proj: residual_out += W_out^T . y                  split-K GEMV
+//
+// GEMVs read the [in, out] weights row by row: a warp takes 32 x V consecutive outputs (V = one
+// 16-byte vector of T) of one input row, the 8 warps of a block take interleaved rows of its K
+// tile, the block sums its warps in shared memory and adds the tile's share to the float32
+// output with atomics. K tiles are sized so the grid covers the GPU about six times over. The
+// roundings to T sit where the unfused graph stores a T tensor, so both agree to T's precision.
+// Float atomics make the last bits depend on the order the tiles land in.
+#include <algorithm>
+#include <cstdint>
+
+#include "common.cuh"
+#include "decode_layer.h"
+
+namespace mambac::cuda {
+namespace detail {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kKTileMax = 512;  // rows of a K tile (passes of kPassRows)
+
+template <typename T> __device__ __forceinline__ float round_t(float v) { return to_f32(from_f32<T>(v)); }
+
+// Where the float32 scratch lives (in floats from the start); the accumulators come first so one
+// range is zeroed.
+struct ScratchLayout {
+    size_t xz, dbc, stats, xc, y, zero_end, total;
+};
+
+__host__ __device__ inline size_t align4(size_t n) { return (n + 3) & ~size_t(3); }
+
+__host__ __device__ inline ScratchLayout scratch_layout(const DecodeLayerParams& p) {
+    ScratchLayout s{};
+    const size_t B = p.batch, I = p.inner, E = size_t(p.dt_rank) + 2 * size_t(p.dstate);
+    s.xz = 0;
+    s.dbc = align4(s.xz + B * 2 * I);
+    s.zero_end = align4(s.dbc + B * E);
+    s.stats = s.zero_end;
+    s.xc = align4(s.stats + B);
+    s.y = align4(s.xc + B * I);
+    s.total = align4(s.y + B * I);
+    return s;
+}
+
+enum Prologue { kNorm, kConv, kPlain };
+
+// One split-K GEMV launch: out[b, n] += sum_k x[b, k] W[k, n] for the block's K tile, n in its
+// column range, b in its batch chunk. x is made by the prologue (MODE).
+struct GemvArgs {
+    const void* W;
+    const void* bias;  // [N] T, added once (by the first K tile); nullable
+    float* out;
+    int K, N, ldo, k_tile;
+};
+
+// V consecutive weights of one row: one 16-byte load, or V scalar ones.
+template <typename T, int V> struct WRow {
+    T e[V];
+    __device__ __forceinline__ void load(const T* q) {
+        if constexpr (V * sizeof(T) == 16) {
+            Vec16<T> v;
+            v.raw = __ldg(reinterpret_cast<const uint4*>(q));
+#pragma unroll
+            for (int i = 0; i < V; ++i) e[i] = v.e[i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < V; ++i) e[i] = q[i];
+        }
+    }
+};
+
+// RPP: rows of one pass a thread holds in registers (a pass is kWarps * RPP rows of the tile),
+// i.e. its 16-byte loads in flight. More loads in flight cost registers and so resident blocks;
+// at 16 with 8 batch rows of accumulators a block took up to 240 registers (one a
+// multiprocessor). Chosen by the launcher (DecodeTuning overrides it for the harness).
+
+// The tile's inputs, x[b][i] = input k0 + i of batch row b0 + b (zero past nb), made by MODE.
+template <typename T, int BB, int MODE>
+__device__ __forceinline__ void gemv_prologue(const DecodeLayerParams& p, const ScratchLayout& L, float* scratch,
+                                              float (*xs)[kKTileMax], int b0, int nb, int k0, int kt) {
+    for (int j = threadIdx.x; j < BB * kt; j += kThreads) {
+        const int b = j / kt, i = j % kt, k = k0 + i;
+        float v = 0.f;
+        if (b < nb) {
+            const size_t row = size_t(b0 + b);
+            if constexpr (MODE == kNorm) {
+                v = round_t<T>(p.residual_in[row * p.hidden + k] * scratch[L.stats + row] * p.norm_w[k]);
+            } else if constexpr (MODE == kConv) {
+                // Channel k's conv step: window = the width - 1 stored inputs, then x = T(xz[b, k]).
+                const int K1 = p.width - 1;
+                const T* st = static_cast<const T*>(p.conv_state_in) + (row * p.inner + k) * K1;
+                const T* w = static_cast<const T*>(p.conv_w) + size_t(k) * p.width;
+                const T xk = from_f32<T>(scratch[L.xz + row * 2 * p.inner + k]);
+                float acc = p.conv_b ? to_f32(static_cast<const T*>(p.conv_b)[k]) : 0.f;
+                for (int q = 0; q < K1; ++q) acc = fmaf(to_f32(w[q]), to_f32(st[q]), acc);
+                acc = fmaf(to_f32(w[K1]), to_f32(xk), acc);
+                v = round_t<T>(silu(acc));
+                if (blockIdx.x == 0) {  // column blocks past the first recompute it; one writes
+                    T* so = static_cast<T*>(p.conv_state_out) + (row * p.inner + k) * K1;
+                    for (int q = 0; q + 1 < K1; ++q) so[q] = st[q + 1];
+                    if (K1 > 0) so[K1 - 1] = xk;
+                    scratch[L.xc + row * p.inner + k] = v;
+                }
+            } else {
+                v = scratch[L.y + row * p.inner + k];
+            }
+        }
+        xs[b][i] = v;
+    }
+}
+
+template <typename T, int V, int RPP>
+__device__ __forceinline__ void load_pass(WRow<T, V> (&w)[RPP], const T* wp, int N, int i0, int kt, bool col_ok) {
+#pragma unroll
+    for (int r = 0; r < RPP; ++r) {
+        const int i = i0 + r * kWarps;
+        if (col_ok && i < kt) w[r].load(wp + size_t(i) * N);
+    }
+}
+
+template <typename T, int V, int BB, int RPP>
+__device__ __forceinline__ void fma_pass(float (&acc)[BB][V], const float (*xs)[kKTileMax], const WRow<T, V> (&w)[RPP],
+                                         int i0, int kt) {
+#pragma unroll
+    for (int r = 0; r < RPP; ++r) {
+        const int i = i0 + r * kWarps;
+        if (i < kt) {
+#pragma unroll
+            for (int b = 0; b < BB; ++b) {
+                const float x = xs[b][i];
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[b][e] = fmaf(x, to_f32(w[r].e[e]), acc[b][e]);
+            }
+        }
+    }
+}
+
+template <typename T, int V, int BB, int RPP, int MODE>
+__global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const DecodeLayerParams p, const GemvArgs g) {
+    __shared__ float xs[BB][kKTileMax];
+    __shared__ float red[kWarps][32 * V];
+    const ScratchLayout L = scratch_layout(p);
+    float* scratch = static_cast<float*>(p.scratch);
+    const int b0 = blockIdx.z * BB;
+    const int nb = min(BB, p.batch - b0);
+    const int k0 = blockIdx.y * g.k_tile;
+    const int kt = min(g.k_tile, g.K - k0);
+    const int n0 = blockIdx.x * 32 * V;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n = n0 + lane * V;
+    const bool col_ok = n < g.N;
+    const T* wp = static_cast<const T*>(g.W) + size_t(k0) * g.N + n;
+
+    // The first pass's weights are requested before the prologue, so their latency and the
+    // prologue's overlap; each thread has up to rows_per_pass 16-byte loads in flight.
+    constexpr int kPassRows = kWarps * RPP;
+    WRow<T, V> w[RPP];
+    load_pass<T, V, RPP>(w, wp, g.N, warp, kt, col_ok);
+    gemv_prologue<T, BB, MODE>(p, L, scratch, xs, b0, nb, k0, kt);
+    __syncthreads();
+
+    float acc[BB][V];
+#pragma unroll
+    for (int b = 0; b < BB; ++b)
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[b][e] = 0.f;
+    for (int i0 = warp;; i0 += kPassRows) {
+        fma_pass<T, V, BB, RPP>(acc, xs, w, i0, kt);
+        if (i0 + kPassRows >= kt) break;
+        load_pass<T, V, RPP>(w, wp, g.N, i0 + kPassRows, kt, col_ok);
+    }
+    // Sum the 8 warps' partials per output, then one atomic per (row, output) and tile.
+    const T* bias = static_cast<const T*>(g.bias);
+#pragma unroll
+    for (int b = 0; b < BB; ++b) {
+        if (b >= nb) break;  // uniform over the block
+#pragma unroll
+        for (int e = 0; e < V; ++e) red[warp][lane * V + e] = acc[b][e];
+        __syncthreads();
+        // Four outputs a thread and one vector atomic (sm_90) where the row allows: the tiles of
+        // a column all land on the same addresses, so fewer, wider atomics contend less.
+        float* orow = g.out + size_t(b0 + b) * g.ldo;
+        for (int c = threadIdx.x * 4; c < 32 * V; c += kThreads * 4) {
+            const int col = n0 + c;
+            float s[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[e] = 0.f;
+                if (c + e < 32 * V) {
+#pragma unroll
+                    for (int w2 = 0; w2 < kWarps; ++w2) s[e] += red[w2][c + e];
+                    if (bias && blockIdx.y == 0 && col + e < g.N) s[e] += to_f32(bias[col + e]);
+                }
+            }
+            if (col + 3 < g.N && (reinterpret_cast<uintptr_t>(orow + col) & 15u) == 0) {
+                atomicAdd(reinterpret_cast<float4*>(orow + col), make_float4(s[0], s[1], s[2], s[3]));
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (col + e < g.N && c + e < 32 * V) atomicAdd(orow + col + e, s[e]);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// 1 / rms of each residual row; residual_out = residual_in (out_proj adds into it); zeroed
+// accumulators. kStatsSplit blocks a batch row share the copy and the zeroing (one block alone
+// took 5.3 us at batch 1); the first also sums the squares.
+constexpr int kStatsSplit = 8;
+
+__global__ void __launch_bounds__(kThreads) decode_stats_kernel(const DecodeLayerParams p) {
+    __shared__ float part[kWarps];
+    const ScratchLayout L = scratch_layout(p);
+    float* scratch = static_cast<float*>(p.scratch);
+    const size_t b = blockIdx.x;
+    const int j0 = blockIdx.y * kThreads + threadIdx.x, js = kStatsSplit * kThreads;
+    const float* r = p.residual_in + b * p.hidden;
+    for (int k = j0; k < p.hidden; k += js) p.residual_out[b * p.hidden + k] = r[k];
+    const size_t E = size_t(p.dt_rank) + 2 * size_t(p.dstate);
+    for (size_t j = j0; j < 2 * size_t(p.inner); j += js) scratch[L.xz + b * 2 * p.inner + j] = 0.f;
+    for (size_t j = j0; j < E; j += js) scratch[L.dbc + b * E + j] = 0.f;
+    if (blockIdx.y != 0) return;
+    float ss = 0.f;
+    for (int k = threadIdx.x; k < p.hidden; k += kThreads) ss = fmaf(r[k], r[k], ss);
+#pragma unroll
+    for (int m = 16; m >= 1; m /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, m);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int w = 0; w < kWarps; ++w) t += part[w];
+        // The unfused graph's x / sqrt(mean(x^2) + eps).
+        scratch[L.stats + b] = 1.f / sqrtf(t / p.hidden + p.eps);
+    }
+}
+
+// dt_proj + softplus + the scan step + D skip + SiLU(z) gate for 32 channels of one batch row.
+// dt_proj: 8 groups of input rows x 32 channels, each thread's rows loaded at once, summed in
+// shared memory; the scan: 8 lanes a channel (states l, l + 8, ...), y summed by three shuffles.
+// What does not depend on dt (a lane's NPL states and their A, u and z) is loaded first, so
+// those loads overlap the dt_proj phase; NPL = 0 loops over any dstate instead. Every phase is
+// a memory round trip, so the kernel is latency-bound: 32 channels a block (160 blocks at dim
+// 5120) and all loads of a phase in flight together.
+constexpr int kScanCh = 32;
+constexpr int kScanLanes = kThreads / kScanCh;  // 8
+constexpr int kDtRowsMax = 32;                   // dt_proj rows a thread holds (dt_rank <= 256)
+
+template <typename T, int NPL>
+__global__ void __launch_bounds__(kThreads) decode_scan_kernel(const DecodeLayerParams p) {
+    extern __shared__ float sm[];  // [R + 2N] dt_low, B, C; then [kWarps][kScanCh] partials
+    const ScratchLayout L = scratch_layout(p);
+    const float* scratch = static_cast<const float*>(p.scratch);
+    float* y_out = static_cast<float*>(p.scratch) + L.y;
+    const int R = p.dt_rank, N = p.dstate, I = p.inner;
+    const int E = R + 2 * N;
+    const size_t b = blockIdx.y;
+    const int d0 = blockIdx.x * kScanCh;
+    const int c = threadIdx.x / kScanLanes, l = threadIdx.x % kScanLanes;
+    const int d = d0 + c;
+    const bool live = d < I;
+    const size_t s0 = (b * I + (live ? d : 0)) * N;
+    float h0[NPL > 0 ? NPL : 1], a2[NPL > 0 ? NPL : 1];
+    float u = 0.f, zg = 0.f;
+    if (live) {
+#pragma unroll
+        for (int q = 0; q < NPL; ++q) {
+            const int n = l + kScanLanes * q;
+            h0[q] = n < N ? p.ssm_state_in[s0 + n] : 0.f;
+            a2[q] = n < N ? p.A[size_t(d) * N + n] * kLog2e : 0.f;
+        }
+        u = scratch[L.xc + b * I + d];
+        zg = scratch[L.xz + b * 2 * I + I + d];
+    }
+    // dt_proj weights of this thread: rows grp, grp + 8, ... of channel d0 + lane.
+    const int lane = threadIdx.x & 31, grp = threadIdx.x >> 5;
+    const int dc = d0 + lane;
+    const T* Wd = static_cast<const T*>(p.dt_proj_t) + dc;
+    T wv[kDtRowsMax];
+#pragma unroll
+    for (int q = 0; q < kDtRowsMax; ++q) {
+        const int r = grp + kWarps * q;
+        wv[q] = (dc < I && r < R) ? Wd[size_t(r) * I] : from_f32<T>(0.f);
+    }
+    for (int j = threadIdx.x; j < E; j += kThreads) sm[j] = round_t<T>(scratch[L.dbc + b * E + j]);
+    __syncthreads();
+    float* part = sm + ((E + 3) & ~3);
+    {
+        float a0 = 0.f;
+#pragma unroll
+        for (int q = 0; q < kDtRowsMax; ++q) {
+            const int r = grp + kWarps * q;
+            if (r < R) a0 = fmaf(sm[r], to_f32(wv[q]), a0);
+        }
+        for (int r = grp + kWarps * kDtRowsMax; r < R; r += kWarps)  // dt_rank > 256
+            if (dc < I) a0 = fmaf(sm[r], to_f32(Wd[size_t(r) * I]), a0);
+        part[grp * kScanCh + lane] = a0;
+    }
+    __syncthreads();
+    float dt = 0.f;
+    if (live) {
+        for (int w = 0; w < kWarps; ++w) dt += part[w * kScanCh + c];
+        dt = round_t<T>(dt) + (p.dt_bias ? p.dt_bias[d] : 0.f);
+        dt = softplus(dt);
+    }
+    const float* Bv = sm + R;
+    const float* Cv = sm + R + N;
+    float acc = 0.f;
+    if (live) {
+        const float du = dt * u;
+        if constexpr (NPL > 0) {
+#pragma unroll
+            for (int q = 0; q < NPL; ++q) {
+                const int n = l + kScanLanes * q;
+                if (n < N) {
+                    const float h = fmaf(ex2(dt * a2[q]), h0[q], du * Bv[n]);
+                    p.ssm_state_out[s0 + n] = h;
+                    acc = fmaf(Cv[n], h, acc);
+                }
+            }
+        } else {
+            for (int n = l; n < N; n += kScanLanes) {
+                const float h = fmaf(ex2(dt * p.A[size_t(d) * N + n] * kLog2e), p.ssm_state_in[s0 + n], du * Bv[n]);
+                p.ssm_state_out[s0 + n] = h;
+                acc = fmaf(Cv[n], h, acc);
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 1; m < kScanLanes; m *= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+    if (live && l == 0) {
+        float out = p.D ? fmaf(p.D[d], u, acc) : acc;
+        out *= silu(round_t<T>(zg));
+        y_out[b * I + d] = round_t<T>(out);
+    }
+}
+
+// K tile: a multiple of 32 rows, at most kt_max, so the grid is about `per_sm` blocks a
+// multiprocessor. Fewer, longer tiles where a block serves several batch rows: each tile costs
+// one atomic per (row, output), and at batch 8 those dominated (in_proj 50 us with 128-row tiles).
+inline int pick_k_tile(int K, int col_blocks, int batch_chunks, int sms, int per_sm, int kt_max) {
+    const long long want = 1LL * per_sm * sms;
+    long long tiles = std::max<long long>(1, want / std::max(1LL, 1LL * col_blocks * batch_chunks));
+    long long kt = (K + tiles - 1) / tiles;
+    kt = (kt + 31) / 32 * 32;
+    return static_cast<int>(std::min<long long>(kt_max, std::max<long long>(32, kt)));
+}
+
+inline bool aligned16(const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15u) == 0; }
+
+DecodeTuning g_tuning;  // harness override; zeros = the defaults below
+
+template <typename T, int V, int BB, int RPP, int MODE>
+cudaError_t launch_gemv_v(const DecodeLayerParams& p, GemvArgs g, cudaStream_t s, int sms) {
+    const int col_blocks = (g.N + 32 * V - 1) / (32 * V);
+    const int chunks = (p.batch + BB - 1) / BB;
+    // Defaults measured on the H200 (tools/gpu/decode_layer_check.py, BENCHMARKS.md).
+    const int per_sm = g_tuning.blocks_per_sm > 0 ? g_tuning.blocks_per_sm : (BB >= 4 ? 2 : 6);
+    const int kt_max = g_tuning.k_tile_max > 0 ? std::min(g_tuning.k_tile_max, kKTileMax) : (BB >= 4 ? 512 : 256);
+    g.k_tile = pick_k_tile(g.K, col_blocks, chunks, sms, per_sm, kt_max);
+    const dim3 grid(col_blocks, (g.K + g.k_tile - 1) / g.k_tile, chunks);
+    if (grid.z > 65535 || grid.y > 65535) return cudaErrorInvalidValue;
+    decode_gemv_kernel<T, V, BB, RPP, MODE><<<grid, kThreads, 0, s>>>(p, g);
+    return cudaGetLastError();
+}
+
+template <typename T, int V, int BB, int MODE>
+cudaError_t launch_gemv_rpp(const DecodeLayerParams& p, const GemvArgs& g, cudaStream_t s, int sms) {
+    if constexpr (BB == 1) {
+        const int rpp = g_tuning.rows_per_pass > 0 ? g_tuning.rows_per_pass : 4;
+        if (rpp == 4) return launch_gemv_v<T, V, BB, 4, MODE>(p, g, s, sms);
+        if (rpp == 16) return launch_gemv_v<T, V, BB, 16, MODE>(p, g, s, sms);
+    }
+    return launch_gemv_v<T, V, BB, 8, MODE>(p, g, s, sms);
+}
+
+template <typename T, int BB, int MODE>
+cudaError_t launch_gemv_bb(const DecodeLayerParams& p, const GemvArgs& g, cudaStream_t s, int sms) {
+    constexpr int V = kVec<T>;
+    if (g.N % V == 0 && aligned16(g.W)) return launch_gemv_rpp<T, V, BB, MODE>(p, g, s, sms);
+    return launch_gemv_rpp<T, 1, BB, MODE>(p, g, s, sms);
+}
+
+template <typename T, int MODE>
+cudaError_t launch_gemv(const DecodeLayerParams& p, const GemvArgs& g, cudaStream_t s, int sms) {
+    // Batch rows a block: each weight vector loaded serves BB rows (registers: BB x V).
+    if (p.batch <= 1) return launch_gemv_bb<T, 1, MODE>(p, g, s, sms);
+    if (p.batch <= 2) return launch_gemv_bb<T, 2, MODE>(p, g, s, sms);
+    if (p.batch <= 4) return launch_gemv_bb<T, 4, MODE>(p, g, s, sms);
+    return launch_gemv_bb<T, 8, MODE>(p, g, s, sms);
+}
+
+template <typename T>
+cudaError_t launch_typed(const DecodeLayerParams& p, cudaStream_t s) {
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    const ScratchLayout L = scratch_layout(p);
+    float* scratch = static_cast<float*>(p.scratch);
+    const int I = p.inner, H = p.hidden, E = p.dt_rank + 2 * p.dstate;
+
+    decode_stats_kernel<<<dim3(p.batch, kStatsSplit), kThreads, 0, s>>>(p);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    e = launch_gemv<T, kNorm>(p, GemvArgs{p.in_proj_t, p.in_proj_b, scratch + L.xz, H, 2 * I, 2 * I, 0}, s, sms);
+    if (e != cudaSuccess) return e;
+    e = launch_gemv<T, kConv>(p, GemvArgs{p.x_proj_t, nullptr, scratch + L.dbc, I, E, E, 0}, s, sms);
+    if (e != cudaSuccess) return e;
+    const size_t smem = (size_t((E + 3) & ~3) + size_t(kWarps) * kScanCh) * sizeof(float);
+    if (smem > 48 * 1024) return cudaErrorInvalidValue;
+    const dim3 sgrid((I + kScanCh - 1) / kScanCh, p.batch);
+    if (p.dstate <= 16) decode_scan_kernel<T, 2><<<sgrid, kThreads, smem, s>>>(p);
+    else if (p.dstate <= 32) decode_scan_kernel<T, 4><<<sgrid, kThreads, smem, s>>>(p);
+    else decode_scan_kernel<T, 0><<<sgrid, kThreads, smem, s>>>(p);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    return launch_gemv<T, kPlain>(p, GemvArgs{p.out_proj_t, p.out_proj_b, p.residual_out, I, H, H, 0}, s, sms);
+}
+
+}  // namespace
+}  // namespace detail
+
+void decode_layer_set_tuning(const DecodeTuning& t) { detail::g_tuning = t; }
+
+size_t decode_layer_scratch_bytes(const DecodeLayerParams& p) {
+    if (p.batch <= 0 || p.inner <= 0) return 0;
+    return detail::scratch_layout(p).total * sizeof(float);
+}
+
+cudaError_t decode_layer(const DecodeLayerParams& p, cudaStream_t stream) {
+    if (p.batch == 0) return cudaSuccess;
+    if (p.batch < 0 || p.batch > 65535 || p.hidden <= 0 || p.inner <= 0 || p.dstate <= 0 || p.dt_rank <= 0 ||
+        p.width < 1 || !p.residual_in || !p.residual_out || !p.ssm_state_in || !p.ssm_state_out ||
+        !p.norm_w || !p.in_proj_t || !p.conv_w || !p.x_proj_t || !p.dt_proj_t || !p.A || !p.out_proj_t ||
+        !p.scratch || (p.width > 1 && (!p.conv_state_in || !p.conv_state_out)))
+        return cudaErrorInvalidValue;
+    switch (p.elem) {
+        case 0: return detail::launch_typed<float>(p, stream);
+        case 1: return detail::launch_typed<__half>(p, stream);
+        case 2: return detail::launch_typed<__nv_bfloat16>(p, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+}  // namespace mambac::cuda
