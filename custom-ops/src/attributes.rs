@@ -25,6 +25,22 @@ pub unsafe fn int_or(info: *const OrtKernelInfo, op: &'static str, name: &'stati
     Ok(default)
 }
 
+/// A float attribute, or `default` when the node does not set it.
+///
+/// # Safety
+/// As for [`int_or`].
+pub unsafe fn float_or(info: *const OrtKernelInfo, op: &'static str, name: &'static CStr, default: f32) -> Result<f32, OpError> {
+    let api = api();
+    let mut value = 0f32;
+    if discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut value)) {
+        return Ok(value);
+    }
+    if has_other_kind(info, name, Kind::Float) {
+        return Err(attr_error(op, name, "must be a float".into()));
+    }
+    Ok(default)
+}
+
 /// A string attribute, or `default` when the node does not set it.
 ///
 /// # Safety
@@ -44,6 +60,7 @@ pub fn attr_error(op: &'static str, name: &'static CStr, problem: String) -> OpE
 #[derive(PartialEq)]
 enum Kind {
     Int,
+    Float,
     String,
 }
 
@@ -67,6 +84,6 @@ unsafe fn has_other_kind(info: *const OrtKernelInfo, name: &CStr, expected: Kind
     let mut i = 0i64;
     let mut f = 0f32;
     (expected != Kind::Int && discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut i)))
-        || discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut f))
+        || (expected != Kind::Float && discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut f)))
         || (expected != Kind::String && read_string(info, name).is_some())
 }

@@ -7,6 +7,8 @@
 //!   kernel creation and compute), every callback wrapped so no panic crosses into ORT.
 //! * [`selective_scan`], [`causal_conv1d`] — per-op attributes and compute: read the inputs,
 //!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
+//! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
+//!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
 //! * [`kernel_abi`] — the cxx bridge to C++ (`cpp/`): params structs, shape checks, kernels.
 //!   The C++ knows nothing about ORT, so the TensorRT plugin can reuse it.
 //!
@@ -19,6 +21,7 @@ pub mod causal_conv1d;
 pub mod cuda;
 pub mod error;
 pub mod kernel_abi;
+pub mod layer_step;
 pub mod op_table;
 pub mod ort_api;
 pub mod parallel;

@@ -34,6 +34,8 @@ pub trait Kernel: Sized + Send + Sync + 'static {
     const INPUTS: usize;
     /// The execution provider the kernel runs on; empty for the CPU EP.
     const EP: &'static CStr = c"";
+    /// Whether output 0 has input 0's type and shape (ORT's shape inference is told so).
+    const INFER_OUTPUT0: bool = true;
     /// The output element types given T (outputs past index 0 are optional).
     fn output_types(t: Elem) -> &'static [Elem];
 
@@ -91,7 +93,7 @@ pub const fn op_def<K: Kernel>(t: Elem) -> OpDef {
             GetVariadicOutputHomogeneity: Some(variadic_homogeneity),
             CreateKernelV2: Some(create_kernel::<K>),
             KernelComputeV2: Some(kernel_compute::<K>),
-            InferOutputShapeFn: Some(infer_output_shape),
+            InferOutputShapeFn: if K::INFER_OUTPUT0 { Some(infer_output_shape) } else { None },
             GetStartVersion: Some(start_version),
             GetEndVersion: None,
             GetMayInplace: None,
@@ -188,7 +190,7 @@ unsafe extern "system" fn kernel_destroy<K: Kernel>(kernel: *mut c_void) {
     }
 }
 
-/// Output 0 has the type and shape of input 0 (both ops), symbolic dims included. Outputs past
+/// Output 0 has the type and shape of input 0 (the scan and the conv), symbolic dims included. Outputs past
 /// 0 are left to ORT: this API version cannot tell how many outputs the node has, and naming
 /// one it lacks is undefined behaviour inside ORT. Never fails: errors belong to compute.
 unsafe extern "system" fn infer_output_shape(_op: *const OrtCustomOp, ctx: *mut OrtShapeInferContext) -> OrtStatusPtr {

@@ -11,6 +11,7 @@ use ort_sys::{
 
 use crate::causal_conv1d::CausalConv1d;
 use crate::error::{panic_message, OpError};
+use crate::layer_step::MambaLayerStep;
 use crate::op_table::{op_def, OpDef, FLOAT_TYPES};
 use crate::ort_api::{self, api, check, cstr_to_string, make_status, API_VERSION};
 use crate::selective_scan::SelectiveScan;
@@ -19,16 +20,19 @@ use crate::selective_scan::SelectiveScan;
 pub const DOMAIN: &std::ffi::CStr = c"mambac";
 
 /// Every op table, one per (op, T). Static: ORT keeps pointers to them for the process' life.
-static OPS: [OpDef; 6] = [
+static OPS: [OpDef; 9] = [
     op_def::<SelectiveScan>(FLOAT_TYPES[0]),
     op_def::<SelectiveScan>(FLOAT_TYPES[1]),
     op_def::<SelectiveScan>(FLOAT_TYPES[2]),
     op_def::<CausalConv1d>(FLOAT_TYPES[0]),
     op_def::<CausalConv1d>(FLOAT_TYPES[1]),
     op_def::<CausalConv1d>(FLOAT_TYPES[2]),
+    op_def::<MambaLayerStep>(FLOAT_TYPES[0]),
+    op_def::<MambaLayerStep>(FLOAT_TYPES[1]),
+    op_def::<MambaLayerStep>(FLOAT_TYPES[2]),
 ];
 
-/// Adds the `mambac` domain with both ops to `options`.
+/// Adds the `mambac` domain with its ops to `options`.
 ///
 /// # Safety
 /// Called by ONNX Runtime with live session options and its API base.

@@ -136,13 +136,40 @@ pub fn open_generation_session(model: &Path, opts: &SessionOptions, graph: &Grap
     }
 }
 
-/// CUDA-graph choice of the commands that decode (`generate`, `bench`).
+/// How the commands that decode (`generate`, `bench`) run one-token steps.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GraphOptions {
     /// On --ep cuda, run every decode step through ORT's normal path instead of replaying a
     /// captured CUDA graph.
     #[arg(long)]
     pub no_cuda_graph: bool,
+    /// Run one-token steps on the decode graph `<model stem>.decode.onnx` (`mambac export
+    /// --decode-graph`: one fused MambaLayerStep node a layer): auto = on the CUDA EP when the
+    /// file exists; on = required, any EP; off = never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub decode_graph: DecodeGraphChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DecodeGraphChoice {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The decode graph to open beside `model`, if `graph.decode_graph` asks for one.
+pub fn decode_graph_for(model: &Path, opts: &SessionOptions, graph: &GraphOptions) -> Result<Option<PathBuf>> {
+    let path = mambac_compiler::emit::decode_graph::decode_graph_path(model);
+    match graph.decode_graph {
+        DecodeGraphChoice::Off => Ok(None),
+        DecodeGraphChoice::Auto => Ok((opts.ep == Ep::Cuda && path.is_file()).then_some(path)),
+        DecodeGraphChoice::On if path.is_file() => Ok(Some(path)),
+        DecodeGraphChoice::On => bail!(
+            "--decode-graph on: {} does not exist (export it with `mambac export --stateful --decode-graph`)",
+            path.display()
+        ),
+    }
 }
 
 fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool) -> Result<Session> {

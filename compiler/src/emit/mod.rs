@@ -1,5 +1,6 @@
 //! Emission. ONNX is the one back end; it takes a [`ValidatedGraph`](crate::ir::ValidatedGraph).
 
+pub mod decode_graph;
 mod external_data;
 mod onnx;
 mod proto;

@@ -58,6 +58,14 @@ pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     a
 }
 
+pub fn attr_float(name: &str, v: f32) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    a.type_ = AttributeType::FLOAT.into();
+    a.f = v;
+    a
+}
+
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.to_string();

@@ -13,6 +13,7 @@ use std::ptr;
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
 use crate::causal_conv1d::CausalConv1d;
+use crate::layer_step::{slot, LayerStepParams, MambaLayerStep};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
@@ -23,19 +24,24 @@ extern "C" {
     // cpp/cuda/c_api.cu; each returns a cudaError_t (0 = success).
     fn mambac_cuda_selective_scan(p: *const ffi::SelectiveScanParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_causal_conv1d(p: *const ffi::CausalConv1dParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_decode_layer(p: *const LayerStepParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_decode_layer_scratch_bytes(p: *const LayerStepParams) -> usize;
     fn mambac_cuda_error_string(err: c_int) -> *const c_char;
 }
 
 const CUDA_EP: &CStr = c"CUDAExecutionProvider";
 
 /// The op tables for the CUDA EP, one per (op, T); static, as ORT keeps pointers to them.
-pub static OPS: [OpDef; 6] = [
+pub static OPS: [OpDef; 9] = [
     op_def::<CudaSelectiveScan>(FLOAT_TYPES[0]),
     op_def::<CudaSelectiveScan>(FLOAT_TYPES[1]),
     op_def::<CudaSelectiveScan>(FLOAT_TYPES[2]),
     op_def::<CudaCausalConv1d>(FLOAT_TYPES[0]),
     op_def::<CudaCausalConv1d>(FLOAT_TYPES[1]),
     op_def::<CudaCausalConv1d>(FLOAT_TYPES[2]),
+    op_def::<CudaMambaLayerStep>(FLOAT_TYPES[0]),
+    op_def::<CudaMambaLayerStep>(FLOAT_TYPES[1]),
+    op_def::<CudaMambaLayerStep>(FLOAT_TYPES[2]),
 ];
 
 /// ORT's CUDA stream for this compute call.
@@ -99,5 +105,62 @@ impl Kernel for CudaCausalConv1d {
         let p = self.0.params(ctx)?;
         let stream = compute_stream(ctx, Self::OP)?;
         launch_result(mambac_cuda_causal_conv1d(&p, stream), Self::OP)
+    }
+}
+
+/// MambaLayerStep on the CUDA EP: five kernels (cpp/cuda/decode_layer.cu) and a float32 scratch
+/// buffer from ORT's allocator for the device of the residual input. The buffer goes back to
+/// the allocator after the launches are queued: ORT's CUDA allocator hands memory out in stream
+/// order, as for its own kernels' scratch buffers.
+pub struct CudaMambaLayerStep(MambaLayerStep);
+
+impl Kernel for CudaMambaLayerStep {
+    const NAME: &'static CStr = MambaLayerStep::NAME;
+    const OP: &'static str = MambaLayerStep::OP;
+    const INPUTS: usize = MambaLayerStep::INPUTS;
+    const INFER_OUTPUT0: bool = MambaLayerStep::INFER_OUTPUT0;
+    const EP: &'static CStr = CUDA_EP;
+
+    fn output_types(t: Elem) -> &'static [Elem] {
+        MambaLayerStep::output_types(t)
+    }
+
+    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
+        MambaLayerStep::create(info).map(CudaMambaLayerStep)
+    }
+
+    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
+        let op = Self::OP;
+        let mut p = self.0.params(ctx)?;
+        if p.batch == 0 {
+            return Ok(());
+        }
+        let stream = compute_stream(ctx, op)?;
+        let api = api();
+        // The residual input's memory info names the device (and ORT's allocator for it).
+        let mut value: *const ort_sys::OrtValue = ptr::null();
+        check((api.KernelContext_GetInput)(ctx, slot::RESIDUAL, &mut value), op, "KernelContext_GetInput")?;
+        let mut info: *const ort_sys::OrtMemoryInfo = ptr::null();
+        check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
+        let mut alloc: *mut ort_sys::OrtAllocator = ptr::null_mut();
+        check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
+        let bytes = mambac_cuda_decode_layer_scratch_bytes(&p);
+        let mut scratch: *mut c_void = ptr::null_mut();
+        let got = check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc");
+        let result = got.and_then(|()| {
+            p.scratch = scratch as usize;
+            // The launcher takes the kernel ABI's element codes (0, 1, 2), not ONNX's.
+            p.elem = match p.elem {
+                10 => 1,
+                16 => 2,
+                _ => 0,
+            };
+            launch_result(mambac_cuda_decode_layer(&p, stream), op)
+        });
+        if !scratch.is_null() {
+            let _ = check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree");
+        }
+        (api.ReleaseAllocator)(alloc);
+        result
     }
 }

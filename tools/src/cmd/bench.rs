@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 
 use crate::generation::sampler::argmax;
-use crate::generation::session_state::{Keep, StatefulSession};
-use crate::runtime::{open_generation_session, GraphOptions, SessionOptions};
+use crate::generation::session_state::{open_stateful, Keep, StatefulSession};
+use crate::runtime::{GraphOptions, SessionOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -95,8 +95,7 @@ pub fn main(a: Args) -> Result<()> {
     if a.batch == 0 || a.prompt_len == 0 || a.reps == 0 {
         bail!("--batch, --prompt-len and --reps must be at least 1");
     }
-    let (session, cuda_graph) = open_generation_session(&a.model, &a.session, &a.graph)?;
-    let mut sess = StatefulSession::new(session, a.session.ep, cuda_graph).with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
+    let (mut sess, cuda_graph) = open_stateful(&a.model, &a.session, &a.graph).with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
     let vocab = sess.sig.vocab.unwrap_or(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let prompt: Vec<i64> = (0..a.batch * a.prompt_len).map(|_| rng.gen_range(0..vocab) as i64).collect();
@@ -124,7 +123,7 @@ pub fn main(a: Args) -> Result<()> {
         };
         let j = serde_json::json!({
             "model": a.model.display().to_string(),
-            "ep": ep, "cuda_graph": cuda_graph, "threads": a.session.threads, "layers": sess.sig.layers, "vocab": sess.sig.vocab,
+            "ep": ep, "cuda_graph": cuda_graph, "decode_graph": sess.has_decode_graph(), "threads": a.session.threads, "layers": sess.sig.layers, "vocab": sess.sig.vocab,
             "batch": a.batch, "prompt_len": a.prompt_len, "decode_tokens": a.decode_tokens,
             "warmup": a.warmup, "reps": a.reps,
             "prefill": phase(prefill_tps, prefill_ms, prefill_tokens),
@@ -135,7 +134,12 @@ pub fn main(a: Args) -> Result<()> {
         return Ok(());
     }
     println!("model    {} ({} layers, vocab {})", a.model.display(), sess.sig.layers, sess.sig.vocab.map_or("?".into(), |v| v.to_string()));
-    let graph = if cuda_graph { " (decode steps replayed as CUDA graphs)" } else { "" };
+    let graph = match (cuda_graph, sess.has_decode_graph()) {
+        (true, true) => " (decode steps on the decode graph, replayed as CUDA graphs)",
+        (true, false) => " (decode steps replayed as CUDA graphs)",
+        (false, true) => " (decode steps on the decode graph)",
+        (false, false) => "",
+    };
     println!("setup    ep {ep}{graph}, threads {threads}, batch {}, prompt {} tokens, {} decode steps, {} warm-up, {} reps", a.batch, a.prompt_len, a.decode_tokens, a.warmup, a.reps);
     println!();
     println!("{:<8} {:>12} {:>12} {:>12} {:>14}", "phase", "tok/s median", "tok/s min", "tok/s max", "ms median");

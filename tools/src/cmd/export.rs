@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mambac_compiler::checkpoint::Checkpoint;
+use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
 use mambac_compiler::emit::ExternalData;
 use mambac_compiler::ir::BlockQuant;
 use mambac_compiler::lower::{LogitsOutput, LowerOptions, WeightQuant};
@@ -41,6 +42,11 @@ pub struct Args {
     /// to int8 per block (its fast path); 0 computes in the activations' type.
     #[arg(long, default_value_t = 4, requires = "quantize")]
     pub accuracy_level: i64,
+    /// Also write `<output stem>.decode.onnx`: one-token decode steps with each layer one fused
+    /// `mambac.MambaLayerStep` node, reading the same weights (and external-data file). `mambac
+    /// generate` and `bench` use it for decode steps on the CUDA EP. Needs --stateful, float weights.
+    #[arg(long, requires = "stateful", conflicts_with = "quantize")]
+    pub decode_graph: bool,
     /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
     #[arg(long)]
     pub no_fuse: bool,
@@ -140,5 +146,11 @@ pub fn main(a: Args) -> Result<()> {
         started.elapsed().as_secs_f64(),
         if report.passes.rules_applied.is_empty() { "none".to_string() } else { report.passes.rules_applied.join(", ") },
     );
+    if a.decode_graph {
+        let path = decode_graph_path(&a.output);
+        write_decode_graph(&a.output, &path, ckpt.config.layer_norm_epsilon)
+            .with_context(|| format!("cannot write the decode graph {}", path.display()))?;
+        eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", path.display());
+    }
     Ok(())
 }

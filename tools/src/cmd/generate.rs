@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::generation::batch::{generate, parse_prompt_ids, GenerateOptions, Generated};
 use crate::generation::sampler::Sampling;
-use crate::generation::session_state::StatefulSession;
-use crate::runtime::{open_generation_session, GraphOptions, SessionOptions};
+use crate::generation::session_state::open_stateful;
+use crate::runtime::{GraphOptions, SessionOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -141,8 +141,7 @@ pub fn main(a: Args) -> Result<()> {
     if a.prefill_chunk == Some(0) {
         bail!("--prefill-chunk must be at least 1");
     }
-    let (session, cuda_graph) = open_generation_session(&a.model, &a.session, &a.graph)?;
-    let mut sess = StatefulSession::new(session, a.session.ep, cuda_graph).with_context(|| format!("{} cannot generate", a.model.display()))?;
+    let (mut sess, _cuda_graph) = open_stateful(&a.model, &a.session, &a.graph).with_context(|| format!("{} cannot generate", a.model.display()))?;
     let mut text = match tokenizer {
         Some(t) => Some(TextStream::new(t, &prompts)?),
         None => None,

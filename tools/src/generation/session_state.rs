@@ -11,6 +11,8 @@
 //! The same code runs on the CPU EP (where the tests exercise it); the CUDA path differs only in
 //! which allocator makes the buffers and in copying states to the host when asked for them.
 
+use std::path::Path;
+
 use anyhow::{anyhow, bail, Context, Result};
 use half::{bf16, f16};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -19,7 +21,7 @@ use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementT
 use safetensors::Dtype;
 
 use super::signature::ModelSignature;
-use crate::runtime::Ep;
+use crate::runtime::{decode_graph_for, open_generation_session, Ep, GraphOptions, SessionOptions};
 use crate::tensor_io::HostTensor;
 
 /// Which positions' logits a step copies out (a 512-token prefill of a 50k vocabulary at batch 8
@@ -80,8 +82,17 @@ enum Current {
     Set(usize),
 }
 
+/// The decode graph's session (`mambac export --decode-graph`): runs the one-token steps, on the
+/// same state buffers as the main session.
+struct DecodeSession {
+    session: Session,
+    binding: IoBinding,
+}
+
 pub struct StatefulSession {
     session: Session,
+    /// One-token steps go here when set; prompts (any length) stay on `session`.
+    decode: Option<DecodeSession>,
     pub sig: ModelSignature,
     binding: IoBinding,
     /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
@@ -122,6 +133,7 @@ impl StatefulSession {
         let skip_graph = if cuda_graph { Some(graph_run_options(-1)?) } else { None };
         let mut s = StatefulSession {
             session,
+            decode: None,
             sig,
             binding,
             state_alloc,
@@ -135,6 +147,25 @@ impl StatefulSession {
         };
         s.reset(1)?;
         Ok(s)
+    }
+
+    /// Runs one-token steps on `decode` (a session of the decode graph, opened like the main one,
+    /// CUDA graph capture included), after checking it has the same states and logits. See
+    /// [`open_stateful`].
+    pub fn with_decode_session(mut self, decode: Session) -> Result<StatefulSession> {
+        let sig = ModelSignature::of_session(&decode)?;
+        let names = |s: &ModelSignature| s.states.iter().map(|t| (t.input.clone(), t.output.clone(), t.ty)).collect::<Vec<_>>();
+        if names(&sig) != names(&self.sig) || sig.logits_ty != self.sig.logits_ty || sig.vocab != self.sig.vocab {
+            bail!("the decode graph's states or logits differ from the model's (exported from another checkpoint or dtype?)");
+        }
+        let binding = decode.create_binding().map_err(|e| anyhow!("cannot create an IoBinding for the decode graph: {e}"))?;
+        self.decode = Some(DecodeSession { session: decode, binding });
+        Ok(self)
+    }
+
+    /// Whether one-token steps run on a decode graph.
+    pub fn has_decode_graph(&self) -> bool {
+        self.decode.is_some()
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
@@ -262,11 +293,16 @@ impl StatefulSession {
         // captured graph replays; a prompt (any length) or states just given from the host run
         // as ordinary steps.
         let replay = read.filter(|_| len == 1 && self.cuda_graph);
+        // One-token steps run on the decode graph when there is one (its nodes need seqlen 1).
+        let (session, binding) = match &mut self.decode {
+            Some(d) if len == 1 => (&mut d.session, &mut d.binding),
+            _ => (&mut self.session, &mut self.binding),
+        };
 
         let bind_err = |name: &str, e: ort::Error| anyhow!("binding '{name}': {e}");
         let sets = self.state_sets.as_mut().expect("made above");
         for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
-            self.binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
+            binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
         }
         let inputs: &[DynTensor] = match (&self.current, read) {
             (Current::Host(v), _) => v,
@@ -274,24 +310,24 @@ impl StatefulSession {
             (Current::Set(_), None) => unreachable!(),
         };
         for (spec, v) in self.sig.states.iter().zip(inputs) {
-            self.binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
+            binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
         }
         let logits = if let Some(s) = replay {
             let g = sets.graph.as_mut().expect("graph buffers exist when cuda_graph is on");
             ids_t.copy_into(&mut g.ids).map_err(|e| anyhow!("copying the token ids to the device: {e}"))?;
-            self.binding.bind_input("input_ids", &g.ids).map_err(|e| bind_err("input_ids", e))?;
-            self.binding.bind_output("logits", &mut g.logits).map_err(|e| bind_err("logits", e))?;
-            self.session.run_binding_with_options(&self.binding, &g.runs[s]).map_err(|e| anyhow!("running the model (CUDA graph): {e}"))?;
+            binding.bind_input("input_ids", &g.ids).map_err(|e| bind_err("input_ids", e))?;
+            binding.bind_output("logits", &mut g.logits).map_err(|e| bind_err("logits", e))?;
+            session.run_binding_with_options(binding, &g.runs[s]).map_err(|e| anyhow!("running the model (CUDA graph): {e}"))?;
             let host = g.logits.to(AllocationDevice::CPU, 0).map_err(|e| anyhow!("copying the logits to the host: {e}"))?;
             extract_logits(&host.into_dyn(), self.sig.logits_ty, keep)?
         } else {
-            self.binding.bind_input("input_ids", &ids_t).map_err(|e| bind_err("input_ids", e))?;
+            binding.bind_input("input_ids", &ids_t).map_err(|e| bind_err("input_ids", e))?;
             // Bound afresh every step: ORT reuses an output it filled before, and the logits'
             // shape changes between a prefill and a decode step.
-            self.binding.bind_output_to_device("logits", &self.host_mem).map_err(|e| bind_err("logits", e))?;
+            binding.bind_output_to_device("logits", &self.host_mem).map_err(|e| bind_err("logits", e))?;
             let outs = match &self.skip_graph {
-                Some(ro) => self.session.run_binding_with_options(&self.binding, ro),
-                None => self.session.run_binding(&self.binding),
+                Some(ro) => session.run_binding_with_options(binding, ro),
+                None => session.run_binding(binding),
             }
             .map_err(|e| anyhow!("running the model: {e}"))?;
             let v = outs.get("logits").context("the model returned no 'logits'")?;
@@ -303,6 +339,26 @@ impl StatefulSession {
         }
         Ok(logits)
     }
+}
+
+/// The stateful session of `model` for `generate` / `bench`: CUDA graphs as `graph` says, and the
+/// decode graph beside the model for one-token steps when `graph.decode_graph` picks it (opened
+/// with the same graph capture; if ORT cannot capture it while it can the model, the decode
+/// graph is left out with a warning). Returns the session and whether graph capture is on.
+pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) -> Result<(StatefulSession, bool)> {
+    let (session, cuda_graph) = open_generation_session(model, opts, graph)?;
+    let sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
+    let Some(path) = decode_graph_for(model, opts, graph)? else {
+        return Ok((sess, cuda_graph));
+    };
+    let decode_opts = GraphOptions { no_cuda_graph: !cuda_graph, ..graph.clone() };
+    let (decode, decode_graph_capture) = open_generation_session(&path, opts, &decode_opts)?;
+    if decode_graph_capture != cuda_graph {
+        eprintln!("warning: {} is not used: ORT cannot capture it as a CUDA graph while it can the model", path.display());
+        return Ok((sess, cuda_graph));
+    }
+    let sess = sess.with_decode_session(decode).with_context(|| format!("decode graph {}", path.display()))?;
+    Ok((sess, cuda_graph))
 }
 
 /// Run options naming the CUDA graph a run captures or replays (`-1`: neither).
