@@ -29,4 +29,6 @@ def test_dry_run_on_cpu(tmp_path):
     assert set(res["models"]) == {"float32", "float16"}
     assert all(a["pass"] == a["n"] for a in res["ops"].values()) and len(res["ops"]) == 6
     assert all(v["logits"] <= 1e-4 for v in res["stateful"].values())
-    assert sum(c["ok"] for c in res["checks"]) >= 58
+    assert set(res["decode_graph"]) == {"tiny-stateful", "tiny-stateful-f16"}
+    assert res["decode_graph"]["tiny-stateful"]["vs_stateful"] <= 1e-5
+    assert sum(c["ok"] for c in res["checks"]) >= 67

@@ -25,8 +25,12 @@ Two steps:
      buffers: prefill k then decode one token at a time, and uneven chunks, against the reference
      logits and states; the `mambac` binary: generate --ep cuda --greedy --json (ids compared with
      the CPU EP's, computed by `prepare`), bench --ep cuda.
-  C. `mambac synth --preset 2.8b --dtype float16` + export --stateful --logits last on the device,
-     `mambac bench --ep cuda` (prefill of 2048 tokens at batch 1, decode at batch 1 and 8), and
+     The decode graph (`--decode-graph`, one MambaLayerStep a layer) against the stateful model
+     on the EP, float32 and float16; generate/bench with it (the default on the CUDA EP), with
+     `--decode-graph off` and with `--no-cuda-graph`.
+  C. `mambac synth --preset 2.8b --dtype float16` + export --stateful --logits last --decode-graph
+     on the device, `mambac bench --ep cuda` (prefill of 2048 tokens at batch 1, decode at batch 1
+     and 8; also with --decode-graph off and --no-cuda-graph), and
      transformers' MambaForCausalLM (same config, random init, fp16, no mamba_ssm: its PyTorch
      fallback) prefill of 2048 tokens and greedy decode at batch 1.
 
@@ -233,7 +237,7 @@ class Runner:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                 continue
             placement.setdefault(args.get("provider"), set()).add(args.get("op_name"))
-            if args.get("op_name") in ("SelectiveScan", "CausalConv1d"):
+            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep"):
                 seen.setdefault(args["op_name"], set()).add(args.get("provider"))
         os.unlink(path)
         Runner.last_placement = {k: sorted(v) for k, v in placement.items()}
@@ -527,6 +531,40 @@ def part_b_stateful(R):
     R.check_fused("B", "stateful", sess)
 
 
+def part_b_decode_graph(R):
+    """The decode graph (one MambaLayerStep a layer) on the EP: from the states of a 9-token
+    prefill, four one-token steps (batch 3, random tokens) on the decode graph against the same
+    steps on the stateful model, both on this EP, logits and states (float32: 1e-5; float16: its
+    tier), and against the decode graph on the CPU EP."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(11)
+    for name, tier in [("tiny-stateful", 1e-5), ("tiny-stateful-f16", 3e-3)]:
+        general = R.session(R.bundle / f"{name}.onnx")
+        decode = R.session(R.bundle / f"{name}.decode.onnx")
+        so = ort.SessionOptions()
+        so.register_custom_ops_library(R.lib)
+        cpu = ort.InferenceSession(str(R.bundle / f"{name}.decode.onnx"), so, providers=["CPUExecutionProvider"])
+        outs = [o.name for o in general.get_outputs()]
+        states = {i.name: np.zeros([3] + list(i.shape[1:]), np.float16 if "float16" in i.type else np.float32)
+                  for i in general.get_inputs() if i.name != "input_ids"}
+        res = dict(zip(outs, general.run(outs, {"input_ids": rng.integers(0, 1000, (3, 9)), **states})))
+        states = {k: res[k.replace("_state.", "_state_out.")] for k in states}
+        worst, worst_cpu = 0.0, 0.0
+        for _ in range(4):
+            tok = rng.integers(0, 1000, (3, 1))
+            got = dict(zip(outs, decode.run(outs, {"input_ids": tok, **states})))
+            want = dict(zip(outs, general.run(outs, {"input_ids": tok, **states})))
+            on_cpu = dict(zip(outs, cpu.run(outs, {"input_ids": tok, **states})))
+            worst = max(worst, *(worst_rel(got[o], want[o]) for o in outs))
+            worst_cpu = max(worst_cpu, *(worst_rel(got[o], on_cpu[o]) for o in outs))
+            states = {k: want[k.replace("_state.", "_state_out.")] for k in states}
+        RESULTS.setdefault("decode_graph", {})[name] = {"vs_stateful": worst, "vs_cpu": worst_cpu}
+        record("B", f"decode graph {name} on {R.ep}: 4 steps vs the stateful model / vs the CPU EP", worst <= tier and worst_cpu <= tier,
+               f"worst rel {worst:.2e} / {worst_cpu:.2e} (tier {tier:g})")
+        R.check_fused("B", f"decode graph {name}", decode, expect_ops=("MambaLayerStep",))
+
+
 def last_json(stdout):
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -539,9 +577,11 @@ def part_b_binary(R):
     model = R.bundle / "tiny-stateful.onnx"
     ep = R.ep
     arg = ";".join(",".join(map(str, p)) for p in PROMPTS)
-    modes = [[], ["--no-cuda-graph"]] if ep == "cuda" else [[]]
+    # On the CUDA EP: the default (decode graph beside the model, CUDA graphs), the general graph
+    # for decode steps too, and no graph replay.
+    modes = [[], ["--decode-graph", "off"], ["--no-cuda-graph"]] if ep == "cuda" else [[], ["--decode-graph", "on"]]
     for mode in modes:
-        tag = f"--ep {ep}" + (" --no-cuda-graph" if mode else "")
+        tag = " ".join([f"--ep {ep}"] + mode)
         r = R.mambac_run("generate", model, "--prompt-ids", arg, "--max-new-tokens", GEN_TOKENS, "--greedy", "--json", "--ep", ep, *mode)
         got = last_json(r.stdout)["ids"]
         record("B", f"mambac generate {tag} --greedy, 2 prompts (batched decode)", got == expect["batched"], f"ids {got} vs CPU {expect['batched']}")
@@ -556,9 +596,11 @@ def part_b_binary(R):
             r = R.mambac_run("bench", model, "--ep", ep, "--batch", batch, "--prompt-len", 64, "--decode-tokens", 32,
                              "--warmup", 1, "--reps", 3, "--json", *mode)
             j = last_json(r.stdout)
-            RESULTS["timings"][f"tiny bench batch {batch}{' no graph' if mode else ''}"] = j
-            want_graph = ep == "cuda" and not mode
-            record("B", f"mambac bench {tag} (tiny, batch {batch}): CUDA graph {want_graph}", j.get("cuda_graph") == want_graph, json.dumps(j)[:300])
+            RESULTS["timings"][f"tiny bench batch {batch} {' '.join(mode)}".strip()] = j
+            want_graph = ep == "cuda" and "--no-cuda-graph" not in mode
+            want_decode = (ep == "cuda" and "off" not in mode) or "on" in mode
+            record("B", f"mambac bench {tag} (tiny, batch {batch}): CUDA graph {want_graph}, decode graph {want_decode}",
+                   j.get("cuda_graph") == want_graph and j.get("decode_graph") == want_decode, json.dumps(j)[:300])
 
 
 # ---------------------------------------------------------------- C. 2.8b shape
@@ -584,7 +626,8 @@ class BigModel(threading.Thread):
                 self.R.mambac_run("synth", "--preset", self.preset, "--dtype", self.dtype, "--seed", 1, self.ckpt, timeout=400)
                 self.times["synth_s"] = time.time() - t0
                 t0 = time.time()
-                self.R.mambac_run("export", self.ckpt, "-o", self.model, "--dtype", self.dtype, "--stateful", "--logits", "last", "-q")
+                self.R.mambac_run("export", self.ckpt, "-o", self.model, "--dtype", self.dtype, "--stateful", "--logits", "last",
+                                  "--decode-graph", "-q")
                 self.times["export_s"] = time.time() - t0
                 log(f"[C] synth {self.times['synth_s']:.1f} s, export {self.times['export_s']:.1f} s")
         except Exception as e:  # noqa: BLE001
@@ -673,14 +716,19 @@ def part_c(R, big, args):
     RESULTS["timings"]["make 2.8b"] = big.times
     ours = {}
     RESULTS["timings"]["mambac"] = ours
-    nograph = {}
+    nograph, general = {}, {}
     RESULTS["timings"]["mambac_no_cuda_graph"] = nograph
+    RESULTS["timings"]["mambac_decode_graph_off"] = general
     for batch, plen in [(1, args.prefill_len), (8, 16)]:
         r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", plen, "--decode-tokens",
                          args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json")
         ours[batch] = last_json(r.stdout)
         log(f"  bench batch {batch}: {json.dumps(ours[batch])}")
-        if R.ep == "cuda":  # the same without graph replay: what the graphs buy
+        if R.ep == "cuda":  # decode steps on the general graph (what the decode graph buys), and without graph replay
+            r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
+                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--decode-graph", "off")
+            general[batch] = last_json(r.stdout)
+            log(f"  bench batch {batch} --decode-graph off: {json.dumps(general[batch])}")
             r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
                              args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--no-cuda-graph")
             nograph[batch] = last_json(r.stdout)
@@ -793,12 +841,15 @@ def summary(args):
         log(f"| prefill {args.prefill_len} tokens, batch 1 | {fmt(p_ours, 'tok/s', p_ms)} | {fmt(hp, 'tok/s')} | {ratio(p_ours, hp)} | >= 100x |")
         log(f"| decode, batch 1 | {fmt(d1, 'tok/s', d1ms)} | {fmt(hd, 'tok/s')} | {ratio(d1, hd)} | >= 20x |")
         log(f"| decode, batch 8 | {fmt(d8, 'tok/s', d8ms)} | — | {ratio(d8, hd)} (vs HF batch 1) | — |")
-        ng = t.get("mambac_no_cuda_graph", {})
-        for b in (1, 8):
-            v, ms = pick(ng, b, "decode", "tokens_per_s", "median"), pick(ng, b, "decode", "ms", "median")
-            if v:
-                log(f"| decode, batch {b}, --no-cuda-graph | {fmt(v, 'tok/s', ms)} | — | {ratio(v, hd) if b == 1 else '—'} | — |")
-        log(f"(mambac decode with CUDA graphs: {pick(ours, 1, 'cuda_graph')})")
+        for key, label in [("mambac_decode_graph_off", "--decode-graph off"), ("mambac_no_cuda_graph", "--no-cuda-graph")]:
+            ng = t.get(key, {})
+            for b in (1, 8):
+                v, ms = pick(ng, b, "decode", "tokens_per_s", "median"), pick(ng, b, "decode", "ms", "median")
+                if v:
+                    log(f"| decode, batch {b}, {label} | {fmt(v, 'tok/s', ms)} | — | {ratio(v, hd) if b == 1 else '—'} | — |")
+        log(f"(mambac decode: CUDA graphs {pick(ours, 1, 'cuda_graph')}, decode graph {pick(ours, 1, 'decode_graph')})")
+    for k, a in RESULTS.get("decode_graph", {}).items():
+        log(f"decode graph {k}: vs stateful model {a['vs_stateful']:.2e}, vs CPU EP {a['vs_cpu']:.2e}")
     qt = t.get("quantized") or {}
     for key, j in qt.items():
         v, ms = pick(j, "decode", "tokens_per_s", "median"), pick(j, "decode", "ms", "median")
@@ -822,7 +873,9 @@ def prepare(args):
     mambac = str(b / "mambac")
     for dtype in ["float32", "float16", "bfloat16"]:
         subprocess.run([mambac, "export", str(FIXTURE), "-o", str(b / f"tiny-{dtype}.onnx"), "--dtype", dtype, "-q"], check=True)
-    subprocess.run([mambac, "export", str(FIXTURE), "-o", str(b / "tiny-stateful.onnx"), "--stateful", "-q"], check=True)
+    subprocess.run([mambac, "export", str(FIXTURE), "-o", str(b / "tiny-stateful.onnx"), "--stateful", "--decode-graph", "-q"], check=True)
+    subprocess.run([mambac, "export", str(FIXTURE), "-o", str(b / "tiny-stateful-f16.onnx"), "--stateful", "--decode-graph",
+                    "--dtype", "float16", "-q"], check=True)
     env = dict(os.environ, MAMBAC_OPS_LIB=str(b / "libmambac_ops.so"))
 
     def gen(*extra, tokens=GEN_TOKENS):
@@ -881,6 +934,7 @@ def main():
     if "b" in args.parts:
         log("\n== B. stateful model with device states; mambac generate / bench ==")
         guarded("B", part_b_stateful, R)
+        guarded("B", part_b_decode_graph, R)
         guarded("B", part_b_binary, R)
     if big is not None and "c" in args.parts:
         log("\n== C. 2.8b shape: mambac bench vs HF fallback ==")

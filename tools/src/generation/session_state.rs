@@ -72,6 +72,10 @@ struct GraphIo {
     ids: Tensor<i64>,
     logits: DynTensor,
     runs: [RunOptions; 2],
+    /// The replay bindings, made once: `bindings[s]` reads set `s`, writes set `1 - s`, the ids
+    /// and the logits. Rebinding ~2 x layers tensors every step cost the host more than a
+    /// replayed 2.8b step's whole GPU time at batch 8 (BENCHMARKS.md).
+    bindings: [IoBinding; 2],
 }
 
 /// Where the states the next step reads are.
@@ -160,6 +164,11 @@ impl StatefulSession {
         }
         let binding = decode.create_binding().map_err(|e| anyhow!("cannot create an IoBinding for the decode graph: {e}"))?;
         self.decode = Some(DecodeSession { session: decode, binding });
+        // Replay bindings are made for the session that runs one-token steps: make them anew.
+        if matches!(self.current, Current::Set(_)) {
+            self.set_states(&self.states_to_host()?)?;
+        }
+        self.state_sets = None;
         Ok(self)
     }
 
@@ -258,17 +267,33 @@ impl StatefulSession {
                 .map(|s| DynTensor::new(alloc, s.ty, s.shape(batch)).map_err(|e| anyhow!("allocating state '{}': {e}", s.output)))
                 .collect()
         };
-        let sets = [make_set(&self.state_alloc)?, make_set(&self.state_alloc)?];
+        let mut sets = [make_set(&self.state_alloc)?, make_set(&self.state_alloc)?];
         let graph = if self.cuda_graph {
             let vocab = self.sig.vocab.context("CUDA graphs need the logits' vocabulary size in the model's signature")?;
             let first = self.next_graph_id;
             self.next_graph_id += 2;
-            Some(GraphIo {
-                ids: Tensor::<i64>::new(&self.state_alloc, [batch, 1]).map_err(|e| anyhow!("allocating the device token ids: {e}"))?,
-                logits: DynTensor::new(&self.state_alloc, self.sig.logits_ty, [batch, 1, vocab])
-                    .map_err(|e| anyhow!("allocating the device logits: {e}"))?,
-                runs: [graph_run_options(first as i64)?, graph_run_options(first as i64 + 1)?],
-            })
+            let ids = Tensor::<i64>::new(&self.state_alloc, [batch, 1]).map_err(|e| anyhow!("allocating the device token ids: {e}"))?;
+            let mut logits = DynTensor::new(&self.state_alloc, self.sig.logits_ty, [batch, 1, vocab])
+                .map_err(|e| anyhow!("allocating the device logits: {e}"))?;
+            // One-token steps run on the decode graph's session when there is one.
+            let session = self.decode.as_ref().map_or(&self.session, |d| &d.session);
+            let bind_err = |name: &str, e: ort::Error| anyhow!("binding '{name}': {e}");
+            let mut bind = |s: usize| -> Result<IoBinding> {
+                let mut b = session.create_binding().map_err(|e| anyhow!("cannot create an IoBinding: {e}"))?;
+                let (lo, hi) = sets.split_at_mut(1);
+                let (read, write) = if s == 0 { (&lo[0], &mut hi[0]) } else { (&hi[0], &mut lo[0]) };
+                for (spec, v) in self.sig.states.iter().zip(read.iter()) {
+                    b.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
+                }
+                for (spec, v) in self.sig.states.iter().zip(write.iter_mut()) {
+                    b.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
+                }
+                b.bind_input("input_ids", &ids).map_err(|e| bind_err("input_ids", e))?;
+                b.bind_output("logits", &mut logits).map_err(|e| bind_err("logits", e))?;
+                Ok(b)
+            };
+            let bindings = [bind(0)?, bind(1)?];
+            Some(GraphIo { ids, logits, runs: [graph_run_options(first as i64)?, graph_run_options(first as i64 + 1)?], bindings })
         } else {
             None
         };
@@ -301,26 +326,24 @@ impl StatefulSession {
 
         let bind_err = |name: &str, e: ort::Error| anyhow!("binding '{name}': {e}");
         let sets = self.state_sets.as_mut().expect("made above");
-        for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
-            binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
-        }
-        let inputs: &[DynTensor] = match (&self.current, read) {
-            (Current::Host(v), _) => v,
-            (Current::Set(_), Some(s)) => &sets.sets[s],
-            (Current::Set(_), None) => unreachable!(),
-        };
-        for (spec, v) in self.sig.states.iter().zip(inputs) {
-            binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
-        }
         let logits = if let Some(s) = replay {
             let g = sets.graph.as_mut().expect("graph buffers exist when cuda_graph is on");
             ids_t.copy_into(&mut g.ids).map_err(|e| anyhow!("copying the token ids to the device: {e}"))?;
-            binding.bind_input("input_ids", &g.ids).map_err(|e| bind_err("input_ids", e))?;
-            binding.bind_output("logits", &mut g.logits).map_err(|e| bind_err("logits", e))?;
-            session.run_binding_with_options(binding, &g.runs[s]).map_err(|e| anyhow!("running the model (CUDA graph): {e}"))?;
+            session.run_binding_with_options(&g.bindings[s], &g.runs[s]).map_err(|e| anyhow!("running the model (CUDA graph): {e}"))?;
             let host = g.logits.to(AllocationDevice::CPU, 0).map_err(|e| anyhow!("copying the logits to the host: {e}"))?;
             extract_logits(&host.into_dyn(), self.sig.logits_ty, keep)?
         } else {
+            for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
+                binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
+            }
+            let inputs: &[DynTensor] = match (&self.current, read) {
+                (Current::Host(v), _) => v,
+                (Current::Set(_), Some(s)) => &sets.sets[s],
+                (Current::Set(_), None) => unreachable!(),
+            };
+            for (spec, v) in self.sig.states.iter().zip(inputs) {
+                binding.bind_input(spec.input.as_str(), v).map_err(|e| bind_err(&spec.input, e))?;
+            }
             binding.bind_input("input_ids", &ids_t).map_err(|e| bind_err("input_ids", e))?;
             // Bound afresh every step: ORT reuses an output it filled before, and the logits'
             // shape changes between a prefill and a decode step.
