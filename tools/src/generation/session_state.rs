@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use half::{bf16, f16};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, RunOptions, Session};
-use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementType};
+use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType};
 use safetensors::Dtype;
 
 use super::signature::ModelSignature;
@@ -76,6 +76,8 @@ struct GraphIo {
     /// and the logits. Rebinding ~2 x layers tensors every step cost the host more than a
     /// replayed 2.8b step's whole GPU time at batch 8 (BENCHMARKS.md).
     bindings: [IoBinding; 2],
+    /// Where the logits land on the host (one buffer, reused).
+    host_logits: DynTensor,
 }
 
 /// Where the states the next step reads are.
@@ -293,7 +295,10 @@ impl StatefulSession {
                 Ok(b)
             };
             let bindings = [bind(0)?, bind(1)?];
-            Some(GraphIo { ids, logits, runs: [graph_run_options(first as i64)?, graph_run_options(first as i64 + 1)?], bindings })
+            let host_logits = DynTensor::new(&Allocator::default(), self.sig.logits_ty, [batch, 1, vocab])
+                .map_err(|e| anyhow!("allocating the host logits: {e}"))?;
+            let runs = [graph_run_options(first as i64)?, graph_run_options(first as i64 + 1)?];
+            Some(GraphIo { ids, logits, runs, bindings, host_logits })
         } else {
             None
         };
@@ -329,9 +334,9 @@ impl StatefulSession {
         let logits = if let Some(s) = replay {
             let g = sets.graph.as_mut().expect("graph buffers exist when cuda_graph is on");
             ids_t.copy_into(&mut g.ids).map_err(|e| anyhow!("copying the token ids to the device: {e}"))?;
-            session.run_binding_with_options(&g.bindings[s], &g.runs[s]).map_err(|e| anyhow!("running the model (CUDA graph): {e}"))?;
-            let host = g.logits.to(AllocationDevice::CPU, 0).map_err(|e| anyhow!("copying the logits to the host: {e}"))?;
-            extract_logits(&host.into_dyn(), self.sig.logits_ty, keep)?
+            run_bound(session, &g.bindings[s], &g.runs[s]).context("running the model (CUDA graph)")?;
+            g.logits.copy_into(&mut g.host_logits).map_err(|e| anyhow!("copying the logits to the host: {e}"))?;
+            extract_logits(&g.host_logits, self.sig.logits_ty, keep)?
         } else {
             for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
                 binding.bind_output(spec.output.as_str(), v).map_err(|e| bind_err(&spec.output, e))?;
@@ -384,6 +389,25 @@ pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) 
     Ok((sess, cuda_graph))
 }
 
+/// Runs `binding` with its outputs left where they are bound. (The ort crate's `run_binding`
+/// also fetches every bound output back as a value, ~2 x layers of them, on each run.)
+fn run_bound(session: &Session, binding: &IoBinding, ro: &RunOptions) -> Result<()> {
+    use ort::AsPointer;
+    let api = ort::api();
+    // SAFETY: the three pointers are live ORT objects owned by their wrappers for the call.
+    let status = unsafe { (api.RunWithBinding)(session.ptr().cast_mut(), ro.ptr(), binding.ptr()) };
+    if status.0.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null status from ORT, read then released once.
+    let msg = unsafe {
+        let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+        (api.ReleaseStatus)(status.0);
+        m
+    };
+    bail!("{msg}")
+}
+
 /// Run options naming the CUDA graph a run captures or replays (`-1`: neither).
 fn graph_run_options(id: i64) -> Result<RunOptions> {
     let mut ro = RunOptions::new().map_err(|e| anyhow!("run options: {e}"))?;
@@ -391,7 +415,7 @@ fn graph_run_options(id: i64) -> Result<RunOptions> {
     Ok(ro)
 }
 
-fn extract_logits(v: &DynValue, ty: TensorElementType, keep: Keep) -> Result<Logits> {
+fn extract_logits<V: ort::value::TensorValueTypeMarker + ?Sized>(v: &ort::value::Value<V>, ty: TensorElementType, keep: Keep) -> Result<Logits> {
     fn pick<T: Copy>(shape: &[i64], data: &[T], keep: Keep, f: impl Fn(T) -> f32) -> Result<Logits> {
         let [b, l, v] = shape else { bail!("logits have shape {shape:?}, expected [batch, seqlen, vocab]") };
         let (batch, len, vocab) = (*b as usize, *l as usize, *v as usize);
