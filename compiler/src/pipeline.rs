@@ -81,10 +81,18 @@ pub fn export(
     Ok(ExportReport { emit, passes: compiled.passes, output: out.to_path_buf() })
 }
 
+/// A value no two exports share: the time in nanoseconds and the process id.
+fn export_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
 fn metadata(ckpt: &Checkpoint, opts: &ExportOptions, passes: &PassReport) -> Vec<(String, String)> {
     let dtype: Elem = opts.compile.lower.dtype;
     vec![
         ("mambac.version".into(), env!("CARGO_PKG_VERSION").into()),
+        // Ties a decode graph (which copies this metadata) to the export it was derived from.
+        ("mambac.export_id".into(), export_id()),
         ("mambac.source".into(), ckpt.dir.display().to_string()),
         ("mambac.source_layout".into(), format!("{:?}", ckpt.layout)),
         ("mambac.config".into(), ckpt.config.to_hf_json().to_string()),

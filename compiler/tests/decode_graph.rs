@@ -66,3 +66,31 @@ fn refuses_what_it_cannot_derive() {
     assert!(e.starts_with(&format!("cannot read or write {}", d.join("missing.onnx").display())), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn initializers_are_listed_with_their_data_inline_or_external() {
+    use mambac_compiler::emit::decode_graph::{initializers, InitializerData};
+    let d = tmpdir("inits");
+    let ckpt = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
+    for (name, ext) in [("inline.onnx", ExternalData::Never), ("external.onnx", ExternalData::Always)] {
+        let out = d.join(name);
+        let opts = ExportOptions {
+            compile: CompileOptions { lower: LowerOptions { dtype: Elem::F16, stateful: true, ..Default::default() }, fuse: true, max_rewrites: None },
+            external_data: ext,
+        };
+        export(&ckpt, &out, &opts, &mut |_, _| {}).unwrap();
+        let refs = initializers(&out).unwrap();
+        let w = refs.iter().find(|r| r.name == "backbone.layers.1.mixer.in_proj.weight.T").expect("in_proj weight listed");
+        assert_eq!((w.data_type, w.dims.clone()), (10, vec![64, 256]));
+        match (&w.data, ext) {
+            (InitializerData::Inline(b), ExternalData::Never) => assert_eq!(b.len(), 64 * 256 * 2),
+            (InitializerData::External { path, offset, length }, ExternalData::Always) => {
+                assert_eq!(*length, 64 * 256 * 2);
+                assert!(path.ends_with("external.onnx.data"), "{path:?}");
+                assert!(offset + length <= std::fs::metadata(path).unwrap().len());
+            }
+            (other, _) => panic!("{name}: unexpected data {other:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -407,6 +407,9 @@ cudaError_t launch_typed(const DecodeLayerParams& p, cudaStream_t s) {
     const ScratchLayout L = scratch_layout(p);
     float* scratch = static_cast<float*>(p.scratch);
     const int I = p.inner, H = p.hidden, E = p.dt_rank + 2 * p.dstate;
+    // Checked before anything is queued, so a refused call writes nothing.
+    const size_t smem = (size_t((E + 3) & ~3) + size_t(kWarps) * kScanCh) * sizeof(float);
+    if (smem > 48 * 1024) return cudaErrorInvalidValue;
 
     decode_stats_kernel<<<dim3(p.batch, kStatsSplit), kThreads, 0, s>>>(p);
     cudaError_t e = cudaGetLastError();
@@ -415,8 +418,6 @@ cudaError_t launch_typed(const DecodeLayerParams& p, cudaStream_t s) {
     if (e != cudaSuccess) return e;
     e = launch_gemv<T, kConv>(p, GemvArgs{p.x_proj_t, nullptr, scratch + L.dbc, I, E, E, 0}, s, sms);
     if (e != cudaSuccess) return e;
-    const size_t smem = (size_t((E + 3) & ~3) + size_t(kWarps) * kScanCh) * sizeof(float);
-    if (smem > 48 * 1024) return cudaErrorInvalidValue;
     const dim3 sgrid((I + kScanCh - 1) / kScanCh, p.batch);
     if (p.dstate <= 16) decode_scan_kernel<T, 2><<<sgrid, kThreads, smem, s>>>(p);
     else if (p.dstate <= 32) decode_scan_kernel<T, 4><<<sgrid, kThreads, smem, s>>>(p);

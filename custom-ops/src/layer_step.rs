@@ -265,8 +265,12 @@ impl MambaLayerStep {
         p.residual_out = output(ctx, 0, &[b, 1, h], op)?;
         p.conv_state_out = output(ctx, 1, &[b, i, k - 1], op)?;
         p.ssm_state_out = output(ctx, 2, &[b, i, n], op)?;
-        if b > 0 && (p.conv_state_out == 0 && k > 1 || p.ssm_state_out == 0) {
-            return Err(check_err("outputs 'conv_state_out' and 'ssm_state_out' are required".into()));
+        if b > 0 && (p.conv_state_out == 0 && k > 1 || p.ssm_state_out == 0 || p.residual_out == 0) {
+            return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required".into()));
+        }
+        // The kernels read a state while other threads write its update: in place is not allowed.
+        if b > 0 && (k > 1 && p.conv_state_out == p.conv_state_in || p.ssm_state_out == p.ssm_state_in) {
+            return Err(check_err("a state output is bound to its input's buffer; states cannot be updated in place".into()));
         }
         Ok(p)
     }

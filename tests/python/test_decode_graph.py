@@ -130,9 +130,20 @@ def test_decode_graph_export_errors(tmp_path):
     assert r.returncode != 0 and "--stateful" in r.stderr
     r = mambac("export", fixture, "-o", tmp_path / "m.onnx", "--stateful", "--decode-graph", "--quantize", "int8", check=False)
     assert r.returncode != 0 and "cannot be used with" in r.stderr
+    r = mambac("export", fixture, "-o", tmp_path / "m.onnx", "--stateful", "--decode-graph", "--no-fuse", check=False)
+    assert r.returncode != 0 and "cannot be used with" in r.stderr
     mambac("export", fixture, "-o", tmp_path / "plain.onnx", "--stateful")
     r = mambac("generate", tmp_path / "plain.onnx", "--prompt-ids", "1", "--max-new-tokens", 1, "--decode-graph", "on", check=False)
     assert r.returncode != 0 and "plain.decode.onnx does not exist" in r.stderr
+    # A decode graph belongs to the export it was derived from: an export without the flag
+    # removes a stale one, and one copied from another export is refused.
+    mambac("export", fixture, "-o", tmp_path / "a.onnx", "--stateful", "--decode-graph")
+    r = mambac("export", fixture, "-o", tmp_path / "a.onnx", "--stateful")
+    assert not (tmp_path / "a.decode.onnx").exists() and "removed" in r.stderr
+    mambac("export", fixture, "-o", tmp_path / "b.onnx", "--stateful", "--decode-graph")
+    (tmp_path / "b.decode.onnx").rename(tmp_path / "a.decode.onnx")
+    r = mambac("generate", tmp_path / "a.onnx", "--prompt-ids", "1", "--max-new-tokens", 1, "--decode-graph", "on", check=False)
+    assert r.returncode != 0 and "a.decode.onnx cannot be used: it was not derived from this export" in r.stderr
 
 
 # --- the op's checks ------------------------------------------------------------------------
@@ -149,10 +160,10 @@ GOOD = {
 NP = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16}
 
 
-def run_step(spec, outputs=("residual_out", "conv_state_out", "ssm_state_out"), eps=1e-5):
+def run_step(spec, outputs=("residual_out", "conv_state_out", "ssm_state_out"), eps=1e-5, feeds=None):
     import onnxruntime as ort
 
-    names = list(GOOD)
+    names = [n if n in spec else "" for n in GOOD]
     ins = [helper.make_tensor_value_info(n, t, s) for n, (s, t) in spec.items()]
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs if o]
     node = helper.make_node("MambaLayerStep", names, list(outputs), domain="mambac", epsilon=eps)
@@ -161,9 +172,49 @@ def run_step(spec, outputs=("residual_out", "conv_state_out", "ssm_state_out"), 
     so = ort.SessionOptions()
     so.register_custom_ops_library(str(ops_lib()))
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {n: rng.standard_normal(s).astype(NP[t]) for n, (s, t) in spec.items()}
+    if feeds is None:
+        rng = np.random.default_rng(0)
+        feeds = {n: rng.standard_normal(s).astype(NP[t]) for n, (s, t) in spec.items()}
     return sess.run(None, feeds)
+
+
+def step_reference(f):
+    """docs/decode-graph.md's equations in float64 (float32 inputs, so no rounding to T)."""
+    d = {k: v.astype(np.float64) for k, v in f.items()}
+    r = d["residual"][:, 0]
+    i = d["conv_weight"].shape[0]
+    n = d["A"].shape[1]
+    rk = d["dt_proj_weight"].shape[0]
+    v = r / np.sqrt((r * r).mean(-1, keepdims=True) + 1e-5) * d["norm_weight"]
+    xz = v @ d["in_proj_weight"] + d.get("in_proj_bias", 0)
+    x, z = xz[:, :i], xz[:, i:]
+    win = np.concatenate([d["conv_state"], x[:, :, None]], axis=2)
+    c = (win * d["conv_weight"]).sum(-1) + d.get("conv_bias", 0)
+    xc = c / (1 + np.exp(-c))
+    dbc = xc @ d["x_proj_weight"]
+    dt = dbc[:, :rk] @ d["dt_proj_weight"] + d.get("dt_bias", 0)
+    dt = np.where(dt > 20, dt, np.log1p(np.exp(np.minimum(dt, 20))))
+    h = np.exp(dt[:, :, None] * d["A"]) * d["ssm_state"] + (dt * xc)[:, :, None] * dbc[:, None, rk:rk + n]
+    y = (h * dbc[:, None, rk + n:]).sum(-1) + d.get("D", 0) * xc
+    y = y * (z / (1 + np.exp(-z)))
+    out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
+    return out[:, None], win[:, :, 1:], h
+
+
+@pytest.mark.parametrize("width,optional", [(4, True), (4, False), (1, True), (2, False)])
+def test_op_matches_the_contract_in_float64(width, optional):
+    """The CPU kernel against docs/decode-graph.md's equations, biases and D on and off, width 1
+    (no conv state) included; float32, so the float32 tier applies."""
+    spec = {k: v for k, v in GOOD.items() if optional or k not in ("in_proj_bias", "conv_bias", "dt_bias", "D", "out_proj_bias")}
+    spec["conv_state"] = ([B, I, width - 1], TensorProto.FLOAT)
+    spec["conv_weight"] = ([I, width], TensorProto.FLOAT)
+    rng = np.random.default_rng(width)
+    feeds = {n: (0.5 * rng.standard_normal(s)).astype(np.float32) for n, (s, t) in spec.items()}
+    feeds["A"] = -np.exp(rng.standard_normal(spec["A"][0])).astype(np.float32)
+    got = run_step(spec, feeds=feeds)
+    for g, want, what in zip(got, step_reference(feeds), ["residual_out", "conv_state_out", "ssm_state_out"]):
+        err = worst_rel(g, want) if want.size else 0.0
+        assert g.shape == want.shape and err <= 1e-5, f"{what}: worst rel {err:.2e}"
 
 
 def test_op_runs_on_good_inputs():
@@ -192,7 +243,7 @@ def test_op_names_the_broken_input(name, shape, elem, message):
 def test_op_needs_its_state_outputs_and_a_positive_epsilon():
     with pytest.raises(Exception) as e:
         run_step(GOOD, outputs=("residual_out", "", "ssm_state_out"))
-    assert "MambaLayerStep: outputs 'conv_state_out' and 'ssm_state_out' are required" in str(e.value)
+    assert "MambaLayerStep: outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required" in str(e.value)
     with pytest.raises(Exception) as e:
         run_step(GOOD, eps=-1.0)
     assert "MambaLayerStep: attribute 'epsilon' is -1, expected a positive number" in str(e.value)

@@ -160,6 +160,7 @@ def conformance():
     check(2, 24, 48, 4, 2, 2, {"conv_bias": False, "dt_bias": False, "D": False})
     check(1, 72, 136, 32, 9, 4, {"proj_bias": True, "conv_bias": False})
     check(2, 16, 40, 16, 3, 1, {})                             # width 1: no conv state
+    check(2, 64, 96, 64, 300, 4, {"proj_bias": True})          # dstate > 32 (state loop), dt_rank > 256
     log(f"  decode layer conformance: {'PASS' if not cb.FAILS else 'FAIL (' + str(len(cb.FAILS)) + ')'}")
     for f in cb.FAILS:
         log("   ", f)

@@ -634,6 +634,32 @@ class BigModel(threading.Thread):
             self.error = e
 
 
+class GpuMemPeak:
+    """Peak of nvidia-smi's memory.used (MiB) while the block runs, sampled every 0.1 s: what a
+    `mambac bench` process holds on the device (the decode graph's session shares the weights)."""
+
+    def __enter__(self):
+        self.peak, self.stop = 0, threading.Event()
+
+        def sample():
+            while not self.stop.is_set():
+                try:
+                    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                         capture_output=True, text=True, timeout=5).stdout
+                    self.peak = max(self.peak, int(out.split()[0]))
+                except Exception:  # noqa: BLE001  (no nvidia-smi: the CPU dry run)
+                    return
+                self.stop.wait(0.1)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.thread.join()
+
+
 def hf_anchor(prefill_len, decode_tokens, reps, preset):
     """transformers' MambaForCausalLM, random init, fp16 on cuda, no mamba_ssm (PyTorch fallback)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -720,14 +746,18 @@ def part_c(R, big, args):
     RESULTS["timings"]["mambac_no_cuda_graph"] = nograph
     RESULTS["timings"]["mambac_decode_graph_off"] = general
     for batch, plen in [(1, args.prefill_len), (8, 16)]:
-        r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", plen, "--decode-tokens",
-                         args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json")
+        with GpuMemPeak() as mem:
+            r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", plen, "--decode-tokens",
+                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json")
         ours[batch] = last_json(r.stdout)
+        ours[batch]["peak_gpu_mem_mib"] = mem.peak
         log(f"  bench batch {batch}: {json.dumps(ours[batch])}")
         if R.ep == "cuda":  # decode steps on the general graph (what the decode graph buys), and without graph replay
-            r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
-                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--decode-graph", "off")
+            with GpuMemPeak() as mem:
+                r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
+                                 args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--decode-graph", "off")
             general[batch] = last_json(r.stdout)
+            general[batch]["peak_gpu_mem_mib"] = mem.peak
             log(f"  bench batch {batch} --decode-graph off: {json.dumps(general[batch])}")
             r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
                              args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--no-cuda-graph")
@@ -847,7 +877,9 @@ def summary(args):
                 v, ms = pick(ng, b, "decode", "tokens_per_s", "median"), pick(ng, b, "decode", "ms", "median")
                 if v:
                     log(f"| decode, batch {b}, {label} | {fmt(v, 'tok/s', ms)} | — | {ratio(v, hd) if b == 1 else '—'} | — |")
-        log(f"(mambac decode: CUDA graphs {pick(ours, 1, 'cuda_graph')}, decode graph {pick(ours, 1, 'decode_graph')})")
+        log(f"(mambac decode: CUDA graphs {pick(ours, 1, 'cuda_graph')}, decode graph {pick(ours, 1, 'decode_graph')}; "
+            f"peak GPU memory of the bench process, batch 1: {pick(ours, 1, 'peak_gpu_mem_mib')} MiB with the decode graph, "
+            f"{pick(t.get('mambac_decode_graph_off', {}), 1, 'peak_gpu_mem_mib')} MiB without)")
     for k, a in RESULTS.get("decode_graph", {}).items():
         log(f"decode graph {k}: vs stateful model {a['vs_stateful']:.2e}, vs CPU EP {a['vs_cpu']:.2e}")
     qt = t.get("quantized") or {}

@@ -113,24 +113,28 @@ pub struct SessionOptions {
 }
 
 pub fn open_session(model: &Path, opts: &SessionOptions) -> Result<Session> {
-    open_session_with(model, opts, false)
+    open_session_with(model, opts, false, &[])
 }
+
+/// Initializers given to a session instead of the model's own (ORT's `AddInitializer`): values
+/// on the session's device are used as they are, so sessions given the same values share them.
+pub type Initializers = [(String, std::sync::Arc<ort::value::DynValue>)];
 
 /// A session for `generate` / `bench`: on the CUDA EP with graph capture on unless `--no-cuda-graph`
 /// (ORT then captures one-token decode steps as CUDA graphs and replays them, which removes the
 /// per-node launch cost). Returns whether capture is on: a model ORT cannot capture (a node
 /// outside the CUDA EP) is opened again without it, with a warning.
-pub fn open_generation_session(model: &Path, opts: &SessionOptions, graph: &GraphOptions) -> Result<(Session, bool)> {
+pub fn open_generation_session(model: &Path, opts: &SessionOptions, graph: &GraphOptions, shared: &Initializers) -> Result<(Session, bool)> {
     if opts.ep != Ep::Cuda || graph.no_cuda_graph {
-        return Ok((open_session_with(model, opts, false)?, false));
+        return Ok((open_session_with(model, opts, false, shared)?, false));
     }
-    match open_session_with(model, opts, true) {
+    match open_session_with(model, opts, true, shared) {
         Ok(s) => Ok((s, true)),
         // ORT refuses capture when a node is left outside the CUDA EP ("...cannot use the graph
         // capture feature..."); anything else (a missing file, no memory) is the caller's error.
         Err(e) if format!("{e:#}").to_lowercase().contains("graph") => {
             eprintln!("warning: CUDA graph capture is off for {}: {e:#}", model.display());
-            Ok((open_session_with(model, opts, false)?, false))
+            Ok((open_session_with(model, opts, false, shared)?, false))
         }
         Err(e) => Err(e),
     }
@@ -172,7 +176,7 @@ pub fn decode_graph_for(model: &Path, opts: &SessionOptions, graph: &GraphOption
     }
 }
 
-fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool) -> Result<Session> {
+fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shared: &Initializers) -> Result<Session> {
     let env = init_ort()?;
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
@@ -193,5 +197,8 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool) -> R
             .map_err(|e| anyhow!("cannot enable the CUDA execution provider: {e}"))?;
     }
     b = b.with_operator_library(&ops).map_err(|e| anyhow!("cannot register the op library {}: {e}", ops.display()))?;
+    for (name, value) in shared {
+        b = b.with_initializer(name, value.clone()).map_err(|e| anyhow!("initializer '{name}': {e}"))?;
+    }
     b.commit_from_file(model).map_err(|e| anyhow!("cannot load {}: {e}", model.display()))
 }

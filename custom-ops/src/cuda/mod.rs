@@ -135,6 +135,17 @@ impl Kernel for CudaMambaLayerStep {
         if p.batch == 0 {
             return Ok(());
         }
+        // The CUDA kernels' own limits (the CPU kernel has none): a grid dimension, and dt_low, B
+        // and C in one block's shared memory.
+        let e = p.dt_rank as usize + 2 * p.dstate as usize;
+        if p.batch > 65535 {
+            return Err(OpError::Check(format!("MambaLayerStep: batch {} is more than the CUDA kernels take (65535)", p.batch)));
+        }
+        if ((e + 3) / 4 * 4 + 8 * 32) * 4 > 48 * 1024 {
+            return Err(OpError::Check(format!(
+                "MambaLayerStep: dt_rank + 2 * dstate = {e} is more than the CUDA kernels take (12032)"
+            )));
+        }
         let stream = compute_stream(ctx, op)?;
         let api = api();
         // The residual input's memory info names the device (and ORT's allocator for it).

@@ -45,7 +45,7 @@ pub struct Args {
     /// Also write `<output stem>.decode.onnx`: one-token decode steps with each layer one fused
     /// `mambac.MambaLayerStep` node, reading the same weights (and external-data file). `mambac
     /// generate` and `bench` use it for decode steps on the CUDA EP. Needs --stateful, float weights.
-    #[arg(long, requires = "stateful", conflicts_with = "quantize")]
+    #[arg(long, requires = "stateful", conflicts_with_all = ["quantize", "no_fuse"])]
     pub decode_graph: bool,
     /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
     #[arg(long)]
@@ -146,8 +146,13 @@ pub fn main(a: Args) -> Result<()> {
         started.elapsed().as_secs_f64(),
         if report.passes.rules_applied.is_empty() { "none".to_string() } else { report.passes.rules_applied.join(", ") },
     );
+    let path = decode_graph_path(&a.output);
+    if !a.decode_graph && path.is_file() {
+        // A decode graph of an earlier export would read this export's weights at its own offsets.
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
+        eprintln!("removed {} (the decode graph of an earlier export)", path.display());
+    }
     if a.decode_graph {
-        let path = decode_graph_path(&a.output);
         write_decode_graph(&a.output, &path, ckpt.config.layer_norm_epsilon)
             .with_context(|| format!("cannot write the decode graph {}", path.display()))?;
         eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", path.display());

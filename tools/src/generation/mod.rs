@@ -9,6 +9,8 @@
 //!   vocabulary; rejects models without state inputs.
 //! * [`session_state`] — one ORT session plus the states between steps, held in an IoBinding
 //!   (on the CUDA EP they stay on the device; only the token ids go in and the logits come out).
+//! * [`shared_weights`] — the weights a model and its decode graph share, loaded once on the
+//!   device for both sessions.
 //! * [`sampler`] — greedy and temperature / top-k / top-p sampling with a seeded RNG (no ORT).
 //! * [`batch`] — several prompts of different lengths: each prompt is prefilled alone, the
 //!   states are stacked into one batch, and the batch is decoded together (see there for why).
@@ -16,6 +18,7 @@
 pub mod batch;
 pub mod sampler;
 pub mod session_state;
+pub mod shared_weights;
 pub mod signature;
 
 #[cfg(test)]

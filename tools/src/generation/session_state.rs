@@ -21,7 +21,7 @@ use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType};
 use safetensors::Dtype;
 
 use super::signature::ModelSignature;
-use crate::runtime::{decode_graph_for, open_generation_session, Ep, GraphOptions, SessionOptions};
+use crate::runtime::{decode_graph_for, open_generation_session, DecodeGraphChoice, Ep, GraphOptions, SessionOptions};
 use crate::tensor_io::HostTensor;
 
 /// Which positions' logits a step copies out (a 512-token prefill of a 50k vocabulary at batch 8
@@ -372,17 +372,38 @@ impl StatefulSession {
 /// The stateful session of `model` for `generate` / `bench`: CUDA graphs as `graph` says, and the
 /// decode graph beside the model for one-token steps when `graph.decode_graph` picks it (opened
 /// with the same graph capture; if ORT cannot capture it while it can the model, the decode
-/// graph is left out with a warning). Returns the session and whether graph capture is on.
+/// graph is left out with a warning). On the CUDA EP the two sessions share the weights
+/// ([`crate::generation::shared_weights`]). Returns the session and whether capture is on.
 pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) -> Result<(StatefulSession, bool)> {
-    let (session, cuda_graph) = open_generation_session(model, opts, graph)?;
+    let decode_path = decode_graph_for(model, opts, graph)?;
+    // On the CUDA EP both sessions get the large weights as one set of device values (else each
+    // would load its own copy).
+    let shared = match &decode_path {
+        Some(p) if opts.ep == Ep::Cuda => crate::generation::shared_weights::load_for_cuda(p)?,
+        _ => Vec::new(),
+    };
+    let (session, cuda_graph) = open_generation_session(model, opts, graph, &shared)?;
     let sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
-    let Some(path) = decode_graph_for(model, opts, graph)? else {
+    let Some(path) = decode_path else {
         return Ok((sess, cuda_graph));
     };
     let decode_opts = GraphOptions { no_cuda_graph: !cuda_graph, ..graph.clone() };
-    let (decode, decode_graph_capture) = open_generation_session(&path, opts, &decode_opts)?;
-    if decode_graph_capture != cuda_graph {
-        eprintln!("warning: {} is not used: ORT cannot capture it as a CUDA graph while it can the model", path.display());
+    let (decode, decode_graph_capture) = open_generation_session(&path, opts, &decode_opts, &shared)?;
+    // A decode graph is only valid for the export it was derived from (same weights, offsets).
+    let id = |s: &Session| s.metadata().ok().and_then(|m| m.custom("mambac.export_id"));
+    let main_id = id(&sess.session);
+    let why = if main_id.is_none() || main_id != id(&decode) {
+        Some(format!("it was not derived from this export of {} (re-export with --decode-graph)", model.display()))
+    } else if decode_graph_capture != cuda_graph {
+        Some("ORT cannot capture it as a CUDA graph while it can the model".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        if graph.decode_graph == DecodeGraphChoice::On {
+            bail!("--decode-graph on: {} cannot be used: {why}", path.display());
+        }
+        eprintln!("warning: {} is not used: {why}", path.display());
         return Ok((sess, cuda_graph));
     }
     let sess = sess.with_decode_session(decode).with_context(|| format!("decode graph {}", path.display()))?;
