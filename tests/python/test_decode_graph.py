@@ -122,6 +122,10 @@ def test_generate_uses_the_decode_graph_and_gives_the_same_ids(exports):
     assert ids["on"] == ids["off"] and len(ids["on"]) == 2
     r = mambac("bench", model, "--decode-graph", "on", "--prompt-len", 4, "--decode-tokens", 4, "--reps", 1, "--warmup", 0, "--json")
     assert json.loads(r.stdout)["decode_graph"] is True
+    r = mambac("bench", model, "--decode-graph", "on", "--batch", 8, "--prompt-len", 4, "--decode-tokens", 4, "--reps", 1, "--warmup", 0, "--json")
+    assert json.loads(r.stdout)["decode_graph"] is True  # on: at any batch (auto stops at 4, CUDA EP only)
+    r = mambac("bench", model, "--prompt-len", 4, "--decode-tokens", 4, "--reps", 1, "--warmup", 0, "--json")
+    assert json.loads(r.stdout)["decode_graph"] is False  # auto on the CPU EP
 
 
 def test_decode_graph_export_errors(tmp_path):

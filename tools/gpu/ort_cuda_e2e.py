@@ -598,7 +598,8 @@ def part_b_binary(R):
             j = last_json(r.stdout)
             RESULTS["timings"][f"tiny bench batch {batch} {' '.join(mode)}".strip()] = j
             want_graph = ep == "cuda" and "--no-cuda-graph" not in mode
-            want_decode = (ep == "cuda" and "off" not in mode) or "on" in mode
+            # auto: the decode graph up to batch 4 (DECODE_GRAPH_MAX_BATCH), on: at any batch
+            want_decode = (ep == "cuda" and "off" not in mode and batch <= 4) or "on" in mode
             record("B", f"mambac bench {tag} (tiny, batch {batch}): CUDA graph {want_graph}, decode graph {want_decode}",
                    j.get("cuda_graph") == want_graph and j.get("decode_graph") == want_decode, json.dumps(j)[:300])
 

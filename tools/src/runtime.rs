@@ -113,12 +113,12 @@ pub struct SessionOptions {
 }
 
 pub fn open_session(model: &Path, opts: &SessionOptions) -> Result<Session> {
-    open_session_with(model, opts, false, &[])
+    open_session_with(model, opts, false, &Initializers::default())
 }
 
 /// Initializers given to a session instead of the model's own (ORT's `AddInitializer`): values
 /// on the session's device are used as they are, so sessions given the same values share them.
-pub type Initializers = [(String, std::sync::Arc<ort::value::DynValue>)];
+pub type Initializers = crate::generation::shared_weights::SharedWeights;
 
 /// A session for `generate` / `bench`: on the CUDA EP with graph capture on unless `--no-cuda-graph`
 /// (ORT then captures one-token decode steps as CUDA graphs and replays them, which removes the
@@ -197,8 +197,6 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
             .map_err(|e| anyhow!("cannot enable the CUDA execution provider: {e}"))?;
     }
     b = b.with_operator_library(&ops).map_err(|e| anyhow!("cannot register the op library {}: {e}", ops.display()))?;
-    for (name, value) in shared {
-        b = b.with_initializer(name, value.clone()).map_err(|e| anyhow!("initializer '{name}': {e}"))?;
-    }
+    shared.add_to(&b)?;
     b.commit_from_file(model).map_err(|e| anyhow!("cannot load {}: {e}", model.display()))
 }

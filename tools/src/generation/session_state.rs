@@ -21,6 +21,7 @@ use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType};
 use safetensors::Dtype;
 
 use super::signature::ModelSignature;
+use crate::generation::shared_weights::SharedWeights;
 use crate::runtime::{decode_graph_for, open_generation_session, DecodeGraphChoice, Ep, GraphOptions, SessionOptions};
 use crate::tensor_io::HostTensor;
 
@@ -95,10 +96,18 @@ struct DecodeSession {
     binding: IoBinding,
 }
 
+/// Largest batch whose one-token steps `--decode-graph auto` runs on the decode graph. Measured
+/// on the H200 (2.8b float16, BENCHMARKS.md): batch 1 1.44-1.48x faster than the general graph,
+/// batch 8 0.80-1.03x (its split-K GEMVs serve 8 rows at 1.1 TB/s); batches 2-7 are not measured
+/// and 4 splits the difference.
+pub const DECODE_GRAPH_MAX_BATCH: usize = 4;
+
 pub struct StatefulSession {
     session: Session,
-    /// One-token steps go here when set; prompts (any length) stay on `session`.
+    /// One-token steps go here when set (see [`Self::decode_for`]); prompts stay on `session`.
     decode: Option<DecodeSession>,
+    /// `--decode-graph on`: the decode graph at any batch size.
+    decode_always: bool,
     pub sig: ModelSignature,
     binding: IoBinding,
     /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
@@ -115,6 +124,9 @@ pub struct StatefulSession {
     batch: usize,
     current: Current,
     state_sets: Option<StateSets>,
+    /// Device weights the sessions were given (decode graph on the CUDA EP); declared last so
+    /// that it is dropped after both sessions.
+    shared: SharedWeights,
 }
 
 impl StatefulSession {
@@ -140,6 +152,7 @@ impl StatefulSession {
         let mut s = StatefulSession {
             session,
             decode: None,
+            decode_always: false,
             sig,
             binding,
             state_alloc,
@@ -150,6 +163,7 @@ impl StatefulSession {
             batch: 0,
             current: Current::Host(vec![]),
             state_sets: None,
+            shared: SharedWeights::default(),
         };
         s.reset(1)?;
         Ok(s)
@@ -174,9 +188,15 @@ impl StatefulSession {
         Ok(self)
     }
 
-    /// Whether one-token steps run on a decode graph.
+    /// Whether one-token steps run on a decode graph (at the current batch size).
     pub fn has_decode_graph(&self) -> bool {
-        self.decode.is_some()
+        self.decode_for(self.batch)
+    }
+
+    /// Whether one-token steps of `batch` sequences run on the decode graph: up to
+    /// [`DECODE_GRAPH_MAX_BATCH`] unless it was asked for (`--decode-graph on`).
+    fn decode_for(&self, batch: usize) -> bool {
+        self.decode.is_some() && (self.decode_always || batch <= DECODE_GRAPH_MAX_BATCH)
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
@@ -278,7 +298,10 @@ impl StatefulSession {
             let mut logits = DynTensor::new(&self.state_alloc, self.sig.logits_ty, [batch, 1, vocab])
                 .map_err(|e| anyhow!("allocating the device logits: {e}"))?;
             // One-token steps run on the decode graph's session when there is one.
-            let session = self.decode.as_ref().map_or(&self.session, |d| &d.session);
+            let session = match &self.decode {
+                Some(d) if self.decode_for(batch) => &d.session,
+                _ => &self.session,
+            };
             let bind_err = |name: &str, e: ort::Error| anyhow!("binding '{name}': {e}");
             let mut bind = |s: usize| -> Result<IoBinding> {
                 let mut b = session.create_binding().map_err(|e| anyhow!("cannot create an IoBinding: {e}"))?;
@@ -324,8 +347,9 @@ impl StatefulSession {
         // as ordinary steps.
         let replay = read.filter(|_| len == 1 && self.cuda_graph);
         // One-token steps run on the decode graph when there is one (its nodes need seqlen 1).
+        let use_decode = len == 1 && self.decode_for(batch);
         let (session, binding) = match &mut self.decode {
-            Some(d) if len == 1 => (&mut d.session, &mut d.binding),
+            Some(d) if use_decode => (&mut d.session, &mut d.binding),
             _ => (&mut self.session, &mut self.binding),
         };
 
@@ -379,16 +403,31 @@ pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) 
     // On the CUDA EP both sessions get the large weights as one set of device values (else each
     // would load its own copy).
     let shared = match &decode_path {
-        Some(p) if opts.ep == Ep::Cuda => crate::generation::shared_weights::load_for_cuda(p)?,
-        _ => Vec::new(),
+        Some(p) if opts.ep == Ep::Cuda => match crate::generation::shared_weights::load_for_cuda(p) {
+            Ok(s) => s,
+            Err(e) => {
+                // Each session then loads its own copy: more memory, same results.
+                eprintln!("warning: the decode graph's session will not share the weights: {e:#}");
+                SharedWeights::default()
+            }
+        },
+        _ => SharedWeights::default(),
     };
-    let (session, cuda_graph) = open_generation_session(model, opts, graph, &shared)?;
-    let sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
+    let (session, cuda_graph) = match open_generation_session(model, opts, graph, &shared) {
+        Err(e) if !shared.is_empty() => {
+            eprintln!("warning: the sessions will not share the weights: {e:#}");
+            return open_stateful_unshared(model, opts, graph, decode_path);
+        }
+        r => r?,
+    };
+    let mut sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
+    // Held by the session from here on: its views must outlive both sessions, on every return.
+    sess.shared = shared;
     let Some(path) = decode_path else {
         return Ok((sess, cuda_graph));
     };
     let decode_opts = GraphOptions { no_cuda_graph: !cuda_graph, ..graph.clone() };
-    let (decode, decode_graph_capture) = open_generation_session(&path, opts, &decode_opts, &shared)?;
+    let (decode, decode_graph_capture) = open_generation_session(&path, opts, &decode_opts, &sess.shared)?;
     // A decode graph is only valid for the export it was derived from (same weights, offsets).
     let id = |s: &Session| s.metadata().ok().and_then(|m| m.custom("mambac.export_id"));
     let main_id = id(&sess.session);
@@ -406,7 +445,23 @@ pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) 
         eprintln!("warning: {} is not used: {why}", path.display());
         return Ok((sess, cuda_graph));
     }
-    let sess = sess.with_decode_session(decode).with_context(|| format!("decode graph {}", path.display()))?;
+    let mut sess = sess.with_decode_session(decode).with_context(|| format!("decode graph {}", path.display()))?;
+    sess.decode_always = graph.decode_graph == DecodeGraphChoice::On;
+    Ok((sess, cuda_graph))
+}
+
+/// [`open_stateful`] without shared weights (each session loads its own).
+fn open_stateful_unshared(model: &Path, opts: &SessionOptions, graph: &GraphOptions, decode_path: Option<std::path::PathBuf>) -> Result<(StatefulSession, bool)> {
+    let none = SharedWeights::default();
+    let (session, cuda_graph) = open_generation_session(model, opts, graph, &none)?;
+    let sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
+    let Some(path) = decode_path else {
+        return Ok((sess, cuda_graph));
+    };
+    let decode_opts = GraphOptions { no_cuda_graph: !cuda_graph, ..graph.clone() };
+    let (decode, _) = open_generation_session(&path, opts, &decode_opts, &none)?;
+    let mut sess = sess.with_decode_session(decode).with_context(|| format!("decode graph {}", path.display()))?;
+    sess.decode_always = graph.decode_graph == DecodeGraphChoice::On;
     Ok((sess, cuda_graph))
 }
 

@@ -2,25 +2,69 @@
 //! to both sessions. ORT's `AddInitializer` uses a value that is already on the session's device
 //! as is, so the two sessions hold one copy of the weights instead of two (2 x 5.5 GB for the
 //! 2.8b float16 model otherwise).
+//!
+//! `AddInitializer` takes only tensors that do not own their memory: each weight is copied to the
+//! device into a tensor we own, and the sessions get a non-owning view of it. Both live here, and
+//! this must outlive the sessions (StatefulSession drops it last).
 
+use std::any::Any;
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use half::{bf16, f16};
 use mambac_compiler::emit::decode_graph::{initializers, InitializerData, InitializerRef};
-use ort::memory::AllocationDevice;
-use ort::value::{DynValue, Tensor};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut};
+use ort::AsPointer;
 
 /// Initializers smaller than this stay per session (norm weights, biases, shape constants).
 const MIN_SHARED_BYTES: u64 = 64 * 1024;
 
-pub type SharedWeights = Vec<(String, Arc<DynValue>)>;
+/// One shared weight: its name, the device tensor that owns the memory and the view the
+/// sessions are given.
+pub struct SharedWeight {
+    pub name: CString,
+    view: *const ort::sys::OrtValue,
+    _owner: Box<dyn Any>,
+    _view: Box<dyn Any>,
+}
+
+#[derive(Default)]
+pub struct SharedWeights(Vec<SharedWeight>);
+
+impl SharedWeights {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Gives every weight to the session `builder` will make (ORT's `AddInitializer`).
+    pub fn add_to(&self, builder: &ort::session::builder::SessionBuilder) -> Result<()> {
+        let api = ort::api();
+        for w in &self.0 {
+            // SAFETY: the builder's options and the view are live; ORT keeps the pointer, and the
+            // view outlives the session (see the module docs).
+            let status = unsafe { (api.AddInitializer)(builder.ptr().cast_mut(), w.name.as_ptr(), w.view) };
+            if !status.0.is_null() {
+                // SAFETY: a non-null status from ORT, read then released once.
+                let msg = unsafe {
+                    let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+                    (api.ReleaseStatus)(status.0);
+                    m
+                };
+                bail!("initializer '{}': {msg}", w.name.to_string_lossy());
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The decode graph's float initializers of at least [`MIN_SHARED_BYTES`], on CUDA device 0.
 pub fn load_for_cuda(decode_graph: &Path) -> Result<SharedWeights> {
+    // The device copies below run through ORT, which needs its environment first.
+    crate::runtime::init_ort()?;
     let refs = initializers(decode_graph).with_context(|| format!("reading the initializers of {}", decode_graph.display()))?;
     let mut out = Vec::new();
     for r in refs {
@@ -31,17 +75,27 @@ pub fn load_for_cuda(decode_graph: &Path) -> Result<SharedWeights> {
         if (bytes.len() as u64) < MIN_SHARED_BYTES {
             continue;
         }
-        let shape: Vec<i64> = r.dims.clone();
-        let dev = |e: ort::Error| anyhow!("initializer '{}': copying to the device: {e}", r.name);
-        let host_err = |e: ort::Error| anyhow!("initializer '{}': {e}", r.name);
-        let value: DynValue = match r.data_type {
-            1 => Tensor::from_array((shape, collect::<f32>(&bytes))).map_err(host_err)?.to(AllocationDevice::CUDA, 0).map_err(dev)?.into_dyn(),
-            10 => Tensor::from_array((shape, collect::<f16>(&bytes))).map_err(host_err)?.to(AllocationDevice::CUDA, 0).map_err(dev)?.into_dyn(),
-            _ => Tensor::from_array((shape, collect::<bf16>(&bytes))).map_err(host_err)?.to(AllocationDevice::CUDA, 0).map_err(dev)?.into_dyn(),
+        let w = match r.data_type {
+            1 => shared::<f32>(&r, &bytes)?,
+            10 => shared::<f16>(&r, &bytes)?,
+            _ => shared::<bf16>(&r, &bytes)?,
         };
-        out.push((r.name, Arc::new(value)));
+        out.push(w);
     }
-    Ok(out)
+    Ok(SharedWeights(out))
+}
+
+fn shared<T: PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug + 'static>(r: &InitializerRef, bytes: &[u8]) -> Result<SharedWeight> {
+    let err = |what: &str, e: ort::Error| anyhow!("initializer '{}': {what}: {e}", r.name);
+    let host = Tensor::from_array((r.dims.clone(), collect::<T>(bytes))).map_err(|e| err("host tensor", e))?;
+    let mut owner = host.to(AllocationDevice::CUDA, 0).map_err(|e| err("copying to the device", e))?;
+    let info = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default).map_err(|e| err("memory info", e))?;
+    // SAFETY: the pointer is `owner`'s device buffer of exactly this shape and type, and `owner`
+    // is kept beside the view for as long as the view lives.
+    let view: TensorRefMut<'static, T> =
+        unsafe { TensorRefMut::from_raw(info, owner.data_ptr_mut(), Shape::new(r.dims.clone())) }.map_err(|e| err("device view", e))?;
+    let name = CString::new(r.name.clone()).map_err(|_| anyhow!("initializer name {:?} has a NUL byte", r.name))?;
+    Ok(SharedWeight { name, view: view.ptr(), _owner: Box::new(owner), _view: Box::new(view) })
 }
 
 /// Little-endian bytes as elements (the vector is aligned for T; the bytes need not be).
