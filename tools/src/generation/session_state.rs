@@ -97,8 +97,8 @@ struct DecodeSession {
 }
 
 /// Largest batch whose one-token steps `--decode-graph auto` runs on the decode graph. Measured
-/// on the H200 (2.8b float16, BENCHMARKS.md): batch 1 1.44-1.48x faster than the general graph,
-/// batch 8 0.80-1.03x (its split-K GEMVs serve 8 rows at 1.1 TB/s); batches 2-7 are not measured
+/// on the H200 (2.8b float16, BENCHMARKS.md): batch 1 1.40-1.48x faster than the general graph,
+/// batch 8 0.74-1.03x (its split-K GEMVs serve 8 rows at 1.1 TB/s); batches 2-7 are not measured
 /// and 4 splits the difference.
 pub const DECODE_GRAPH_MAX_BATCH: usize = 4;
 
