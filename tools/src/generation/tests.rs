@@ -209,3 +209,32 @@ fn a_step_with_the_wrong_number_of_ids_is_an_error() {
     let e = s.step(&[1, 2, 3], 1, Keep::Last).expect_err("rejected").to_string();
     assert!(e.contains("batch 2"), "{e}");
 }
+
+/// The decode graph attached while a sequence is under way (its states already in the session's
+/// buffers): the states move to the host and on, and the rest of the sequence, decoded on the
+/// decode graph, still reproduces the reference. (`open_stateful` attaches it before any step;
+/// this is the case `with_decode_session` guards.)
+#[test]
+fn a_decode_graph_attached_mid_sequence_keeps_the_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reference::load();
+    let model = dir.path().join("dg.onnx");
+    let ckpt = root().join("testdata/mamba-tiny-hf");
+    let args = ["mambac", "export", ckpt.to_str().unwrap(), "-o", model.to_str().unwrap(), "--stateful", "--decode-graph", "-q"];
+    let crate::Command::Export(a) = crate::Cli::try_parse_from(args).unwrap().command else { unreachable!("parsed an export") };
+    crate::cmd::export::main(a).expect("export");
+    let mut s = session(&model);
+    s.reset(r.batch).unwrap();
+    let mut got = Collected::new(r.batch);
+    got.push(&s.step(&r.ids(0..r.batch, 0, 6), 6, Keep::All).unwrap(), 0);
+    got.push(&s.step(&r.ids(0..r.batch, 6, 7), 1, Keep::All).unwrap(), 0);
+    let opts = SessionOptions { ops_lib: Some(ops_lib()), threads: Some(1), ep: Ep::Cpu };
+    let decode = open_session(&mambac_compiler::emit::decode_graph::decode_graph_path(&model), &opts).unwrap();
+    let mut s = s.with_decode_session(decode).unwrap();
+    assert!(s.has_decode_graph(), "batch 2: one-token steps run on the decode graph");
+    for t in 7..r.len {
+        got.push(&s.step(&r.ids(0..r.batch, t, t + 1), 1, Keep::All).unwrap(), 0);
+    }
+    let err = got.worst_rel(&r);
+    assert!(err <= TOL, "decode graph attached mid-sequence: worst rel {err:.3e} > {TOL:e}");
+}
