@@ -282,6 +282,11 @@ impl StatefulSession {
         // the graphs' own buffers: a captured graph stays valid because these sets are freed only
         // here, when its ids are retired.
         self.state_sets = None;
+        // The per-step bindings still hold the old sets' values: let go of them too.
+        self.binding.clear();
+        if let Some(d) = self.decode.as_mut() {
+            d.binding.clear();
+        }
         let make_set = |alloc: &Allocator| -> Result<Vec<DynTensor>> {
             self.sig
                 .states
