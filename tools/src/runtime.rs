@@ -64,6 +64,21 @@ pub fn init_ort() -> Result<&'static ort::environment::Environment> {
     .map_err(|e| anyhow!(e.clone()))
 }
 
+/// An `OrtStatus` from a raw ORT C API call as a `Result` (the status is released).
+pub fn status_result(status: ort::sys::OrtStatusPtr) -> Result<()> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status from ORT, read then released once.
+    let msg = unsafe {
+        let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+        (api.ReleaseStatus)(status.0);
+        m
+    };
+    bail!("{msg}")
+}
+
 /// The op library: `--ops-lib`, else `MAMBAC_OPS_LIB`, else beside the mambac executable.
 pub fn find_ops_lib(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {

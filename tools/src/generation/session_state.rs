@@ -406,25 +406,25 @@ impl StatefulSession {
 pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) -> Result<(StatefulSession, bool)> {
     let decode_path = decode_graph_for(model, opts, graph)?;
     // On the CUDA EP both sessions get the large weights as one set of device values (else each
-    // would load its own copy).
-    let shared = match &decode_path {
-        Some(p) if opts.ep == Ep::Cuda => match crate::generation::shared_weights::load_for_cuda(p) {
-            Ok(s) => s,
-            Err(e) => {
-                // Each session then loads its own copy: more memory, same results.
-                eprintln!("warning: the decode graph's session will not share the weights: {e:#}");
-                SharedWeights::default()
-            }
-        },
-        _ => SharedWeights::default(),
-    };
-    let (session, cuda_graph) = match open_generation_session(model, opts, graph, &shared) {
-        Err(e) if !shared.is_empty() => {
-            eprintln!("warning: the sessions will not share the weights: {e:#}");
-            return open_stateful_unshared(model, opts, graph, decode_path);
+    // would load its own copy). If that fails, each session loads its own: more memory, same
+    // results.
+    if let Some(p) = decode_path.as_deref().filter(|_| opts.ep == Ep::Cuda) {
+        match crate::generation::shared_weights::load_for_cuda(p) {
+            Ok(w) => match open_stateful_with(model, opts, graph, decode_path.as_deref(), w) {
+                // ORT refused a shared weight (SharedWeights::add_to names it): go on without.
+                Err(e) if format!("{e:#}").contains("initializer '") => {
+                    eprintln!("warning: the sessions will not share the weights: {e:#}")
+                }
+                r => return r,
+            },
+            Err(e) => eprintln!("warning: the sessions will not share the weights: {e:#}"),
         }
-        r => r?,
-    };
+    }
+    open_stateful_with(model, opts, graph, decode_path.as_deref(), SharedWeights::default())
+}
+
+fn open_stateful_with(model: &Path, opts: &SessionOptions, graph: &GraphOptions, decode_path: Option<&Path>, shared: SharedWeights) -> Result<(StatefulSession, bool)> {
+    let (session, cuda_graph) = open_generation_session(model, opts, graph, &shared)?;
     let mut sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
     // Held by the session from here on: its views must outlive both sessions, on every return.
     sess.shared = shared;
@@ -432,7 +432,7 @@ pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) 
         return Ok((sess, cuda_graph));
     };
     let decode_opts = GraphOptions { no_cuda_graph: !cuda_graph, ..graph.clone() };
-    let (decode, decode_graph_capture) = open_generation_session(&path, opts, &decode_opts, &sess.shared)?;
+    let (decode, decode_graph_capture) = open_generation_session(path, opts, &decode_opts, &sess.shared)?;
     // A decode graph is only valid for the export it was derived from (same weights, offsets).
     let id = |s: &Session| s.metadata().ok().and_then(|m| m.custom("mambac.export_id"));
     let main_id = id(&sess.session);
@@ -455,38 +455,13 @@ pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) 
     Ok((sess, cuda_graph))
 }
 
-/// [`open_stateful`] without shared weights (each session loads its own).
-fn open_stateful_unshared(model: &Path, opts: &SessionOptions, graph: &GraphOptions, decode_path: Option<std::path::PathBuf>) -> Result<(StatefulSession, bool)> {
-    let none = SharedWeights::default();
-    let (session, cuda_graph) = open_generation_session(model, opts, graph, &none)?;
-    let sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
-    let Some(path) = decode_path else {
-        return Ok((sess, cuda_graph));
-    };
-    let decode_opts = GraphOptions { no_cuda_graph: !cuda_graph, ..graph.clone() };
-    let (decode, _) = open_generation_session(&path, opts, &decode_opts, &none)?;
-    let mut sess = sess.with_decode_session(decode).with_context(|| format!("decode graph {}", path.display()))?;
-    sess.decode_always = graph.decode_graph == DecodeGraphChoice::On;
-    Ok((sess, cuda_graph))
-}
-
 /// Runs `binding` with its outputs left where they are bound. (The ort crate's `run_binding`
 /// also fetches every bound output back as a value, ~2 x layers of them, on each run.)
 fn run_bound(session: &Session, binding: &IoBinding, ro: &RunOptions) -> Result<()> {
     use ort::AsPointer;
     let api = ort::api();
     // SAFETY: the three pointers are live ORT objects owned by their wrappers for the call.
-    let status = unsafe { (api.RunWithBinding)(session.ptr().cast_mut(), ro.ptr(), binding.ptr()) };
-    if status.0.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null status from ORT, read then released once.
-    let msg = unsafe {
-        let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
-        (api.ReleaseStatus)(status.0);
-        m
-    };
-    bail!("{msg}")
+    crate::runtime::status_result(unsafe { (api.RunWithBinding)(session.ptr().cast_mut(), ro.ptr(), binding.ptr()) })
 }
 
 /// Run options naming the CUDA graph a run captures or replays (`-1`: neither).

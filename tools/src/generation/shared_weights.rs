@@ -36,10 +36,6 @@ pub struct SharedWeight {
 pub struct SharedWeights(Vec<SharedWeight>);
 
 impl SharedWeights {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Gives every weight to the session `builder` will make (ORT's `AddInitializer`).
     pub fn add_to(&self, builder: &ort::session::builder::SessionBuilder) -> Result<()> {
         let api = ort::api();
@@ -47,15 +43,7 @@ impl SharedWeights {
             // SAFETY: the builder's options and the view are live; ORT keeps the pointer, and the
             // view outlives the session (see the module docs).
             let status = unsafe { (api.AddInitializer)(builder.ptr().cast_mut(), w.name.as_ptr(), w.view) };
-            if !status.0.is_null() {
-                // SAFETY: a non-null status from ORT, read then released once.
-                let msg = unsafe {
-                    let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
-                    (api.ReleaseStatus)(status.0);
-                    m
-                };
-                bail!("initializer '{}': {msg}", w.name.to_string_lossy());
-            }
+            crate::runtime::status_result(status).with_context(|| format!("initializer '{}'", w.name.to_string_lossy()))?;
         }
         Ok(())
     }
