@@ -110,8 +110,8 @@ impl Kernel for CudaCausalConv1d {
 
 /// MambaLayerStep on the CUDA EP: five kernels (cpp/cuda/decode_layer.cu) and a float32 scratch
 /// buffer from ORT's allocator for the device of the residual input. The buffer goes back to
-/// the allocator after the launches are queued: ORT's CUDA allocator hands memory out in stream
-/// order, as for its own kernels' scratch buffers.
+/// the allocator once the launches are queued: ORT's CUDA EP runs a session's kernels on one
+/// stream, so whatever reuses the memory next is queued behind these kernels.
 pub struct CudaMambaLayerStep(MambaLayerStep);
 
 impl Kernel for CudaMambaLayerStep {
