@@ -25,3 +25,11 @@ err = np.abs(out - ref).max() / np.abs(ref).max()
 print(f"logits {out.shape}: worst relative error vs the Hugging Face float64 reference {err:.2e} (tolerance 1e-4)")
 raise SystemExit(0 if err <= 1e-4 else 1)
 PY
+# Generation: the stateful export and its decode graph (one fused MambaLayerStep node a layer,
+# the decode path on the CUDA EP; forced here on the CPU EP): the same seeded sample either way
+# (the tiny checkpoint's greedy continuation repeats one token, which would show little).
+./target/release/mambac export testdata/mamba-tiny-hf -o out/mamba-tiny-stateful.onnx --stateful --logits last --decode-graph -q
+a=$(./target/release/mambac generate out/mamba-tiny-stateful.onnx --prompt-ids 17,900,3,44 --max-new-tokens 12 --temperature 1.0 --top-k 50 --seed 3 --json --decode-graph off 2>/dev/null | tail -n 1)
+b=$(./target/release/mambac generate out/mamba-tiny-stateful.onnx --prompt-ids 17,900,3,44 --max-new-tokens 12 --temperature 1.0 --top-k 50 --seed 3 --json --decode-graph on 2>/dev/null | tail -n 1)
+echo "generate, stateful graph: $a; decode graph: $b"
+[ "$a" = "$b" ]
