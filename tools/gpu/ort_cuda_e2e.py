@@ -746,24 +746,20 @@ def part_c(R, big, args):
     nograph, general = {}, {}
     RESULTS["timings"]["mambac_no_cuda_graph"] = nograph
     RESULTS["timings"]["mambac_decode_graph_off"] = general
-    for batch, plen in [(1, args.prefill_len), (8, 16)]:
+    def bench(batch, plen, *extra):
         with GpuMemPeak() as mem:
             r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", plen, "--decode-tokens",
-                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json")
-        ours[batch] = last_json(r.stdout)
-        ours[batch]["peak_gpu_mem_mib"] = mem.peak
-        log(f"  bench batch {batch}: {json.dumps(ours[batch])}")
+                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", *extra)
+        j = last_json(r.stdout)
+        j["peak_gpu_mem_mib"] = mem.peak
+        log(f"  bench batch {batch} {' '.join(extra)}: {json.dumps(j)}")
+        return j
+
+    for batch, plen in [(1, args.prefill_len), (8, 16)]:
+        ours[batch] = bench(batch, plen)
         if R.ep == "cuda":  # decode steps on the general graph (what the decode graph buys), and without graph replay
-            with GpuMemPeak() as mem:
-                r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
-                                 args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--decode-graph", "off")
-            general[batch] = last_json(r.stdout)
-            general[batch]["peak_gpu_mem_mib"] = mem.peak
-            log(f"  bench batch {batch} --decode-graph off: {json.dumps(general[batch])}")
-            r = R.mambac_run("bench", big.model, "--ep", R.ep, "--batch", batch, "--prompt-len", 16, "--decode-tokens",
-                             args.decode_tokens, "--warmup", 1, "--reps", args.reps, "--json", "--no-cuda-graph")
-            nograph[batch] = last_json(r.stdout)
-            log(f"  bench batch {batch} --no-cuda-graph: {json.dumps(nograph[batch])}")
+            general[batch] = bench(batch, 16, "--decode-graph", "off")
+            nograph[batch] = bench(batch, 16, "--no-cuda-graph")
     record("C", f"mambac bench --ep {R.ep} on the {args.big_preset} float16 export", True, "")
     if not args.skip_hf:
         reps = args.hf_reps if time.time() - T_START < args.hf_deadline else 1
