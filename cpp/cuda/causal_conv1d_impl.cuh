@@ -20,6 +20,7 @@ struct ConvArgs {
     void* final_state;  // nullable, [batch, dim, K-1]
     int batch, seqlen, dim, width;
     bool silu;
+    bool param_vec;  // weight 16-byte aligned, bias aligned to one V-channel vector (host checks)
 };
 
 constexpr int kConvLT = 16;  // steps per thread (default; ConvConfig overrides it)
@@ -33,6 +34,60 @@ template <typename T, int V> union VecN {
     T e[V];
 };
 
+// The K taps and the bias of channels d .. d + V - 1 as float. With param_vec the V * K taps, one
+// contiguous run of the [dim, K] weight, come in 16-byte loads and the bias as one vector: at
+// float16 and 4 channels a thread, 3 loads instead of 20.
+template <typename T, int K, int V>
+__device__ __forceinline__ void load_taps(const ConvArgs& a, int d, float (&w)[V][K], float (&bias)[V]) {
+    const T* wt = static_cast<const T*>(a.weight);
+    const T* bp = static_cast<const T*>(a.bias);
+    constexpr int BYTES = V * K * static_cast<int>(sizeof(T));
+    if constexpr (V > 1 && BYTES % 16 == 0) {
+        if (a.param_vec) {
+            const uint4* src = reinterpret_cast<const uint4*>(wt + static_cast<size_t>(d) * K);
+#pragma unroll
+            for (int i = 0; i < BYTES / 16; ++i) {
+                Vec16<T> q;
+                q.raw = __ldg(src + i);
+#pragma unroll
+                for (int j = 0; j < kVec<T>; ++j) {
+                    const int f = i * kVec<T> + j;  // flat index e * K + k
+                    w[f / K][f % K] = to_f32(q.e[j]);
+                }
+            }
+            if (bp) {
+                VecN<T, V> q;
+                q.raw = __ldg(reinterpret_cast<const typename RawOf<sizeof(T) * V>::type*>(bp + d));
+#pragma unroll
+                for (int e = 0; e < V; ++e) bias[e] = to_f32(q.e[e]);
+            } else {
+#pragma unroll
+                for (int e = 0; e < V; ++e) bias[e] = 0.f;
+            }
+            return;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+#pragma unroll
+        for (int k = 0; k < K; ++k) w[e][k] = to_f32(wt[static_cast<size_t>(d + e) * K + k]);
+        bias[e] = bp ? to_f32(bp[d + e]) : 0.f;
+    }
+}
+
+// The SiLU of the conv output: the one-op form where the output is 16-bit (common.cuh silu_fast:
+// its error, under half a float16 ulp, is not worth the two multi-function ops and two more
+// instructions a channel it saves at batch 1, where the kernel's arithmetic sets the pace).
+template <typename T>
+__device__ __forceinline__ float conv_act(float v, bool on) {
+    if (!on) return v;
+    if constexpr (sizeof(T) < 4) {
+        return silu_fast(v);
+    } else {
+        return silu(v);
+    }
+}
+
 template <typename T, int K, int V, int LT>
 __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
     constexpr int R = LT + K - 1;  // rows held
@@ -44,7 +99,6 @@ __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
     const int b = blockIdx.y / chunks;
     const int t0 = (blockIdx.y - b * chunks) * LT;
     const T* x = static_cast<const T*>(a.x);
-    const T* wt = static_cast<const T*>(a.weight);
     const T* init = static_cast<const T*>(a.init);
     const size_t row0 = static_cast<size_t>(b) * L;
 
@@ -52,43 +106,47 @@ __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
     using Raw = typename std::conditional<V == 1, T, typename RawOf<sizeof(T) * (V == 1 ? 4 : V)>::type>::type;
     static_assert(V == 1 || sizeof(T) * V == sizeof(Raw), "a vector of V channels is one 8- or 16-byte access");
     Raw raw[R];
+    // A chunk whose rows, halo included, all lie inside the sequence (all but the first and the
+    // last of a batch row): loaded and computed without per-row or per-step checks.
+    const bool full = t0 >= K - 1 && t0 + LT <= L;
+    if (full) {
+        const T* base = x + (row0 + t0 - (K - 1)) * D + d;
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-        const int gt = t0 - (K - 1) + r;
-        if (gt >= 0 && gt < L) {
-            raw[r] = *reinterpret_cast<const Raw*>(x + (row0 + gt) * D + d);
-        } else {
-            if constexpr (V == 1) {
-                raw[r] = from_f32<T>(0.f);
+        for (int r = 0; r < R; ++r) raw[r] = *reinterpret_cast<const Raw*>(base + static_cast<size_t>(r) * D);
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int gt = t0 - (K - 1) + r;
+            if (gt >= 0 && gt < L) {
+                raw[r] = *reinterpret_cast<const Raw*>(x + (row0 + gt) * D + d);
             } else {
-                raw[r] = Raw{};
-            }
-            if (gt < 0 && init) {
-                // initial_state[b, c, j] holds x[j - (K - 1)].
-                const int j = gt + (K - 1);
                 if constexpr (V == 1) {
-                    raw[r] = init[(static_cast<size_t>(b) * D + d) * (K - 1) + j];
+                    raw[r] = from_f32<T>(0.f);
                 } else {
-                    VecN<T, V> v;
+                    raw[r] = Raw{};
+                }
+                if (gt < 0 && init) {
+                    // initial_state[b, c, j] holds x[j - (K - 1)].
+                    const int j = gt + (K - 1);
+                    if constexpr (V == 1) {
+                        raw[r] = init[(static_cast<size_t>(b) * D + d) * (K - 1) + j];
+                    } else {
+                        VecN<T, V> v;
 #pragma unroll
-                    for (int e = 0; e < V; ++e) v.e[e] = init[(static_cast<size_t>(b) * D + d + e) * (K - 1) + j];
-                    raw[r] = v.raw;
+                        for (int e = 0; e < V; ++e) v.e[e] = init[(static_cast<size_t>(b) * D + d + e) * (K - 1) + j];
+                        raw[r] = v.raw;
+                    }
                 }
             }
         }
     }
     float w[V][K], bias[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-#pragma unroll
-        for (int k = 0; k < K; ++k) w[e][k] = to_f32(wt[static_cast<size_t>(d + e) * K + k]);
-        bias[e] = a.bias ? to_f32(static_cast<const T*>(a.bias)[d + e]) : 0.f;
-    }
+    load_taps<T, K, V>(a, d, w, bias);
     T* y = static_cast<T*>(a.y);
 #pragma unroll
     for (int s = 0; s < LT; ++s) {
         const int gt = t0 + s;
-        if (gt >= L) break;
+        if (!full && gt >= L) break;
         float acc[V];
 #pragma unroll
         for (int e = 0; e < V; ++e) acc[e] = bias[e];
@@ -104,11 +162,11 @@ __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
             }
         }
         if constexpr (V == 1) {
-            y[(row0 + gt) * D + d] = from_f32<T>(a.silu ? silu(acc[0]) : acc[0]);
+            y[(row0 + gt) * D + d] = from_f32<T>(conv_act<T>(acc[0], a.silu));
         } else {
             VecN<T, V> o;
 #pragma unroll
-            for (int e = 0; e < V; ++e) o.e[e] = from_f32<T>(a.silu ? silu(acc[e]) : acc[e]);
+            for (int e = 0; e < V; ++e) o.e[e] = from_f32<T>(conv_act<T>(acc[e], a.silu));
             *reinterpret_cast<Raw*>(y + (row0 + gt) * D + d) = o.raw;
         }
     }
@@ -252,12 +310,15 @@ cudaError_t launch_conv_fast(const ConvArgs& a, cudaStream_t stream) {
 // ConvConfig forces (the harness's sweep). Shapes or pointers that do not allow V-channel vectors
 // take one channel a thread.
 template <typename T, int K>
-cudaError_t launch_conv_vec(const ConvArgs& a, cudaStream_t stream, const ConvConfig& cfg) {
+cudaError_t launch_conv_vec(const ConvArgs& args, cudaStream_t stream, const ConvConfig& cfg) {
     const int v = cfg.v > 0 ? cfg.v : 4;
     const int lt = cfg.lt > 0 ? cfg.lt : kConvLT;
     const unsigned align = sizeof(T) * v - 1;
-    const bool vec = v > 1 && a.dim % v == 0 && (reinterpret_cast<uintptr_t>(a.x) & align) == 0 &&
-                     (reinterpret_cast<uintptr_t>(a.y) & align) == 0;
+    const bool vec = v > 1 && args.dim % v == 0 && (reinterpret_cast<uintptr_t>(args.x) & align) == 0 &&
+                     (reinterpret_cast<uintptr_t>(args.y) & align) == 0;
+    ConvArgs a = args;
+    a.param_vec = vec && (reinterpret_cast<uintptr_t>(a.weight) & 15u) == 0 &&
+                  (reinterpret_cast<uintptr_t>(a.bias) & align) == 0;
     if (!vec) {
         if (cfg.v > 1) return cudaErrorInvalidValue;  // a forced vector width the shape cannot take
         return launch_conv_fast<T, K, 1, kConvLT>(a, stream);

@@ -50,15 +50,34 @@ __device__ __forceinline__ float lg2(float x) {
 
 // softplus(x) = log(1 + e^x), and x itself past 20 (DESIGN.md). Two multi-function-unit ops:
 // e = 2^(x log2 e), then log2(1 + e); below e = 2^-10 the series e - e^2/2 replaces the log,
-// whose absolute error would otherwise dominate a tiny result. Relative error < 1e-6.
+// whose absolute error would otherwise dominate a tiny result. Relative error < 1e-6. Both forms
+// are computed and one selected: a branch per element cost more than the lg2 it skips.
 __device__ __forceinline__ float softplus(float x) {
     const float e = ex2(x * kLog2e);
-    const float l = e < 9.765625e-4f ? e * fmaf(-0.5f, e, 1.f) : lg2(1.f + e) * 0.6931471805599453f;
+    const float series = e * fmaf(-0.5f, e, 1.f);
+    const float logf1p = lg2(1.f + e) * 0.6931471805599453f;
+    const float l = e < 9.765625e-4f ? series : logf1p;
     return x <= 20.f ? l : x;
 }
 
 // x * sigmoid(x) to float32 accuracy: two multi-function-unit ops (2^x, reciprocal).
 __device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.f + ex2(-x * kLog2e)); }
+
+__device__ __forceinline__ float tanh_approx(float x) {
+    float y;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// x * sigmoid(x) in three instructions, one on the multi-function unit: sigmoid(x) =
+// (1 + tanh(x / 2)) / 2, so silu(x) = h + h tanh(h) with h = x / 2. tanh.approx is good to about
+// 2^-11, which bounds the error by |x| 2^-12: half a float16 ulp where silu(x) ~ x. Only for
+// 16-bit outputs of a kernel whose arithmetic, not its memory, sets the pace (CausalConv1d at
+// batch 1: BENCHMARKS.md).
+__device__ __forceinline__ float silu_fast(float x) {
+    const float h = 0.5f * x;
+    return fmaf(h, tanh_approx(h), h);
+}
 
 // Asynchronous 16-byte global -> shared copy (sm_80+), bypassing L1.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {

@@ -35,6 +35,7 @@ struct ScanArgs {
     float* final_state;  // nullable
     int batch, seqlen, dim, dstate, ngroups, group_size;
     bool softplus;
+    bool param_vec;  // D and delta_bias null or 16-byte aligned: read as float4 (host checks)
     // Configuration chosen by the host.
     int ch;    // channels per block
     int w;     // sub-chunks per tile (1 unless SPLIT)
@@ -97,6 +98,25 @@ __device__ __forceinline__ void load_kn_t(float (&dst)[KN], const T* src) {
     } else {
 #pragma unroll
         for (int k = 0; k < KN; ++k) dst[k] = to_f32(src[k]);
+    }
+}
+
+// V per-channel float parameters (D or delta_bias) of channels d .. d + V - 1; zeros when absent.
+// `vec`: the pointer is 16-byte aligned and d a multiple of 4, so float4 loads.
+template <int V>
+__device__ __forceinline__ void load_channel_params(float (&dst)[V], const float* p, int d, bool vec) {
+    if (!p) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) dst[j] = 0.f;
+    } else if (V % 4 == 0 && vec) {
+#pragma unroll
+        for (int j = 0; j < V; j += 4) {
+            const float4 q = __ldg(reinterpret_cast<const float4*>(p + d + j));
+            dst[j] = q.x; dst[j + 1] = q.y; dst[j + 2] = q.z; dst[j + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < V; ++j) dst[j] = __ldg(p + d + j);
     }
 }
 
@@ -288,34 +308,48 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
 
         // ---- Prep: per (step, channel) values, and B, C as float.
         if constexpr (VEC) {
+            // One 16-byte vector (V channels) of one row a pass. The parameters are loaded per row
+            // (L1 hits), not hoisted: kept live across the scan they would spill. Rows past the
+            // sequence or the channels take dt = 0 (the state is left alone) in one branch, so the
+            // full rows carry no per-element masks.
             const int dd0 = d0 + pv * V;
             for (int t = r0 + pt; t < r1; t += pstride) {
-                const bool ok = t0 + t < L && dd0 < D;
-                // Loaded per row (L1 hits), not hoisted: kept live across the scan they would spill.
-                float bias[V], dcoef[V];
+                float4* o2 = reinterpret_cast<float4*>(sDT2 + t * CH + pv * V);
+                float4* od = reinterpret_cast<float4*>(sDU + t * CH + pv * V);
+                float4* oz = reinterpret_cast<float4*>(sZG + t * CH + pv * V);
+                if (t0 + t >= L || dd0 >= D) {
 #pragma unroll
-                for (int j = 0; j < V; ++j) {
-                    bias[j] = (ok && a.delta_bias) ? a.delta_bias[dd0 + j] : 0.f;
-                    dcoef[j] = (ok && a.D) ? a.D[dd0 + j] : 0.f;
+                    for (int j = 0; j < V; j += 2) o2[j / 2] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                    for (int j = 0; j < V; j += 4) {
+                        od[j / 4] = make_float4(0.f, 0.f, 0.f, 0.f);
+                        oz[j / 4] = make_float4(1.f, 1.f, 1.f, 1.f);
+                    }
+                    continue;
                 }
+                float bias[V], dcoef[V];
+                load_channel_params<V>(bias, a.delta_bias, dd0, a.param_vec);
+                load_channel_params<V>(dcoef, a.D, dd0, a.param_vec);
                 Vec16<T> vu, vd, vz;
                 vu.raw = *reinterpret_cast<const uint4*>(rU + t * CH + pv * V);
                 vd.raw = *reinterpret_cast<const uint4*>(rDl + t * CH + pv * V);
-                if (has_z) vz.raw = *reinterpret_cast<const uint4*>(rZ + t * CH + pv * V);
                 float dt[V], dtu[V], du[V], zg[V];
 #pragma unroll
                 for (int j = 0; j < V; ++j) {
                     const float u = to_f32(vu.e[j]);
-                    float x = to_f32(vd.e[j]) + bias[j];
-                    if (a.softplus) x = softplus(x);
-                    dt[j] = ok ? x : 0.f;
-                    dtu[j] = ok ? x * u : 0.f;
-                    du[j] = ok ? dcoef[j] * u : 0.f;
-                    zg[j] = (ok && has_z) ? silu(to_f32(vz.e[j])) : 1.f;
+                    const float x = to_f32(vd.e[j]) + bias[j];
+                    dt[j] = a.softplus ? softplus(x) : x;
+                    dtu[j] = dt[j] * u;
+                    du[j] = dcoef[j] * u;
                 }
-                float4* o2 = reinterpret_cast<float4*>(sDT2 + t * CH + pv * V);
-                float4* od = reinterpret_cast<float4*>(sDU + t * CH + pv * V);
-                float4* oz = reinterpret_cast<float4*>(sZG + t * CH + pv * V);
+                if (has_z) {
+                    vz.raw = *reinterpret_cast<const uint4*>(rZ + t * CH + pv * V);
+#pragma unroll
+                    for (int j = 0; j < V; ++j) zg[j] = silu(to_f32(vz.e[j]));
+                } else {
+#pragma unroll
+                    for (int j = 0; j < V; ++j) zg[j] = 1.f;
+                }
 #pragma unroll
                 for (int j = 0; j < V; j += 2) o2[j / 2] = make_float4(dt[j], dtu[j], dt[j + 1], dtu[j + 1]);
 #pragma unroll

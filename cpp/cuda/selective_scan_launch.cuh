@@ -195,6 +195,7 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     a.ngroups = static_cast<int>(p.ngroups);
     a.group_size = a.dim / a.ngroups;
     a.softplus = p.delta_softplus;
+    a.param_vec = (!a.D || aligned16(a.D)) && (!a.delta_bias || aligned16(a.delta_bias));
     if (!a.u || !a.delta || !a.B || !a.C || !a.A || !a.y) return cudaErrorInvalidValue;
 
     constexpr int V = kVec<T>;

@@ -169,15 +169,22 @@ __global__ void __launch_bounds__(WsKernel<T, S, W>::THREADS, WsKernel<T, S, W>:
             const T* rB = rZ + TT * CH;
             const T* rC = rB + TT * 16;
             for (int t = pt0; t < TT; t += NT / CH) {
-                const bool ok = t0 + t < L;
+                const int sb = t / S, s = t - sb * S;
+                float2* o2 = sDT2 + (sb * K::SD2) / 2 + s * CH + pc;
+                float* od = sDU + sb * K::SD1 + s * CH + pc;
+                float* oz = sZG + sb * K::SD1 + s * CH + pc;
+                if (t0 + t >= L) {  // past the sequence: dt = 0 leaves the state alone
+                    *o2 = make_float2(0.f, 0.f);
+                    *od = 0.f;
+                    *oz = 1.f;
+                    continue;
+                }
                 const float u = to_f32(rU[t * CH + pc]);
                 float x = to_f32(rDl[t * CH + pc]) + pbias;
                 if (a.softplus) x = softplus(x);
-                const float zv = has_z ? to_f32(rZ[t * CH + pc]) : 0.f;
-                const int sb = t / S, s = t - sb * S;
-                sDT2[(sb * K::SD2) / 2 + s * CH + pc] = ok ? make_float2(x, x * u) : make_float2(0.f, 0.f);
-                sDU[sb * K::SD1 + s * CH + pc] = ok ? pdc * u : 0.f;
-                sZG[sb * K::SD1 + s * CH + pc] = (ok && has_z) ? silu(zv) : 1.f;
+                *o2 = make_float2(x, x * u);
+                *od = pdc * u;
+                *oz = has_z ? silu(to_f32(rZ[t * CH + pc])) : 1.f;
             }
             for (int i = tid; i < TT * 4; i += NT) {
                 const int t = i >> 2, q = i & 3;

@@ -59,15 +59,19 @@ class CCParams(ctypes.Structure):
 
 lib = ctypes.CDLL(LIB_PATH)
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p]
-lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p] + [ctypes.c_int] * 6
+# (lanes, ch, w, s, cpt, step): ScanConfig (cpp/cuda/selective_scan.h); 0 = automatic.
+SCAN_CFG_LEN = 6
+lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p] + [ctypes.c_int] * SCAN_CFG_LEN
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p]
-lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p] + [ctypes.c_int] * 3
+# (v, lt, step): ConvConfig (cpp/cuda/causal_conv1d.h); 0 = automatic.
+CONV_CFG_LEN = 3
+lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(CCParams), ctypes.c_void_p] + [ctypes.c_int] * CONV_CFG_LEN
 CONV_CFGS = [(4, 8), (4, 32), (8, 8), (8, 16)]  # (channels, steps) a thread besides the default (4, 16); 8 only 16-bit
 
 
 def run_conv(p, cfg=None):
     return lib.mambac_cuda_causal_conv1d(ctypes.byref(p), stream()) if cfg is None else \
-        lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (3 - len(cfg))))
+        lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (CONV_CFG_LEN - len(cfg))))
 lib.mambac_cuda_error_string.restype = ctypes.c_char_p
 layout = (sz * 8)()
 lib.mambac_cuda_abi_layout(layout)
@@ -166,7 +170,7 @@ def run_scan(x, code, softplus, want_final, cfg=None):
     if cfg is None:
         rc = lib.mambac_cuda_selective_scan(ctypes.byref(p), stream())
     else:
-        rc = lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (6 - len(cfg))))
+        rc = lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (SCAN_CFG_LEN - len(cfg))))
     check_rc(rc, "selective_scan")
     torch.cuda.synchronize()
     return y, fs
@@ -236,10 +240,13 @@ def check_scan(B, L, D, N, G, opts, cfgs=(None,), dnames=("f32", "f16", "bf16"),
 def conv_inputs(B, L, D, K, dt, opts, seed):
     g = torch.Generator(device=dev).manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, device=dev)
+    # shift: weight and bias one element past an aligned address, so the kernel's vector loads of
+    # them are ruled out (its scalar path).
+    sh = 1 if opts.get("shift") else 0
     return {
         "x": r(B, L, D).to(dt),
-        "w": (0.5 * r(D, K)).to(dt),
-        "b": r(D).to(dt) if opts.get("bias", True) else None,
+        "w": (0.5 * r(D * K + sh)).to(dt)[sh:].view(D, K),
+        "b": r(D + sh).to(dt)[sh:] if opts.get("bias", True) else None,
         "init": r(B, D, K - 1).to(dt) if opts.get("init", True) and K > 1 else None,
     }
 
@@ -280,7 +287,8 @@ def check_conv(B, L, D, K, opts, dnames=("f32", "f16", "bf16"), seed=1, cfg=None
         ry, rf = conv_ref(x, silu)
         y = torch.full((B, L, D), float("nan"), dtype=dt, device=dev)
         fs = torch.full((B, D, K - 1), float("nan"), dtype=dt, device=dev) if want_final else None
-        name = f"B{B} L{L} D{D} K{K} {''.join(k[0] for k, v in opts.items() if not v) or 'all'}" + (f" cfg {cfg}" if cfg else "")
+        name = f"B{B} L{L} D{D} K{K} {''.join(k[0] for k, v in opts.items() if not v) or 'all'}" + \
+            (" shifted weight" if opts.get("shift") else "") + (f" cfg {cfg}" if cfg else "")
         rc = run_conv(conv_params(x, y, fs, code, silu), cfg)
         if rc != 0:
             record("CausalConv1d", dname, name, False, float("nan"))
@@ -346,6 +354,11 @@ def conformance():
         check_scan(B, L, D, N, G, allopt, cfgs=(step,))
     log(f"  scan grid: {time.time() - t0:.1f} s")
     # CausalConv1d.
+    # Full chunks (unchecked rows) next to the first and a partial last one, final_state from a
+    # full last chunk, each width.
+    for (B, L, D, K) in [(2, 300, 1000, 4), (1, 64, 1024, 4), (1, 64, 1024, 3), (1, 64, 1024, 2)]:
+        check_conv(B, L, D, K, {})
+        check_conv(B, L, D, K, {"init": False, "bias": False}, dnames=("f16", "bf16"))
     for (B, L, D, K) in [(1, 1, 1, 4), (2, 2, 5, 4), (2, 300, 130, 4), (2, 100, 64, 4), (1, 50, 64, 3),
                          (1, 50, 64, 2), (1, 40, 24, 6), (1, 40, 24, 1), (1, 17, 16, 4), (1, 2048, 5120, 4),
                          (3, 33, 40, 4)]:
@@ -354,6 +367,11 @@ def conformance():
                  {"bias": False, "init": False, "final": False, "silu": False}]:
         check_conv(2, 100, 64, 4, opts)
         check_conv(2, 37, 13, 4, opts, dnames=("f16",))
+    # Weight and bias off the 16-byte alignment of the vector loads (scalar taps), with the
+    # row vectors still on.
+    for (B, L, D, K) in [(2, 100, 64, 4), (1, 2048, 5120, 4), (1, 50, 64, 3)]:
+        check_conv(B, L, D, K, {"shift": True})
+        check_conv(B, L, D, K, {"shift": True}, cfg=(8, 16), dnames=("f16", "bf16"))
     # Every forced split: seqlen not a multiple of the steps, shorter than the width, initial
     # state on and off, each width, the benchmark shape.
     for cfg in CONV_CFGS:
@@ -489,13 +507,14 @@ def bench():
     rows = []
     anchors = [("f16", 1, 1536, 2048, 67), ("f16", 1, 5120, 2048, 202), ("f16", 8, 5120, 2048, 1431),
                ("f16", 64, 1536, 2048, 3400), ("f16", 1, 5120, 8192, 882), ("f32", 1, 5120, 2048, 392)]
+    # Forced variants beside the automatic choice: (lanes, channels a block, sub-chunks, steps a
+    # sub-chunk, channels a thread); w < 0 the warp split.
+    nonsplit = [(4, 16, 1, 0, 2), (4, 32, 1, 0, 1)]
     sweeps = {
-        (1, 5120): [(4, 40, 3, 12, 1), (4, 0, -2, 8), (4, 0, -2, 12), (4, 0, -4, 8), (4, 0, -4, 12),
-                    (4, 0, -8, 8), (4, 0, -8, 12)],
-        (1, 1536): [(4, 16, 8, 12, 1), (4, 0, -2, 8), (4, 0, -4, 8), (4, 0, -4, 12), (4, 0, -8, 8), (4, 0, -8, 12)],
-        (8, 5120): [(4, 16, 1, 0, 2), (4, 48, 1, 0, 2), (4, 64, 1, 0, 2), (4, 32, 1, 0, 1), (4, 64, 1, 0, 1),
-                    (4, 0, -4, 8), (4, 0, -8, 8)],
-        (64, 1536): [(4, 16, 1, 0, 2), (4, 48, 1, 0, 2), (4, 64, 1, 0, 2), (4, 32, 1, 0, 1), (4, 0, -4, 8)],
+        (1, 5120): [(4, 0, -4, 8), (4, 0, -8, 8)],
+        (1, 1536): [(4, 0, -8, 8), (4, 0, -4, 8)],
+        (8, 5120): nonsplit,
+        (64, 1536): nonsplit,
     }
     N = 16
     for dname, B, D, L, anchor in anchors:
@@ -512,7 +531,7 @@ def bench():
                 p = sets[k[0] & 1][2]
                 k[0] += 1
                 rc = lib.mambac_cuda_selective_scan(ctypes.byref(p), stream()) if cfg is None else \
-                    lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (6 - len(cfg))))
+                    lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (SCAN_CFG_LEN - len(cfg))))
                 if rc:
                     raise RuntimeError(lib.mambac_cuda_error_string(rc).decode())
             return f
@@ -560,6 +579,7 @@ def bench():
 
     # CausalConv1d fp16, B=1, L=2048, D=5120, width 4.
     conv_rows = []
+    same_size_copy = {}
     for dname, B, L, D in [("f16", 1, 2048, 5120), ("f16", 8, 2048, 5120), ("f32", 1, 2048, 5120)]:
         dt, code = DTYPES[dname]
         sets = []
@@ -569,6 +589,18 @@ def bench():
             sets.append((x, y, conv_params(x, y, None, code, True)))
         k = [0]
         nbytes = 2 * B * L * D * (torch.finfo(dt).bits // 8)
+        # A device copy of the same bytes (x to y, the two sets alternating like the kernel's):
+        # what ramp and drain leave of the copy bandwidth at this size.
+        kc = [0]
+
+        def same_copy():
+            s_ = sets[kc[0] & 1]
+            kc[0] += 1
+            s_[1].copy_(s_[0]["x"])
+
+        cus = time_us(same_copy, per_batch=50)
+        log(f"  copy of the same bytes ({nbytes / 2e6:.0f} MB each way) {cus:7.1f} us  {nbytes / cus / 1e6:.2f} TB/s")
+        same_size_copy[(dname, B)] = cus
         for cfg in [None] + [c for c in CONV_CFGS if dname != "f32" or c[0] != 8]:
             def cf():
                 p = sets[k[0] & 1][2]
@@ -579,7 +611,7 @@ def bench():
             bw = nbytes / (us * 1e-6)
             log(f"  conv {dname} B{B} D{D} L{L} {'auto' if cfg is None else str(cfg):10s} {us:7.1f} us  {bw / 1e12:.2f} TB/s")
             if cfg is None:
-                conv_rows.append((f"CausalConv1d {dname} B={B} D={D} L={L} K=4", us, bw))
+                conv_rows.append((f"CausalConv1d {dname} B={B} D={D} L={L} K=4", us, bw, same_size_copy[(dname, B)]))
         del sets
 
     step_rows = bench_decode()
@@ -594,9 +626,9 @@ def bench():
         log(f"{name:42s} {us:7.1f} {anchor:9.0f} {anchor / us:6.2f}x {mf:8.1f}u {mf / us:6.2f} {ef:8.1f}u "
             f"{ef / us:6.2f}  {best[1]} ({best[0]:.1f})")
     log(f"{'PyTorch per-step scan f32 B=1 D=5120 L=2048':42s} {torch_us:7.0f}")
-    for name, us, bw in conv_rows:
+    for name, us, bw, cus in conv_rows:
         log(f"{name:42s} {us:7.1f}   {bw / 1e12:.2f} TB/s = {bw / measured:.0%} of measured copy, "
-            f"{bw / 4.22e12:.0%} of 4.22")
+            f"{bw / 4.22e12:.0%} of 4.22; a copy of the same bytes {cus:.1f} us (kernel at {cus / us:.0%} of it)")
     for name, st, ti in step_rows:
         log(f"decode {name:36s} per-step {st:6.1f} us, tiled {ti:6.1f} us ({ti / st:.2f}x)")
     log(f"conformance: {'PASS' if not FAILS else 'FAIL (' + str(len(FAILS)) + ')'}; worst: " +
