@@ -408,6 +408,19 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
             for (int k = 0; k < KN; ++k) h[ci][k] = (!SPLIT || w == 0) ? carry[ci][k] : 0.f;
         }
         const int ts = w * S;
+        // y of steps g*LANES .. g*LANES + LANES - 1 summed over the channel's lanes (a shuffle
+        // reduce-scatter: lane l owns step g*LANES + l), plus D u, times silu(z), into sY.
+        auto emit_y = [&](int g) {
+#pragma unroll
+            for (int ci = 0; ci < CPT; ++ci) {
+                float v[LANES];
+#pragma unroll
+                for (int j = 0; j < LANES; ++j) v[j] = yp[ci][g * LANES + j];
+                const float ysum = reduce_scatter<LANES>(v, lane);
+                const int i = (ts + g * LANES + lane) * CH + c + ci;
+                sY[i] = (ysum + sDU[i]) * sZG[i];
+            }
+        };
 #pragma unroll
         for (int s = 0; s < S; ++s) {
             const int t = ts + s;
@@ -442,6 +455,11 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
                     acc = fmaf(Cv[k], h[ci][k], acc);
                 }
                 yp[ci][s] = acc;
+            }
+            // Without a split a group's y is final once its LANES steps are done: summing it here
+            // frees its partial sums, so y holds LANES registers a channel instead of S.
+            if constexpr (!SPLIT) {
+                if ((s + 1) % LANES == 0) emit_y(s / LANES);
             }
         }
         if constexpr (SPLIT) {
@@ -522,19 +540,10 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
             }
         }
 
-        // ---- Sum y over the lanes of the channel; lane l owns step g*LANES + l of each group.
+        // ---- The split scan's y, summed over the lanes of the channel once corrected.
+        if constexpr (SPLIT) {
 #pragma unroll
-        for (int ci = 0; ci < CPT; ++ci) {
-#pragma unroll
-            for (int g = 0; g < S / LANES; ++g) {
-                float v[LANES];
-#pragma unroll
-                for (int j = 0; j < LANES; ++j) v[j] = yp[ci][g * LANES + j];
-                const float ysum = reduce_scatter<LANES>(v, lane);
-                const int t = ts + g * LANES + lane;
-                const int i = t * CH + c + ci;
-                sY[i] = (ysum + sDU[i]) * sZG[i];
-            }
+            for (int g = 0; g < S / LANES; ++g) emit_y(g);
         }
         group_sync();
 
