@@ -109,15 +109,17 @@ def scan_inputs(B, L, D, N, G, dt, opts, seed):
     # the same inputs: A = -exp(N(0, 1)); delta ~ N(-1, 0.5) before softplus, or small and
     # positive without it (a negative dt grows the state).
     sp = opts.get("softplus", True)
+    # pshift: D and delta_bias one element past an aligned address (the prep's scalar loads).
+    sh = 1 if opts.get("pshift") else 0
     x = {
         "u": r(B, L, D).to(dt),
         "delta": (0.5 * r(B, L, D) - 1.0 if sp else (0.3 * r(B, L, D)).abs() + 0.01).to(dt),
         "A": (-torch.exp(r(D, N))).contiguous(),
         "B": r(B, L, G, N).to(dt),
         "C": r(B, L, G, N).to(dt),
-        "D": r(D) if opts.get("D", True) else None,
+        "D": r(D + sh)[sh:] if opts.get("D", True) else None,
         "z": r(B, L, D).to(dt) if opts.get("z", True) else None,
-        "bias": (0.5 * r(D) if sp else (0.1 * r(D)).abs()) if opts.get("bias", True) else None,
+        "bias": ((0.5 * r(D + sh) if sp else (0.1 * r(D + sh)).abs())[sh:]) if opts.get("bias", True) else None,
         "init": r(B, D, N) if opts.get("init", True) else None,
     }
     return x
@@ -220,6 +222,7 @@ def check_scan(B, L, D, N, G, opts, cfgs=(None,), dnames=("f32", "f16", "bf16"),
         ry, rh = scan_ref(x, softplus)
         for cfg in cfgs:
             name = f"B{B} L{L} D{D} N{N} G{G} {''.join(k[0] for k, v in opts.items() if not v) or 'all'}" \
+                   f"{' shifted D, delta_bias' if opts.get('pshift') else ''}" \
                    f"{'' if cfg is None else ' cfg' + str(cfg)}"
             try:
                 y, fs = run_scan(x, code, softplus, want_final, cfg)
@@ -340,6 +343,9 @@ def conformance():
     check_scan(1, 2048, 5120, 16, 1, allopt, dnames=("f16", "f32", "bf16"), cfgs=(None, (4, 0, -4, 8), (4, 0, -8, 8)))
     check_scan(1, 2048, 1536, 16, 1, allopt, dnames=("f16",), cfgs=(None, (4, 0, -8, 8)))
     check_scan(2, 512, 5120, 16, 1, allopt, dnames=("f16",))
+    # D and delta_bias off 16-byte alignment: the prep's scalar parameter loads, in the non-split,
+    # block-split and warp-split kernels.
+    check_scan(8, 200, 256, 16, 1, {"pshift": True}, cfgs=(None, (4, 0, 1, 0, 1), (4, 0, 3, 12, 1), (4, 0, -4, 8)))
     # Decode steps: the per-step kernel (auto at seqlen 1; cfg step=1 forces it on longer
     # sequences, step=-1 forces the tiled kernels at seqlen 1), odd sizes and every option.
     step, tiled = (0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, -1)
