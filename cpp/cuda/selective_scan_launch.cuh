@@ -211,7 +211,7 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     // sub-chunks a warp, S = s steps each.
     if (cfg.w < 0) {
         if (!ws_fits(a, vec) || (cfg.lanes != 0 && cfg.lanes != 4)) return cudaErrorInvalidValue;
-        return launch_ws<T>(a, stream, -cfg.w, cfg.s);
+        return launch_ws<T>(a, stream, -cfg.w, cfg.s, cfg.ch, dev.sms);
     }
     // Default for small batches at dstate 16 (measured on the H200, BENCHMARKS.md): the warp split
     // with S = 8, when its blocks fit in one wave; W = 8 sub-chunks a warp (256-thread blocks, two
@@ -220,8 +220,8 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     if (cfg.w == 0 && cfg.ch == 0 && cfg.s == 0 && cfg.cpt == 0 && (cfg.lanes == 0 || cfg.lanes == 4) &&
         ws_fits(a, vec)) {
         const long long rows = static_cast<long long>(a.batch) * a.dim;
-        if (rows >= 1024 && rows <= 8LL * 2 * dev.sms) return launch_ws<T>(a, stream, 8, 8);
-        if (rows >= 1024 && rows <= 8LL * 5 * dev.sms) return launch_ws<T>(a, stream, 4, 8);
+        if (rows >= 1024 && rows <= 8LL * 2 * dev.sms) return launch_ws<T>(a, stream, 8, 8, 0, dev.sms);
+        if (rows >= 1024 && rows <= 8LL * 5 * dev.sms) return launch_ws<T>(a, stream, 4, 8, 0, dev.sms);
     }
     const int N = a.dstate;
     int lanes = cfg.lanes;

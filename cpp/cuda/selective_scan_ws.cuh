@@ -1,9 +1,10 @@
 // SelectiveScan, warp-split kernel: the small-batch path for dstate 16 (see cpp/cuda/README.md).
 // Included by selective_scan_launch.cuh; shares ScanArgs and the helpers of selective_scan_impl.cuh.
 //
-// A block owns 8 consecutive channels of one batch row (one group) and walks the sequence in tiles
-// of W * S steps. A warp holds CPW = 8 / W of those channels, all W sub-chunks of S steps of the
-// tile, and the 16 states of each channel on 4 lanes (4 states a lane):
+// A block owns CH (8, or 4 where that balances the multiprocessors better) consecutive channels of
+// one batch row (one group) and walks the sequence in tiles of W * S steps. A warp holds
+// CPW = 8 / W of those channels, all W sub-chunks of S steps of the tile, and the 16 states of
+// each channel on 4 lanes (4 states a lane):
 //     lane = sub * (4 * CPW) + channel * 4 + state lane.
 // Each lane scans its sub-chunk from a zero state (sub-chunk 0 from the carried state), keeping
 // the S x 4 decays in registers; the sub-chunk end states are then folded by a shuffle scan over
@@ -24,12 +25,20 @@
 
 namespace mambac::cuda::detail {
 
-template <typename T, int S, int W>
+template <typename T, int S, int W, int CH_ = 8>
 struct WsKernel {
-    static constexpr int CH = 8;            // channels per block
-    static constexpr int CPW = CH / W;      // channels per warp
-    static constexpr int NW = W;            // warps per block (CH / CPW)
+    static constexpr int CH = CH_;          // channels per block
+    static constexpr int CPW = 8 / W;       // channels per warp
+    static constexpr int NW = CH / CPW;     // warps per block
     static constexpr int THREADS = 32 * NW;
+    static_assert(CH % CPW == 0, "a block is whole warps");
+    // A u / delta / z / y row of the block: CH elements, copied in UB-byte units (8 bytes for
+    // 4 float16 channels, else 16) of EU elements, CPR units a row.
+    static constexpr int RB = CH * static_cast<int>(sizeof(T));
+    static constexpr int UB = RB < 16 ? RB : 16;
+    static constexpr int EU = UB / static_cast<int>(sizeof(T));
+    static constexpr int CPR = RB / UB;
+    static_assert(UB == 8 || UB == 16, "rows of 8 or 16-byte units");
     static constexpr int TT = W * S;        // steps per tile
     static constexpr int V = kVec<T>;
     static_assert(4 * CPW * W == 32, "a warp is W sub-chunks x CPW channels x 4 lanes");
@@ -53,14 +62,18 @@ struct WsKernel {
     static constexpr int SMEM = PREP_BYTES + 2 * RAW_BYTES;
     // Registers: S x 4 decays per lane, and the unrolled loops hoist their loads: S = 8 fits ~96
     // registers (640 threads a multiprocessor), S = 12 needs 128 (512 threads).
-    static constexpr int MIN_BLOCKS = ((S <= 8 ? 640 : 512) / THREADS) > 0 ? (S <= 8 ? 640 : 512) / THREADS : 1;
+    // W = 8 folds over three shuffle levels and needs 128 registers even at S = 8 (512 threads).
+    static constexpr int SM_THREADS = (S <= 8 && W < 8) ? 640 : 512;
+    static constexpr int MIN_BLOCKS = SM_THREADS / THREADS > 0 ? SM_THREADS / THREADS : 1;
 };
 
-template <typename T, int S, int W>
-__global__ void __launch_bounds__(WsKernel<T, S, W>::THREADS, WsKernel<T, S, W>::MIN_BLOCKS)
+template <typename T, int S, int W, int CH_>
+__global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S, W, CH_>::MIN_BLOCKS)
     selective_scan_ws_kernel(const ScanArgs a) {
-    using K = WsKernel<T, S, W>;
+    using K = WsKernel<T, S, W, CH_>;
     constexpr int CH = K::CH, CPW = K::CPW, TT = K::TT, V = K::V, NT = K::THREADS;
+    constexpr int CPR = K::CPR, EU = K::EU;
+    using Unit = typename std::conditional<K::UB == 16, uint4, uint2>::type;
     extern __shared__ __align__(16) unsigned char smem[];
     float* sF = reinterpret_cast<float*>(smem);
     float2* sDT2 = reinterpret_cast<float2*>(sF + K::OFF_DT2);
@@ -114,14 +127,20 @@ __global__ void __launch_bounds__(WsKernel<T, S, W>::THREADS, WsKernel<T, S, W>:
         T* rB = rZ + TT * CH;
         T* rC = rB + TT * 16;
         const int t0 = tile * TT;
-        constexpr int CPR = CH / V;  // 16-byte vectors of a u / delta / z row
+        auto copy_unit = [](T* dst, const T* src) {
+            if constexpr (K::UB == 16) {
+                cp_async16(dst, src);
+            } else {
+                cp_async8(dst, src);
+            }
+        };
         for (int i = tid; i < TT * CPR; i += NT) {
             const int t = i / CPR, v = i % CPR;
             if (t0 + t < L) {
-                const size_t off = (row0 + t0 + t) * D + d0 + v * V;
-                cp_async16(rU + t * CH + v * V, gU + off);
-                cp_async16(rDl + t * CH + v * V, gDelta + off);
-                if (has_z) cp_async16(rZ + t * CH + v * V, gZ + off);
+                const size_t off = (row0 + t0 + t) * D + d0 + v * EU;
+                copy_unit(rU + t * CH + v * EU, gU + off);
+                copy_unit(rDl + t * CH + v * EU, gDelta + off);
+                if (has_z) copy_unit(rZ + t * CH + v * EU, gZ + off);
             }
         }
         constexpr int BPR = 16 / V;  // 16-byte vectors of a B / C row (16 states)
@@ -136,16 +155,18 @@ __global__ void __launch_bounds__(WsKernel<T, S, W>::THREADS, WsKernel<T, S, W>:
 
     auto write_out = [&](int tile) {
         const int t0 = tile * TT;
-        constexpr int CPR = CH / V;
         for (int i = tid; i < TT * CPR; i += NT) {
             const int t = i / CPR, v = i % CPR;
             if (t0 + t < L) {
                 const int sb = t / S, s = t - sb * S;
-                const float* src = sY + sb * K::SD1 + s * CH + v * V;
-                Vec16<T> o;
+                const float* src = sY + sb * K::SD1 + s * CH + v * EU;
+                union {
+                    Unit raw;
+                    T e[EU];
+                } o;
 #pragma unroll
-                for (int j = 0; j < V; ++j) o.e[j] = from_f32<T>(src[j]);
-                *reinterpret_cast<uint4*>(gY + (row0 + t0 + t) * D + d0 + v * V) = o.raw;
+                for (int j = 0; j < EU; ++j) o.e[j] = from_f32<T>(src[j]);
+                *reinterpret_cast<Unit*>(gY + (row0 + t0 + t) * D + d0 + v * EU) = o.raw;
             }
         }
     };
@@ -286,13 +307,12 @@ __global__ void __launch_bounds__(WsKernel<T, S, W>::THREADS, WsKernel<T, S, W>:
     }
 }
 
-// Launches the warp-split kernel; cudaErrorNotSupported when the shape does not suit it (the
-// caller then takes the other paths). Needs dstate 16, the vector path (16-byte aligned rows),
-// and blocks of 8 channels inside one group.
-template <typename T, int S, int W>
+// Launches the warp-split kernel. Needs dstate 16, the vector path (16-byte aligned rows), and
+// blocks of 8 channels inside one group (ws_fits; the 4-channel blocks are halves of those).
+template <typename T, int S, int W, int CH = 8>
 cudaError_t launch_ws_instance(ScanArgs a, cudaStream_t stream) {
-    using K = WsKernel<T, S, W>;
-    auto kernel = selective_scan_ws_kernel<T, S, W>;
+    using K = WsKernel<T, S, W, CH>;
+    auto kernel = selective_scan_ws_kernel<T, S, W, CH>;
     if (K::SMEM > 48 * 1024) {
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::SMEM);
         if (e != cudaSuccess) return e;
@@ -311,9 +331,27 @@ inline bool ws_fits(const ScanArgs& a, bool vec) {
     return vec && a.dstate == 16 && a.group_size % 8 == 0 && a.dim % 8 == 0;
 }
 
+// ch: channels a block, 8 or (W = 8, S = 8 only) 4; 0 = the one that loads the busiest
+// multiprocessor least. With 8-channel blocks of 8 warps, dim 1536 at batch 1 is 192 blocks on
+// 132 multiprocessors: 60 of them run 16 warps while the rest run 8. 4-channel blocks of 4 warps
+// spread the same 1536 warps 12 or 8 a multiprocessor (measured 3-4% faster, BENCHMARKS.md).
+inline int ws_channels(const ScanArgs& a, int w, int s, int sms) {
+    if (w != 8 || s != 8) return 8;
+    const long long rows = static_cast<long long>(a.batch) * a.dim;
+    const long long per_sm8 = (rows / 8 + sms - 1) / sms * 8;  // warps on the busiest SM: 8 a block
+    const long long per_sm4 = (rows / 4 + sms - 1) / sms * 4;
+    return per_sm4 < per_sm8 ? 4 : 8;
+}
+
 template <typename T>
-cudaError_t launch_ws(const ScanArgs& a, cudaStream_t stream, int w, int s) {
+cudaError_t launch_ws(const ScanArgs& a, cudaStream_t stream, int w, int s, int ch, int sms) {
     if (s == 0) s = 12;
+    if (ch == 0) ch = ws_channels(a, w, s, sms);
+    if (ch == 4) {
+        if (w == 8 && s == 8) return launch_ws_instance<T, 8, 8, 4>(a, stream);
+        return cudaErrorInvalidValue;
+    }
+    if (ch != 8) return cudaErrorInvalidValue;
     if (w == 2 && s == 8) return launch_ws_instance<T, 8, 2>(a, stream);
     if (w == 2 && s == 12) return launch_ws_instance<T, 12, 2>(a, stream);
     if (w == 4 && s == 8) return launch_ws_instance<T, 8, 4>(a, stream);

@@ -326,8 +326,10 @@ def conformance():
     # (lanes, channels per block, sub-chunks, steps per sub-chunk, channels per thread); 0 = auto.
     cfgs = [(4, 0, 1, 0, 1), (4, 0, 2, 8, 1), (4, 0, 3, 12, 1), (4, 0, 8, 8, 1), (4, 16, 4, 12, 1), (8, 0, 2, 16),
             (8, 0, 1, 0), (16, 0, 4, 16), (4, 0, 1, 0, 2), (4, 16, 3, 8, 2), (4, 32, 2, 12, 2), (4, 16, 8, 12, 2)]
-    # Warp-split kernel (selective_scan_ws.cuh): w < 0 forces it with -w sub-chunks a warp.
-    ws = [(4, 0, -2, 8), (4, 0, -2, 12), (4, 0, -4, 8), (4, 0, -4, 12), (4, 0, -8, 8), (4, 0, -8, 12)]
+    # Warp-split kernel (selective_scan_ws.cuh): w < 0 forces it with -w sub-chunks a warp; ch 4
+    # or 8 its channels a block (0: chosen).
+    ws = [(4, 0, -2, 8), (4, 0, -2, 12), (4, 0, -4, 8), (4, 0, -4, 12), (4, 0, -8, 8), (4, 0, -8, 12),
+          (4, 4, -8, 8), (4, 8, -8, 8)]
     check_scan(2, 301, 256, 16, 2, allopt, cfgs=cfgs + ws)
     check_scan(1, 1000, 64, 16, 1, {"init": False}, cfgs=cfgs + ws)
     check_scan(1, 200, 96, 16, 3, allopt, cfgs=[(4, 16, 3, 8, 2), (4, 0, 1, 0, 2)] + ws)
@@ -341,7 +343,7 @@ def conformance():
     check_scan(1, 99, 64, 32, 1, allopt, cfgs=[(8, 0, 1, 0), (8, 0, 4, 8)])
     # The benchmark shapes' own configurations.
     check_scan(1, 2048, 5120, 16, 1, allopt, dnames=("f16", "f32", "bf16"), cfgs=(None, (4, 0, -4, 8), (4, 0, -8, 8)))
-    check_scan(1, 2048, 1536, 16, 1, allopt, dnames=("f16",), cfgs=(None, (4, 0, -8, 8)))
+    check_scan(1, 2048, 1536, 16, 1, allopt, dnames=("f16", "f32", "bf16"), cfgs=(None, (4, 8, -8, 8), (4, 4, -8, 8)))
     check_scan(2, 512, 5120, 16, 1, allopt, dnames=("f16",))
     # D and delta_bias off 16-byte alignment: the prep's scalar parameter loads, in the non-split,
     # block-split and warp-split kernels.
@@ -518,7 +520,7 @@ def bench():
     nonsplit = [(4, 16, 1, 0, 2), (4, 32, 1, 0, 1)]
     sweeps = {
         (1, 5120): [(4, 0, -4, 8), (4, 0, -8, 8)],
-        (1, 1536): [(4, 0, -8, 8), (4, 0, -4, 8)],
+        (1, 1536): [(4, 8, -8, 8), (4, 4, -8, 8), (4, 0, -4, 8)],
         (8, 5120): nonsplit,
         (64, 1536): nonsplit,
     }
