@@ -17,8 +17,10 @@
 // Per tile: u, delta, z, B, C of the next tile are staged with cp.async one tile ahead; prep
 // computes softplus(delta + bias), delta * u, D * u and silu(z) once per (step, channel) and
 // converts B and C to float once per block (not once per lane); y goes out through shared memory
-// with 16-byte stores, one tile late (after the next tile's first barrier). Shared-memory rows are
-// padded per sub-chunk so that the W sub-chunks a warp reads at one step fall in distinct banks.
+// in 16-byte (8-byte for 4 float16 channels) stores, one tile late (after the next tile's first
+// barrier). Shared-memory rows are padded per sub-chunk so that, with 8-channel blocks, the W
+// sub-chunks a warp reads at one step fall in distinct banks (4-channel blocks share banks in
+// pairs in the y sum: correct, one extra wavefront there).
 #pragma once
 
 #include "selective_scan_impl.cuh"
