@@ -15,7 +15,7 @@ namespace mambac::cuda {
 // Exposed for the benchmark harness (tools/gpu), which sweeps it; see selective_scan_impl.cuh.
 struct ScanConfig {
     int lanes = 0;  // lanes per channel (dstate / lanes states per lane): 1..16, a power of two
-    int ch = 0;     // channels per block
+    int ch = 0;     // channels per block (the warp split, w < 0: 4 or 8)
     int w = 0;      // sub-chunks per tile: 1 = one scan per channel, > 1 = split scan
     int s = 0;      // steps per sub-chunk of the split scan (instantiated values only)
     int cpt = 0;    // channels per thread (1 or 2; 2 where dstate <= 16)
