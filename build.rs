@@ -42,11 +42,7 @@ fn main() {
     isa_build("cpp/cpu/isa_generic.cpp", &[], "mambac_cpu_generic");
     if x86 {
         isa_build("cpp/cpu/isa_avx2.cpp", &["-mavx2", "-mfma", "-mf16c"], "mambac_cpu_avx2");
-        isa_build(
-            "cpp/cpu/isa_avx512.cpp",
-            &["-mavx512f", "-mfma", "-mf16c"],
-            "mambac_cpu_avx512",
-        );
+        isa_build("cpp/cpu/isa_avx512.cpp", &["-mavx512f", "-mfma", "-mf16c"], "mambac_cpu_avx512");
     }
 
     // Export RegisterCustomOps alone. rustc's version script for a cdylib also exports every

@@ -81,7 +81,10 @@ fn wrong_element_type_names_the_input() {
         }
     }
     let err = s.run(inputs).err().expect("a type error").to_string();
-    assert!(err.contains("SelectiveScan: input 'delta' has element type float16, expected float32 (same as 'u')"), "{err}");
+    assert!(
+        err.contains("SelectiveScan: input 'delta' has element type float16, expected float32 (same as 'u')"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,6 +162,9 @@ fn cxx_shape_check_direct() {
 
     let conv = [desc(&[1, 3, 8]), desc(&[8, 4]), TensorDesc::absent(), TensorDesc::new(10, &[1, 8, 3])];
     let err = ffi::check_causal_conv1d(&conv).unwrap_err();
-    assert_eq!(err.what(), "CausalConv1d: input 'initial_state' has element type float16, expected float32 (same as 'x')");
+    assert_eq!(
+        err.what(),
+        "CausalConv1d: input 'initial_state' has element type float16, expected float32 (same as 'x')"
+    );
     assert!(ffi::check_causal_conv1d(&conv[..3]).unwrap_err().what().contains("4 input slots expected, got 3"));
 }

@@ -105,7 +105,11 @@ fn compare(label: &str, op: &Op, inputs: &[Option<Input>], cpp: Result<Vec<usize
             true
         }
         (Err(r), Err(c)) => {
-            assert_eq!(Some(r.input.clone()), named_input(c), "{label}: Rust says `{r}`, C++ says `{c}` for {inputs:?}");
+            assert_eq!(
+                Some(r.input.clone()),
+                named_input(c),
+                "{label}: Rust says `{r}`, C++ says `{c}` for {inputs:?}"
+            );
             false
         }
         _ => panic!("{label}: Rust {rust:?} vs C++ {cpp:?} for {inputs:?}"),
@@ -124,7 +128,9 @@ fn selective_scan_checks_agree() {
             mutate(&mut rng, &mut inputs, 5);
         }
         let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
-        let cpp = check_selective_scan(&descs).map(|p| vec![p.batch, p.seqlen, p.dim, p.dstate, p.ngroups]).map_err(|e| e.what().to_string());
+        let cpp = check_selective_scan(&descs)
+            .map(|p| vec![p.batch, p.seqlen, p.dim, p.dstate, p.ngroups])
+            .map_err(|e| e.what().to_string());
         if compare(&format!("scan case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
@@ -146,7 +152,9 @@ fn causal_conv1d_checks_agree() {
             mutate(&mut rng, &mut inputs, 2);
         }
         let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
-        let cpp = check_causal_conv1d(&descs).map(|p| vec![p.batch, p.seqlen, p.dim, p.width]).map_err(|e| e.what().to_string());
+        let cpp = check_causal_conv1d(&descs)
+            .map(|p| vec![p.batch, p.seqlen, p.dim, p.width])
+            .map_err(|e| e.what().to_string());
         if compare(&format!("conv case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {

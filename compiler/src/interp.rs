@@ -69,7 +69,12 @@ pub fn interpret(
     Ok(g.outputs().iter().map(|o| (o.name.clone(), values[&o.value].clone())).collect())
 }
 
-fn bind_shape(name: &str, want: &[Dim], got: &[usize], symbols: &mut HashMap<String, usize>) -> Result<(), InterpError> {
+fn bind_shape(
+    name: &str,
+    want: &[Dim],
+    got: &[usize],
+    symbols: &mut HashMap<String, usize>,
+) -> Result<(), InterpError> {
     let expected = || crate::ir::Shape(want.to_vec()).to_string();
     if want.len() != got.len() {
         return Err(InterpError::InputShape { name: name.into(), got: got.to_vec(), expected: expected() });
@@ -210,7 +215,8 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let t = x(0);
             let (b, l) = (t.shape[0], t.shape[1]);
             let inner: usize = t.shape[2..].iter().product();
-            let data = (0..b).flat_map(|bi| t.data[((bi + 1) * l - 1) * inner..(bi + 1) * l * inner].to_vec()).collect();
+            let data =
+                (0..b).flat_map(|bi| t.data[((bi + 1) * l - 1) * inner..(bi + 1) * l * inner].to_vec()).collect();
             let mut shape = t.shape.clone();
             shape[1] = 1;
             vec![Tensor64::new(shape, data)]
@@ -305,4 +311,3 @@ fn transpose(t: &Tensor64, perm: &[usize]) -> Tensor64 {
     }
     Tensor64 { shape, data }
 }
-

@@ -154,7 +154,12 @@ impl Lowerer<'_> {
             Some(wq) => {
                 let q = wq.quant;
                 let blocks = q.blocks(d_in);
-                let values = self.weight(tensor, &[d_out, blocks, q.blob_bytes()], Elem::U8, ConstTransform::QuantValues(q, self.t()));
+                let values = self.weight(
+                    tensor,
+                    &[d_out, blocks, q.blob_bytes()],
+                    Elem::U8,
+                    ConstTransform::QuantValues(q, self.t()),
+                );
                 let scales = self.weight(tensor, &[d_out * blocks], self.t(), ConstTransform::QuantScales(q));
                 let cfg = MatMulNBitsConfig { k: d_in, n: d_out, quant: q, accuracy_level: wq.accuracy_level };
                 self.op(name, Op::MatMulNBits(cfg), &[x, values, scales])
@@ -216,7 +221,8 @@ impl Lowerer<'_> {
     /// float32 too means ORT's fusion of the pattern (SimplifiedLayerNormalization) sees one
     /// type: its CUDA kernel has no float32-input, bfloat16-weight variant.
     fn rms_norm(&mut self, prefix: &str, x: ValueRef) -> ValueRef {
-        let w = self.weight(&format!("{prefix}.weight"), &[self.cfg.hidden_size], self.stream(), ConstTransform::AsStored);
+        let w =
+            self.weight(&format!("{prefix}.weight"), &[self.cfg.hidden_size], self.stream(), ConstTransform::AsStored);
         let normed = self.op(prefix.to_string(), Op::RmsNorm { eps: self.cfg.layer_norm_epsilon }, &[x, w]);
         self.cast(format!("{prefix}.to_t"), normed, self.stream(), self.t())
     }

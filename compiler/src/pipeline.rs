@@ -100,9 +100,12 @@ fn metadata(ckpt: &Checkpoint, opts: &ExportOptions, passes: &PassReport) -> Vec
         ("mambac.stateful".into(), opts.compile.lower.stateful.to_string()),
         ("mambac.logits".into(), format!("{:?}", opts.compile.lower.logits).to_lowercase()),
         ("mambac.passes".into(), passes.rules_applied.join(",")),
-        ("mambac.quantize".into(), match opts.compile.lower.quant {
-            None => "none".into(),
-            Some(q) => format!("int{} block {} accuracy_level {}", q.quant.bits, q.quant.block, q.accuracy_level),
-        }),
+        (
+            "mambac.quantize".into(),
+            match opts.compile.lower.quant {
+                None => "none".into(),
+                Some(q) => format!("int{} block {} accuracy_level {}", q.quant.bits, q.quant.block, q.accuracy_level),
+            },
+        ),
     ]
 }

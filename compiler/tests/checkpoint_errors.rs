@@ -145,9 +145,15 @@ fn config_not_json_and_missing_keys() {
     std::fs::write(&cfg, r#"{"hidden_size": 64, "vocab_size": 1024}"#).unwrap();
     assert_eq!(open_err(dir.path()), format!("{}: missing key 'num_hidden_layers'", cfg.display()));
     std::fs::write(&cfg, r#"{"hidden_size": "64", "num_hidden_layers": 2, "vocab_size": 1024}"#).unwrap();
-    assert_eq!(open_err(dir.path()), format!("{}: key 'hidden_size' must be a positive integer, got \"64\"", cfg.display()));
+    assert_eq!(
+        open_err(dir.path()),
+        format!("{}: key 'hidden_size' must be a positive integer, got \"64\"", cfg.display())
+    );
     std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"d_state": -1}}"#).unwrap();
-    assert_eq!(open_err(dir.path()), format!("{}: key 'ssm_cfg.d_state' must be a positive integer, got -1", cfg.display()));
+    assert_eq!(
+        open_err(dir.path()),
+        format!("{}: key 'ssm_cfg.d_state' must be a positive integer, got -1", cfg.display())
+    );
     std::fs::write(&cfg, r#"{"layers": 3}"#).unwrap();
     assert_contains(&open_err(dir.path()), &["not a Mamba config"]);
 }
@@ -156,9 +162,11 @@ fn config_not_json_and_missing_keys() {
 fn mamba2_and_hybrid_configs_are_refused() {
     let dir = tiny_hf(None);
     let cfg = dir.path().join("config.json");
-    std::fs::write(&cfg, r#"{"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024}"#).unwrap();
+    std::fs::write(&cfg, r#"{"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024}"#)
+        .unwrap();
     assert_contains(&open_err(dir.path()), &["model_type 'mamba2' is not supported"]);
-    std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"layer": "Mamba2"}}"#).unwrap();
+    std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"layer": "Mamba2"}}"#)
+        .unwrap();
     assert_contains(&open_err(dir.path()), &["ssm_cfg.layer 'Mamba2' is not supported"]);
     std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "attn_layer_idx": [1]}"#).unwrap();
     assert_contains(&open_err(dir.path()), &["attention layers"]);
@@ -234,7 +242,9 @@ fn missing_tensor_asked_for_by_name() {
 fn untied_config_without_lm_head() {
     let dir = tiny_hf(None);
     let cfg = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
     std::fs::write(&cfg, text).unwrap();
     assert_contains(&open_err(dir.path()), &["missing tensor 'lm_head.weight' in"]);
 }
@@ -266,7 +276,10 @@ fn vocab_contradicting_config_in_state_spaces() {
     std::fs::copy(testdata("mamba-tiny-ssm/pytorch_model.bin"), dir.path().join("pytorch_model.bin")).unwrap();
     let text = std::fs::read_to_string(testdata("mamba-tiny-ssm/config.json")).unwrap().replace("1021", "1030");
     std::fs::write(dir.path().join("config.json"), text).unwrap();
-    assert_eq!(open_err(dir.path()), "tensor 'backbone.embeddings.weight' has shape [1024, 64], expected [1032, 64] from config.json");
+    assert_eq!(
+        open_err(dir.path()),
+        "tensor 'backbone.embeddings.weight' has shape [1024, 64], expected [1032, 64] from config.json"
+    );
 }
 
 #[test]
@@ -282,7 +295,10 @@ fn unsupported_and_unknown_dtypes() {
     });
     assert_eq!(
         open_err(dir.path()),
-        format!("tensor 'backbone.norm_f.weight' in {} has dtype F64; mambac reads float32, float16 and bfloat16", st.display())
+        format!(
+            "tensor 'backbone.norm_f.weight' in {} has dtype F64; mambac reads float32, float16 and bfloat16",
+            st.display()
+        )
     );
     // "F7": a dtype nobody knows.
     let header = br#"{"backbone.norm_f.weight":{"dtype":"F7","shape":[64],"data_offsets":[0,256]}}"#;
@@ -292,7 +308,10 @@ fn unsupported_and_unknown_dtypes() {
     std::fs::write(&st, &v).unwrap();
     assert_eq!(
         open_err(dir.path()),
-        format!("tensor 'backbone.norm_f.weight' in {} has dtype F7; mambac reads float32, float16 and bfloat16", st.display())
+        format!(
+            "tensor 'backbone.norm_f.weight' in {} has dtype F7; mambac reads float32, float16 and bfloat16",
+            st.display()
+        )
     );
 }
 
@@ -303,7 +322,10 @@ fn index_naming_a_missing_shard() {
     let dir = tiny_hf(Some(o));
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
     let index = dir.path().join("model.safetensors.index.json");
-    assert_eq!(open_err(dir.path()), format!("{} names shard model-00002-of-00002.safetensors, which does not exist", index.display()));
+    assert_eq!(
+        open_err(dir.path()),
+        format!("{} names shard model-00002-of-00002.safetensors, which does not exist", index.display())
+    );
 }
 
 #[test]
@@ -317,7 +339,10 @@ fn index_errors() {
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
     v["weight_map"]["backbone.layers.9.mixer.D"] = "model-00001-of-00002.safetensors".into();
     std::fs::write(&index, v.to_string()).unwrap();
-    assert_contains(&open_err(dir.path()), &["maps 'backbone.layers.9.mixer.D' to model-00001-of-00002.safetensors, which does not contain it"]);
+    assert_contains(
+        &open_err(dir.path()),
+        &["maps 'backbone.layers.9.mixer.D' to model-00001-of-00002.safetensors, which does not contain it"],
+    );
     // A path escaping the folder.
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
     v["weight_map"]["backbone.norm_f.weight"] = "../model-00001-of-00002.safetensors".into();
@@ -363,9 +388,15 @@ fn corrupt_and_truncated_zip() {
 fn corrupt_pickle() {
     let bin = |d: &tempfile::TempDir| d.path().join("pytorch_model.bin").display().to_string();
     let d = ssm_dir_with_pickle(b"\x80\x02}q\x00(\xff", &[]);
-    assert_eq!(open_err(d.path()), format!("{}: pickle opcode 0xff at byte 6 is not supported (state dicts do not use it)", bin(&d)));
+    assert_eq!(
+        open_err(d.path()),
+        format!("{}: pickle opcode 0xff at byte 6 is not supported (state dicts do not use it)", bin(&d))
+    );
     let d = ssm_dir_with_pickle(b"\x80\x02}q\x00(X\x10\x00\x00\x00abc", &[]);
-    assert_eq!(open_err(d.path()), format!("{}: pickle data ends early: the opcode at byte 6 needs more bytes", bin(&d)));
+    assert_eq!(
+        open_err(d.path()),
+        format!("{}: pickle data ends early: the opcode at byte 6 needs more bytes", bin(&d))
+    );
     let d = ssm_dir_with_pickle(b"\x80\x02h\x05.", &[]);
     assert_eq!(open_err(d.path()), format!("{}: malformed pickle at byte 2: memo 5 is not set", bin(&d)));
     let d = ssm_dir_with_pickle(b"\x80\x02u.", &[]);
@@ -380,7 +411,10 @@ fn pickle_global_outside_the_allow_list() {
     let pkl = b"\x80\x02cos\nsystem\nq\x00X\x05\x00\x00\x00touch\x85R.";
     let d = ssm_dir_with_pickle(pkl, &[]);
     let msg = open_err(d.path());
-    assert_contains(&msg, &[&d.path().join("pytorch_model.bin").display().to_string(), "pickle global 'os.system' is not allowed"]);
+    assert_contains(
+        &msg,
+        &[&d.path().join("pytorch_model.bin").display().to_string(), "pickle global 'os.system' is not allowed"],
+    );
     // STACK_GLOBAL is checked the same way.
     let mut pkl = vec![0x80, 2];
     pkl.extend(p_str("builtins"));
@@ -389,7 +423,9 @@ fn pickle_global_outside_the_allow_list() {
     let d = ssm_dir_with_pickle(&pkl, &[]);
     assert_contains(&open_err(d.path()), &["pickle global 'builtins.eval' is not allowed"]);
     // And the typed error names the global.
-    assert!(matches!(pickle::load(b"\x80\x02cposix\nsystem\n."), Err(pickle::PickleError::DisallowedGlobal(g)) if g == "posix.system"));
+    assert!(
+        matches!(pickle::load(b"\x80\x02cposix\nsystem\n."), Err(pickle::PickleError::DisallowedGlobal(g)) if g == "posix.system")
+    );
 }
 
 #[test]
@@ -398,15 +434,24 @@ fn non_contiguous_and_out_of_range_tensors() {
     // A transposed view: shape [8, 8], stride [1, 8].
     let pkl = p_state_dict("backbone.norm_f.weight", "0", 64, 0, &[8, 8], &[1, 8]);
     let d = ssm_dir_with_pickle(&pkl, &[("0", &storage)]);
-    assert_contains(&open_err(d.path()), &["tensor 'backbone.norm_f.weight' is not contiguous (shape [8, 8], stride [1, 8]"]);
+    assert_contains(
+        &open_err(d.path()),
+        &["tensor 'backbone.norm_f.weight' is not contiguous (shape [8, 8], stride [1, 8]"],
+    );
     // Offset past the end of its storage.
     let pkl = p_state_dict("backbone.norm_f.weight", "0", 64, 10, &[64], &[1]);
     let d = ssm_dir_with_pickle(&pkl, &[("0", &storage)]);
-    assert_contains(&open_err(d.path()), &["tensor 'backbone.norm_f.weight' (offset 10, 64 elements) reaches past the end of storage '0'"]);
+    assert_contains(
+        &open_err(d.path()),
+        &["tensor 'backbone.norm_f.weight' (offset 10, 64 elements) reaches past the end of storage '0'"],
+    );
     // A storage the archive lacks.
     let pkl = p_state_dict("backbone.norm_f.weight", "7", 64, 0, &[64], &[1]);
     let d = ssm_dir_with_pickle(&pkl, &[("0", &storage)]);
-    assert_contains(&open_err(d.path()), &["tensor 'backbone.norm_f.weight' uses storage '7', which is not in the archive"]);
+    assert_contains(
+        &open_err(d.path()),
+        &["tensor 'backbone.norm_f.weight' uses storage '7', which is not in the archive"],
+    );
     // A well-formed one-tensor state dict is read, then the other tensors are missing.
     let pkl = p_state_dict("backbone.norm_f.weight", "0", 64, 0, &[64], &[1]);
     let d = ssm_dir_with_pickle(&pkl, &[("0", &storage)]);

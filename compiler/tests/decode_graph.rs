@@ -17,7 +17,10 @@ use onnx_protobuf::{Message, ModelProto};
 fn export_to(dir: &std::path::Path, name: &str, lower: LowerOptions) -> std::path::PathBuf {
     let ckpt = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
     let out = dir.join(name);
-    let opts = ExportOptions { compile: CompileOptions { lower, fuse: true, max_rewrites: None }, external_data: ExternalData::Never };
+    let opts = ExportOptions {
+        compile: CompileOptions { lower, fuse: true, max_rewrites: None },
+        external_data: ExternalData::Never,
+    };
     export(&ckpt, &out, &opts, &mut |_, _| {}).unwrap();
     out
 }
@@ -61,7 +64,10 @@ fn refuses_what_it_cannot_derive() {
     let quant = Some(WeightQuant { quant: BlockQuant::new(8, 32).unwrap(), accuracy_level: 0 });
     let q = export_to(&d, "q.onnx", LowerOptions { dtype: Elem::F32, stateful: true, quant, ..Default::default() });
     let e = write_decode_graph(&q, &d.join("x.onnx"), 1e-5).unwrap_err().to_string();
-    assert!(e.starts_with("the decode graph needs a float export: 'backbone.layers.0.mixer.in_proj' is quantized"), "{e}");
+    assert!(
+        e.starts_with("the decode graph needs a float export: 'backbone.layers.0.mixer.in_proj' is quantized"),
+        "{e}"
+    );
     let e = write_decode_graph(&d.join("missing.onnx"), &d.join("x.onnx"), 1e-5).unwrap_err().to_string();
     assert!(e.starts_with(&format!("cannot read or write {}", d.join("missing.onnx").display())), "{e}");
     let _ = std::fs::remove_dir_all(&d);
@@ -75,12 +81,17 @@ fn initializers_are_listed_with_their_data_inline_or_external() {
     for (name, ext) in [("inline.onnx", ExternalData::Never), ("external.onnx", ExternalData::Always)] {
         let out = d.join(name);
         let opts = ExportOptions {
-            compile: CompileOptions { lower: LowerOptions { dtype: Elem::F16, stateful: true, ..Default::default() }, fuse: true, max_rewrites: None },
+            compile: CompileOptions {
+                lower: LowerOptions { dtype: Elem::F16, stateful: true, ..Default::default() },
+                fuse: true,
+                max_rewrites: None,
+            },
             external_data: ext,
         };
         export(&ckpt, &out, &opts, &mut |_, _| {}).unwrap();
         let refs = initializers(&out).unwrap();
-        let w = refs.iter().find(|r| r.name == "backbone.layers.1.mixer.in_proj.weight.T").expect("in_proj weight listed");
+        let w =
+            refs.iter().find(|r| r.name == "backbone.layers.1.mixer.in_proj.weight.T").expect("in_proj weight listed");
         assert_eq!((w.data_type, w.dims.clone()), (10, vec![64, 256]));
         match (&w.data, ext) {
             (InitializerData::Inline(b), ExternalData::Never) => assert_eq!(b.len(), 64 * 256 * 2),

@@ -15,7 +15,11 @@ use mambac_compiler::pipeline::{compile, CompileOptions};
 const INTERP_TOL: f64 = 1e-6;
 
 fn opts(fuse: bool, stateful: bool) -> CompileOptions {
-    CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful, ..Default::default() }, fuse, max_rewrites: None }
+    CompileOptions {
+        lower: LowerOptions { dtype: Elem::F32, stateful, ..Default::default() },
+        fuse,
+        max_rewrites: None,
+    }
 }
 
 fn check_logits(fixture: &str, fuse: bool) {
@@ -73,7 +77,15 @@ fn fusion_leaves_only_fused_ops_around_the_scan() {
     }
     assert_eq!(
         compiled.passes.rules_applied,
-        vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "fuse_scan_softplus", "fuse_scan_delta_bias", "fuse_scan_d_skip", "fuse_scan_gate"]
+        vec![
+            "fold_const_unary",
+            "fuse_conv_bias",
+            "fuse_conv_silu",
+            "fuse_scan_softplus",
+            "fuse_scan_delta_bias",
+            "fuse_scan_d_skip",
+            "fuse_scan_gate"
+        ]
     );
 }
 
@@ -87,8 +99,12 @@ fn stateful_final_states_match_reference() {
     for fuse in [false, true] {
         let mut inputs = ids_input(&r["input_ids"]);
         for i in 0..cfg.num_hidden_layers {
-            inputs.insert(format!("conv_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]));
-            inputs.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
+            inputs.insert(
+                format!("conv_state.{i}"),
+                Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]),
+            );
+            inputs
+                .insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
         }
         let out = run_interp(&ckpt, &opts(fuse, true), inputs);
         assert!(worst_rel(&out["logits"].data, &r["logits"].data) <= INTERP_TOL);
@@ -119,7 +135,10 @@ fn stateful_chunks_reproduce_full_sequence() {
     let vg = mambac_compiler::ir::validate(&compiled.graph).unwrap();
     let mut states: HashMap<String, Tensor64> = HashMap::new();
     for i in 0..cfg.num_hidden_layers {
-        states.insert(format!("conv_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]));
+        states.insert(
+            format!("conv_state.{i}"),
+            Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]),
+        );
         states.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
     }
     let bounds = [0, 5, 6, 7, 19, 20, len];
@@ -146,7 +165,11 @@ fn last_position_logits() {
     let r = reference("mamba-tiny-hf");
     let len = r["input_ids"].shape[1];
     for fuse in [false, true] {
-        let o = CompileOptions { lower: LowerOptions { logits: LogitsOutput::Last, ..Default::default() }, fuse, max_rewrites: None };
+        let o = CompileOptions {
+            lower: LowerOptions { logits: LogitsOutput::Last, ..Default::default() },
+            fuse,
+            max_rewrites: None,
+        };
         let out = run_interp(&ckpt, &o, ids_input(&r["input_ids"]));
         assert_eq!(out["logits"].shape, vec![2, 1, 1024]);
         let want = slice_seq(&r["logits"], len - 1, len);

@@ -63,7 +63,10 @@ fn groups_must_divide_dim() {
 fn a_must_be_float32() {
     let dims = vec![Dim::sym("batch"), Dim::sym("seqlen"), Dim::Known(1), Dim::Known(16)];
     let err = validate(&scan_graph(dims, Elem::F16)).err().expect("invalid");
-    assert_eq!(err.to_string(), "node 'scan' (SelectiveScan): input 'A' has element type float16, expected float32 (A is always float32)");
+    assert_eq!(
+        err.to_string(),
+        "node 'scan' (SelectiveScan): input 'A' has element type float16, expected float32 (A is always float32)"
+    );
 }
 
 #[test]
@@ -92,10 +95,17 @@ fn conv_state_shape_follows_width() {
     let x = input(&mut g, "x", Elem::F32, vec![Dim::sym("batch"), Dim::sym("seqlen"), Dim::Known(8)]);
     let w = constant(&mut g, "w", Elem::F32, &[8, 4]);
     let s = input(&mut g, "state", Elem::F32, vec![Dim::sym("batch"), Dim::Known(8), Dim::Known(4)]);
-    let conv = g.add("conv", Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: true }), &[Some(x), Some(w), None, Some(s)]);
+    let conv = g.add(
+        "conv",
+        Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: true }),
+        &[Some(x), Some(w), None, Some(s)],
+    );
     g.add_output("y", conv.into());
     let err = validate(&g).err().expect("invalid");
-    assert_eq!(err.to_string(), "node 'conv' (CausalConv1d): input 'initial_state' has shape [batch, 8, 4], expected [batch, 8, 3]");
+    assert_eq!(
+        err.to_string(),
+        "node 'conv' (CausalConv1d): input 'initial_state' has shape [batch, 8, 4], expected [batch, 8, 3]"
+    );
 }
 
 #[test]
@@ -103,7 +113,8 @@ fn reading_a_missing_output_is_refused() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", Elem::F32, vec![Dim::Known(2), Dim::Known(3), Dim::Known(8)]);
     let w = constant(&mut g, "w", Elem::F32, &[8, 4]);
-    let conv = g.add("conv", Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false }), &[Some(x), Some(w)]);
+    let conv =
+        g.add("conv", Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false }), &[Some(x), Some(w)]);
     g.add_output("state", ValueRef { node: conv, output: 1 });
     assert!(matches!(validate(&g), Err(ValidationError::NoSuchGraphOutput { output: 1, available: 1, .. })));
 }
@@ -152,7 +163,12 @@ fn half_export_keeps_scan_parameters_float32() {
     for id in g.node_ids() {
         if let Op::SelectiveScan(_) = g.op(id) {
             let ins = g.node_inputs(id);
-            for slot in [SelectiveScanConfig::A, SelectiveScanConfig::D, SelectiveScanConfig::DELTA_BIAS, SelectiveScanConfig::INITIAL_STATE] {
+            for slot in [
+                SelectiveScanConfig::A,
+                SelectiveScanConfig::D,
+                SelectiveScanConfig::DELTA_BIAS,
+                SelectiveScanConfig::INITIAL_STATE,
+            ] {
                 assert_eq!(vg.type_of(ins[slot].unwrap()).elem, Elem::F32, "slot {slot}");
             }
             assert_eq!(vg.type_of(ins[SelectiveScanConfig::U].unwrap()).elem, Elem::F16);
@@ -170,7 +186,11 @@ fn transpose_const_names_are_distinct() {
         .node_ids()
         .into_iter()
         .filter_map(|n| match g.op(n) {
-            Op::Const(c) if matches!(c.source, ConstSource::Checkpoint { transform: ConstTransform::Transpose2d, .. }) => Some(c.name.clone()),
+            Op::Const(c)
+                if matches!(c.source, ConstSource::Checkpoint { transform: ConstTransform::Transpose2d, .. }) =>
+            {
+                Some(c.name.clone())
+            }
             _ => None,
         })
         .collect();

@@ -12,20 +12,29 @@ use mambac_compiler::pipeline::{compile, CompileOptions};
 
 fn opts(bits: u32, fuse: bool) -> CompileOptions {
     let quant = WeightQuant { quant: BlockQuant::new(bits, 32).unwrap(), accuracy_level: 0 };
-    CompileOptions { lower: LowerOptions { dtype: Elem::F32, quant: Some(quant), ..Default::default() }, fuse, max_rewrites: None }
+    CompileOptions {
+        lower: LowerOptions { dtype: Elem::F32, quant: Some(quant), ..Default::default() },
+        fuse,
+        max_rewrites: None,
+    }
 }
 
 #[test]
 fn quantized_logits_stay_within_the_tier() {
     let r = reference("mamba-tiny-hf");
     // Same tiers as tests/python/test_quantized.py (accuracy_level 0: float compute).
-    for (fixture, bits, tier) in [("mamba-tiny-hf", 8, 1.5e-2), ("mamba-tiny-ssm", 8, 1.5e-2), ("mamba-tiny-hf", 4, 0.25)] {
+    for (fixture, bits, tier) in
+        [("mamba-tiny-hf", 8, 1.5e-2), ("mamba-tiny-ssm", 8, 1.5e-2), ("mamba-tiny-hf", 4, 0.25)]
+    {
         let ckpt = Checkpoint::open(&testdata(fixture)).unwrap();
         let fused = run_interp(&ckpt, &opts(bits, true), ids_input(&r["input_ids"]));
         let unfused = run_interp(&ckpt, &opts(bits, false), ids_input(&r["input_ids"]));
         let err = worst_rel(&fused["logits"].data, &r["logits"].data);
         eprintln!("{fixture} int{bits}: worst rel {err:.3e}");
-        assert!(err <= tier && err > 1e-5, "{fixture} int{bits}: worst rel {err:.3e} (tier {tier:e}; 0 would mean nothing was quantized)");
+        assert!(
+            err <= tier && err > 1e-5,
+            "{fixture} int{bits}: worst rel {err:.3e} (tier {tier:e}; 0 would mean nothing was quantized)"
+        );
         let agree = worst_rel(&fused["logits"].data, &unfused["logits"].data);
         assert!(agree <= 1e-9, "{fixture} int{bits}: fused vs unfused {agree:.3e}");
     }
@@ -69,7 +78,10 @@ fn untied_biased_variant_within_the_tier() {
 
     let compiled = compile(&ckpt, &opts(8, true)).unwrap();
     let g = &compiled.graph;
-    let lm_head = nodes_of_kind(g, "MatMulNBits").into_iter().find(|&n| g.node(n).name == "lm_head").expect("a quantized lm_head");
+    let lm_head = nodes_of_kind(g, "MatMulNBits")
+        .into_iter()
+        .find(|&n| g.node(n).name == "lm_head")
+        .expect("a quantized lm_head");
     let values = g.input(lm_head, 1).unwrap().node;
     match g.op(values) {
         Op::Const(c) => assert_eq!(c.name, "lm_head.weight.q8"),

@@ -94,7 +94,10 @@ fn values_have_the_intended_scales() {
     // Seeds matter, names matter.
     let mut o2 = o.clone();
     o2.seed = 1;
-    assert_ne!(synth::tensor_bytes(&o2, "backbone.norm_f.weight").unwrap(), synth::tensor_bytes(&o, "backbone.norm_f.weight").unwrap());
+    assert_ne!(
+        synth::tensor_bytes(&o2, "backbone.norm_f.weight").unwrap(),
+        synth::tensor_bytes(&o, "backbone.norm_f.weight").unwrap()
+    );
     assert_ne!(get("backbone.layers.0.norm.weight"), get("backbone.layers.1.norm.weight"));
 }
 
@@ -109,7 +112,10 @@ fn sharded_roundtrip() {
         let files = ck.weight_files();
         assert_eq!(files.len(), shards);
         for (i, f) in files.iter().enumerate() {
-            assert_eq!(f.file_name().unwrap().to_str().unwrap(), format!("model-{:05}-of-{:05}.safetensors", i + 1, shards));
+            assert_eq!(
+                f.file_name().unwrap().to_str().unwrap(),
+                format!("model-{:05}-of-{:05}.safetensors", i + 1, shards)
+            );
         }
         assert!(ck.dir.join("model.safetensors.index.json").is_file());
         assert!(!ck.dir.join("model.safetensors").exists());

@@ -37,13 +37,21 @@ fn check_variant(label: &str, configure: impl FnOnce(&mut SynthOptions)) {
     let want = forward(&ckpt, &ids, batch);
     let ids_t = Tensor64::new(vec![batch, len], ids.iter().map(|&i| i as f64).collect());
     for fuse in [false, true] {
-        let opts = CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful: false, ..Default::default() }, fuse, max_rewrites: None };
+        let opts = CompileOptions {
+            lower: LowerOptions { dtype: Elem::F32, stateful: false, ..Default::default() },
+            fuse,
+            max_rewrites: None,
+        };
         let out = run_interp(&ckpt, &opts, ids_input(&ids_t));
         let err = worst_rel(&out["logits"].data, &want);
         assert!(err <= TOL, "{label} fuse={fuse}: worst rel {err:.3e}");
     }
     // Stateful, in chunks of 4, 1 and 6 tokens.
-    let opts = CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful: true, ..Default::default() }, fuse: true, max_rewrites: None };
+    let opts = CompileOptions {
+        lower: LowerOptions { dtype: Elem::F32, stateful: true, ..Default::default() },
+        fuse: true,
+        max_rewrites: None,
+    };
     let compiled = compile(&ckpt, &opts).unwrap();
     let vg = validate(&compiled.graph).unwrap();
     let c = &ckpt.config;

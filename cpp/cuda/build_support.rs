@@ -99,9 +99,7 @@ pub fn build() {
             let (name, child) = pending.remove(0);
             wait_ok(&name, child);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
         pending.push((src.to_string(), child));
         objects.push(obj);
     }
@@ -111,13 +109,7 @@ pub fn build() {
 
     let lib = out_dir.join("libmambac_cuda.a");
     let _ = std::fs::remove_file(&lib);
-    let status = Command::new(&nvcc)
-        .arg("--lib")
-        .arg("-o")
-        .arg(&lib)
-        .args(&objects)
-        .status()
-        .expect("run nvcc --lib");
+    let status = Command::new(&nvcc).arg("--lib").arg("-o").arg(&lib).args(&objects).status().expect("run nvcc --lib");
     assert!(status.success(), "nvcc --lib failed");
 
     println!("cargo:rustc-link-search=native={}", out_dir.display());
@@ -188,8 +180,5 @@ fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
             site_dirs.push(PathBuf::from(line.trim()));
         }
     }
-    site_dirs
-        .into_iter()
-        .map(|d| d.join("nvidia/cu13/bin/nvcc"))
-        .find(|p| is_file(p))
+    site_dirs.into_iter().map(|d| d.join("nvidia/cu13/bin/nvcc")).find(|p| is_file(p))
 }

@@ -13,7 +13,12 @@ use crate::ort_api::{api, discard};
 ///
 /// # Safety
 /// `info` is the live kernel info of the kernel being created.
-pub unsafe fn int_or(info: *const OrtKernelInfo, op: &'static str, name: &'static CStr, default: i64) -> Result<i64, OpError> {
+pub unsafe fn int_or(
+    info: *const OrtKernelInfo,
+    op: &'static str,
+    name: &'static CStr,
+    default: i64,
+) -> Result<i64, OpError> {
     let api = api();
     let mut value = 0i64;
     if discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut value)) {
@@ -29,7 +34,12 @@ pub unsafe fn int_or(info: *const OrtKernelInfo, op: &'static str, name: &'stati
 ///
 /// # Safety
 /// As for [`int_or`].
-pub unsafe fn float_or(info: *const OrtKernelInfo, op: &'static str, name: &'static CStr, default: f32) -> Result<f32, OpError> {
+pub unsafe fn float_or(
+    info: *const OrtKernelInfo,
+    op: &'static str,
+    name: &'static CStr,
+    default: f32,
+) -> Result<f32, OpError> {
     let api = api();
     let mut value = 0f32;
     if discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut value)) {
@@ -45,7 +55,12 @@ pub unsafe fn float_or(info: *const OrtKernelInfo, op: &'static str, name: &'sta
 ///
 /// # Safety
 /// As for [`int_or`].
-pub unsafe fn string_or(info: *const OrtKernelInfo, op: &'static str, name: &'static CStr, default: &str) -> Result<String, OpError> {
+pub unsafe fn string_or(
+    info: *const OrtKernelInfo,
+    op: &'static str,
+    name: &'static CStr,
+    default: &str,
+) -> Result<String, OpError> {
     match read_string(info, name) {
         Some(s) => Ok(s),
         None if has_other_kind(info, name, Kind::String) => Err(attr_error(op, name, "must be a string".into())),

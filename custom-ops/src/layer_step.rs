@@ -51,8 +51,21 @@ pub mod slot {
     pub const OUT_PROJ_BIAS: usize = 14;
     pub const COUNT: usize = 15;
     pub const NAMES: [&str; COUNT] = [
-        "conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias", "conv_weight",
-        "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D", "out_proj_weight", "out_proj_bias",
+        "conv_state",
+        "ssm_state",
+        "residual",
+        "norm_weight",
+        "in_proj_weight",
+        "in_proj_bias",
+        "conv_weight",
+        "conv_bias",
+        "x_proj_weight",
+        "dt_proj_weight",
+        "dt_bias",
+        "A",
+        "D",
+        "out_proj_weight",
+        "out_proj_bias",
     ];
 }
 
@@ -204,10 +217,17 @@ impl MambaLayerStep {
             return Err(check_err(format!("empty dimension (hidden {h}, inner {i}, dstate {n}, dt_rank {r})")));
         }
         expect(&inputs, slot::CONV_STATE, t, &[b, i, k - 1])?;
-        if ![F32, Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 as i32, Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 as i32]
-            .contains(&t)
+        if ![
+            F32,
+            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 as i32,
+            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 as i32,
+        ]
+        .contains(&t)
         {
-            return Err(check_err(format!("input 'conv_state' is {}, expected float32, float16 or bfloat16", elem_name(t))));
+            return Err(check_err(format!(
+                "input 'conv_state' is {}, expected float32, float16 or bfloat16",
+                elem_name(t)
+            )));
         }
         expect(&inputs, slot::SSM_STATE, F32, &[b, i, n])?;
         expect(&inputs, slot::RESIDUAL, F32, &[b, 1, h])?;
@@ -270,7 +290,9 @@ impl MambaLayerStep {
         }
         // The kernels read a state while other threads write its update: in place is not allowed.
         if b > 0 && (k > 1 && p.conv_state_out == p.conv_state_in || p.ssm_state_out == p.ssm_state_in) {
-            return Err(check_err("a state output is bound to its input's buffer; states cannot be updated in place".into()));
+            return Err(check_err(
+                "a state output is bound to its input's buffer; states cannot be updated in place".into(),
+            ));
         }
         Ok(p)
     }
@@ -350,8 +372,14 @@ fn gemv_rows<E: Elt>(x: &[f32], w: &[E], n: usize, out: &mut [f32]) {
 /// # Safety
 /// `p` comes from [`MambaLayerStep::params`] of the current compute call.
 unsafe fn run_cpu<E: Elt>(p: &LayerStepParams) {
-    let (bsz, h, i, n, r, k) =
-        (p.batch as usize, p.hidden as usize, p.inner as usize, p.dstate as usize, p.dt_rank as usize, p.width as usize);
+    let (bsz, h, i, n, r, k) = (
+        p.batch as usize,
+        p.hidden as usize,
+        p.inner as usize,
+        p.dstate as usize,
+        p.dt_rank as usize,
+        p.width as usize,
+    );
     let e = r + 2 * n;
     let k1 = k - 1;
     let res_in = slice::<f32>(p.residual_in, bsz * h).unwrap_or(&[]);

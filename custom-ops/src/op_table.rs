@@ -11,8 +11,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use ort_sys::{
-    ONNXTensorElementDataType as Elem, OrtApi, OrtCustomOp, OrtCustomOpInputOutputCharacteristic as Io, OrtKernelContext,
-    OrtKernelInfo, OrtMemType, OrtShapeInferContext, OrtStatusPtr,
+    ONNXTensorElementDataType as Elem, OrtApi, OrtCustomOp, OrtCustomOpInputOutputCharacteristic as Io,
+    OrtKernelContext, OrtKernelInfo, OrtMemType, OrtShapeInferContext, OrtStatusPtr,
 };
 
 use crate::error::{panic_message, OpError};
@@ -209,4 +209,3 @@ fn guard(op: &'static str, f: impl FnOnce() -> Result<(), OpError>) -> OrtStatus
         Err(e) => error_status(&e),
     }
 }
-

@@ -38,7 +38,12 @@ unsafe extern "C" fn run_one(data: *mut c_void, index: usize) {
 ///
 /// # Safety
 /// `ctx` is the live kernel context of the current compute call.
-pub unsafe fn parallel_for(ctx: *mut OrtKernelContext, count: usize, op: &'static str, task: &Task<'_>) -> Result<(), OpError> {
+pub unsafe fn parallel_for(
+    ctx: *mut OrtKernelContext,
+    count: usize,
+    op: &'static str,
+    task: &Task<'_>,
+) -> Result<(), OpError> {
     if count == 0 {
         return Ok(());
     }

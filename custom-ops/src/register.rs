@@ -37,7 +37,10 @@ static OPS: [OpDef; 9] = [
 /// # Safety
 /// Called by ONNX Runtime with live session options and its API base.
 #[no_mangle]
-pub unsafe extern "C" fn RegisterCustomOps(options: *mut OrtSessionOptions, api_base: *const OrtApiBase) -> *mut OrtStatus {
+pub unsafe extern "C" fn RegisterCustomOps(
+    options: *mut OrtSessionOptions,
+    api_base: *const OrtApiBase,
+) -> *mut OrtStatus {
     if api_base.is_null() {
         return ptr::null_mut(); // nothing to report an error through
     }

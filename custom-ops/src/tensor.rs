@@ -43,7 +43,10 @@ pub unsafe fn input(ctx: *mut OrtKernelContext, index: usize, op: &'static str) 
 ///
 /// # Safety
 /// `value` is a live OrtValue.
-unsafe fn type_and_shape(value: *const OrtValue, op: &'static str) -> Result<(ONNXTensorElementDataType, Vec<i64>), OpError> {
+unsafe fn type_and_shape(
+    value: *const OrtValue,
+    op: &'static str,
+) -> Result<(ONNXTensorElementDataType, Vec<i64>), OpError> {
     let api = api();
     let mut info = ptr::null_mut();
     check((api.GetTensorTypeAndShape)(value, &mut info), op, "GetTensorTypeAndShape")?;
@@ -75,14 +78,23 @@ pub unsafe fn output_count(ctx: *mut OrtKernelContext, op: &'static str) -> Resu
 ///
 /// # Safety
 /// As for [`input`].
-pub unsafe fn output(ctx: *mut OrtKernelContext, index: usize, dims: &[usize], op: &'static str) -> Result<usize, OpError> {
+pub unsafe fn output(
+    ctx: *mut OrtKernelContext,
+    index: usize,
+    dims: &[usize],
+    op: &'static str,
+) -> Result<usize, OpError> {
     if index >= output_count(ctx, op)? {
         return Ok(0);
     }
     let api = api();
     let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
     let mut value: *mut OrtValue = ptr::null_mut();
-    check((api.KernelContext_GetOutput)(ctx, index, dims.as_ptr(), dims.len(), &mut value), op, "KernelContext_GetOutput")?;
+    check(
+        (api.KernelContext_GetOutput)(ctx, index, dims.as_ptr(), dims.len(), &mut value),
+        op,
+        "KernelContext_GetOutput",
+    )?;
     if value.is_null() {
         return Ok(0);
     }

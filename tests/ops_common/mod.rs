@@ -131,5 +131,7 @@ pub fn session(model: &[u8]) -> ort::Result<Session> {
 
 /// Deterministic, never-zero test data.
 pub fn data(len: usize, seed: u32) -> Vec<f32> {
-    (0..len).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 1000.0 - 0.4995).collect()
+    (0..len)
+        .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 1000.0 - 0.4995)
+        .collect()
 }

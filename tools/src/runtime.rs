@@ -57,7 +57,8 @@ pub fn init_ort() -> Result<&'static ort::environment::Environment> {
     static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let lib = find_ort_library().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&lib).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?;
+        let builder =
+            ort::init_from(&lib).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?;
         builder.with_name("mambac").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
     })
     .as_ref()
@@ -139,7 +140,12 @@ pub type Initializers = crate::generation::shared_weights::SharedWeights;
 /// (ORT then captures one-token decode steps as CUDA graphs and replays them, which removes the
 /// per-node launch cost). Returns whether capture is on: a model ORT cannot capture (a node
 /// outside the CUDA EP) is opened again without it, with a warning.
-pub fn open_generation_session(model: &Path, opts: &SessionOptions, graph: &GraphOptions, shared: &Initializers) -> Result<(Session, bool)> {
+pub fn open_generation_session(
+    model: &Path,
+    opts: &SessionOptions,
+    graph: &GraphOptions,
+    shared: &Initializers,
+) -> Result<(Session, bool)> {
     if opts.ep != Ep::Cuda || graph.no_cuda_graph {
         return Ok((open_session_with(model, opts, false, shared)?, false));
     }
@@ -205,7 +211,10 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
         use ort::ep::ExecutionProvider;
         let cuda = ort::ep::CUDA::default().with_cuda_graph(cuda_graph);
         if !ort::ep::CUDA::is_available().unwrap_or(false) {
-            bail!("the CUDA execution provider is not available in {} (install onnxruntime-gpu)", find_ort_library()?.display());
+            bail!(
+                "the CUDA execution provider is not available in {} (install onnxruntime-gpu)",
+                find_ort_library()?.display()
+            );
         }
         b = b
             .with_execution_providers([cuda.build().error_on_failure()])

@@ -62,10 +62,14 @@ impl HostTensor {
         Ok(match self.dtype {
             Dtype::F32 => Tensor::from_array((shape, decode(&self.bytes, f32::from_le_bytes))).map_err(err)?.into_dyn(),
             Dtype::F16 => Tensor::from_array((shape, decode(&self.bytes, f16::from_le_bytes))).map_err(err)?.into_dyn(),
-            Dtype::BF16 => Tensor::from_array((shape, decode(&self.bytes, bf16::from_le_bytes))).map_err(err)?.into_dyn(),
+            Dtype::BF16 => {
+                Tensor::from_array((shape, decode(&self.bytes, bf16::from_le_bytes))).map_err(err)?.into_dyn()
+            }
             Dtype::I64 => Tensor::from_array((shape, decode(&self.bytes, i64::from_le_bytes))).map_err(err)?.into_dyn(),
             Dtype::I32 => Tensor::from_array((shape, decode(&self.bytes, i32::from_le_bytes))).map_err(err)?.into_dyn(),
-            d => bail!("input '{name}' has dtype {d:?}, which mambac run does not feed (float32/16, bfloat16, int64, int32)"),
+            d => bail!(
+                "input '{name}' has dtype {d:?}, which mambac run does not feed (float32/16, bfloat16, int64, int32)"
+            ),
         })
     }
 
@@ -80,10 +84,18 @@ impl HostTensor {
             v.iter().flat_map(|&x| f(x)).collect()
         }
         let (dtype, bytes) = match ty {
-            TensorElementType::Float32 => (Dtype::F32, bytes(v.try_extract_tensor::<f32>().map_err(err)?.1, f32::to_le_bytes)),
-            TensorElementType::Float16 => (Dtype::F16, bytes(v.try_extract_tensor::<f16>().map_err(err)?.1, f16::to_le_bytes)),
-            TensorElementType::Bfloat16 => (Dtype::BF16, bytes(v.try_extract_tensor::<bf16>().map_err(err)?.1, bf16::to_le_bytes)),
-            TensorElementType::Int64 => (Dtype::I64, bytes(v.try_extract_tensor::<i64>().map_err(err)?.1, i64::to_le_bytes)),
+            TensorElementType::Float32 => {
+                (Dtype::F32, bytes(v.try_extract_tensor::<f32>().map_err(err)?.1, f32::to_le_bytes))
+            }
+            TensorElementType::Float16 => {
+                (Dtype::F16, bytes(v.try_extract_tensor::<f16>().map_err(err)?.1, f16::to_le_bytes))
+            }
+            TensorElementType::Bfloat16 => {
+                (Dtype::BF16, bytes(v.try_extract_tensor::<bf16>().map_err(err)?.1, bf16::to_le_bytes))
+            }
+            TensorElementType::Int64 => {
+                (Dtype::I64, bytes(v.try_extract_tensor::<i64>().map_err(err)?.1, i64::to_le_bytes))
+            }
             t => bail!("output '{name}' has element type {t:?}, which mambac cannot write"),
         };
         Ok(HostTensor { dtype, shape, bytes })
@@ -93,7 +105,8 @@ impl HostTensor {
 /// Every tensor of a safetensors file, by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
     Ok(st
         .tensors()
         .into_iter()

@@ -35,7 +35,9 @@ fn ort_lib() -> PathBuf {
 }
 
 fn ops_lib() -> PathBuf {
-    let lib = std::env::var_os("MAMBAC_OPS_LIB").map(PathBuf::from).unwrap_or_else(|| root().join("target/release/libmambac_ops.so"));
+    let lib = std::env::var_os("MAMBAC_OPS_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/libmambac_ops.so"));
     assert!(lib.is_file(), "{} not found: cargo build --release, or set MAMBAC_OPS_LIB", lib.display());
     lib
 }
@@ -73,7 +75,8 @@ fn export(ckpt: &Path, out: &Path, stateful: bool) {
 /// The `ids` of the JSON line that ends the output.
 fn json_ids(stdout: &str) -> serde_json::Value {
     let last = stdout.lines().last().expect("output");
-    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"));
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"));
     v["ids"].clone()
 }
 
@@ -92,7 +95,11 @@ fn joined(p: &[i64]) -> String {
 fn reference_continuation(ckpt_dir: &Path, prompt: &[i64], n: usize) -> (Vec<i64>, f64) {
     let ckpt = Checkpoint::open(ckpt_dir).unwrap();
     let cfg = ckpt.config.clone();
-    let opts = CompileOptions { lower: LowerOptions { dtype: Elem::F32, stateful: true, ..Default::default() }, fuse: false, max_rewrites: None };
+    let opts = CompileOptions {
+        lower: LowerOptions { dtype: Elem::F32, stateful: true, ..Default::default() },
+        fuse: false,
+        max_rewrites: None,
+    };
     let compiled = compile(&ckpt, &opts).unwrap();
     let vg = validate(&compiled.graph).unwrap();
     let mut inputs: HashMap<String, Tensor64> = HashMap::new();
@@ -122,7 +129,8 @@ fn reference_continuation(ckpt_dir: &Path, prompt: &[i64], n: usize) -> (Vec<i64
     (out, min_gap)
 }
 
-const PROMPTS: [&[i64]; 3] = [&[17, 900, 3, 44, 1000, 12, 7], &[500], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]];
+const PROMPTS: [&[i64]; 3] =
+    [&[17, 900, 3, 44, 1000, 12, 7], &[500], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]];
 const NEW: usize = 10;
 
 fn check_greedy(ckpt_dir: &Path, dir: &Path, name: &str) {
@@ -135,13 +143,35 @@ fn check_greedy(ckpt_dir: &Path, dir: &Path, name: &str) {
         let (cont, gap) = reference_continuation(ckpt_dir, p, NEW);
         // float32 logits are within ~1e-6 of float64 here; a gap this wide cannot flip.
         assert!(gap > 1e-4, "{name}: prompt {p:?} has a near-tie ({gap:.2e}) in its reference: choose another prompt");
-        let alone = ids_of(&json_ids(&ok(&["generate", model, "--prompt-ids", &joined(p), "--max-new-tokens", &n, "--greedy", "--json"])));
+        let alone = ids_of(&json_ids(&ok(&[
+            "generate",
+            model,
+            "--prompt-ids",
+            &joined(p),
+            "--max-new-tokens",
+            &n,
+            "--greedy",
+            "--json",
+        ])));
         assert_eq!(alone, cont, "{name}: greedy continuation of {p:?}");
         want.push(cont);
     }
     // All three prompts (lengths 7, 1, 20) as one batch: ';' and a repeated flag.
     let two = format!("{};{}", joined(PROMPTS[0]), joined(PROMPTS[1]));
-    let out = ok(&["generate", model, "--prompt-ids", &two, "--prompt-ids", &joined(PROMPTS[2]), "--max-new-tokens", &n, "--greedy", "--json", "--threads", "2"]);
+    let out = ok(&[
+        "generate",
+        model,
+        "--prompt-ids",
+        &two,
+        "--prompt-ids",
+        &joined(PROMPTS[2]),
+        "--max-new-tokens",
+        &n,
+        "--greedy",
+        "--json",
+        "--threads",
+        "2",
+    ]);
     let batched: Vec<Vec<i64>> = json_ids(&out).as_array().unwrap().iter().map(ids_of).collect();
     assert_eq!(batched, want, "{name}: batched greedy generation");
     // Streamed as produced: one tagged line per token before the JSON line.
@@ -177,12 +207,16 @@ fn sampled_batch_equals_each_prompt_alone_and_a_seed_repeats() {
     let model = model.to_str().unwrap();
     let sample = ["--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--max-new-tokens", "12", "--json"];
     let prompts = format!("{};{};{}", joined(PROMPTS[0]), joined(PROMPTS[1]), joined(PROMPTS[2]));
-    let batched = json_ids(&ok(&[&["generate", model, "--prompt-ids", &prompts, "--seed", "40"], &sample[..]].concat()));
+    let batched =
+        json_ids(&ok(&[&["generate", model, "--prompt-ids", &prompts, "--seed", "40"], &sample[..]].concat()));
     let again = json_ids(&ok(&[&["generate", model, "--prompt-ids", &prompts, "--seed", "40"], &sample[..]].concat()));
     assert_eq!(batched, again, "a seed gives the same tokens");
     for (j, p) in PROMPTS.iter().enumerate() {
         let seed = (40 + j).to_string();
-        let alone = ids_of(&json_ids(&ok(&[&["generate", model, "--prompt-ids", &joined(p), "--seed", &seed], &sample[..]].concat())));
+        let alone =
+            ids_of(&json_ids(&ok(
+                &[&["generate", model, "--prompt-ids", &joined(p), "--seed", &seed], &sample[..]].concat()
+            )));
         assert_eq!(ids_of(&batched[j]), alone, "prompt {j}");
     }
     let other = json_ids(&ok(&[&["generate", model, "--prompt-ids", &prompts, "--seed", "41"], &sample[..]].concat()));
@@ -191,7 +225,8 @@ fn sampled_batch_equals_each_prompt_alone_and_a_seed_repeats() {
 
 /// A word-level tokenizer.json: token i is the word "w{i}".
 fn word_tokenizer(path: &Path, vocab: usize) {
-    let words: serde_json::Map<String, serde_json::Value> = (0..vocab).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    let words: serde_json::Map<String, serde_json::Value> =
+        (0..vocab).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
     let t = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
         "normalizer": null, "pre_tokenizer": { "type": "Whitespace" }, "post_processor": null, "decoder": null,
@@ -209,13 +244,26 @@ fn text_prompts_through_a_tokenizer() {
     let tok = dir.path().join("tokenizer.json");
     word_tokenizer(&tok, 1024);
     let tok = tok.to_str().unwrap();
-    let by_ids = ids_of(&json_ids(&ok(&["generate", model, "--prompt-ids", "17,900,3", "--max-new-tokens", "6", "--json"])));
-    let out = ok(&["generate", model, "--prompt", "w17 w900 w3", "--tokenizer", tok, "--max-new-tokens", "6", "--json"]);
+    let by_ids =
+        ids_of(&json_ids(&ok(&["generate", model, "--prompt-ids", "17,900,3", "--max-new-tokens", "6", "--json"])));
+    let out =
+        ok(&["generate", model, "--prompt", "w17 w900 w3", "--tokenizer", tok, "--max-new-tokens", "6", "--json"]);
     assert_eq!(ids_of(&json_ids(&out)), by_ids);
     let words: Vec<String> = by_ids.iter().map(|i| format!("w{i}")).collect();
     assert_eq!(out.lines().next().unwrap().trim(), words.join(" "), "streamed text");
     // Several text prompts: a tagged line per token, then each prompt's text.
-    let out = ok(&["generate", model, "--prompt", "w17 w900 w3", "--prompt", "w5", "--tokenizer", tok, "--max-new-tokens", "3"]);
+    let out = ok(&[
+        "generate",
+        model,
+        "--prompt",
+        "w17 w900 w3",
+        "--prompt",
+        "w5",
+        "--tokenizer",
+        tok,
+        "--max-new-tokens",
+        "3",
+    ]);
     assert!(out.lines().any(|l| l == format!("[1] {}", words[..3].join(" "))), "{out}");
 }
 
@@ -259,7 +307,22 @@ fn bench_reports_a_table_and_json() {
     let model = dir.path().join("m.onnx");
     export(&root().join("testdata/mamba-tiny-hf"), &model, true);
     let model = model.to_str().unwrap();
-    let args = ["bench", model, "--batch", "3", "--prompt-len", "16", "--decode-tokens", "5", "--warmup", "1", "--reps", "3", "--threads", "1"];
+    let args = [
+        "bench",
+        model,
+        "--batch",
+        "3",
+        "--prompt-len",
+        "16",
+        "--decode-tokens",
+        "5",
+        "--warmup",
+        "1",
+        "--reps",
+        "3",
+        "--threads",
+        "1",
+    ];
     let table = ok(&args);
     assert!(table.contains("tok/s median"), "{table}");
     for phase in ["prefill", "decode"] {
@@ -275,7 +338,8 @@ fn bench_reports_a_table_and_json() {
     // CUDA graphs are a CUDA EP matter: the CPU EP never captures, with or without the flag (the
     // graph path itself runs only on the GPU: tools/gpu/ort_cuda_e2e.py part B).
     assert_eq!(j["cuda_graph"], false);
-    let j: serde_json::Value = serde_json::from_str(ok(&[&args[..], &["--json", "--no-cuda-graph"]].concat()).trim()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(ok(&[&args[..], &["--json", "--no-cuda-graph"]].concat()).trim()).unwrap();
     assert_eq!(j["cuda_graph"], false);
     for phase in ["prefill", "decode"] {
         let t = &j[phase]["tokens_per_s"];
@@ -297,7 +361,17 @@ fn stop_id_ends_each_sequence_at_its_first_occurrence() {
     let full: Vec<Vec<i64>> = full.as_array().expect("a list per prompt").iter().map(ids_of).collect();
     // The third token of prompt 0: it stops prompt 0 early; the others stop wherever it occurs.
     let stop = full[0][2];
-    let stopped = json_ids(&ok(&["generate", model, "--prompt-ids", &prompts, "--max-new-tokens", "12", "--json", "--stop-id", &stop.to_string()]));
+    let stopped = json_ids(&ok(&[
+        "generate",
+        model,
+        "--prompt-ids",
+        &prompts,
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "--stop-id",
+        &stop.to_string(),
+    ]));
     let stopped: Vec<Vec<i64>> = stopped.as_array().expect("a list per prompt").iter().map(ids_of).collect();
     for (j, ids) in full.iter().enumerate() {
         let cut = ids.iter().position(|&t| t == stop).map_or(ids.len(), |k| k + 1);

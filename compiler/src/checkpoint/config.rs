@@ -67,9 +67,8 @@ impl<'a> Keys<'a> {
     }
 
     fn usize_req(&self, key: &str) -> Result<usize, CheckpointError> {
-        self.usize_opt(key)?.ok_or_else(|| {
-            CheckpointError::config(self.path, format!("missing key '{}{key}'", self.prefix))
-        })
+        self.usize_opt(key)?
+            .ok_or_else(|| CheckpointError::config(self.path, format!("missing key '{}{key}'", self.prefix)))
     }
 
     fn usize_or(&self, key: &str, default: usize) -> Result<usize, CheckpointError> {
@@ -116,14 +115,14 @@ impl MambaConfig {
     /// (`d_model` for state-spaces, `hidden_size` for Hugging Face).
     pub fn from_json(v: &Value, path_for_errors: &Path) -> Result<(MambaConfig, Layout), CheckpointError> {
         let path = path_for_errors;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| CheckpointError::config(path, "config.json must hold a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| CheckpointError::config(path, "config.json must hold a JSON object"))?;
         if let Some(Value::String(mt)) = obj.get("model_type") {
             if mt != "mamba" {
                 return Err(CheckpointError::config(
                     path,
-                    format!("model_type '{mt}' is not supported (mambac reads Mamba-1 checkpoints, model_type 'mamba')"),
+                    format!(
+                        "model_type '{mt}' is not supported (mambac reads Mamba-1 checkpoints, model_type 'mamba')"
+                    ),
                 ));
             }
         }
@@ -197,7 +196,9 @@ impl MambaConfig {
         // mamba_ssm's default multiple is 8; 0 or 1 would mean no padding.
         let multiple = match obj.get("pad_vocab_size_multiple") {
             None | Some(Value::Null) => 8,
-            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| k.err("pad_vocab_size_multiple", "an integer", v))?,
+            Some(v) => {
+                v.as_u64().map(|n| n as usize).ok_or_else(|| k.err("pad_vocab_size_multiple", "an integer", v))?
+            }
         };
         let padded = if multiple > 1 { vocab.div_ceil(multiple) * multiple } else { vocab };
         // mamba_ssm's MixerModel takes norm_epsilon (default 1e-5); some configs spell it otherwise.

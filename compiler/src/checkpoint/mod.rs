@@ -171,12 +171,12 @@ impl Checkpoint {
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, CheckpointError> {
         let raw = match self.raw(name) {
             Some(r) => r,
-            None if name == shapes::LM_HEAD && self.config.tie_word_embeddings => self
-                .raw(shapes::EMBEDDING)
-                .ok_or_else(|| CheckpointError::MissingTensor {
+            None if name == shapes::LM_HEAD && self.config.tie_word_embeddings => {
+                self.raw(shapes::EMBEDDING).ok_or_else(|| CheckpointError::MissingTensor {
                     name: shapes::EMBEDDING.to_string(),
                     path: self.weights_source.clone(),
-                })?,
+                })?
+            }
             None => {
                 return Err(CheckpointError::MissingTensor {
                     name: name.to_string(),

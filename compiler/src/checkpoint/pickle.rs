@@ -277,7 +277,9 @@ impl<'a> Machine<'a> {
                     [Value::List(items)] => {
                         for item in items.borrow().iter() {
                             match item {
-                                Value::Tuple(kv) if kv.len() == 2 => d.borrow_mut().push((kv[0].clone(), kv[1].clone())),
+                                Value::Tuple(kv) if kv.len() == 2 => {
+                                    d.borrow_mut().push((kv[0].clone(), kv[1].clone()))
+                                }
                                 _ => return Err(self.bad("OrderedDict items must be (key, value) pairs")),
                             }
                         }

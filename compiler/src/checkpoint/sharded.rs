@@ -17,16 +17,11 @@ pub(crate) fn load(index: &Path, store: &mut Store) -> Result<(), CheckpointErro
     let json: Value =
         serde_json::from_slice(&text).map_err(|e| CheckpointError::Json { path: index.to_path_buf(), source: e })?;
     let bad = |detail: String| CheckpointError::Index { path: index.to_path_buf(), detail };
-    let map = json
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("no 'weight_map' object".into()))?;
+    let map = json.get("weight_map").and_then(Value::as_object).ok_or_else(|| bad("no 'weight_map' object".into()))?;
 
     let mut shards = BTreeSet::new();
     for (name, file) in map {
-        let file = file
-            .as_str()
-            .ok_or_else(|| bad(format!("weight_map['{name}'] is not a file name")))?;
+        let file = file.as_str().ok_or_else(|| bad(format!("weight_map['{name}'] is not a file name")))?;
         // The index may only point at files beside it, never elsewhere on disk.
         if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
             return Err(bad(format!("weight_map['{name}'] = '{file}' is not a plain file name")));
@@ -45,12 +40,7 @@ pub(crate) fn load(index: &Path, store: &mut Store) -> Result<(), CheckpointErro
         let file = file.as_str().unwrap_or_default();
         match store.tensors.get(name) {
             Some(t) if t.file.file_name().and_then(|f| f.to_str()) == Some(file) => {}
-            Some(t) => {
-                return Err(bad(format!(
-                    "maps '{name}' to {file}, but it is in {}",
-                    t.file.display()
-                )))
-            }
+            Some(t) => return Err(bad(format!("maps '{name}' to {file}, but it is in {}", t.file.display()))),
             None => return Err(bad(format!("maps '{name}' to {file}, which does not contain it"))),
         }
     }

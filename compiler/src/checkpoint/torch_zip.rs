@@ -71,8 +71,8 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
         }
     }
 
-    let value = pickle::load(&pickle_bytes)
-        .map_err(|e| CheckpointError::Pickle { path: path.to_path_buf(), source: e })?;
+    let value =
+        pickle::load(&pickle_bytes).map_err(|e| CheckpointError::Pickle { path: path.to_path_buf(), source: e })?;
     let Value::Dict(dict) = value else {
         return Err(format_err("data.pkl does not hold a state dict (a dict of tensors)".into()));
     };
@@ -90,9 +90,9 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
         let sb = match storages.get(key) {
             Some(sb) => sb.clone(),
             None => {
-                let &(index, method, start, size) = entries
-                    .get(key)
-                    .ok_or_else(|| format_err(format!("tensor '{name}' uses storage '{key}', which is not in the archive")))?;
+                let &(index, method, start, size) = entries.get(key).ok_or_else(|| {
+                    format_err(format!("tensor '{name}' uses storage '{key}', which is not in the archive"))
+                })?;
                 let sb = if method == CompressionMethod::Stored {
                     let end = start.checked_add(size).filter(|&e| e <= zip_len as u64);
                     if end.is_none() {
@@ -103,8 +103,8 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
                     }
                     StorageBytes { backing: zip_idx, start: start as usize, len: size as usize }
                 } else {
-                    let bytes = inflate(store.backing(zip_idx), index)
-                        .map_err(|e| zip_err(format!("storage '{key}': {e}")))?;
+                    let bytes =
+                        inflate(store.backing(zip_idx), index).map_err(|e| zip_err(format!("storage '{key}': {e}")))?;
                     let len = bytes.len();
                     StorageBytes { backing: store.add_backing(Backing::Owned(bytes)), start: 0, len }
                 };

@@ -27,7 +27,9 @@ pub const LAYER_STEP_OP: &str = "MambaLayerStep";
 pub enum DecodeGraphError {
     #[error("the decode graph needs a stateful export (--stateful): no input '{0}'")]
     NotStateful(String),
-    #[error("the decode graph needs a float export: '{0}' is quantized (MatMulNBits), which MambaLayerStep does not read")]
+    #[error(
+        "the decode graph needs a float export: '{0}' is quantized (MatMulNBits), which MambaLayerStep does not read"
+    )]
     Quantized(String),
     #[error("the model has no initializer '{0}' that layer {1}'s step needs (not a mambac export of this version?)")]
     MissingWeight(String, usize),
@@ -69,7 +71,8 @@ pub struct InitializerRef {
 /// the weights that the stateful model and its decode graph share once, for both sessions.
 pub fn initializers(model: &Path) -> Result<Vec<InitializerRef>, DecodeGraphError> {
     let bytes = std::fs::read(model).map_err(|source| DecodeGraphError::Io { path: model.to_path_buf(), source })?;
-    let m = ModelProto::parse_from_bytes(&bytes).map_err(|source| DecodeGraphError::Protobuf { path: model.to_path_buf(), source })?;
+    let m = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|source| DecodeGraphError::Protobuf { path: model.to_path_buf(), source })?;
     let dir = model.parent().unwrap_or(Path::new("."));
     let g = m.graph.as_ref().ok_or(DecodeGraphError::Empty)?;
     let mut out = Vec::with_capacity(g.initializer.len());
@@ -78,7 +81,11 @@ pub fn initializers(model: &Path) -> Result<Vec<InitializerRef>, DecodeGraphErro
             let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
             let location = get("location").unwrap_or_default();
             let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
-            InitializerData::External { path: dir.join(location), offset: num("offset").unwrap_or(0), length: num("length").unwrap_or(0) }
+            InitializerData::External {
+                path: dir.join(location),
+                offset: num("offset").unwrap_or(0),
+                length: num("length").unwrap_or(0),
+            }
         } else {
             InitializerData::Inline(t.raw_data.clone())
         };
@@ -151,7 +158,13 @@ pub fn decode_graph(model: &ModelProto, eps: f64) -> Result<ModelProto, DecodeGr
     out.node.extend(g.node[..first].iter().filter(|n| !in_layer(n)).cloned());
     for i in 0..layers {
         let m = format!("backbone.layers.{i}.mixer");
-        let need = |name: String| if inits.contains(name.as_str()) { Ok(name) } else { Err(DecodeGraphError::MissingWeight(name, i)) };
+        let need = |name: String| {
+            if inits.contains(name.as_str()) {
+                Ok(name)
+            } else {
+                Err(DecodeGraphError::MissingWeight(name, i))
+            }
+        };
         let optional = |name: String| if inits.contains(name.as_str()) { name } else { String::new() };
         let inputs = vec![
             format!("conv_state.{i}"),
@@ -181,7 +194,8 @@ pub fn decode_graph(model: &ModelProto, eps: f64) -> Result<ModelProto, DecodeGr
     out.node.extend(g.node[last + 1..].iter().cloned());
 
     let used: HashSet<&str> = out.node.iter().flat_map(|n| n.input.iter().map(|s| s.as_str())).collect();
-    out.initializer = g.initializer.iter().filter(|t| used.contains(t.name.as_str())).cloned().collect::<Vec<TensorProto>>();
+    out.initializer =
+        g.initializer.iter().filter(|t| used.contains(t.name.as_str())).cloned().collect::<Vec<TensorProto>>();
     out.input = g.input.iter().cloned().map(one_token).collect();
     out.output = g.output.iter().cloned().map(one_token).collect();
 

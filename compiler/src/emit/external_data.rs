@@ -21,7 +21,8 @@ pub struct ExternalDataWriter {
 impl ExternalDataWriter {
     /// Creates `<model file name>.data` beside the model.
     pub fn create(model_path: &Path) -> std::io::Result<ExternalDataWriter> {
-        let file_name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
+        let file_name =
+            model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
         let location = format!("{file_name}.data");
         let path = model_path.with_file_name(&location);
         let out = BufWriter::with_capacity(1 << 22, File::create(&path)?);

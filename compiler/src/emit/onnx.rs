@@ -144,7 +144,8 @@ pub fn emit_onnx(
     model.producer_name = "mambac".into();
     model.producer_version = env!("CARGO_PKG_VERSION").into();
     let quantized = vg.order.iter().any(|&id| matches!(g.op(id), Op::MatMulNBits(_)));
-    let domains: &[(&str, i64)] = if quantized { &[("", OPSET), (CUSTOM_DOMAIN, 1), (MS_DOMAIN, 1)] } else { &[("", OPSET), (CUSTOM_DOMAIN, 1)] };
+    let domains: &[(&str, i64)] =
+        if quantized { &[("", OPSET), (CUSTOM_DOMAIN, 1), (MS_DOMAIN, 1)] } else { &[("", OPSET), (CUSTOM_DOMAIN, 1)] };
     for &(domain, version) in domains {
         let mut op = OperatorSetIdProto::new();
         op.domain = domain.into();
@@ -192,7 +193,15 @@ impl Emitter<'_, '_> {
         name
     }
 
-    fn push(&mut self, op_type: &str, domain: &str, name: &str, inputs: Vec<String>, outputs: Vec<String>, attrs: Vec<onnx_protobuf::AttributeProto>) {
+    fn push(
+        &mut self,
+        op_type: &str,
+        domain: &str,
+        name: &str,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        attrs: Vec<onnx_protobuf::AttributeProto>,
+    ) {
         let mut n = node(op_type, domain, name, inputs, outputs);
         n.attribute = attrs;
         self.graph.node.push(n);
@@ -204,17 +213,27 @@ impl Emitter<'_, '_> {
         let name = n.name.clone();
         let ins: Vec<Option<String>> = g.node_inputs(id).iter().map(|v| v.map(|v| self.value_name(v))).collect();
         let req = |k: usize| ins[k].clone().expect("validated: required input present");
-        let outs: Vec<String> = (0..n.op.num_outputs()).map(|k| self.value_name(ValueRef { node: id, output: k })).collect();
+        let outs: Vec<String> =
+            (0..n.op.num_outputs()).map(|k| self.value_name(ValueRef { node: id, output: k })).collect();
         let out = outs[0].clone();
         match &n.op {
             Op::Input { .. } | Op::Const(_) => unreachable!("handled by emit_onnx"),
-            Op::Gather { axis } => self.push("Gather", "", &name, vec![req(0), req(1)], outs, vec![attr_int("axis", *axis as i64)]),
+            Op::Gather { axis } => {
+                self.push("Gather", "", &name, vec![req(0), req(1)], outs, vec![attr_int("axis", *axis as i64)])
+            }
             Op::Transpose { perm } => {
                 let perm: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
                 self.push("Transpose", "", &name, vec![req(0)], outs, vec![attr_ints("perm", &perm)])
             }
             Op::RmsNorm { eps } => self.rms_norm(&name, id, req(0), req(1), out, *eps),
-            Op::Cast { to } => self.push("Cast", "", &name, vec![req(0)], outs, vec![attr_int("to", super::proto::data_type(*to) as i64)]),
+            Op::Cast { to } => self.push(
+                "Cast",
+                "",
+                &name,
+                vec![req(0)],
+                outs,
+                vec![attr_int("to", super::proto::data_type(*to) as i64)],
+            ),
             Op::MatMul => self.push("MatMul", "", &name, vec![req(0), req(1)], outs, vec![]),
             Op::MatMulNBits(cfg) => {
                 let attrs = vec![
@@ -254,7 +273,14 @@ impl Emitter<'_, '_> {
             }
             Op::CausalConv1d(cfg) => {
                 let act = if cfg.silu { "silu" } else { "none" };
-                self.push("CausalConv1d", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, vec![attr_string("activation", act)]);
+                self.push(
+                    "CausalConv1d",
+                    super::CUSTOM_DOMAIN,
+                    &name,
+                    optional_inputs(ins),
+                    outs,
+                    vec![attr_string("activation", act)],
+                );
             }
             Op::SelectiveScan(cfg) => {
                 let attrs = vec![attr_int("delta_softplus", cfg.delta_softplus as i64)];
@@ -280,7 +306,14 @@ impl Emitter<'_, '_> {
         self.push("Div", "", &t("div"), vec![x, t("sqrt")], vec![t("div")], vec![]);
         let mut normed = t("div");
         if x_elem != w_elem {
-            self.push("Cast", "", &t("cast"), vec![normed], vec![t("cast")], vec![attr_int("to", super::proto::data_type(w_elem) as i64)]);
+            self.push(
+                "Cast",
+                "",
+                &t("cast"),
+                vec![normed],
+                vec![t("cast")],
+                vec![attr_int("to", super::proto::data_type(w_elem) as i64)],
+            );
             normed = t("cast");
         }
         self.push("Mul", "", name, vec![normed, w], vec![out], vec![]);
@@ -295,4 +328,3 @@ fn optional_inputs(ins: Vec<Option<String>>) -> Vec<String> {
     }
     v
 }
-

@@ -111,7 +111,9 @@ impl ConstTensor {
                 // float conversion, so a large weight costs one copy, not three.
                 if Elem::from(view.dtype) == self.elem {
                     return Ok(match transform {
-                        ConstTransform::Transpose2d => transpose_bytes(&view.bytes, view.shape[0], view.shape[1], self.elem.size()),
+                        ConstTransform::Transpose2d => {
+                            transpose_bytes(&view.bytes, view.shape[0], view.shape[1], self.elem.size())
+                        }
                         _ => view.bytes.into_owned(),
                     });
                 }
@@ -138,8 +140,14 @@ thread_local! {
 
 /// The checkpoint tensor `tensor` (a stored `[N, K]` weight) quantized, scales rounded to
 /// `scale_elem`, the type they are stored in.
-fn quantize_cached(ckpt: &Checkpoint, view: &crate::checkpoint::TensorView<'_>, q: BlockQuant, scale_elem: Elem) -> Quantized {
-    let key: QuantKey = (ckpt.dir.clone(), view.name.clone(), view.bytes.as_ptr() as usize, view.bytes.len(), q, scale_elem);
+fn quantize_cached(
+    ckpt: &Checkpoint,
+    view: &crate::checkpoint::TensorView<'_>,
+    q: BlockQuant,
+    scale_elem: Elem,
+) -> Quantized {
+    let key: QuantKey =
+        (ckpt.dir.clone(), view.name.clone(), view.bytes.as_ptr() as usize, view.bytes.len(), q, scale_elem);
     if let Some(hit) = LAST_QUANTIZED.with(|c| c.borrow().as_ref().filter(|(k, _)| *k == key).map(|(_, v)| v.clone())) {
         return hit;
     }
@@ -156,7 +164,9 @@ fn quantize_cached(ckpt: &Checkpoint, view: &crate::checkpoint::TensorView<'_>, 
 fn apply_transform<T: Copy>(values: Vec<T>, stored_shape: &[usize], transform: ConstTransform) -> Vec<T> {
     match transform {
         ConstTransform::AsStored | ConstTransform::Reshape => values,
-        ConstTransform::QuantValues(..) | ConstTransform::QuantScales(_) => unreachable!("quantized consts are handled before"),
+        ConstTransform::QuantValues(..) | ConstTransform::QuantScales(_) => {
+            unreachable!("quantized consts are handled before")
+        }
         ConstTransform::Transpose2d => {
             let (rows, cols) = (stored_shape[0], stored_shape[1]);
             let mut out = Vec::with_capacity(values.len());

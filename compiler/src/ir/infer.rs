@@ -119,7 +119,11 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             }
             let blocks = cfg.quant.blocks(cfg.k);
             expect_elem("values", values, Elem::U8, "uint8")?;
-            expect_shape("values", values, &[Dim::Known(cfg.n), Dim::Known(blocks), Dim::Known(cfg.quant.blob_bytes())])?;
+            expect_shape(
+                "values",
+                values,
+                &[Dim::Known(cfg.n), Dim::Known(blocks), Dim::Known(cfg.quant.blob_bytes())],
+            )?;
             expect_elem("scales", scales, x.elem, "same as 'x'")?;
             expect_shape("scales", scales, &[Dim::Known(cfg.n * blocks)])?;
             let mut dims = x.shape.0.clone();
@@ -145,7 +149,10 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             let x = required(op, inputs, 0)?;
             let total: usize = sizes.iter().sum();
             if x.shape.last() != Some(&Dim::Known(total)) {
-                return Err(err("x", format!("has shape {}, expected last dim {total} to split into {sizes:?}", x.shape)));
+                return Err(err(
+                    "x",
+                    format!("has shape {}, expected last dim {total} to split into {sizes:?}", x.shape),
+                ));
             }
             Ok(sizes
                 .iter()
@@ -174,7 +181,13 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             dims.insert(*axis, Dim::Known(1));
             Ok(vec![ValueType::new(x.elem, dims)])
         }
-        Op::CausalConv1d(cfg) => infer_causal_conv1d(cfg, required(op, inputs, Conv::X)?, required(op, inputs, Conv::WEIGHT)?, get(Conv::BIAS), get(Conv::INITIAL_STATE)),
+        Op::CausalConv1d(cfg) => infer_causal_conv1d(
+            cfg,
+            required(op, inputs, Conv::X)?,
+            required(op, inputs, Conv::WEIGHT)?,
+            get(Conv::BIAS),
+            get(Conv::INITIAL_STATE),
+        ),
         Op::SelectiveScan(cfg) => infer_selective_scan(cfg, &|s| get(s)),
     }
 }

@@ -226,11 +226,8 @@ impl Graph {
                 stack.extend(self.g.neighbors_directed(n, Direction::Incoming));
             }
         }
-        let dead: Vec<_> = self
-            .g
-            .node_indices()
-            .filter(|n| !live.contains(n) && !matches!(self.g[*n].op, Op::Input { .. }))
-            .collect();
+        let dead: Vec<_> =
+            self.g.node_indices().filter(|n| !live.contains(n) && !matches!(self.g[*n].op, Op::Input { .. })).collect();
         for n in &dead {
             self.g.remove_node(*n);
         }
@@ -242,8 +239,7 @@ impl Graph {
     pub fn topo_order(&self) -> Result<Vec<NodeId>, ValidationError> {
         let mut indegree: HashMap<NodeIndex<u32>, usize> = HashMap::new();
         for n in self.g.node_indices() {
-            let preds: std::collections::HashSet<_> =
-                self.g.neighbors_directed(n, Direction::Incoming).collect();
+            let preds: std::collections::HashSet<_> = self.g.neighbors_directed(n, Direction::Incoming).collect();
             indegree.insert(n, preds.len());
         }
         let mut ready: std::collections::BTreeSet<NodeIndex<u32>> =
@@ -251,8 +247,7 @@ impl Graph {
         let mut order = Vec::with_capacity(self.g.node_count());
         while let Some(n) = ready.pop_first() {
             order.push(NodeId(n));
-            let succs: std::collections::HashSet<_> =
-                self.g.neighbors_directed(n, Direction::Outgoing).collect();
+            let succs: std::collections::HashSet<_> = self.g.neighbors_directed(n, Direction::Outgoing).collect();
             for s in succs {
                 let d = indegree.get_mut(&s).expect("successor is a node");
                 *d -= 1;

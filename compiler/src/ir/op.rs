@@ -46,8 +46,7 @@ impl SelectiveScanConfig {
     pub const Z: usize = 6;
     pub const DELTA_BIAS: usize = 7;
     pub const INITIAL_STATE: usize = 8;
-    pub const INPUT_NAMES: [&'static str; 9] =
-        ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
+    pub const INPUT_NAMES: [&'static str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
 }
 
 /// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [..., K] @ W^T`, W `[N, K]` stored as
@@ -65,18 +64,29 @@ pub struct MatMulNBitsConfig {
 #[derive(Debug, Clone)]
 pub enum Op {
     /// A graph input, fed at run time.
-    Input { name: String, ty: ValueType },
+    Input {
+        name: String,
+        ty: ValueType,
+    },
     /// A weight: data from the checkpoint (lazy) or computed by a pass.
     Const(ConstTensor),
     /// `table.take(ids, axis)`: (table, ids) -> table's shape with `axis` replaced by ids' shape.
-    Gather { axis: usize },
+    Gather {
+        axis: usize,
+    },
     /// Permutes dims: output dim i = input dim perm[i].
-    Transpose { perm: Vec<usize> },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// RMSNorm over the last axis: `cast(x / sqrt(mean(x^2) + eps), weight.elem) * weight`,
     /// computed in x's element type (float32 for half exports, as Hugging Face does).
-    RmsNorm { eps: f64 },
+    RmsNorm {
+        eps: f64,
+    },
     /// Converts the element type.
-    Cast { to: super::types::Elem },
+    Cast {
+        to: super::types::Elem,
+    },
     /// (x [..., K], w [K, N]) -> [..., N]
     MatMul,
     /// (x [..., K], values [N, blocks, bytes] u8, scales [N * blocks]) -> [..., N]
@@ -91,9 +101,13 @@ pub enum Op {
     Exp,
     Neg,
     /// Splits the last axis into parts of the given sizes (one output each).
-    SplitLast { sizes: Vec<usize> },
+    SplitLast {
+        sizes: Vec<usize>,
+    },
     /// Inserts a dim of size 1 at `axis`.
-    Unsqueeze { axis: usize },
+    Unsqueeze {
+        axis: usize,
+    },
     /// `[B, L, ...] -> [B, 1, ...]`: the last position of the sequence axis.
     LastPosition,
     CausalConv1d(CausalConv1dConfig),

@@ -34,7 +34,8 @@ pub fn to_text(vg: &ValidatedGraph<'_>) -> String {
             .enumerate()
             .filter_map(|(k, v)| v.map(|v| format!("{}={v}", names.get(k).copied().unwrap_or("?"))))
             .collect();
-        let outs: Vec<String> = (0..n.op.num_outputs()).map(|k| vg.type_of(ValueRef { node: id, output: k }).to_string()).collect();
+        let outs: Vec<String> =
+            (0..n.op.num_outputs()).map(|k| vg.type_of(ValueRef { node: id, output: k }).to_string()).collect();
         let _ = writeln!(s, "{id} {} = {}({}) -> {}", n.name, op_detail(&n.op), args.join(", "), outs.join(", "));
     }
     for o in g.outputs() {
@@ -67,7 +68,12 @@ pub fn to_dot(vg: &ValidatedGraph<'_>) -> String {
         }
     }
     for (k, o) in g.outputs().iter().enumerate() {
-        let _ = writeln!(s, "  out{k} [label=\"{}\", shape=ellipse];\n  n{} -> out{k};", esc(&o.name), o.value.node.index());
+        let _ = writeln!(
+            s,
+            "  out{k} [label=\"{}\", shape=ellipse];\n  n{} -> out{k};",
+            esc(&o.name),
+            o.value.node.index()
+        );
     }
     s.push_str("}\n");
     s

@@ -1,6 +1,6 @@
 //! `Add(CausalConv1d(x, w), Const b[dim])` → `CausalConv1d(x, w, b)`.
 
-use super::{const_rows, operands_where, is_vector_const, Rule};
+use super::{const_rows, is_vector_const, operands_where, Rule};
 use crate::ir::{CausalConv1dConfig as Conv, Graph, NodeId, Op};
 
 pub struct FuseConvBias;

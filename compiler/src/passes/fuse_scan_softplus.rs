@@ -12,7 +12,8 @@ impl Rule for FuseScanSoftplus {
     }
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
-        if !matches!(g.op(node), Op::SelectiveScan(c) if !c.delta_softplus) || g.input(node, Scan::DELTA_BIAS).is_some() {
+        if !matches!(g.op(node), Op::SelectiveScan(c) if !c.delta_softplus) || g.input(node, Scan::DELTA_BIAS).is_some()
+        {
             return false;
         }
         let Some(sp) = producer_if(g, g.input(node, Scan::DELTA), |op| matches!(op, Op::Softplus)) else {

@@ -8,8 +8,8 @@
 mod fold_const_unary;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
-mod fuse_scan_delta_bias;
 mod fuse_scan_d_skip;
+mod fuse_scan_delta_bias;
 mod fuse_scan_gate;
 mod fuse_scan_softplus;
 

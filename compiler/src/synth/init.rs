@@ -15,10 +15,17 @@ use crate::checkpoint::MambaConfig;
 
 #[derive(Debug, Clone, Copy)]
 enum Init {
-    Normal { mean: f32, std: f32 },
-    Uniform { bound: f32 },
+    Normal {
+        mean: f32,
+        std: f32,
+    },
+    Uniform {
+        bound: f32,
+    },
     /// ln(col + 1) + noise, col = element index mod cols.
-    ALog { cols: usize },
+    ALog {
+        cols: usize,
+    },
     DtBias,
 }
 
@@ -59,9 +66,9 @@ impl TensorGen {
         out.reserve(n);
         let rng = &mut self.rng;
         match self.init {
-            Init::Normal { mean, std } => {
-                out.extend((0..n).map(|_| mean + std * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, rng)))
-            }
+            Init::Normal { mean, std } => out.extend(
+                (0..n).map(|_| mean + std * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, rng)),
+            ),
             Init::Uniform { bound } => out.extend((0..n).map(|_| (2.0 * rng.unit_f32() - 1.0) * bound)),
             Init::ALog { cols } => {
                 let start = self.done;

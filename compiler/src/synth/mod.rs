@@ -15,7 +15,6 @@ mod rng;
 mod safetensors_writer;
 mod torch_writer;
 
-
 use crate::checkpoint::{shapes, CheckpointError, DType, MambaConfig};
 
 pub use safetensors_writer::write_checkpoint;

@@ -83,7 +83,8 @@ pub fn write_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Result<MambaConf
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<(), CheckpointError> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), source: e })?;
+    let text =
+        serde_json::to_string_pretty(v).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), source: e })?;
     std::fs::write(path, text + "\n").map_err(io_err(path))
 }
 

@@ -38,7 +38,8 @@ fn rms_norm(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
 /// Logits `[batch, seqlen, vocab]` for token ids `[batch, seqlen]`.
 pub fn forward(ckpt: &Checkpoint, ids: &[usize], batch: usize) -> Vec<f64> {
     let c = &ckpt.config;
-    let (h, inter, n, k, r, v) = (c.hidden_size, c.intermediate_size, c.state_size, c.conv_kernel, c.time_step_rank, c.vocab_size);
+    let (h, inter, n, k, r, v) =
+        (c.hidden_size, c.intermediate_size, c.state_size, c.conv_kernel, c.time_step_rank, c.vocab_size);
     let l = ids.len() / batch;
     let emb = t(ckpt, "backbone.embeddings.weight");
     let mut hidden: Vec<f64> = ids.iter().flat_map(|&id| emb[id * h..(id + 1) * h].to_vec()).collect();

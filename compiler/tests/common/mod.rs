@@ -23,9 +23,15 @@ pub fn reference(name: &str) -> HashMap<String, Tensor64> {
         .into_iter()
         .map(|(k, v)| {
             let data: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F64 => v.data().chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::F32 => v.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::I64 => v.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                safetensors::Dtype::F64 => {
+                    v.data().chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+                }
+                safetensors::Dtype::F32 => {
+                    v.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
+                safetensors::Dtype::I64 => {
+                    v.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
                 d => panic!("unexpected dtype {d:?} in reference"),
             };
             (k, Tensor64::new(v.shape().to_vec(), data))
@@ -49,7 +55,11 @@ pub fn worst_rel(out: &[f64], reference: &[f64]) -> f64 {
 }
 
 /// Runs the float64 interpreter on a compiled checkpoint.
-pub fn run_interp(ckpt: &Checkpoint, opts: &CompileOptions, inputs: HashMap<String, Tensor64>) -> HashMap<String, Tensor64> {
+pub fn run_interp(
+    ckpt: &Checkpoint,
+    opts: &CompileOptions,
+    inputs: HashMap<String, Tensor64>,
+) -> HashMap<String, Tensor64> {
     let compiled = compile(ckpt, opts).expect("compiles");
     let vg = validate(&compiled.graph).expect("valid");
     interpret(&vg, ckpt, &inputs).expect("interprets")

@@ -13,9 +13,9 @@ use std::ptr;
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
 use crate::causal_conv1d::CausalConv1d;
-use crate::layer_step::{slot, LayerStepParams, MambaLayerStep};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
+use crate::layer_step::{slot, LayerStepParams, MambaLayerStep};
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
 use crate::ort_api::{api, check};
 use crate::selective_scan::SelectiveScan;
@@ -139,7 +139,10 @@ impl Kernel for CudaMambaLayerStep {
         // and C in one block's shared memory.
         let e = p.dt_rank as usize + 2 * p.dstate as usize;
         if p.batch > 65535 {
-            return Err(OpError::Check(format!("MambaLayerStep: batch {} is more than the CUDA kernels take (65535)", p.batch)));
+            return Err(OpError::Check(format!(
+                "MambaLayerStep: batch {} is more than the CUDA kernels take (65535)",
+                p.batch
+            )));
         }
         if ((e + 3) / 4 * 4 + 8 * 32) * 4 > 48 * 1024 {
             return Err(OpError::Check(format!(

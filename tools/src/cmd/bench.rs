@@ -95,7 +95,8 @@ pub fn main(a: Args) -> Result<()> {
     if a.batch == 0 || a.prompt_len == 0 || a.reps == 0 {
         bail!("--batch, --prompt-len and --reps must be at least 1");
     }
-    let (mut sess, cuda_graph) = open_stateful(&a.model, &a.session, &a.graph).with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
+    let (mut sess, cuda_graph) = open_stateful(&a.model, &a.session, &a.graph)
+        .with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
     let vocab = sess.sig.vocab.unwrap_or(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let prompt: Vec<i64> = (0..a.batch * a.prompt_len).map(|_| rng.gen_range(0..vocab) as i64).collect();
@@ -133,18 +134,32 @@ pub fn main(a: Args) -> Result<()> {
         println!("{j}");
         return Ok(());
     }
-    println!("model    {} ({} layers, vocab {})", a.model.display(), sess.sig.layers, sess.sig.vocab.map_or("?".into(), |v| v.to_string()));
+    println!(
+        "model    {} ({} layers, vocab {})",
+        a.model.display(),
+        sess.sig.layers,
+        sess.sig.vocab.map_or("?".into(), |v| v.to_string())
+    );
     let graph = match (cuda_graph, sess.has_decode_graph()) {
         (true, true) => " (decode steps on the decode graph, replayed as CUDA graphs)",
         (true, false) => " (decode steps replayed as CUDA graphs)",
         (false, true) => " (decode steps on the decode graph)",
         (false, false) => "",
     };
-    println!("setup    ep {ep}{graph}, threads {threads}, batch {}, prompt {} tokens, {} decode steps, {} warm-up, {} reps", a.batch, a.prompt_len, a.decode_tokens, a.warmup, a.reps);
+    println!(
+        "setup    ep {ep}{graph}, threads {threads}, batch {}, prompt {} tokens, {} decode steps, {} warm-up, {} reps",
+        a.batch, a.prompt_len, a.decode_tokens, a.warmup, a.reps
+    );
     println!();
     println!("{:<8} {:>12} {:>12} {:>12} {:>14}", "phase", "tok/s median", "tok/s min", "tok/s max", "ms median");
     let row = |name: &str, tps: Option<Stats>, ms: Option<Stats>, what: &str| match (tps, ms) {
-        (Some(t), Some(m)) => println!("{name:<8} {:>12.1} {:>12.1} {:>12.1} {:>14}", t.median, t.min, t.max, format!("{:.2} {what}", m.median)),
+        (Some(t), Some(m)) => println!(
+            "{name:<8} {:>12.1} {:>12.1} {:>12.1} {:>14}",
+            t.median,
+            t.min,
+            t.max,
+            format!("{:.2} {what}", m.median)
+        ),
         _ => println!("{name:<8} {:>12}", "-"),
     };
     row("prefill", prefill_tps, prefill_ms, "/prompt");

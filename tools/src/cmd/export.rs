@@ -96,7 +96,8 @@ pub fn main(a: Args) -> Result<()> {
             Some(WeightQuant { quant, accuracy_level: a.accuracy_level })
         }
     };
-    let ckpt = Checkpoint::open(&a.checkpoint).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    let ckpt = Checkpoint::open(&a.checkpoint)
+        .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     let opts = ExportOptions {
         compile: CompileOptions {
             lower: LowerOptions {
@@ -144,12 +145,17 @@ pub fn main(a: Args) -> Result<()> {
         report.emit.weight_bytes as f64 / 1e6,
         report.emit.external_data.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default(),
         started.elapsed().as_secs_f64(),
-        if report.passes.rules_applied.is_empty() { "none".to_string() } else { report.passes.rules_applied.join(", ") },
+        if report.passes.rules_applied.is_empty() {
+            "none".to_string()
+        } else {
+            report.passes.rules_applied.join(", ")
+        },
     );
     let path = decode_graph_path(&a.output);
     if !a.decode_graph && path.is_file() {
         // A decode graph of an earlier export would read this export's weights at its own offsets.
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
         eprintln!("removed {} (the decode graph of an earlier export)", path.display());
     }
     if a.decode_graph {

@@ -115,7 +115,10 @@ fn decode(t: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {
 
 pub fn main(a: Args) -> Result<()> {
     let tokenizer = match &a.tokenizer {
-        Some(p) => Some(tokenizers::Tokenizer::from_file(p).map_err(|e| anyhow!("cannot read the tokenizer {}: {e}", p.display()))?),
+        Some(p) => Some(
+            tokenizers::Tokenizer::from_file(p)
+                .map_err(|e| anyhow!("cannot read the tokenizer {}: {e}", p.display()))?,
+        ),
         None => None,
     };
     let prompts: Vec<Vec<i64>> = if !a.prompt.is_empty() {
@@ -124,7 +127,8 @@ pub fn main(a: Args) -> Result<()> {
             .iter()
             .enumerate()
             .map(|(j, text)| {
-                let enc = t.encode(text.as_str(), true).map_err(|e| anyhow!("cannot tokenize prompt {}: {e}", j + 1))?;
+                let enc =
+                    t.encode(text.as_str(), true).map_err(|e| anyhow!("cannot tokenize prompt {}: {e}", j + 1))?;
                 Ok(enc.get_ids().iter().map(|&x| x as i64).collect())
             })
             .collect::<Result<_>>()?
@@ -141,7 +145,8 @@ pub fn main(a: Args) -> Result<()> {
     if a.prefill_chunk == Some(0) {
         bail!("--prefill-chunk must be at least 1");
     }
-    let (mut sess, _cuda_graph) = open_stateful(&a.model, &a.session, &a.graph).with_context(|| format!("{} cannot generate", a.model.display()))?;
+    let (mut sess, _cuda_graph) = open_stateful(&a.model, &a.session, &a.graph)
+        .with_context(|| format!("{} cannot generate", a.model.display()))?;
     let mut text = match tokenizer {
         Some(t) => Some(TextStream::new(t, &prompts)?),
         None => None,

@@ -44,7 +44,8 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.checkpoint).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    let ckpt = Checkpoint::open(&a.checkpoint)
+        .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     let opts = CompileOptions {
         lower: LowerOptions { dtype: a.dtype.into(), stateful: a.stateful, ..Default::default() },
         fuse: !a.no_fuse,

@@ -28,12 +28,22 @@ pub fn main(a: Args) -> Result<()> {
     let wanted: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
     for name in &wanted {
         if !inputs.contains_key(name) {
-            bail!("{} has no tensor '{name}', an input of {} (inputs: {})", a.input.display(), a.model.display(), wanted.join(", "));
+            bail!(
+                "{} has no tensor '{name}', an input of {} (inputs: {})",
+                a.input.display(),
+                a.model.display(),
+                wanted.join(", ")
+            );
         }
     }
     for name in inputs.keys() {
         if !wanted.contains(name) {
-            bail!("{} holds '{name}', which is not an input of {} (inputs: {})", a.input.display(), a.model.display(), wanted.join(", "));
+            bail!(
+                "{} holds '{name}', which is not an input of {} (inputs: {})",
+                a.input.display(),
+                a.model.display(),
+                wanted.join(", ")
+            );
         }
     }
     let values = inputs.iter().map(|(k, v)| Ok((k.clone(), v.to_ort(k)?))).collect::<Result<Vec<_>>>()?;

@@ -45,7 +45,8 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let preset = Preset::parse(&a.preset).ok_or_else(|| anyhow!("unknown preset '{}' (tiny, 130m, 370m, 790m, 1.4b, 2.8b)", a.preset))?;
+    let preset = Preset::parse(&a.preset)
+        .ok_or_else(|| anyhow!("unknown preset '{}' (tiny, 130m, 370m, 790m, 1.4b, 2.8b)", a.preset))?;
     let mut o = SynthOptions::new(preset);
     o.dtype = match a.dtype {
         DTypeArg::Float32 => DType::F32,

@@ -187,7 +187,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_prompt_ids() {
-        for (arg, needle) in [("1,x,3", "'x' is not a token id"), ("1,2;", "prompt 2: '' is not a token id"), ("1,,2", "'' is not"), ("3,-4", "negative")] {
+        for (arg, needle) in [
+            ("1,x,3", "'x' is not a token id"),
+            ("1,2;", "prompt 2: '' is not a token id"),
+            ("1,,2", "'' is not"),
+            ("3,-4", "negative"),
+        ] {
             let e = format!("{:#}", parse_prompt_ids(&[arg.into()]).unwrap_err());
             assert!(e.contains(needle), "{arg}: {e}");
         }

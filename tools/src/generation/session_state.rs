@@ -140,7 +140,8 @@ impl StatefulSession {
             Ep::Cuda => {
                 let mem = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)
                     .map_err(|e| anyhow!("CUDA memory info: {e}"))?;
-                Allocator::new(&session, mem).map_err(|e| anyhow!("cannot create a CUDA allocator for the states: {e}"))?
+                Allocator::new(&session, mem)
+                    .map_err(|e| anyhow!("cannot create a CUDA allocator for the states: {e}"))?
             }
         };
         let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
@@ -174,11 +175,13 @@ impl StatefulSession {
     /// [`open_stateful`].
     pub fn with_decode_session(mut self, decode: Session) -> Result<StatefulSession> {
         let sig = ModelSignature::of_session(&decode)?;
-        let names = |s: &ModelSignature| s.states.iter().map(|t| (t.input.clone(), t.output.clone(), t.ty)).collect::<Vec<_>>();
+        let names =
+            |s: &ModelSignature| s.states.iter().map(|t| (t.input.clone(), t.output.clone(), t.ty)).collect::<Vec<_>>();
         if names(&sig) != names(&self.sig) || sig.logits_ty != self.sig.logits_ty || sig.vocab != self.sig.vocab {
             bail!("the decode graph's states or logits differ from the model's (exported from another checkpoint or dtype?)");
         }
-        let binding = decode.create_binding().map_err(|e| anyhow!("cannot create an IoBinding for the decode graph: {e}"))?;
+        let binding =
+            decode.create_binding().map_err(|e| anyhow!("cannot create an IoBinding for the decode graph: {e}"))?;
         self.decode = Some(DecodeSession { session: decode, binding });
         // Replay bindings are made for the session that runs one-token steps: make them anew.
         if matches!(self.current, Current::Set(_)) {
@@ -231,7 +234,14 @@ impl StatefulSession {
         let mut current = Vec::with_capacity(states.len());
         for (spec, t) in self.sig.states.iter().zip(states) {
             if t.shape != spec.shape(batch) || t.dtype != dtype_of(spec.ty) {
-                bail!("state '{}': expected {:?} {:?}, got {:?} {:?}", spec.input, dtype_of(spec.ty), spec.shape(batch), t.dtype, t.shape);
+                bail!(
+                    "state '{}': expected {:?} {:?}, got {:?} {:?}",
+                    spec.input,
+                    dtype_of(spec.ty),
+                    spec.shape(batch),
+                    t.dtype,
+                    t.shape
+                );
             }
             let v = t.to_ort(&spec.input)?;
             current.push(v.downcast::<DynTensorValueType>().map_err(|e| anyhow!("state '{}': {e}", spec.input))?);
@@ -258,7 +268,9 @@ impl StatefulSession {
                 if v.memory_info().is_cpu_accessible() {
                     host_of(&spec.input, v)
                 } else {
-                    let h = v.to(AllocationDevice::CPU, 0).map_err(|e| anyhow!("copying state '{}' to the host: {e}", spec.input))?;
+                    let h = v
+                        .to(AllocationDevice::CPU, 0)
+                        .map_err(|e| anyhow!("copying state '{}' to the host: {e}", spec.input))?;
                     host_of(&spec.input, &h)
                 }
             })
@@ -291,15 +303,20 @@ impl StatefulSession {
             self.sig
                 .states
                 .iter()
-                .map(|s| DynTensor::new(alloc, s.ty, s.shape(batch)).map_err(|e| anyhow!("allocating state '{}': {e}", s.output)))
+                .map(|s| {
+                    DynTensor::new(alloc, s.ty, s.shape(batch))
+                        .map_err(|e| anyhow!("allocating state '{}': {e}", s.output))
+                })
                 .collect()
         };
         let mut sets = [make_set(&self.state_alloc)?, make_set(&self.state_alloc)?];
         let graph = if self.cuda_graph {
-            let vocab = self.sig.vocab.context("CUDA graphs need the logits' vocabulary size in the model's signature")?;
+            let vocab =
+                self.sig.vocab.context("CUDA graphs need the logits' vocabulary size in the model's signature")?;
             let first = self.next_graph_id;
             self.next_graph_id += 2;
-            let ids = Tensor::<i64>::new(&self.state_alloc, [batch, 1]).map_err(|e| anyhow!("allocating the device token ids: {e}"))?;
+            let ids = Tensor::<i64>::new(&self.state_alloc, [batch, 1])
+                .map_err(|e| anyhow!("allocating the device token ids: {e}"))?;
             let mut logits = DynTensor::new(&self.state_alloc, self.sig.logits_ty, [batch, 1, vocab])
                 .map_err(|e| anyhow!("allocating the device logits: {e}"))?;
             // One-token steps run on the decode graph's session when there is one.
@@ -423,7 +440,13 @@ pub fn open_stateful(model: &Path, opts: &SessionOptions, graph: &GraphOptions) 
     open_stateful_with(model, opts, graph, decode_path.as_deref(), SharedWeights::default())
 }
 
-fn open_stateful_with(model: &Path, opts: &SessionOptions, graph: &GraphOptions, decode_path: Option<&Path>, shared: SharedWeights) -> Result<(StatefulSession, bool)> {
+fn open_stateful_with(
+    model: &Path,
+    opts: &SessionOptions,
+    graph: &GraphOptions,
+    decode_path: Option<&Path>,
+    shared: SharedWeights,
+) -> Result<(StatefulSession, bool)> {
     let (session, cuda_graph) = open_generation_session(model, opts, graph, &shared)?;
     let mut sess = StatefulSession::new(session, opts.ep, cuda_graph)?;
     // Held by the session from here on: its views must outlive both sessions, on every return.
@@ -471,7 +494,11 @@ fn graph_run_options(id: i64) -> Result<RunOptions> {
     Ok(ro)
 }
 
-fn extract_logits<V: ort::value::TensorValueTypeMarker + ?Sized>(v: &ort::value::Value<V>, ty: TensorElementType, keep: Keep) -> Result<Logits> {
+fn extract_logits<V: ort::value::TensorValueTypeMarker + ?Sized>(
+    v: &ort::value::Value<V>,
+    ty: TensorElementType,
+    keep: Keep,
+) -> Result<Logits> {
     fn pick<T: Copy>(shape: &[i64], data: &[T], keep: Keep, f: impl Fn(T) -> f32) -> Result<Logits> {
         let [b, l, v] = shape else { bail!("logits have shape {shape:?}, expected [batch, seqlen, vocab]") };
         let (batch, len, vocab) = (*b as usize, *l as usize, *v as usize);
@@ -480,7 +507,12 @@ fn extract_logits<V: ort::value::TensorValueTypeMarker + ?Sized>(v: &ort::value:
         }
         let (positions, out) = match keep {
             Keep::All => (len, data.iter().map(|&x| f(x)).collect()),
-            Keep::Last => (1, (0..batch).flat_map(|bi| data[((bi + 1) * len - 1) * vocab..(bi + 1) * len * vocab].iter().map(|&x| f(x))).collect()),
+            Keep::Last => (
+                1,
+                (0..batch)
+                    .flat_map(|bi| data[((bi + 1) * len - 1) * vocab..(bi + 1) * len * vocab].iter().map(|&x| f(x)))
+                    .collect(),
+            ),
         };
         Ok(Logits { batch, positions, vocab, data: out })
     }
@@ -509,9 +541,15 @@ fn host_of(name: &str, v: &DynTensor) -> Result<HostTensor> {
     let err = |e: ort::Error| anyhow!("state '{name}': {e}");
     let shape: Vec<usize> = v.shape().iter().map(|&d| d as usize).collect();
     let (dtype, bytes) = match v.data_type() {
-        TensorElementType::Float32 => (Dtype::F32, bytes(v.try_extract_tensor::<f32>().map_err(err)?.1, f32::to_le_bytes)),
-        TensorElementType::Float16 => (Dtype::F16, bytes(v.try_extract_tensor::<f16>().map_err(err)?.1, f16::to_le_bytes)),
-        TensorElementType::Bfloat16 => (Dtype::BF16, bytes(v.try_extract_tensor::<bf16>().map_err(err)?.1, bf16::to_le_bytes)),
+        TensorElementType::Float32 => {
+            (Dtype::F32, bytes(v.try_extract_tensor::<f32>().map_err(err)?.1, f32::to_le_bytes))
+        }
+        TensorElementType::Float16 => {
+            (Dtype::F16, bytes(v.try_extract_tensor::<f16>().map_err(err)?.1, f16::to_le_bytes))
+        }
+        TensorElementType::Bfloat16 => {
+            (Dtype::BF16, bytes(v.try_extract_tensor::<bf16>().map_err(err)?.1, bf16::to_le_bytes))
+        }
         t => bail!("state '{name}' has element type {t:?}"),
     };
     Ok(HostTensor { dtype, shape, bytes })

@@ -43,7 +43,8 @@ impl SharedWeights {
             // SAFETY: the builder's options and the view are live; ORT keeps the pointer, and the
             // view outlives the session (see the module docs).
             let status = unsafe { (api.AddInitializer)(builder.ptr().cast_mut(), w.name.as_ptr(), w.view) };
-            crate::runtime::status_result(status).with_context(|| format!("initializer '{}'", w.name.to_string_lossy()))?;
+            crate::runtime::status_result(status)
+                .with_context(|| format!("initializer '{}'", w.name.to_string_lossy()))?;
         }
         Ok(())
     }
@@ -53,7 +54,8 @@ impl SharedWeights {
 pub fn load_for_cuda(decode_graph: &Path) -> Result<SharedWeights> {
     // The device copies below run through ORT, which needs its environment first.
     crate::runtime::init_ort()?;
-    let refs = initializers(decode_graph).with_context(|| format!("reading the initializers of {}", decode_graph.display()))?;
+    let refs = initializers(decode_graph)
+        .with_context(|| format!("reading the initializers of {}", decode_graph.display()))?;
     let mut out = Vec::new();
     for r in refs {
         if ![1, 10, 16].contains(&r.data_type) {
@@ -73,15 +75,20 @@ pub fn load_for_cuda(decode_graph: &Path) -> Result<SharedWeights> {
     Ok(SharedWeights(out))
 }
 
-fn shared<T: PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug + 'static>(r: &InitializerRef, bytes: &[u8]) -> Result<SharedWeight> {
+fn shared<T: PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug + 'static>(
+    r: &InitializerRef,
+    bytes: &[u8],
+) -> Result<SharedWeight> {
     let err = |what: &str, e: ort::Error| anyhow!("initializer '{}': {what}: {e}", r.name);
     let host = Tensor::from_array((r.dims.clone(), collect::<T>(bytes))).map_err(|e| err("host tensor", e))?;
     let mut owner = host.to(AllocationDevice::CUDA, 0).map_err(|e| err("copying to the device", e))?;
-    let info = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default).map_err(|e| err("memory info", e))?;
+    let info = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)
+        .map_err(|e| err("memory info", e))?;
     // SAFETY: the pointer is `owner`'s device buffer of exactly this shape and type, and `owner`
     // is kept beside the view for as long as the view lives.
     let view: TensorRefMut<'static, T> =
-        unsafe { TensorRefMut::from_raw(info, owner.data_ptr_mut(), Shape::new(r.dims.clone())) }.map_err(|e| err("device view", e))?;
+        unsafe { TensorRefMut::from_raw(info, owner.data_ptr_mut(), Shape::new(r.dims.clone())) }
+            .map_err(|e| err("device view", e))?;
     let name = CString::new(r.name.clone()).map_err(|_| anyhow!("initializer name {:?} has a NUL byte", r.name))?;
     Ok(SharedWeight { name, view: view.ptr(), _owner: Box::new(owner), _view: Box::new(view) })
 }
@@ -103,10 +110,14 @@ fn read(r: &InitializerRef) -> Result<Vec<u8>> {
     let bytes = match &r.data {
         InitializerData::Inline(b) => b.clone(),
         InitializerData::External { path, offset, length } => {
-            let mut f = File::open(path).with_context(|| format!("initializer '{}': opening {}", r.name, path.display()))?;
-            f.seek(SeekFrom::Start(*offset)).with_context(|| format!("initializer '{}': seeking {}", r.name, path.display()))?;
+            let mut f =
+                File::open(path).with_context(|| format!("initializer '{}': opening {}", r.name, path.display()))?;
+            f.seek(SeekFrom::Start(*offset))
+                .with_context(|| format!("initializer '{}': seeking {}", r.name, path.display()))?;
             let mut b = vec![0u8; *length as usize];
-            f.read_exact(&mut b).with_context(|| format!("initializer '{}': reading {} bytes at {offset} of {}", r.name, length, path.display()))?;
+            f.read_exact(&mut b).with_context(|| {
+                format!("initializer '{}': reading {} bytes at {offset} of {}", r.name, length, path.display())
+            })?;
             b
         }
     };

@@ -16,7 +16,9 @@ pub struct IoDesc {
 impl IoDesc {
     fn from_ort(name: &str, ty: &ValueType) -> IoDesc {
         match ty {
-            ValueType::Tensor { ty, shape, .. } => IoDesc { name: name.to_string(), ty: Some(*ty), shape: shape.iter().copied().collect() },
+            ValueType::Tensor { ty, shape, .. } => {
+                IoDesc { name: name.to_string(), ty: Some(*ty), shape: shape.iter().copied().collect() }
+            }
             _ => IoDesc { name: name.to_string(), ty: None, shape: vec![] },
         }
     }
@@ -65,7 +67,8 @@ impl ModelSignature {
         if ids.ty != Some(TensorElementType::Int64) || ids.shape.len() != 2 {
             bail!("input 'input_ids' must be int64 [batch, seqlen], the model has {:?} {:?}", ids.ty, ids.shape);
         }
-        let layers = inputs.iter().filter(|d| d.name.starts_with("conv_state.") || d.name.starts_with("ssm_state.")).count();
+        let layers =
+            inputs.iter().filter(|d| d.name.starts_with("conv_state.") || d.name.starts_with("ssm_state.")).count();
         if layers == 0 {
             bail!(
                 "the model has no state inputs (conv_state.{{i}}, ssm_state.{{i}}), so it cannot carry a sequence from one step \
@@ -86,17 +89,27 @@ impl ModelSignature {
                     bail!("the model has {layers} layers of state inputs but no '{input}' (inputs: {})", names(inputs));
                 };
                 let Some(o) = find(outputs, &output) else {
-                    bail!("the model has a state input '{input}' but no output '{output}' (outputs: {})", names(outputs));
+                    bail!(
+                        "the model has a state input '{input}' but no output '{output}' (outputs: {})",
+                        names(outputs)
+                    );
                 };
                 let ty = match d.ty {
-                    Some(t @ (TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Bfloat16)) => t,
+                    Some(
+                        t @ (TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Bfloat16),
+                    ) => t,
                     t => bail!("state input '{input}' has element type {t:?}; expected float32, float16 or bfloat16"),
                 };
                 if d.shape.len() != 3 || d.shape[1..].iter().any(|&x| x <= 0) {
                     bail!("state input '{input}' must be [batch, channels, width] with static channels and width, the model has {:?}", d.shape);
                 }
                 if o.ty != d.ty || o.shape[1..] != d.shape[1..] {
-                    bail!("state output '{output}' ({:?} {:?}) does not match its input '{input}' ({ty:?} {:?})", o.ty, o.shape, d.shape);
+                    bail!(
+                        "state output '{output}' ({:?} {:?}) does not match its input '{input}' ({ty:?} {:?})",
+                        o.ty,
+                        o.shape,
+                        d.shape
+                    );
                 }
                 states.push(StateSpec { input, output, ty, dims: d.shape[1..].iter().map(|&x| x as usize).collect() });
             }
@@ -120,7 +133,10 @@ impl ModelSignature {
     pub fn check_ids(&self, ids: &[i64], what: &str) -> Result<()> {
         if let Some(&bad) = ids.iter().find(|&&t| t < 0 || self.vocab.is_some_and(|v| t as usize >= v)) {
             match self.vocab {
-                Some(v) => bail!("{what}: token id {bad} is out of range: the model's vocabulary has {v} entries (ids 0..={})", v - 1),
+                Some(v) => bail!(
+                    "{what}: token id {bad} is out of range: the model's vocabulary has {v} entries (ids 0..={})",
+                    v - 1
+                ),
                 None => bail!("{what}: token id {bad} is negative"),
             }
         }

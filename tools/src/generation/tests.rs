@@ -38,7 +38,9 @@ fn ops_lib() -> PathBuf {
             }
         }
     });
-    let lib = std::env::var_os("MAMBAC_OPS_LIB").map(PathBuf::from).unwrap_or_else(|| root().join("target/release/libmambac_ops.so"));
+    let lib = std::env::var_os("MAMBAC_OPS_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/libmambac_ops.so"));
     assert!(lib.is_file(), "{} not found: build it (cargo build --release) or set MAMBAC_OPS_LIB", lib.display());
     lib
 }
@@ -47,7 +49,16 @@ fn ops_lib() -> PathBuf {
 fn export(fixture: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{fixture}.onnx"));
     let ckpt = root().join("testdata").join(fixture);
-    let cli = crate::Cli::try_parse_from(["mambac", "export", ckpt.to_str().unwrap(), "-o", out.to_str().unwrap(), "--stateful", "-q"]).unwrap();
+    let cli = crate::Cli::try_parse_from([
+        "mambac",
+        "export",
+        ckpt.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--stateful",
+        "-q",
+    ])
+    .unwrap();
     let crate::Command::Export(args) = cli.command else { unreachable!("parsed an export") };
     crate::cmd::export::main(args).expect("export");
     out
@@ -55,7 +66,8 @@ fn export(fixture: &str, dir: &Path) -> PathBuf {
 
 fn session(model: &Path) -> StatefulSession {
     let lib = ops_lib();
-    let s = open_session(model, &SessionOptions { ops_lib: Some(lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
+    let s =
+        open_session(model, &SessionOptions { ops_lib: Some(lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
     StatefulSession::new(s, Ep::Cpu, false).expect("stateful model")
 }
 
@@ -108,7 +120,11 @@ impl Collected {
         let out: Vec<f64> = self.rows.concat();
         assert_eq!(out.len(), r.logits.len(), "collected logits for every position");
         let scale = r.logits.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        out.iter().zip(&r.logits).map(|(o, x)| if (o - x).is_nan() { f64::INFINITY } else { (o - x).abs() }).fold(0.0, f64::max) / scale
+        out.iter()
+            .zip(&r.logits)
+            .map(|(o, x)| if (o - x).is_nan() { f64::INFINITY } else { (o - x).abs() })
+            .fold(0.0, f64::max)
+            / scale
     }
 }
 
@@ -168,7 +184,10 @@ fn prompts_prefilled_alone_then_decoded_as_a_batch_reproduce_reference_logits() 
         // The shortcut generate takes (last position only) agrees with the full logits.
         let last = prefill(&mut s, &r.ids(b..b + 1, 0, len), Some(3)).unwrap();
         let want = logits.last(0);
-        assert!(last.iter().zip(want).all(|(a, w)| (a - w).abs() <= 1e-5 * w.abs().max(1.0)), "chunked prefill's last logits");
+        assert!(
+            last.iter().zip(want).all(|(a, w)| (a - w).abs() <= 1e-5 * w.abs().max(1.0)),
+            "chunked prefill's last logits"
+        );
         per_row.push(s.states_to_host().unwrap());
     }
     s.set_states(&stack_batch(&per_row).unwrap()).unwrap();
@@ -190,7 +209,11 @@ fn prompts_prefilled_alone_then_decoded_as_a_batch_reproduce_reference_logits() 
         .iter()
         .map(|t| {
             let n = t.bytes.len() / 2;
-            crate::tensor_io::HostTensor { dtype: t.dtype, shape: [&[1], &t.shape[1..]].concat(), bytes: t.bytes[n..].to_vec() }
+            crate::tensor_io::HostTensor {
+                dtype: t.dtype,
+                shape: [&[1], &t.shape[1..]].concat(),
+                bytes: t.bytes[n..].to_vec(),
+            }
         })
         .collect();
     s.set_states(&row1).unwrap();
@@ -220,8 +243,19 @@ fn a_decode_graph_attached_mid_sequence_keeps_the_states() {
     let r = Reference::load();
     let model = dir.path().join("dg.onnx");
     let ckpt = root().join("testdata/mamba-tiny-hf");
-    let args = ["mambac", "export", ckpt.to_str().unwrap(), "-o", model.to_str().unwrap(), "--stateful", "--decode-graph", "-q"];
-    let crate::Command::Export(a) = crate::Cli::try_parse_from(args).unwrap().command else { unreachable!("parsed an export") };
+    let args = [
+        "mambac",
+        "export",
+        ckpt.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--stateful",
+        "--decode-graph",
+        "-q",
+    ];
+    let crate::Command::Export(a) = crate::Cli::try_parse_from(args).unwrap().command else {
+        unreachable!("parsed an export")
+    };
     crate::cmd::export::main(a).expect("export");
     let mut s = session(&model);
     s.reset(r.batch).unwrap();
