@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set-up, release build, Rust tests, Python tests, then the
-# CUDA kernels compiled (not run: no GPU here) with pip's nvcc, and that CUDA-enabled library
-# checked to load and run on a machine without a GPU.
+# The test command (README, .ci/run): lint gates (rustfmt, clippy), set-up, release build, Rust
+# tests, Python tests, then the CUDA kernels compiled (not run: no GPU here) with pip's nvcc, and
+# that CUDA-enabled library checked to load and run on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Formatting first: it needs no build and fails in a second.
+cargo fmt --all --check
 ORT_DYLIB_PATH=$(tools/setup.sh | tail -n 1)
 export ORT_DYLIB_PATH
 export MAMBAC_OPS_LIB=$PWD/target/release/libmambac_ops.so
 export MAMBAC_BIN=$PWD/target/release/mambac
 # Release everywhere: the tests share the release build's artifacts (one compile, not two).
 cargo build --release --workspace
+cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
 .venv/bin/python -m pytest -q tests/python
 

@@ -42,10 +42,11 @@ pub fn selective_scan(p: &SelectiveScanInputs) -> (Vec<f64>, Vec<f64>) {
                 }
                 let u = p.u[i];
                 let bc = ((b * l + t) * g + grp) * n;
+                let (a_row, b_row, c_row) = (&p.a[d * n..][..n], &p.b[bc..][..n], &p.c[bc..][..n]);
                 let mut acc = 0.0;
-                for k in 0..n {
-                    h[k] = (dt * p.a[d * n + k]).exp() * h[k] + dt * p.b[bc + k] * u;
-                    acc += p.c[bc + k] * h[k];
+                for (k, hk) in h.iter_mut().enumerate() {
+                    *hk = (dt * a_row[k]).exp() * *hk + dt * b_row[k] * u;
+                    acc += c_row[k] * *hk;
                 }
                 if let Some(dd) = p.d {
                     acc += dd[d] * u;
