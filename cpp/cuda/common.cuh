@@ -73,7 +73,7 @@ __device__ __forceinline__ float tanh_approx(float x) {
 // (1 + tanh(x / 2)) / 2, so silu(x) = h + h tanh(h) with h = x / 2. tanh.approx is good to about
 // 2^-11, which bounds the error by |x| 2^-12: half a float16 ulp where silu(x) ~ x. Only for
 // 16-bit outputs of a kernel whose arithmetic, not its memory, sets the pace (CausalConv1d at
-// batch 1: BENCHMARKS.md).
+// batch 1: cpp/cuda/README.md, "CausalConv1d").
 __device__ __forceinline__ float silu_fast(float x) {
     const float h = 0.5f * x;
     return fmaf(h, tanh_approx(h), h);

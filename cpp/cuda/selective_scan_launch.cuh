@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "abi.h"
@@ -19,19 +20,28 @@ struct DeviceInfo {
 };
 
 inline DeviceInfo device_info() {
-    // Read once per device; the values cannot change while the process runs.
-    static DeviceInfo cache[64];
-    static bool known[64] = {};
+    // Read once per device; the values cannot change while the process runs. Two sessions may
+    // launch at once from different threads, so the cache is atomic: a racing first read stores
+    // the same values twice, and 0 (never a real count) means "not read yet".
+    static std::atomic<int> sms[64];
+    static std::atomic<int> max_smem[64];
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return DeviceInfo{};
-    if (!known[dev]) {
-        DeviceInfo info;
-        cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev);
-        cudaDeviceGetAttribute(&info.max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-        cache[dev] = info;
-        known[dev] = true;
+    DeviceInfo info;
+    const int known_sms = sms[dev].load(std::memory_order_acquire);
+    if (known_sms > 0) {
+        info.sms = known_sms;
+        info.max_smem = max_smem[dev].load(std::memory_order_relaxed);
+        return info;
     }
-    return cache[dev];
+    if (cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&info.max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+        info.sms <= 0) {
+        return DeviceInfo{};
+    }
+    max_smem[dev].store(info.max_smem, std::memory_order_relaxed);
+    sms[dev].store(info.sms, std::memory_order_release);
+    return info;
 }
 
 template <typename T, int KN, int LANES, int S, bool SPLIT, bool VEC, int CPT = 1>
@@ -95,7 +105,7 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
     if (w > 1 && !can_split) return cudaErrorInvalidValue;
     // Two channels a thread halve the shared-memory traffic per state but need twice the
     // registers: a win where the rows alone fill the GPU (no split), a loss in the split scan,
-    // whose decays already fill the register file (measured, BENCHMARKS.md).
+    // whose decays already fill the register file (measured: cpp/cuda/README.md, "Tried and rejected").
     if (cfg.cpt == 0 && WITH_CPT2 && vec && w == 1 && a.group_size % 2 == 0) {
         cpt = 2;
         chq = std::max(8, 32 * cpt / LANES);
@@ -202,7 +212,7 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     const bool vec = a.dim % V == 0 && a.dstate % V == 0 && aligned16(a.u) && aligned16(a.delta) &&
                      (!a.z || aligned16(a.z)) && aligned16(a.B) && aligned16(a.C) && aligned16(a.y);
     // Decode steps: the per-step kernel (no tiles, no split; selective_scan_step.cuh). Measured
-    // on the H200 against the tiled kernels (BENCHMARKS.md); cfg.step forces one or the other.
+    // on the H200 against the tiled kernels (cpp/cuda/README.md, "Decode steps"); cfg.step forces one or the other.
     const bool tiled_forced = cfg.lanes != 0 || cfg.ch != 0 || cfg.w != 0 || cfg.s != 0 || cfg.cpt != 0;
     if (cfg.step > 0 || (cfg.step == 0 && !tiled_forced && scan_step_wins(static_cast<long long>(a.batch) * a.dim, a.seqlen)))
         return launch_scan_step<T>(a, stream);
@@ -213,7 +223,7 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
         if (!ws_fits(a, vec) || (cfg.lanes != 0 && cfg.lanes != 4)) return cudaErrorInvalidValue;
         return launch_ws<T>(a, stream, -cfg.w, cfg.s, cfg.ch, dev.sms);
     }
-    // Default for small batches at dstate 16 (measured on the H200, BENCHMARKS.md): the warp split
+    // Default for small batches at dstate 16 (measured on the H200: cpp/cuda/README.md): the warp split
     // with S = 8, when its blocks fit in one wave; W = 8 sub-chunks a warp (256-thread blocks, two
     // a multiprocessor) where the rows are few, else W = 4 (128-thread blocks, five a
     // multiprocessor). Between that and the rows that fill the GPU alone, the block split stays.

@@ -336,7 +336,7 @@ inline bool ws_fits(const ScanArgs& a, bool vec) {
 // ch: channels a block, 8 or (W = 8, S = 8 only) 4; 0 = the one that loads the busiest
 // multiprocessor least. With 8-channel blocks of 8 warps, dim 1536 at batch 1 is 192 blocks on
 // 132 multiprocessors: 60 of them run 16 warps while the rest run 8. 4-channel blocks of 4 warps
-// spread the same 1536 warps 12 or 8 a multiprocessor (measured 3-4% faster, BENCHMARKS.md).
+// spread the same 1536 warps 12 or 8 a multiprocessor (measured 3-4% faster: cpp/cuda/README.md).
 inline int ws_channels(const ScanArgs& a, int w, int s, int sms) {
     if (w != 8 || s != 8) return 8;
     const long long rows = static_cast<long long>(a.batch) * a.dim;
