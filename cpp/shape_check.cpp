@@ -1,6 +1,7 @@
 // The shape and type checks of DESIGN.md's fused ops; see mambac/shape_check.h.
 #include "mambac/shape_check.h"
 
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -223,6 +224,103 @@ CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {
   p.width = static_cast<size_t>(width);
   p.elem = elem_of(t);
   p.silu = true;
+  return p;
+}
+
+MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs) {
+  enum {
+    CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, IN_PROJ_BIAS, CONV_WEIGHT, CONV_BIAS,
+    X_PROJ_WEIGHT, DT_PROJ_WEIGHT, DT_BIAS, A, D, OUT_PROJ_WEIGHT, OUT_PROJ_BIAS
+  };
+  static const char* const names[kMambaLayerStepInputs] = {
+      "conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias", "conv_weight",
+      "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D", "out_proj_weight", "out_proj_bias"};
+  Checker ck("MambaLayerStep", inputs, names, kMambaLayerStepInputs);
+
+  for (size_t i : {CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, CONV_WEIGHT, X_PROJ_WEIGHT,
+                   DT_PROJ_WEIGHT, A, OUT_PROJ_WEIGHT})
+    ck.require(i);
+
+  // The sizes come from the inputs that define them (conv_state: batch, inner, width; ssm_state:
+  // dstate; residual: hidden; dt_proj_weight: dt_rank); every other input is checked against them.
+  const int32_t t = ck.float_type(CONV_STATE);
+  ck.shape_is(CONV_STATE, {"batch", "inner", "width - 1"}, "");
+  const int64_t batch = ck.at(CONV_STATE).dims[0], inner = ck.at(CONV_STATE).dims[1];
+  const int64_t width = ck.at(CONV_STATE).dims[2] + 1;
+  if (inner < 1) ck.shape_fail(CONV_STATE, {"batch", "inner", "width - 1"}, " with inner >= 1");
+  // The kernels index with 32-bit ints, and the expected sizes below (2 * inner, ...) must not
+  // overflow even for an empty batch with absurd dims.
+  const auto fits_int = [&](size_t i, int64_t v, const char* what) {
+    if (v > INT32_MAX) ck.fail("input " + ck.name(i) + " gives " + what + " = " + std::to_string(v) + ", more than 2^31 - 1");
+  };
+  fits_int(CONV_STATE, batch, "batch");
+  fits_int(CONV_STATE, inner, "inner");
+  fits_int(CONV_STATE, width, "width");
+  const char* same_as_conv_state = " (same as 'conv_state')";
+  const char* state_dims = " ([batch, inner] from 'conv_state')";
+
+  ck.type_is(SSM_STATE, kOnnxFloat, "");
+  ck.shape_is(SSM_STATE, {batch, inner, "dstate"}, state_dims);
+  const int64_t dstate = ck.at(SSM_STATE).dims[2];
+  if (dstate < 1) ck.shape_fail(SSM_STATE, {batch, inner, "dstate"}, " with dstate >= 1");
+  fits_int(SSM_STATE, dstate, "dstate");
+
+  ck.type_is(RESIDUAL, kOnnxFloat, "");
+  ck.shape_is(RESIDUAL, {batch, 1, "hidden"}, " (one token a sequence; batch from 'conv_state')");
+  const int64_t hidden = ck.at(RESIDUAL).dims[2];
+  if (hidden < 1) ck.shape_fail(RESIDUAL, {batch, 1, "hidden"}, " with hidden >= 1");
+  fits_int(RESIDUAL, hidden, "hidden");
+  const std::string hidden_from = " (hidden from 'residual')";
+
+  ck.type_is(NORM_WEIGHT, kOnnxFloat, "");
+  ck.shape_is(NORM_WEIGHT, {hidden}, hidden_from);
+  ck.type_is(IN_PROJ_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(IN_PROJ_WEIGHT, {hidden, 2 * inner}, " ([hidden, 2 * inner])");
+  ck.type_is(CONV_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(CONV_WEIGHT, {inner, width}, " ([inner, width] from 'conv_state')");
+
+  ck.type_is(DT_PROJ_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(DT_PROJ_WEIGHT, {"dt_rank", inner}, " (inner from 'conv_state')");
+  const int64_t dt_rank = ck.at(DT_PROJ_WEIGHT).dims[0];
+  if (dt_rank < 1) ck.shape_fail(DT_PROJ_WEIGHT, {"dt_rank", inner}, " with dt_rank >= 1");
+  fits_int(DT_PROJ_WEIGHT, dt_rank, "dt_rank");
+  ck.type_is(X_PROJ_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(X_PROJ_WEIGHT, {inner, dt_rank + 2 * dstate},
+              " ([inner, dt_rank + 2 * dstate] = [" + std::to_string(inner) + ", " + std::to_string(dt_rank) +
+                  " + 2 * " + std::to_string(dstate) + "])");
+
+  ck.type_is(A, kOnnxFloat, "");
+  ck.shape_is(A, {inner, dstate}, " ([inner, dstate] from the states)");
+  ck.type_is(OUT_PROJ_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(OUT_PROJ_WEIGHT, {inner, hidden}, " ([inner, hidden])");
+
+  if (ck.present(IN_PROJ_BIAS)) {
+    ck.type_is(IN_PROJ_BIAS, t, same_as_conv_state);
+    ck.shape_is(IN_PROJ_BIAS, {2 * inner}, " ([2 * inner])");
+  }
+  if (ck.present(CONV_BIAS)) {
+    ck.type_is(CONV_BIAS, t, same_as_conv_state);
+    ck.shape_is(CONV_BIAS, {inner}, " (inner from 'conv_state')");
+  }
+  for (size_t i : {DT_BIAS, D}) {
+    if (ck.present(i)) {
+      ck.type_is(i, kOnnxFloat, "");
+      ck.shape_is(i, {inner}, " (inner from 'conv_state')");
+    }
+  }
+  if (ck.present(OUT_PROJ_BIAS)) {
+    ck.type_is(OUT_PROJ_BIAS, t, same_as_conv_state);
+    ck.shape_is(OUT_PROJ_BIAS, {hidden}, hidden_from);
+  }
+
+  MambaLayerStepParams p{};
+  p.batch = static_cast<size_t>(batch);
+  p.hidden = static_cast<size_t>(hidden);
+  p.inner = static_cast<size_t>(inner);
+  p.dstate = static_cast<size_t>(dstate);
+  p.dt_rank = static_cast<size_t>(dt_rank);
+  p.width = static_cast<size_t>(width);
+  p.elem = elem_of(t);
   return p;
 }
 

@@ -358,15 +358,13 @@ inline int pick_k_tile(int K, int col_blocks, int batch_chunks, int sms, int per
 
 inline bool aligned16(const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15u) == 0; }
 
-DecodeTuning g_tuning;  // harness override; zeros = the defaults below
-
 template <typename T, int V, int BB, int RPP, int MODE>
 cudaError_t launch_gemv_v(const DecodeLayerParams& p, GemvArgs g, cudaStream_t s, int sms) {
     const int col_blocks = (g.N + 32 * V - 1) / (32 * V);
     const int chunks = (p.batch + BB - 1) / BB;
     // Defaults measured on the H200 (tools/gpu/decode_layer_check.py; cpp/cuda/README.md, "Decode steps").
-    const int per_sm = g_tuning.blocks_per_sm > 0 ? g_tuning.blocks_per_sm : (BB >= 4 ? 2 : 6);
-    const int kt_max = g_tuning.k_tile_max > 0 ? std::min(g_tuning.k_tile_max, kKTileMax) : (BB >= 4 ? 512 : 256);
+    const int per_sm = p.tuning.blocks_per_sm > 0 ? p.tuning.blocks_per_sm : (BB >= 4 ? 2 : 6);
+    const int kt_max = p.tuning.k_tile_max > 0 ? std::min(p.tuning.k_tile_max, kKTileMax) : (BB >= 4 ? 512 : 256);
     g.k_tile = pick_k_tile(g.K, col_blocks, chunks, sms, per_sm, kt_max);
     const dim3 grid(col_blocks, (g.K + g.k_tile - 1) / g.k_tile, chunks);
     if (grid.z > 65535 || grid.y > 65535) return cudaErrorInvalidValue;
@@ -377,7 +375,7 @@ cudaError_t launch_gemv_v(const DecodeLayerParams& p, GemvArgs g, cudaStream_t s
 template <typename T, int V, int BB, int MODE>
 cudaError_t launch_gemv_rpp(const DecodeLayerParams& p, const GemvArgs& g, cudaStream_t s, int sms) {
     if constexpr (BB == 1) {
-        const int rpp = g_tuning.rows_per_pass > 0 ? g_tuning.rows_per_pass : 4;
+        const int rpp = p.tuning.rows_per_pass > 0 ? p.tuning.rows_per_pass : 4;
         if (rpp == 4) return launch_gemv_v<T, V, BB, 4, MODE>(p, g, s, sms);
         if (rpp == 16) return launch_gemv_v<T, V, BB, 16, MODE>(p, g, s, sms);
     }
@@ -430,16 +428,59 @@ cudaError_t launch_typed(const DecodeLayerParams& p, cudaStream_t s) {
 }  // namespace
 }  // namespace detail
 
-void decode_layer_set_tuning(const DecodeTuning& t) { detail::g_tuning = t; }
+namespace {
 
-size_t decode_layer_scratch_bytes(const DecodeLayerParams& p) {
-    if (p.batch <= 0 || p.inner <= 0) return 0;
+// The ABI struct as the kernels take it; false if a size does not fit their 32-bit ints (the
+// shape check already refuses those).
+bool kernel_params(const MambaLayerStepParams& a, const DecodeTuning& tuning, DecodeLayerParams* k) {
+    for (size_t v : {a.batch, a.hidden, a.inner, a.dstate, a.dt_rank, a.width})
+        if (v > 0x7fffffff) return false;
+    k->elem = static_cast<int>(a.elem);
+    k->batch = static_cast<int>(a.batch);
+    k->hidden = static_cast<int>(a.hidden);
+    k->inner = static_cast<int>(a.inner);
+    k->dstate = static_cast<int>(a.dstate);
+    k->dt_rank = static_cast<int>(a.dt_rank);
+    k->width = static_cast<int>(a.width);
+    k->eps = a.eps;
+    const auto cptr = [](size_t v) { return reinterpret_cast<const void*>(v); };
+    const auto mptr = [](size_t v) { return reinterpret_cast<void*>(v); };
+    k->residual_in = static_cast<const float*>(cptr(a.residual_in));
+    k->residual_out = static_cast<float*>(mptr(a.residual_out));
+    k->conv_state_in = cptr(a.conv_state_in);
+    k->conv_state_out = mptr(a.conv_state_out);
+    k->ssm_state_in = static_cast<const float*>(cptr(a.ssm_state_in));
+    k->ssm_state_out = static_cast<float*>(mptr(a.ssm_state_out));
+    k->norm_w = static_cast<const float*>(cptr(a.norm_weight));
+    k->in_proj_t = cptr(a.in_proj_weight);
+    k->in_proj_b = cptr(a.in_proj_bias);
+    k->conv_w = cptr(a.conv_weight);
+    k->conv_b = cptr(a.conv_bias);
+    k->x_proj_t = cptr(a.x_proj_weight);
+    k->dt_proj_t = cptr(a.dt_proj_weight);
+    k->dt_bias = static_cast<const float*>(cptr(a.dt_bias));
+    k->A = static_cast<const float*>(cptr(a.a));
+    k->D = static_cast<const float*>(cptr(a.d));
+    k->out_proj_t = cptr(a.out_proj_weight);
+    k->out_proj_b = cptr(a.out_proj_bias);
+    k->scratch = mptr(a.scratch);
+    k->tuning = tuning;
+    return true;
+}
+
+}  // namespace
+
+size_t decode_layer_scratch_bytes(const MambaLayerStepParams& a) {
+    DecodeLayerParams p{};
+    if (!kernel_params(a, DecodeTuning{}, &p) || p.batch <= 0 || p.inner <= 0) return 0;
     return detail::scratch_layout(p).total * sizeof(float);
 }
 
-cudaError_t decode_layer(const DecodeLayerParams& p, cudaStream_t stream) {
+cudaError_t decode_layer(const MambaLayerStepParams& a, cudaStream_t stream, const DecodeTuning& tuning) {
+    DecodeLayerParams p{};
+    if (!kernel_params(a, tuning, &p)) return cudaErrorInvalidValue;
     if (p.batch == 0) return cudaSuccess;
-    if (p.batch < 0 || p.batch > 65535 || p.hidden <= 0 || p.inner <= 0 || p.dstate <= 0 || p.dt_rank <= 0 ||
+    if (p.batch > 65535 || p.hidden <= 0 || p.inner <= 0 || p.dstate <= 0 || p.dt_rank <= 0 ||
         p.width < 1 || !p.residual_in || !p.residual_out || !p.ssm_state_in || !p.ssm_state_out ||
         !p.norm_w || !p.in_proj_t || !p.conv_w || !p.x_proj_t || !p.dt_proj_t || !p.A || !p.out_proj_t ||
         !p.scratch || (p.width > 1 && (!p.conv_state_in || !p.conv_state_out)))

@@ -4,7 +4,7 @@
 //
 // Why: a decode step of the unfused graph is ~14 kernels a layer (903 for the 2.8b shape), and
 // at batch 1 each is a few microseconds of launch-bound work; the step is bound by their count,
-// not by the weight bytes (tools/gpu/decode_probe.py, BENCHMARKS.md). This path reads every
+// not by the weight bytes (tools/gpu/decode_probe.py; cpp/cuda/README.md, "Decode steps"). This path reads every
 // weight once with split-K GEMVs sized to fill the GPU and keeps the small per-channel work
 // inside those kernels' prologues.
 //
@@ -15,10 +15,30 @@
 #include <cstddef>
 #include <cuda_runtime.h>
 
+#include "abi.h"
+
 namespace mambac::cuda {
 
-// Element codes as ElemType of the kernel ABI: 0 float32, 1 float16, 2 bfloat16. T below is that
-// type; states, norm weight, A, D and dt bias are float32 (DESIGN.md's op contract).
+// Work split of the GEMVs (0 = the default): 16-byte loads a thread keeps in flight (4, 8 or 16;
+// batch 1 only), the longest K tile (rows, <= 512), and the blocks a multiprocessor the K tiles
+// are sized for. Only the benchmark harness (harness_api.cu) sets it.
+struct DecodeTuning {
+    int rows_per_pass = 0;
+    int k_tile_max = 0;
+    int blocks_per_sm = 0;
+};
+
+// Bytes of device scratch the step needs (float32 accumulators and activations).
+size_t decode_layer_scratch_bytes(const MambaLayerStepParams& p);
+
+// Queues the step on `stream`: cudaSuccess, cudaErrorInvalidValue for a shape or pointer it does
+// not take (the message is the caller's to write), or the launch error. `p` has passed
+// check_mamba_layer_step (cpp/shape_check.cpp) and has its `scratch` set.
+cudaError_t decode_layer(const MambaLayerStepParams& p, cudaStream_t stream, const DecodeTuning& tuning = {});
+
+// The kernels' view of the params: 32-bit sizes and typed pointers, made from the ABI struct by
+// decode_layer(). Element codes as ElemType: 0 float32, 1 float16, 2 bfloat16; T below is that
+// type; states, norm weight, A, D and dt bias are float32 (docs/op-contract.md).
 struct DecodeLayerParams {
     int elem;
     int batch, hidden, inner, dstate, dt_rank, width;
@@ -41,24 +61,10 @@ struct DecodeLayerParams {
     const float* D;             // [I], nullable
     const void* out_proj_t;     // [I, H] T
     const void* out_proj_b;     // [H] T, nullable
-    void* scratch;              // decode_layer_scratch_bytes(*this) bytes, 16-byte aligned
+    void* scratch;              // decode_layer_scratch_bytes bytes, 16-byte aligned
+    DecodeTuning tuning;
 };
 
-// Bytes of device scratch the step needs (float32 accumulators and activations).
-size_t decode_layer_scratch_bytes(const DecodeLayerParams& p);
 
-// Queues the step on `stream`: cudaSuccess, cudaErrorInvalidValue for a shape or pointer it does
-// not take (the message is the caller's to write), or the launch error.
-cudaError_t decode_layer(const DecodeLayerParams& p, cudaStream_t stream);
-
-// Work split of the GEMVs, for the benchmark harness (0 = the default): 16-byte loads a thread
-// keeps in flight (4, 8 or 16; batch 1 only), the longest K tile (rows, <= 512), and the blocks a
-// multiprocessor the K tiles are sized for. Process-wide; not for concurrent use.
-struct DecodeTuning {
-    int rows_per_pass = 0;
-    int k_tile_max = 0;
-    int blocks_per_sm = 0;
-};
-void decode_layer_set_tuning(const DecodeTuning& t);
 
 }  // namespace mambac::cuda

@@ -68,6 +68,55 @@ pub mod ffi {
         final_state: usize,
     }
 
+    /// MambaLayerStep (custom-ops/src/layer_step.rs has its equations): one layer's decode step,
+    /// one token a sequence. Every pointer is the address of a contiguous buffer; 0 = absent.
+    ///
+    ///   residual_in, residual_out        [batch, 1, hidden]          f32
+    ///   conv_state_in, conv_state_out    [batch, inner, width - 1]   T
+    ///   ssm_state_in, ssm_state_out      [batch, inner, dstate]      f32
+    ///   norm_weight                      [hidden]                    f32
+    ///   in_proj_weight                   [hidden, 2 inner]           T   (stored [in, out])
+    ///   in_proj_bias                     [2 inner]                   T
+    ///   conv_weight                      [inner, width]              T
+    ///   conv_bias                        [inner]                     T
+    ///   x_proj_weight                    [inner, dt_rank + 2 dstate] T
+    ///   dt_proj_weight                   [dt_rank, inner]            T
+    ///   dt_bias, d                       [inner]                     f32
+    ///   a                                [inner, dstate]             f32 (already negative)
+    ///   out_proj_weight                  [inner, hidden]             T
+    ///   out_proj_bias                    [hidden]                    T
+    ///   scratch                          the CUDA kernels' float32 work space
+    #[derive(Debug, Clone, Copy)]
+    struct MambaLayerStepParams {
+        batch: usize,
+        hidden: usize,
+        inner: usize,
+        dstate: usize,
+        dt_rank: usize,
+        width: usize,
+        elem: ElemType,
+        eps: f32,
+        residual_in: usize,
+        residual_out: usize,
+        conv_state_in: usize,
+        conv_state_out: usize,
+        ssm_state_in: usize,
+        ssm_state_out: usize,
+        norm_weight: usize,
+        in_proj_weight: usize,
+        in_proj_bias: usize,
+        conv_weight: usize,
+        conv_bias: usize,
+        x_proj_weight: usize,
+        dt_proj_weight: usize,
+        dt_bias: usize,
+        a: usize,
+        d: usize,
+        out_proj_weight: usize,
+        out_proj_bias: usize,
+        scratch: usize,
+    }
+
     /// One input as the shape checks see it: presence, ONNX element type code
     /// (`TensorProto.DataType`: 1 float, 10 float16, 16 bfloat16, ...) and dims. Dims past
     /// `MAX_RANK` are not stored; `rank` is always the true rank, so a rank error still reads right.
@@ -89,6 +138,8 @@ pub mod ffi {
         fn check_selective_scan(inputs: &[TensorDesc]) -> Result<SelectiveScanParams>;
         /// Same for CausalConv1d's 4 inputs.
         fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
+        /// Same for MambaLayerStep's 15 inputs (`layer_step::slot` order); `eps` is left 0.
+        fn check_mamba_layer_step(inputs: &[TensorDesc]) -> Result<MambaLayerStepParams>;
 
         /// Number of independent work items; run them in any order, on any threads.
         fn selective_scan_cpu_tasks(p: &SelectiveScanParams) -> usize;

@@ -26,11 +26,11 @@ use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo
 
 use crate::attributes::{attr_error, float_or};
 use crate::error::OpError;
+use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
-use crate::tensor::{input, output, Input};
+use crate::tensor::{input, output};
 
 const EPSILON: &CStr = c"epsilon";
-const F32: i32 = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT as i32;
 
 /// Input slots.
 pub mod slot {
@@ -73,41 +73,6 @@ pub struct MambaLayerStep {
     eps: f32,
 }
 
-/// The checked shape of a call and every buffer's address (0 = absent optional input). Field
-/// order and types match `DecodeLayerParams` of cpp/cuda/decode_layer.h, which the CUDA kernel
-/// receives as is once `elem` (here ONNX's element type code) is set to the kernel ABI's code.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct LayerStepParams {
-    pub elem: i32,
-    pub batch: i32,
-    pub hidden: i32,
-    pub inner: i32,
-    pub dstate: i32,
-    pub dt_rank: i32,
-    pub width: i32,
-    pub eps: f32,
-    pub residual_in: usize,
-    pub residual_out: usize,
-    pub conv_state_in: usize,
-    pub conv_state_out: usize,
-    pub ssm_state_in: usize,
-    pub ssm_state_out: usize,
-    pub norm_w: usize,
-    pub in_proj_t: usize,
-    pub in_proj_b: usize,
-    pub conv_w: usize,
-    pub conv_b: usize,
-    pub x_proj_t: usize,
-    pub dt_proj_t: usize,
-    pub dt_bias: usize,
-    pub a: usize,
-    pub d: usize,
-    pub out_proj_t: usize,
-    pub out_proj_b: usize,
-    pub scratch: usize,
-}
-
 impl Kernel for MambaLayerStep {
     const NAME: &'static CStr = c"MambaLayerStep";
     const OP: &'static str = "MambaLayerStep";
@@ -135,59 +100,16 @@ impl Kernel for MambaLayerStep {
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
         let p = self.params(ctx)?;
         match p.elem {
-            e if e == F32 => run_cpu::<f32>(&p),
-            e if e == Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 as i32 => run_cpu::<f16>(&p),
-            _ => run_cpu::<bf16>(&p),
+            ffi::ElemType::F16 => run_cpu::<f16>(&p),
+            ffi::ElemType::BF16 => run_cpu::<bf16>(&p),
+            _ => run_cpu::<f32>(&p),
         }
         Ok(())
     }
 }
 
-fn check_err(msg: String) -> OpError {
+fn check_err(msg: &str) -> OpError {
     OpError::Check(format!("MambaLayerStep: {msg}"))
-}
-
-fn elem_name(e: i32) -> &'static str {
-    match e {
-        1 => "float32",
-        10 => "float16",
-        16 => "bfloat16",
-        _ => "another type",
-    }
-}
-
-/// Checks one input against its expected element type and shape (`None` = any size, fixed
-/// below from another input).
-fn expect(inputs: &[Input], slot: usize, elem: i32, shape: &[usize]) -> Result<(), OpError> {
-    let d = &inputs[slot].desc;
-    let name = slot::NAMES[slot];
-    if !d.present {
-        return Err(check_err(format!("input '{name}' is missing")));
-    }
-    if d.elem != elem {
-        return Err(check_err(format!("input '{name}' is {}, expected {}", elem_name(d.elem), elem_name(elem))));
-    }
-    let dims: Vec<i64> = d.dims[..d.rank.min(8)].to_vec();
-    if d.rank != shape.len() || dims.iter().zip(shape).any(|(&a, &b)| a != b as i64) {
-        return Err(check_err(format!("input '{name}' has shape {dims:?}, expected {shape:?}")));
-    }
-    Ok(())
-}
-
-fn dim(inputs: &[Input], slot: usize, rank: usize, axis: usize) -> Result<usize, OpError> {
-    let d = &inputs[slot].desc;
-    let name = slot::NAMES[slot];
-    if !d.present {
-        return Err(check_err(format!("input '{name}' is missing")));
-    }
-    if d.rank != rank {
-        return Err(check_err(format!("input '{name}' has rank {}, expected {rank}", d.rank)));
-    }
-    let v = d.dims[axis];
-    if v < 0 {
-        return Err(check_err(format!("input '{name}' has a negative dimension")));
-    }
-    Ok(v as usize)
 }
 
 impl MambaLayerStep {
@@ -196,103 +118,38 @@ impl MambaLayerStep {
     ///
     /// # Safety
     /// `ctx` is the live kernel context of the current compute call.
-    pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<LayerStepParams, OpError> {
+    pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::MambaLayerStepParams, OpError> {
         let op = Self::OP;
         let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
-        // Sizes from the inputs that define them, then every input checked against them.
-        let t = inputs[slot::CONV_STATE].desc.elem;
-        let b = dim(&inputs, slot::CONV_STATE, 3, 0)?;
-        let i = dim(&inputs, slot::CONV_STATE, 3, 1)?;
-        let k = dim(&inputs, slot::CONV_STATE, 3, 2)? + 1;
-        let n = dim(&inputs, slot::SSM_STATE, 3, 2)?;
-        let h = dim(&inputs, slot::RESIDUAL, 3, 2)?;
-        let e = dim(&inputs, slot::X_PROJ_WEIGHT, 2, 1)?;
-        let r = dim(&inputs, slot::DT_PROJ_WEIGHT, 2, 0)?;
-        if e != r + 2 * n {
-            return Err(check_err(format!(
-                "input 'x_proj_weight' has {e} outputs, expected dt_rank + 2 * dstate = {r} + 2 * {n}"
-            )));
-        }
-        if n == 0 || r == 0 || i == 0 || h == 0 {
-            return Err(check_err(format!("empty dimension (hidden {h}, inner {i}, dstate {n}, dt_rank {r})")));
-        }
-        expect(&inputs, slot::CONV_STATE, t, &[b, i, k - 1])?;
-        if ![
-            F32,
-            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 as i32,
-            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 as i32,
-        ]
-        .contains(&t)
-        {
-            return Err(check_err(format!(
-                "input 'conv_state' is {}, expected float32, float16 or bfloat16",
-                elem_name(t)
-            )));
-        }
-        expect(&inputs, slot::SSM_STATE, F32, &[b, i, n])?;
-        expect(&inputs, slot::RESIDUAL, F32, &[b, 1, h])?;
-        expect(&inputs, slot::NORM_WEIGHT, F32, &[h])?;
-        expect(&inputs, slot::IN_PROJ_WEIGHT, t, &[h, 2 * i])?;
-        expect(&inputs, slot::CONV_WEIGHT, t, &[i, k])?;
-        expect(&inputs, slot::X_PROJ_WEIGHT, t, &[i, e])?;
-        expect(&inputs, slot::DT_PROJ_WEIGHT, t, &[r, i])?;
-        expect(&inputs, slot::A, F32, &[i, n])?;
-        expect(&inputs, slot::OUT_PROJ_WEIGHT, t, &[i, h])?;
-        for (s, elem, shape) in [
-            (slot::IN_PROJ_BIAS, t, vec![2 * i]),
-            (slot::CONV_BIAS, t, vec![i]),
-            (slot::DT_BIAS, F32, vec![i]),
-            (slot::D, F32, vec![i]),
-            (slot::OUT_PROJ_BIAS, t, vec![h]),
-        ] {
-            if inputs[s].desc.present {
-                expect(&inputs, s, elem, &shape)?;
-            }
-        }
-        let too_big = |v: usize| v > i32::MAX as usize;
-        if [b, h, 2 * i, n, r, k].into_iter().any(too_big) {
-            return Err(check_err("a dimension exceeds 2^31 - 1".into()));
-        }
-        let mut p = LayerStepParams {
-            elem: t,
-            batch: b as i32,
-            hidden: h as i32,
-            inner: i as i32,
-            dstate: n as i32,
-            dt_rank: r as i32,
-            width: k as i32,
-            eps: self.eps,
-            residual_in: inputs[slot::RESIDUAL].addr,
-            residual_out: 0,
-            conv_state_in: inputs[slot::CONV_STATE].addr,
-            conv_state_out: 0,
-            ssm_state_in: inputs[slot::SSM_STATE].addr,
-            ssm_state_out: 0,
-            norm_w: inputs[slot::NORM_WEIGHT].addr,
-            in_proj_t: inputs[slot::IN_PROJ_WEIGHT].addr,
-            in_proj_b: inputs[slot::IN_PROJ_BIAS].addr,
-            conv_w: inputs[slot::CONV_WEIGHT].addr,
-            conv_b: inputs[slot::CONV_BIAS].addr,
-            x_proj_t: inputs[slot::X_PROJ_WEIGHT].addr,
-            dt_proj_t: inputs[slot::DT_PROJ_WEIGHT].addr,
-            dt_bias: inputs[slot::DT_BIAS].addr,
-            a: inputs[slot::A].addr,
-            d: inputs[slot::D].addr,
-            out_proj_t: inputs[slot::OUT_PROJ_WEIGHT].addr,
-            out_proj_b: inputs[slot::OUT_PROJ_BIAS].addr,
-            scratch: 0,
-        };
+        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let mut p = ffi::check_mamba_layer_step(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
+        let addr = |s: usize| inputs[s].addr;
+        p.eps = self.eps;
+        p.residual_in = addr(slot::RESIDUAL);
+        p.conv_state_in = addr(slot::CONV_STATE);
+        p.ssm_state_in = addr(slot::SSM_STATE);
+        p.norm_weight = addr(slot::NORM_WEIGHT);
+        p.in_proj_weight = addr(slot::IN_PROJ_WEIGHT);
+        p.in_proj_bias = addr(slot::IN_PROJ_BIAS);
+        p.conv_weight = addr(slot::CONV_WEIGHT);
+        p.conv_bias = addr(slot::CONV_BIAS);
+        p.x_proj_weight = addr(slot::X_PROJ_WEIGHT);
+        p.dt_proj_weight = addr(slot::DT_PROJ_WEIGHT);
+        p.dt_bias = addr(slot::DT_BIAS);
+        p.a = addr(slot::A);
+        p.d = addr(slot::D);
+        p.out_proj_weight = addr(slot::OUT_PROJ_WEIGHT);
+        p.out_proj_bias = addr(slot::OUT_PROJ_BIAS);
+        let (b, i, n, h, k1) = (p.batch, p.inner, p.dstate, p.hidden, p.width - 1);
         p.residual_out = output(ctx, 0, &[b, 1, h], op)?;
-        p.conv_state_out = output(ctx, 1, &[b, i, k - 1], op)?;
+        p.conv_state_out = output(ctx, 1, &[b, i, k1], op)?;
         p.ssm_state_out = output(ctx, 2, &[b, i, n], op)?;
-        if b > 0 && (p.conv_state_out == 0 && k > 1 || p.ssm_state_out == 0 || p.residual_out == 0) {
-            return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required".into()));
+        if b > 0 && (p.conv_state_out == 0 && k1 > 0 || p.ssm_state_out == 0 || p.residual_out == 0) {
+            return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required"));
         }
         // The kernels read a state while other threads write its update: in place is not allowed.
-        if b > 0 && (k > 1 && p.conv_state_out == p.conv_state_in || p.ssm_state_out == p.ssm_state_in) {
-            return Err(check_err(
-                "a state output is bound to its input's buffer; states cannot be updated in place".into(),
-            ));
+        if b > 0 && (k1 > 0 && p.conv_state_out == p.conv_state_in || p.ssm_state_out == p.ssm_state_in) {
+            return Err(check_err("a state output is bound to its input's buffer; states cannot be updated in place"));
         }
         Ok(p)
     }
@@ -371,15 +228,8 @@ fn gemv_rows<E: Elt>(x: &[f32], w: &[E], n: usize, out: &mut [f32]) {
 ///
 /// # Safety
 /// `p` comes from [`MambaLayerStep::params`] of the current compute call.
-unsafe fn run_cpu<E: Elt>(p: &LayerStepParams) {
-    let (bsz, h, i, n, r, k) = (
-        p.batch as usize,
-        p.hidden as usize,
-        p.inner as usize,
-        p.dstate as usize,
-        p.dt_rank as usize,
-        p.width as usize,
-    );
+unsafe fn run_cpu<E: Elt>(p: &ffi::MambaLayerStepParams) {
+    let (bsz, h, i, n, r, k) = (p.batch, p.hidden, p.inner, p.dstate, p.dt_rank, p.width);
     let e = r + 2 * n;
     let k1 = k - 1;
     let res_in = slice::<f32>(p.residual_in, bsz * h).unwrap_or(&[]);
@@ -388,18 +238,18 @@ unsafe fn run_cpu<E: Elt>(p: &LayerStepParams) {
     let conv_out = slice_mut::<E>(p.conv_state_out, bsz * i * k1);
     let ssm_in = slice::<f32>(p.ssm_state_in, bsz * i * n).unwrap_or(&[]);
     let ssm_out = slice_mut::<f32>(p.ssm_state_out, bsz * i * n);
-    let norm_w = slice::<f32>(p.norm_w, h).unwrap_or(&[]);
-    let w_in = slice::<E>(p.in_proj_t, h * 2 * i).unwrap_or(&[]);
-    let b_in = slice::<E>(p.in_proj_b, 2 * i);
-    let conv_w = slice::<E>(p.conv_w, i * k).unwrap_or(&[]);
-    let conv_b = slice::<E>(p.conv_b, i);
-    let w_x = slice::<E>(p.x_proj_t, i * e).unwrap_or(&[]);
-    let w_dt = slice::<E>(p.dt_proj_t, r * i).unwrap_or(&[]);
+    let norm_w = slice::<f32>(p.norm_weight, h).unwrap_or(&[]);
+    let w_in = slice::<E>(p.in_proj_weight, h * 2 * i).unwrap_or(&[]);
+    let b_in = slice::<E>(p.in_proj_bias, 2 * i);
+    let conv_w = slice::<E>(p.conv_weight, i * k).unwrap_or(&[]);
+    let conv_b = slice::<E>(p.conv_bias, i);
+    let w_x = slice::<E>(p.x_proj_weight, i * e).unwrap_or(&[]);
+    let w_dt = slice::<E>(p.dt_proj_weight, r * i).unwrap_or(&[]);
     let dt_bias = slice::<f32>(p.dt_bias, i);
     let a = slice::<f32>(p.a, i * n).unwrap_or(&[]);
     let dskip = slice::<f32>(p.d, i);
-    let w_out = slice::<E>(p.out_proj_t, i * h).unwrap_or(&[]);
-    let b_out = slice::<E>(p.out_proj_b, h);
+    let w_out = slice::<E>(p.out_proj_weight, i * h).unwrap_or(&[]);
+    let b_out = slice::<E>(p.out_proj_bias, h);
 
     let mut xn = vec![0f32; h];
     let mut xz = vec![0f32; 2 * i];

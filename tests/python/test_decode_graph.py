@@ -228,13 +228,13 @@ def test_op_runs_on_good_inputs():
 
 
 @pytest.mark.parametrize("name,shape,elem,message", [
-    ("residual", [B, 2, H], TensorProto.FLOAT, "input 'residual' has shape [2, 2, 8], expected [2, 1, 8]"),
-    ("ssm_state", [B, I, N], TensorProto.FLOAT16, "input 'ssm_state' is float16, expected float32"),
-    ("in_proj_weight", [H, I], TensorProto.FLOAT, "input 'in_proj_weight' has shape [8, 16], expected [8, 32]"),
-    ("x_proj_weight", [I, R + N], TensorProto.FLOAT, "input 'x_proj_weight' has 6 outputs, expected dt_rank + 2 * dstate = 2 + 2 * 4"),
-    ("A", [I, N + 1], TensorProto.FLOAT, "input 'A' has shape [16, 5], expected [16, 4]"),
-    ("D", [I + 1], TensorProto.FLOAT, "input 'D' has shape [17], expected [16]"),
-    ("conv_state", [B, I], TensorProto.FLOAT, "input 'conv_state' has rank 2, expected 3"),
+    ("residual", [B, 2, H], TensorProto.FLOAT, "input 'residual' has shape [2, 2, 8], expected [2, 1, hidden] (one token a sequence; batch from 'conv_state')"),
+    ("ssm_state", [B, I, N], TensorProto.FLOAT16, "input 'ssm_state' has element type float16, expected float32"),
+    ("in_proj_weight", [H, I], TensorProto.FLOAT, "input 'in_proj_weight' has shape [8, 16], expected [8, 32] ([hidden, 2 * inner])"),
+    ("x_proj_weight", [I, R + N], TensorProto.FLOAT, "input 'x_proj_weight' has shape [16, 6], expected [16, 10] ([inner, dt_rank + 2 * dstate] = [16, 2 + 2 * 4])"),
+    ("A", [I, N + 1], TensorProto.FLOAT, "input 'A' has shape [16, 5], expected [16, 4] ([inner, dstate] from the states)"),
+    ("D", [I + 1], TensorProto.FLOAT, "input 'D' has shape [17], expected [16] (inner from 'conv_state')"),
+    ("conv_state", [B, I], TensorProto.FLOAT, "input 'conv_state' has shape [2, 16], expected [batch, inner, width - 1]"),
 ])
 def test_op_names_the_broken_input(name, shape, elem, message):
     spec = dict(GOOD)

@@ -2,8 +2,8 @@
 """GPU conformance and speed of mambac's CUDA kernels, run on the H200 machine in one call.
 
 1. Loads the harness library (tools/gpu/build_harness.sh builds it from cpp/cuda with the same
-   flags as `cargo build --features cuda`) and checks that its view of the kernel ABI structs
-   matches this script's ctypes copy.
+   flags as `cargo build --features cuda`) and builds its ctypes view of the kernel ABI structs
+   from the layout the library reports.
 2. Conformance: every SelectiveScan and CausalConv1d variant of the op grid (float32, float16,
    bfloat16; every optional input and output; odd sizes; forced work splits) against a float64
    reference computed with torch, with DESIGN.md's tiers. Outputs are filled with NaN before each
@@ -38,26 +38,37 @@ def log(*a):
     LOG.append(s)
 
 
-# ---------------------------------------------------------------------------------------------
-# The kernel ABI (custom-ops/src/kernel_abi.rs), as ctypes.
-sz = ctypes.c_size_t
-
-
-class SSParams(ctypes.Structure):
-    _fields_ = [("batch", sz), ("seqlen", sz), ("dim", sz), ("dstate", sz), ("ngroups", sz),
-                ("elem", ctypes.c_uint8), ("delta_softplus", ctypes.c_bool),
-                ("u", sz), ("delta", sz), ("a", sz), ("b", sz), ("c", sz), ("d", sz), ("z", sz),
-                ("delta_bias", sz), ("initial_state", sz), ("y", sz), ("final_state", sz)]
-
-
-class CCParams(ctypes.Structure):
-    _fields_ = [("batch", sz), ("seqlen", sz), ("dim", sz), ("width", sz),
-                ("elem", ctypes.c_uint8), ("silu", ctypes.c_bool),
-                ("x", sz), ("weight", sz), ("bias", sz), ("initial_state", sz), ("y", sz),
-                ("final_state", sz)]
-
-
 lib = ctypes.CDLL(LIB_PATH)
+lib.mambac_harness_abi_layout.restype = ctypes.c_char_p
+lib.mambac_harness_abi_layout.argtypes = [ctypes.c_char_p]
+
+
+def abi_struct(name):
+    """The kernel ABI struct `name` (custom-ops/src/kernel_abi.rs) as ctypes, built from the layout
+    the library reports (harness_api.cu), so this script holds no copy of it. Sizes: 8 = size_t
+    (sizes and addresses), 4 = float (eps), 1 = the u8 element code or a bool."""
+    text = lib.mambac_harness_abi_layout(name.encode())
+    assert text, f"the harness library does not know {name}"
+    parts = [f.split(":") for f in text.decode().split(";")]
+    total = int(parts[-1][1])
+    kinds = {8: ctypes.c_size_t, 4: ctypes.c_float, 1: ctypes.c_uint8}
+    fields, at = [], 0
+    for i, (fname, off, size) in enumerate(parts[:-1]):
+        off, size = int(off), int(size)
+        if off > at:
+            fields.append((f"_pad{i}", ctypes.c_uint8 * (off - at)))
+        fields.append((fname, kinds[size]))
+        at = off + size
+    if total > at:
+        fields.append(("_pad_end", ctypes.c_uint8 * (total - at)))
+    struct = type(name, (ctypes.Structure,), {"_fields_": fields})
+    assert ctypes.sizeof(struct) == total, f"{name}: ctypes size {ctypes.sizeof(struct)} != {total}"
+    return struct
+
+
+SSParams = abi_struct("SelectiveScanParams")
+CCParams = abi_struct("CausalConv1dParams")
+sz = ctypes.c_size_t
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(SSParams), ctypes.c_void_p]
 # (lanes, ch, w, s, cpt, step): ScanConfig (cpp/cuda/selective_scan.h); 0 = automatic.
 SCAN_CFG_LEN = 6
@@ -73,11 +84,6 @@ def run_conv(p, cfg=None):
     return lib.mambac_cuda_causal_conv1d(ctypes.byref(p), stream()) if cfg is None else \
         lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (CONV_CFG_LEN - len(cfg))))
 lib.mambac_cuda_error_string.restype = ctypes.c_char_p
-layout = (sz * 8)()
-lib.mambac_cuda_abi_layout(layout)
-mine = [ctypes.sizeof(SSParams), SSParams.elem.offset, SSParams.u.offset, SSParams.final_state.offset,
-        ctypes.sizeof(CCParams), CCParams.elem.offset, CCParams.x.offset, CCParams.final_state.offset]
-assert list(layout) == mine, f"ABI drift: C++ {list(layout)} vs ctypes {mine}"
 
 DTYPES = {"f32": (torch.float32, 0), "f16": (torch.float16, 1), "bf16": (torch.bfloat16, 2)}
 TOL = {"f32": (1e-5, 1e-5), "f16": (3e-3, 5e-3), "bf16": (3e-2, 5e-2)}

@@ -28,21 +28,17 @@ ptr = cb.ptr
 vp = ctypes.c_void_p
 
 
-class DLParams(ctypes.Structure):
-    # cpp/cuda/decode_layer.h, DecodeLayerParams
-    _fields_ = [("elem", ctypes.c_int), ("batch", ctypes.c_int), ("hidden", ctypes.c_int),
-                ("inner", ctypes.c_int), ("dstate", ctypes.c_int), ("dt_rank", ctypes.c_int),
-                ("width", ctypes.c_int), ("eps", ctypes.c_float)] + \
-               [(n, vp) for n in ("residual_in", "residual_out", "conv_state_in", "conv_state_out",
-                                  "ssm_state_in", "ssm_state_out", "norm_w", "in_proj_t", "in_proj_b",
-                                  "conv_w", "conv_b", "x_proj_t", "dt_proj_t", "dt_bias", "A", "D",
-                                  "out_proj_t", "out_proj_b", "scratch")]
-
-
-lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(DLParams), vp]
-lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(DLParams)]
+# The kernel ABI's MambaLayerStepParams (custom-ops/src/kernel_abi.rs), from the library's layout.
+LSParams = cb.abi_struct("MambaLayerStepParams")
+lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(LSParams), vp]
+lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(LSParams)]
 lib.mambac_cuda_decode_layer_scratch_bytes.restype = ctypes.c_size_t
-lib.mambac_cuda_decode_layer_tune.argtypes = [ctypes.c_int] * 3
+lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(LSParams), vp] + [ctypes.c_int] * 3
+# This script's weight names -> the ABI struct's fields.
+FIELD = {"norm_w": "norm_weight", "in_proj_t": "in_proj_weight", "in_proj_b": "in_proj_bias",
+         "conv_w": "conv_weight", "conv_b": "conv_bias", "x_proj_t": "x_proj_weight",
+         "dt_proj_t": "dt_proj_weight", "dt_bias": "dt_bias", "A": "a", "D": "d",
+         "out_proj_t": "out_proj_weight", "out_proj_b": "out_proj_bias"}
 # (loads in flight a thread, longest K tile, blocks a multiprocessor) swept beside the default.
 SWEEP = {1: [(r, k, b) for r in (4, 8, 16) for k in (128, 256) for b in (4, 6, 8)],
          8: [(8, k, b) for k in (256, 512) for b in (1, 2, 3)]}
@@ -110,11 +106,11 @@ def reference(w, s, N, R):
 def params(w, s, outs, code, N, R, scratch):
     B, H = s["residual"].shape
     I, K = w["conv_w"].shape
-    return DLParams(elem=code, batch=B, hidden=H, inner=I, dstate=N, dt_rank=R, width=K, eps=EPS,
+    return LSParams(elem=code, batch=B, hidden=H, inner=I, dstate=N, dt_rank=R, width=K, eps=EPS,
                     residual_in=ptr(s["residual"]), residual_out=ptr(outs["residual"]),
                     conv_state_in=ptr(s["conv"]), conv_state_out=ptr(outs["conv"]),
                     ssm_state_in=ptr(s["ssm"]), ssm_state_out=ptr(outs["ssm"]),
-                    scratch=ptr(scratch), **{k: ptr(v) for k, v in w.items()})
+                    scratch=ptr(scratch), **{FIELD[k]: ptr(v) for k, v in w.items()})
 
 
 def run(w, s, code, N, R):
@@ -196,8 +192,11 @@ def bench():
         ps = [params(w, s, outs, code, N, R, scratch) for w in sets]
         k = [0]
 
+        tuning = [(0, 0, 0)]  # the GEMVs' work split (DecodeTuning); zeros = the defaults
+
         def step():
-            cb.check_rc(lib.mambac_cuda_decode_layer(ctypes.byref(ps[k[0] % len(ps)]), cb.stream()), "decode_layer")
+            rc = lib.mambac_cuda_decode_layer_tuned(ctypes.byref(ps[k[0] % len(ps)]), cb.stream(), *tuning[0])
+            cb.check_rc(rc, "decode_layer")
             k[0] += 1
 
         layer_us = cb.graph_time_us(step, per_graph=64)
@@ -205,9 +204,9 @@ def bench():
             kernel_profile(step)
         if os.environ.get("MAMBAC_SWEEP"):
             for t in SWEEP[B]:
-                lib.mambac_cuda_decode_layer_tune(*t)
+                tuning[0] = t
                 log(f"    batch {B} tuning {t}: {cb.graph_time_us(step, per_graph=64):.1f} us a layer")
-            lib.mambac_cuda_decode_layer_tune(0, 0, 0)
+            tuning[0] = (0, 0, 0)
         xb = torch.randn(B, H, device=dev).to(dt)
         lm_us = cb.graph_time_us(lambda: torch.nn.functional.linear(xb, lm), per_graph=8)
         step_ms = (64 * layer_us + lm_us) / 1e3

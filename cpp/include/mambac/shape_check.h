@@ -17,6 +17,7 @@ namespace mambac {
 struct TensorDesc;
 struct SelectiveScanParams;
 struct CausalConv1dParams;
+struct MambaLayerStepParams;
 
 // ONNX TensorProto.DataType codes the ops use.
 constexpr int32_t kOnnxFloat = 1;
@@ -25,9 +26,11 @@ constexpr int32_t kOnnxBFloat16 = 16;
 
 constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kCausalConv1dInputs = 4;
+constexpr size_t kMambaLayerStepInputs = 15;
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
+MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
 
 // "float32", "float16", ... for messages; "type code N" for codes it does not know.
 std::string onnx_type_name(int32_t code);

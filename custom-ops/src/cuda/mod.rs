@@ -15,7 +15,7 @@ use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo
 use crate::causal_conv1d::CausalConv1d;
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
-use crate::layer_step::{slot, LayerStepParams, MambaLayerStep};
+use crate::layer_step::{slot, MambaLayerStep};
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
 use crate::ort_api::{api, check};
 use crate::selective_scan::SelectiveScan;
@@ -24,8 +24,8 @@ extern "C" {
     // cpp/cuda/c_api.cu; each returns a cudaError_t (0 = success).
     fn mambac_cuda_selective_scan(p: *const ffi::SelectiveScanParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_causal_conv1d(p: *const ffi::CausalConv1dParams, stream: *mut c_void) -> c_int;
-    fn mambac_cuda_decode_layer(p: *const LayerStepParams, stream: *mut c_void) -> c_int;
-    fn mambac_cuda_decode_layer_scratch_bytes(p: *const LayerStepParams) -> usize;
+    fn mambac_cuda_decode_layer(p: *const ffi::MambaLayerStepParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_decode_layer_scratch_bytes(p: *const ffi::MambaLayerStepParams) -> usize;
     fn mambac_cuda_error_string(err: c_int) -> *const c_char;
 }
 
@@ -137,7 +137,7 @@ impl Kernel for CudaMambaLayerStep {
         }
         // The CUDA kernels' own limits (the CPU kernel has none): a grid dimension, and dt_low, B
         // and C in one block's shared memory.
-        let e = p.dt_rank as usize + 2 * p.dstate as usize;
+        let e = p.dt_rank + 2 * p.dstate;
         if p.batch > 65535 {
             return Err(OpError::Check(format!(
                 "MambaLayerStep: batch {} is more than the CUDA kernels take (65535)",
@@ -163,12 +163,6 @@ impl Kernel for CudaMambaLayerStep {
         let got = check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc");
         let result = got.and_then(|()| {
             p.scratch = scratch as usize;
-            // The launcher takes the kernel ABI's element codes (0, 1, 2), not ONNX's.
-            p.elem = match p.elem {
-                10 => 1,
-                16 => 2,
-                _ => 0,
-            };
             launch_result(mambac_cuda_decode_layer(&p, stream), op)
         });
         if !scratch.is_null() {
