@@ -54,10 +54,12 @@ pub enum EmitError {
     TooLargeInline { bytes: u64 },
     #[error("graph output '{0}' is a graph input or a constant; ONNX outputs must be produced by a node")]
     OutputNotProduced(String),
-    #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: protobuf::Error },
+    // `error`, not `source`: the message already holds the cause, which a `{:#}` chain would
+    // print a second time.
+    #[error("cannot write {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: protobuf::Error },
     #[error("cannot serialise the model: {0}")]
     Protobuf(#[from] protobuf::Error),
     #[error(transparent)]
@@ -81,7 +83,7 @@ pub fn emit_onnx(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<EmitReport, EmitError> {
-    let io = |source| EmitError::Io { path: path.to_path_buf(), source };
+    let io = |error| EmitError::Io { path: path.to_path_buf(), error };
     let g = vg.graph;
     let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new(), helper_count: 0 };
     e.graph.name = "mamba".into();
@@ -122,9 +124,9 @@ pub fn emit_onnx(
                 let mut t = tensor(&c.name, c.elem, &c.shape, Vec::new());
                 done += raw.len() as u64;
                 match ext.as_mut() {
-                    Some(w) => w
-                        .store(&mut t, &raw)
-                        .map_err(|source| EmitError::Io { path: w.path().to_path_buf(), source })?,
+                    Some(w) => {
+                        w.store(&mut t, &raw).map_err(|error| EmitError::Io { path: w.path().to_path_buf(), error })?
+                    }
                     None => t.raw_data = raw,
                 }
                 e.names.insert(id.into(), c.name.clone());
@@ -167,13 +169,13 @@ pub fn emit_onnx(
     let external_path = match ext {
         Some(w) => {
             let p = w.path().to_path_buf();
-            w.finish().map_err(|source| EmitError::Io { path: p.clone(), source })?;
+            w.finish().map_err(|error| EmitError::Io { path: p.clone(), error })?;
             Some(p)
         }
         None => None,
     };
     let mut f = AtomicFile::create(path).map_err(io)?;
-    model.write_to_writer(&mut f).map_err(|source| EmitError::Write { path: path.to_path_buf(), source })?;
+    model.write_to_writer(&mut f).map_err(|error| EmitError::Write { path: path.to_path_buf(), error })?;
     f.commit().map_err(io)?;
     Ok(EmitReport { nodes, initializers, weight_bytes: total, external_data: external_path })
 }
