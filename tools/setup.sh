@@ -11,7 +11,12 @@ fi
 if ! .venv/bin/python -c "import numpy, onnx, onnxruntime, safetensors, pytest" 2>/dev/null; then
   .venv/bin/pip install -q -r tools/requirements.txt
 fi
-# mambac finds ONNX Runtime through this variable (or through `python3 -c 'import onnxruntime'`).
+# mambac finds ONNX Runtime through this variable, else through the absolute path recorded here
+# beside the executables (mambac-ort.path), else through python3 on PATH (see `mambac --help`).
 ORT_DYLIB_PATH=$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
 export ORT_DYLIB_PATH
+for profile in release debug; do
+  mkdir -p "${CARGO_TARGET_DIR:-$PWD/target}/$profile"
+  printf '%s\n' "$ORT_DYLIB_PATH" >"${CARGO_TARGET_DIR:-$PWD/target}/$profile/mambac-ort.path"
+done
 echo "$ORT_DYLIB_PATH"

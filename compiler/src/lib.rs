@@ -8,11 +8,13 @@
 //! - [`passes`] fuse them into `CausalConv1d` and `SelectiveScan` (one rule a file).
 //! - [`interp`] evaluates any IR graph in float64 ([`reference`] holds the fused ops' equations).
 //! - [`emit`] writes ONNX from a validated graph.
+//! - [`atomic_file`] writes every output: whole or not at all, never over an input.
 //! - [`synth`] writes random-weight checkpoints with the standard Mamba shapes.
 //!
 //! Invariants: the IR graph is a `StableDiGraph`, so node ids held by a pass survive removals;
 //! edges are the only record of connectivity; every rewrite is followed by validation.
 
+pub mod atomic_file;
 pub mod checkpoint;
 pub mod emit;
 pub mod interp;

@@ -88,7 +88,7 @@ fn initializers_are_listed_with_their_data_inline_or_external() {
             },
             external_data: ext,
         };
-        export(&ckpt, &out, &opts, &mut |_, _| {}).unwrap();
+        let report = export(&ckpt, &out, &opts, &mut |_, _| {}).unwrap();
         let refs = initializers(&out).unwrap();
         let w =
             refs.iter().find(|r| r.name == "backbone.layers.1.mixer.in_proj.weight.T").expect("in_proj weight listed");
@@ -97,7 +97,8 @@ fn initializers_are_listed_with_their_data_inline_or_external() {
             (InitializerData::Inline(b), ExternalData::Never) => assert_eq!(b.len(), 64 * 256 * 2),
             (InitializerData::External { path, offset, length }, ExternalData::Always) => {
                 assert_eq!(*length, 64 * 256 * 2);
-                assert!(path.ends_with("external.onnx.data"), "{path:?}");
+                let want = format!("external.onnx.{}.data", report.export_id);
+                assert!(path.ends_with(&want), "{path:?} is not {want}");
                 assert!(offset + length <= std::fs::metadata(path).unwrap().len());
             }
             (other, _) => panic!("{name}: unexpected data {other:?}"),

@@ -79,3 +79,87 @@ def test_corrupt_pickle(tmp_path):
 def test_unwritable_output(tmp_path):
     r = mambac("export", TESTDATA / "mamba-tiny-hf", "-o", tmp_path / "no" / "such" / "dir" / "x.onnx", "-q", check=False)
     assert r.returncode != 0 and "x.onnx" in r.stderr and "panicked" not in r.stderr
+
+
+# Token ids and input checks (issue 11, family 6): `run` and `generate` share one id check, which
+# names the input, the position and the value; `run` checks each input's type and shape too.
+
+
+@pytest.fixture(scope="module")
+def run_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_run")
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", d / "m.onnx", "-q")
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", d / "s.onnx", "-q", "--stateful")
+    return d
+
+
+def run_with(d, tmp_path, tensors, model="m.onnx"):
+    from safetensors.numpy import save_file
+
+    from mambac_testing import ops_lib
+
+    inp = tmp_path / "in.safetensors"
+    save_file(tensors, str(inp))
+    r = mambac("run", d / model, "--input", inp, "-o", tmp_path / "o.safetensors", "--ops-lib", ops_lib(), check=False)
+    assert "panicked" not in r.stderr
+    return inp, r
+
+
+def seeded_ids(shape, seed=11):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 1024, shape, dtype=np.int64)
+
+
+@pytest.mark.parametrize("bad, where", [(-1, (0, 3)), (1024, (1, 0)), (-(2**63), (1, 4)), (2**40, (0, 0))])
+def test_run_rejects_token_ids_outside_the_vocabulary(run_models, tmp_path, bad, where):
+    ids = seeded_ids((2, 5))
+    ids[where] = bad
+    inp, r = run_with(run_models, tmp_path, {"input_ids": ids})
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"error: input 'input_ids' of {inp}: token id {bad} at position [{where[0]}, {where[1]}] is out of range: "
+        "the model's vocabulary has 1024 entries (ids 0..=1023)\n"
+    )
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_run_accepts_every_id_of_the_vocabulary(run_models, tmp_path):
+    ids = seeded_ids((1, 6))
+    ids[0, 0], ids[0, 5] = 0, 1023
+    _, r = run_with(run_models, tmp_path, {"input_ids": ids})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o.safetensors").is_file()
+
+
+def test_generate_rejects_negative_and_too_large_ids(run_models):
+    r = mambac("generate", run_models / "s.onnx", "--prompt-ids", "5,-1", "--max-new-tokens", 1, check=False)
+    assert r.returncode == 1 and r.stderr == "error: --prompt-ids: prompt 1: token id -1 is negative\n"
+    r = mambac("generate", run_models / "s.onnx", "--prompt-ids", "5,6;7,8,1024", "--max-new-tokens", 1, check=False)
+    assert r.returncode == 1
+    assert r.stderr == (
+        "error: prompt 2: token id 1024 at position 2 is out of range: "
+        "the model's vocabulary has 1024 entries (ids 0..=1023)\n"
+    )
+
+
+def test_run_checks_each_inputs_type_and_shape(run_models, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    cases = [
+        ({"input_ids": seeded_ids((2, 5)).astype(np.int32)}, "m.onnx", "input 'input_ids': {inp} holds int32 [2, 5]; the model takes int64 [batch, seqlen]"),
+        ({"input_ids": seeded_ids((10,))}, "m.onnx", "input 'input_ids': {inp} holds int64 [10]; the model takes int64 [batch, seqlen]"),
+        ({"input_ids": rng.standard_normal((2, 5)).astype(np.float32)}, "m.onnx", "input 'input_ids': {inp} holds float32 [2, 5]; the model takes int64 [batch, seqlen]"),
+    ]
+    # A stateful model's state with the wrong width: the message names the state input.
+    states = {}
+    for i in range(2):
+        states[f"conv_state.{i}"] = rng.standard_normal((1, 128, 3)).astype(np.float32)
+        states[f"ssm_state.{i}"] = rng.standard_normal((1, 128, 16)).astype(np.float32)
+    states["ssm_state.1"] = rng.standard_normal((1, 128, 8)).astype(np.float32)
+    cases.append(({"input_ids": seeded_ids((1, 4)), **states}, "s.onnx", "input 'ssm_state.1': {inp} holds float32 [1, 128, 8]; the model takes float32 [batch, 128, 16]"))
+    for tensors, model, want in cases:
+        inp, r = run_with(run_models, tmp_path, tensors, model)
+        assert r.returncode == 1
+        assert r.stderr == "error: " + want.format(inp=inp) + "\n"

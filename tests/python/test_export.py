@@ -98,15 +98,18 @@ def test_float16_export_of_float32_checkpoint(tmp_path):
 def test_forced_external_data_round_trips(tmp_path):
     out = tmp_path / "ext.onnx"
     mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q", "--external-data", "always")
-    data = tmp_path / "ext.onnx.data"
-    assert data.exists() and data.stat().st_size > 400_000
-    assert out.stat().st_size < 100_000, "weights left inline"
     model = onnx.load(str(out), load_external_data=False)
+    export_id = {p.key: p.value for p in model.metadata_props}["mambac.export_id"]
+    # The data file carries the export id, so no later export writes into the file this model reads.
+    data = tmp_path / f"ext.onnx.{export_id}.data"
+    assert data.exists() and data.stat().st_size > 400_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext.onnx", data.name]
+    assert out.stat().st_size < 100_000, "weights left inline"
     ext = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     assert ext, "no initializer is external"
     for t in ext:
         info = {e.key: e.value for e in t.external_data}
-        assert info["location"] == "ext.onnx.data" and int(info["offset"]) % 4096 == 0
+        assert info["location"] == data.name and int(info["offset"]) % 4096 == 0
     onnx.checker.check_model(str(out), full_check=True)
     ref = load_reference()
     logits = evaluate(out, {"input_ids": ref["input_ids"]})["logits"]

@@ -110,9 +110,10 @@ def test_run_errors_name_the_problem(exported, tmp_path):
     env = dict(os.environ, ORT_DYLIB_PATH="/nonexistent/libonnxruntime.so")
     assert "ORT_DYLIB_PATH is /nonexistent/libonnxruntime.so, which is not a file" in run_error(
         "run", model, "--input", tmp_path / "in.safetensors", "-o", out, "--ops-lib", ops_lib(), env=env)
-    # Token ids outside the vocabulary: ORT's Gather refuses them; the process reports it and exits.
+    # Token ids outside the vocabulary: refused before ORT (whose Gather would wrap a negative id).
     save_file({"input_ids": np.full((1, 3), 5000, np.int64)}, str(tmp_path / "big.safetensors"))
-    assert "running" in run_error("run", model, "--input", tmp_path / "big.safetensors", "-o", out, "--ops-lib", ops_lib())
+    assert "token id 5000 at position [0, 0] is out of range" in run_error(
+        "run", model, "--input", tmp_path / "big.safetensors", "-o", out, "--ops-lib", ops_lib())
 
 
 def test_last_position_logits_in_ort(tmp_path):

@@ -2,13 +2,19 @@
 
 mod cmd;
 mod generation;
+mod ort_search;
 mod runtime;
 mod tensor_io;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mambac", version, about = "Mamba checkpoints to fast ONNX (fused SelectiveScan / CausalConv1d)")]
+#[command(
+    name = "mambac",
+    version,
+    about = "Mamba checkpoints to fast ONNX (fused SelectiveScan / CausalConv1d)",
+    after_help = ort_search::SEARCH_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,14 +29,21 @@ enum Command {
     /// Write a random-weight checkpoint with standard Mamba shapes.
     Synth(cmd::synth::Args),
     /// Run an exported model on inputs from a safetensors file.
+    #[command(after_help = ort_search::SEARCH_HELP)]
     Run(cmd::run::Args),
     /// Generate tokens from prompts with a stateful export (streams them as they come).
+    #[command(after_help = ort_search::SEARCH_HELP)]
     Generate(cmd::generate::Args),
     /// Prefill and decode throughput of a stateful export.
+    #[command(after_help = ort_search::SEARCH_HELP)]
     Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
+    // A write past `ulimit -f` then fails with EFBIG, which the writers report (and clean up
+    // after), instead of killing the process and leaving a temporary file behind.
+    // SAFETY: setting a signal's disposition to ignore, before any thread is started.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Export(a) => cmd::export::main(a),

@@ -1,7 +1,6 @@
 //! Finding and starting ONNX Runtime (loaded at run time) and the mambac op library.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -9,47 +8,7 @@ use ort::session::Session;
 
 pub const OPS_LIB_NAME: &str = "libmambac_ops.so";
 
-/// The ONNX Runtime shared library: `ORT_DYLIB_PATH`, else the pip wheel's
-/// `onnxruntime/capi/libonnxruntime.so.*` found through Python.
-pub fn find_ort_library() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!("ORT_DYLIB_PATH is {}, which is not a file", p.display());
-        }
-        return Ok(p);
-    }
-    let pythons = [PathBuf::from(".venv/bin/python"), PathBuf::from("python3"), PathBuf::from("python")];
-    for py in &pythons {
-        let Ok(out) = Command::new(py)
-            .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
-            .output()
-        else {
-            continue;
-        };
-        if !out.status.success() {
-            continue;
-        }
-        let capi = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
-        if let Some(lib) = find_versioned_lib(&capi) {
-            return Ok(lib);
-        }
-    }
-    bail!(
-        "ONNX Runtime not found: set ORT_DYLIB_PATH to libonnxruntime.so, or `pip install onnxruntime` \
-         (mambac loads onnxruntime/capi/libonnxruntime.so.* from the wheel)"
-    )
-}
-
-fn find_versioned_lib(dir: &Path) -> Option<PathBuf> {
-    let mut libs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
-        .collect();
-    libs.sort();
-    libs.pop()
-}
+pub use crate::ort_search::find_ort_library;
 
 /// Loads ONNX Runtime once per process.
 pub fn init_ort() -> Result<&'static ort::environment::Environment> {
@@ -118,7 +77,8 @@ pub enum Ep {
 /// provider (one set of flags shared by run, generate and bench).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SessionOptions {
-    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable).
+    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable; never the
+    /// working directory).
     #[arg(long)]
     pub ops_lib: Option<PathBuf>,
     /// ONNX Runtime intra-op threads.

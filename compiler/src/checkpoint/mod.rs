@@ -212,6 +212,13 @@ impl Checkpoint {
         self.store.files.clone()
     }
 
+    /// Every file the checkpoint was read from: config.json, the weights (and a shard index).
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.dir.join(CONFIG_FILE), self.weights_source.clone()];
+        v.extend(self.store.files.iter().cloned());
+        v
+    }
+
     /// The dtype of the embedding, which is the checkpoint's dtype in every file we know of.
     pub fn dtype(&self) -> DType {
         match self.raw(shapes::EMBEDDING).map(|r| &r.dtype) {

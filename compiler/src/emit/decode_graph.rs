@@ -12,13 +12,14 @@
 use std::collections::HashSet;
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
 use super::proto::{attr_float, entry, node};
 use super::CUSTOM_DOMAIN;
+use crate::atomic_file::AtomicFile;
 
 /// Node op type of the fused layer step.
 pub const LAYER_STEP_OP: &str = "MambaLayerStep";
@@ -95,16 +96,16 @@ pub fn initializers(model: &Path) -> Result<Vec<InitializerRef>, DecodeGraphErro
 }
 
 /// Reads the stateful export at `model`, derives its decode graph and writes it to `out` (which
-/// must be in `model`'s folder when the weights are external).
+/// must be in `model`'s folder when the weights are external), whole or not at all.
 pub fn write_decode_graph(model: &Path, out: &Path, eps: f64) -> Result<(), DecodeGraphError> {
     let io = |path: &Path, source| DecodeGraphError::Io { path: path.to_path_buf(), source };
     let pb = |path: &Path, source| DecodeGraphError::Protobuf { path: path.to_path_buf(), source };
     let mut r = BufReader::new(File::open(model).map_err(|e| io(model, e))?);
     let general = ModelProto::parse_from_reader(&mut r).map_err(|e| pb(model, e))?;
     let step = decode_graph(&general, eps)?;
-    let mut w = BufWriter::new(File::create(out).map_err(|e| io(out, e))?);
+    let mut w = AtomicFile::create(out).map_err(|e| io(out, e))?;
     step.write_to_writer(&mut w).map_err(|e| pb(out, e))?;
-    std::io::Write::flush(&mut w).map_err(|e| io(out, e))
+    w.commit().map_err(|e| io(out, e))
 }
 
 fn layer_prefix(i: usize) -> String {

@@ -1,7 +1,7 @@
 //! Emission. ONNX is the one back end; it takes a [`ValidatedGraph`](crate::ir::ValidatedGraph).
 
 pub mod decode_graph;
-mod external_data;
+pub mod external_data;
 mod onnx;
 mod proto;
 

@@ -3,14 +3,13 @@
 //! dropped.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use onnx_protobuf::{GraphProto, Message, ModelProto, OperatorSetIdProto, TensorProto};
 
 use super::external_data::ExternalDataWriter;
 use super::proto::{attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
+use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::{encode_f64, Op, ValidatedGraph, ValueRef};
 
@@ -36,6 +35,9 @@ pub struct EmitOptions {
     pub external_data: ExternalData,
     /// `metadata_props` entries.
     pub metadata: Vec<(String, String)>,
+    /// Names the external-data file (`<model>.<export_id>.data`), so that it never is the file
+    /// an earlier model reads.
+    pub export_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -52,8 +54,12 @@ pub enum EmitError {
     TooLargeInline { bytes: u64 },
     #[error("graph output '{0}' is a graph input or a constant; ONNX outputs must be produced by a node")]
     OutputNotProduced(String),
-    #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    // `error`, not `source`: the message already holds the cause, which a `{:#}` chain would
+    // print a second time.
+    #[error("cannot write {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: protobuf::Error },
     #[error("cannot serialise the model: {0}")]
     Protobuf(#[from] protobuf::Error),
     #[error(transparent)]
@@ -77,7 +83,7 @@ pub fn emit_onnx(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<EmitReport, EmitError> {
-    let io = |source| EmitError::Io { path: path.to_path_buf(), source };
+    let io = |error| EmitError::Io { path: path.to_path_buf(), error };
     let g = vg.graph;
     let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new(), helper_count: 0 };
     e.graph.name = "mamba".into();
@@ -102,7 +108,7 @@ pub fn emit_onnx(
         ExternalData::Never => false,
         ExternalData::Auto => total > INLINE_LIMIT,
     };
-    let mut ext = if external { Some(ExternalDataWriter::create(path).map_err(io)?) } else { None };
+    let mut ext = if external { Some(ExternalDataWriter::create(path, &opts.export_id).map_err(io)?) } else { None };
 
     let mut done = 0u64;
     let mut initializers = 0;
@@ -118,7 +124,9 @@ pub fn emit_onnx(
                 let mut t = tensor(&c.name, c.elem, &c.shape, Vec::new());
                 done += raw.len() as u64;
                 match ext.as_mut() {
-                    Some(w) => w.store(&mut t, &raw).map_err(io)?,
+                    Some(w) => {
+                        w.store(&mut t, &raw).map_err(|error| EmitError::Io { path: w.path().to_path_buf(), error })?
+                    }
                     None => t.raw_data = raw,
                 }
                 e.names.insert(id.into(), c.name.clone());
@@ -156,17 +164,19 @@ pub fn emit_onnx(
     let nodes = e.graph.node.len();
     model.graph = Some(e.graph).into();
 
+    // The data first, then the model that points at it: each appears whole, by rename, and the
+    // model that a reader finds always has its data.
     let external_path = match ext {
         Some(w) => {
             let p = w.path().to_path_buf();
-            w.finish().map_err(|source| EmitError::Io { path: p.clone(), source })?;
+            w.finish().map_err(|error| EmitError::Io { path: p.clone(), error })?;
             Some(p)
         }
         None => None,
     };
-    let mut out = BufWriter::new(File::create(path).map_err(io)?);
-    model.write_to_writer(&mut out)?;
-    std::io::Write::flush(&mut out).map_err(io)?;
+    let mut f = AtomicFile::create(path).map_err(io)?;
+    model.write_to_writer(&mut f).map_err(|error| EmitError::Write { path: path.to_path_buf(), error })?;
+    f.commit().map_err(io)?;
     Ok(EmitReport { nodes, initializers, weight_bytes: total, external_data: external_path })
 }
 

@@ -2,14 +2,14 @@
 //! dtype, shape and byte offsets, computable from the config alone) is written first, then each
 //! tensor is generated and written in chunks, so memory use is one chunk, not the model.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
 use super::init::TensorGen;
 use super::SynthOptions;
+use crate::atomic_file::{write_atomic, AtomicFile};
 use crate::checkpoint::{shapes, CheckpointError, MambaConfig, CONFIG_FILE, INDEX_FILE, SAFETENSORS_FILE};
 
 /// Elements generated per write; 1 Mi f32 = 4 MiB of scratch.
@@ -28,7 +28,6 @@ pub fn write_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Result<MambaConf
     if let Value::Object(m) = &mut cfg_json {
         m.insert("torch_dtype".into(), json!(opts.dtype.name()));
     }
-    write_json(&out_dir.join(CONFIG_FILE), &cfg_json)?;
 
     let tensors = shapes::expected_tensors(&config);
     let elem = opts.dtype.size();
@@ -79,13 +78,15 @@ pub fn write_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Result<MambaConf
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
         write_json(&out_dir.join(INDEX_FILE), &index)?;
     }
+    // Written last: a folder is a checkpoint once it has a config.
+    write_json(&out_dir.join(CONFIG_FILE), &cfg_json)?;
     Ok(config)
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<(), CheckpointError> {
     let text =
         serde_json::to_string_pretty(v).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), source: e })?;
-    std::fs::write(path, text + "\n").map_err(io_err(path))
+    write_atomic(path, |f| f.write_all((text + "\n").as_bytes())).map_err(io_err(path))
 }
 
 /// One safetensors file holding `items` in order.
@@ -114,8 +115,7 @@ fn write_safetensors_file(
         hbytes.push(b' ');
     }
 
-    let file = File::create(path).map_err(io_err(path))?;
-    let mut w = BufWriter::with_capacity(8 << 20, file);
+    let mut w = AtomicFile::create(path).map_err(io_err(path))?;
     w.write_all(&(hbytes.len() as u64).to_le_bytes()).map_err(io_err(path))?;
     w.write_all(&hbytes).map_err(io_err(path))?;
     let mut vals = Vec::with_capacity(CHUNK);
@@ -136,6 +136,5 @@ fn write_safetensors_file(
             done += n;
         }
     }
-    w.flush().map_err(io_err(path))?;
-    Ok(())
+    w.commit().map_err(io_err(path))
 }

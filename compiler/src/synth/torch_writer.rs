@@ -3,14 +3,14 @@
 //! storage). For tied models, lm_head.weight is written as a second tensor over the embedding's
 //! storage, as mamba_ssm's own files have it. Tensors are generated whole: small models only.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
 use super::{tensor_bytes, SynthOptions};
+use crate::atomic_file::{write_atomic, AtomicFile};
 use crate::checkpoint::{shapes, CheckpointError, DType, MambaConfig, CONFIG_FILE, TORCH_FILE};
 
 /// Archive folder name inside the zip; torch uses the file's stem.
@@ -24,7 +24,7 @@ pub fn write_state_spaces_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Res
     let cfg_path = out_dir.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config.to_state_spaces_json())
         .map_err(|e| CheckpointError::Json { path: cfg_path.clone(), source: e })?;
-    std::fs::write(&cfg_path, text).map_err(|e| CheckpointError::io(&cfg_path, e))?;
+    let config_text = text;
 
     let mut tensors = shapes::expected_tensors(&config);
     let mut stored: Vec<(String, Vec<usize>, usize)> = Vec::new(); // (stored name, shape, storage key)
@@ -42,8 +42,7 @@ pub fn write_state_spaces_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Res
     let path = out_dir.join(TORCH_FILE);
     let zerr = |e: zip::result::ZipError| CheckpointError::CorruptZip { path: path.clone(), detail: e.to_string() };
     let ierr = |e: std::io::Error| CheckpointError::io(&path, e);
-    let file = File::create(&path).map_err(ierr)?;
-    let mut z = ZipWriter::new(BufWriter::new(file));
+    let mut z = ZipWriter::new(AtomicFile::create(&path).map_err(ierr)?);
     let stored_opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
     let aligned = stored_opts.with_alignment(64).large_file(false);
     z.start_file(format!("{ARCHIVE}/data.pkl"), stored_opts).map_err(zerr)?;
@@ -56,8 +55,9 @@ pub fn write_state_spaces_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Res
     }
     z.start_file(format!("{ARCHIVE}/version"), stored_opts).map_err(zerr)?;
     z.write_all(b"3\n").map_err(ierr)?;
-    let mut w = z.finish().map_err(zerr)?;
-    w.flush().map_err(ierr)?;
+    z.finish().map_err(zerr)?.commit().map_err(ierr)?;
+    // Written last: a folder is a checkpoint once it has a config.
+    write_atomic(&cfg_path, |f| f.write_all(config_text.as_bytes())).map_err(|e| CheckpointError::io(&cfg_path, e))?;
     Ok(config)
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mambac_compiler::atomic_file::check_not_an_input;
 use mambac_compiler::checkpoint::Checkpoint;
 use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
 use mambac_compiler::emit::ExternalData;
@@ -17,7 +18,7 @@ use super::inspect::DTypeArg;
 pub struct Args {
     /// Checkpoint folder (Hugging Face or original state-spaces layout).
     pub checkpoint: PathBuf,
-    /// Output ONNX file.
+    /// Output ONNX file (written whole or not at all; never one of the checkpoint's files).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Precision of the exported weights and activations (states, A, D and dt bias stay float32).
@@ -50,7 +51,9 @@ pub struct Args {
     /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
     #[arg(long)]
     pub no_fuse: bool,
-    /// Weights in a side file `<output>.data`: auto (over 2 GB), always, never.
+    /// Weights in a side file `<output>.<export id>.data`: auto (over 2 GB), always, never. The
+    /// model and its data file replace an earlier export together or not at all; the earlier
+    /// data file is removed after.
     #[arg(long, value_enum, default_value = "auto")]
     pub external_data: ExternalDataArg,
     /// No progress bar.
@@ -98,6 +101,9 @@ pub fn main(a: Args) -> Result<()> {
     };
     let ckpt = Checkpoint::open(&a.checkpoint)
         .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    if a.decode_graph {
+        check_not_an_input(&decode_graph_path(&a.output), &ckpt.input_files())?;
+    }
     let opts = ExportOptions {
         compile: CompileOptions {
             lower: LowerOptions {
@@ -163,5 +169,8 @@ pub fn main(a: Args) -> Result<()> {
             .with_context(|| format!("cannot write the decode graph {}", path.display()))?;
         eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", path.display());
     }
+    // Only now does nothing read the earlier export's weights (its model and decode graph are
+    // both replaced).
+    report.remove_previous_data().context("cannot remove the external data of an earlier export")?;
     Ok(())
 }

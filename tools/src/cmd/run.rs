@@ -5,17 +5,23 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
+use mambac_compiler::atomic_file::check_not_an_input;
+use mambac_compiler::emit::external_data::external_data_files;
 
 use crate::runtime::{open_session, SessionOptions};
-use crate::tensor_io::{read_safetensors, write_safetensors, HostTensor};
+use crate::tensor_io::{check_token_ids, read_safetensors, write_safetensors, HostTensor, InputSpec};
+
+/// The input that holds token ids, checked against the vocabulary before ORT sees it.
+const TOKEN_IDS: &str = "input_ids";
 
 #[derive(clap::Args)]
 pub struct Args {
     pub model: PathBuf,
-    /// Inputs by name (safetensors).
+    /// Inputs by name (safetensors); each must have the element type and shape the model takes.
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to write the outputs (safetensors).
+    /// Where to write the outputs (safetensors; written whole or not at all, never over the
+    /// model, its data or the input).
     #[arg(short, long)]
     pub output: PathBuf,
     #[command(flatten)]
@@ -23,6 +29,10 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
+    let mut inputs_read = vec![a.model.clone(), a.input.clone()];
+    // A model ORT cannot parse fails to load below, with ORT's message.
+    inputs_read.extend(external_data_files(&a.model).unwrap_or_default());
+    check_not_an_input(&a.output, &inputs_read)?;
     let inputs = read_safetensors(&a.input)?;
     let mut session = open_session(&a.model, &a.session)?;
     let wanted: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
@@ -45,6 +55,18 @@ pub fn main(a: Args) -> Result<()> {
                 wanted.join(", ")
             );
         }
+    }
+    for outlet in session.inputs() {
+        InputSpec::of(outlet.dtype()).check(outlet.name(), &inputs[outlet.name()], &a.input)?;
+    }
+    if let Some(ids) = inputs.get(TOKEN_IDS) {
+        // mambac exports give logits [batch, seqlen, vocab] with vocab fixed.
+        let vocab = session.outputs().iter().find(|o| o.name() == "logits").and_then(|o| {
+            let spec = InputSpec::of(o.dtype());
+            spec.dims.last().and_then(|d| d.0).filter(|&v| v > 0)
+        });
+        let values = ids.to_i64()?;
+        check_token_ids(&values, &ids.shape, vocab, &format!("input '{TOKEN_IDS}' of {}", a.input.display()))?;
     }
     let values = inputs.iter().map(|(k, v)| Ok((k.clone(), v.to_ort(k)?))).collect::<Result<Vec<_>>>()?;
     let outputs = session.run(values).map_err(|e| anyhow!("running {} failed: {e}", a.model.display()))?;

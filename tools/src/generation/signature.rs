@@ -128,19 +128,9 @@ impl ModelSignature {
         Ok(ModelSignature { layers, states, logits_ty, vocab })
     }
 
-    /// Token ids must index the embedding; ORT's Gather would reject them too, but with a message
-    /// that names neither the prompt nor the limit.
+    /// Token ids must index the embedding (the check `mambac run` makes too).
     pub fn check_ids(&self, ids: &[i64], what: &str) -> Result<()> {
-        if let Some(&bad) = ids.iter().find(|&&t| t < 0 || self.vocab.is_some_and(|v| t as usize >= v)) {
-            match self.vocab {
-                Some(v) => bail!(
-                    "{what}: token id {bad} is out of range: the model's vocabulary has {v} entries (ids 0..={})",
-                    v - 1
-                ),
-                None => bail!("{what}: token id {bad} is negative"),
-            }
-        }
-        Ok(())
+        crate::tensor_io::check_token_ids(ids, &[ids.len()], self.vocab, what)
     }
 }
 
