@@ -391,12 +391,14 @@ def onnx_family(d):
     variant("logits-rank2", "output 'logits' must be [batch, seqlen, vocab]", states=st, logits_shape=("batch", 64))
     variant("state-int32", "state input 'conv_state.0' has element type", states=st, state_type=TensorProto.INT32)
     # Memory: states of 4 GiB a sequence (3 copies), and a batch or prompt too large to hold.
-    variant("states-4gib", "of memory, more than the", states=[("conv_state", 0, ("batch", 65536, 16384), ("batch", 65536, 16384)),
+    variant("states-4gib", "the states of 1 sequence (1 layers) need 12.0 GiB of memory, more than the", states=[("conv_state", 0, ("batch", 65536, 16384), ("batch", 65536, 16384)),
                                                                ("ssm_state", 0, ("batch", 16, 4), ("batch", 16, 4))])
     variant("bench-batch-memory", "--batch 65536 --prompt-len 128: the prefill step needs", states=layer_states(4, (1024, 3), (1024, 16)),
             cmd=["bench", None, "--batch", "65536", "--reps", "1", "--warmup", "0"])
     variant("bench-prompt-memory", "--batch 4096 --prompt-len 1048576: the prefill step needs", states=st,
             logits_shape=("batch", "seqlen", 50280), cmd=["bench", None, "--batch", "4096", "--prompt-len", "1048576", "--reps", "1"])
+    variant("generate-many-prompts", "400 prompts decoded as one batch: their states need", states=layer_states(1, (1024, 1024), (16, 4)),
+            cmd=["generate", None, "--prompt-ids", ";".join(["1"] * 400)])
     # Token ids (family 6): checked against the vocabulary in generate and run.
     ok = m / "ok.onnx"
     onnx_model(ok, states=st, logits_shape=("batch", "seqlen", 1024))

@@ -230,7 +230,8 @@ impl StatefulSession {
     /// Zero states for `batch` new sequences.
     pub fn reset(&mut self, batch: usize) -> Result<()> {
         memory::check(self.state_bytes(batch), || {
-            format!("the states of {batch} sequences ({} layers) need", self.sig.layers)
+            let s = if batch == 1 { "" } else { "s" };
+            format!("the states of {batch} sequence{s} ({} layers) need", self.sig.layers)
         })?;
         let zeros: Vec<HostTensor> = self
             .sig
