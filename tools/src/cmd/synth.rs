@@ -16,7 +16,7 @@ fn ranged(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
 /// existing ancestor, when it is yet to be made); None where that cannot be asked.
 fn free_bytes(dir: &Path) -> Option<u64> {
     let existing =
-        dir.ancestors().find(|p| p.exists()).map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })?;
+        dir.ancestors().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).find(|p| p.exists())?;
     let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: a NUL-terminated path and a buffer of the struct statvfs fills.
@@ -25,6 +25,8 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let st = unsafe { st.assume_init() };
+    // The field types are u32 on some targets.
+    #[allow(clippy::unnecessary_cast)]
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
@@ -111,4 +113,16 @@ pub fn main(a: Args) -> Result<()> {
         o.dtype.name()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_bytes_asks_the_nearest_existing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = super::free_bytes(&dir.path().join("not/yet/made")).expect("statvfs of the temp folder");
+        assert!(free > 0);
+        // A relative name with no folder part is asked of the working directory.
+        assert!(super::free_bytes(std::path::Path::new("relative-and-missing")).is_some_and(|b| b > 0));
+    }
 }
