@@ -81,8 +81,9 @@ pub struct SessionOptions {
     /// working directory).
     #[arg(long)]
     pub ops_lib: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads.
-    #[arg(long)]
+    /// ONNX Runtime intra-op threads, at most 1024 (default: ONNX Runtime's choice, one per
+    /// physical core).
+    #[arg(long, value_parser = crate::cmd::limits::ranged(1, crate::cmd::limits::MAX_THREADS))]
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     pub ep: Ep,

@@ -122,23 +122,67 @@ impl SynthOptions {
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
             vocab_size: self.vocab_size.unwrap_or(v0),
         };
-        for (what, v) in [
-            ("hidden_size", c.hidden_size),
-            ("state_size", c.state_size),
-            ("num_hidden_layers", c.num_hidden_layers),
-            ("conv_kernel", c.conv_kernel),
-            ("time_step_rank", c.time_step_rank),
-            ("vocab_size", c.vocab_size),
+        let err = |message: String| Err(CheckpointError::Synth { message });
+        for (what, v, max) in [
+            ("hidden_size", c.hidden_size, limits::MAX_HIDDEN),
+            ("state_size", c.state_size, limits::MAX_STATE),
+            ("num_hidden_layers", c.num_hidden_layers, limits::MAX_LAYERS),
+            ("conv_kernel", c.conv_kernel, limits::MAX_CONV_KERNEL),
+            ("time_step_rank", c.time_step_rank, limits::MAX_DT_RANK),
+            ("vocab_size", c.vocab_size, limits::MAX_VOCAB),
         ] {
             if v == 0 {
-                return Err(CheckpointError::Synth { message: format!("{what} must be positive") });
+                return err(format!("{what} must be positive"));
+            }
+            if v > max {
+                return err(format!("{what} {v} is more than synth writes (at most {max})"));
             }
         }
-        if self.shards == Some(0) {
-            return Err(CheckpointError::Synth { message: "shards must be positive".into() });
+        match self.shards {
+            Some(0) => return err("shards must be positive".into()),
+            Some(n) if n > limits::MAX_SHARDS => {
+                return err(format!("{n} shards is more than synth writes (at most {})", limits::MAX_SHARDS))
+            }
+            _ => {}
+        }
+        let bytes = self.total_bytes_of(&c);
+        if bytes > limits::MAX_BYTES {
+            return err(format!(
+                "the checkpoint would take {bytes} bytes, more than synth writes (at most {} bytes, 64 GiB)",
+                limits::MAX_BYTES
+            ));
         }
         Ok(c)
     }
+
+    /// Bytes of all the tensors' values in `c` (what the weight files hold, less headers).
+    fn total_bytes_of(&self, c: &MambaConfig) -> u64 {
+        shapes::expected_tensors(c)
+            .iter()
+            .map(|(_, shape)| shape.iter().fold(self.dtype.size() as u64, |n, &d| n.saturating_mul(d as u64)))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Bytes of the weights [`write_checkpoint`] writes for these options (checked to be within
+    /// [`limits::MAX_BYTES`]).
+    pub fn total_bytes(&self) -> Result<u64, CheckpointError> {
+        Ok(self.total_bytes_of(&self.config()?))
+    }
+}
+
+/// The largest sizes synth writes, checked before any tensor list is built or byte written
+/// (`--layers 1000000000000` would otherwise ask for a list of 10^13 tensors). Well above the
+/// standard models: 2.8b is hidden 2560, 64 layers, vocabulary 50280, 11 GB in float32.
+pub mod limits {
+    pub const MAX_HIDDEN: usize = 65_536;
+    pub const MAX_STATE: usize = 1024;
+    pub const MAX_LAYERS: usize = 1024;
+    pub const MAX_CONV_KERNEL: usize = 64;
+    pub const MAX_DT_RANK: usize = 65_536;
+    pub const MAX_VOCAB: usize = 1 << 22;
+    pub const MAX_SHARDS: usize = 1024;
+    /// Weight bytes of one checkpoint: 64 GiB.
+    pub const MAX_BYTES: u64 = 64 << 30;
 }
 
 /// The bytes [`write_checkpoint`] writes for tensor `name` (canonical name) under `opts`:
@@ -159,4 +203,51 @@ pub fn tensor_bytes(opts: &SynthOptions, name: &str) -> Result<Vec<u8>, Checkpoi
         opts.dtype.push_f32(v, &mut out);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(o: &SynthOptions) -> String {
+        o.config().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bounds_each_dimension_before_listing_tensors() {
+        let mut o = SynthOptions::new(Preset::Tiny);
+        o.num_hidden_layers = Some(1_000_000_000_000);
+        assert!(error(&o).ends_with("num_hidden_layers 1000000000000 is more than synth writes (at most 1024)"));
+        let mut o = SynthOptions::new(Preset::Tiny);
+        o.vocab_size = Some(usize::MAX);
+        assert!(error(&o).ends_with(&format!("vocab_size {} is more than synth writes (at most 4194304)", usize::MAX)));
+        let mut o = SynthOptions::new(Preset::Tiny);
+        o.shards = Some(1025);
+        assert!(error(&o).ends_with("1025 shards is more than synth writes (at most 1024)"));
+        let mut o = SynthOptions::new(Preset::Tiny);
+        o.num_hidden_layers = Some(limits::MAX_LAYERS);
+        assert!(o.config().is_ok());
+    }
+
+    #[test]
+    fn bounds_the_total_bytes() {
+        // Each dimension within its bound, together 1024 layers of hidden 65536: terabytes.
+        let mut o = SynthOptions::new(Preset::Tiny);
+        o.hidden_size = Some(limits::MAX_HIDDEN);
+        o.num_hidden_layers = Some(limits::MAX_LAYERS);
+        let e = error(&o);
+        assert!(
+            e.contains("the checkpoint would take ")
+                && e.ends_with("more than synth writes (at most 68719476736 bytes, 64 GiB)"),
+            "{e}"
+        );
+        // The largest standard model fits, in float32.
+        let big = SynthOptions::new(Preset::B2_8);
+        let bytes = big.total_bytes().unwrap();
+        assert!(bytes > 10_000_000_000 && bytes < limits::MAX_BYTES, "{bytes}");
+        assert_eq!(SynthOptions::new(Preset::Tiny).total_bytes().unwrap(), {
+            let c = SynthOptions::new(Preset::Tiny).config().unwrap();
+            shapes::expected_tensors(&c).iter().map(|(_, s)| 4 * s.iter().product::<usize>() as u64).sum::<u64>()
+        });
+    }
 }

@@ -9,9 +9,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 
+use super::limits::{self, ranged};
+use crate::generation::memory;
 use crate::generation::sampler::argmax;
 use crate::generation::session_state::{open_stateful, Keep, StatefulSession};
 use crate::runtime::{GraphOptions, SessionOptions};
@@ -20,20 +22,20 @@ use crate::runtime::{GraphOptions, SessionOptions};
 pub struct Args {
     /// A stateful export (`mambac export --stateful`).
     pub model: PathBuf,
-    /// Sequences per step.
-    #[arg(long, default_value_t = 1)]
+    /// Sequences per step (1 to 65536).
+    #[arg(long, default_value_t = 1, value_parser = ranged(1, limits::MAX_BATCH))]
     pub batch: usize,
-    /// Prompt tokens per sequence (prefilled in one step).
-    #[arg(long, default_value_t = 128)]
+    /// Prompt tokens per sequence, prefilled in one step (1 to 1048576).
+    #[arg(long, default_value_t = 128, value_parser = ranged(1, limits::MAX_TOKENS))]
     pub prompt_len: usize,
-    /// Decode steps after the prompt.
-    #[arg(long, default_value_t = 64)]
+    /// Decode steps after the prompt (0 to 1048576).
+    #[arg(long, default_value_t = 64, value_parser = ranged(0, limits::MAX_TOKENS))]
     pub decode_tokens: usize,
-    /// Repetitions run first and not measured.
-    #[arg(long, default_value_t = 1)]
+    /// Repetitions run first and not measured (0 to 10000).
+    #[arg(long, default_value_t = 1, value_parser = ranged(0, limits::MAX_REPS))]
     pub warmup: usize,
-    /// Measured repetitions (the table shows their median, min and max).
-    #[arg(long, default_value_t = 5)]
+    /// Measured repetitions; the table shows their median, min and max (1 to 10000).
+    #[arg(long, default_value_t = 5, value_parser = ranged(1, limits::MAX_REPS))]
     pub reps: usize,
     /// Seed of the random prompt ids.
     #[arg(long, default_value_t = 0)]
@@ -92,11 +94,12 @@ fn one_rep(sess: &mut StatefulSession, a: &Args, prompt: &[i64]) -> Result<Rep> 
 }
 
 pub fn main(a: Args) -> Result<()> {
-    if a.batch == 0 || a.prompt_len == 0 || a.reps == 0 {
-        bail!("--batch, --prompt-len and --reps must be at least 1");
-    }
     let (mut sess, cuda_graph) = open_stateful(&a.model, &a.session, &a.graph)
         .with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
+    // The prompt, the states and the prefill step's logits, before any of them is allocated.
+    let prompt_bytes = (a.batch as u128) * (a.prompt_len as u128) * 8;
+    let need = prompt_bytes + sess.state_bytes(a.batch) + sess.step_bytes(a.batch, a.prompt_len, Keep::Last);
+    memory::check(need, || format!("--batch {} --prompt-len {}: the prefill step needs", a.batch, a.prompt_len))?;
     let vocab = sess.sig.vocab.unwrap_or(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let prompt: Vec<i64> = (0..a.batch * a.prompt_len).map(|_| rng.gen_range(0..vocab) as i64).collect();

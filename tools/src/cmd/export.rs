@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mambac_compiler::atomic_file::check_not_an_input;
-use mambac_compiler::checkpoint::Checkpoint;
+use mambac_compiler::checkpoint::{Checkpoint, MambaConfig};
 use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
 use mambac_compiler::emit::ExternalData;
 use mambac_compiler::ir::BlockQuant;
@@ -13,6 +13,7 @@ use mambac_compiler::lower::{LogitsOutput, LowerOptions, WeightQuant};
 use mambac_compiler::pipeline::{export, CompileOptions, ExportOptions};
 
 use super::inspect::DTypeArg;
+use super::limits::{self, ranged};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,8 +37,9 @@ pub struct Args {
     /// float32, for memory-bound decoding. The model then needs ONNX Runtime.
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeArg>,
-    /// Values per quantization block (a scale each): a power of two, at least 16.
-    #[arg(long, default_value_t = 32, requires = "quantize")]
+    /// Values per quantization block (a scale each): a power of two from 16 to 65536, and no
+    /// larger than the widest row it blocks rounded up to a power of two.
+    #[arg(long, default_value_t = 32, requires = "quantize", value_parser = ranged(0, limits::MAX_QUANT_BLOCK))]
     pub quant_block: usize,
     /// `MatMulNBits` accuracy_level: 4 lets ONNX Runtime's CPU kernels quantize the activations
     /// to int8 per block (its fast path); 0 computes in the activations' type.
@@ -59,6 +61,26 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A block wider than every row it blocks is all padding: each row of every quantized weight
+/// would take `block` values (a 2^62 block asks for exabytes). The widest rows are x_proj's and
+/// out_proj's, `intermediate_size` values each.
+fn check_quant_block(block: usize, c: &MambaConfig) -> anyhow::Result<()> {
+    let widest = c.intermediate_size.max(c.hidden_size);
+    let max = widest.next_power_of_two();
+    if block > max {
+        let name = if c.intermediate_size >= c.hidden_size {
+            "backbone.layers.0.mixer.out_proj.weight"
+        } else {
+            "backbone.layers.0.mixer.in_proj.weight"
+        };
+        anyhow::bail!(
+            "--quant-block {block} is larger than any row it blocks: the widest quantized weight, '{name}', has rows of \
+             {widest} values, so the block may be at most {max}"
+        );
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -103,6 +125,9 @@ pub fn main(a: Args) -> Result<()> {
         .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     if a.decode_graph {
         check_not_an_input(&decode_graph_path(&a.output), &ckpt.input_files())?;
+    }
+    if let Some(q) = &quant {
+        check_quant_block(q.quant.block, &ckpt.config)?;
     }
     let opts = ExportOptions {
         compile: CompileOptions {
@@ -173,4 +198,25 @@ pub fn main(a: Args) -> Result<()> {
     // both replaced).
     report.remove_previous_data().context("cannot remove the external data of an earlier export")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mambac_compiler::synth::{Preset, SynthOptions};
+
+    #[test]
+    fn quant_block_is_checked_against_the_widest_row() {
+        let tiny = SynthOptions::new(Preset::Tiny).config().unwrap();
+        assert_eq!(tiny.intermediate_size, 128);
+        assert!(super::check_quant_block(128, &tiny).is_ok());
+        let e = super::check_quant_block(256, &tiny).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--quant-block 256 is larger than any row it blocks: the widest quantized weight, \
+             'backbone.layers.0.mixer.out_proj.weight', has rows of 128 values, so the block may be at most 128"
+        );
+        let m130 = SynthOptions::new(Preset::M130).config().unwrap();
+        assert!(super::check_quant_block(2048, &m130).is_ok());
+        assert!(super::check_quant_block(4096, &m130).unwrap_err().to_string().contains("rows of 1536 values"));
+    }
 }

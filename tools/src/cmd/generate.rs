@@ -5,8 +5,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
+use super::limits::{self, ranged};
 use crate::generation::batch::{generate, parse_prompt_ids, GenerateOptions, Generated};
 use crate::generation::sampler::Sampling;
 use crate::generation::session_state::open_stateful;
@@ -26,8 +27,8 @@ pub struct Args {
     /// A Hugging Face tokenizer.json: encodes --prompt and prints the new tokens as text.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Tokens to generate per prompt.
-    #[arg(long, default_value_t = 32)]
+    /// Tokens to generate per prompt (0 to 1048576).
+    #[arg(long, default_value_t = 32, value_parser = ranged(0, limits::MAX_TOKENS))]
     pub max_new_tokens: usize,
     /// Stop a sequence after it produces this id (e.g. the tokenizer's EOS; repeatable).
     #[arg(long)]
@@ -48,8 +49,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Feed prompts in pieces of at most this many tokens (the graph returns logits for every
-    /// position, so this bounds memory on long prompts).
-    #[arg(long)]
+    /// position, so this bounds memory on long prompts; 1 to 1048576).
+    #[arg(long, value_parser = ranged(1, limits::MAX_TOKENS))]
     pub prefill_chunk: Option<usize>,
     /// End with one line of JSON: {"ids": [...]} ([[...], ...] for several prompts).
     #[arg(long)]
@@ -142,9 +143,6 @@ pub fn main(a: Args) -> Result<()> {
         prefill_chunk: a.prefill_chunk,
         stop_ids: a.stop_id.clone(),
     };
-    if a.prefill_chunk == Some(0) {
-        bail!("--prefill-chunk must be at least 1");
-    }
     let (mut sess, _cuda_graph) = open_stateful(&a.model, &a.session, &a.graph)
         .with_context(|| format!("{} cannot generate", a.model.display()))?;
     let mut text = match tokenizer {

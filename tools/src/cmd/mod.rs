@@ -4,5 +4,6 @@ pub mod bench;
 pub mod export;
 pub mod generate;
 pub mod inspect;
+pub mod limits;
 pub mod run;
 pub mod synth;

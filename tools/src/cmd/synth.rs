@@ -1,12 +1,34 @@
 //! `mambac synth --preset 130m OUT_DIR`: a random-weight checkpoint in the Hugging Face layout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use mambac_compiler::checkpoint::DType;
-use mambac_compiler::synth::{write_checkpoint, Preset, SynthOptions};
+use mambac_compiler::synth::{limits, write_checkpoint, Preset, SynthOptions};
 
 use super::inspect::DTypeArg;
+
+fn ranged(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    super::limits::ranged(lo as u64, hi as u64)
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir` (or its nearest
+/// existing ancestor, when it is yet to be made); None where that cannot be asked.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let existing =
+        dir.ancestors().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the struct statvfs fills.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    // The field types are u32 on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,17 +39,23 @@ pub struct Args {
     pub dtype: DTypeArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long)]
+    /// SSM state size (1 to 1024).
+    #[arg(long, value_parser = ranged(1, limits::MAX_STATE))]
     pub d_state: Option<usize>,
-    #[arg(long)]
+    /// Conv kernel width (1 to 64).
+    #[arg(long, value_parser = ranged(1, limits::MAX_CONV_KERNEL))]
     pub conv_kernel: Option<usize>,
-    #[arg(long)]
+    /// Rank of dt_proj (1 to 65536).
+    #[arg(long, value_parser = ranged(1, limits::MAX_DT_RANK))]
     pub dt_rank: Option<usize>,
-    #[arg(long)]
+    /// Layers (1 to 1024).
+    #[arg(long, value_parser = ranged(1, limits::MAX_LAYERS))]
     pub layers: Option<usize>,
-    #[arg(long)]
+    /// Hidden size (1 to 65536).
+    #[arg(long, value_parser = ranged(1, limits::MAX_HIDDEN))]
     pub hidden: Option<usize>,
-    #[arg(long)]
+    /// Vocabulary size (1 to 4194304).
+    #[arg(long, value_parser = ranged(1, limits::MAX_VOCAB))]
     pub vocab: Option<usize>,
     /// Biases on in_proj and out_proj.
     #[arg(long)]
@@ -38,8 +66,8 @@ pub struct Args {
     /// Store a separate lm_head.
     #[arg(long)]
     pub untied: bool,
-    /// Write N safetensors shards with an index.
-    #[arg(long)]
+    /// Write N safetensors shards with an index (1 to 1024).
+    #[arg(long, value_parser = ranged(1, limits::MAX_SHARDS))]
     pub shards: Option<usize>,
     pub out_dir: PathBuf,
 }
@@ -64,6 +92,17 @@ pub fn main(a: Args) -> Result<()> {
     o.use_conv_bias = a.no_conv_bias.then_some(false);
     o.tie_word_embeddings = a.untied.then_some(false);
     o.shards = a.shards;
+    // Checked before the first byte is written: a checkpoint that does not fit would leave a
+    // truncated file behind after minutes of writing.
+    let bytes = o.total_bytes().with_context(|| format!("cannot write {}", a.out_dir.display()))?;
+    if let Some(free) = free_bytes(&a.out_dir) {
+        if bytes > free {
+            anyhow::bail!(
+                "cannot write {}: the checkpoint takes {bytes} bytes and its filesystem has {free} bytes free",
+                a.out_dir.display()
+            );
+        }
+    }
     let cfg = write_checkpoint(&o, &a.out_dir).with_context(|| format!("cannot write {}", a.out_dir.display()))?;
     eprintln!(
         "wrote {} (hidden {}, {} layers, vocab {}, {})",
@@ -74,4 +113,16 @@ pub fn main(a: Args) -> Result<()> {
         o.dtype.name()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_bytes_asks_the_nearest_existing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = super::free_bytes(&dir.path().join("not/yet/made")).expect("statvfs of the temp folder");
+        assert!(free > 0);
+        // A relative name with no folder part is asked of the working directory.
+        assert!(super::free_bytes(std::path::Path::new("relative-and-missing")).is_some_and(|b| b > 0));
+    }
 }

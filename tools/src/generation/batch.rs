@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::memory;
 use super::sampler::{Sampler, Sampling};
 use super::session_state::{Keep, StatefulSession};
 use crate::tensor_io::HostTensor;
@@ -97,6 +98,15 @@ pub fn generate(
             bail!("prompt {} is empty: generation starts from at least one token", j + 1);
         }
         sess.sig.check_ids(p, &format!("prompt {}", j + 1))?;
+    }
+    // Each prompt's states are kept on the host until all are prefilled, then stacked into one
+    // batch: a copy per prompt on top of the batch's own.
+    if prompts.len() > 1 {
+        let n = prompts.len();
+        let per_prompt = sess.sig.state_bytes_per_sequence().saturating_mul(n as u128);
+        memory::check(per_prompt.saturating_add(sess.state_bytes(n)), || {
+            format!("{n} prompts decoded as one batch: their states need")
+        })?;
     }
     let mut samplers = (0..prompts.len())
         .map(|j| Sampler::new(opts.sampling, opts.seed.wrapping_add(j as u64)))

@@ -16,6 +16,7 @@
 //!   states are stacked into one batch, and the batch is decoded together (see there for why).
 
 pub mod batch;
+pub mod memory;
 pub mod sampler;
 pub mod session_state;
 pub mod shared_weights;

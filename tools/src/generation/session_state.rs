@@ -20,6 +20,7 @@ use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType};
 use safetensors::Dtype;
 
+use super::memory;
 use super::signature::ModelSignature;
 use crate::generation::shared_weights::SharedWeights;
 use crate::runtime::{decode_graph_for, open_generation_session, DecodeGraphChoice, Ep, GraphOptions, SessionOptions};
@@ -207,8 +208,31 @@ impl StatefulSession {
         self.batch
     }
 
+    /// Host memory the states of `batch` sequences take: the zeros (or stacked prefills) given
+    /// from the host, and on the CPU EP the two buffer sets as well.
+    pub fn state_bytes(&self, batch: usize) -> u128 {
+        let copies = if self.state_alloc.memory_info().is_cpu_accessible() { 3 } else { 1 };
+        self.sig.state_bytes_per_sequence().saturating_mul(batch as u128).saturating_mul(copies)
+    }
+
+    /// Host memory one step of `batch` x `len` tokens takes beyond the states: the ids, the
+    /// graph's logits and the float32 copy of the positions kept.
+    pub fn step_bytes(&self, batch: usize, len: usize, keep: Keep) -> u128 {
+        let tokens = (batch as u128).saturating_mul(len as u128);
+        let kept = match keep {
+            Keep::Last => batch,
+            Keep::All => batch.saturating_mul(len),
+        } as u128;
+        let vocab = self.sig.vocab.unwrap_or(0) as u128;
+        tokens.saturating_mul(8).saturating_add(self.sig.logits_bytes(batch, len)).saturating_add(kept * vocab * 4)
+    }
+
     /// Zero states for `batch` new sequences.
     pub fn reset(&mut self, batch: usize) -> Result<()> {
+        memory::check(self.state_bytes(batch), || {
+            let s = if batch == 1 { "" } else { "s" };
+            format!("the states of {batch} sequence{s} ({} layers) need", self.sig.layers)
+        })?;
         let zeros: Vec<HostTensor> = self
             .sig
             .states
@@ -357,6 +381,13 @@ impl StatefulSession {
         let batch = self.batch;
         if len == 0 || ids.len() != batch * len {
             bail!("a step needs batch {batch} × len {len} token ids, got {}", ids.len());
+        }
+        // Prompts (any length) and the first step at a batch size; later one-token steps reuse
+        // what those allocated.
+        if len > 1 || self.state_sets.as_ref().is_none_or(|s| s.batch != batch) {
+            memory::check(self.step_bytes(batch, len, keep), || {
+                format!("a step of {batch} sequences x {len} tokens (token ids and logits) needs")
+            })?;
         }
         self.ensure_state_sets()?;
         let ids_t = Tensor::from_array(([batch, len], ids.to_vec())).map_err(|e| anyhow!("input_ids: {e}"))?;

@@ -49,6 +49,36 @@ pub struct ModelSignature {
     pub logits_ty: TensorElementType,
     /// Size of the logits' last dimension when the graph states it (it always does for mambac).
     pub vocab: Option<usize>,
+    /// Positions the logits hold when fixed (1 for `--logits last`), else one per input token.
+    pub logits_positions: Option<usize>,
+}
+
+/// `conv_state.3` -> ("conv_state", 3); with `output`, `conv_state_out.3` -> ("conv_state", 3).
+fn state_layer(name: &str, output: bool) -> Option<(&'static str, usize)> {
+    ["conv_state", "ssm_state"].into_iter().find_map(|kind| {
+        let rest = name.strip_prefix(kind)?;
+        let rest = if output { rest.strip_prefix("_out")? } else { rest };
+        Some((kind, rest.strip_prefix('.')?.parse().ok()?))
+    })
+}
+
+/// A state is `[batch, channels, width]` with channels and width fixed numbers: zero states of
+/// the right size are made from them before the first step.
+fn check_state_shape(what: &str, name: &str, shape: &[i64]) -> Result<()> {
+    if shape.len() != 3 {
+        bail!("{what} '{name}' has rank {} (shape {shape:?}); expected [batch, channels, width]", shape.len());
+    }
+    if shape[1..].iter().any(|&x| x <= 0) {
+        bail!("{what} '{name}' has shape {shape:?}: channels and width must be fixed positive numbers, not symbolic");
+    }
+    Ok(())
+}
+
+fn elem_bytes(t: TensorElementType) -> u128 {
+    match t {
+        TensorElementType::Float16 | TensorElementType::Bfloat16 => 2,
+        _ => 4,
+    }
 }
 
 impl ModelSignature {
@@ -67,6 +97,15 @@ impl ModelSignature {
         if ids.ty != Some(TensorElementType::Int64) || ids.shape.len() != 2 {
             bail!("input 'input_ids' must be int64 [batch, seqlen], the model has {:?} {:?}", ids.ty, ids.shape);
         }
+        // Every input is fed on every step: one this code does not know would be left unbound.
+        if let Some(other) = inputs.iter().find(|d| d.name != "input_ids" && state_layer(&d.name, false).is_none()) {
+            bail!(
+                "the model has an input '{}' that generation cannot feed (it feeds input_ids, conv_state.{{i}} and \
+                 ssm_state.{{i}}; inputs: {})",
+                other.name,
+                names(inputs)
+            );
+        }
         let layers =
             inputs.iter().filter(|d| d.name.starts_with("conv_state.") || d.name.starts_with("ssm_state.")).count();
         if layers == 0 {
@@ -80,6 +119,19 @@ impl ModelSignature {
             bail!("the model's state inputs do not come in conv/ssm pairs (inputs: {})", names(inputs));
         }
         let layers = layers / 2;
+        // A state output whose input is missing would be computed and dropped: the next step
+        // would start from zeros without a word.
+        for o in outputs {
+            if let Some((kind, i)) = state_layer(&o.name, true) {
+                if i >= layers || find(inputs, &format!("{kind}.{i}")).is_none() {
+                    bail!(
+                        "the model has a state output '{}' but no input '{kind}.{i}' to feed it back (inputs: {})",
+                        o.name,
+                        names(inputs)
+                    );
+                }
+            }
+        }
         let mut states = Vec::with_capacity(2 * layers);
         for i in 0..layers {
             for kind in ["conv_state", "ssm_state"] {
@@ -100,9 +152,11 @@ impl ModelSignature {
                     ) => t,
                     t => bail!("state input '{input}' has element type {t:?}; expected float32, float16 or bfloat16"),
                 };
-                if d.shape.len() != 3 || d.shape[1..].iter().any(|&x| x <= 0) {
-                    bail!("state input '{input}' must be [batch, channels, width] with static channels and width, the model has {:?}", d.shape);
+                check_state_shape("state input", &input, &d.shape)?;
+                if o.ty.is_none() {
+                    bail!("state output '{output}' is not a tensor");
                 }
+                check_state_shape("state output", &output, &o.shape)?;
                 if o.ty != d.ty || o.shape[1..] != d.shape[1..] {
                     bail!(
                         "state output '{output}' ({:?} {:?}) does not match its input '{input}' ({ty:?} {:?})",
@@ -125,7 +179,23 @@ impl ModelSignature {
             bail!("output 'logits' must be [batch, seqlen, vocab], the model has {:?}", logits.shape);
         }
         let vocab = (logits.shape[2] > 0).then_some(logits.shape[2] as usize);
-        Ok(ModelSignature { layers, states, logits_ty, vocab })
+        let logits_positions = (logits.shape[1] > 0).then_some(logits.shape[1] as usize);
+        Ok(ModelSignature { layers, states, logits_ty, vocab, logits_positions })
+    }
+
+    /// Bytes of one sequence's states (all layers, one copy).
+    pub fn state_bytes_per_sequence(&self) -> u128 {
+        self.states
+            .iter()
+            .map(|s| s.dims.iter().fold(elem_bytes(s.ty), |n, &d| n.saturating_mul(d as u128)))
+            .fold(0u128, u128::saturating_add)
+    }
+
+    /// Bytes of the logits a step of `batch` x `len` tokens returns (the graph's own output).
+    pub fn logits_bytes(&self, batch: usize, len: usize) -> u128 {
+        let positions = self.logits_positions.unwrap_or(len) as u128;
+        let vocab = self.vocab.unwrap_or(0) as u128;
+        (batch as u128).saturating_mul(positions).saturating_mul(vocab).saturating_mul(elem_bytes(self.logits_ty))
     }
 
     /// Token ids must index the embedding (the check `mambac run` makes too).
@@ -191,5 +261,121 @@ mod tests {
         let e = s.check_ids(&[5, 1024], "prompt 1").unwrap_err().to_string();
         assert!(e.contains("token id 1024") && e.contains("1024 entries") && e.starts_with("prompt 1"), "{e}");
         assert!(s.check_ids(&[-1], "prompt 2").is_err());
+    }
+
+    fn error(i: &[IoDesc], o: &[IoDesc]) -> String {
+        ModelSignature::from_io(i, o).unwrap_err().to_string()
+    }
+
+    fn set_shape(v: &mut [IoDesc], name: &str, shape: &[i64]) {
+        v.iter_mut().find(|x| x.name == name).unwrap().shape = shape.to_vec();
+    }
+
+    #[test]
+    fn rejects_a_rank_0_state_output() {
+        let (i, mut o) = stateful(2);
+        set_shape(&mut o, "ssm_state_out.1", &[]);
+        assert_eq!(
+            error(&i, &o),
+            "state output 'ssm_state_out.1' has rank 0 (shape []); expected [batch, channels, width]"
+        );
+    }
+
+    #[test]
+    fn rejects_a_rank_0_state_input() {
+        let (mut i, o) = stateful(1);
+        set_shape(&mut i, "conv_state.0", &[]);
+        assert_eq!(
+            error(&i, &o),
+            "state input 'conv_state.0' has rank 0 (shape []); expected [batch, channels, width]"
+        );
+    }
+
+    #[test]
+    fn rejects_symbolic_or_negative_state_dims() {
+        for dims in [[-1i64, -1, 16], [-1, 128, -1], [-1, 128, 0], [-1, -7, 16]] {
+            let (mut i, o) = stateful(1);
+            set_shape(&mut i, "ssm_state.0", &dims);
+            assert_eq!(
+                error(&i, &o),
+                format!(
+                    "state input 'ssm_state.0' has shape {dims:?}: channels and width must be fixed positive numbers, not symbolic"
+                )
+            );
+        }
+        let (i, mut o) = stateful(1);
+        set_shape(&mut o, "conv_state_out.0", &[-1, -1, 3]);
+        assert!(error(&i, &o).starts_with("state output 'conv_state_out.0' has shape [-1, -1, 3]"));
+    }
+
+    #[test]
+    fn rejects_a_state_output_that_is_not_a_tensor() {
+        let (i, mut o) = stateful(1);
+        o.iter_mut().find(|x| x.name == "ssm_state_out.0").unwrap().ty = None;
+        assert_eq!(error(&i, &o), "state output 'ssm_state_out.0' is not a tensor");
+    }
+
+    #[test]
+    fn rejects_a_state_output_without_its_input() {
+        let (i, mut o) = stateful(2);
+        o.push(d("conv_state_out.2", TensorElementType::Float32, &[-1, 128, 3]));
+        let e = error(&i, &o);
+        assert!(
+            e.starts_with(
+                "the model has a state output 'conv_state_out.2' but no input 'conv_state.2' to feed it back"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unpaired_state_inputs() {
+        let (mut i, o) = stateful(2);
+        i.retain(|x| x.name != "ssm_state.1");
+        assert!(error(&i, &o).starts_with("the model's state inputs do not come in conv/ssm pairs"));
+        let (mut i, mut o) = stateful(2);
+        i.iter_mut().find(|x| x.name == "ssm_state.1").unwrap().name = "conv_state.7".into();
+        let e = error(&i, &o);
+        assert!(e.starts_with("the model has a state output 'ssm_state_out.1' but no input 'ssm_state.1'"), "{e}");
+        o.retain(|x| x.name != "ssm_state_out.1");
+        let e = error(&i, &o);
+        assert!(e.starts_with("the model has 2 layers of state inputs but no 'ssm_state.1'"), "{e}");
+    }
+
+    #[test]
+    fn rejects_an_input_it_cannot_feed() {
+        let (mut i, o) = stateful(1);
+        i.push(d("attention_mask", TensorElementType::Int64, &[-1, -1]));
+        let e = error(&i, &o);
+        assert!(e.starts_with("the model has an input 'attention_mask' that generation cannot feed"), "{e}");
+        let (mut i, o) = stateful(1);
+        i.push(d("conv_state.x", TensorElementType::Float32, &[-1, 128, 3]));
+        assert!(error(&i, &o).starts_with("the model has an input 'conv_state.x' that generation cannot feed"));
+    }
+
+    #[test]
+    fn rejects_a_missing_or_malformed_logits_output() {
+        let (i, mut o) = stateful(1);
+        o.retain(|x| x.name != "logits");
+        assert!(
+            error(&i, &o).starts_with("the model has no output 'logits' (outputs: conv_state_out.0, ssm_state_out.0)")
+        );
+        let (i, mut o) = stateful(1);
+        set_shape(&mut o, "logits", &[]);
+        assert_eq!(error(&i, &o), "output 'logits' must be [batch, seqlen, vocab], the model has []");
+    }
+
+    #[test]
+    fn sizes_states_and_logits_without_overflow() {
+        let (i, o) = stateful(3);
+        let s = ModelSignature::from_io(&i, &o).unwrap();
+        assert_eq!(s.state_bytes_per_sequence(), 3 * (128 * 3 + 128 * 16) * 4);
+        assert_eq!(s.logits_bytes(2, 5), 2 * 5 * 1024 * 4);
+        let (mut i, mut o) = stateful(1);
+        set_shape(&mut i, "ssm_state.0", &[-1, i64::MAX, i64::MAX]);
+        set_shape(&mut o, "ssm_state_out.0", &[-1, i64::MAX, i64::MAX]);
+        let s = ModelSignature::from_io(&i, &o).unwrap();
+        assert_eq!(s.state_bytes_per_sequence(), 4 * (i64::MAX as u128).pow(2) + 128 * 3 * 4);
+        assert_eq!(s.logits_bytes(usize::MAX, usize::MAX), u128::MAX);
     }
 }
