@@ -500,3 +500,20 @@ fn damaged_files_never_panic() {
         let _ = pickle::load(&pkl[..i]);
     }
 }
+
+/// A hostile data.pkl through the whole open: nested a million deep, it is read and dropped
+/// without recursion and refused for what it is.
+#[test]
+fn deeply_nested_pickle_through_open() {
+    let mut pkl = vec![0x80, 2, b')'];
+    pkl.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+    pkl.push(b'.');
+    let d = ssm_dir_with_pickle(&pkl, &[]);
+    assert_eq!(
+        open_err(d.path()),
+        format!(
+            "{}: data.pkl does not hold a state dict (a dict of tensors)",
+            d.path().join("pytorch_model.bin").display()
+        )
+    );
+}

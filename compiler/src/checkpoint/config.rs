@@ -43,6 +43,12 @@ pub struct MambaConfig {
     pub vocab_size: usize,
 }
 
+/// The largest size a dimension may have (hidden, state, vocabulary...): 16 times the largest
+/// Mamba released, and small enough that no product of two overflows or allocates unchecked.
+pub const MAX_DIM: usize = 1 << 20;
+/// The most layers a config may give (the largest Mamba has 64).
+pub const MAX_LAYERS: usize = 1 << 16;
+
 /// Reads typed keys out of one JSON object, naming the file and key in every error.
 struct Keys<'a> {
     obj: &'a Map<String, Value>,
@@ -56,23 +62,29 @@ impl<'a> Keys<'a> {
         CheckpointError::config(self.path, format!("key '{}{key}' must be {what}, got {v}", self.prefix))
     }
 
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>, CheckpointError> {
+    fn too_large(&self, key: &str, max: usize, v: &Value) -> CheckpointError {
+        CheckpointError::config(self.path, format!("key '{}{key}' must be at most {max}, got {v}", self.prefix))
+    }
+
+    /// A positive integer no larger than `max`.
+    fn usize_opt(&self, key: &str, max: usize) -> Result<Option<usize>, CheckpointError> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => usize::try_from(n).map(Some).map_err(|_| self.err(key, "a positive integer", v)),
+                Some(n) if n > max as u64 => Err(self.too_large(key, max, v)),
+                Some(n) if n > 0 => Ok(Some(n as usize)),
                 _ => Err(self.err(key, "a positive integer", v)),
             },
         }
     }
 
-    fn usize_req(&self, key: &str) -> Result<usize, CheckpointError> {
-        self.usize_opt(key)?
+    fn usize_req(&self, key: &str, max: usize) -> Result<usize, CheckpointError> {
+        self.usize_opt(key, max)?
             .ok_or_else(|| CheckpointError::config(self.path, format!("missing key '{}{key}'", self.prefix)))
     }
 
     fn usize_or(&self, key: &str, default: usize) -> Result<usize, CheckpointError> {
-        Ok(self.usize_opt(key)?.unwrap_or(default))
+        Ok(self.usize_opt(key, MAX_DIM)?.unwrap_or(default))
     }
 
     /// An integer or "auto" (None) — time_step_rank / dt_rank.
@@ -81,6 +93,7 @@ impl<'a> Keys<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s == "auto" => Ok(None),
             Some(v) => match v.as_u64() {
+                Some(n) if n > MAX_DIM as u64 => Err(self.too_large(key, MAX_DIM, v)),
                 Some(n) if n > 0 => Ok(Some(n as usize)),
                 _ => Err(self.err(key, "a positive integer or \"auto\"", v)),
             },
@@ -104,6 +117,17 @@ impl<'a> Keys<'a> {
             },
         }
     }
+}
+
+/// expand * hidden_size (or the intermediate_size given) is a dimension too.
+fn check_intermediate(path: &Path, i: usize, expand: usize, hidden: usize) -> Result<(), CheckpointError> {
+    if i > MAX_DIM {
+        return Err(CheckpointError::config(
+            path,
+            format!("the intermediate size {i} (expand {expand} x hidden size {hidden}) must be at most {MAX_DIM}"),
+        ));
+    }
+    Ok(())
 }
 
 fn auto_rank(hidden: usize) -> usize {
@@ -140,21 +164,23 @@ impl MambaConfig {
 
     fn from_hf(obj: &Map<String, Value>, path: &Path) -> Result<MambaConfig, CheckpointError> {
         let k = Keys { obj, prefix: "", path };
-        let hidden = k.usize_req("hidden_size")?;
+        let hidden = k.usize_req("hidden_size", MAX_DIM)?;
         let expand = k.usize_or("expand", 2)?;
+        let intermediate = k.usize_or("intermediate_size", expand * hidden)?;
+        check_intermediate(path, intermediate, expand, hidden)?;
         let cfg = MambaConfig {
             hidden_size: hidden,
             state_size: k.usize_or("state_size", 16)?,
-            num_hidden_layers: k.usize_req("num_hidden_layers")?,
+            num_hidden_layers: k.usize_req("num_hidden_layers", MAX_LAYERS)?,
             expand,
             conv_kernel: k.usize_or("conv_kernel", 4)?,
             time_step_rank: k.rank("time_step_rank")?.unwrap_or_else(|| auto_rank(hidden)),
-            intermediate_size: k.usize_or("intermediate_size", expand * hidden)?,
+            intermediate_size: intermediate,
             use_bias: k.bool_or("use_bias", false)?,
             use_conv_bias: k.bool_or("use_conv_bias", true)?,
             layer_norm_epsilon: k.f64_or("layer_norm_epsilon", 1e-5)?,
             tie_word_embeddings: k.bool_or("tie_word_embeddings", true)?,
-            vocab_size: k.usize_req("vocab_size")?,
+            vocab_size: k.usize_req("vocab_size", MAX_DIM)?,
         };
         Ok(cfg)
     }
@@ -190,16 +216,19 @@ impl MambaConfig {
         if !k.bool_or("rms_norm", true)? {
             return Err(CheckpointError::config(path, "rms_norm false (LayerNorm) is not supported"));
         }
-        let hidden = k.usize_req("d_model")?;
+        let hidden = k.usize_req("d_model", MAX_DIM)?;
         let expand = s.usize_or("expand", 2)?;
-        let vocab = k.usize_req("vocab_size")?;
+        let vocab = k.usize_req("vocab_size", MAX_DIM)?;
         // mamba_ssm's default multiple is 8; 0 or 1 would mean no padding.
         let multiple = match obj.get("pad_vocab_size_multiple") {
             None | Some(Value::Null) => 8,
-            Some(v) => {
-                v.as_u64().map(|n| n as usize).ok_or_else(|| k.err("pad_vocab_size_multiple", "an integer", v))?
-            }
+            Some(v) => match v.as_u64() {
+                Some(n) if n > MAX_DIM as u64 => return Err(k.too_large("pad_vocab_size_multiple", MAX_DIM, v)),
+                Some(n) => n as usize,
+                None => return Err(k.err("pad_vocab_size_multiple", "an integer", v)),
+            },
         };
+        check_intermediate(path, expand * hidden, expand, hidden)?;
         let padded = if multiple > 1 { vocab.div_ceil(multiple) * multiple } else { vocab };
         // mamba_ssm's MixerModel takes norm_epsilon (default 1e-5); some configs spell it otherwise.
         let eps = match obj.get("norm_epsilon") {
@@ -209,7 +238,7 @@ impl MambaConfig {
         Ok(MambaConfig {
             hidden_size: hidden,
             state_size: s.usize_or("d_state", 16)?,
-            num_hidden_layers: k.usize_req("n_layer")?,
+            num_hidden_layers: k.usize_req("n_layer", MAX_LAYERS)?,
             expand,
             conv_kernel: s.usize_or("d_conv", 4)?,
             time_step_rank: s.rank("dt_rank")?.unwrap_or_else(|| auto_rank(hidden)),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::pickle::PickleError;
+use super::zip_entry::EntryError;
 
 /// Formats a shape as `[a, b, c]`.
 pub(crate) fn fmt_shape(shape: &[usize]) -> String {
@@ -50,6 +51,19 @@ pub enum CheckpointError {
 
     #[error("{}: {source}", .path.display())]
     Pickle { path: PathBuf, source: PickleError },
+
+    #[error("{}: {source}", .path.display())]
+    ZipEntry { path: PathBuf, source: EntryError },
+
+    #[error("{} is {size} bytes, more than the {} MiB {what} may have", .path.display(), .limit >> 20)]
+    TooLarge { path: PathBuf, size: u64, limit: u64, what: &'static str },
+
+    #[error(
+        "{} gives {key} {config_layers}, but {} has {weight_layers} layers (backbone.layers.N tensors)",
+        .config.display(),
+        .path.display()
+    )]
+    LayerCount { config: PathBuf, key: &'static str, config_layers: usize, path: PathBuf, weight_layers: usize },
 
     #[error("{}: {detail}", .path.display())]
     TorchFormat { path: PathBuf, detail: String },

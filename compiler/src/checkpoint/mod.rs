@@ -13,12 +13,14 @@
 mod config;
 mod dtype;
 mod error;
+mod json_file;
 pub mod pickle;
 mod safetensors_store;
 pub mod shapes;
 mod sharded;
 mod store;
 mod torch_zip;
+mod zip_entry;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,10 @@ use std::path::{Path, PathBuf};
 pub use config::{Layout, MambaConfig};
 pub use dtype::DType;
 pub use error::CheckpointError;
+pub use json_file::MAX_JSON_BYTES;
 pub use pickle::PickleError;
+pub use torch_zip::MAX_PICKLE_BYTES;
+pub use zip_entry::EntryError;
 
 use store::{RawTensor, Store, StoredDType};
 
@@ -90,9 +95,7 @@ impl Checkpoint {
         if !config_path.is_file() {
             return Err(CheckpointError::MissingConfig { dir: dir.to_path_buf() });
         }
-        let text = std::fs::read(&config_path).map_err(|e| CheckpointError::io(&config_path, e))?;
-        let json: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| CheckpointError::Json { path: config_path.clone(), source: e })?;
+        let json = json_file::read(&config_path)?;
         let (config, layout) = MambaConfig::from_json(&json, &config_path)?;
 
         // The weight format is found by file, not by layout: an HF config with a
@@ -114,13 +117,20 @@ impl Checkpoint {
             return Err(CheckpointError::MissingWeights { dir: dir.to_path_buf() });
         };
 
-        let ck = Checkpoint { dir: dir.to_path_buf(), layout, config, store, weights_source };
+        let mut ck = Checkpoint { dir: dir.to_path_buf(), layout, config, store, weights_source };
         ck.check_all()?;
+        // Only now, with every tensor's size known to follow from config.json, are zip entries
+        // CRC-checked and inflated.
+        ck.store.finish_reads()?;
         Ok(ck)
     }
 
-    /// Every needed tensor present, with the config's shape and a readable dtype.
+    /// Every needed tensor present, with the config's shape and a readable dtype. The layer
+    /// count is compared with the weights before anything is sized by it.
     fn check_all(&self) -> Result<(), CheckpointError> {
+        let c = &self.config;
+        self.check_one(shapes::EMBEDDING, &[c.vocab_size, c.hidden_size])?;
+        self.check_layer_count()?;
         for (name, shape) in shapes::expected_tensors(&self.config) {
             self.check_one(&name, &shape)?;
         }
@@ -147,7 +157,9 @@ impl Checkpoint {
             });
         }
         let need = raw.shape.iter().product::<usize>() * dtype.size();
-        let have = self.store.bytes(raw).len();
+        // The range was checked against its backing (or, for a zip entry not read yet, against
+        // the size the entry declares).
+        let have = raw.range.len();
         if need != have {
             return Err(CheckpointError::ByteLength {
                 name: name.to_string(),
@@ -156,6 +168,31 @@ impl Checkpoint {
                 dtype: dtype.name().to_string(),
                 expected: need,
                 actual: have,
+            });
+        }
+        Ok(())
+    }
+
+    /// `num_hidden_layers` (`n_layer`) must be the number of layers the weights hold: one more
+    /// than the highest N of a `backbone.layers.N.` tensor.
+    fn check_layer_count(&self) -> Result<(), CheckpointError> {
+        let layers_in_weights = self
+            .store
+            .tensors
+            .keys()
+            .filter_map(|n| n.strip_prefix("backbone.layers.")?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |m| m.saturating_add(1));
+        if layers_in_weights != self.config.num_hidden_layers {
+            return Err(CheckpointError::LayerCount {
+                config: self.dir.join(CONFIG_FILE),
+                key: match self.layout {
+                    Layout::HuggingFace => "num_hidden_layers",
+                    Layout::StateSpaces => "n_layer",
+                },
+                config_layers: self.config.num_hidden_layers,
+                path: self.weights_source.clone(),
+                weight_layers: layers_in_weights,
             });
         }
         Ok(())

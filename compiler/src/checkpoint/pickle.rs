@@ -6,9 +6,15 @@
 //! allow-list: `collections.OrderedDict`, torch's tensor/parameter rebuild functions and the
 //! float storage types. Nothing is ever imported or executed; the rebuild functions become plain
 //! [`Value::Tensor`] records that the zip reader resolves to byte ranges.
+//!
+//! Resource use is bounded by the input the way CPython's unpickler bounds it: the machine is
+//! iterative and so is dropping what it built (no recursion on nesting depth), a memoised value
+//! is shared rather than copied when it is fetched, strings are interned so that a dict finds a
+//! key in O(1), and every opcode allocates at most a constant plus the bytes it consumes.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
 use super::dtype::DType;
@@ -72,19 +78,196 @@ pub struct TensorRef {
     pub stride: Vec<usize>,
 }
 
+/// An unpickled string. Every string of one [`load`] with the same text is the same object, so
+/// two keys are equal exactly when they share an address.
+/// A thin pointer, so that a [`Value`] is 16 bytes.
+#[derive(Debug, Clone)]
+pub struct PyStr(Rc<String>);
+
+impl PyStr {
+    fn addr(&self) -> usize {
+        Rc::as_ptr(&self.0) as usize
+    }
+}
+
+impl Deref for PyStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for PyStr {
+    fn eq(&self, other: &str) -> bool {
+        self.0.as_str() == other
+    }
+}
+
+/// The intern table's entry: a string found by its text.
+#[derive(PartialEq, Eq, Hash)]
+struct Interned(Rc<String>);
+
+impl std::borrow::Borrow<str> for Interned {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PyStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The items of a tuple or list. Dropping it is iterative: a value nested a million levels
+/// deep is freed without a million nested drop calls.
+#[derive(Debug, Default)]
+pub struct Seq(Vec<Value>);
+
+impl Deref for Seq {
+    type Target = Vec<Value>;
+    fn deref(&self) -> &Vec<Value> {
+        &self.0
+    }
+}
+
+impl DerefMut for Seq {
+    fn deref_mut(&mut self) -> &mut Vec<Value> {
+        &mut self.0
+    }
+}
+
+impl Drop for Seq {
+    fn drop(&mut self) {
+        drop_flat(std::mem::take(&mut self.0));
+    }
+}
+
+/// A dict in insertion order (a state dict is an OrderedDict). A later value for a key
+/// replaces the earlier one in place, as in Python; string keys are found in O(1).
+#[derive(Debug, Default)]
+pub struct Dict {
+    entries: Vec<(Value, Value)>,
+    /// Index in `entries` of each string key, by the interned string's address; built once the
+    /// dict outgrows a scan, so that a million small nested dicts stay small (boxed: one word
+    /// instead of a map's six in every dict).
+    #[allow(clippy::box_collection)]
+    by_str: Option<Box<HashMap<usize, usize>>>,
+}
+
+/// Up to this many entries a key is found by scanning (pointer compares).
+const SCAN: usize = 8;
+
+impl Dict {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (Value, Value)> {
+        self.entries.iter()
+    }
+
+    fn insert(&mut self, k: Value, v: Value) {
+        if let Value::Str(s) = &k {
+            let addr = s.addr();
+            let found = match &mut self.by_str {
+                Some(index) => match index.entry(addr) {
+                    std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(self.entries.len());
+                        None
+                    }
+                },
+                None => self.entries.iter().position(|(ek, _)| matches!(ek, Value::Str(e) if e.addr() == addr)),
+            };
+            if let Some(i) = found {
+                self.entries[i].1 = v;
+                return;
+            }
+        }
+        reserve_first(&mut self.entries, 1);
+        self.entries.push((k, v));
+        if self.by_str.is_none() && self.entries.len() > SCAN {
+            let index = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (k, _))| match k {
+                    Value::Str(s) => Some((s.addr(), i)),
+                    _ => None,
+                })
+                .collect();
+            self.by_str = Some(Box::new(index));
+        }
+    }
+}
+
+impl Drop for Dict {
+    fn drop(&mut self) {
+        let mut flat = Vec::with_capacity(2 * self.entries.len());
+        for (k, v) in self.entries.drain(..) {
+            flat.push(k);
+            flat.push(v);
+        }
+        drop_flat(flat);
+    }
+}
+
+/// Gives an empty vector exactly the room for its first items: most containers of a state
+/// dict never grow, and a million nested one-item containers should not hold four slots each.
+fn reserve_first<T>(v: &mut Vec<T>, n: usize) {
+    if v.capacity() == 0 {
+        v.reserve_exact(n);
+    }
+}
+
+/// Drops `pending` and everything only it holds without recursing: a container that no one
+/// else shares gives up its items to the work list before it is dropped empty.
+fn drop_flat(mut pending: Vec<Value>) {
+    while let Some(mut v) = pending.pop() {
+        match &mut v {
+            Value::Tuple(t) => {
+                if let Some(items) = Rc::get_mut(t) {
+                    pending.append(&mut items.0);
+                }
+            }
+            Value::List(l) => {
+                if let Some(items) = Rc::get_mut(l) {
+                    pending.append(&mut items.get_mut().0);
+                }
+            }
+            Value::Dict(d) => {
+                if let Some(d) = Rc::get_mut(d) {
+                    let d = d.get_mut();
+                    d.by_str = None;
+                    for (k, v) in d.entries.drain(..) {
+                        pending.push(k);
+                        pending.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Unpickled values. Dicts and lists are shared and mutable because the memo hands out the
-/// same object that later SETITEMS/APPENDS fill.
+/// same object that later SETITEMS/APPENDS fill; every value is cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Value {
     None,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Str(PyStr),
+    Bytes(Rc<Vec<u8>>),
+    Tuple(Rc<Seq>),
+    List(Rc<RefCell<Seq>>),
+    Dict(Rc<RefCell<Dict>>),
     Global(Global),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
@@ -117,6 +300,8 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
+    /// Every string made so far, so that equal strings are one object.
+    strings: HashSet<Interned>,
 }
 
 impl<'a> Machine<'a> {
@@ -158,8 +343,24 @@ impl<'a> Machine<'a> {
         self.take(n)
     }
 
-    fn utf8(&self, b: &[u8]) -> Result<String, PickleError> {
-        String::from_utf8(b.to_vec()).map_err(|_| self.bad("string is not UTF-8"))
+    fn utf8(&self, b: &'a [u8]) -> Result<&'a str, PickleError> {
+        std::str::from_utf8(b).map_err(|_| self.bad("string is not UTF-8"))
+    }
+
+    fn intern(&mut self, s: &str) -> PyStr {
+        if let Some(i) = self.strings.get(s) {
+            return PyStr(i.0.clone());
+        }
+        let rc = Rc::new(s.to_string());
+        self.strings.insert(Interned(rc.clone()));
+        PyStr(rc)
+    }
+
+    fn push_str(&mut self, b: &'a [u8]) -> Result<(), PickleError> {
+        let s = self.utf8(b)?;
+        let s = self.intern(s);
+        self.stack.push(Value::Str(s));
+        Ok(())
     }
 
     fn line(&mut self) -> Result<&'a [u8], PickleError> {
@@ -213,14 +414,7 @@ impl<'a> Machine<'a> {
         let mut d = d.borrow_mut();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            // Later keys replace earlier ones, as in a Python dict.
-            if let Value::Str(ks) = &k {
-                if let Some(slot) = d.iter_mut().find(|(ek, _)| matches!(ek, Value::Str(e) if e == ks)) {
-                    slot.1 = v;
-                    continue;
-                }
-            }
-            d.push((k, v));
+            d.insert(k, v);
         }
         Ok(())
     }
@@ -229,7 +423,9 @@ impl<'a> Machine<'a> {
         let Value::List(l) = target else {
             return Err(self.bad(format!("APPEND(S) on a {}", target.kind())));
         };
-        l.borrow_mut().extend(items);
+        let mut l = l.borrow_mut();
+        reserve_first(&mut l, items.len());
+        l.extend(items);
         Ok(())
     }
 
@@ -248,7 +444,7 @@ impl<'a> Machine<'a> {
     }
 
     fn persistent_load(&self, pid: Value) -> Result<Value, PickleError> {
-        let Value::Tuple(t) = pid else {
+        let Value::Tuple(t) = &pid else {
             return Err(self.bad(format!("persistent id must be a tuple, got {}", pid.kind())));
         };
         match t.as_slice() {
@@ -256,7 +452,7 @@ impl<'a> Machine<'a> {
                 if tag == "storage" =>
             {
                 Ok(Value::Storage(Rc::new(StorageRef {
-                    key: key.clone(),
+                    key: key.to_string(),
                     dtype: *dtype,
                     numel: self.int(numel, "storage numel")?,
                 })))
@@ -266,19 +462,19 @@ impl<'a> Machine<'a> {
     }
 
     fn reduce(&self, func: Value, args: Value) -> Result<Value, PickleError> {
-        let Value::Tuple(args) = args else {
+        let Value::Tuple(args) = &args else {
             return Err(self.bad(format!("REDUCE arguments must be a tuple, got {}", args.kind())));
         };
-        match func {
+        match &func {
             Value::Global(Global::OrderedDict) => {
-                let d = Rc::new(RefCell::new(Vec::new()));
+                let d = Rc::new(RefCell::new(Dict::default()));
                 match args.as_slice() {
                     [] => {}
                     [Value::List(items)] => {
                         for item in items.borrow().iter() {
                             match item {
                                 Value::Tuple(kv) if kv.len() == 2 => {
-                                    d.borrow_mut().push((kv[0].clone(), kv[1].clone()))
+                                    d.borrow_mut().insert(kv[0].clone(), kv[1].clone())
                                 }
                                 _ => return Err(self.bad("OrderedDict items must be (key, value) pairs")),
                             }
@@ -330,9 +526,9 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => return self.pop(),
                 b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
-                b']' => self.stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
-                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
+                b'}' => self.stack.push(Value::Dict(Rc::new(RefCell::new(Dict::default())))),
+                b']' => self.stack.push(Value::List(Rc::new(RefCell::new(Seq::default())))),
+                b')' => self.stack.push(Value::Tuple(Rc::new(Seq::default()))),
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
                 0x89 => self.stack.push(Value::Bool(false)),
@@ -373,30 +569,27 @@ impl<'a> Machine<'a> {
                 b'X' => {
                     let n = self.u32()?;
                     let b = self.len_prefixed(n.into())?;
-                    let s = self.utf8(b)?;
-                    self.stack.push(Value::Str(s))
+                    self.push_str(b)?
                 }
                 0x8c => {
                     let n = self.u8()?;
                     let b = self.len_prefixed(n.into())?;
-                    let s = self.utf8(b)?;
-                    self.stack.push(Value::Str(s))
+                    self.push_str(b)?
                 }
                 0x8d => {
                     let n = self.u64()?;
                     let b = self.len_prefixed(n)?;
-                    let s = self.utf8(b)?;
-                    self.stack.push(Value::Str(s))
+                    self.push_str(b)?
                 }
                 b'U' | b'C' => {
                     let n = self.u8()?;
                     let b = self.len_prefixed(n.into())?;
-                    self.stack.push(Value::Bytes(b.to_vec()))
+                    self.stack.push(Value::Bytes(Rc::new(b.to_vec())))
                 }
                 b'T' | b'B' => {
                     let n = self.u32()?;
                     let b = self.len_prefixed(n.into())?;
-                    self.stack.push(Value::Bytes(b.to_vec()))
+                    self.stack.push(Value::Bytes(Rc::new(b.to_vec())))
                 }
                 b'q' => {
                     let i = self.u8()?;
@@ -422,7 +615,7 @@ impl<'a> Machine<'a> {
                     let module = self.line()?;
                     let name = self.line()?;
                     let (module, name) = (self.utf8(module)?, self.utf8(name)?);
-                    self.stack.push(Value::Global(Global::resolve(&module, &name)?))
+                    self.stack.push(Value::Global(Global::resolve(module, name)?))
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -434,7 +627,7 @@ impl<'a> Machine<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(Rc::new(items)))
+                    self.stack.push(Value::Tuple(Rc::new(Seq(items))))
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -443,15 +636,15 @@ impl<'a> Machine<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.stack.push(Value::Tuple(Rc::new(items)))
+                    self.stack.push(Value::Tuple(Rc::new(Seq(items))))
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))))
+                    self.stack.push(Value::List(Rc::new(RefCell::new(Seq(items)))))
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let d = Value::Dict(Rc::new(RefCell::new(Vec::new())));
+                    let d = Value::Dict(Rc::new(RefCell::new(Dict::default())));
                     self.set_items(&d, items)?;
                     self.stack.push(d)
                 }
@@ -507,6 +700,17 @@ impl<'a> Machine<'a> {
 
 /// Runs the pickle `data` and returns the object it builds. Never imports or calls anything.
 pub fn load(data: &[u8]) -> Result<Value, PickleError> {
-    let m = Machine { data, pos: 0, op_pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let m = Machine {
+        data,
+        pos: 0,
+        op_pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        strings: HashSet::new(),
+    };
     m.run()
 }
+
+// The stack holds one Value per pushed item: keep it two words.
+const _: () = assert!(std::mem::size_of::<Value>() == 16);

@@ -27,6 +27,37 @@ fn dtype_of(d: StDtype) -> StoredDType {
     }
 }
 
+/// One header entry's shape and offsets, checked so that an error names the tensor (the
+/// crate's own checks do not); returns where its data ends.
+fn check_entry(name: &str, entry: &Value, dtype: StDtype) -> Result<u64, String> {
+    let shape: Option<Vec<u64>> =
+        entry.get("shape").and_then(Value::as_array).and_then(|a| a.iter().map(Value::as_u64).collect());
+    let Some(shape) = shape else {
+        return Err(format!("tensor '{name}': shape must be a list of non-negative integers"));
+    };
+    let offsets: Option<Vec<u64>> =
+        entry.get("data_offsets").and_then(Value::as_array).and_then(|a| a.iter().map(Value::as_u64).collect());
+    let (s, e) = match offsets.as_deref() {
+        Some(&[s, e]) if s <= e => (s, e),
+        _ => return Err(format!("tensor '{name}': data_offsets must be two non-negative integers [start, end]")),
+    };
+    let need = shape
+        .iter()
+        .try_fold(1u64, |a, &b| a.checked_mul(b))
+        .and_then(|n| n.checked_mul(dtype.bitsize() as u64))
+        .map(|bits| bits.div_ceil(8));
+    let Some(need) = need else {
+        return Err(format!("tensor '{name}': shape {shape:?} is too large to address"));
+    };
+    if e - s != need {
+        return Err(format!(
+            "tensor '{name}': data_offsets [{s}, {e}] hold {} bytes, but shape {shape:?} of {dtype:?} needs {need}",
+            e - s
+        ));
+    }
+    Ok(e)
+}
+
 /// Reads `path` into `store`.
 pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError> {
     let backing = map_file(path)?;
@@ -56,18 +87,18 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
         if name == "__metadata__" {
             continue;
         }
-        if let Some(d) = entry.get("dtype") {
-            if serde_json::from_value::<StDtype>(d.clone()).is_err() {
-                return Err(CheckpointError::UnsupportedDtype {
-                    name: name.clone(),
-                    path: path.to_path_buf(),
-                    dtype: d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string()),
-                });
-            }
-        }
-        if let Some(end) = entry.get("data_offsets").and_then(|o| o.get(1)).and_then(Value::as_u64) {
-            data_end = data_end.max(end);
-        }
+        let Some(d) = entry.get("dtype") else {
+            return Err(corrupt(format!("tensor '{name}' has no dtype")));
+        };
+        let Ok(dtype) = serde_json::from_value::<StDtype>(d.clone()) else {
+            return Err(CheckpointError::UnsupportedDtype {
+                name: name.clone(),
+                path: path.to_path_buf(),
+                dtype: d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string()),
+            });
+        };
+        let end = check_entry(name, entry, dtype).map_err(corrupt)?;
+        data_end = data_end.max(end);
     }
     let have = len - 8 - n;
     let (hlen, meta) = match SafeTensors::read_metadata(buf) {
@@ -81,6 +112,11 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
             return Err(corrupt(format!(
                 "the header describes {data_end} bytes of tensor data, the file has {have} (extra bytes)"
             )));
+        }
+        Err(SafeTensorError::InvalidOffset(name)) => {
+            return Err(corrupt(format!(
+                "tensor '{name}': its data_offsets overlap another tensor's or leave a gap before it"
+            )))
         }
         Err(e) => return Err(corrupt(e.to_string())),
     };

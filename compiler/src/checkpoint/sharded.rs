@@ -7,15 +7,14 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::error::CheckpointError;
+use super::json_file;
 use super::safetensors_store;
 use super::store::Store;
 
 /// Reads the index at `index` and every shard it names into `store`.
 pub(crate) fn load(index: &Path, store: &mut Store) -> Result<(), CheckpointError> {
     let dir = index.parent().unwrap_or(Path::new("."));
-    let text = std::fs::read(index).map_err(|e| CheckpointError::io(index, e))?;
-    let json: Value =
-        serde_json::from_slice(&text).map_err(|e| CheckpointError::Json { path: index.to_path_buf(), source: e })?;
+    let json = json_file::read(index)?;
     let bad = |detail: String| CheckpointError::Index { path: index.to_path_buf(), detail };
     let map = json.get("weight_map").and_then(Value::as_object).ok_or_else(|| bad("no 'weight_map' object".into()))?;
 

@@ -10,6 +10,7 @@ use memmap2::Mmap;
 
 use super::dtype::DType;
 use super::error::CheckpointError;
+use super::zip_entry::Entry;
 
 /// Bytes of one weight file.
 pub(crate) enum Backing {
@@ -60,12 +61,23 @@ pub(crate) struct RawTensor {
     pub file: PathBuf,
 }
 
+/// A zip entry whose bytes are read only once the tensors have been checked against
+/// config.json: CRC-checked in place when `backing == source` (stored), else inflated from
+/// `source` into `backing`.
+pub(crate) struct Deferred {
+    pub backing: usize,
+    pub source: usize,
+    pub entry: Entry,
+    pub file: PathBuf,
+}
+
 #[derive(Default)]
 pub(crate) struct Store {
     backings: Vec<Backing>,
     pub tensors: HashMap<String, RawTensor>,
     /// Weight files in the order they were read.
     pub files: Vec<PathBuf>,
+    pub deferred: Vec<Deferred>,
 }
 
 impl Store {
@@ -73,6 +85,27 @@ impl Store {
     pub(crate) fn add_backing(&mut self, b: Backing) -> usize {
         self.backings.push(b);
         self.backings.len() - 1
+    }
+
+    pub(crate) fn backing_count(&self) -> usize {
+        self.backings.len()
+    }
+
+    /// Reads the deferred zip entries: each is CRC-checked, and a deflated one inflated into
+    /// its backing. Pages of a mapped entry are released once checked.
+    pub(crate) fn finish_reads(&mut self) -> Result<(), CheckpointError> {
+        for d in std::mem::take(&mut self.deferred) {
+            let src = self.backing(d.source);
+            let bytes = d.entry.read(src).map_err(|e| super::torch_zip::entry_error(&d.file, e))?;
+            if d.backing == d.source {
+                let start = bytes.as_ptr() as usize - src.as_ptr() as usize;
+                self.release_range(d.source, start..start + bytes.len());
+            } else {
+                let owned = bytes.into_owned();
+                self.backings[d.backing] = Backing::Owned(owned);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn backing(&self, i: usize) -> &[u8] {
@@ -88,10 +121,14 @@ impl Store {
     /// writes each weight once) keeps the process's resident set at about one tensor instead of
     /// the whole checkpoint. The data stays readable: the kernel re-reads it from the file.
     pub(crate) fn release(&self, t: &RawTensor) {
-        if let Some(Backing::Mmap(m)) = self.backings.get(t.backing) {
+        self.release_range(t.backing, t.range.clone())
+    }
+
+    fn release_range(&self, backing: usize, range: Range<usize>) {
+        if let Some(Backing::Mmap(m)) = self.backings.get(backing) {
             const PAGE: usize = 4096;
-            let start = t.range.start / PAGE * PAGE;
-            let end = t.range.end.min(m.len());
+            let start = range.start / PAGE * PAGE;
+            let end = range.end.min(m.len());
             if end > start {
                 // SAFETY: a read-only, file-backed private map: after MADV_DONTNEED the pages are
                 // faulted back in from the file, so no reader can observe different bytes.

@@ -8,14 +8,16 @@
 //! its own byte range of it.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
 use std::path::Path;
-
-use zip::{CompressionMethod, ZipArchive};
 
 use super::error::CheckpointError;
 use super::pickle::{self, TensorRef, Value};
-use super::store::{map_file, Backing, RawTensor, Store, StoredDType};
+use super::store::{map_file, Backing, Deferred, RawTensor, Store, StoredDType};
+use super::zip_entry::{self, Entry, EntryError};
+
+/// data.pkl of a state dict is about 150 bytes per tensor; 16 MiB is a hundred thousand
+/// tensors, and bounds what the pickle machine may build.
+pub const MAX_PICKLE_BYTES: u64 = 16 << 20;
 
 /// Where one storage's bytes are: a backing of the store and a range in it.
 #[derive(Clone)]
@@ -25,61 +27,62 @@ struct StorageBytes {
     len: usize,
 }
 
-/// Reads `path` into `store`.
+pub(crate) fn entry_error(path: &Path, e: EntryError) -> CheckpointError {
+    match e {
+        EntryError::Zip(detail) => CheckpointError::CorruptZip { path: path.to_path_buf(), detail },
+        EntryError::PastEnd { .. } => CheckpointError::Truncated { path: path.to_path_buf(), detail: e.to_string() },
+        e => CheckpointError::ZipEntry { path: path.to_path_buf(), source: e },
+    }
+}
+
+/// Reads `path` into `store`. Tensor bytes are not read yet: each storage's entry is checked
+/// against the size its record implies, and its CRC check (and, when deflated, its
+/// inflation) is left to [`Store::finish_reads`], after the tensors were checked against
+/// config.json.
 pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError> {
     let backing = map_file(path)?;
-    let zip_err = |detail: String| CheckpointError::CorruptZip { path: path.to_path_buf(), detail };
+    let entry_err = |e: EntryError| entry_error(path, e);
     let format_err = |detail: String| CheckpointError::TorchFormat { path: path.to_path_buf(), detail };
 
-    // Entries to read, found while the archive borrows the map.
-    let mut pickle_bytes = Vec::new();
-    let prefix;
-    let mut entries: HashMap<String, (usize, CompressionMethod, u64, u64)> = HashMap::new();
-    {
-        let buf = backing.bytes();
-        if buf.len() >= 2 && buf[0] == 0x80 {
-            return Err(format_err(
-                "this is a legacy (pre-1.6) torch.save file, not a zip; re-save it with a current torch".into(),
-            ));
-        }
-        let mut zip = ZipArchive::new(Cursor::new(buf)).map_err(|e| zip_err(e.to_string()))?;
-        let pkl_name = zip
-            .file_names()
-            .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
-            .min_by_key(|n| n.len())
-            .map(str::to_string)
-            .ok_or_else(|| format_err("no data.pkl entry: not a torch.save archive".into()))?;
-        prefix = pkl_name[..pkl_name.len() - "data.pkl".len()].to_string();
+    let buf = backing.bytes();
+    if buf.len() >= 2 && buf[0] == 0x80 {
+        return Err(format_err(
+            "this is a legacy (pre-1.6) torch.save file, not a zip; re-save it with a current torch".into(),
+        ));
+    }
+    let dir = zip_entry::directory(buf).map_err(entry_err)?;
+    let pkl = dir
+        .iter()
+        .filter(|e| e.name.ends_with("data.pkl") && e.name.matches('/').count() <= 1)
+        .min_by_key(|e| e.name.len())
+        .ok_or_else(|| format_err("no data.pkl entry: not a torch.save archive".into()))?;
+    let prefix = pkl.name[..pkl.name.len() - "data.pkl".len()].to_string();
 
-        if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
-            let mut s = String::new();
-            f.read_to_string(&mut s).map_err(|e| zip_err(format!("byteorder: {e}")))?;
-            if s.trim() != "little" {
-                return Err(format_err(format!("byteorder '{}' is not supported (little-endian only)", s.trim())));
-            }
-        }
-        {
-            let mut f = zip.by_name(&pkl_name).map_err(|e| zip_err(format!("{pkl_name}: {e}")))?;
-            f.read_to_end(&mut pickle_bytes).map_err(|e| zip_err(format!("{pkl_name}: {e}")))?;
-        }
-        let data_prefix = format!("{prefix}data/");
-        for i in 0..zip.len() {
-            let f = zip.by_index_raw(i).map_err(|e| zip_err(e.to_string()))?;
-            if let Some(key) = f.name().strip_prefix(&data_prefix) {
-                entries.insert(key.to_string(), (i, f.compression(), f.data_start(), f.compressed_size()));
-            }
+    if let Some(bo) = dir.iter().find(|e| e.name == format!("{prefix}byteorder")) {
+        bo.check_limit(1 << 20, "a byteorder record").map_err(entry_err)?;
+        let bytes = bo.read(buf).map_err(entry_err)?;
+        let s = String::from_utf8_lossy(&bytes);
+        if s.trim() != "little" {
+            return Err(format_err(format!("byteorder '{}' is not supported (little-endian only)", s.trim())));
         }
     }
+    pkl.check_limit(MAX_PICKLE_BYTES, "a pickle").map_err(entry_err)?;
+    let pickle_bytes = pkl.read(buf).map_err(entry_err)?;
+    let data_prefix = format!("{prefix}data/");
+    let entries: HashMap<&str, &Entry> =
+        dir.iter().filter_map(|e| Some((e.name.strip_prefix(&data_prefix)?, e))).collect();
 
     let value =
         pickle::load(&pickle_bytes).map_err(|e| CheckpointError::Pickle { path: path.to_path_buf(), source: e })?;
-    let Value::Dict(dict) = value else {
+    let Value::Dict(dict) = &value else {
         return Err(format_err("data.pkl does not hold a state dict (a dict of tensors)".into()));
     };
 
-    let zip_len = backing.bytes().len();
-    let zip_idx = store.add_backing(backing);
+    let zip_len = buf.len();
+    let mut deferred = Vec::new();
+    let mut tensors = Vec::new();
     let mut storages: HashMap<String, StorageBytes> = HashMap::new();
+    let mut next_backing = store.backing_count() + 1;
     for (k, v) in dict.borrow().iter() {
         let Value::Str(name) = k else {
             return Err(format_err("state dict key is not a string".into()));
@@ -87,34 +90,45 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
         // Non-tensor entries (counters, nested metadata) are not weights.
         let Value::Tensor(t) = v else { continue };
         let key = &t.storage.key;
+        let entry = *entries
+            .get(key.as_str())
+            .ok_or_else(|| format_err(format!("tensor '{name}' uses storage '{key}', which is not in the archive")))?;
+        // torch writes a storage as exactly numel elements: any other size is damage, found
+        // before a byte of it is read.
+        let elem = t.storage.dtype.size() as u64;
+        let need = (t.storage.numel as u64).checked_mul(elem);
+        if need != Some(entry.size) {
+            return Err(CheckpointError::ZipEntry {
+                path: path.to_path_buf(),
+                source: EntryError::StorageSize {
+                    name: entry.name.clone(),
+                    size: entry.size,
+                    key: key.clone(),
+                    numel: t.storage.numel,
+                    dtype: t.storage.dtype.name().to_string(),
+                },
+            });
+        }
+        let raw = entry.raw_range(zip_len).map_err(entry_err)?;
         let sb = match storages.get(key) {
             Some(sb) => sb.clone(),
             None => {
-                let &(index, method, start, size) = entries.get(key).ok_or_else(|| {
-                    format_err(format!("tensor '{name}' uses storage '{key}', which is not in the archive"))
-                })?;
-                let sb = if method == CompressionMethod::Stored {
-                    let end = start.checked_add(size).filter(|&e| e <= zip_len as u64);
-                    if end.is_none() {
-                        return Err(CheckpointError::Truncated {
-                            path: path.to_path_buf(),
-                            detail: format!("storage '{key}' runs past the end of the file"),
-                        });
-                    }
-                    StorageBytes { backing: zip_idx, start: start as usize, len: size as usize }
+                let sb = if entry.is_deflated() {
+                    let sb = StorageBytes { backing: next_backing, start: 0, len: entry.size as usize };
+                    next_backing += 1;
+                    deferred.push((sb.backing, entry.clone()));
+                    sb
                 } else {
-                    let bytes =
-                        inflate(store.backing(zip_idx), index).map_err(|e| zip_err(format!("storage '{key}': {e}")))?;
-                    let len = bytes.len();
-                    StorageBytes { backing: store.add_backing(Backing::Owned(bytes)), start: 0, len }
+                    deferred.push((usize::MAX, entry.clone()));
+                    StorageBytes { backing: usize::MAX, start: raw.start, len: raw.len() }
                 };
                 storages.insert(key.clone(), sb.clone());
                 sb
             }
         };
         let range = tensor_range(name, t, &sb).map_err(format_err)?;
-        store.insert(
-            name.clone(),
+        tensors.push((
+            name.to_string(),
             RawTensor {
                 backing: sb.backing,
                 dtype: StoredDType::Known(t.storage.dtype),
@@ -122,19 +136,31 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
                 range,
                 file: path.to_path_buf(),
             },
-        )?;
+        ));
+    }
+    drop(value);
+
+    // Backings in the order the indices above were handed out: the map, then one placeholder
+    // per deflated storage.
+    let zip_idx = store.add_backing(backing);
+    for (b, entry) in deferred {
+        let backing = if b == usize::MAX {
+            zip_idx
+        } else {
+            let got = store.add_backing(Backing::Owned(Vec::new()));
+            debug_assert_eq!(got, b);
+            got
+        };
+        store.deferred.push(Deferred { backing, source: zip_idx, entry, file: path.to_path_buf() });
+    }
+    for (name, mut t) in tensors {
+        if t.backing == usize::MAX {
+            t.backing = zip_idx;
+        }
+        store.insert(name, t)?;
     }
     store.files.push(path.to_path_buf());
     Ok(())
-}
-
-/// Decompresses entry `index` of the zip in `buf`.
-fn inflate(buf: &[u8], index: usize) -> Result<Vec<u8>, String> {
-    let mut zip = ZipArchive::new(Cursor::new(buf)).map_err(|e| e.to_string())?;
-    let mut f = zip.by_index(index).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    f.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 /// The bytes of `t` within its storage: it must be contiguous (row-major) and inside it.
