@@ -171,7 +171,9 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
 template <typename T>
 cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
                               const mambac::cuda::ScanConfig& cfg) {
-    if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    // No output elements, or no steps and no final state: nothing to launch, whatever the other
+    // sizes (a batch past the grid's reach included).
+    if (p.batch == 0 || p.dim == 0 || (p.seqlen == 0 && !p.final_state)) return cudaSuccess;
     if (p.dstate == 0 || p.dstate > 256 || p.ngroups == 0 || p.dim % p.ngroups != 0)
         return cudaErrorInvalidValue;
     if (p.seqlen > 0x7fffffffull || p.dim > 0x7fffffffull || p.batch > 0x7fffffffull)

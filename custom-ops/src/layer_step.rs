@@ -282,9 +282,10 @@ impl MambaLayerStep {
             out_proj_b: inputs[slot::OUT_PROJ_BIAS].addr,
             scratch: 0,
         };
-        p.residual_out = output(ctx, 0, &[b, 1, h], op)?;
-        p.conv_state_out = output(ctx, 1, &[b, i, k - 1], op)?;
-        p.ssm_state_out = output(ctx, 2, &[b, i, n], op)?;
+        let t_bytes = if t == F32 { 4 } else { 2 };
+        p.residual_out = output(ctx, 0, "residual_out", &[b, 1, h], 4, op)?;
+        p.conv_state_out = output(ctx, 1, "conv_state_out", &[b, i, k - 1], t_bytes, op)?;
+        p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[b, i, n], 4, op)?;
         if b > 0 && (p.conv_state_out == 0 && k > 1 || p.ssm_state_out == 0 || p.residual_out == 0) {
             return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required".into()));
         }
