@@ -309,7 +309,7 @@ static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d
 
   const size_t nv = (N + VW - 1) / VW;
   // Lanes of the last vector past dstate load A = B = C = 0; `live` zeroes their h after each
-  // update, so that an infinite du (0 * inf = NaN there) cannot reach the lane sum.
+  // update, before the sum, so that an infinite du (0 * inf = NaN there) cannot reach it.
   auto lanes = [&](size_t v) { return static_cast<int>(std::min<size_t>(VW, N - v * VW)); };
   vi live;
   for (int l = 0; l < VW; ++l) live[l] = l < lanes(nv - 1) ? -1 : 0;
@@ -324,9 +324,9 @@ static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d
         const vf x = a2[v] * dt;
         h[v] = (decltype(exact)::value ? vexp2_exact(x) : vexp2<true>(x)) * h[v] +
                load_n<E>(B + bc + v * VW, lanes(v)) * du;
+        if (v + 1 == nv) h[v] = (vf)((vi)h[v] & live);
         acc += h[v] * load_n<E>(C + bc + v * VW, lanes(v));
       }
-      h[nv - 1] = (vf)((vi)h[nv - 1] & live);
       y[(b * L + t) * dim + d] = E::from_f32((hsum(acc) + skip_s[t][c]) * gate_s[t][c]);
     }
   };
