@@ -72,7 +72,15 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CUDA");
     println!("cargo:rerun-if-env-changed=MAMBAC_SANITIZE");
     if sanitize() {
-        println!("cargo:rustc-link-arg=-fsanitize=address,undefined");
+        // rustc links with -nodefaultlibs, so -fsanitize brings no runtime: name both, from the
+        // compiler's own library folder.
+        let out = std::process::Command::new("c++").arg("-print-file-name=libasan.so").output();
+        let asan = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        if let Some(dir) = Path::new(&asan).parent() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+        println!("cargo:rustc-link-lib=dylib=asan");
+        println!("cargo:rustc-link-lib=dylib=ubsan");
     }
 
     // --- CUDA hook (owned by cpp/cuda) -------------------------------------------------------

@@ -16,9 +16,13 @@ export ORT_DYLIB_PATH
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
+preload="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 echo "== Rust op tests (ASan + UBSan)"
 mkdir -p "$CARGO_TARGET_DIR"
 log=$CARGO_TARGET_DIR/sanitize-rust.log
+# The test binaries (not cargo and rustc) run with the runtimes preloaded, through cargo's runner:
+# ASan wants to come first in the process.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="env LD_PRELOAD=$preload"
 if ! cargo test --release -p mambac-ops --test ops_errors --test shape_agreement >"$log" 2>&1; then
     tail -n 80 "$log"
     echo "Rust op tests failed under the sanitizers (whole log: $log)" >&2
@@ -27,7 +31,6 @@ fi
 grep -E "^test result" "$log"
 
 echo "== Python op grid (ASan + UBSan)"
-preload="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 LD_PRELOAD=$preload MAMBAC_OPS_LIB=$PWD/$CARGO_TARGET_DIR/release/libmambac_ops.so \
     .venv/bin/python -m pytest -q -p no:cacheprovider tests/python/test_ops.py tests/python/test_ops_errors.py \
     tests/python/test_ops_empty.py tests/python/test_ops_nonfinite.py "$@"
