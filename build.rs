@@ -25,11 +25,26 @@ const CPP_SOURCES: &[&str] = &[
     "cpp/include/mambac/cpu_kernels.h",
 ];
 
+/// `MAMBAC_SANITIZE=1` (tools/sanitize.sh): every C++ file under AddressSanitizer and UBSan, and
+/// the library and test binaries linked with their runtimes. Never for a release.
+const SANITIZE_FLAGS: &[&str] =
+    &["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"];
+
+fn sanitize() -> bool {
+    std::env::var("MAMBAC_SANITIZE").is_ok_and(|v| v == "1")
+}
+
 fn main() {
     let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let x86 = target_arch == "x86_64";
 
-    cxx_build::bridge("custom-ops/src/kernel_abi.rs")
+    let mut bridge = cxx_build::bridge("custom-ops/src/kernel_abi.rs");
+    if sanitize() {
+        for f in SANITIZE_FLAGS {
+            bridge.flag(f);
+        }
+    }
+    bridge
         .file("cpp/shape_check.cpp")
         .file("cpp/cpu/dispatch.cpp")
         .include("cpp/include")
@@ -55,6 +70,18 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CUDA");
+    println!("cargo:rerun-if-env-changed=MAMBAC_SANITIZE");
+    if sanitize() {
+        // rustc links with -nodefaultlibs, so -fsanitize brings no runtime: name both, from the
+        // compiler's own library folder.
+        let out = std::process::Command::new("c++").arg("-print-file-name=libasan.so").output();
+        let asan = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        if let Some(dir) = Path::new(&asan).parent() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+        println!("cargo:rustc-link-lib=dylib=asan");
+        println!("cargo:rustc-link-lib=dylib=ubsan");
+    }
 
     // --- CUDA hook (owned by cpp/cuda) -------------------------------------------------------
     // With `--features cuda`, cpp/cuda/build_support.rs provides `cuda_build::build()`, which
@@ -94,6 +121,11 @@ fn isa_build(source: &str, flags: &[&str], lib: &str) {
         .flag_if_supported("-Wno-maybe-uninitialized");
     for f in flags {
         build.flag(f);
+    }
+    if sanitize() {
+        for f in SANITIZE_FLAGS {
+            build.flag(f);
+        }
     }
     build.compile(lib);
 }

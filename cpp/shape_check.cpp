@@ -32,6 +32,9 @@ std::string onnx_type_name(int32_t code) {
 
 namespace {
 
+// Bytes of one element of the float types the ops take (4 for anything else, the largest).
+uint64_t elem_bytes(int32_t onnx) { return onnx == kOnnxFloat16 || onnx == kOnnxBFloat16 ? 2 : 4; }
+
 // An expected dim: a number, or a name for a size the input itself defines.
 struct Dim {
   int64_t value;     // used when name is empty
@@ -110,6 +113,22 @@ class Checker {
       if (!expected[k].name[0] && t.dims[k] != expected[k].value) ok = false;
     }
     if (!ok) shape_fail(i, expected, why);
+    bytes_fit(i);
+  }
+
+  // The input's size in bytes must be a number: callers other than ORT (the TensorRT plugin,
+  // direct calls) hand over shapes no buffer was made for, and every offset is computed from them.
+  void bytes_fit(size_t i) const {
+    const TensorDesc& t = at(i);
+    uint64_t bytes = elem_bytes(t.elem);
+    bool overflow = false;
+    for (size_t k = 0; k < t.rank; ++k) {
+      if (t.dims[k] == 0) return;  // empty: no bytes, however large the other dims
+      overflow = overflow || __builtin_mul_overflow(bytes, static_cast<uint64_t>(t.dims[k]), &bytes);
+    }
+    if (overflow || bytes > static_cast<uint64_t>(INT64_MAX)) {
+      fail("input " + name(i) + " has shape " + shape_str(t) + ", whose size in bytes exceeds 2^63 - 1");
+    }
   }
 
   [[noreturn]] void shape_fail(size_t i, const std::vector<Dim>& expected, const std::string& why) const {

@@ -170,3 +170,43 @@ fn cxx_shape_check_direct() {
     );
     assert!(ffi::check_causal_conv1d(&conv[..3]).unwrap_err().what().contains("4 input slots expected, got 3"));
 }
+
+#[test]
+fn cxx_shape_check_rejects_inputs_whose_byte_size_overflows() {
+    // u of 2^62 x 2 x 16 float32s: 2^69 bytes. No ORT tensor can be this, but a plugin's shapes can.
+    let big = 1i64 << 62;
+    let scan = [
+        desc(&[big, 2, 16]),
+        desc(&[big, 2, 16]),
+        desc(&[16, 4]),
+        desc(&[big, 2, 1, 4]),
+        desc(&[big, 2, 1, 4]),
+        TensorDesc::absent(),
+        TensorDesc::absent(),
+        TensorDesc::absent(),
+        TensorDesc::absent(),
+    ];
+    let err = ffi::check_selective_scan(&scan).unwrap_err();
+    assert_eq!(
+        err.what(),
+        "SelectiveScan: input 'u' has shape [4611686018427387904, 2, 16], whose size in bytes exceeds 2^63 - 1"
+    );
+
+    // An empty x is no work, but weight [2^61, 4] (float16: 2^64 bytes) still cannot exist.
+    let conv = [
+        TensorDesc::new(10, &[1, 0, 1 << 61]),
+        TensorDesc::new(10, &[1 << 61, 4]),
+        TensorDesc::absent(),
+        TensorDesc::absent(),
+    ];
+    let err = ffi::check_causal_conv1d(&conv).unwrap_err();
+    assert_eq!(
+        err.what(),
+        "CausalConv1d: input 'weight' has shape [2305843009213693952, 4], whose size in bytes exceeds 2^63 - 1"
+    );
+
+    // Just under the limit, and a zero dim beside huge ones, pass.
+    let ok = [desc(&[1 << 30, 0, 1 << 40]), desc(&[1 << 40, 4]), TensorDesc::absent(), TensorDesc::absent()];
+    let p = ffi::check_causal_conv1d(&ok).unwrap();
+    assert_eq!((p.batch, p.seqlen, p.dim, p.width), (1 << 30, 0, 1 << 40, 4));
+}

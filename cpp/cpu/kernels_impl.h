@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -44,6 +45,13 @@ struct ScanBuffers {
         h0(reinterpret_cast<const float*>(p.initial_state)),
         h_out(reinterpret_cast<float*>(p.final_state)) {}
 };
+
+// True when every lane is 0 (a NaN lane is not).
+static inline bool all_zero(vf v) {
+  bool zero = true;
+  for (int l = 0; l < VW; ++l) zero = zero && v[l] == 0.0f;
+  return zero;
+}
 
 struct ScanBlock {
   size_t b, g, d0;  // batch row, group, first channel
@@ -94,7 +102,9 @@ constexpr int kChunk = VW == 16 ? 16 : 8;     // states per register-resident ch
 
 // Steps [0, tl) for states [0, NC) of one chunk; NCH is NC at compile time, or 0 for any count
 // with the state left in memory. b[t * stride + n], c[...]: the chunk's B and C as float32.
-template <int NCH, bool kClampHigh>
+// kExact: vexp2_exact for tiles whose dt or A hold a NaN or an infinity (vexp2's clamps would
+// turn exp(NaN) into a number and exp(-inf) into 2^-126, so that 0 * inf states lose their NaN).
+template <int NCH, bool kClampHigh, bool kExact = false>
 static inline void scan_chunk(size_t tl, int nc_rt, const vf* dtb, const vf* dub, vf* yb, const float* b,
                               const float* c, size_t stride, const vf* a2, vf* state, const RowPrefetch& pf) {
   const int NC = NCH ? NCH : nc_rt;
@@ -114,6 +124,7 @@ static inline void scan_chunk(size_t tl, int nc_rt, const vf* dtb, const vf* dub
       if (pf_w) __builtin_prefetch(pf_w + o, 1, 3);
     }
     const vf dt = dtb[t], du = dub[t];
+    const auto ex = [](vf x) { return kExact ? vexp2_exact(x) : vexp2<kClampHigh>(x); };
     const float* bt = b + t * stride;
     const float* ct = c + t * stride;
     // Two accumulators halve the add chain through y.
@@ -121,13 +132,13 @@ static inline void scan_chunk(size_t tl, int nc_rt, const vf* dtb, const vf* dub
     int n = 0;
 #pragma GCC unroll 16
     for (; n + 1 < NC; n += 2) {
-      h[n] = vexp2<kClampHigh>(dt * a2[n]) * h[n] + du * bt[n];
-      h[n + 1] = vexp2<kClampHigh>(dt * a2[n + 1]) * h[n + 1] + du * bt[n + 1];
+      h[n] = ex(dt * a2[n]) * h[n] + du * bt[n];
+      h[n + 1] = ex(dt * a2[n + 1]) * h[n + 1] + du * bt[n + 1];
       y0 += h[n] * ct[n];
       y1 += h[n + 1] * ct[n + 1];
     }
     if (n < NC) {
-      h[n] = vexp2<kClampHigh>(dt * a2[n]) * h[n] + du * bt[n];
+      h[n] = ex(dt * a2[n]) * h[n] + du * bt[n];
       y0 += h[n] * ct[n];
     }
     yb[t] = y0 + y1;
@@ -165,21 +176,28 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
   const bool softplus = p.delta_softplus;
   // The usual case, softplus on (dt >= 0) and A <= 0 (DESIGN.md: already negative), makes every
   // exponent dt * A <= 0 and lets exp skip its upper clamp. Anything else takes the general path.
-  bool x_nonpositive = softplus;
-  for (size_t i = 0; x_nonpositive && i < size_t(nd) * N; ++i) x_nonpositive = A[blk.d0 * N + i] <= 0.0f;
+  bool x_nonpositive = softplus, a_finite = true;
+  for (size_t i = 0; i < size_t(nd) * N; ++i) {
+    const float a = A[blk.d0 * N + i];
+    x_nonpositive = x_nonpositive && a <= 0.0f;
+    a_finite = a_finite && std::isfinite(a);
+  }
 
   for (size_t t0 = 0; t0 < L; t0 += kTile) {
     const size_t tl = std::min(kTile, L - t0);
     const size_t row0 = blk.b * L + t0;  // row of step t0 in [batch * seqlen]
+    vf dt_check = splat(0.0f);             // dt - dt summed: 0 unless some dt is NaN or infinite
     for (size_t t = 0; t < tl; ++t) {
       const size_t off = (row0 + t) * dim + blk.d0;
       const vf uv = load_n<E>(u + off, nd);
       vf dt = load_n<E>(delta + off, nd) + bias;
       if (softplus) dt = vsoftplus(dt);
+      dt_check += dt - dt;
       dtb[t] = dt;
       dub[t] = dt * uv;
       yb[t] = d_skip * uv;
     }
+    const bool exact = !a_finite || !all_zero(dt_check);
     // First state chunk: bring in the next tile's u, delta and z rows. Last chunk: this tile's
     // y rows, about to be written by the gate loop.
     const size_t next0 = t0 + kTile;
@@ -218,7 +236,9 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
         cp = cw;
         stride = kChunk;
       }
-      if (!x_nonpositive) {
+      if (exact) {
+        scan_chunk<0, true, true>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
+      } else if (!x_nonpositive) {
         scan_chunk<0, true>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
       } else if (nc == kChunk) {
         scan_chunk<kChunk, false>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
@@ -288,24 +308,41 @@ static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d
   }
 
   const size_t nv = (N + VW - 1) / VW;
-  // Lanes of the last vector past dstate load B = C = 0 and keep h = 0: they add nothing.
+  // Lanes of the last vector past dstate load A = B = C = 0; `live` zeroes their h after each
+  // update, before the sum, so that an infinite du (0 * inf = NaN there) cannot reach it.
   auto lanes = [&](size_t v) { return static_cast<int>(std::min<size_t>(VW, N - v * VW)); };
+  vi live;
+  for (int l = 0; l < VW; ++l) live[l] = l < lanes(nv - 1) ? -1 : 0;
   vf a2[kShortMaxVecs], h[kShortMaxVecs];
-  for (size_t c = 0; c < nd; ++c) {
-    const size_t d = d_begin + c, g = d / dpg;
-    for (size_t v = 0; v < nv; ++v) {
-      a2[v] = load_n<F32>(A + d * N + v * VW, lanes(v)) * kLog2e;
-      h[v] = h0 ? load_n<F32>(h0 + (b * dim + d) * N + v * VW, lanes(v)) : splat(0.0f);
-    }
+  // One channel's steps; kExact as in scan_chunk, for a channel whose dt or A is not finite.
+  auto steps = [&](auto exact, size_t c, size_t d, size_t g) {
     for (size_t t = 0; t < L; ++t) {
       const float dt = dt_s[t][c], du = du_s[t][c];
       const size_t bc = ((b * L + t) * G + g) * N;
       vf acc = splat(0.0f);
       for (size_t v = 0; v < nv; ++v) {
-        h[v] = vexp2<true>(a2[v] * dt) * h[v] + load_n<E>(B + bc + v * VW, lanes(v)) * du;
+        const vf x = a2[v] * dt;
+        h[v] = (decltype(exact)::value ? vexp2_exact(x) : vexp2<true>(x)) * h[v] +
+               load_n<E>(B + bc + v * VW, lanes(v)) * du;
+        if (v + 1 == nv) h[v] = (vf)((vi)h[v] & live);
         acc += h[v] * load_n<E>(C + bc + v * VW, lanes(v));
       }
       y[(b * L + t) * dim + d] = E::from_f32((hsum(acc) + skip_s[t][c]) * gate_s[t][c]);
+    }
+  };
+  for (size_t c = 0; c < nd; ++c) {
+    const size_t d = d_begin + c, g = d / dpg;
+    vf check = splat(0.0f);  // x - x summed over dt and A: 0 unless one is NaN or infinite
+    for (size_t v = 0; v < nv; ++v) {
+      a2[v] = load_n<F32>(A + d * N + v * VW, lanes(v)) * kLog2e;
+      h[v] = h0 ? load_n<F32>(h0 + (b * dim + d) * N + v * VW, lanes(v)) : splat(0.0f);
+      check += a2[v] - a2[v];
+    }
+    for (size_t t = 0; t < L; ++t) check += splat(dt_s[t][c] - dt_s[t][c]);
+    if (all_zero(check)) {
+      steps(std::false_type{}, c, d, g);
+    } else {
+      steps(std::true_type{}, c, d, g);
     }
     if (h_out) {
       for (size_t v = 0; v < nv; ++v) store_n<F32>(h_out + (b * dim + d) * N + v * VW, h[v], lanes(v));
@@ -331,8 +368,9 @@ static void scan_task(const SelectiveScanParams& p, size_t task) {
   scan_block<E>(p, scan_block_of(p, task));
 }
 
+// No steps and no final state to write: nothing to do, however large the batch.
 size_t scan_tasks(const SelectiveScanParams& p) {
-  if (p.ngroups == 0) return 0;
+  if (p.ngroups == 0 || (p.seqlen == 0 && !p.final_state)) return 0;
   if (scan_is_short(p)) return p.batch * scan_short_tasks_per_row(p);
   return p.batch * p.ngroups * scan_blocks_per_group(p);
 }
@@ -406,7 +444,10 @@ static void conv_task(const CausalConv1dParams& p, size_t task) {
   conv_block<E, 0>(p, b, d0, nd, scratch.get());
 }
 
-size_t conv_tasks(const CausalConv1dParams& p) { return p.batch * ((p.dim + VW - 1) / VW); }
+size_t conv_tasks(const CausalConv1dParams& p) {
+  if (p.seqlen == 0 && (!p.final_state || p.width == 1)) return 0;
+  return p.batch * ((p.dim + VW - 1) / VW);
+}
 
 void conv_run(const CausalConv1dParams& p, size_t task) {
   switch (p.elem) {

@@ -28,7 +28,8 @@ typedef uint16_t vh __attribute__((vector_size(VW * 2)));
 
 static inline vf splat(float x) { return vf{} + x; }
 // max/min: the intrinsics where there are some (GCC does not turn a vector ?: into maxps, as the
-// two differ on NaN), else the portable select.
+// two differ on NaN), else the portable select. Both return b when either is NaN (maxps takes its
+// second operand then), so vmax(bound, x) keeps a NaN x and vmax(x, bound) drops it.
 static inline vf vmax(vf a, vf b) {
 #if defined(__AVX512F__) && MAMBAC_VW == 16
   return (vf)_mm512_max_ps((__m512)a, (__m512)b);
@@ -51,14 +52,18 @@ static inline vf vmin(vf a, vf b) {
 constexpr float kLog2e = 1.44269504088896341f;
 
 // 2^x for float32 vectors: split x = n + r (n integer, |r| <= 1/2), a degree-5 polynomial for
-// 2^r, and n added to the exponent bits. The clamp keeps 2^n a normal float (the bit trick cannot
-// make denormals or infinities); 2^-126 ~ 1.2e-38 stands in for smaller results, which in the
-// scan multiply a state of order 1 and vanish against any tolerance. kUpper = false skips the
-// upper clamp for callers that know x <= 0 (the scan's dt * A with dt >= 0 and A <= 0).
+// 2^r, and n added to the exponent bits. The lower clamp keeps 2^n a normal float (the bit trick
+// cannot make denormals); 2^-126 ~ 1.2e-38 stands in for smaller results, which in the scan
+// multiply a state of order 1 and vanish against any tolerance. The upper clamp is 128, where
+// r = 0 and the bits come out exactly +inf, as 2^x is for every x >= 128 (below it the result is
+// a normal float). The bounds come first so that a NaN x passes both clamps; the bit trick then
+// keeps it NaN when its payload's low 9 bits are 0 (every NaN arithmetic makes from numbers, and
+// numpy's); callers for which any NaN must survive check it (vexp2_exact). kUpper = false skips
+// the upper clamp for callers that know x <= 0 (the scan's dt * A with dt >= 0 and A <= 0).
 template <bool kUpper = true>
 static inline vf vexp2(vf x) {
-  x = vmax(x, splat(-126.0f));
-  if (kUpper) x = vmin(x, splat(126.0f));
+  x = vmax(splat(-126.0f), x);
+  if (kUpper) x = vmin(splat(128.0f), x);
   // Adding 1.5 * 2^23 rounds x to an integer held in the low mantissa bits of t.
   const float magic = 12582912.0f;
   const vf t = x + magic;
@@ -79,6 +84,21 @@ static inline vf vexp2(vf x) {
   return (vf)((vu)p + ((vu)t << 23));
 }
 
+// 2^x for every x, as the float64 reference has it: any NaN stays NaN, x >= 128 (+inf too) gives
+// +inf, x < -150 (-inf too) gives 0, and results below 2^-126 come out subnormal: 0 * inf = NaN
+// where the reference has it. The range is halved, 2^x = (2^(x/2))^2 with x/2 in vexp2's
+// clamp-free range (x clamped to [-252, 252] first), and the square overflows or underflows
+// exactly where 2^x does. Relative error twice vexp2's (< 4e-7). For the scan's tiles that hold
+// a non-finite dt or A; its finite tiles keep vexp2.
+static inline vf vexp2_exact(vf x) {
+  const vf k = vmin(splat(252.0f), vmax(splat(-252.0f), x));
+  const vf e = vexp2<false>(k * 0.5f);
+  const vf r = e * e;
+  return x != x ? x : r;
+}
+
+// e^x; +inf for x >= 88.7 and +inf, NaN for NaN (what SiLU needs for silu(-inf) = -inf / inf =
+// NaN, as in the reference). Below -87.3 (and at -inf) 2^-126 stands in for the result.
 static inline vf vexp(vf x) { return vexp2(x * kLog2e); }
 
 // log1p(e) for e in [0, 1]: log(u) of u = fl(1 + e), corrected by e / (u - 1) for the rounding
@@ -107,7 +127,7 @@ static inline vf vlog1p_unit(vf e) {
 // max(x, 0) + log1p(exp(-|x|)) so exp never overflows.
 static inline vf vsoftplus(vf x) {
   const vf ax = x < 0.0f ? -x : x;
-  const vf sp = vmax(x, splat(0.0f)) + vlog1p_unit(vexp(-ax));
+  const vf sp = vmax(splat(0.0f), x) + vlog1p_unit(vexp(-ax));  // bound first: NaN stays NaN
   return x > 20.0f ? x : sp;
 }
 

@@ -341,7 +341,8 @@ inline unsigned grid_for(size_t total, unsigned threads) {
 template <typename T>
 cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream, const ConvConfig& cfg) {
     if (p.width == 0) return cudaErrorInvalidValue;
-    if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    // No output elements, or no steps and no final state: nothing to launch (see the scan's).
+    if (p.batch == 0 || p.dim == 0 || (p.seqlen == 0 && (!p.final_state || p.width == 1))) return cudaSuccess;
     if (p.seqlen > 0x7fffffffull || p.dim > 0x7fffffffull || p.width > 0x7fffffffull)
         return cudaErrorInvalidValue;
     ConvArgs a{};

@@ -181,7 +181,9 @@ cudaError_t launch_lanes(ScanArgs a, cudaStream_t stream, const DeviceInfo& dev,
 template <typename T>
 cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
                               const mambac::cuda::ScanConfig& cfg) {
-    if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    // No output elements, or no steps and no final state: nothing to launch, whatever the other
+    // sizes (a batch past the grid's reach included).
+    if (p.batch == 0 || p.dim == 0 || (p.seqlen == 0 && !p.final_state)) return cudaSuccess;
     if (p.dstate == 0 || p.dstate > 256 || p.ngroups == 0 || p.dim % p.ngroups != 0)
         return cudaErrorInvalidValue;
     if (p.seqlen > 0x7fffffffull || p.dim > 0x7fffffffull || p.batch > 0x7fffffffull)
@@ -206,13 +208,17 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     a.group_size = a.dim / a.ngroups;
     a.softplus = p.delta_softplus;
     a.param_vec = (!a.D || aligned16(a.D)) && (!a.delta_bias || aligned16(a.delta_bias));
-    if (!a.u || !a.delta || !a.B || !a.C || !a.A || !a.y) return cudaErrorInvalidValue;
+    // An empty sequence's tensors may have no buffer at all; only A and the states are read then.
+    if (!a.A || (a.seqlen > 0 && (!a.u || !a.delta || !a.B || !a.C || !a.y))) return cudaErrorInvalidValue;
 
     constexpr int V = kVec<T>;
     const bool vec = a.dim % V == 0 && a.dstate % V == 0 && aligned16(a.u) && aligned16(a.delta) &&
                      (!a.z || aligned16(a.z)) && aligned16(a.B) && aligned16(a.C) && aligned16(a.y);
     // Decode steps: the per-step kernel (no tiles, no split; selective_scan_step.cuh). Measured
     // on the H200 against the tiled kernels (cpp/cuda/README.md, "Decode steps"); cfg.step forces one or the other.
+    // An empty sequence with a final state: the per-step kernel, which runs no step and copies
+    // the initial state (or 0) out; the tiled kernels assume at least one tile.
+    if (a.seqlen == 0) return launch_scan_step<T>(a, stream);
     const bool tiled_forced = cfg.lanes != 0 || cfg.ch != 0 || cfg.w != 0 || cfg.s != 0 || cfg.cpt != 0;
     if (cfg.step > 0 || (cfg.step == 0 && !tiled_forced && scan_step_wins(static_cast<long long>(a.batch) * a.dim, a.seqlen)))
         return launch_scan_step<T>(a, stream);

@@ -16,7 +16,7 @@ use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
-use crate::tensor::{input, output};
+use crate::tensor::{elem_bytes, input, output};
 
 const ACTIVATION: &CStr = c"activation";
 
@@ -73,8 +73,9 @@ impl CausalConv1d {
         p.weight = inputs[1].addr;
         p.bias = inputs[2].addr;
         p.initial_state = inputs[3].addr;
-        p.y = output(ctx, 0, &[p.batch, p.seqlen, p.dim], op)?;
-        p.final_state = output(ctx, 1, &[p.batch, p.dim, p.width - 1], op)?;
+        let t = elem_bytes(p.elem);
+        p.y = output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], t, op)?;
+        p.final_state = output(ctx, 1, "final_state", &[p.batch, p.dim, p.width - 1], t, op)?;
         Ok(p)
     }
 }

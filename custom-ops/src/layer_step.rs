@@ -141,9 +141,10 @@ impl MambaLayerStep {
         p.out_proj_weight = addr(slot::OUT_PROJ_WEIGHT);
         p.out_proj_bias = addr(slot::OUT_PROJ_BIAS);
         let (b, i, n, h, k1) = (p.batch, p.inner, p.dstate, p.hidden, p.width - 1);
-        p.residual_out = output(ctx, 0, &[b, 1, h], op)?;
-        p.conv_state_out = output(ctx, 1, &[b, i, k1], op)?;
-        p.ssm_state_out = output(ctx, 2, &[b, i, n], op)?;
+        let t_bytes = if p.elem == ffi::ElemType::F32 { 4 } else { 2 };
+        p.residual_out = output(ctx, 0, "residual_out", &[b, 1, h], 4, op)?;
+        p.conv_state_out = output(ctx, 1, "conv_state_out", &[b, i, k1], t_bytes, op)?;
+        p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[b, i, n], 4, op)?;
         if b > 0 && (p.conv_state_out == 0 && k1 > 0 || p.ssm_state_out == 0 || p.residual_out == 0) {
             return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required"));
         }

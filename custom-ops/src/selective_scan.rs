@@ -19,7 +19,7 @@ use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
-use crate::tensor::{input, output};
+use crate::tensor::{elem_bytes, input, output};
 
 const DELTA_SOFTPLUS: &CStr = c"delta_softplus";
 
@@ -77,8 +77,8 @@ impl SelectiveScan {
         p.z = inputs[6].addr;
         p.delta_bias = inputs[7].addr;
         p.initial_state = inputs[8].addr;
-        p.y = output(ctx, 0, &[p.batch, p.seqlen, p.dim], op)?;
-        p.final_state = output(ctx, 1, &[p.batch, p.dim, p.dstate], op)?;
+        p.y = output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], elem_bytes(p.elem), op)?;
+        p.final_state = output(ctx, 1, "final_state", &[p.batch, p.dim, p.dstate], 4, op)?;
         Ok(p)
     }
 }

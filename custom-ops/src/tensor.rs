@@ -6,7 +6,8 @@ use std::ptr;
 use ort_sys::{ONNXTensorElementDataType, OrtKernelContext, OrtValue};
 
 use crate::error::OpError;
-use crate::kernel_abi::{ffi::TensorDesc, MAX_RANK};
+use crate::kernel_abi::ffi::{ElemType, TensorDesc};
+use crate::kernel_abi::MAX_RANK;
 use crate::ort_api::{api, check};
 
 /// One input slot: what the shape check sees, and the data address (0 = absent).
@@ -63,6 +64,15 @@ unsafe fn type_and_shape(
     result
 }
 
+/// Bytes of one element of a kernel ABI element type.
+pub fn elem_bytes(e: ElemType) -> usize {
+    if e == ElemType::F32 {
+        4
+    } else {
+        2
+    }
+}
+
 /// Number of outputs the node declares (trailing optional outputs may be omitted).
 ///
 /// # Safety
@@ -73,19 +83,29 @@ pub unsafe fn output_count(ctx: *mut OrtKernelContext, op: &'static str) -> Resu
     Ok(count)
 }
 
-/// Allocates output `index` with `dims` and returns its address, or 0 when the node does not
-/// ask for that output (omitted or empty-named).
+/// Allocates output `index` (`name` in messages) with `dims` of `elem_bytes`-byte elements and
+/// returns its address, or 0 when the node does not ask for that output (omitted or empty-named).
+/// A size in bytes past `i64::MAX` is an error naming the output: the inputs fit, but a state
+/// output's dims combine them differently (an empty sequence of a huge batch).
 ///
 /// # Safety
 /// As for [`input`].
 pub unsafe fn output(
     ctx: *mut OrtKernelContext,
     index: usize,
+    name: &str,
     dims: &[usize],
+    elem_bytes: usize,
     op: &'static str,
 ) -> Result<usize, OpError> {
     if index >= output_count(ctx, op)? {
         return Ok(0);
+    }
+    let bytes = dims.iter().try_fold(elem_bytes, |acc, &d| acc.checked_mul(d));
+    if !dims.contains(&0) && !bytes.is_some_and(|b| b <= i64::MAX as usize) {
+        return Err(OpError::Check(format!(
+            "{op}: output '{name}' would have shape {dims:?}, whose size in bytes exceeds 2^63 - 1"
+        )));
     }
     let api = api();
     let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();

@@ -1,9 +1,6 @@
 """Issue 11's hostile inputs through the CLI: every case of tools/hostile/make_corpus.py must end
 with exit status 1 or 2 (never a signal, never 101 = a panic) within 30 s under a 4 GiB address
-space limit, print its key phrase, and leave every input file as it was.
-
-Cases marked "waits_for" in cases.json are fixed on another branch: they are expected to fail
-here (xfail, not strict) until the mark is removed after that branch is merged."""
+space limit, print its key phrase, and leave every input file as it was."""
 
 import hashlib
 import json
@@ -86,8 +83,7 @@ def limit_memory():
 
 
 def params():
-    marks = lambda c: [pytest.mark.xfail(strict=False, reason=f"fixed on {c['waits_for']}")] if "waits_for" in c else []
-    return [pytest.param(c, id=c["name"], marks=marks(c)) for c in CASES]
+    return [pytest.param(c, id=c["name"]) for c in CASES]
 
 
 def test_corpus_covers_every_family():

@@ -286,7 +286,7 @@ fn generate_errors_say_what_is_wrong() {
     let e = fails(&["generate", stateful, "--prompt-ids", "1,2;3;"]);
     assert!(e.contains("prompt 3: '' is not a token id"), "{e}");
     let e = fails(&["generate", stateful, "--prompt-ids", "5;1,1024"]);
-    assert!(e.contains("prompt 2: token id 1024 is out of range") && e.contains("1024 entries"), "{e}");
+    assert!(e.contains("prompt 2: token id 1024 at position 1 is out of range") && e.contains("1024 entries"), "{e}");
     let e = fails(&["generate", stateful, "--prompt-ids", "1", "--temperature", "0"]);
     assert!(e.contains("--temperature must be a positive number"), "{e}");
     let e = fails(&["generate", stateful, "--prompt-ids", "1", "--top-p", "1.5"]);

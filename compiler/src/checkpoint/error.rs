@@ -25,11 +25,13 @@ pub enum CheckpointError {
     )]
     MissingWeights { dir: PathBuf },
 
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    // The cause is a field named `error`, not `source`: the message already holds it, and an
+    // anyhow `{:#}` chain would print a `source` a second time.
+    #[error("{}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
 
-    #[error("{}: invalid JSON: {source}", .path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{}: invalid JSON: {error}", .path.display())]
+    Json { path: PathBuf, error: serde_json::Error },
 
     #[error("{}: {message}", .path.display())]
     Config { path: PathBuf, message: String },
@@ -49,11 +51,11 @@ pub enum CheckpointError {
     #[error("{} is not a readable torch zip archive: {detail}", .path.display())]
     CorruptZip { path: PathBuf, detail: String },
 
-    #[error("{}: {source}", .path.display())]
-    Pickle { path: PathBuf, source: PickleError },
+    #[error("{}: {error}", .path.display())]
+    Pickle { path: PathBuf, error: PickleError },
 
-    #[error("{}: {source}", .path.display())]
-    ZipEntry { path: PathBuf, source: EntryError },
+    #[error("{}: {error}", .path.display())]
+    ZipEntry { path: PathBuf, error: EntryError },
 
     #[error("{} is {size} bytes, more than the {} MiB {what} may have", .path.display(), .limit >> 20)]
     TooLarge { path: PathBuf, size: u64, limit: u64, what: &'static str },
@@ -95,8 +97,8 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CheckpointError::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        CheckpointError::Io { path: path.into(), error }
     }
 
     pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

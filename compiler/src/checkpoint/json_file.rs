@@ -24,5 +24,5 @@ pub(crate) fn read(path: &Path) -> Result<serde_json::Value, CheckpointError> {
     if text.len() as u64 > MAX_JSON_BYTES {
         return Err(too_large(text.len() as u64));
     }
-    serde_json::from_slice(&text).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), source: e })
+    serde_json::from_slice(&text).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), error: e })
 }

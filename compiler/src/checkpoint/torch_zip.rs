@@ -31,7 +31,7 @@ pub(crate) fn entry_error(path: &Path, e: EntryError) -> CheckpointError {
     match e {
         EntryError::Zip(detail) => CheckpointError::CorruptZip { path: path.to_path_buf(), detail },
         EntryError::PastEnd { .. } => CheckpointError::Truncated { path: path.to_path_buf(), detail: e.to_string() },
-        e => CheckpointError::ZipEntry { path: path.to_path_buf(), source: e },
+        e => CheckpointError::ZipEntry { path: path.to_path_buf(), error: e },
     }
 }
 
@@ -73,7 +73,7 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
         dir.iter().filter_map(|e| Some((e.name.strip_prefix(&data_prefix)?, e))).collect();
 
     let value =
-        pickle::load(&pickle_bytes).map_err(|e| CheckpointError::Pickle { path: path.to_path_buf(), source: e })?;
+        pickle::load(&pickle_bytes).map_err(|e| CheckpointError::Pickle { path: path.to_path_buf(), error: e })?;
     let Value::Dict(dict) = &value else {
         return Err(format_err("data.pkl does not hold a state dict (a dict of tensors)".into()));
     };
@@ -100,7 +100,7 @@ pub(crate) fn load(path: &Path, store: &mut Store) -> Result<(), CheckpointError
         if need != Some(entry.size) {
             return Err(CheckpointError::ZipEntry {
                 path: path.to_path_buf(),
-                source: EntryError::StorageSize {
+                error: EntryError::StorageSize {
                     name: entry.name.clone(),
                     size: entry.size,
                     key: key.clone(),

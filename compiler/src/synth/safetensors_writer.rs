@@ -85,7 +85,7 @@ pub fn write_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Result<MambaConf
 
 fn write_json(path: &Path, v: &Value) -> Result<(), CheckpointError> {
     let text =
-        serde_json::to_string_pretty(v).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), source: e })?;
+        serde_json::to_string_pretty(v).map_err(|e| CheckpointError::Json { path: path.to_path_buf(), error: e })?;
     write_atomic(path, |f| f.write_all((text + "\n").as_bytes())).map_err(io_err(path))
 }
 
@@ -109,7 +109,7 @@ fn write_safetensors_file(
         offset += len;
     }
     let mut hbytes = serde_json::to_vec(&Value::Object(header))
-        .map_err(|e| CheckpointError::Json { path: path.to_path_buf(), source: e })?;
+        .map_err(|e| CheckpointError::Json { path: path.to_path_buf(), error: e })?;
     // Pad with spaces so the data starts 8-byte aligned, as the safetensors writer does.
     while hbytes.len() % 8 != 0 {
         hbytes.push(b' ');

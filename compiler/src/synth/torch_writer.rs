@@ -23,7 +23,7 @@ pub fn write_state_spaces_checkpoint(opts: &SynthOptions, out_dir: &Path) -> Res
     std::fs::create_dir_all(out_dir).map_err(|e| CheckpointError::io(out_dir, e))?;
     let cfg_path = out_dir.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config.to_state_spaces_json())
-        .map_err(|e| CheckpointError::Json { path: cfg_path.clone(), source: e })?;
+        .map_err(|e| CheckpointError::Json { path: cfg_path.clone(), error: e })?;
     let config_text = text;
 
     let mut tensors = shapes::expected_tensors(&config);

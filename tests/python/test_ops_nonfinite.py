@@ -1,0 +1,115 @@
+"""NaN and infinities propagate through SelectiveScan, CausalConv1d and MambaLayerStep on the CPU
+as they do through the float64 reference: the same NaN, +inf and -inf positions, and the op tier
+on every other element (nonfinite_cases.compare).
+
+Cases (nonfinite_cases.py): every input of each op with NaN, +inf or -inf at three random
+positions of seeded random data, over the scan's tiled and short paths and the conv's fixed- and
+any-width kernels, float32, float16 and bfloat16. The widest kernel build this CPU has runs them
+in this process; the generic and AVX2 builds (MAMBAC_CPU_ISA, read once per process) in a child
+process each.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nonfinite_cases as nc
+from ops_reference import LIB, causal_conv1d_ref, run_op, selective_scan_ref
+
+
+def scan_failures(c):
+    feeds = nc.scan_feeds(c)
+    sp = c["delta_softplus"]
+    got = run_op("SelectiveScan", nc.SCAN_INPUTS, feeds, ["y", "final_state"], {"delta_softplus": sp})
+    with np.errstate(all="ignore"):
+        y, h = selective_scan_ref(*(feeds[n] for n in nc.SCAN_INPUTS), delta_softplus=bool(sp))
+    return [m for m in (nc.compare(got[0], y, c["dtype"], "y"), nc.compare(got[1], h, c["dtype"], "final_state")) if m]
+
+
+def conv_failures(c):
+    feeds = nc.conv_feeds(c)
+    got = run_op("CausalConv1d", nc.CONV_INPUTS, feeds, ["y", "final_state"], {"activation": "silu" if c["silu"] else "none"})
+    with np.errstate(all="ignore"):
+        y, s = causal_conv1d_ref(*(feeds[n] for n in nc.CONV_INPUTS), silu=c["silu"])
+    return [m for m in (nc.compare(got[0], y, c["dtype"], "y"), nc.compare(got[1], s, c["dtype"], "final_state")) if m]
+
+
+def all_failures():
+    """Every case; one line per failing case (what the child processes print)."""
+    out = []
+    for c in nc.scan_cases():
+        out += [f"SelectiveScan {nc.case_id(c)}: {m}" for m in scan_failures(c)]
+    for c in nc.conv_cases():
+        out += [f"CausalConv1d {nc.case_id(c)}: {m}" for m in conv_failures(c)]
+    return out
+
+
+@pytest.mark.parametrize("case", nc.scan_cases(), ids=nc.case_id)
+def test_scan_nonfinite(case):
+    assert not scan_failures(case)
+
+
+@pytest.mark.parametrize("case", nc.conv_cases(), ids=nc.case_id)
+def test_conv_nonfinite(case):
+    assert not conv_failures(case)
+
+
+def test_cases_reach_nan_and_both_infinities():
+    """The grid would prove nothing if the reference stayed finite: over the scan cases it gives
+    NaN, +inf and -inf somewhere in y, and some cases stay finite (NaN must not appear there)."""
+    seen = set()
+    finite_cases = 0
+    for c in nc.scan_cases():
+        feeds = nc.scan_feeds(c)
+        with np.errstate(all="ignore"):
+            y, _ = selective_scan_ref(*(feeds[n] for n in nc.SCAN_INPUTS), delta_softplus=bool(c["delta_softplus"]))
+        seen |= {k for k, f in [("nan", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)] if f(y).any()}
+        finite_cases += bool(np.isfinite(y).all())
+    assert seen == {"nan", "+inf", "-inf"}
+    assert finite_cases > 0
+
+
+def cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(flag in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_build(isa):
+    """The whole grid on each kernel build, in a child process that sets MAMBAC_CPU_ISA."""
+    if isa != "generic" and not cpu_has(isa + ("f" if isa == "avx512" else "")):
+        pytest.skip(f"this CPU has no {isa}")
+    code = "import sys; sys.path.insert(0, %r)\nimport test_ops_nonfinite as t\nfails = t.all_failures()\n" \
+           "print('\\n'.join(fails)); sys.exit(1 if fails else 0)\n" % os.path.dirname(__file__)
+    env = dict(os.environ, MAMBAC_CPU_ISA=isa, MAMBAC_OPS_LIB=LIB)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+
+
+# --- MambaLayerStep (the decode graph's fused layer) ---------------------------------------------
+LAYER_INPUTS = ["conv_state", "ssm_state", "residual", "conv_weight", "conv_bias", "dt_bias", "A", "D",
+                "in_proj_weight", "x_proj_weight", "dt_proj_weight", "out_proj_weight"]
+
+
+@pytest.mark.parametrize("special", list(nc.SPECIALS))
+@pytest.mark.parametrize("name", LAYER_INPUTS)
+def test_layer_step_nonfinite(name, special):
+    """A special value in one input of the fused decode layer: its three outputs have the NaN and
+    infinities of docs/decode-graph.md's equations in float64, and the float32 tier elsewhere."""
+    from test_decode_graph import GOOD, run_step, step_reference
+
+    rng = np.random.default_rng(LAYER_INPUTS.index(name) * 3 + list(nc.SPECIALS).index(special))
+    feeds = {n: (0.5 * rng.standard_normal(s)).astype(np.float32) for n, (s, t) in GOOD.items()}
+    feeds["A"] = -np.exp(rng.standard_normal(GOOD["A"][0])).astype(np.float32)
+    feeds[name] = nc.inject(rng, feeds[name], nc.SPECIALS[special], 2)
+    got = run_step(GOOD, feeds=feeds)
+    with np.errstate(all="ignore"):
+        want = step_reference(feeds)
+    fails = [nc.compare(g, w, "float32", what) for g, w, what in zip(got, want, ["residual_out", "conv_state_out", "ssm_state_out"])]
+    assert not any(fails), fails
