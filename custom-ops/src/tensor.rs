@@ -102,7 +102,7 @@ pub unsafe fn output(
         return Ok(0);
     }
     let bytes = dims.iter().try_fold(elem_bytes, |acc, &d| acc.checked_mul(d));
-    if !dims.contains(&0) && !bytes.is_some_and(|b| b <= i64::MAX as usize) {
+    if !dims.contains(&0) && bytes.is_none_or(|b| b > i64::MAX as usize) {
         return Err(OpError::Check(format!(
             "{op}: output '{name}' would have shape {dims:?}, whose size in bytes exceeds 2^63 - 1"
         )));
