@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mambac_compiler::checkpoint::Checkpoint;
-use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
+use mambac_compiler::emit::decode_graph::decode_graph_path;
 use mambac_compiler::emit::ExternalData;
 use mambac_compiler::ir::BlockQuant;
 use mambac_compiler::lower::{LogitsOutput, LowerOptions, WeightQuant};
@@ -108,6 +108,7 @@ pub fn main(a: Args) -> Result<()> {
                     LogitsArg::Last => LogitsOutput::Last,
                 },
                 quant,
+                decode_step: false,
             },
             fuse: !a.no_fuse,
             max_rewrites: None,
@@ -117,6 +118,7 @@ pub fn main(a: Args) -> Result<()> {
             ExternalDataArg::Always => ExternalData::Always,
             ExternalDataArg::Never => ExternalData::Never,
         },
+        decode_graph: a.decode_graph,
     };
     let bar = if a.quiet {
         ProgressBar::hidden()
@@ -158,10 +160,8 @@ pub fn main(a: Args) -> Result<()> {
             .with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
         eprintln!("removed {} (the decode graph of an earlier export)", path.display());
     }
-    if a.decode_graph {
-        write_decode_graph(&a.output, &path, ckpt.config.layer_norm_epsilon)
-            .with_context(|| format!("cannot write the decode graph {}", path.display()))?;
-        eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", path.display());
+    if let Some(d) = &report.decode {
+        eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", d.output.display());
     }
     Ok(())
 }
