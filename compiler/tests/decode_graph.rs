@@ -148,6 +148,21 @@ fn the_rule_fires_once_a_layer_and_only_when_seqlen_is_one() {
     assert_eq!(fired(&no_states), 0, "seqlen 1 without states");
 }
 
+/// The decode lowering's rewrites: the general graph's eight a layer, then one step a layer;
+/// every prefix validates (the driver validates after each), so a bad fold can be bisected.
+#[test]
+fn decode_rewrites_bisect_like_the_others() {
+    let ckpt = Checkpoint::open(&testdata("mamba-tiny-ssm")).unwrap();
+    let decode_opts = mambac_compiler::pipeline::decode_options(&stateful(Elem::F32)).unwrap();
+    let full = compile(&ckpt, &decode_opts).unwrap().passes.rewrites;
+    assert_eq!(full.len(), 9 * 2);
+    assert_eq!(&full[16..], ["fuse_layer_step/0", "fuse_layer_step/1"]);
+    for n in [0, 8, 16, 17] {
+        let partial = CompileOptions { max_rewrites: Some(n), ..decode_opts.clone() };
+        assert_eq!(compile(&ckpt, &partial).unwrap().passes.rewrites, full[..n]);
+    }
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mambac-decode-graph-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -192,12 +207,12 @@ fn both_graphs_come_out_of_one_export_sharing_the_weights() {
         assert_eq!(meta(&m, "mambac.export_id"), meta(&g, "mambac.export_id"));
         assert_eq!(meta(&m, "mambac.graph").as_deref(), Some("decode-step"));
         assert_eq!(meta(&g, "mambac.graph"), None);
-        // Every weight of the decode graph is the stateful graph's: same name, type, dims, bytes
-        // or external location (a copy of the bytes is allowed only inline).
+        // Every initializer of the decode graph is the stateful graph's (weights and the final
+        // norm's helpers): same name, type, dims, and bytes or external location.
         let general: HashMap<String, _> =
             g.graph.as_ref().unwrap().initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
         let mut shared = 0;
-        for t in graph.initializer.iter().filter(|t| t.dims.iter().product::<i64>() > 1) {
+        for t in &graph.initializer {
             let w = general.get(&t.name).unwrap_or_else(|| panic!("{name}: {} is not the stateful graph's", t.name));
             assert_eq!(t, w, "{name}: {}", t.name);
             shared += 1;

@@ -75,7 +75,6 @@ struct Emitter<'v, 'g> {
     vg: &'v ValidatedGraph<'g>,
     graph: GraphProto,
     names: HashMap<ValueRef, String>,
-    helper_count: usize,
 }
 
 /// One model file of an export: a validated graph, where it goes and its metadata.
@@ -215,7 +214,7 @@ fn build_model(
 ) -> Result<(ModelProto, usize, usize), EmitError> {
     let vg = target.graph;
     let g = vg.graph;
-    let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new(), helper_count: 0 };
+    let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new() };
     e.graph.name = "mamba".into();
     for o in g.outputs() {
         if matches!(g.op(o.value.node), Op::Input { .. } | Op::Const(_)) {
@@ -276,11 +275,11 @@ impl Emitter<'_, '_> {
         }
     }
 
-    /// A small constant the expansion of one IR op needs (axes, split sizes, epsilon).
+    /// A small constant the expansion of one IR op needs (axes, split sizes, epsilon), named
+    /// `<node>.<what>` by the caller: unique, since node names are, and the same in every graph
+    /// of an export that holds the node (the decode graph's final norm reads the stateful
+    /// graph's helpers by name).
     fn helper_const(&mut self, t: TensorProto) -> String {
-        let mut t = t;
-        t.name = format!("{}.{}", t.name, self.helper_count);
-        self.helper_count += 1;
         let name = t.name.clone();
         self.graph.initializer.push(t);
         name
