@@ -1,10 +1,13 @@
 //! The shape rules exist once per language: Rust (`mambac_compiler::ir::infer_node`, used by the
 //! compiler) and C++ (`cpp/shape_check.cpp`, used by the ORT ops and the TensorRT plugin). This
 //! test feeds both the same seeded grid of valid and broken inputs and requires the same verdict:
-//! both accept (with the same sizes), or both reject naming the same input.
+//! both accept (Rust's every output type equal to the one the C++ sizes give), or both reject
+//! naming the same input. Optional outputs (`final_state`) are on in half the cases.
 
-use mambac_compiler::ir::{infer_node, CausalConv1dConfig, Dim, Elem, Op, SelectiveScanConfig, ValueType};
-use mambac_ops::ffi::{check_causal_conv1d, check_selective_scan, TensorDesc};
+use mambac_compiler::ir::{
+    infer_node, CausalConv1dConfig, Dim, Elem, MambaLayerStepConfig, Op, SelectiveScanConfig, ValueType,
+};
+use mambac_ops::ffi::{check_causal_conv1d, check_mamba_layer_step, check_selective_scan, ElemType, TensorDesc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,8 +45,21 @@ fn named_input(msg: &str) -> Option<String> {
     Some(msg[start..end].to_string())
 }
 
-/// One random change that may or may not break the inputs.
-fn mutate(rng: &mut StdRng, inputs: &mut [Option<Input>], required: usize) {
+fn elem_of(e: ElemType) -> Elem {
+    match e {
+        ElemType::F16 => Elem::F16,
+        ElemType::BF16 => Elem::BF16,
+        _ => Elem::F32,
+    }
+}
+
+/// An output as the C++ sizes give it.
+fn out(elem: Elem, dims: &[usize]) -> (Elem, Vec<usize>) {
+    (elem, dims.to_vec())
+}
+
+/// One random change that may or may not break the inputs; it may remove the `required` slots.
+fn mutate(rng: &mut StdRng, inputs: &mut [Option<Input>], required: &[usize]) {
     let present: Vec<usize> = (0..inputs.len()).filter(|&k| inputs[k].is_some()).collect();
     let k = present[rng.gen_range(0..present.len())];
     match rng.gen_range(0..5) {
@@ -61,7 +77,7 @@ fn mutate(rng: &mut StdRng, inputs: &mut [Option<Input>], required: usize) {
             }
         }
         2 => inputs[k].as_mut().unwrap().elem = [Elem::F32, Elem::F16, Elem::BF16, Elem::I64][rng.gen_range(0..4)],
-        3 if k < required => inputs[k] = None,
+        3 if required.contains(&k) => inputs[k] = None,
         _ => {}
     }
 }
@@ -93,15 +109,42 @@ fn conv_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
     vec![t(vec![b, l, d]), t(vec![d, w]), opt(t(vec![d])), opt(t(vec![b, d, w - 1]))]
 }
 
-fn compare(label: &str, op: &Op, inputs: &[Option<Input>], cpp: Result<Vec<usize>, String>) -> bool {
+/// The C++ verdict: every output's type from its sizes, or its message.
+type CppVerdict = Result<Vec<(Elem, Vec<usize>)>, String>;
+
+fn step_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
+    let (b, h, i, n) = (rng.gen_range(1..4), rng.gen_range(1..9), rng.gen_range(1..9), rng.gen_range(1..9));
+    let (r, k) = (rng.gen_range(1..4), rng.gen_range(2..5));
+    let t = |dims: Vec<usize>| Some(Input { elem, dims });
+    let f = |dims: Vec<usize>| Some(Input { elem: Elem::F32, dims });
+    let mut opt = |x: Option<Input>| if rng.gen_bool(0.5) { x } else { None };
+    vec![
+        t(vec![b, i, k - 1]),
+        f(vec![b, i, n]),
+        f(vec![b, 1, h]),
+        f(vec![h]),
+        t(vec![h, 2 * i]),
+        opt(t(vec![2 * i])),
+        t(vec![i, k]),
+        opt(t(vec![i])),
+        t(vec![i, r + 2 * n]),
+        t(vec![r, i]),
+        opt(f(vec![i])),
+        f(vec![i, n]),
+        opt(f(vec![i])),
+        t(vec![i, h]),
+        opt(t(vec![h])),
+    ]
+}
+
+fn compare(label: &str, op: &Op, inputs: &[Option<Input>], cpp: CppVerdict) -> bool {
     let types: Vec<Option<ValueType>> = inputs.iter().map(to_type).collect();
     let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
     let rust = infer_node(op, &refs);
     match (&rust, &cpp) {
-        (Ok(outs), Ok(sizes)) => {
-            let y: Vec<usize> = outs[0].shape.concrete().unwrap();
-            assert_eq!(&y, &inputs[0].as_ref().unwrap().dims, "{label}: output shape");
-            assert!(!sizes.is_empty());
+        (Ok(outs), Ok(want)) => {
+            let got: Vec<(Elem, Vec<usize>)> = outs.iter().map(|t| (t.elem, t.shape.concrete().unwrap())).collect();
+            assert_eq!(&got, want, "{label}: output types for {inputs:?}");
             true
         }
         (Err(r), Err(c)) => {
@@ -119,17 +162,24 @@ fn compare(label: &str, op: &Op, inputs: &[Option<Input>], cpp: Result<Vec<usize
 #[test]
 fn selective_scan_checks_agree() {
     let mut rng = StdRng::seed_from_u64(20261128);
-    let op = Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: false });
     let (mut accepted, mut rejected) = (0, 0);
     for case in 0..3000 {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let final_state = (case / 3) % 2 == 1;
+        let op = Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state });
         let mut inputs = scan_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
-            mutate(&mut rng, &mut inputs, 5);
+            mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
         }
         let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
         let cpp = check_selective_scan(&descs)
-            .map(|p| vec![p.batch, p.seqlen, p.dim, p.dstate, p.ngroups])
+            .map(|p| {
+                let mut outs = vec![out(elem_of(p.elem), &[p.batch, p.seqlen, p.dim])];
+                if final_state {
+                    outs.push(out(Elem::F32, &[p.batch, p.dim, p.dstate]));
+                }
+                outs
+            })
             .map_err(|e| e.what().to_string());
         if compare(&format!("scan case {case}"), &op, &inputs, cpp) {
             accepted += 1;
@@ -143,19 +193,58 @@ fn selective_scan_checks_agree() {
 #[test]
 fn causal_conv1d_checks_agree() {
     let mut rng = StdRng::seed_from_u64(11);
-    let op = Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false });
     let (mut accepted, mut rejected) = (0, 0);
     for case in 0..3000 {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let final_state = (case / 3) % 2 == 1;
+        let op = Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state });
         let mut inputs = conv_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
-            mutate(&mut rng, &mut inputs, 2);
+            mutate(&mut rng, &mut inputs, &[0, 1]);
         }
         let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
         let cpp = check_causal_conv1d(&descs)
-            .map(|p| vec![p.batch, p.seqlen, p.dim, p.width])
+            .map(|p| {
+                let t = elem_of(p.elem);
+                let mut outs = vec![out(t, &[p.batch, p.seqlen, p.dim])];
+                if final_state {
+                    outs.push(out(t, &[p.batch, p.dim, p.width - 1]));
+                }
+                outs
+            })
             .map_err(|e| e.what().to_string());
         if compare(&format!("conv case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn mamba_layer_step_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(1212);
+    let op = Op::MambaLayerStep(MambaLayerStepConfig { eps: 1e-5 });
+    let required: Vec<usize> = (0..15).filter(|s| !MambaLayerStepConfig::OPTIONAL.contains(s)).collect();
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = step_inputs(&mut rng, elem);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &required);
+        }
+        let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
+        let cpp = check_mamba_layer_step(&descs)
+            .map(|p| {
+                vec![
+                    out(Elem::F32, &[p.batch, 1, p.hidden]),
+                    out(elem_of(p.elem), &[p.batch, p.inner, p.width - 1]),
+                    out(Elem::F32, &[p.batch, p.inner, p.dstate]),
+                ]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("step case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

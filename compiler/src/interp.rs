@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::ir::{CausalConv1dConfig as Conv, Dim, Op, SelectiveScanConfig as Scan, ValidatedGraph, ValueRef};
+use crate::ir::{
+    CausalConv1dConfig as Conv, Dim, MambaLayerStepConfig as Step, Op, SelectiveScanConfig as Scan, ValidatedGraph,
+    ValueRef,
+};
 use crate::reference::{self, softplus};
 
 /// A dense row-major float64 tensor.
@@ -271,6 +274,43 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 outs.push(Tensor64::new(vec![u.shape[0], u.shape[2], b.shape[3]], fin));
             }
             outs
+        }
+        Op::MambaLayerStep(cfg) => {
+            let (conv_state, ssm_state, x_proj) = (x(Step::CONV_STATE), x(Step::SSM_STATE), x(Step::X_PROJ_WEIGHT));
+            let (batch, inner, past) = (conv_state.shape[0], conv_state.shape[1], conv_state.shape[2]);
+            let (dstate, hidden, dt_rank) =
+                (ssm_state.shape[2], x(Step::RESIDUAL).shape[2], x(Step::DT_PROJ_WEIGHT).shape[0]);
+            debug_assert_eq!(x_proj.shape[1], dt_rank + 2 * dstate);
+            let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
+            let (res, conv, ssm) = reference::layer_step(&reference::LayerStepInputs {
+                batch,
+                hidden,
+                inner,
+                dstate,
+                dt_rank,
+                width: past + 1,
+                eps: cfg.eps,
+                conv_state: &conv_state.data,
+                ssm_state: &ssm_state.data,
+                residual: &x(Step::RESIDUAL).data,
+                norm_weight: &x(Step::NORM_WEIGHT).data,
+                in_proj_weight: &x(Step::IN_PROJ_WEIGHT).data,
+                in_proj_bias: opt(Step::IN_PROJ_BIAS),
+                conv_weight: &x(Step::CONV_WEIGHT).data,
+                conv_bias: opt(Step::CONV_BIAS),
+                x_proj_weight: &x_proj.data,
+                dt_proj_weight: &x(Step::DT_PROJ_WEIGHT).data,
+                dt_bias: opt(Step::DT_BIAS),
+                a: &x(Step::A).data,
+                d: opt(Step::D),
+                out_proj_weight: &x(Step::OUT_PROJ_WEIGHT).data,
+                out_proj_bias: opt(Step::OUT_PROJ_BIAS),
+            });
+            vec![
+                Tensor64::new(vec![batch, 1, hidden], res),
+                Tensor64::new(vec![batch, inner, past], conv),
+                Tensor64::new(vec![batch, inner, dstate], ssm),
+            ]
         }
     })
 }

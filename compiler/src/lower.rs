@@ -31,6 +31,10 @@ pub struct LowerOptions {
     /// Linear layers (in/x/dt/out_proj, lm_head) as block-quantized `MatMulNBits`; None = `MatMul`
     /// with weights in `dtype`.
     pub quant: Option<WeightQuant>,
+    /// The decode lowering: seqlen fixed to 1 (one token a sequence), which lets
+    /// `fuse_layer_step` fold each layer into one `MambaLayerStep` (docs/decode-graph.md).
+    /// Meaningful with `stateful`.
+    pub decode_step: bool,
 }
 
 /// `--quantize`: how the linear layers' weights are stored and multiplied.
@@ -52,7 +56,7 @@ pub enum LogitsOutput {
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { dtype: Elem::F32, stateful: false, logits: LogitsOutput::All, quant: None }
+        LowerOptions { dtype: Elem::F32, stateful: false, logits: LogitsOutput::All, quant: None, decode_step: false }
     }
 }
 
@@ -175,7 +179,7 @@ impl Lowerer<'_> {
         let cfg = self.cfg;
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let batch = Dim::sym("batch");
-        let seqlen = Dim::sym("seqlen");
+        let seqlen = if self.opts.decode_step { Dim::Known(1) } else { Dim::sym("seqlen") };
         let ids = self.input(names::INPUT_IDS.into(), ValueType::new(Elem::I64, vec![batch, seqlen]));
 
         let emb_name = "backbone.embeddings.weight";
@@ -202,7 +206,8 @@ impl Lowerer<'_> {
         for i in 0..cfg.num_hidden_layers {
             hidden = self.layer(i, hidden);
         }
-        if self.opts.logits == LogitsOutput::Last {
+        // One position is the last one: the decode lowering needs no slice.
+        if self.opts.logits == LogitsOutput::Last && !self.opts.decode_step {
             // Before the norm: it is per position, so only the last one needs it.
             hidden = self.op("last_position".into(), Op::LastPosition, &[hidden]);
         }

@@ -1,11 +1,14 @@
-//! The whole flow in one place: read → lower → validate → passes → validate → emit.
+//! The whole flow in one place: read → lower → validate → passes → validate → emit. An export
+//! with a decode graph runs it twice (the stateful lowering and the decode lowering) and emits
+//! both graphs in one pass over the weights.
 
 use std::path::{Path, PathBuf};
 
 use crate::atomic_file::{check_not_an_input, OutputIsInput};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::emit::decode_graph::decode_graph_path;
 use crate::emit::external_data::previous_data_files;
-use crate::emit::{emit_onnx, EmitError, EmitOptions, EmitReport, ExternalData};
+use crate::emit::{emit_onnx_models, EmitError, EmitReport, EmitTarget, ExternalData};
 use crate::ir::{validate, Elem, Graph, ValidationError};
 use crate::lower::{lower, LowerOptions};
 use crate::passes::{run_passes, PassError, PassReport};
@@ -37,6 +40,10 @@ pub enum CompileError {
     Emit(#[from] EmitError),
     #[error(transparent)]
     OutputIsInput(#[from] OutputIsInput),
+    #[error("the decode graph needs {0}")]
+    DecodeGraph(&'static str),
+    #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
+    DecodeLayers { fused: usize, layers: usize, unfused: String },
 }
 
 pub struct Compiled {
@@ -57,11 +64,15 @@ pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, Com
 pub struct ExportOptions {
     pub compile: CompileOptions,
     pub external_data: ExternalData,
+    /// Also write `<stem>.decode.onnx` beside the output: one token a sequence, each layer one
+    /// `MambaLayerStep`, the same weights (docs/decode-graph.md). Needs a stateful, fused,
+    /// unquantized export.
+    pub decode_graph: bool,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { compile: CompileOptions::default(), external_data: ExternalData::Auto }
+        ExportOptions { compile: CompileOptions::default(), external_data: ExternalData::Auto, decode_graph: false }
     }
 }
 
@@ -75,6 +86,45 @@ pub struct ExportReport {
     /// [`ExportReport::remove_previous_data`] deletes them once nothing else needs them (a decode
     /// graph of the earlier export reads them until it is replaced).
     pub previous_data: Vec<PathBuf>,
+    pub decode: Option<DecodeReport>,
+}
+
+/// The decode graph an export wrote.
+pub struct DecodeReport {
+    pub emit: EmitReport,
+    pub passes: PassReport,
+    pub output: PathBuf,
+}
+
+/// The decode graph's compile options: the stateful lowering with seqlen fixed to 1.
+pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, CompileError> {
+    let lower = &general.lower;
+    if !lower.stateful {
+        return Err(CompileError::DecodeGraph("a stateful export (--stateful): it reads and writes the states"));
+    }
+    if lower.quant.is_some() {
+        return Err(CompileError::DecodeGraph("float weights: MambaLayerStep does not read quantized ones"));
+    }
+    if !general.fuse || general.max_rewrites.is_some() {
+        return Err(CompileError::DecodeGraph("the fusion passes, all of them: its layers are fused layers"));
+    }
+    Ok(CompileOptions { lower: LowerOptions { decode_step: true, ..*lower }, ..general.clone() })
+}
+
+/// Compiles the decode graph and checks every layer became one step.
+pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
+    let compiled = compile(ckpt, &decode_options(general)?)?;
+    let layers = ckpt.config.num_hidden_layers;
+    let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();
+    if fused != layers {
+        let unfused = crate::lower::nodes_of_kind(&compiled.graph, "SelectiveScan")
+            .into_iter()
+            .map(|n| compiled.graph.node(n).name.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(CompileError::DecodeLayers { fused, layers, unfused });
+    }
+    Ok(compiled)
 }
 
 impl ExportReport {
@@ -100,14 +150,32 @@ pub fn export(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, CompileError> {
     check_not_an_input(out, &ckpt.input_files())?;
+    let decode_path = decode_graph_path(out);
+    if opts.decode_graph {
+        check_not_an_input(&decode_path, &ckpt.input_files())?;
+    }
     let compiled = compile(ckpt, &opts.compile)?;
+    let decode = if opts.decode_graph { Some(compile_decode(ckpt, &opts.compile)?) } else { None };
     let vg = validate(&compiled.graph).map_err(CompileError::Lowering)?;
     let export_id = export_id();
     let metadata = metadata(ckpt, opts, &compiled.passes, &export_id);
     let previous_data = previous_data_files(out);
-    let emit_opts = EmitOptions { external_data: opts.external_data, metadata, export_id: export_id.clone() };
-    let emit = emit_onnx(&vg, ckpt, &emit_opts, out, progress)?;
-    Ok(ExportReport { emit, passes: compiled.passes, output: out.to_path_buf(), export_id, previous_data })
+    let mut targets = vec![EmitTarget { graph: &vg, path: out, metadata: metadata.clone() }];
+    let decode_vg = match &decode {
+        Some(d) => Some(validate(&d.graph).map_err(CompileError::Lowering)?),
+        None => None,
+    };
+    if let Some(dvg) = &decode_vg {
+        // The same metadata, export id included: it ties the decode graph to this export.
+        let mut metadata = metadata;
+        metadata.push(("mambac.graph".into(), "decode-step".into()));
+        targets.push(EmitTarget { graph: dvg, path: &decode_path, metadata });
+    }
+    let mut emitted = emit_onnx_models(&targets, ckpt, opts.external_data, &export_id, progress)?.into_iter();
+    let emit = emitted.next().expect("one report a target");
+    let decode =
+        decode.zip(emitted.next()).map(|(d, emit)| DecodeReport { emit, passes: d.passes, output: decode_path });
+    Ok(ExportReport { emit, passes: compiled.passes, output: out.to_path_buf(), export_id, previous_data, decode })
 }
 
 /// A value no two exports share: the time in nanoseconds and the process id.

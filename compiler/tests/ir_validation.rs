@@ -151,7 +151,7 @@ fn driver_stops_after_n_rewrites_for_bisecting() {
         assert_eq!(partial.rewrites, report.rewrites[..n]);
         validate(&g).unwrap();
     }
-    assert_eq!(RULES.len(), 7);
+    assert_eq!(RULES.len(), 8);
 }
 
 #[test]

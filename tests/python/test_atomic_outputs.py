@@ -140,8 +140,8 @@ def test_decode_graph_over_the_checkpoint_is_refused(tmp_path):
     r = mambac("export", ckpt, "-o", tmp_path / "m.onnx", "-q", "--stateful", "--decode-graph", check=False)
     assert r.returncode == 1
     assert r.stderr == (
-        f"error: refusing to write {tmp_path / 'm.decode.onnx'}: it is the input {ckpt / 'model.safetensors'} "
-        "(through a symlink); choose another output\n"
+        f"error: cannot export {ckpt}: refusing to write {tmp_path / 'm.decode.onnx'}: it is the input "
+        f"{ckpt / 'model.safetensors'} (through a symlink); choose another output\n"
     )
     assert snapshot(ckpt) == before
     assert not (tmp_path / "m.onnx").exists()

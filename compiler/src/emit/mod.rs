@@ -5,4 +5,7 @@ pub mod external_data;
 mod onnx;
 mod proto;
 
-pub use self::onnx::{emit_onnx, EmitError, EmitOptions, EmitReport, ExternalData, CUSTOM_DOMAIN, OPSET};
+pub use self::onnx::{
+    emit_onnx, emit_onnx_models, EmitError, EmitOptions, EmitReport, EmitTarget, ExternalData, CUSTOM_DOMAIN,
+    LAYER_STEP_OP, OPSET,
+};

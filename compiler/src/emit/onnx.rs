@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use onnx_protobuf::{GraphProto, Message, ModelProto, OperatorSetIdProto, TensorProto};
 
 use super::external_data::ExternalDataWriter;
-use super::proto::{attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
+use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::ir::{encode_f64, Op, ValidatedGraph, ValueRef};
+use crate::ir::{encode_f64, ConstTensor, Op, ValidatedGraph, ValueRef};
 
 pub const OPSET: i64 = 18;
 pub const CUSTOM_DOMAIN: &str = "mambac";
+/// Node op type of the fused layer step (the decode graph's layers).
+pub const LAYER_STEP_OP: &str = "MambaLayerStep";
 /// ONNX Runtime's contrib domain (`MatMulNBits` of quantized exports).
 pub const MS_DOMAIN: &str = "com.microsoft";
 const IR_VERSION: i64 = 8;
@@ -54,6 +56,12 @@ pub enum EmitError {
     TooLargeInline { bytes: u64 },
     #[error("graph output '{0}' is a graph input or a constant; ONNX outputs must be produced by a node")]
     OutputNotProduced(String),
+    #[error("two graphs of one export hold different weights named '{0}' (a mambac bug)")]
+    ConflictingConst(String),
+    #[error(
+        "{path} is not in the folder of {first}, whose external data file it would share: write both to one folder"
+    )]
+    ExternalDataFolder { path: PathBuf, first: PathBuf },
     // `error`, not `source`: the message already holds the cause, which a `{:#}` chain would
     // print a second time.
     #[error("cannot write {path}: {error}")]
@@ -73,7 +81,13 @@ struct Emitter<'v, 'g> {
     vg: &'v ValidatedGraph<'g>,
     graph: GraphProto,
     names: HashMap<ValueRef, String>,
-    helper_count: usize,
+}
+
+/// One model file of an export: a validated graph, where it goes and its metadata.
+pub struct EmitTarget<'a, 'g> {
+    pub graph: &'a ValidatedGraph<'g>,
+    pub path: &'a Path,
+    pub metadata: Vec<(String, String)>,
 }
 
 pub fn emit_onnx(
@@ -83,9 +97,134 @@ pub fn emit_onnx(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<EmitReport, EmitError> {
-    let io = |error| EmitError::Io { path: path.to_path_buf(), error };
+    let target = EmitTarget { graph: vg, path, metadata: opts.metadata.clone() };
+    let mut reports = emit_onnx_models(&[target], ckpt, opts.external_data, &opts.export_id, progress)?;
+    Ok(reports.remove(0))
+}
+
+/// Emits several graphs of one checkpoint (the stateful graph and its decode graph) in one pass
+/// over the weights: a constant several graphs hold (same name) is converted and stored once,
+/// and every model points at the same bytes (the same external-data file and offsets, or copies
+/// of the same inline tensor). With external data, the file goes beside the first target and the
+/// others must be in its folder, since a model names its data file relative to itself. Every file
+/// is written beside its target and renamed into place: the data first, then the models that
+/// point at it, so a model a reader finds always has its data.
+pub fn emit_onnx_models(
+    targets: &[EmitTarget<'_, '_>],
+    ckpt: &Checkpoint,
+    external_data: ExternalData,
+    export_id: &str,
+    progress: Progress<'_>,
+) -> Result<Vec<EmitReport>, EmitError> {
+    let Some(first) = targets.first() else { return Ok(Vec::new()) };
+    let mut consts: HashMap<&str, &ConstTensor> = HashMap::new();
+    for t in targets {
+        for c in graph_consts(t.graph) {
+            if let Some(prev) = consts.insert(&c.name, c) {
+                if prev != c {
+                    return Err(EmitError::ConflictingConst(c.name.clone()));
+                }
+            }
+        }
+    }
+    let total: u64 = consts.values().map(|c| const_bytes(c)).sum();
+    let external = match external_data {
+        ExternalData::Always => true,
+        ExternalData::Never if total > INLINE_LIMIT => return Err(EmitError::TooLargeInline { bytes: total }),
+        ExternalData::Never => false,
+        ExternalData::Auto => total > INLINE_LIMIT,
+    };
+    if external {
+        if let Some(t) = targets.iter().find(|t| t.path.parent() != first.path.parent()) {
+            return Err(EmitError::ExternalDataFolder { path: t.path.to_path_buf(), first: first.path.to_path_buf() });
+        }
+    }
+    let ext =
+        if external { Some(ExternalDataWriter::create(first.path, export_id).map_err(io(first.path))?) } else { None };
+    let mut store = WeightStore { ckpt, ext, stored: HashMap::new(), done: 0, total, io_path: first.path };
+    let mut models = Vec::with_capacity(targets.len());
+    for t in targets {
+        models.push(build_model(t, &mut store, progress)?);
+    }
+    let external_path = match store.ext {
+        Some(w) => {
+            let p = w.path().to_path_buf();
+            w.finish().map_err(|error| EmitError::Io { path: p.clone(), error })?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut reports = Vec::with_capacity(targets.len());
+    for (t, (model, nodes, initializers)) in targets.iter().zip(models) {
+        let mut out = AtomicFile::create(t.path).map_err(io(t.path))?;
+        model.write_to_writer(&mut out).map_err(|error| EmitError::Write { path: t.path.to_path_buf(), error })?;
+        out.commit().map_err(io(t.path))?;
+        let weight_bytes = graph_consts(t.graph).map(const_bytes).sum();
+        reports.push(EmitReport { nodes, initializers, weight_bytes, external_data: external_path.clone() });
+    }
+    Ok(reports)
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> EmitError + '_ {
+    move |error| EmitError::Io { path: path.to_path_buf(), error }
+}
+
+fn graph_consts<'a>(vg: &'a ValidatedGraph<'_>) -> impl Iterator<Item = &'a ConstTensor> + 'a {
+    vg.order.iter().filter_map(|&id| match vg.graph.op(id) {
+        Op::Const(c) => Some(c),
+        _ => None,
+    })
+}
+
+fn const_bytes(c: &ConstTensor) -> u64 {
+    (c.numel() * c.elem.size()) as u64
+}
+
+/// The initializers of one export's models: each converted from the checkpoint and stored once.
+struct WeightStore<'c, 'p> {
+    ckpt: &'c Checkpoint,
+    ext: Option<ExternalDataWriter>,
+    /// By name: the initializer as stored (data external, or inline).
+    stored: HashMap<String, TensorProto>,
+    done: u64,
+    total: u64,
+    /// The model the external data file belongs to, for write errors.
+    io_path: &'p Path,
+}
+
+impl WeightStore<'_, '_> {
+    fn initializer(&mut self, c: &ConstTensor, progress: Progress<'_>) -> Result<TensorProto, EmitError> {
+        if let Some(t) = self.stored.get(&c.name) {
+            return Ok(t.clone());
+        }
+        let raw = c.to_bytes(self.ckpt)?;
+        let mut t = tensor(&c.name, c.elem, &c.shape, Vec::new());
+        self.done += raw.len() as u64;
+        match self.ext.as_mut() {
+            Some(w) => w.store(&mut t, &raw).map_err(io(self.io_path))?,
+            None => t.raw_data = raw,
+        }
+        // The bytes are in the file or the message now: drop the checkpoint's mapped pages, so a
+        // large export does not hold the whole checkpoint resident (a const read again, e.g. a
+        // tied embedding, faults them back in from the file).
+        if let crate::ir::ConstSource::Checkpoint { tensor, .. } = &c.source {
+            self.ckpt.release_tensor(tensor);
+        }
+        progress(self.done, self.total);
+        self.stored.insert(c.name.clone(), t.clone());
+        Ok(t)
+    }
+}
+
+/// One model: (the message, its node count, its initializer count).
+fn build_model(
+    target: &EmitTarget<'_, '_>,
+    store: &mut WeightStore<'_, '_>,
+    progress: Progress<'_>,
+) -> Result<(ModelProto, usize, usize), EmitError> {
+    let vg = target.graph;
     let g = vg.graph;
-    let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new(), helper_count: 0 };
+    let mut e = Emitter { vg, graph: GraphProto::new(), names: HashMap::new() };
     e.graph.name = "mamba".into();
     for o in g.outputs() {
         if matches!(g.op(o.value.node), Op::Input { .. } | Op::Const(_)) {
@@ -93,24 +232,6 @@ pub fn emit_onnx(
         }
         e.names.insert(o.value, o.name.clone());
     }
-
-    let total: u64 = vg
-        .order
-        .iter()
-        .filter_map(|&id| match g.op(id) {
-            Op::Const(c) => Some((c.numel() * c.elem.size()) as u64),
-            _ => None,
-        })
-        .sum();
-    let external = match opts.external_data {
-        ExternalData::Always => true,
-        ExternalData::Never if total > INLINE_LIMIT => return Err(EmitError::TooLargeInline { bytes: total }),
-        ExternalData::Never => false,
-        ExternalData::Auto => total > INLINE_LIMIT,
-    };
-    let mut ext = if external { Some(ExternalDataWriter::create(path, &opts.export_id).map_err(io)?) } else { None };
-
-    let mut done = 0u64;
     let mut initializers = 0;
     for &id in &vg.order {
         let n = g.node(id);
@@ -120,25 +241,10 @@ pub fn emit_onnx(
                 e.graph.input.push(value_info(name, ty));
             }
             Op::Const(c) => {
-                let raw = c.to_bytes(ckpt)?;
-                let mut t = tensor(&c.name, c.elem, &c.shape, Vec::new());
-                done += raw.len() as u64;
-                match ext.as_mut() {
-                    Some(w) => {
-                        w.store(&mut t, &raw).map_err(|error| EmitError::Io { path: w.path().to_path_buf(), error })?
-                    }
-                    None => t.raw_data = raw,
-                }
+                let t = store.initializer(c, progress)?;
                 e.names.insert(id.into(), c.name.clone());
                 e.graph.initializer.push(t);
                 initializers += 1;
-                // The bytes are in the file or the message now: drop the checkpoint's mapped
-                // pages, so a large export does not hold the whole checkpoint resident (a const
-                // read again, e.g. a tied embedding, faults them back in from the file).
-                if let crate::ir::ConstSource::Checkpoint { tensor, .. } = &c.source {
-                    ckpt.release_tensor(tensor);
-                }
-                progress(done, total);
             }
             _ => e.node(id),
         }
@@ -160,24 +266,10 @@ pub fn emit_onnx(
         op.version = version;
         model.opset_import.push(op);
     }
-    model.metadata_props = opts.metadata.iter().map(|(k, v)| entry(k, v)).collect();
+    model.metadata_props = target.metadata.iter().map(|(k, v)| entry(k, v)).collect();
     let nodes = e.graph.node.len();
     model.graph = Some(e.graph).into();
-
-    // The data first, then the model that points at it: each appears whole, by rename, and the
-    // model that a reader finds always has its data.
-    let external_path = match ext {
-        Some(w) => {
-            let p = w.path().to_path_buf();
-            w.finish().map_err(|error| EmitError::Io { path: p.clone(), error })?;
-            Some(p)
-        }
-        None => None,
-    };
-    let mut f = AtomicFile::create(path).map_err(io)?;
-    model.write_to_writer(&mut f).map_err(|error| EmitError::Write { path: path.to_path_buf(), error })?;
-    f.commit().map_err(io)?;
-    Ok(EmitReport { nodes, initializers, weight_bytes: total, external_data: external_path })
+    Ok((model, nodes, initializers))
 }
 
 impl Emitter<'_, '_> {
@@ -193,11 +285,11 @@ impl Emitter<'_, '_> {
         }
     }
 
-    /// A small constant the expansion of one IR op needs (axes, split sizes, epsilon).
+    /// A small constant the expansion of one IR op needs (axes, split sizes, epsilon), named
+    /// `<node>.<what>` by the caller: unique, since node names are, and the same in every graph
+    /// of an export that holds the node (the decode graph's final norm reads the stateful
+    /// graph's helpers by name).
     fn helper_const(&mut self, t: TensorProto) -> String {
-        let mut t = t;
-        t.name = format!("{}.{}", t.name, self.helper_count);
-        self.helper_count += 1;
         let name = t.name.clone();
         self.graph.initializer.push(t);
         name
@@ -295,6 +387,10 @@ impl Emitter<'_, '_> {
             Op::SelectiveScan(cfg) => {
                 let attrs = vec![attr_int("delta_softplus", cfg.delta_softplus as i64)];
                 self.push("SelectiveScan", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
+            Op::MambaLayerStep(cfg) => {
+                let attrs = vec![attr_float("epsilon", cfg.eps as f32)];
+                self.push(LAYER_STEP_OP, super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
         }
     }

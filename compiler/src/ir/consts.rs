@@ -41,7 +41,7 @@ impl UnaryFn {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConstSource {
     /// A checkpoint tensor, reshaped or transposed, then mapped through `map` (in order), all
     /// in float64 at materialisation.
@@ -51,7 +51,7 @@ pub enum ConstSource {
 }
 
 /// A constant: its initializer name, shape, element type in the graph, and where its data is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConstTensor {
     pub name: String,
     pub shape: Vec<usize>,

@@ -1,7 +1,7 @@
 //! Shape and type inference, one function per op. This is the Rust half of the op contract's
 //! shape rules (the C++ half is `cpp/include/mambac/shape_check.h`; a test checks they agree).
 
-use super::op::{CausalConv1dConfig as Conv, Op, SelectiveScanConfig as Scan};
+use super::op::{CausalConv1dConfig as Conv, MambaLayerStepConfig as Step, Op, SelectiveScanConfig as Scan};
 use super::types::{Dim, Elem, Shape, ValueType};
 
 /// Why a node's inputs do not fit its op. `input` names the slot at fault.
@@ -189,6 +189,7 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             get(Conv::INITIAL_STATE),
         ),
         Op::SelectiveScan(cfg) => infer_selective_scan(cfg, &|s| get(s)),
+        Op::MambaLayerStep(_) => infer_layer_step(&|s| get(s)),
     }
 }
 
@@ -303,4 +304,128 @@ fn infer_selective_scan<'a>(
         outs.push(ValueType::new(Elem::F32, state_dims));
     }
     Ok(outs)
+}
+
+/// One expected dim: a size the input itself defines (free, named for the message), or a value.
+enum Want {
+    Free(&'static str),
+    Is(Dim),
+}
+
+/// Checks rank and every `Want::Is` dim; `why` ends the message, as the C++ check's does.
+fn expect_dims(name: &str, t: &ValueType, want: &[Want], why: &str) -> Result<(), InferError> {
+    let ok = t.shape.rank() == want.len()
+        && t.shape.0.iter().zip(want).all(|(d, w)| match w {
+            Want::Free(_) => true,
+            Want::Is(x) => d == x,
+        });
+    if ok {
+        return Ok(());
+    }
+    Err(dims_error(name, t, want, why))
+}
+
+fn dims_error(name: &str, t: &ValueType, want: &[Want], why: &str) -> InferError {
+    let dims: Vec<String> = want
+        .iter()
+        .map(|w| match w {
+            Want::Free(n) => n.to_string(),
+            Want::Is(d) => d.to_string(),
+        })
+        .collect();
+    err(name, format!("has shape {}, expected [{}]{why}", t.shape, dims.join(", ")))
+}
+
+/// The size dim `axis` of `t` defines: known and at least 1 (weights' sizes are never symbolic).
+fn defined_size(name: &str, t: &ValueType, axis: usize, want: &[Want], what: &str) -> Result<usize, InferError> {
+    match t.shape.0[axis].known() {
+        Some(n) if n >= 1 => Ok(n),
+        _ => Err(dims_error(name, t, want, &format!(" with a known {what} >= 1"))),
+    }
+}
+
+/// The rule of `cpp/shape_check.cpp` `check_mamba_layer_step`, input for input in its order, so
+/// both name the same input (tests/shape_agreement.rs): the sizes come from the inputs that define
+/// them (conv_state: batch, inner, width; ssm_state: dstate; residual: hidden; dt_proj_weight:
+/// dt_rank) and every other input is checked against them.
+fn infer_layer_step<'a>(get: &dyn Fn(usize) -> Option<&'a ValueType>) -> Result<Vec<ValueType>, InferError> {
+    use Want::{Free, Is};
+    let req = |slot: usize| get(slot).ok_or_else(|| err(Step::INPUT_NAMES[slot], "is required but missing"));
+    let known = |n: usize| Is(Dim::Known(n));
+    let same_as_conv_state = "same as 'conv_state'";
+    let conv_state = req(Step::CONV_STATE)?;
+    expect_float("conv_state", conv_state)?;
+    let t = conv_state.elem;
+    let conv_dims = [Free("batch"), Free("inner"), Free("width - 1")];
+    expect_dims("conv_state", conv_state, &conv_dims, "")?;
+    let batch = conv_state.shape.0[0].clone();
+    let inner = defined_size("conv_state", conv_state, 1, &conv_dims, "inner")?;
+    let width = conv_state.shape.0[2]
+        .known()
+        .ok_or_else(|| dims_error("conv_state", conv_state, &conv_dims, " with a known width"))?
+        + 1;
+    let state_dims = " ([batch, inner] from 'conv_state')";
+
+    let ssm_state = req(Step::SSM_STATE)?;
+    expect_elem("ssm_state", ssm_state, Elem::F32, "the state is always float32")?;
+    let ssm_dims = [Is(batch.clone()), known(inner), Free("dstate")];
+    expect_dims("ssm_state", ssm_state, &ssm_dims, state_dims)?;
+    let dstate = defined_size("ssm_state", ssm_state, 2, &ssm_dims, "dstate")?;
+
+    let residual = req(Step::RESIDUAL)?;
+    expect_elem("residual", residual, Elem::F32, "the residual stream is float32")?;
+    let res_dims = [Is(batch.clone()), known(1), Free("hidden")];
+    expect_dims("residual", residual, &res_dims, " (one token a sequence; batch from 'conv_state')")?;
+    let hidden = defined_size("residual", residual, 2, &res_dims, "hidden")?;
+    let hidden_from = " (hidden from 'residual')";
+
+    let w = req(Step::NORM_WEIGHT)?;
+    expect_elem("norm_weight", w, Elem::F32, "always float32")?;
+    expect_dims("norm_weight", w, &[known(hidden)], hidden_from)?;
+    let w = req(Step::IN_PROJ_WEIGHT)?;
+    expect_elem("in_proj_weight", w, t, same_as_conv_state)?;
+    expect_dims("in_proj_weight", w, &[known(hidden), known(2 * inner)], " ([hidden, 2 * inner])")?;
+    let w = req(Step::CONV_WEIGHT)?;
+    expect_elem("conv_weight", w, t, same_as_conv_state)?;
+    expect_dims("conv_weight", w, &[known(inner), known(width)], " ([inner, width] from 'conv_state')")?;
+
+    let w = req(Step::DT_PROJ_WEIGHT)?;
+    expect_elem("dt_proj_weight", w, t, same_as_conv_state)?;
+    let dt_dims = [Free("dt_rank"), known(inner)];
+    expect_dims("dt_proj_weight", w, &dt_dims, " (inner from 'conv_state')")?;
+    let dt_rank = defined_size("dt_proj_weight", w, 0, &dt_dims, "dt_rank")?;
+    let w = req(Step::X_PROJ_WEIGHT)?;
+    expect_elem("x_proj_weight", w, t, same_as_conv_state)?;
+    let why = format!(" ([inner, dt_rank + 2 * dstate] = [{inner}, {dt_rank} + 2 * {dstate}])");
+    expect_dims("x_proj_weight", w, &[known(inner), known(dt_rank + 2 * dstate)], &why)?;
+
+    let w = req(Step::A)?;
+    expect_elem("A", w, Elem::F32, "A is always float32")?;
+    expect_dims("A", w, &[known(inner), known(dstate)], " ([inner, dstate] from the states)")?;
+    let w = req(Step::OUT_PROJ_WEIGHT)?;
+    expect_elem("out_proj_weight", w, t, same_as_conv_state)?;
+    expect_dims("out_proj_weight", w, &[known(inner), known(hidden)], " ([inner, hidden])")?;
+
+    // Optional inputs last, in slot order, as the C++ check does.
+    let f32 = (Elem::F32, "always float32");
+    let tt = (t, same_as_conv_state);
+    let optional = [
+        (Step::IN_PROJ_BIAS, tt, 2 * inner, " ([2 * inner])"),
+        (Step::CONV_BIAS, tt, inner, " (inner from 'conv_state')"),
+        (Step::DT_BIAS, f32, inner, " (inner from 'conv_state')"),
+        (Step::D, f32, inner, " (inner from 'conv_state')"),
+        (Step::OUT_PROJ_BIAS, tt, hidden, hidden_from),
+    ];
+    for (slot, (elem, type_why), len, why) in optional {
+        if let Some(v) = get(slot) {
+            let name = Step::INPUT_NAMES[slot];
+            expect_elem(name, v, elem, type_why)?;
+            expect_dims(name, v, &[known(len)], why)?;
+        }
+    }
+    Ok(vec![
+        ValueType::new(Elem::F32, vec![batch.clone(), Dim::Known(1), Dim::Known(hidden)]),
+        ValueType::new(t, vec![batch.clone(), Dim::Known(inner), Dim::Known(width - 1)]),
+        ValueType::new(Elem::F32, vec![batch, Dim::Known(inner), Dim::Known(dstate)]),
+    ])
 }

@@ -49,6 +49,61 @@ impl SelectiveScanConfig {
     pub const INPUT_NAMES: [&'static str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
 }
 
+/// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
+/// block of `lower.rs` fused. `r` is the float32 residual stream, weights are stored `[in, out]`:
+///
+/// ```text
+/// v = r / sqrt(mean(r^2) + eps) * norm_weight;  x, z = split(v @ in_proj_weight (+ in_proj_bias))
+/// xc = silu(conv_bias + <conv_weight[d], [conv_state[d], x[d]]>)
+/// dt, B, C = split(xc @ x_proj_weight);  dt = softplus(dt @ dt_proj_weight + dt_bias)
+/// h' = exp(dt A) h + dt B xc;  y = (<C, h'> + D xc) * silu(z)
+/// residual_out = r + y @ out_proj_weight (+ out_proj_bias)
+/// ```
+///
+/// Outputs: residual_out f32 `[B, 1, H]`, conv_state_out T `[B, I, K-1]`, ssm_state_out f32
+/// `[B, I, N]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MambaLayerStepConfig {
+    pub eps: f64,
+}
+
+impl MambaLayerStepConfig {
+    pub const CONV_STATE: usize = 0;
+    pub const SSM_STATE: usize = 1;
+    pub const RESIDUAL: usize = 2;
+    pub const NORM_WEIGHT: usize = 3;
+    pub const IN_PROJ_WEIGHT: usize = 4;
+    pub const IN_PROJ_BIAS: usize = 5;
+    pub const CONV_WEIGHT: usize = 6;
+    pub const CONV_BIAS: usize = 7;
+    pub const X_PROJ_WEIGHT: usize = 8;
+    pub const DT_PROJ_WEIGHT: usize = 9;
+    pub const DT_BIAS: usize = 10;
+    pub const A: usize = 11;
+    pub const D: usize = 12;
+    pub const OUT_PROJ_WEIGHT: usize = 13;
+    pub const OUT_PROJ_BIAS: usize = 14;
+    /// The ORT op's slot names and order (custom-ops/src/layer_step.rs `slot::NAMES`).
+    pub const INPUT_NAMES: [&'static str; 15] = [
+        "conv_state",
+        "ssm_state",
+        "residual",
+        "norm_weight",
+        "in_proj_weight",
+        "in_proj_bias",
+        "conv_weight",
+        "conv_bias",
+        "x_proj_weight",
+        "dt_proj_weight",
+        "dt_bias",
+        "A",
+        "D",
+        "out_proj_weight",
+        "out_proj_bias",
+    ];
+    pub const OPTIONAL: [usize; 5] = [Self::IN_PROJ_BIAS, Self::CONV_BIAS, Self::DT_BIAS, Self::D, Self::OUT_PROJ_BIAS];
+}
+
 /// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [..., K] @ W^T`, W `[N, K]` stored as
 /// block-quantized values and scales ([`super::quant`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +167,7 @@ pub enum Op {
     LastPosition,
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
+    MambaLayerStep(MambaLayerStepConfig),
 }
 
 impl Op {
@@ -137,6 +193,7 @@ impl Op {
             Op::LastPosition => "LastPosition",
             Op::CausalConv1d(_) => "CausalConv1d",
             Op::SelectiveScan(_) => "SelectiveScan",
+            Op::MambaLayerStep(_) => "MambaLayerStep",
         }
     }
 
@@ -160,6 +217,7 @@ impl Op {
             Op::Add | Op::Mul => &["a", "b"],
             Op::CausalConv1d(_) => &CausalConv1dConfig::INPUT_NAMES,
             Op::SelectiveScan(_) => &SelectiveScanConfig::INPUT_NAMES,
+            Op::MambaLayerStep(_) => &MambaLayerStepConfig::INPUT_NAMES,
         }
     }
 
@@ -168,6 +226,7 @@ impl Op {
         match self {
             Op::CausalConv1d(_) => slot >= CausalConv1dConfig::BIAS,
             Op::SelectiveScan(_) => slot >= SelectiveScanConfig::D,
+            Op::MambaLayerStep(_) => MambaLayerStepConfig::OPTIONAL.contains(&slot),
             _ => false,
         }
     }
@@ -178,12 +237,13 @@ impl Op {
             Op::SplitLast { sizes } => sizes.len(),
             Op::CausalConv1d(c) => 1 + c.final_state as usize,
             Op::SelectiveScan(c) => 1 + c.final_state as usize,
+            Op::MambaLayerStep(_) => 3,
             _ => 1,
         }
     }
 
     /// Whether this op is one of the fused custom ops of the `mambac` domain.
     pub fn is_fused_op(&self) -> bool {
-        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_))
+        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_) | Op::MambaLayerStep(_))
     }
 }

@@ -8,6 +8,7 @@
 mod fold_const_unary;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
+mod fuse_layer_step;
 mod fuse_scan_d_skip;
 mod fuse_scan_delta_bias;
 mod fuse_scan_gate;
@@ -31,6 +32,8 @@ pub const RULES: &[&dyn Rule] = &[
     &fuse_scan_delta_bias::FuseScanDeltaBias,
     &fuse_scan_d_skip::FuseScanDSkip,
     &fuse_scan_gate::FuseScanGate,
+    // Last: it folds a layer the rules above have fused (and fires only when seqlen is 1).
+    &fuse_layer_step::FuseLayerStep,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,11 @@
 //! equations. The IR interpreter uses them, and so do the op library's tests.
 
 mod causal_conv1d;
+mod layer_step;
 mod selective_scan;
 
 pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
+pub use layer_step::{layer_step, LayerStepInputs};
 pub use selective_scan::{selective_scan, SelectiveScanInputs};
 
 /// `ln(1 + e^x)`, with torch's threshold: x itself above 20 (DESIGN.md).

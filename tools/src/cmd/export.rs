@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mambac_compiler::atomic_file::check_not_an_input;
 use mambac_compiler::checkpoint::{Checkpoint, MambaConfig};
-use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
+use mambac_compiler::emit::decode_graph::decode_graph_path;
 use mambac_compiler::emit::ExternalData;
 use mambac_compiler::ir::BlockQuant;
 use mambac_compiler::lower::{LogitsOutput, LowerOptions, WeightQuant};
@@ -123,9 +122,6 @@ pub fn main(a: Args) -> Result<()> {
     };
     let ckpt = Checkpoint::open(&a.checkpoint)
         .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
-    if a.decode_graph {
-        check_not_an_input(&decode_graph_path(&a.output), &ckpt.input_files())?;
-    }
     if let Some(q) = &quant {
         check_quant_block(q.quant.block, &ckpt.config)?;
     }
@@ -139,6 +135,7 @@ pub fn main(a: Args) -> Result<()> {
                     LogitsArg::Last => LogitsOutput::Last,
                 },
                 quant,
+                decode_step: false,
             },
             fuse: !a.no_fuse,
             max_rewrites: None,
@@ -148,6 +145,7 @@ pub fn main(a: Args) -> Result<()> {
             ExternalDataArg::Always => ExternalData::Always,
             ExternalDataArg::Never => ExternalData::Never,
         },
+        decode_graph: a.decode_graph,
     };
     let bar = if a.quiet {
         ProgressBar::hidden()
@@ -189,10 +187,8 @@ pub fn main(a: Args) -> Result<()> {
             .with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
         eprintln!("removed {} (the decode graph of an earlier export)", path.display());
     }
-    if a.decode_graph {
-        write_decode_graph(&a.output, &path, ckpt.config.layer_norm_epsilon)
-            .with_context(|| format!("cannot write the decode graph {}", path.display()))?;
-        eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", path.display());
+    if let Some(d) = &report.decode {
+        eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", d.output.display());
     }
     // Only now does nothing read the earlier export's weights (its model and decode graph are
     // both replaced).
