@@ -52,7 +52,7 @@ impl SharedWeights {
     }
 }
 
-/// The decode graph's float initializers of at least [`MIN_SHARED_BYTES`], on CUDA device 0.
+/// The decode graph's float initializers of at least 64 KiB (`MIN_SHARED_BYTES`), on CUDA device 0.
 pub fn load_for_cuda(decode_graph: &Path) -> Result<SharedWeights> {
     // The device copies below run through ORT, which needs its environment first.
     crate::environment::init_ort()?;
