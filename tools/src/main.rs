@@ -1,10 +1,9 @@
 //! `mambac`: export Mamba checkpoints to ONNX with fused ops, and run, inspect and measure them.
 
 mod cmd;
-mod generation;
-mod ort_search;
-mod runtime;
 mod tensor_io;
+
+use mambac_runtime::ort_search;
 
 use clap::{Parser, Subcommand};
 

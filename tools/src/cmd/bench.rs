@@ -12,11 +12,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 
+use mambac_runtime::{argmax, memory, Keep, StatefulSession};
+
 use super::limits::{self, ranged};
-use crate::generation::memory;
-use crate::generation::sampler::argmax;
-use crate::generation::session_state::{open_stateful, Keep, StatefulSession};
-use crate::runtime::{GraphOptions, SessionOptions};
+use super::session_args::{GraphArgs, SessionArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,9 +43,9 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub session: SessionOptions,
+    pub session: SessionArgs,
     #[command(flatten)]
-    pub graph: GraphOptions,
+    pub graph: GraphArgs,
 }
 
 /// Median, min and max of a set of measurements.
@@ -94,8 +93,10 @@ fn one_rep(sess: &mut StatefulSession, a: &Args, prompt: &[i64]) -> Result<Rep> 
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let (mut sess, cuda_graph) = open_stateful(&a.model, &a.session, &a.graph)
-        .with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
+    let mut sess =
+        StatefulSession::open_reporting(&a.model, &a.session.with_graph(&a.graph), &mut |w| eprintln!("warning: {w}"))
+            .with_context(|| format!("{} cannot be benchmarked", a.model.display()))?;
+    let cuda_graph = sess.cuda_graph_capture();
     // The prompt, the states and the prefill step's logits, before any of them is allocated.
     let prompt_bytes = (a.batch as u128) * (a.prompt_len as u128) * 8;
     let need = prompt_bytes + sess.state_bytes(a.batch) + sess.step_bytes(a.batch, a.prompt_len, Keep::Last);

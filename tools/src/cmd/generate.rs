@@ -5,13 +5,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use mambac_runtime::{generate, GenerateOptions, Generated, Sampling, StatefulSession};
 
 use super::limits::{self, ranged};
-use crate::generation::batch::{generate, parse_prompt_ids, GenerateOptions, Generated};
-use crate::generation::sampler::Sampling;
-use crate::generation::session_state::open_stateful;
-use crate::runtime::{GraphOptions, SessionOptions};
+use super::session_args::{GraphArgs, SessionArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,9 +54,9 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub session: SessionOptions,
+    pub session: SessionArgs,
     #[command(flatten)]
-    pub graph: GraphOptions,
+    pub graph: GraphArgs,
 }
 
 impl Args {
@@ -69,6 +67,32 @@ impl Args {
             Sampling::Random { temperature: self.temperature.unwrap_or(1.0), top_k: self.top_k, top_p: self.top_p }
         }
     }
+}
+
+/// Prompts from `--prompt-ids` values: each value holds one or more prompts separated by `;`,
+/// each a comma-separated list of token ids (`"1,2,3;4,5"` is two prompts).
+pub fn parse_prompt_ids(values: &[String]) -> Result<Vec<Vec<i64>>> {
+    let mut prompts = Vec::new();
+    for value in values {
+        for part in value.split(';') {
+            let n = prompts.len() + 1;
+            let ids = part
+                .split(',')
+                .map(|tok| {
+                    let tok = tok.trim();
+                    tok.parse::<i64>().with_context(|| format!("--prompt-ids: prompt {n}: '{tok}' is not a token id (expected comma-separated integers, prompts separated by ';', e.g. \"1,2,3;4,5\")"))
+                })
+                .collect::<Result<Vec<i64>>>()?;
+            if let Some(bad) = ids.iter().find(|&&t| t < 0) {
+                bail!("--prompt-ids: prompt {n}: token id {bad} is negative");
+            }
+            prompts.push(ids);
+        }
+    }
+    if prompts.is_empty() {
+        bail!("--prompt-ids: no prompt given");
+    }
+    Ok(prompts)
 }
 
 /// Turns token ids into text as they arrive. Each prompt's text so far is decoded again with its
@@ -143,8 +167,9 @@ pub fn main(a: Args) -> Result<()> {
         prefill_chunk: a.prefill_chunk,
         stop_ids: a.stop_id.clone(),
     };
-    let (mut sess, _cuda_graph) = open_stateful(&a.model, &a.session, &a.graph)
-        .with_context(|| format!("{} cannot generate", a.model.display()))?;
+    let mut sess =
+        StatefulSession::open_reporting(&a.model, &a.session.with_graph(&a.graph), &mut |w| eprintln!("warning: {w}"))
+            .with_context(|| format!("{} cannot generate", a.model.display()))?;
     let mut text = match tokenizer {
         Some(t) => Some(TextStream::new(t, &prompts)?),
         None => None,
@@ -153,7 +178,7 @@ pub fn main(a: Args) -> Result<()> {
     let several = prompts.len() > 1;
     let stdout = std::io::stdout();
     let mut first_of_prompt = vec![true; prompts.len()];
-    let result: Generated = generate(&mut sess, &prompts, &opts, |j, token| {
+    let result: Generated = generate::<anyhow::Error>(&mut sess, &prompts, &opts, |j, token| {
         let mut out = stdout.lock();
         let piece = match &mut text {
             Some(ts) => ts.push(j, token)?,
@@ -202,4 +227,29 @@ fn summary(r: &Generated) -> String {
         r.decode_time.as_secs_f64() * 1e3,
         rate(r.decode_tokens, r.decode_time)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prompts_split_by_semicolons_and_flags() {
+        let p = parse_prompt_ids(&["1,2,3;4, 5".into(), "6".into()]).unwrap();
+        assert_eq!(p, vec![vec![1, 2, 3], vec![4, 5], vec![6]]);
+    }
+
+    #[test]
+    fn rejects_bad_prompt_ids() {
+        for (arg, needle) in [
+            ("1,x,3", "'x' is not a token id"),
+            ("1,2;", "prompt 2: '' is not a token id"),
+            ("1,,2", "'' is not"),
+            ("3,-4", "negative"),
+        ] {
+            let e = format!("{:#}", parse_prompt_ids(&[arg.into()]).unwrap_err());
+            assert!(e.contains(needle), "{arg}: {e}");
+        }
+        assert!(parse_prompt_ids(&[]).is_err());
+    }
 }

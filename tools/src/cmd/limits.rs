@@ -4,7 +4,7 @@
 //! and the range (`invalid value '1099511627776' for '--batch <BATCH>': 1099511627776 is not in
 //! 1..=65536`) and the exit status is 2. What fits these ranges may still not fit in memory: the
 //! generation code checks the figure it needs against what the process can get
-//! ([`crate::generation::memory`]).
+//! ([`mambac_runtime::memory`]).
 
 use clap::builder::RangedU64ValueParser;
 

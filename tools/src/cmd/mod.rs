@@ -6,4 +6,5 @@ pub mod generate;
 pub mod inspect;
 pub mod limits;
 pub mod run;
+pub mod session_args;
 pub mod synth;

@@ -8,8 +8,10 @@ use anyhow::{anyhow, bail, Result};
 use mambac_compiler::atomic_file::check_not_an_input;
 use mambac_compiler::emit::external_data::external_data_files;
 
-use crate::runtime::{open_session, SessionOptions};
-use crate::tensor_io::{check_token_ids, read_safetensors, write_safetensors, HostTensor, InputSpec};
+use mambac_runtime::{check_token_ids, open_session, HostTensor};
+
+use super::session_args::SessionArgs;
+use crate::tensor_io::{read_safetensors, write_safetensors, InputSpec};
 
 /// The input that holds token ids, checked against the vocabulary before ORT sees it.
 const TOKEN_IDS: &str = "input_ids";
@@ -25,7 +27,7 @@ pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
     #[command(flatten)]
-    pub session: SessionOptions,
+    pub session: SessionArgs,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -34,7 +36,7 @@ pub fn main(a: Args) -> Result<()> {
     inputs_read.extend(external_data_files(&a.model).unwrap_or_default());
     check_not_an_input(&a.output, &inputs_read)?;
     let inputs = read_safetensors(&a.input)?;
-    let mut session = open_session(&a.model, &a.session)?;
+    let mut session = open_session(&a.model, &a.session.options())?;
     let wanted: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
     for name in &wanted {
         if !inputs.contains_key(name) {

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use crate::error::{fail, Result};
 
 /// The file beside the mambac executable that records the library's absolute path.
 pub const RECORD_FILE: &str = "mambac-ort.path";
@@ -51,7 +51,7 @@ pub fn find_in(places: &SearchPlaces) -> Result<PathBuf> {
         Some(p) => {
             let p = PathBuf::from(p);
             if !p.is_file() {
-                bail!("ORT_DYLIB_PATH is {}, which is not a file", p.display());
+                fail!(Environment, "ORT_DYLIB_PATH is {}, which is not a file", p.display());
             }
             return Ok(p);
         }
@@ -75,7 +75,8 @@ pub fn find_in(places: &SearchPlaces) -> Result<PathBuf> {
         None => tried.push("python3: none in an absolute PATH directory".to_string()),
     }
     let tried: Vec<String> = tried.iter().enumerate().map(|(i, s)| format!("  {}. {s}", i + 1)).collect();
-    bail!(
+    fail!(
+        Environment,
         "ONNX Runtime not found; looked at:\n{}\nSet ORT_DYLIB_PATH to libonnxruntime.so, run tools/setup.sh, or `pip install onnxruntime` for python3",
         tried.join("\n")
     )

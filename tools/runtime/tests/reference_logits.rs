@@ -6,17 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use clap::Parser;
-
-use super::batch::{prefill, stack_batch};
-use super::session_state::{Keep, StatefulSession};
-use crate::runtime::{open_session, Ep, SessionOptions};
+use mambac_compiler::checkpoint::Checkpoint;
+use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
+use mambac_compiler::lower::LowerOptions;
+use mambac_compiler::pipeline::{export as compile_export, CompileOptions, ExportOptions};
+use mambac_runtime::{
+    generate, open_session, prefill, stack_batch, DecodeGraphChoice, DecodeGraphMismatch, Ep, Error, GenerateOptions,
+    HostTensor, Keep, Logits, Sampling, SessionOptions, StatefulSession,
+};
 
 const TOL: f64 = 1e-4;
 const FIXTURES: [&str; 2] = ["mamba-tiny-hf", "mamba-tiny-ssm"];
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// ORT from ORT_DYLIB_PATH, else the repository's venv; the op library from MAMBAC_OPS_LIB,
@@ -45,29 +48,34 @@ fn ops_lib() -> PathBuf {
     lib
 }
 
-/// `mambac export FIXTURE -o DIR/model.onnx --stateful`, through the CLI's parser and code.
+/// `mambac export FIXTURE -o DIR/FIXTURE.onnx --stateful [--decode-graph]`, through the
+/// compiler's API (what the command runs).
+fn export_with(fixture: &str, out: &Path, decode_graph: bool) -> PathBuf {
+    let ckpt = Checkpoint::open(&root().join("testdata").join(fixture)).expect("fixture checkpoint");
+    let opts = ExportOptions {
+        compile: CompileOptions {
+            lower: LowerOptions { stateful: true, ..LowerOptions::default() },
+            ..CompileOptions::default()
+        },
+        ..ExportOptions::default()
+    };
+    compile_export(&ckpt, out, &opts, &mut |_, _| {}).expect("export");
+    if decode_graph {
+        write_decode_graph(out, &decode_graph_path(out), ckpt.config.layer_norm_epsilon).expect("decode graph");
+    }
+    out.to_path_buf()
+}
+
 fn export(fixture: &str, dir: &Path) -> PathBuf {
-    let out = dir.join(format!("{fixture}.onnx"));
-    let ckpt = root().join("testdata").join(fixture);
-    let cli = crate::Cli::try_parse_from([
-        "mambac",
-        "export",
-        ckpt.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--stateful",
-        "-q",
-    ])
-    .unwrap();
-    let crate::Command::Export(args) = cli.command else { unreachable!("parsed an export") };
-    crate::cmd::export::main(args).expect("export");
-    out
+    export_with(fixture, &dir.join(format!("{fixture}.onnx")), false)
+}
+
+fn options() -> SessionOptions {
+    SessionOptions { ops_lib: Some(ops_lib()), threads: Some(1), ep: Ep::Cpu, ..SessionOptions::default() }
 }
 
 fn session(model: &Path) -> StatefulSession {
-    let lib = ops_lib();
-    let s =
-        open_session(model, &SessionOptions { ops_lib: Some(lib), threads: Some(1), ep: Ep::Cpu }).expect("session");
+    let s = open_session(model, &options()).expect("session");
     StatefulSession::new(s, Ep::Cpu, false).expect("stateful model")
 }
 
@@ -108,7 +116,7 @@ impl Collected {
         Collected { rows: vec![Vec::new(); batch] }
     }
 
-    fn push(&mut self, l: &super::session_state::Logits, first_row: usize) {
+    fn push(&mut self, l: &Logits, first_row: usize) {
         for b in 0..l.batch {
             for p in 0..l.positions {
                 self.rows[first_row + b].extend(l.row(b, p).iter().map(|&x| x as f64));
@@ -209,11 +217,7 @@ fn prompts_prefilled_alone_then_decoded_as_a_batch_reproduce_reference_logits() 
         .iter()
         .map(|t| {
             let n = t.bytes.len() / 2;
-            crate::tensor_io::HostTensor {
-                dtype: t.dtype,
-                shape: [&[1], &t.shape[1..]].concat(),
-                bytes: t.bytes[n..].to_vec(),
-            }
+            HostTensor { dtype: t.dtype, shape: [&[1], &t.shape[1..]].concat(), bytes: t.bytes[n..].to_vec() }
         })
         .collect();
     s.set_states(&row1).unwrap();
@@ -235,35 +239,19 @@ fn a_step_with_the_wrong_number_of_ids_is_an_error() {
 
 /// The decode graph attached while a sequence is under way (its states already in the session's
 /// buffers): the states move to the host and on, and the rest of the sequence, decoded on the
-/// decode graph, still reproduces the reference. (`open_stateful` attaches it before any step;
+/// decode graph, still reproduces the reference. (`StatefulSession::open` attaches it before any step;
 /// this is the case `with_decode_session` guards.)
 #[test]
 fn a_decode_graph_attached_mid_sequence_keeps_the_states() {
     let dir = tempfile::tempdir().unwrap();
     let r = Reference::load();
-    let model = dir.path().join("dg.onnx");
-    let ckpt = root().join("testdata/mamba-tiny-hf");
-    let args = [
-        "mambac",
-        "export",
-        ckpt.to_str().unwrap(),
-        "-o",
-        model.to_str().unwrap(),
-        "--stateful",
-        "--decode-graph",
-        "-q",
-    ];
-    let crate::Command::Export(a) = crate::Cli::try_parse_from(args).unwrap().command else {
-        unreachable!("parsed an export")
-    };
-    crate::cmd::export::main(a).expect("export");
+    let model = export_with("mamba-tiny-hf", &dir.path().join("dg.onnx"), true);
     let mut s = session(&model);
     s.reset(r.batch).unwrap();
     let mut got = Collected::new(r.batch);
     got.push(&s.step(&r.ids(0..r.batch, 0, 6), 6, Keep::All).unwrap(), 0);
     got.push(&s.step(&r.ids(0..r.batch, 6, 7), 1, Keep::All).unwrap(), 0);
-    let opts = SessionOptions { ops_lib: Some(ops_lib()), threads: Some(1), ep: Ep::Cpu };
-    let decode = open_session(&mambac_compiler::emit::decode_graph::decode_graph_path(&model), &opts).unwrap();
+    let decode = open_session(&decode_graph_path(&model), &options()).unwrap();
     let mut s = s.with_decode_session(decode).unwrap();
     assert!(s.has_decode_graph(), "batch 2: one-token steps run on the decode graph");
     for t in 7..r.len {
@@ -271,4 +259,122 @@ fn a_decode_graph_attached_mid_sequence_keeps_the_states() {
     }
     let err = got.worst_rel(&r);
     assert!(err <= TOL, "decode graph attached mid-sequence: worst rel {err:.3e} > {TOL:e}");
+}
+
+/// `DecodeGraphChoice::On` with no decode graph beside the model: the typed error, with the
+/// message naming the file and the flag that makes it.
+#[test]
+fn decode_graph_on_without_the_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export("mamba-tiny-hf", dir.path());
+    let opts = SessionOptions { decode_graph: DecodeGraphChoice::On, ..options() };
+    let e = StatefulSession::open(&model, &opts).err().expect("refused");
+    assert!(matches!(e, Error::DecodeGraphMissing(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--decode-graph on: {} does not exist (export it with `mambac export --stateful --decode-graph`)",
+            decode_graph_path(&model).display()
+        )
+    );
+}
+
+/// A decode graph of another export beside the model: `On` refuses it with the reason, `Auto`
+/// (which on the CPU EP never picks one) and `Off` open the model alone without a warning.
+#[test]
+fn a_decode_graph_of_another_export_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_with("mamba-tiny-hf", &dir.path().join("a.onnx"), true);
+    let other = export_with("mamba-tiny-hf", &dir.path().join("b.onnx"), true);
+    std::fs::copy(decode_graph_path(&other), decode_graph_path(&model)).unwrap();
+    let on = SessionOptions { decode_graph: DecodeGraphChoice::On, ..options() };
+    let e = StatefulSession::open(&model, &on).err().expect("refused");
+    let Error::DecodeGraphUnusable { reason: DecodeGraphMismatch::NotDerived { .. }, .. } = &e else { panic!("{e:?}") };
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--decode-graph on: {} cannot be used: it was not derived from this export of {} (re-export with --decode-graph)",
+            decode_graph_path(&model).display(),
+            model.display()
+        )
+    );
+    for choice in [DecodeGraphChoice::Auto, DecodeGraphChoice::Off] {
+        let s = StatefulSession::open(&model, &SessionOptions { decode_graph: choice, ..options() }).unwrap();
+        assert!(!s.has_decode_graph() && s.warnings().is_empty() && !s.cuda_graph_capture(), "{choice:?}");
+    }
+}
+
+/// `On` with the model's own decode graph: one-token steps run on it at every batch size (above
+/// `DECODE_GRAPH_MAX_BATCH` too), and a greedy generation through it gives the tokens the model
+/// alone gives.
+#[test]
+fn decode_graph_on_runs_every_batch_size_and_generates_the_same_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_with("mamba-tiny-hf", &dir.path().join("m.onnx"), true);
+    let on = SessionOptions { decode_graph: DecodeGraphChoice::On, ..options() };
+    let mut s = StatefulSession::open(&model, &on).unwrap();
+    assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+    s.reset(mambac_runtime::DECODE_GRAPH_MAX_BATCH + 1).unwrap();
+    assert!(s.has_decode_graph());
+    let r = Reference::load();
+    let prompts: Vec<Vec<i64>> = vec![r.ids(0..1, 0, 9), r.ids(1..2, 0, 4)];
+    let gen = GenerateOptions {
+        max_new_tokens: 6,
+        sampling: Sampling::Greedy,
+        seed: 0,
+        prefill_chunk: None,
+        stop_ids: vec![],
+    };
+    let with = generate(&mut s, &prompts, &gen, |_, _| Ok::<(), Error>(())).unwrap();
+    let off = SessionOptions { decode_graph: DecodeGraphChoice::Off, ..options() };
+    let mut plain = StatefulSession::open(&model, &off).unwrap();
+    assert!(!plain.has_decode_graph());
+    let without = generate(&mut plain, &prompts, &gen, |_, _| Ok::<(), Error>(())).unwrap();
+    assert_eq!(with.ids, without.ids);
+    assert_eq!(with.ids.iter().map(Vec::len).collect::<Vec<_>>(), vec![6, 6]);
+}
+
+/// An error from the token callback ends generation and comes back as the caller's own type.
+#[test]
+fn the_callbacks_error_is_returned_as_it_is() {
+    #[derive(Debug)]
+    enum Mine {
+        Stop(usize),
+        Runtime(Error),
+    }
+    impl From<Error> for Mine {
+        fn from(e: Error) -> Mine {
+            Mine::Runtime(e)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = session(&export("mamba-tiny-hf", dir.path()));
+    let gen = GenerateOptions { max_new_tokens: 5, ..GenerateOptions::default() };
+    let mut seen = 0;
+    let e = generate(&mut s, &[vec![3, 4, 5]], &gen, |_, _| {
+        seen += 1;
+        if seen == 3 {
+            Err(Mine::Stop(seen))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(e, Mine::Stop(3)), "{e:?}");
+    let e = generate(&mut s, &[vec![3, 1 << 40]], &gen, |_, _| Ok::<(), Mine>(())).unwrap_err();
+    let Mine::Runtime(e) = e else { panic!("{e:?}") };
+    assert!(matches!(e, Error::TokenOutOfRange { id: 1099511627776, .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "prompt 1: token id 1099511627776 at position 1 is out of range: the model's vocabulary has 1024 entries (ids 0..=1023)"
+    );
+}
+
+#[test]
+fn a_missing_model_is_a_typed_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("absent.onnx");
+    let e = StatefulSession::open(&model, &options()).err().expect("refused");
+    assert!(matches!(&e, Error::ModelNotFound(p) if *p == model), "{e:?}");
+    assert_eq!(e.to_string(), format!("model {} does not exist", model.display()));
 }

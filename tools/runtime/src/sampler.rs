@@ -3,45 +3,56 @@
 //! probability reaches `top_p` (nucleus sampling). The RNG is seeded, so a seed gives the same
 //! tokens on every run and machine (rand's `StdRng` is a fixed algorithm per rand release).
 
-use anyhow::{bail, Result};
+use crate::error::{fail, Error, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How the next token is picked: the sampler's options.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Sampling {
+    /// The most likely token (the first on ties).
+    #[default]
     Greedy,
+    /// A draw from the softmax at `temperature` (> 0), among the `top_k` most likely tokens, then
+    /// among the fewest whose probability reaches `top_p` (in (0, 1]).
     Random { temperature: f32, top_k: Option<usize>, top_p: Option<f32> },
 }
 
+/// Picks tokens as its [`Sampling`] says, from an RNG seeded at creation.
 pub struct Sampler {
     mode: Sampling,
     rng: StdRng,
 }
 
 impl Sampler {
+    /// Fails on a temperature that is not positive, `top_k` 0 or `top_p` outside (0, 1].
     pub fn new(mode: Sampling, seed: u64) -> Result<Sampler> {
         if let Sampling::Random { temperature, top_k, top_p } = mode {
             if !(temperature.is_finite() && temperature > 0.0) {
-                bail!("--temperature must be a positive number, got {temperature} (use --greedy for argmax)");
+                fail!(
+                    InvalidArgument,
+                    "--temperature must be a positive number, got {temperature} (use --greedy for argmax)"
+                );
             }
             if top_k == Some(0) {
-                bail!("--top-k must be at least 1");
+                fail!(InvalidArgument, "--top-k must be at least 1");
             }
             if let Some(p) = top_p {
                 if !(p > 0.0 && p <= 1.0) {
-                    bail!("--top-p must be in (0, 1], got {p}");
+                    fail!(InvalidArgument, "--top-p must be in (0, 1], got {p}");
                 }
             }
         }
         Ok(Sampler { mode, rng: StdRng::seed_from_u64(seed) })
     }
 
+    /// The token picked from one row of logits; NaN logits are an error.
     pub fn sample(&mut self, logits: &[f32]) -> Result<usize> {
         if logits.is_empty() {
-            bail!("cannot sample from an empty row of logits");
+            fail!(InvalidArgument, "cannot sample from an empty row of logits");
         }
         if let Some(i) = logits.iter().position(|x| x.is_nan()) {
-            bail!("the model produced NaN logits (token {i})");
+            return Err(Error::NanLogits { token: i });
         }
         match self.mode {
             Sampling::Greedy => Ok(argmax(logits)),

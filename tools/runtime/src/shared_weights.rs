@@ -13,12 +13,13 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
 use half::{bf16, f16};
 use mambac_compiler::emit::decode_graph::{initializers, InitializerData, InitializerRef};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut};
 use ort::AsPointer;
+
+use crate::error::{fail, Error, Result};
 
 /// Initializers smaller than this stay per session (norm weights, biases, shape constants).
 const MIN_SHARED_BYTES: u64 = 64 * 1024;
@@ -32,6 +33,7 @@ pub struct SharedWeight {
     _view: Box<dyn Any>,
 }
 
+/// Weights given to sessions instead of their own (ORT's `AddInitializer`); empty by default.
 #[derive(Default)]
 pub struct SharedWeights(Vec<SharedWeight>);
 
@@ -43,19 +45,19 @@ impl SharedWeights {
             // SAFETY: the builder's options and the view are live; ORT keeps the pointer, and the
             // view outlives the session (see the module docs).
             let status = unsafe { (api.AddInitializer)(builder.ptr().cast_mut(), w.name.as_ptr(), w.view) };
-            crate::runtime::status_result(status)
-                .with_context(|| format!("initializer '{}'", w.name.to_string_lossy()))?;
+            crate::environment::status_result(status)
+                .map_err(|source| Error::SharedWeightRefused { name: w.name.to_string_lossy().into_owned(), source })?;
         }
         Ok(())
     }
 }
 
-/// The decode graph's float initializers of at least [`MIN_SHARED_BYTES`], on CUDA device 0.
+/// The decode graph's float initializers of at least 64 KiB (`MIN_SHARED_BYTES`), on CUDA device 0.
 pub fn load_for_cuda(decode_graph: &Path) -> Result<SharedWeights> {
     // The device copies below run through ORT, which needs its environment first.
-    crate::runtime::init_ort()?;
+    crate::environment::init_ort()?;
     let refs = initializers(decode_graph)
-        .with_context(|| format!("reading the initializers of {}", decode_graph.display()))?;
+        .map_err(|source| Error::Initializers { path: decode_graph.to_path_buf(), source })?;
     let mut out = Vec::new();
     for r in refs {
         if ![1, 10, 16].contains(&r.data_type) {
@@ -79,7 +81,7 @@ fn shared<T: PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug + 'sta
     r: &InitializerRef,
     bytes: &[u8],
 ) -> Result<SharedWeight> {
-    let err = |what: &str, e: ort::Error| anyhow!("initializer '{}': {what}: {e}", r.name);
+    let err = |what: &str, e: ort::Error| Error::Ort { what: format!("initializer '{}': {what}", r.name), source: e };
     let host = Tensor::from_array((r.dims.clone(), collect::<T>(bytes))).map_err(|e| err("host tensor", e))?;
     let mut owner = host.to(AllocationDevice::CUDA, 0).map_err(|e| err("copying to the device", e))?;
     let info = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)
@@ -89,7 +91,8 @@ fn shared<T: PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug + 'sta
     let view: TensorRefMut<'static, T> =
         unsafe { TensorRefMut::from_raw(info, owner.data_ptr_mut(), Shape::new(r.dims.clone())) }
             .map_err(|e| err("device view", e))?;
-    let name = CString::new(r.name.clone()).map_err(|_| anyhow!("initializer name {:?} has a NUL byte", r.name))?;
+    let name = CString::new(r.name.clone())
+        .map_err(|_| Error::BadWeight(format!("initializer name {:?} has a NUL byte", r.name)))?;
     Ok(SharedWeight { name, view: view.ptr(), _owner: Box::new(owner), _view: Box::new(view) })
 }
 
@@ -110,19 +113,26 @@ fn read(r: &InitializerRef) -> Result<Vec<u8>> {
     let bytes = match &r.data {
         InitializerData::Inline(b) => b.clone(),
         InitializerData::External { path, offset, length } => {
+            let io = |what: String| move |source| Error::Io { what, source };
             let mut f =
-                File::open(path).with_context(|| format!("initializer '{}': opening {}", r.name, path.display()))?;
-            f.seek(SeekFrom::Start(*offset))
-                .with_context(|| format!("initializer '{}': seeking {}", r.name, path.display()))?;
+                File::open(path).map_err(io(format!("initializer '{}': opening {}", r.name, path.display())))?;
+            f.seek(SeekFrom::Start(*offset)).map_err(io(format!(
+                "initializer '{}': seeking {}",
+                r.name,
+                path.display()
+            )))?;
             let mut b = vec![0u8; *length as usize];
-            f.read_exact(&mut b).with_context(|| {
-                format!("initializer '{}': reading {} bytes at {offset} of {}", r.name, length, path.display())
-            })?;
+            f.read_exact(&mut b).map_err(io(format!(
+                "initializer '{}': reading {} bytes at {offset} of {}",
+                r.name,
+                length,
+                path.display()
+            )))?;
             b
         }
     };
     if want != Some(bytes.len() as u64) {
-        bail!("initializer '{}': {} bytes of data for dims {:?}", r.name, bytes.len(), r.dims);
+        fail!(BadWeight, "initializer '{}': {} bytes of data for dims {:?}", r.name, bytes.len(), r.dims);
     }
     Ok(bytes)
 }

@@ -15,40 +15,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{fail, Error, Result};
+use crate::memory;
+use crate::sampler::{Sampler, Sampling};
+use crate::stateful::{Keep, StatefulSession};
+use crate::tensor::HostTensor;
 
-use super::memory;
-use super::sampler::{Sampler, Sampling};
-use super::session_state::{Keep, StatefulSession};
-use crate::tensor_io::HostTensor;
-
-/// Prompts from `--prompt-ids` values: each value holds one or more prompts separated by `;`,
-/// each a comma-separated list of token ids (`"1,2,3;4,5"` is two prompts).
-pub fn parse_prompt_ids(values: &[String]) -> Result<Vec<Vec<i64>>> {
-    let mut prompts = Vec::new();
-    for value in values {
-        for part in value.split(';') {
-            let n = prompts.len() + 1;
-            let ids = part
-                .split(',')
-                .map(|tok| {
-                    let tok = tok.trim();
-                    tok.parse::<i64>().with_context(|| format!("--prompt-ids: prompt {n}: '{tok}' is not a token id (expected comma-separated integers, prompts separated by ';', e.g. \"1,2,3;4,5\")"))
-                })
-                .collect::<Result<Vec<i64>>>()?;
-            if let Some(bad) = ids.iter().find(|&&t| t < 0) {
-                bail!("--prompt-ids: prompt {n}: token id {bad} is negative");
-            }
-            prompts.push(ids);
-        }
-    }
-    if prompts.is_empty() {
-        bail!("--prompt-ids: no prompt given");
-    }
-    Ok(prompts)
-}
-
-#[derive(Debug, Clone)]
+/// What [`generate`] does after the prompts.
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     pub sampling: Sampling,
@@ -61,6 +35,20 @@ pub struct GenerateOptions {
     /// A sequence ends after producing one of these ids (kept as its last token), e.g. EOS;
     /// the others go on.
     pub stop_ids: Vec<i64>,
+}
+
+/// The tokens [`generate`] chose, and how long prefill and decode took.
+impl Default for GenerateOptions {
+    /// 32 greedy tokens per prompt (the CLI's defaults), whole prompts, no stop id.
+    fn default() -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: 32,
+            sampling: Sampling::Greedy,
+            seed: 0,
+            prefill_chunk: None,
+            stop_ids: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -81,21 +69,26 @@ pub fn prefill(sess: &mut StatefulSession, prompt: &[i64], chunk: Option<usize>)
     for piece in prompt.chunks(chunk) {
         last = Some(sess.step(piece, piece.len(), Keep::Last)?);
     }
-    let logits = last.context("an empty prompt")?;
+    let Some(logits) = last else { fail!(InvalidArgument, "an empty prompt") };
     Ok(logits.last(0).to_vec())
 }
 
 /// Generates `max_new_tokens` for every prompt, calling `on_token(prompt_index, token)` as each
-/// token is chosen (prompt order within a step).
-pub fn generate(
+/// token is chosen (prompt order within a step). An error `on_token` returns ends generation and
+/// is returned as it is; this crate's errors become `E` through `From`.
+pub fn generate<E: From<Error>>(
     sess: &mut StatefulSession,
     prompts: &[Vec<i64>],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(usize, i64) -> Result<()>,
-) -> Result<Generated> {
+    mut on_token: impl FnMut(usize, i64) -> Result<(), E>,
+) -> Result<Generated, E> {
     for (j, p) in prompts.iter().enumerate() {
         if p.is_empty() {
-            bail!("prompt {} is empty: generation starts from at least one token", j + 1);
+            return Err(Error::InvalidArgument(format!(
+                "prompt {} is empty: generation starts from at least one token",
+                j + 1
+            ))
+            .into());
         }
         sess.sig.check_ids(p, &format!("prompt {}", j + 1))?;
     }
@@ -165,15 +158,24 @@ pub fn generate(
 
 /// Stacks per-sequence states (`[1, ...]` each, same order of tensors) into `[n, ...]`.
 pub fn stack_batch(per_seq: &[Vec<HostTensor>]) -> Result<Vec<HostTensor>> {
-    let first = per_seq.first().context("no states to stack")?;
+    let Some(first) = per_seq.first() else { fail!(InvalidArgument, "no states to stack") };
     let mut stacked = Vec::with_capacity(first.len());
     for (k, t0) in first.iter().enumerate() {
         let mut bytes = Vec::with_capacity(t0.bytes.len() * per_seq.len());
         let mut batch = 0;
         for seq in per_seq {
-            let t = seq.get(k).context("sequences with different numbers of state tensors")?;
+            let Some(t) = seq.get(k) else {
+                fail!(InvalidArgument, "sequences with different numbers of state tensors")
+            };
             if t.dtype != t0.dtype || t.shape[1..] != t0.shape[1..] {
-                bail!("state {k}: cannot stack {:?} {:?} onto {:?} {:?}", t.dtype, t.shape, t0.dtype, t0.shape);
+                fail!(
+                    InvalidArgument,
+                    "state {k}: cannot stack {:?} {:?} onto {:?} {:?}",
+                    t.dtype,
+                    t.shape,
+                    t0.dtype,
+                    t0.shape
+                );
             }
             batch += t.shape[0];
             bytes.extend_from_slice(&t.bytes);
@@ -188,26 +190,6 @@ pub fn stack_batch(per_seq: &[Vec<HostTensor>]) -> Result<Vec<HostTensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_prompts_split_by_semicolons_and_flags() {
-        let p = parse_prompt_ids(&["1,2,3;4, 5".into(), "6".into()]).unwrap();
-        assert_eq!(p, vec![vec![1, 2, 3], vec![4, 5], vec![6]]);
-    }
-
-    #[test]
-    fn rejects_bad_prompt_ids() {
-        for (arg, needle) in [
-            ("1,x,3", "'x' is not a token id"),
-            ("1,2;", "prompt 2: '' is not a token id"),
-            ("1,,2", "'' is not"),
-            ("3,-4", "negative"),
-        ] {
-            let e = format!("{:#}", parse_prompt_ids(&[arg.into()]).unwrap_err());
-            assert!(e.contains(needle), "{arg}: {e}");
-        }
-        assert!(parse_prompt_ids(&[]).is_err());
-    }
 
     #[test]
     fn stacks_states_along_the_batch() {

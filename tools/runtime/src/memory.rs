@@ -6,7 +6,7 @@
 //! what `ulimit -v` leaves of the address space (its limit less the process's current size).
 //! Where neither can be read (not Linux), nothing is checked.
 
-use anyhow::{bail, Result};
+use crate::error::{Error, Result};
 
 /// Memory the process can still get, and where that figure comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,9 +67,7 @@ pub fn check(need: u128, what: impl FnOnce() -> String) -> Result<()> {
 
 fn check_against(need: u128, avail: Option<Available>, what: impl FnOnce() -> String) -> Result<()> {
     match avail {
-        Some(a) if need > a.bytes => {
-            bail!("{} {} of memory, more than the {} available ({})", what(), human(need), human(a.bytes), a.source)
-        }
+        Some(available) if need > available.bytes => Err(Error::OutOfMemory { what: what(), need, available }),
         _ => Ok(()),
     }
 }

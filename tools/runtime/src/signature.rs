@@ -1,9 +1,10 @@
 //! What a stateful export looks like from the outside, read from the session's inputs and
 //! outputs (never from the checkpoint: the ONNX file is all `generate` and `bench` get).
 
-use anyhow::{bail, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
+
+use crate::error::{fail, Result};
 
 /// One graph input or output: name, element type, shape (-1 for a symbolic dimension).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +67,17 @@ fn state_layer(name: &str, output: bool) -> Option<(&'static str, usize)> {
 /// the right size are made from them before the first step.
 fn check_state_shape(what: &str, name: &str, shape: &[i64]) -> Result<()> {
     if shape.len() != 3 {
-        bail!("{what} '{name}' has rank {} (shape {shape:?}); expected [batch, channels, width]", shape.len());
+        fail!(
+            Signature,
+            "{what} '{name}' has rank {} (shape {shape:?}); expected [batch, channels, width]",
+            shape.len()
+        );
     }
     if shape[1..].iter().any(|&x| x <= 0) {
-        bail!("{what} '{name}' has shape {shape:?}: channels and width must be fixed positive numbers, not symbolic");
+        fail!(
+            Signature,
+            "{what} '{name}' has shape {shape:?}: channels and width must be fixed positive numbers, not symbolic"
+        );
     }
     Ok(())
 }
@@ -92,14 +100,20 @@ impl ModelSignature {
         let names = |v: &[IoDesc]| v.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
         let find = |v: &[IoDesc], n: &str| v.iter().find(|d| d.name == n).cloned();
         let Some(ids) = find(inputs, "input_ids") else {
-            bail!("the model has no input 'input_ids' (inputs: {}); is it a mambac export?", names(inputs));
+            fail!(Signature, "the model has no input 'input_ids' (inputs: {}); is it a mambac export?", names(inputs));
         };
         if ids.ty != Some(TensorElementType::Int64) || ids.shape.len() != 2 {
-            bail!("input 'input_ids' must be int64 [batch, seqlen], the model has {:?} {:?}", ids.ty, ids.shape);
+            fail!(
+                Signature,
+                "input 'input_ids' must be int64 [batch, seqlen], the model has {:?} {:?}",
+                ids.ty,
+                ids.shape
+            );
         }
         // Every input is fed on every step: one this code does not know would be left unbound.
         if let Some(other) = inputs.iter().find(|d| d.name != "input_ids" && state_layer(&d.name, false).is_none()) {
-            bail!(
+            fail!(
+                Signature,
                 "the model has an input '{}' that generation cannot feed (it feeds input_ids, conv_state.{{i}} and \
                  ssm_state.{{i}}; inputs: {})",
                 other.name,
@@ -109,14 +123,15 @@ impl ModelSignature {
         let layers =
             inputs.iter().filter(|d| d.name.starts_with("conv_state.") || d.name.starts_with("ssm_state.")).count();
         if layers == 0 {
-            bail!(
+            fail!(
+                Signature,
                 "the model has no state inputs (conv_state.{{i}}, ssm_state.{{i}}), so it cannot carry a sequence from one step \
                  to the next: export it with `mambac export CHECKPOINT -o MODEL.onnx --stateful` (inputs: {})",
                 names(inputs)
             );
         }
         if layers % 2 != 0 {
-            bail!("the model's state inputs do not come in conv/ssm pairs (inputs: {})", names(inputs));
+            fail!(Signature, "the model's state inputs do not come in conv/ssm pairs (inputs: {})", names(inputs));
         }
         let layers = layers / 2;
         // A state output whose input is missing would be computed and dropped: the next step
@@ -124,7 +139,8 @@ impl ModelSignature {
         for o in outputs {
             if let Some((kind, i)) = state_layer(&o.name, true) {
                 if i >= layers || find(inputs, &format!("{kind}.{i}")).is_none() {
-                    bail!(
+                    fail!(
+                        Signature,
                         "the model has a state output '{}' but no input '{kind}.{i}' to feed it back (inputs: {})",
                         o.name,
                         names(inputs)
@@ -138,10 +154,15 @@ impl ModelSignature {
                 let input = format!("{kind}.{i}");
                 let output = format!("{kind}_out.{i}");
                 let Some(d) = find(inputs, &input) else {
-                    bail!("the model has {layers} layers of state inputs but no '{input}' (inputs: {})", names(inputs));
+                    fail!(
+                        Signature,
+                        "the model has {layers} layers of state inputs but no '{input}' (inputs: {})",
+                        names(inputs)
+                    );
                 };
                 let Some(o) = find(outputs, &output) else {
-                    bail!(
+                    fail!(
+                        Signature,
                         "the model has a state input '{input}' but no output '{output}' (outputs: {})",
                         names(outputs)
                     );
@@ -150,15 +171,19 @@ impl ModelSignature {
                     Some(
                         t @ (TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Bfloat16),
                     ) => t,
-                    t => bail!("state input '{input}' has element type {t:?}; expected float32, float16 or bfloat16"),
+                    t => fail!(
+                        Signature,
+                        "state input '{input}' has element type {t:?}; expected float32, float16 or bfloat16"
+                    ),
                 };
                 check_state_shape("state input", &input, &d.shape)?;
                 if o.ty.is_none() {
-                    bail!("state output '{output}' is not a tensor");
+                    fail!(Signature, "state output '{output}' is not a tensor");
                 }
                 check_state_shape("state output", &output, &o.shape)?;
                 if o.ty != d.ty || o.shape[1..] != d.shape[1..] {
-                    bail!(
+                    fail!(
+                        Signature,
                         "state output '{output}' ({:?} {:?}) does not match its input '{input}' ({ty:?} {:?})",
                         o.ty,
                         o.shape,
@@ -169,14 +194,14 @@ impl ModelSignature {
             }
         }
         let Some(logits) = find(outputs, "logits") else {
-            bail!("the model has no output 'logits' (outputs: {})", names(outputs));
+            fail!(Signature, "the model has no output 'logits' (outputs: {})", names(outputs));
         };
         let logits_ty = match logits.ty {
             Some(t @ (TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Bfloat16)) => t,
-            t => bail!("output 'logits' has element type {t:?}; expected float32, float16 or bfloat16"),
+            t => fail!(Signature, "output 'logits' has element type {t:?}; expected float32, float16 or bfloat16"),
         };
         if logits.shape.len() != 3 {
-            bail!("output 'logits' must be [batch, seqlen, vocab], the model has {:?}", logits.shape);
+            fail!(Signature, "output 'logits' must be [batch, seqlen, vocab], the model has {:?}", logits.shape);
         }
         let vocab = (logits.shape[2] > 0).then_some(logits.shape[2] as usize);
         let logits_positions = (logits.shape[1] > 0).then_some(logits.shape[1] as usize);
@@ -200,7 +225,7 @@ impl ModelSignature {
 
     /// Token ids must index the embedding (the check `mambac run` makes too).
     pub fn check_ids(&self, ids: &[i64], what: &str) -> Result<()> {
-        crate::tensor_io::check_token_ids(ids, &[ids.len()], self.vocab, what)
+        crate::tensor::check_token_ids(ids, &[ids.len()], self.vocab, what)
     }
 }
 

@@ -1,0 +1,67 @@
+//! Finding and starting ONNX Runtime (loaded at run time) and the mambac op library.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::error::{fail, Error, Result};
+use crate::ort_search::find_ort_library;
+
+pub const OPS_LIB_NAME: &str = "libmambac_ops.so";
+
+/// Loads ONNX Runtime once per process.
+pub fn init_ort() -> Result<&'static ort::environment::Environment> {
+    // ort keeps only a weak reference to the environment: it lives here for the process.
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = find_ort_library().map_err(|e| e.to_string())?;
+        let builder =
+            ort::init_from(&lib).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?;
+        builder.with_name("mambac").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| Error::Environment(e.clone()))
+}
+
+/// An `OrtStatus` from a raw ORT C API call as a `Result` (the status is released).
+pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), ort::Error> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status from ORT, read then released once.
+    let msg = unsafe {
+        let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+        (api.ReleaseStatus)(status.0);
+        m
+    };
+    Err(ort::Error::new(msg))
+}
+
+/// The op library: `explicit` (`--ops-lib`), else `MAMBAC_OPS_LIB`, else beside the executable.
+pub fn find_ops_lib(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            fail!(Environment, "--ops-lib {} is not a file", p.display());
+        }
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("MAMBAC_OPS_LIB") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            fail!(Environment, "MAMBAC_OPS_LIB is {}, which is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|source| Error::Io { what: "cannot locate the mambac executable".into(), source })?;
+    let beside = exe.with_file_name(OPS_LIB_NAME);
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    fail!(
+        Environment,
+        "the mambac op library was not found: pass --ops-lib PATH or set MAMBAC_OPS_LIB \
+         (looked for {} beside the executable; `cargo build --release` builds it)",
+        beside.display()
+    )
+}

@@ -1,0 +1,71 @@
+//! Which session runs a step: one-token steps go to the decode graph's session (`mambac export
+//! --decode-graph`: one fused MambaLayerStep node a layer, seqlen 1 only) when there is one and
+//! the batch is small enough for it to be faster; prompts and everything else stay on the
+//! model's own session. Both read and write the same state buffers.
+
+use ort::session::{IoBinding, Session};
+
+use super::buffers::Current;
+use super::StatefulSession;
+use crate::error::{Error, Result};
+use crate::signature::ModelSignature;
+
+/// The decode graph's session and its per-step binding.
+pub(super) struct DecodeSession {
+    pub(super) session: Session,
+    pub(super) binding: IoBinding,
+}
+
+/// Largest batch whose one-token steps [`crate::DecodeGraphChoice::Auto`] runs on the decode
+/// graph. Measured on the H200 (2.8b float16, BENCHMARKS.md): batch 1 1.40-1.48x faster than the
+/// general graph, batch 8 0.74-1.03x (its split-K GEMVs serve 8 rows at 1.1 TB/s); batches 2-7
+/// are not measured and 4 splits the difference.
+pub const DECODE_GRAPH_MAX_BATCH: usize = 4;
+
+impl StatefulSession {
+    /// Runs one-token steps on `decode` (a session of the decode graph, opened like the main one,
+    /// CUDA graph capture included), after checking it has the same states and logits.
+    /// [`StatefulSession::open`] attaches the decode graph beside the model this way.
+    pub fn with_decode_session(mut self, decode: Session) -> Result<StatefulSession> {
+        let sig = ModelSignature::of_session(&decode)?;
+        let names =
+            |s: &ModelSignature| s.states.iter().map(|t| (t.input.clone(), t.output.clone(), t.ty)).collect::<Vec<_>>();
+        if names(&sig) != names(&self.sig) || sig.logits_ty != self.sig.logits_ty || sig.vocab != self.sig.vocab {
+            return Err(Error::DecodeGraphSignature);
+        }
+        let binding = decode.create_binding().map_err(Error::ort("cannot create an IoBinding for the decode graph"))?;
+        self.decode = Some(DecodeSession { session: decode, binding });
+        // Replay bindings are made for the session that runs one-token steps: make them anew.
+        if matches!(self.current, Current::Set(_)) {
+            self.set_states(&self.states_to_host()?)?;
+        }
+        self.state_sets = None;
+        Ok(self)
+    }
+
+    /// Whether one-token steps run on a decode graph (at the current batch size).
+    pub fn has_decode_graph(&self) -> bool {
+        self.decode_for(self.batch)
+    }
+
+    /// Whether one-token steps of `batch` sequences run on the decode graph: up to
+    /// [`DECODE_GRAPH_MAX_BATCH`] unless it was asked for (`DecodeGraphChoice::On`).
+    pub(super) fn decode_for(&self, batch: usize) -> bool {
+        self.decode.is_some() && (self.decode_always || batch <= DECODE_GRAPH_MAX_BATCH)
+    }
+}
+
+/// The session and binding a step runs on: the decode graph's when `use_decode` (see
+/// [`StatefulSession::decode_for`]), else the model's own. Takes the fields, not the session, so
+/// that the step can use the state buffers meanwhile.
+pub(super) fn route<'a>(
+    decode: &'a mut Option<DecodeSession>,
+    session: &'a mut Session,
+    binding: &'a mut IoBinding,
+    use_decode: bool,
+) -> (&'a mut Session, &'a mut IoBinding) {
+    match decode {
+        Some(d) if use_decode => (&mut d.session, &mut d.binding),
+        _ => (session, binding),
+    }
+}

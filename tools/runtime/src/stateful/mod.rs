@@ -1,0 +1,278 @@
+//! One ONNX Runtime session of a stateful export plus the recurrent states between its steps.
+//!
+//! Every step goes through one [`IoBinding`]: the token ids are bound from the host, the states
+//! from wherever they live, and the updated states are written into the other of two buffer sets
+//! ([`buffers`]), so on the GPU the states never leave the device; only the ids go in and the
+//! logits come out. One-token steps may be replayed as CUDA graphs ([`cuda_graph`]) and may run
+//! on the decode graph's session ([`decode_route`]); [`open`] sets all of that up from
+//! [`SessionOptions`](crate::SessionOptions).
+//!
+//! The same code runs on the CPU EP (where the tests exercise it); the CUDA path differs only in
+//! which allocator makes the buffers and in copying states to the host when asked for them.
+
+mod buffers;
+mod cuda_graph;
+mod decode_route;
+mod logits;
+mod open;
+
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, RunOptions, Session};
+use ort::value::{DynTensor, DynTensorValueType, Tensor};
+
+use self::buffers::{Current, StateSets};
+use self::cuda_graph::graph_run_options;
+pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
+use self::decode_route::{route, DecodeSession};
+use self::logits::{dtype_of, elem_size, extract_logits, host_of};
+pub use self::logits::{Keep, Logits};
+use crate::error::{fail, Error, Result, Warning};
+use crate::memory;
+use crate::options::Ep;
+use crate::shared_weights::SharedWeights;
+use crate::signature::ModelSignature;
+use crate::tensor::HostTensor;
+
+/// A stateful export's session (and its decode graph's, if any) with the states of a batch of
+/// sequences: [`reset`](Self::reset) or [`set_states`](Self::set_states), then
+/// [`step`](Self::step) as many times as needed.
+pub struct StatefulSession {
+    session: Session,
+    /// One-token steps go here when set (see [`Self::decode_for`]); prompts stay on `session`.
+    decode: Option<DecodeSession>,
+    /// `DecodeGraphChoice::On`: the decode graph at any batch size.
+    decode_always: bool,
+    pub sig: ModelSignature,
+    binding: IoBinding,
+    /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
+    state_alloc: Allocator,
+    /// Where the logits are copied to: the host.
+    host_mem: MemoryInfo<'static>,
+    /// The session was opened with CUDA graph capture (what [`Self::cuda_graph_capture`] says).
+    opened_with_capture: bool,
+    /// Capture is used: one-token steps are captured once per direction of the ping-pong and
+    /// replayed; every other step runs with `skip_graph`.
+    cuda_graph: bool,
+    skip_graph: Option<RunOptions>,
+    /// Graph ids in use so far (each new [`StateSets`] takes two fresh ones: ORT keeps a captured
+    /// graph per id, and a graph is only valid for the buffers it was captured with).
+    next_graph_id: u32,
+    batch: usize,
+    current: Current,
+    state_sets: Option<StateSets>,
+    /// What [`Self::open`] left out, and why.
+    warnings: Vec<Warning>,
+    /// Device weights the sessions were given (decode graph on the CUDA EP); declared last so
+    /// that it is dropped after both sessions.
+    shared: SharedWeights,
+}
+
+impl StatefulSession {
+    /// A stateful session around `session` (opened by the caller, e.g. with
+    /// [`crate::open_session`]) on `ep`; `cuda_graph`: it was opened with the CUDA EP's graph
+    /// capture on. [`StatefulSession::open`] opens and sets up everything instead.
+    pub fn new(session: Session, ep: Ep, cuda_graph: bool) -> Result<StatefulSession> {
+        let sig = ModelSignature::of_session(&session)?;
+        let binding = session.create_binding().map_err(Error::ort("cannot create an IoBinding"))?;
+        let state_alloc = match ep {
+            Ep::Cpu => Allocator::default(),
+            Ep::Cuda => {
+                let mem = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)
+                    .map_err(Error::ort("CUDA memory info"))?;
+                Allocator::new(&session, mem).map_err(Error::ort("cannot create a CUDA allocator for the states"))?
+            }
+        };
+        let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
+            .map_err(Error::ort("CPU memory info"))?;
+        // Replays need the logits' size to allocate their fixed buffer; a model that does not
+        // state it runs every step the ordinary way.
+        let opened_with_capture = cuda_graph;
+        let cuda_graph = cuda_graph && ep == Ep::Cuda && sig.vocab.is_some();
+        let skip_graph = if cuda_graph { Some(graph_run_options(-1)?) } else { None };
+        let mut s = StatefulSession {
+            session,
+            decode: None,
+            decode_always: false,
+            sig,
+            binding,
+            state_alloc,
+            host_mem,
+            opened_with_capture,
+            cuda_graph,
+            skip_graph,
+            next_graph_id: 1,
+            batch: 0,
+            current: Current::Host(vec![]),
+            state_sets: None,
+            warnings: Vec::new(),
+            shared: SharedWeights::default(),
+        };
+        s.reset(1)?;
+        Ok(s)
+    }
+
+    /// Whether the session was opened with CUDA graph capture on.
+    pub fn cuda_graph_capture(&self) -> bool {
+        self.opened_with_capture
+    }
+
+    /// What [`StatefulSession::open`] left out, and why.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The number of sequences the states are for.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Host memory the states of `batch` sequences take: the zeros (or stacked prefills) given
+    /// from the host, and on the CPU EP the two buffer sets as well.
+    pub fn state_bytes(&self, batch: usize) -> u128 {
+        let copies = if self.state_alloc.memory_info().is_cpu_accessible() { 3 } else { 1 };
+        self.sig.state_bytes_per_sequence().saturating_mul(batch as u128).saturating_mul(copies)
+    }
+
+    /// Host memory one step of `batch` x `len` tokens takes beyond the states: the ids, the
+    /// graph's logits and the float32 copy of the positions kept.
+    pub fn step_bytes(&self, batch: usize, len: usize, keep: Keep) -> u128 {
+        let tokens = (batch as u128).saturating_mul(len as u128);
+        let kept = match keep {
+            Keep::Last => batch,
+            Keep::All => batch.saturating_mul(len),
+        } as u128;
+        let vocab = self.sig.vocab.unwrap_or(0) as u128;
+        tokens.saturating_mul(8).saturating_add(self.sig.logits_bytes(batch, len)).saturating_add(kept * vocab * 4)
+    }
+
+    /// Zero states for `batch` new sequences.
+    pub fn reset(&mut self, batch: usize) -> Result<()> {
+        memory::check(self.state_bytes(batch), || {
+            let s = if batch == 1 { "" } else { "s" };
+            format!("the states of {batch} sequence{s} ({} layers) need", self.sig.layers)
+        })?;
+        let zeros: Vec<HostTensor> = self
+            .sig
+            .states
+            .iter()
+            .map(|s| {
+                let n: usize = s.shape(batch).iter().product();
+                HostTensor { dtype: dtype_of(s.ty), shape: s.shape(batch), bytes: vec![0u8; n * elem_size(s.ty)] }
+            })
+            .collect();
+        self.set_states(&zeros)
+    }
+
+    /// Replaces the states (from the host; bound as inputs they are copied to the device by ORT
+    /// on the next step, once). The batch size becomes theirs.
+    pub fn set_states(&mut self, states: &[HostTensor]) -> Result<()> {
+        if states.len() != self.sig.states.len() {
+            fail!(InvalidArgument, "expected {} state tensors, got {}", self.sig.states.len(), states.len());
+        }
+        let batch = states.first().map_or(0, |t| t.shape.first().copied().unwrap_or(0));
+        if batch == 0 {
+            fail!(InvalidArgument, "states with an empty batch");
+        }
+        let mut current = Vec::with_capacity(states.len());
+        for (spec, t) in self.sig.states.iter().zip(states) {
+            if t.shape != spec.shape(batch) || t.dtype != dtype_of(spec.ty) {
+                fail!(
+                    InvalidArgument,
+                    "state '{}': expected {:?} {:?}, got {:?} {:?}",
+                    spec.input,
+                    dtype_of(spec.ty),
+                    spec.shape(batch),
+                    t.dtype,
+                    t.shape
+                );
+            }
+            let v = t.to_ort(&spec.input)?;
+            current.push(v.downcast::<DynTensorValueType>().map_err(Error::ort(format!("state '{}'", spec.input)))?);
+        }
+        self.batch = batch;
+        self.current = Current::Host(current);
+        Ok(())
+    }
+
+    /// The current states on the host, in `sig.states` order.
+    pub fn states_to_host(&self) -> Result<Vec<HostTensor>> {
+        self.sig
+            .states
+            .iter()
+            .zip(self.current_states())
+            .map(|(spec, v)| {
+                if v.memory_info().is_cpu_accessible() {
+                    host_of(&spec.input, v)
+                } else {
+                    let h = v
+                        .to(AllocationDevice::CPU, 0)
+                        .map_err(Error::ort(format!("copying state '{}' to the host", spec.input)))?;
+                    host_of(&spec.input, &h)
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `len` tokens of each of the `batch` sequences (`ids` row-major `[batch, len]`) from the
+    /// current states, keeps the updated states, and returns the logits asked for.
+    pub fn step(&mut self, ids: &[i64], len: usize, keep: Keep) -> Result<Logits> {
+        let batch = self.batch;
+        if len == 0 || ids.len() != batch * len {
+            fail!(InvalidArgument, "a step needs batch {batch} × len {len} token ids, got {}", ids.len());
+        }
+        // Prompts (any length) and the first step at a batch size; later one-token steps reuse
+        // what those allocated.
+        if len > 1 || self.state_sets.as_ref().is_none_or(|s| s.batch != batch) {
+            memory::check(self.step_bytes(batch, len, keep), || {
+                format!("a step of {batch} sequences x {len} tokens (token ids and logits) needs")
+            })?;
+        }
+        self.ensure_state_sets()?;
+        let ids_t = Tensor::from_array(([batch, len], ids.to_vec())).map_err(Error::ort("input_ids"))?;
+        let (read, write) = match self.current {
+            Current::Set(s) => (Some(s), 1 - s),
+            Current::Host(_) => (None, 0),
+        };
+        // A one-token step from the session's own buffers has the fixed shape and addresses a
+        // captured graph replays; a prompt (any length) or states just given from the host run
+        // as ordinary steps.
+        let replay = read.filter(|_| len == 1 && self.cuda_graph);
+        let use_decode = len == 1 && self.decode_for(batch);
+        let (session, binding) = route(&mut self.decode, &mut self.session, &mut self.binding, use_decode);
+
+        let bind_err = |name: &str| Error::ort(format!("binding '{name}'"));
+        let sets = self.state_sets.as_mut().expect("made above");
+        let logits = if let Some(s) = replay {
+            let g = sets.graph.as_mut().expect("graph buffers exist when cuda_graph is on");
+            g.replay(session, s, &ids_t, self.sig.logits_ty, keep)?
+        } else {
+            for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
+                binding.bind_output(spec.output.as_str(), v).map_err(bind_err(&spec.output))?;
+            }
+            let inputs: &[DynTensor] = match (&self.current, read) {
+                (Current::Host(v), _) => v,
+                (Current::Set(_), Some(s)) => &sets.sets[s],
+                (Current::Set(_), None) => unreachable!(),
+            };
+            for (spec, v) in self.sig.states.iter().zip(inputs) {
+                binding.bind_input(spec.input.as_str(), v).map_err(bind_err(&spec.input))?;
+            }
+            binding.bind_input("input_ids", &ids_t).map_err(bind_err("input_ids"))?;
+            // Bound afresh every step: ORT reuses an output it filled before, and the logits'
+            // shape changes between a prefill and a decode step.
+            binding.bind_output_to_device("logits", &self.host_mem).map_err(bind_err("logits"))?;
+            let outs = match &self.skip_graph {
+                Some(ro) => session.run_binding_with_options(binding, ro),
+                None => session.run_binding(binding),
+            }
+            .map_err(Error::ort("running the model"))?;
+            let Some(v) = outs.get("logits") else { fail!(BadOutput, "the model returned no 'logits'") };
+            extract_logits(v, self.sig.logits_ty, keep)?
+        };
+        self.current = Current::Set(write);
+        if logits.batch != batch {
+            fail!(BadOutput, "the model returned logits for batch {}, expected {batch}", logits.batch);
+        }
+        Ok(logits)
+    }
+}
