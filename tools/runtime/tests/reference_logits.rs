@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use mambac_compiler::checkpoint::Checkpoint;
-use mambac_compiler::emit::decode_graph::{decode_graph_path, write_decode_graph};
+use mambac_compiler::emit::decode_graph::decode_graph_path;
 use mambac_compiler::lower::LowerOptions;
 use mambac_compiler::pipeline::{export as compile_export, CompileOptions, ExportOptions};
 use mambac_runtime::{
@@ -57,12 +57,10 @@ fn export_with(fixture: &str, out: &Path, decode_graph: bool) -> PathBuf {
             lower: LowerOptions { stateful: true, ..LowerOptions::default() },
             ..CompileOptions::default()
         },
+        decode_graph,
         ..ExportOptions::default()
     };
     compile_export(&ckpt, out, &opts, &mut |_, _| {}).expect("export");
-    if decode_graph {
-        write_decode_graph(out, &decode_graph_path(out), ckpt.config.layer_norm_epsilon).expect("decode graph");
-    }
     out.to_path_buf()
 }
 
