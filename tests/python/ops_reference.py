@@ -1,4 +1,4 @@
-"""Float64 references of DESIGN.md's fused ops, one-node ONNX models of them, and the tolerance
+"""Float64 references of the fused ops (docs/op-contract.md), one-node ONNX models of them, and the tolerance
 tiers, shared by the op tests (test_ops*.py) and tools/bench_ops.py.
 
 The references take the inputs exactly as the op receives them (already rounded to T) and
@@ -6,8 +6,6 @@ compute in float64, so a comparison measures the kernel, not the input rounding.
 """
 
 import ctypes
-import os
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -18,10 +16,11 @@ try:  # bfloat16 for numpy; without it (e.g. a bare device machine) the bfloat16
 except ImportError:
     ml_dtypes = None
 
-REPO = Path(__file__).resolve().parents[2]
-LIB = os.environ.get("MAMBAC_OPS_LIB", str(REPO / "target/release/libmambac_ops.so"))
+from mambac_testing import ops_lib  # noqa: E402  (the paths have one home)
 
-# name -> (numpy dtype, ONNX type, (rtol, atol)) -- DESIGN.md "Numerical tolerances", op level.
+LIB = str(ops_lib())
+
+# name -> (numpy dtype, ONNX type, (rtol, atol)) -- docs/op-contract.md's op-level tolerance tiers.
 DTYPES = {
     "float32": (np.float32, TensorProto.FLOAT, (1e-5, 1e-5)),
     "float16": (np.float16, TensorProto.FLOAT16, (3e-3, 5e-3)),
@@ -108,7 +107,7 @@ def softplus(x):
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=True):
-    """DESIGN.md SelectiveScan in float64. Returns (y, final_state)."""
+    """SelectiveScan (docs/op-contract.md) in float64. Returns (y, final_state)."""
     u, delta, A, B, C, D, z, delta_bias, h = map(f64, (u, delta, A, B, C, D, z, delta_bias, initial_state))
     batch, seqlen, dim = u.shape
     dstate = A.shape[1]
@@ -134,7 +133,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, initi
 
 
 def causal_conv1d_ref(x, weight, bias=None, initial_state=None, silu=True):
-    """DESIGN.md CausalConv1d in float64. Returns (y, final_state)."""
+    """CausalConv1d (docs/op-contract.md) in float64. Returns (y, final_state)."""
     x, weight, bias, s0 = map(f64, (x, weight, bias, initial_state))
     batch, seqlen, dim = x.shape
     width = weight.shape[1]
@@ -150,10 +149,18 @@ def causal_conv1d_ref(x, weight, bias=None, initial_state=None, silu=True):
 
 
 def worst_rel(out, ref):
-    """max|out - ref| / max|ref|, DESIGN.md's reported figure."""
-    scale = np.max(np.abs(ref)) if ref.size else 0.0
-    err = np.max(np.abs(f64(out) - ref)) if ref.size else 0.0
-    return err / scale if scale > 0 else err
+    """max|out - ref| / max|ref| over the whole tensor, the figure docs/op-contract.md reports (op
+    and model level alike); a NaN anywhere gives inf, an empty or all-zero reference the plain
+    max error."""
+    out, ref = f64(out), f64(ref)
+    assert out.shape == ref.shape, f"shape {out.shape} != {ref.shape}"
+    if ref.size == 0:
+        return 0.0
+    diff = np.abs(out - ref)
+    if np.isnan(diff).any():
+        return float("inf")
+    scale = np.max(np.abs(ref))
+    return float(diff.max() / scale) if scale > 0 else float(diff.max())
 
 
 def assert_close(out, ref, dtype, what):

@@ -17,7 +17,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, model_session, ops_lib, worst_rel
+from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, model_session, ops_lib
+from ops_reference import worst_rel
 
 
 @pytest.fixture(scope="module")

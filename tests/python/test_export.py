@@ -8,7 +8,8 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from mambac_testing import MAMBA1_FIXTURES, TESTDATA, causal_conv1d_ref, load_reference, mambac, selective_scan_ref, worst_rel
+from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac
+from ops_reference import causal_conv1d_ref, selective_scan_ref, worst_rel
 
 
 class SelectiveScan(OpRun):
@@ -24,7 +25,7 @@ class CausalConv1d(OpRun):
 
     def _run(self, x, weight, bias=None, initial_state=None, activation="silu"):
         act = activation.decode() if isinstance(activation, bytes) else activation
-        y, state = causal_conv1d_ref(x, weight, bias, initial_state, act)
+        y, state = causal_conv1d_ref(x, weight, bias, initial_state, silu=act == "silu")
         return (y.astype(x.dtype), state.astype(x.dtype))
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, ops_lib, worst_rel, model_session
+from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, ops_lib, model_session
+from ops_reference import worst_rel
 
 
 session = model_session

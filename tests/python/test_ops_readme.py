@@ -4,7 +4,8 @@ under test)."""
 import re
 from pathlib import Path
 
-from ops_reference import LIB, REPO
+from mambac_testing import ROOT as REPO
+from ops_reference import LIB
 
 
 def test_readme_python_snippet_runs(capsys):

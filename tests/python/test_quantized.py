@@ -19,7 +19,8 @@ import pytest
 from onnx import helper, numpy_helper
 from safetensors.numpy import load_file
 
-from mambac_testing import TESTDATA, load_reference, mambac, model_session, worst_rel
+from mambac_testing import TESTDATA, load_reference, mambac, model_session
+from ops_reference import worst_rel
 
 FIXTURE = TESTDATA / "mamba-tiny-hf"
 # Worst relative logit error against the float64 reference of the unquantized model, measured on
