@@ -1,4 +1,4 @@
-// The shape and type checks of DESIGN.md's fused ops; see mambac/shape_check.h.
+// The shape and type checks of docs/op-contract.md's fused ops; see mambac/shape_check.h.
 #include "mambac/shape_check.h"
 
 #include <cstdint>

@@ -24,7 +24,7 @@ use crate::ir::{
 pub struct LowerOptions {
     /// Element type of activations and weights (the ops' `T`). A, D, dt bias and states stay f32.
     pub dtype: Elem,
-    /// Per-layer conv/ssm state inputs and outputs (DESIGN.md "Stateful exports").
+    /// Per-layer conv/ssm state inputs and outputs (docs/op-contract.md "The exported model's interface").
     pub stateful: bool,
     /// Which positions get logits.
     pub logits: LogitsOutput,
@@ -60,7 +60,7 @@ impl Default for LowerOptions {
     }
 }
 
-/// Names of the graph's inputs and outputs (DESIGN.md "The exported graph").
+/// Names of the graph's inputs and outputs (docs/op-contract.md "The exported model's interface").
 pub mod names {
     pub const INPUT_IDS: &str = "input_ids";
     pub const LOGITS: &str = "logits";

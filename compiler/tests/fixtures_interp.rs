@@ -112,7 +112,7 @@ fn stateful_final_states_match_reference() {
             let ssm = &out[&format!("ssm_state_out.{i}")];
             let err = worst_rel(&ssm.data, &r[&format!("ssm_states.{i}")].data);
             assert!(err <= INTERP_TOL, "ssm state {i}: {err:.3e}");
-            // The reference keeps the last K inputs; DESIGN.md's state keeps the last K-1.
+            // The reference keeps the last K inputs; docs/op-contract.md's state keeps the last K-1.
             let conv_ref = &r[&format!("conv_states.{i}")];
             let k = conv_ref.shape[2];
             let want: Vec<f64> = conv_ref.data.chunks(k).flat_map(|c| c[1..].to_vec()).collect();

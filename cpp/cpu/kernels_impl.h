@@ -1,5 +1,5 @@
 // SelectiveScan and CausalConv1d on the CPU, written once over simd.h and instantiated per ISA
-// by isa_*.cpp. Layouts are DESIGN.md's token-major ones, so the VW channels of one vector are
+// by isa_*.cpp. Layouts are docs/op-contract.md's token-major ones, so the VW channels of one vector are
 // contiguous in u, delta, z, y and x.
 //
 // Work split: one task = one batch row x one block of VW channels (of one group, for the scan),
@@ -25,7 +25,7 @@ namespace MAMBAC_ISA {
 //   y_t  = <C_t[g, :], h_t> + D[d] * u_t,   then  y_t *= silu(z_t)
 
 // The scan's buffers as typed pointers: T for the sequence tensors, float32 for A, D,
-// delta_bias and the states (DESIGN.md). Null where an optional input or output is absent.
+// delta_bias and the states (docs/op-contract.md). Null where an optional input or output is absent.
 template <class T>
 struct ScanBuffers {
   const T *u, *delta, *B, *C, *z;
@@ -174,7 +174,7 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
   const vf d_skip = D ? load_n<F32>(D + blk.d0, nd) : splat(0.0f);
   const vf bias = delta_bias ? load_n<F32>(delta_bias + blk.d0, nd) : splat(0.0f);
   const bool softplus = p.delta_softplus;
-  // The usual case, softplus on (dt >= 0) and A <= 0 (DESIGN.md: already negative), makes every
+  // The usual case, softplus on (dt >= 0) and A <= 0 (docs/op-contract.md: already negative), makes every
   // exponent dt * A <= 0 and lets exp skip its upper clamp. Anything else takes the general path.
   bool x_nonpositive = softplus, a_finite = true;
   for (size_t i = 0; i < size_t(nd) * N; ++i) {

@@ -4,7 +4,7 @@
 // inline function compiled with different flags must not be merged by the linker.
 //
 // Element types (E): F32, F16, BF16. Loads widen to float32, stores round to nearest even; all
-// arithmetic is float32 (DESIGN.md).
+// arithmetic is float32 (docs/op-contract.md).
 #pragma once
 
 #include <cstdint>
@@ -123,7 +123,7 @@ static inline vf vlog1p_unit(vf e) {
   return d == 0.0f ? e : log_u * (e / d);
 }
 
-// softplus(x) = log(1 + exp(x)), and x itself above 20 (DESIGN.md). Written as
+// softplus(x) = log(1 + exp(x)), and x itself above 20 (docs/op-contract.md). Written as
 // max(x, 0) + log1p(exp(-|x|)) so exp never overflows.
 static inline vf vsoftplus(vf x) {
   const vf ax = x < 0.0f ? -x : x;

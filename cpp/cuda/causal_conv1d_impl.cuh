@@ -1,4 +1,4 @@
-// CausalConv1d kernels (DESIGN.md "CausalConv1d"). Included only by causal_conv1d_*.cu.
+// CausalConv1d kernels (docs/op-contract.md "CausalConv1d"). Included only by causal_conv1d_*.cu.
 //
 // Memory-bound: each input is read once from DRAM and each output written once. A thread owns V
 // consecutive channels (one 16-byte vector when the layout allows, else one channel) and LT

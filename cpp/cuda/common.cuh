@@ -48,7 +48,7 @@ __device__ __forceinline__ float lg2(float x) {
     return y;
 }
 
-// softplus(x) = log(1 + e^x), and x itself past 20 (DESIGN.md). Two multi-function-unit ops:
+// softplus(x) = log(1 + e^x), and x itself past 20 (docs/op-contract.md). Two multi-function-unit ops:
 // e = 2^(x log2 e), then log2(1 + e); below e = 2^-10 the series e - e^2/2 replaces the log,
 // whose absolute error would otherwise dominate a tiny result. Relative error < 1e-6. Both forms
 // are computed and one selected: a branch per element cost more than the lg2 it skips.

@@ -1,4 +1,4 @@
-// CUDA launcher for SelectiveScan (DESIGN.md). Knows nothing about ONNX Runtime or TensorRT:
+// CUDA launcher for SelectiveScan (docs/op-contract.md). Knows nothing about ONNX Runtime or TensorRT:
 // it takes the kernel ABI's params struct (device pointers, contiguous token-major buffers) and a
 // stream, queues the work, and returns the launch status. No host synchronisation.
 #pragma once

@@ -1,4 +1,4 @@
-// SelectiveScan kernel (DESIGN.md "SelectiveScan"), templated on the element type and the
+// SelectiveScan kernel (docs/op-contract.md "SelectiveScan"), templated on the element type and the
 // compile-time shape of the work split. Included only by the per-dtype selective_scan_*.cu files.
 //
 // Work split (see cpp/cuda/README.md for the reasoning and the measurements):

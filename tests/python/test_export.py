@@ -1,5 +1,5 @@
 """`mambac export` end to end, checked without our C++ kernels: the ONNX passes the checker, uses
-the fused ops and no Loop/Scan, and onnx's reference evaluator (with DESIGN.md's ops in numpy)
+the fused ops and no Loop/Scan, and onnx's reference evaluator (with docs/op-contract.md's ops in numpy)
 reproduces the fixtures' reference logits."""
 
 import numpy as np
@@ -84,7 +84,7 @@ def test_float16_export_of_float32_checkpoint(tmp_path):
     onnx.checker.check_model(model, full_check=True)
     scan = next(n for n in model.graph.node if n.op_type == "SelectiveScan")
     inits = {t.name: t for t in model.graph.initializer}
-    # A, D and delta_bias stay float32 (DESIGN.md); the weights are float16.
+    # A, D and delta_bias stay float32 (docs/op-contract.md); the weights are float16.
     for k in (2, 5, 7):
         assert inits[scan.input[k]].data_type == onnx.TensorProto.FLOAT
     assert inits[scan.input[2]].data_type == onnx.TensorProto.FLOAT

@@ -124,7 +124,7 @@ def test_scan_grid_covers_every_axis_value():
 
 
 def test_scan_softplus_threshold():
-    """delta + delta_bias above 20 takes softplus(x) = x exactly (DESIGN.md)."""
+    """delta + delta_bias above 20 takes softplus(x) = x exactly (docs/op-contract.md)."""
     c = dict(dtype="float32", seqlen=7, dim=5, dstate=4, ngroups=1, batch=1, D=True, z=False,
              delta_bias=True, initial_state=False, final_state=True, delta_softplus=1)
     feeds = scan_feeds(c, 7)

@@ -6,7 +6,7 @@
    from the layout the library reports.
 2. Conformance: every SelectiveScan and CausalConv1d variant of the op grid (float32, float16,
    bfloat16; every optional input and output; odd sizes; forced work splits) against a float64
-   reference computed with torch, with DESIGN.md's tiers. Outputs are filled with NaN before each
+   reference computed with torch, with docs/op-contract.md's tiers. Outputs are filled with NaN before each
    run, so an element the kernel does not write fails.
 3. Speed: DEVICE.md's shapes timed with CUDA events (warm-up, then the median of batches of
    back-to-back launches, two input sets alternating), next to the mamba_ssm anchors of DEVICE.md
@@ -188,7 +188,7 @@ RAW_ALLCLOSE_MISSES = []
 
 
 def compare(out, ref, dname, name=""):
-    """DESIGN.md's tier on the whole tensor: |out - ref| <= atol * max(1, max|ref|) + rtol * |ref|
+    """docs/op-contract.md's tier on the whole tensor: |out - ref| <= atol * max(1, max|ref|) + rtol * |ref|
     everywhere, i.e. np.allclose with atol taken relative to the tensor's scale, and NaN fails.
     Returns (ok, worst) with worst = max|out - ref| / max|ref|. Where plain allclose (absolute
     atol) misses although the scaled one passes, the case is listed at the end: that happens for

@@ -72,7 +72,7 @@ def states(B, H, I, N, K, dt, seed):
 
 
 def reference(w, s, N, R):
-    """Float64, the unfused graph's math (DESIGN.md's lowering)."""
+    """Float64, the unfused graph's math (docs/op-contract.md's lowering)."""
     f = lambda t: None if t is None else t.double()
     r = s["residual"].double()
     I = w["conv_w"].shape[0]

@@ -1,5 +1,5 @@
 //! IR → ONNX. Standard ops (opset 18) everywhere but the fused ops, which go to the `mambac`
-//! domain with DESIGN.md's input order; absent optional inputs are empty names, trailing ones
+//! domain with docs/op-contract.md's input order; absent optional inputs are empty names, trailing ones
 //! dropped.
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 use super::consts::ConstTensor;
 use super::types::ValueType;
 
-/// CausalConv1d (DESIGN.md): depthwise causal conv over the sequence, optional bias, activation.
+/// CausalConv1d (docs/op-contract.md): depthwise causal conv over the sequence, optional bias, activation.
 ///
 /// `y[b, t, d] = act(bias[d] + sum_k w[d, k] * x[b, t - (K-1) + k, d])`, with x before t = 0
 /// taken from `initial_state` (or zeros).
@@ -22,7 +22,7 @@ impl CausalConv1dConfig {
     pub const INPUT_NAMES: [&'static str; 4] = ["x", "weight", "bias", "initial_state"];
 }
 
-/// SelectiveScan (DESIGN.md):
+/// SelectiveScan (docs/op-contract.md):
 ///
 /// ```text
 /// dt_t = softplus(delta_t + delta_bias)      (no softplus when the flag is off)

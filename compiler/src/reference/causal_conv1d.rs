@@ -1,4 +1,4 @@
-//! CausalConv1d in float64, token-major layouts (DESIGN.md).
+//! CausalConv1d in float64, token-major layouts (docs/op-contract.md).
 
 use super::silu;
 

@@ -1,4 +1,4 @@
-//! Float64 reference implementations of the fused ops, written straight from DESIGN.md's
+//! Float64 reference implementations of the fused ops, written straight from docs/op-contract.md's
 //! equations. The IR interpreter uses them, and so do the op library's tests.
 
 mod causal_conv1d;
@@ -9,7 +9,7 @@ pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
 pub use layer_step::{layer_step, LayerStepInputs};
 pub use selective_scan::{selective_scan, SelectiveScanInputs};
 
-/// `ln(1 + e^x)`, with torch's threshold: x itself above 20 (DESIGN.md).
+/// `ln(1 + e^x)`, with torch's threshold: x itself above 20 (docs/op-contract.md).
 pub fn softplus(x: f64) -> f64 {
     if x > 20.0 {
         x

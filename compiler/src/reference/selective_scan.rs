@@ -1,8 +1,8 @@
-//! SelectiveScan in float64, token-major layouts (DESIGN.md).
+//! SelectiveScan in float64, token-major layouts (docs/op-contract.md).
 
 use super::{silu, softplus};
 
-/// Inputs of one scan; slices are contiguous in DESIGN.md's layouts.
+/// Inputs of one scan; slices are contiguous in docs/op-contract.md's layouts.
 pub struct SelectiveScanInputs<'a> {
     pub batch: usize,
     pub seqlen: usize,

@@ -39,7 +39,7 @@ pub fn reference(name: &str) -> HashMap<String, Tensor64> {
         .collect()
 }
 
-/// DESIGN.md's model-level metric: max|out - ref| / max|ref|. NaN anywhere gives infinity.
+/// docs/op-contract.md's model-level metric: max|out - ref| / max|ref|. NaN anywhere gives infinity.
 pub fn worst_rel(out: &[f64], reference: &[f64]) -> f64 {
     assert_eq!(out.len(), reference.len(), "compared tensors differ in size");
     let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));

@@ -1,8 +1,8 @@
 // Shape and type checks of the fused ops: the one C++ place that decides whether a set of inputs
-// is valid (DESIGN.md "The fused ops"). The ORT op (through cxx) and the TensorRT plugin both call
+// is valid (docs/op-contract.md). The ORT op (through cxx) and the TensorRT plugin both call
 // these before running a kernel; the Rust compiler has its own twin, tested to agree.
 //
-// Each check takes the op's inputs in DESIGN.md order (absent optional inputs: present = false),
+// Each check takes the op's inputs in docs/op-contract.md order (absent optional inputs: present = false),
 // throws std::invalid_argument naming the input, the expected and the actual shape or type, and
 // otherwise returns the kernel params with the sizes and element type filled and every pointer 0.
 #pragma once

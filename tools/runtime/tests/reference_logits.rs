@@ -1,7 +1,7 @@
 //! The session code against the fixtures' reference logits, through ONNX Runtime and the op
 //! library: a prompt prefilled then decoded one token at a time, a prompt fed in uneven chunks,
 //! and prompts prefilled alone then stacked into one batch (the `generate` path), all reproduce
-//! the full-sequence float64 reference within DESIGN.md's float32 tier (1e-4 worst relative).
+//! the full-sequence float64 reference within docs/op-contract.md's float32 tier (1e-4 worst relative).
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
