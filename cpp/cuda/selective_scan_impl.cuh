@@ -309,14 +309,18 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
 
     for (int tile = 0; tile < ntiles; ++tile) {
         const int t0 = tile * TT;
-        if (redo_last && tile == ntiles - 1) store_final(carry);
+        if (!VEC && redo_last && tile == ntiles - 1) store_final(carry);
         const T* rU = nullptr;
         const T* rDl = nullptr;
         const T* rZ = nullptr;
         const T* rB = nullptr;
         const T* rC = nullptr;
         if constexpr (VEC) {
-            if (tile + 1 < ntiles) issue_raw(tile + 1, (tile + 1) & 1);
+            if (tile + 1 < ntiles) {
+                issue_raw(tile + 1, (tile + 1) & 1);
+            } else if (redo_last) {
+                store_final(carry);  // the state entering the last tile (in the branch that is there anyway)
+            }
             cp_async_commit();
             cp_async_wait<1>();
             group_sync();

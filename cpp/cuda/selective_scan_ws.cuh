@@ -187,13 +187,14 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
 
     for (int tile = 0; tile < ntiles; ++tile) {
         const int t0 = tile * TT;
-        if (redo_last && tile == ntiles - 1) {
-#pragma unroll
-            for (int k = 0; k < 4; ++k) final_at()[k] = carry[k];
-        }
         cp_async_wait<0>();
         __syncthreads();  // raw[tile] complete; the previous scan is done with the prep arrays
-        if (tile + 1 < ntiles) issue(tile + 1, (tile + 1) & 1);
+        if (tile + 1 < ntiles) {
+            issue(tile + 1, (tile + 1) & 1);
+        } else if (redo_last) {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) final_at()[k] = carry[k];  // the state entering the last tile
+        }
         cp_async_commit();
         if (tile > 0) write_out(tile - 1);
 
