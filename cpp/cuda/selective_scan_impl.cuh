@@ -222,6 +222,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
 
     // Per-thread constants: A pre-scaled by log2(e), and the carried state.
     float A2[CPT][KN], carry[CPT][KN];
+    bool a_neg_inf = false;
 #pragma unroll
     for (int ci = 0; ci < CPT; ++ci) {
 #pragma unroll
@@ -230,8 +231,23 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
             const bool ok = d + ci < D && n < N;
             A2[ci][k] = ok ? a.A[static_cast<size_t>(d + ci) * N + n] * kLog2e : 0.f;
             carry[ci][k] = (ok && a.init) ? a.init[(static_cast<size_t>(b) * D + d + ci) * N + n] : 0.f;
+            a_neg_inf |= isinf(A2[ci][k]) && A2[ci][k] < 0.f;
         }
     }
+    // States past dstate (NP > N: only without VEC, where the host allows N < NP) hold 0 with
+    // A = B = C = 0, but an infinite dt * u would make them 0 * inf = NaN, which C = 0 does not
+    // cancel: they are skipped. With VEC, N == NP and the test folds away.
+    auto live_state = [&](int k) { return VEC || lane * KN + k < N; };
+    auto store_final = [&](const float (&hs)[CPT][KN]) {
+#pragma unroll
+        for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+            for (int k = 0; k < KN; ++k) {
+                const int n = lane * KN + k;
+                if (d + ci < D && n < N) a.final_state[(static_cast<size_t>(b) * D + d + ci) * N + n] = hs[ci][k];
+            }
+        }
+    };
 
     const size_t row0 = static_cast<size_t>(b) * L;  // first token of this batch row
     const int ntiles = (L + TT - 1) / TT;
@@ -286,15 +302,25 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
         cp_async_commit();
     }
 
+    // Steps past the sequence in the last tile take dt = 0, which leaves a state alone unless
+    // A = -inf (0 * -inf = NaN). The final state of a thread with such an A is then rebuilt from
+    // the state entering that tile (parked in final_state) over the tile's real steps only.
+    const bool redo_last = a.final_state && w == 0 && a_neg_inf && L % TT != 0;
+
     for (int tile = 0; tile < ntiles; ++tile) {
         const int t0 = tile * TT;
+        if (!VEC && redo_last && tile == ntiles - 1) store_final(carry);
         const T* rU = nullptr;
         const T* rDl = nullptr;
         const T* rZ = nullptr;
         const T* rB = nullptr;
         const T* rC = nullptr;
         if constexpr (VEC) {
-            if (tile + 1 < ntiles) issue_raw(tile + 1, (tile + 1) & 1);
+            if (tile + 1 < ntiles) {
+                issue_raw(tile + 1, (tile + 1) & 1);
+            } else if (redo_last) {
+                store_final(carry);  // the state entering the last tile (in the branch that is there anyway)
+            }
             cp_async_commit();
             cp_async_wait<1>();
             group_sync();
@@ -449,6 +475,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
                 float acc = 0.f;
 #pragma unroll
                 for (int k = 0; k < KN; ++k) {
+                    if (!live_state(k)) continue;
                     const float e = ex2(dtv[ci] * A2[ci][k]);
                     if constexpr (SPLIT) dA[s][ci][k] = e;
                     h[ci][k] = fmaf(e, h[ci][k], dtu[ci] * Bv[k]);
@@ -481,13 +508,16 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
             }
             __syncthreads();
             // Fold the sub-chunk end states: the state entering sub-chunk w, and the tile's end.
+            // Sub-chunk 0 started from the carried state, so its end state is the next one's
+            // entry as it is (no 0 * carry term: an infinite carry would make that NaN).
             float hin[CPT][KN], q[CPT][KN];
 #pragma unroll
             for (int ci = 0; ci < CPT; ++ci) {
+                load_kn<KN>(hin[ci], bufH + cl * CK + ci * KN);
 #pragma unroll
-                for (int k = 0; k < KN; ++k) { hin[ci][k] = carry[ci][k]; q[ci][k] = 0.f; }
+                for (int k = 0; k < KN; ++k) q[ci][k] = 0.f;
             }
-            for (int w2 = 0; w2 < W; ++w2) {
+            for (int w2 = 1; w2 < W; ++w2) {
                 if (w2 == w) {
 #pragma unroll
                     for (int ci = 0; ci < CPT; ++ci) {
@@ -580,16 +610,43 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
         // the barrier above (so is done reading them) before any of them can reach it.
     }
 
-    if (a.final_state && w == 0) {
+    if (redo_last) {
+        // Every group's rows of the last tile are staged and prepped: the fold's block barrier
+        // (SPLIT) or the tile's block barrier (W == 1) came after them, and nothing rewrites them.
+        float h[CPT][KN];
 #pragma unroll
         for (int ci = 0; ci < CPT; ++ci) {
 #pragma unroll
             for (int k = 0; k < KN; ++k) {
                 const int n = lane * KN + k;
-                if (d + ci < D && n < N) a.final_state[(static_cast<size_t>(b) * D + d + ci) * N + n] = carry[ci][k];
+                h[ci][k] = (d + ci < D && n < N) ? a.final_state[(static_cast<size_t>(b) * D + d + ci) * N + n] : 0.f;
             }
         }
+        const T* rB = nullptr;
+        if constexpr (VEC) rB = reinterpret_cast<const T*>(smem + lay.raw + ((ntiles - 1) & 1) * lay.raw_stride) + 3 * TT * CH;
+        for (int t = 0; t < L % TT; ++t) {
+            float Bv[KN];
+            if constexpr (VEC) {
+                load_kn_t<KN>(Bv, rB + t * NB + gl * NP + lane * KN);
+            } else {
+                load_kn<KN>(Bv, sB + t * NB + gl * NP + lane * KN);
+            }
+#pragma unroll
+            for (int ci = 0; ci < CPT; ++ci) {
+                const float2 q = sDT2[t * CH + c + ci];
+#pragma unroll
+                for (int k = 0; k < KN; ++k) {
+                    if (live_state(k)) h[ci][k] = fmaf(ex2(q.x * A2[ci][k]), h[ci][k], q.y * Bv[k]);
+                }
+            }
+        }
+#pragma unroll
+        for (int ci = 0; ci < CPT; ++ci) {
+#pragma unroll
+            for (int k = 0; k < KN; ++k) carry[ci][k] = h[ci][k];
+        }
     }
+    if (a.final_state && w == 0) store_final(carry);
 }
 
 }  // namespace mambac::cuda::detail

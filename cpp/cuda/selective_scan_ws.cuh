@@ -107,12 +107,16 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
     const int c = (tid >> 5) * CPW + ((lane >> 2) & (CPW - 1));
     const int d = d0 + c;
     float A2[4], carry[4];
+    bool a_neg_inf = false;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
         const int n = l * 4 + k;
         A2[k] = a.A[static_cast<size_t>(d) * 16 + n] * kLog2e;
         carry[k] = a.init ? a.init[(static_cast<size_t>(b) * D + d) * 16 + n] : 0.f;
+        a_neg_inf |= isinf(A2[k]) && A2[k] < 0.f;
     }
+    // This lane's 4 states of the final state (computed where used: no register held across the scan).
+    auto final_at = [&]() { return a.final_state + (static_cast<size_t>(b) * D + d) * 16 + l * 4; };
     // Prep role: one channel, every (NT / CH)-th step of the tile.
     const int pc = tid % CH;
     const int pt0 = tid / CH;
@@ -173,6 +177,11 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
         }
     };
 
+    // Steps past the sequence in the last tile take dt = 0, which leaves a state alone unless
+    // A = -inf (0 * -inf = NaN). The final state of a lane with such an A is then rebuilt from the
+    // state entering that tile (parked in final_state) over the tile's real steps only.
+    const bool redo_last = a.final_state && sub == 0 && a_neg_inf && L % TT != 0;
+
     if (ntiles > 0) issue(0, 0);
     cp_async_commit();
 
@@ -180,7 +189,12 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
         const int t0 = tile * TT;
         cp_async_wait<0>();
         __syncthreads();  // raw[tile] complete; the previous scan is done with the prep arrays
-        if (tile + 1 < ntiles) issue(tile + 1, (tile + 1) & 1);
+        if (tile + 1 < ntiles) {
+            issue(tile + 1, (tile + 1) & 1);
+        } else if (redo_last) {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) final_at()[k] = carry[k];  // the state entering the last tile
+        }
         cp_async_commit();
         if (tile > 0) write_out(tile - 1);
 
@@ -277,18 +291,21 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
             q[k] = sub == 0 ? 0.f : hin;
             carry[k] = __shfl_sync(0xffffffffu, H[k], (W - 1) * SUBL + (lane & (SUBL - 1)));
         }
-        // y_t += C_t . (prod_{s' <= s} dA_s') h_in  (zero for sub-chunk 0).
+        // y_t += C_t . (prod_{s' <= s} dA_s') h_in. Sub-chunk 0 already holds its y: it adds
+        // nothing (not C * 0, which an infinite C would make NaN).
+        if (sub != 0) {
 #pragma unroll
-        for (int s = 0; s < S; ++s) {
-            const float4 Cq = *reinterpret_cast<const float4*>(rowC + s * 16);
-            const float Cv[4] = {Cq.x, Cq.y, Cq.z, Cq.w};
-            float acc = yp[s];
+            for (int s = 0; s < S; ++s) {
+                const float4 Cq = *reinterpret_cast<const float4*>(rowC + s * 16);
+                const float Cv[4] = {Cq.x, Cq.y, Cq.z, Cq.w};
+                float acc = yp[s];
 #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                q[k] *= dA[s][k];
-                acc = fmaf(Cv[k], q[k], acc);
+                for (int k = 0; k < 4; ++k) {
+                    q[k] *= dA[s][k];
+                    acc = fmaf(Cv[k], q[k], acc);
+                }
+                yp[s] = acc;
             }
-            yp[s] = acc;
         }
         // ---- Sum y over the 4 lanes of the channel; lane l owns step 4 j + l.
 #pragma unroll
@@ -303,9 +320,25 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
         __syncthreads();
         write_out(ntiles - 1);
     }
+    if (redo_last) {
+        // The last tile's prep rows (every sub-chunk's) are complete since its prep/scan barrier,
+        // and nothing rewrites them.
+        const float* fs = final_at();
+        float h[4] = {fs[0], fs[1], fs[2], fs[3]};
+        for (int t = 0; t < L % TT; ++t) {
+            const int sb = t / S, s = t - sb * S;
+            const float2 q = sDT2[(sb * K::SD2) / 2 + s * CH + c];
+            const float4 Bq = *reinterpret_cast<const float4*>(sB + sb * K::SB + s * 16 + l * 4);
+            const float Bv[4] = {Bq.x, Bq.y, Bq.z, Bq.w};
+#pragma unroll
+            for (int k = 0; k < 4; ++k) h[k] = fmaf(ex2(q.x * A2[k]), h[k], q.y * Bv[k]);
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) carry[k] = h[k];
+    }
     if (a.final_state && sub == 0) {
 #pragma unroll
-        for (int k = 0; k < 4; ++k) a.final_state[(static_cast<size_t>(b) * D + d) * 16 + l * 4 + k] = carry[k];
+        for (int k = 0; k < 4; ++k) final_at()[k] = carry[k];
     }
 }
 

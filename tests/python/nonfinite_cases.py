@@ -108,14 +108,19 @@ def case_id(c):
     return "-".join(f"{k}={v}" for k, v in c.items() if k != "seed")
 
 
-def compare(out, ref, dtype, what, scaled_atol=False):
+def compare(out, ref, dtype, what, scaled_atol=False, any_nonfinite=False):
     """None if `out` has the reference's NaN, +inf and -inf positions and is within the tier
     elsewhere; else a message saying where it is not. scaled_atol: atol times max(1, max|ref|)
-    over the finite elements, the tier tools/gpu/check_and_bench.py holds the CUDA kernels to."""
+    over the finite elements, the tier tools/gpu/check_and_bench.py holds the CUDA kernels to.
+    any_nonfinite: for inputs outside the op contract (A = +inf), where the result is specified
+    only as "not finite": the non-finite positions must match, of any kind."""
     o = np.asarray(out).astype(np.float64)
     if o.shape != ref.shape:
         return f"{what}: shape {o.shape}, expected {ref.shape}"
-    for kind, test in [("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)]:
+    kinds = [("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)]
+    if any_nonfinite:
+        kinds = [("non-finite", lambda x: ~np.isfinite(x))]
+    for kind, test in kinds:
         got, want = test(o), test(ref)
         if not np.array_equal(got, want):
             i = tuple(int(k) for k in np.argwhere(got != want)[0])

@@ -113,3 +113,20 @@ def test_layer_step_nonfinite(name, special):
         want = step_reference(feeds)
     fails = [nc.compare(g, w, "float32", what) for g, w, what in zip(got, want, ["residual_out", "conv_state_out", "ssm_state_out"])]
     assert not any(fails), fails
+
+
+def test_compare_any_nonfinite_relaxes_only_the_kind():
+    """any_nonfinite (the CUDA check's A = +inf cases) accepts another non-finite value where the
+    reference is non-finite, and nothing else: non-finite positions and the tier still hold."""
+    ref = np.array([np.inf, -np.inf, np.nan, 1.0])
+    other_kind = np.array([np.nan, np.nan, np.inf, 1.0])
+    assert nc.compare(other_kind, ref, "float32", "y").startswith("y (float32): NaN at 2 positions, the reference at 1")
+    assert nc.compare(other_kind, ref, "float32", "y", any_nonfinite=True) is None
+    finite_for_inf = np.array([1.0, -np.inf, np.nan, 1.0])
+    assert nc.compare(finite_for_inf, ref, "float32", "y", any_nonfinite=True).startswith(
+        "y (float32): non-finite at 2 positions, the reference at 3; first difference at (0,)")
+    inf_for_finite = np.array([np.inf, -np.inf, np.nan, np.inf])
+    assert "first difference at (3,)" in nc.compare(inf_for_finite, ref, "float32", "y", any_nonfinite=True)
+    off_tier = np.array([np.inf, -np.inf, np.nan, 1.1])
+    assert nc.compare(off_tier, ref, "float32", "y", any_nonfinite=True) == (
+        "y (float32): 1 of 1 finite elements out of tolerance; worst: got np.float64(1.1), expected np.float64(1.0)")

@@ -2,11 +2,13 @@
 """NaN, infinities and empty work on the CUDA kernels, on the H200 in one call.
 
 1. NaN / +inf / -inf: tests/python/nonfinite_cases.py's cases (every input of SelectiveScan and
-   CausalConv1d with specials injected into seeded data) in float32, float16 and bfloat16, through
-   the automatic dispatch and every forced work split that takes the shape (per-step, tiled, block
-   split, channels a thread, warp split), against ops_reference.py's float64 references of the
+   CausalConv1d with specials injected into seeded data), and extra_scan_cases below (shapes that
+   reach the padded steps, padded states and sub-chunk folds of the tiled kernels), in float32,
+   float16 and bfloat16, through the automatic dispatch and every forced work split that takes
+   the shape (per-step, tiled, block split, channels a thread, warp split), against ops_reference.py's float64 references of the
    same T-rounded inputs: the same NaN, +inf and -inf positions, and elsewhere the tier
-   check_and_bench.py holds these kernels to (atol relative to the tensor's scale). The fused
+   check_and_bench.py holds these kernels to (atol relative to the tensor's scale). A = +inf is
+   outside the op contract: there the non-finite positions must match, of any kind. The fused
    decode layer likewise, with specials in each of its inputs, against decode_layer_check.py's
    float64 reference.
 2. Empty work: zero batch, sequence or channels launch nothing and return success at once (a
@@ -54,9 +56,36 @@ def to_dev(a, dt):
     return torch.from_numpy(np.ascontiguousarray(a)).to(dev).to(dt).contiguous()
 
 
+# CUDA-only cases where the tiled kernels' own structure could turn a special into a NaN the
+# reference has not: steps past the sequence in the last tile (dt = 0 there, A = -inf), the
+# sub-chunk folds of the split kernels (an infinite initial state, an infinite C), and states
+# past dstate (an infinite dt * u). dstate 16 (vector, split and warp-split kernels; dim 64 in
+# 1 or 2 groups) and dstate 5 (padded states), with seqlens that leave the last tile of every
+# tile size partial. The long dstate-16 shape takes NaN in every input and A's infinities only:
+# there an infinite state or C through the split kernels can give NaN where the step-by-step
+# float64 reference keeps +-inf (a sub-chunk's own terms and its carried-in terms are summed
+# separately, and a sub-chunk's total decay can fall below float32's range where each step's
+# does not), a known divergence of the split scans that this check does not hold them to.
+EXTRA_SCAN_SHAPES = [(300, 64, 16, 1), (5, 64, 16, 2), (37, 40, 5, 1)]
+
+
+def extra_scan_cases():
+    cases = []
+    for i, (name, special) in enumerate((n, s) for n in nc.SCAN_INPUTS for s in nc.SPECIALS):
+        for j, (seqlen, dim, dstate, ngroups) in enumerate(EXTRA_SCAN_SHAPES):
+            if seqlen > 256 and special != "nan" and name != "A":
+                continue
+            cases.append(dict(input=name, special=special, dtype="float32", seqlen=seqlen, dim=dim, dstate=dstate,
+                              ngroups=ngroups, batch=2, delta_softplus=int(i % 2 == 0),
+                              seed=3000 + len(EXTRA_SCAN_SHAPES) * i + j))
+    return cases
+
+
 def scan_nonfinite():
     T = ["u", "delta", "B", "C", "z"]
-    for c in nc.scan_cases():
+    for c in nc.scan_cases() + extra_scan_cases():
+        # A = +inf is outside the op contract (docs/op-contract.md): its result is only "not finite".
+        loose = c["input"] == "A" and c["special"] == "+inf"
         f = nc.scan_feeds(dict(c, dtype="float32"))
         for dname in ("f32", "f16", "bf16"):
             dt, code = cb.DTYPES[dname]
@@ -84,8 +113,10 @@ def scan_nonfinite():
                     continue  # a forced split this shape does not take
                 torch.cuda.synchronize()
                 what = f"scan {dname} cfg {cfg} {nc.case_id(c)}"
-                record(what, nc.compare(y.double().cpu().numpy(), y_ref, TNAME[dname], "y", scaled_atol=True))
-                record(what, nc.compare(fs.double().cpu().numpy(), h_ref, TNAME[dname], "final_state", scaled_atol=True))
+                record(what, nc.compare(y.double().cpu().numpy(), y_ref, TNAME[dname], "y", scaled_atol=True,
+                                        any_nonfinite=loose))
+                record(what, nc.compare(fs.double().cpu().numpy(), h_ref, TNAME[dname], "final_state",
+                                        scaled_atol=True, any_nonfinite=loose))
 
 
 def conv_nonfinite():
