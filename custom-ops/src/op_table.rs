@@ -16,7 +16,7 @@ use ort_sys::{
 };
 
 use crate::error::{panic_message, OpError};
-use crate::ort_api::{error_status, API_VERSION};
+use crate::ort_api::{api, check, error_status, API_VERSION};
 
 /// The element types the ops accept as T.
 pub const FLOAT_TYPES: [Elem; 3] = [
@@ -194,8 +194,47 @@ unsafe extern "system" fn kernel_destroy<K: Kernel>(kernel: *mut c_void) {
 /// 0 are left to ORT: this API version cannot tell how many outputs the node has, and naming
 /// one it lacks is undefined behaviour inside ORT. Never fails: errors belong to compute.
 unsafe extern "system" fn infer_output_shape(_op: *const OrtCustomOp, ctx: *mut OrtShapeInferContext) -> OrtStatusPtr {
-    let _ = catch_unwind(AssertUnwindSafe(|| crate::register::infer_output0(ctx)));
+    let _ = catch_unwind(AssertUnwindSafe(|| infer_output0(ctx)));
     OrtStatusPtr(ptr::null_mut())
+}
+
+/// Shape inference for output 0: the element type and shape (symbolic dims included) of input 0.
+///
+/// # Safety
+/// `ctx` is the live shape-inference context ORT passed to `InferOutputShapeFn`.
+unsafe fn infer_output0(ctx: *mut OrtShapeInferContext) -> Result<(), OpError> {
+    let api = api();
+    let op = "InferOutputShapeFn";
+    let mut count = 0usize;
+    check((api.ShapeInferContext_GetInputCount)(ctx, &mut count), op, "ShapeInferContext_GetInputCount")?;
+    if count == 0 {
+        return Ok(());
+    }
+    // Owned by the context: not released here.
+    let mut input = ptr::null_mut();
+    check((api.ShapeInferContext_GetInputTypeShape)(ctx, 0, &mut input), op, "ShapeInferContext_GetInputTypeShape")?;
+    let mut elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    let mut rank = 0usize;
+    check((api.GetTensorElementType)(input, &mut elem), op, "GetTensorElementType")?;
+    check((api.GetDimensionsCount)(input, &mut rank), op, "GetDimensionsCount")?;
+    if rank != 3 || !FLOAT_TYPES.contains(&elem) {
+        return Ok(()); // compute will report it
+    }
+    let mut dims = vec![0i64; rank];
+    let mut names = vec![ptr::null::<c_char>(); rank];
+    check((api.GetDimensions)(input, dims.as_mut_ptr(), rank), op, "GetDimensions")?;
+    check((api.GetSymbolicDimensions)(input, names.as_mut_ptr(), rank), op, "GetSymbolicDimensions")?;
+
+    let mut out = ptr::null_mut();
+    check((api.CreateTensorTypeAndShapeInfo)(&mut out), op, "CreateTensorTypeAndShapeInfo")?;
+    let result = (|| {
+        check((api.SetTensorElementType)(out, elem), op, "SetTensorElementType")?;
+        check((api.SetDimensions)(out, dims.as_ptr(), rank), op, "SetDimensions")?;
+        check((api.SetSymbolicDimensions)(out, names.as_mut_ptr(), rank), op, "SetSymbolicDimensions")?;
+        check((api.ShapeInferContext_SetOutputTypeShape)(ctx, 0, out), op, "ShapeInferContext_SetOutputTypeShape")
+    })();
+    (api.ReleaseTensorTypeAndShapeInfo)(out);
+    result
 }
 
 /// Runs `f`, turning an error or a panic into an OrtStatus (null on success).
