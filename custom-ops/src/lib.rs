@@ -18,6 +18,8 @@
 //! Invariants: nothing unwinds across `extern` boundaries (panics become `OrtStatus` errors,
 //! C++ exceptions become `Err` through cxx); the only exported symbol is `RegisterCustomOps`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod attributes;
 pub mod causal_conv1d;
 #[cfg(feature = "cuda")]

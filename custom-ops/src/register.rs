@@ -26,19 +26,25 @@ pub unsafe extern "C" fn RegisterCustomOps(
     if api_base.is_null() {
         return ptr::null_mut(); // nothing to report an error through
     }
-    let api_ptr = ((*api_base).GetApi)(API_VERSION);
+    // SAFETY: `api_base` is ORT's non-null API base (our contract); GetApi returns null for a
+    // version it lacks.
+    let api_ptr = unsafe { ((*api_base).GetApi)(API_VERSION) };
     if api_ptr.is_null() {
         // An ORT older than 1.20. Version 1 of the API always exists and has CreateStatus.
-        let old = ((*api_base).GetApi)(1);
+        // SAFETY: as above.
+        let old = unsafe { ((*api_base).GetApi)(1) };
         if old.is_null() {
             return ptr::null_mut();
         }
-        let version = cstr_to_string(((*api_base).GetVersionString)());
+        // SAFETY: as above; the version string is static and NUL-terminated.
+        let version = unsafe { cstr_to_string(((*api_base).GetVersionString)()) };
         let msg = format!("libmambac_ops needs ONNX Runtime 1.20 or later (C API {API_VERSION}); this is {version}");
-        return make_status(&*old, OrtErrorCode::ORT_FAIL, &msg);
+        // SAFETY: `old` is the non-null version-1 table, static in ORT.
+        return make_status(unsafe { &*old }, OrtErrorCode::ORT_FAIL, &msg);
     }
     ort_api::set_api(api_ptr);
-    let result = catch_unwind(AssertUnwindSafe(|| register(options)))
+    // SAFETY: `options` are live session options (our contract).
+    let result = catch_unwind(AssertUnwindSafe(|| unsafe { register(options) }))
         .unwrap_or_else(|p| Err(OpError::Panic { op: "RegisterCustomOps", message: panic_message(p.as_ref()) }));
     match result {
         Ok(()) => ptr::null_mut(),
@@ -46,15 +52,20 @@ pub unsafe extern "C" fn RegisterCustomOps(
     }
 }
 
+/// # Safety
+/// `options` are live session options.
 unsafe fn register(options: *mut OrtSessionOptions) -> Result<(), OpError> {
     let api = api();
     let op = "RegisterCustomOps";
     let mut domain = ptr::null_mut();
-    check((api.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain), op, "CreateCustomOpDomain")?;
+    // SAFETY: DOMAIN is NUL-terminated and the call writes `domain`.
+    unsafe { check((api.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain), op, "CreateCustomOpDomain")? };
     for def in OPS.iter().flatten() {
-        check((api.CustomOpDomain_Add)(domain, def.as_ort()), op, "CustomOpDomain_Add")?;
+        // SAFETY: `domain` is the live domain made above; the tables are static, as ORT keeps them.
+        unsafe { check((api.CustomOpDomain_Add)(domain, def.as_ort()), op, "CustomOpDomain_Add")? };
     }
     // The domain must outlive every session made from `options`, which we cannot see end, so it
     // is never released (a few hundred bytes per registration).
-    check((api.AddCustomOpDomain)(options, domain), op, "AddCustomOpDomain")
+    // SAFETY: `options` are live (our contract) and `domain` is the live domain made above.
+    unsafe { check((api.AddCustomOpDomain)(options, domain), op, "AddCustomOpDomain") }
 }

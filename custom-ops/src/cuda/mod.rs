@@ -66,15 +66,20 @@ impl<K: CudaLaunch> Kernel for Cuda<K> {
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        K::create(info).map(Cuda)
+        // SAFETY: `info` is live (the trait's contract).
+        unsafe { K::create(info) }.map(Cuda)
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let Some(mut p) = self.0.prepare(ctx)? else {
-            return Ok(());
-        };
-        let stream = compute_stream(ctx, K::OP)?;
-        K::launch(&mut p, ctx, stream)
+        // SAFETY: `ctx` is live (the trait's contract); `stream` is its CUDA stream and `p` what
+        // `prepare` returned for it, as `launch` asks.
+        unsafe {
+            let Some(mut p) = self.0.prepare(ctx)? else {
+                return Ok(());
+            };
+            let stream = compute_stream(ctx, K::OP)?;
+            K::launch(&mut p, ctx, stream)
+        }
     }
 }
 
@@ -82,11 +87,15 @@ impl CudaLaunch for SelectiveScan {
     type Params = ffi::SelectiveScanParams;
 
     unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
-        self.params(ctx).map(Some)
+        // SAFETY: `ctx` is live (the trait's contract).
+        unsafe { self.params(ctx) }.map(Some)
     }
 
     unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
-        launch_result(mambac_cuda_selective_scan(p, stream), Self::OP)
+        // SAFETY: `p` passed the shape check and its addresses are this call's device buffers
+        // (the trait's contract); `stream` is ORT's stream, which keeps them alive until the
+        // kernel has run.
+        launch_result(unsafe { mambac_cuda_selective_scan(p, stream) }, Self::OP)
     }
 }
 
@@ -94,11 +103,13 @@ impl CudaLaunch for CausalConv1d {
     type Params = ffi::CausalConv1dParams;
 
     unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
-        self.params(ctx).map(Some)
+        // SAFETY: `ctx` is live (the trait's contract).
+        unsafe { self.params(ctx) }.map(Some)
     }
 
     unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
-        launch_result(mambac_cuda_causal_conv1d(p, stream), Self::OP)
+        // SAFETY: as for SelectiveScan's launch.
+        launch_result(unsafe { mambac_cuda_causal_conv1d(p, stream) }, Self::OP)
     }
 }
 
@@ -110,7 +121,8 @@ impl CudaLaunch for MambaLayerStep {
     type Params = ffi::MambaLayerStepParams;
 
     unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
-        let p = self.params(ctx)?;
+        // SAFETY: `ctx` is live (the trait's contract).
+        let p = unsafe { self.params(ctx)? };
         if p.batch == 0 {
             return Ok(None);
         }
@@ -123,7 +135,7 @@ impl CudaLaunch for MambaLayerStep {
                 p.batch
             )));
         }
-        if ((e + 3) / 4 * 4 + 8 * 32) * 4 > 48 * 1024 {
+        if (e.div_ceil(4) * 4 + 8 * 32) * 4 > 48 * 1024 {
             return Err(OpError::Check(format!(
                 "MambaLayerStep: dt_rank + 2 * dstate = {e} is more than the CUDA kernels take (12032)"
             )));
@@ -136,30 +148,48 @@ impl CudaLaunch for MambaLayerStep {
         let api = api();
         // The residual input's memory info names the device (and ORT's allocator for it).
         let mut value: *const ort_sys::OrtValue = ptr::null();
-        check((api.KernelContext_GetInput)(ctx, slot::RESIDUAL, &mut value), op, "KernelContext_GetInput")?;
         let mut info: *const ort_sys::OrtMemoryInfo = ptr::null();
-        check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
         let mut alloc: *mut ort_sys::OrtAllocator = ptr::null_mut();
-        check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
-        let bytes = mambac_cuda_decode_layer_scratch_bytes(p);
+        // SAFETY: `ctx` is live (the trait's contract) and the shape check found its residual
+        // input present; `value` and `info` are then live for this call, and each call writes
+        // the variable it is given. `alloc` is ours from here.
+        unsafe {
+            check((api.KernelContext_GetInput)(ctx, slot::RESIDUAL, &mut value), op, "KernelContext_GetInput")?;
+            check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
+            check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
+        }
+        // SAFETY: `p` passed the shape check; the size depends on its dims alone.
+        let bytes = unsafe { mambac_cuda_decode_layer_scratch_bytes(p) };
         let mut scratch: *mut c_void = ptr::null_mut();
-        let got = check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc");
+        // SAFETY: `alloc` is live; the call writes `scratch`.
+        let got = unsafe { check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc") };
         let result = got.and_then(|()| {
             p.scratch = scratch as usize;
-            launch_result(mambac_cuda_decode_layer(p, stream), op)
+            // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
+            // kernels asked for; it is freed below only after the launch is queued, and the
+            // stream orders any reuse of it behind these kernels.
+            launch_result(unsafe { mambac_cuda_decode_layer(p, stream) }, op)
         });
         if !scratch.is_null() {
-            let _ = check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree");
+            // SAFETY: `scratch` came from `alloc` above and is freed once.
+            let _ = unsafe { check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree") };
         }
-        (api.ReleaseAllocator)(alloc);
+        // SAFETY: `alloc` is ours (from KernelContext_GetAllocator) and released once.
+        unsafe { (api.ReleaseAllocator)(alloc) };
         result
     }
 }
 
 /// ORT's CUDA stream for this compute call.
+///
+/// # Safety
+/// `ctx` is the live kernel context of the current compute call.
 unsafe fn compute_stream(ctx: *mut OrtKernelContext, op: &'static str) -> Result<*mut c_void, OpError> {
     let mut stream: *mut c_void = ptr::null_mut();
-    check((api().KernelContext_GetGPUComputeStream)(ctx, &mut stream), op, "KernelContext_GetGPUComputeStream")?;
+    // SAFETY: `ctx` is live (our contract) and the call writes `stream`.
+    unsafe {
+        check((api().KernelContext_GetGPUComputeStream)(ctx, &mut stream), op, "KernelContext_GetGPUComputeStream")?
+    };
     Ok(stream)
 }
 
