@@ -21,10 +21,13 @@ pub unsafe fn int_or(
 ) -> Result<i64, OpError> {
     let api = api();
     let mut value = 0i64;
-    if discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut value)) {
+    // SAFETY: `info` is live (our contract), `name` is NUL-terminated and `value` is the int64
+    // the call writes; `discard` gets the status that call returned.
+    if unsafe { discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut value)) } {
         return Ok(value);
     }
-    if has_other_kind(info, name, Kind::Int) {
+    // SAFETY: `info` is live (our contract).
+    if unsafe { has_other_kind(info, name, Kind::Int) } {
         return Err(attr_error(op, name, "must be an int".into()));
     }
     Ok(default)
@@ -42,10 +45,13 @@ pub unsafe fn float_or(
 ) -> Result<f32, OpError> {
     let api = api();
     let mut value = 0f32;
-    if discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut value)) {
+    // SAFETY: `info` is live (our contract), `name` is NUL-terminated and `value` is the float
+    // the call writes; `discard` gets the status that call returned.
+    if unsafe { discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut value)) } {
         return Ok(value);
     }
-    if has_other_kind(info, name, Kind::Float) {
+    // SAFETY: `info` is live (our contract).
+    if unsafe { has_other_kind(info, name, Kind::Float) } {
         return Err(attr_error(op, name, "must be a float".into()));
     }
     Ok(default)
@@ -61,9 +67,13 @@ pub unsafe fn string_or(
     name: &'static CStr,
     default: &str,
 ) -> Result<String, OpError> {
-    match read_string(info, name) {
+    // SAFETY: `info` is live (our contract).
+    match unsafe { read_string(info, name) } {
         Some(s) => Ok(s),
-        None if has_other_kind(info, name, Kind::String) => Err(attr_error(op, name, "must be a string".into())),
+        // SAFETY: as above.
+        None if unsafe { has_other_kind(info, name, Kind::String) } => {
+            Err(attr_error(op, name, "must be a string".into()))
+        }
         None => Ok(default.to_string()),
     }
 }
@@ -79,14 +89,21 @@ enum Kind {
     String,
 }
 
+/// # Safety
+/// `info` is the live kernel info of the kernel being created.
 unsafe fn read_string(info: *const OrtKernelInfo, name: &CStr) -> Option<String> {
     let api = api();
     let mut size = 0usize;
-    if !discard((api.KernelInfoGetAttribute_string)(info, name.as_ptr(), ptr::null_mut(), &mut size)) {
+    // SAFETY: `info` is live (our contract), `name` is NUL-terminated; a null buffer asks only
+    // for the size, written to `size`.
+    if !unsafe { discard((api.KernelInfoGetAttribute_string)(info, name.as_ptr(), ptr::null_mut(), &mut size)) } {
         return None;
     }
     let mut buf = vec![0u8; size.max(1)];
-    if !discard((api.KernelInfoGetAttribute_string)(info, name.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)) {
+    // SAFETY: as above; `buf` holds the `size` bytes the first call asked for.
+    if !unsafe {
+        discard((api.KernelInfoGetAttribute_string)(info, name.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size))
+    } {
         return None;
     }
     let s = CStr::from_bytes_until_nul(&buf).ok()?;
@@ -94,11 +111,18 @@ unsafe fn read_string(info: *const OrtKernelInfo, name: &CStr) -> Option<String>
 }
 
 /// Whether the node sets `name` as some kind other than `expected` (int, float or string).
+///
+/// # Safety
+/// `info` is the live kernel info of the kernel being created.
 unsafe fn has_other_kind(info: *const OrtKernelInfo, name: &CStr, expected: Kind) -> bool {
     let api = api();
     let mut i = 0i64;
     let mut f = 0f32;
-    (expected != Kind::Int && discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut i)))
-        || (expected != Kind::Float && discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut f)))
-        || (expected != Kind::String && read_string(info, name).is_some())
+    // SAFETY: `info` is live (our contract), `name` is NUL-terminated, `i` and `f` are what the
+    // int64 and float getters write; `discard` gets the status each returned.
+    unsafe {
+        (expected != Kind::Int && discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut i)))
+            || (expected != Kind::Float && discard((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut f)))
+            || (expected != Kind::String && read_string(info, name).is_some())
+    }
 }

@@ -42,7 +42,8 @@ impl Kernel for CausalConv1d {
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        let activation = string_or(info, Self::OP, ACTIVATION, "silu")?;
+        // SAFETY: `info` is live (the trait's contract).
+        let activation = unsafe { string_or(info, Self::OP, ACTIVATION, "silu")? };
         match activation.as_str() {
             "silu" => Ok(CausalConv1d { silu: true }),
             "none" => Ok(CausalConv1d { silu: false }),
@@ -51,9 +52,12 @@ impl Kernel for CausalConv1d {
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let p = &self.params(ctx)?;
+        // SAFETY: `ctx` is live (the trait's contract), for `params` and the thread pool alike.
+        let p = &unsafe { self.params(ctx)? };
         let tasks = ffi::causal_conv1d_cpu_tasks(p);
-        parallel_for(ctx, tasks, Self::OP, &|i| ffi::causal_conv1d_cpu_run(p, i).map_err(|e| e.what().to_string()))
+        let task = |i| ffi::causal_conv1d_cpu_run(p, i).map_err(|e| e.what().to_string());
+        // SAFETY: as above.
+        unsafe { parallel_for(ctx, tasks, Self::OP, &task) }
     }
 }
 
@@ -65,7 +69,9 @@ impl CausalConv1d {
     /// `ctx` is the live kernel context of the current compute call.
     pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::CausalConv1dParams, OpError> {
         let op = Self::OP;
-        let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
+        // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
+        // was told.
+        let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
         let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
         let mut p = ffi::check_causal_conv1d(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
         p.silu = self.silu;
@@ -74,8 +80,10 @@ impl CausalConv1d {
         p.bias = inputs[2].addr;
         p.initial_state = inputs[3].addr;
         let t = elem_bytes(p.elem);
-        p.y = output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], t, op)?;
-        p.final_state = output(ctx, 1, "final_state", &[p.batch, p.dim, p.width - 1], t, op)?;
+        // SAFETY: `ctx` is live (our contract).
+        p.y = unsafe { output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], t, op)? };
+        // SAFETY: as above.
+        p.final_state = unsafe { output(ctx, 1, "final_state", &[p.batch, p.dim, p.width - 1], t, op)? };
         Ok(p)
     }
 }

@@ -90,7 +90,8 @@ impl Kernel for MambaLayerStep {
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        let eps = float_or(info, Self::OP, EPSILON, 1e-5)?;
+        // SAFETY: `info` is live (the trait's contract).
+        let eps = unsafe { float_or(info, Self::OP, EPSILON, 1e-5)? };
         if !(eps.is_finite() && eps > 0.0) {
             return Err(attr_error(Self::OP, EPSILON, format!("is {eps}, expected a positive number")));
         }
@@ -98,11 +99,15 @@ impl Kernel for MambaLayerStep {
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let p = self.params(ctx)?;
-        match p.elem {
-            ffi::ElemType::F16 => run_cpu::<f16>(&p),
-            ffi::ElemType::BF16 => run_cpu::<bf16>(&p),
-            _ => run_cpu::<f32>(&p),
+        // SAFETY: `ctx` is live (the trait's contract).
+        let p = unsafe { self.params(ctx)? };
+        // SAFETY: `p` comes from `params` of this compute call, and E is the type `p.elem` names.
+        unsafe {
+            match p.elem {
+                ffi::ElemType::F16 => run_cpu::<f16>(&p),
+                ffi::ElemType::BF16 => run_cpu::<bf16>(&p),
+                _ => run_cpu::<f32>(&p),
+            }
         }
         Ok(())
     }
@@ -120,7 +125,9 @@ impl MambaLayerStep {
     /// `ctx` is the live kernel context of the current compute call.
     pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::MambaLayerStepParams, OpError> {
         let op = Self::OP;
-        let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
+        // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
+        // was told.
+        let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
         let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
         let mut p = ffi::check_mamba_layer_step(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
         let addr = |s: usize| inputs[s].addr;
@@ -142,9 +149,12 @@ impl MambaLayerStep {
         p.out_proj_bias = addr(slot::OUT_PROJ_BIAS);
         let (b, i, n, h, k1) = (p.batch, p.inner, p.dstate, p.hidden, p.width - 1);
         let t_bytes = if p.elem == ffi::ElemType::F32 { 4 } else { 2 };
-        p.residual_out = output(ctx, 0, "residual_out", &[b, 1, h], 4, op)?;
-        p.conv_state_out = output(ctx, 1, "conv_state_out", &[b, i, k1], t_bytes, op)?;
-        p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[b, i, n], 4, op)?;
+        // SAFETY: `ctx` is live (our contract).
+        unsafe {
+            p.residual_out = output(ctx, 0, "residual_out", &[b, 1, h], 4, op)?;
+            p.conv_state_out = output(ctx, 1, "conv_state_out", &[b, i, k1], t_bytes, op)?;
+            p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[b, i, n], 4, op)?;
+        }
         if b > 0 && (p.conv_state_out == 0 && k1 > 0 || p.ssm_state_out == 0 || p.residual_out == 0) {
             return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required"));
         }
@@ -193,14 +203,18 @@ impl Elt for bf16 {
 /// # Safety
 /// `addr` is 0 or the address of `len` live elements of type E.
 unsafe fn slice<'a, E>(addr: usize, len: usize) -> Option<&'a [E]> {
-    (addr != 0 && len > 0).then(|| std::slice::from_raw_parts(addr as *const E, len))
+    // SAFETY: a non-zero `addr` holds `len` live elements of E (our contract).
+    (addr != 0 && len > 0).then(|| unsafe { std::slice::from_raw_parts(addr as *const E, len) })
 }
 
+/// # Safety
+/// As for [`slice`], and nothing else reads or writes those elements while the slice lives.
 unsafe fn slice_mut<'a, E>(addr: usize, len: usize) -> &'a mut [E] {
     if addr == 0 || len == 0 {
         return &mut [];
     }
-    std::slice::from_raw_parts_mut(addr as *mut E, len)
+    // SAFETY: our contract.
+    unsafe { std::slice::from_raw_parts_mut(addr as *mut E, len) }
 }
 
 fn silu(v: f32) -> f32 {
@@ -228,29 +242,42 @@ fn gemv_rows<E: Elt>(x: &[f32], w: &[E], n: usize, out: &mut [f32]) {
 /// The reference-order CPU implementation: one batch row at a time, float32 arithmetic.
 ///
 /// # Safety
-/// `p` comes from [`MambaLayerStep::params`] of the current compute call.
+/// `p` comes from [`MambaLayerStep::params`] of the current compute call and E is the element
+/// type `p.elem` names.
 unsafe fn run_cpu<E: Elt>(p: &ffi::MambaLayerStepParams) {
     let (bsz, h, i, n, r, k) = (p.batch, p.hidden, p.inner, p.dstate, p.dt_rank, p.width);
     let e = r + 2 * n;
     let k1 = k - 1;
-    let res_in = slice::<f32>(p.residual_in, bsz * h).unwrap_or(&[]);
-    let res_out = slice_mut::<f32>(p.residual_out, bsz * h);
-    let conv_in = slice::<E>(p.conv_state_in, bsz * i * k1).unwrap_or(&[]);
-    let conv_out = slice_mut::<E>(p.conv_state_out, bsz * i * k1);
-    let ssm_in = slice::<f32>(p.ssm_state_in, bsz * i * n).unwrap_or(&[]);
-    let ssm_out = slice_mut::<f32>(p.ssm_state_out, bsz * i * n);
-    let norm_w = slice::<f32>(p.norm_weight, h).unwrap_or(&[]);
-    let w_in = slice::<E>(p.in_proj_weight, h * 2 * i).unwrap_or(&[]);
-    let b_in = slice::<E>(p.in_proj_bias, 2 * i);
-    let conv_w = slice::<E>(p.conv_weight, i * k).unwrap_or(&[]);
-    let conv_b = slice::<E>(p.conv_bias, i);
-    let w_x = slice::<E>(p.x_proj_weight, i * e).unwrap_or(&[]);
-    let w_dt = slice::<E>(p.dt_proj_weight, r * i).unwrap_or(&[]);
-    let dt_bias = slice::<f32>(p.dt_bias, i);
-    let a = slice::<f32>(p.a, i * n).unwrap_or(&[]);
-    let dskip = slice::<f32>(p.d, i);
-    let w_out = slice::<E>(p.out_proj_weight, i * h).unwrap_or(&[]);
-    let b_out = slice::<E>(p.out_proj_bias, h);
+    // SAFETY: the shape check gave every present input these extents and E is T; the outputs are
+    // buffers ORT allocated for this call with the same extents, apart from every input (the ops
+    // declare no in-place outputs), so the mutable slices alias nothing.
+    let (res_in, res_out, conv_in, conv_out, ssm_in, ssm_out) = unsafe {
+        (
+            slice::<f32>(p.residual_in, bsz * h).unwrap_or(&[]),
+            slice_mut::<f32>(p.residual_out, bsz * h),
+            slice::<E>(p.conv_state_in, bsz * i * k1).unwrap_or(&[]),
+            slice_mut::<E>(p.conv_state_out, bsz * i * k1),
+            slice::<f32>(p.ssm_state_in, bsz * i * n).unwrap_or(&[]),
+            slice_mut::<f32>(p.ssm_state_out, bsz * i * n),
+        )
+    };
+    // SAFETY: as above, for the weights.
+    let (norm_w, w_in, b_in, conv_w, conv_b, w_x, w_dt, dt_bias, a, dskip, w_out, b_out) = unsafe {
+        (
+            slice::<f32>(p.norm_weight, h).unwrap_or(&[]),
+            slice::<E>(p.in_proj_weight, h * 2 * i).unwrap_or(&[]),
+            slice::<E>(p.in_proj_bias, 2 * i),
+            slice::<E>(p.conv_weight, i * k).unwrap_or(&[]),
+            slice::<E>(p.conv_bias, i),
+            slice::<E>(p.x_proj_weight, i * e).unwrap_or(&[]),
+            slice::<E>(p.dt_proj_weight, r * i).unwrap_or(&[]),
+            slice::<f32>(p.dt_bias, i),
+            slice::<f32>(p.a, i * n).unwrap_or(&[]),
+            slice::<f32>(p.d, i),
+            slice::<E>(p.out_proj_weight, i * h).unwrap_or(&[]),
+            slice::<E>(p.out_proj_bias, h),
+        )
+    };
 
     let mut xn = vec![0f32; h];
     let mut xz = vec![0f32; 2 * i];

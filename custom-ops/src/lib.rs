@@ -2,18 +2,23 @@
 //! `mambac`) for ONNX Runtime, loaded through the standard `RegisterCustomOps` entry point.
 //!
 //! Layers, outermost first:
-//! * [`register`] — the one exported symbol; builds the op domain.
+//! * [`register`] — the one exported symbol; builds the op domain from [`ops::OPS`].
+//! * [`ops`] — the table of every op the library registers, per execution provider and T.
 //! * [`op_table`] — the `OrtCustomOp` tables ORT calls back into (names, types, optional I/O,
-//!   kernel creation and compute), every callback wrapped so no panic crosses into ORT.
+//!   kernel creation, compute and shape inference), every callback wrapped so no panic crosses
+//!   into ORT.
 //! * [`selective_scan`], [`causal_conv1d`] — per-op attributes and compute: read the inputs,
 //!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
+//! * `cuda` (`--features cuda`) — `Cuda<K>`, op `K` on the CUDA execution provider.
 //! * [`kernel_abi`] — the cxx bridge to C++ (`cpp/`): params structs, shape checks, kernels.
 //!   The C++ knows nothing about ORT, so the TensorRT plugin can reuse it.
 //!
 //! Invariants: nothing unwinds across `extern` boundaries (panics become `OrtStatus` errors,
 //! C++ exceptions become `Err` through cxx); the only exported symbol is `RegisterCustomOps`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod attributes;
 pub mod causal_conv1d;
@@ -23,6 +28,7 @@ pub mod error;
 pub mod kernel_abi;
 pub mod layer_step;
 pub mod op_table;
+pub mod ops;
 pub mod ort_api;
 pub mod parallel;
 pub mod register;

@@ -16,7 +16,7 @@ use ort_sys::{
 };
 
 use crate::error::{panic_message, OpError};
-use crate::ort_api::{error_status, API_VERSION};
+use crate::ort_api::{api, check, error_status, API_VERSION};
 
 /// The element types the ops accept as T.
 pub const FLOAT_TYPES: [Elem; 3] = [
@@ -67,7 +67,9 @@ impl OpDef {
 /// # Safety
 /// `op` points at the `base` of a live `OpDef` (all tables ORT sees are ours and static).
 unsafe fn def<'a>(op: *const OrtCustomOp) -> &'a OpDef {
-    &*(op as *const OpDef)
+    // SAFETY: `OpDef` is `repr(C)` with the table first, so a pointer to a live `OpDef`'s
+    // `base` is a pointer to that `OpDef` (our contract).
+    unsafe { &*(op as *const OpDef) }
 }
 
 /// The table of `K` for element type `t`.
@@ -120,7 +122,8 @@ unsafe extern "system" fn get_ep<K: Kernel>(_op: *const OrtCustomOp) -> *const c
 
 unsafe extern "system" fn get_input_type(op: *const OrtCustomOp, index: usize) -> Elem {
     if index == 0 {
-        def(op).t
+        // SAFETY: ORT calls back with the table it was given, one of ours.
+        unsafe { def(op) }.t
     } else {
         Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
     }
@@ -131,11 +134,13 @@ unsafe extern "system" fn get_input_count<K: Kernel>(_op: *const OrtCustomOp) ->
 }
 
 unsafe extern "system" fn get_output_type<K: Kernel>(op: *const OrtCustomOp, index: usize) -> Elem {
-    K::output_types(def(op).t).get(index).copied().unwrap_or(Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
+    // SAFETY: ORT calls back with the table it was given, one of ours.
+    K::output_types(unsafe { def(op) }.t).get(index).copied().unwrap_or(Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
 }
 
 unsafe extern "system" fn get_output_count<K: Kernel>(op: *const OrtCustomOp) -> usize {
-    K::output_types(def(op).t).len()
+    // SAFETY: as in `get_output_type`.
+    K::output_types(unsafe { def(op) }.t).len()
 }
 
 unsafe extern "system" fn input_characteristic(_op: *const OrtCustomOp, _index: usize) -> Io {
@@ -173,20 +178,26 @@ unsafe extern "system" fn create_kernel<K: Kernel>(
     kernel: *mut *mut c_void,
 ) -> OrtStatusPtr {
     guard(K::OP, || {
-        let k = K::create(info)?;
-        *kernel = Box::into_raw(Box::new(k)) as *mut c_void;
+        // SAFETY: ORT passes the live kernel info of the kernel it is creating.
+        let k = unsafe { K::create(info)? };
+        // SAFETY: `kernel` is where ORT takes the new kernel from; it frees it with `kernel_destroy`.
+        unsafe { *kernel = Box::into_raw(Box::new(k)) as *mut c_void };
         Ok(())
     })
 }
 
 unsafe extern "system" fn kernel_compute<K: Kernel>(kernel: *mut c_void, ctx: *mut OrtKernelContext) -> OrtStatusPtr {
-    guard(K::OP, || (*(kernel as *const K)).compute(ctx))
+    // SAFETY: `kernel` is what `create_kernel::<K>` made for this table (ORT hands each table's
+    // kernels back to it) and is alive until `kernel_destroy`; `ctx` is this call's live context.
+    guard(K::OP, || unsafe { (*(kernel as *const K)).compute(ctx) })
 }
 
 unsafe extern "system" fn kernel_destroy<K: Kernel>(kernel: *mut c_void) {
     if !kernel.is_null() {
         // A panic in a destructor has nowhere to go; swallow it rather than unwind into ORT.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(kernel as *mut K))));
+        // SAFETY: `kernel` came from `Box::into_raw` in `create_kernel::<K>`, and ORT destroys
+        // each kernel once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(kernel as *mut K) })));
     }
 }
 
@@ -194,8 +205,64 @@ unsafe extern "system" fn kernel_destroy<K: Kernel>(kernel: *mut c_void) {
 /// 0 are left to ORT: this API version cannot tell how many outputs the node has, and naming
 /// one it lacks is undefined behaviour inside ORT. Never fails: errors belong to compute.
 unsafe extern "system" fn infer_output_shape(_op: *const OrtCustomOp, ctx: *mut OrtShapeInferContext) -> OrtStatusPtr {
-    let _ = catch_unwind(AssertUnwindSafe(|| crate::register::infer_output0(ctx)));
+    // SAFETY: ORT passes the live shape-inference context of this call.
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { infer_output0(ctx) }));
     OrtStatusPtr(ptr::null_mut())
+}
+
+/// Shape inference for output 0: the element type and shape (symbolic dims included) of input 0.
+///
+/// # Safety
+/// `ctx` is the live shape-inference context ORT passed to `InferOutputShapeFn`.
+unsafe fn infer_output0(ctx: *mut OrtShapeInferContext) -> Result<(), OpError> {
+    let api = api();
+    let op = "InferOutputShapeFn";
+    let mut count = 0usize;
+    // SAFETY: `ctx` is live (our contract) and `count` is what the call writes.
+    unsafe { check((api.ShapeInferContext_GetInputCount)(ctx, &mut count), op, "ShapeInferContext_GetInputCount")? };
+    if count == 0 {
+        return Ok(());
+    }
+    // Owned by the context: not released here.
+    let mut input = ptr::null_mut();
+    let mut elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    let mut rank = 0usize;
+    // SAFETY: `ctx` is live and has an input 0; `input` is then the context's live type-and-shape
+    // info, and each call writes the variable it is given.
+    unsafe {
+        check(
+            (api.ShapeInferContext_GetInputTypeShape)(ctx, 0, &mut input),
+            op,
+            "ShapeInferContext_GetInputTypeShape",
+        )?;
+        check((api.GetTensorElementType)(input, &mut elem), op, "GetTensorElementType")?;
+        check((api.GetDimensionsCount)(input, &mut rank), op, "GetDimensionsCount")?;
+    }
+    if rank != 3 || !FLOAT_TYPES.contains(&elem) {
+        return Ok(()); // compute will report it
+    }
+    let mut dims = vec![0i64; rank];
+    let mut names = vec![ptr::null::<c_char>(); rank];
+    // SAFETY: `input` is live as above; `dims` and `names` have the `rank` slots the calls fill.
+    unsafe {
+        check((api.GetDimensions)(input, dims.as_mut_ptr(), rank), op, "GetDimensions")?;
+        check((api.GetSymbolicDimensions)(input, names.as_mut_ptr(), rank), op, "GetSymbolicDimensions")?;
+    }
+
+    let mut out = ptr::null_mut();
+    // SAFETY: the call writes `out`, which we own from here.
+    unsafe { check((api.CreateTensorTypeAndShapeInfo)(&mut out), op, "CreateTensorTypeAndShapeInfo")? };
+    // SAFETY: `out` is the live info made above and `ctx` is live; `dims` and `names` hold
+    // `rank` entries, the names still owned by input 0's info (SetSymbolicDimensions copies them).
+    let result = (|| unsafe {
+        check((api.SetTensorElementType)(out, elem), op, "SetTensorElementType")?;
+        check((api.SetDimensions)(out, dims.as_ptr(), rank), op, "SetDimensions")?;
+        check((api.SetSymbolicDimensions)(out, names.as_mut_ptr(), rank), op, "SetSymbolicDimensions")?;
+        check((api.ShapeInferContext_SetOutputTypeShape)(ctx, 0, out), op, "ShapeInferContext_SetOutputTypeShape")
+    })();
+    // SAFETY: `out` is ours (the context copies it) and released once, after its last use.
+    unsafe { (api.ReleaseTensorTypeAndShapeInfo)(out) };
+    result
 }
 
 /// Runs `f`, turning an error or a panic into an OrtStatus (null on success).

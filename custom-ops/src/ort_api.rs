@@ -16,6 +16,7 @@ pub const API_VERSION: u32 = 20;
 struct ApiPtr(*const OrtApi);
 // SAFETY: the OrtApi table is immutable static data inside ONNX Runtime.
 unsafe impl Send for ApiPtr {}
+// SAFETY: as above.
 unsafe impl Sync for ApiPtr {}
 
 static API: OnceLock<ApiPtr> = OnceLock::new();
@@ -53,8 +54,11 @@ pub unsafe fn check(status: OrtStatusPtr, op: &'static str, call: &'static str) 
         return Ok(());
     }
     let api = api();
-    let message = cstr_to_string((api.GetErrorMessage)(status.0));
-    (api.ReleaseStatus)(status.0);
+    // SAFETY: `status` is a live status (our contract); its message is NUL-terminated and read
+    // before the status is released, once.
+    let message = unsafe { cstr_to_string((api.GetErrorMessage)(status.0)) };
+    // SAFETY: as above.
+    unsafe { (api.ReleaseStatus)(status.0) };
     Err(OpError::Ort { op, call, message })
 }
 
@@ -66,7 +70,8 @@ pub unsafe fn discard(status: OrtStatusPtr) -> bool {
     if status.0.is_null() {
         return true;
     }
-    (api().ReleaseStatus)(status.0);
+    // SAFETY: `status` is a live status (our contract), released once.
+    unsafe { (api().ReleaseStatus)(status.0) };
     false
 }
 
@@ -76,6 +81,7 @@ pub unsafe fn cstr_to_string(p: *const c_char) -> String {
     if p.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(p).to_string_lossy().into_owned()
+        // SAFETY: `p` is non-null and NUL-terminated (our contract).
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
     }
 }

@@ -49,14 +49,19 @@ pub unsafe fn parallel_for(
     }
     let job = Job { task, failure: Mutex::new(None) };
     if count == 1 {
-        run_one(&job as *const Job as *mut c_void, 0);
+        // SAFETY: `job` outlives the call.
+        unsafe { run_one(&job as *const Job as *mut c_void, 0) };
     } else {
         // num_batch 0: ORT splits the range over its threads itself.
-        check(
-            (api().KernelContext_ParallelFor)(ctx, run_one, count, 0, &job as *const Job as *mut c_void),
-            op,
-            "KernelContext_ParallelFor",
-        )?;
+        // SAFETY: `ctx` is live (our contract); ParallelFor returns only when every `run_one`
+        // has, so `job` outlives them all, and `check` gets the status it returned.
+        unsafe {
+            check(
+                (api().KernelContext_ParallelFor)(ctx, run_one, count, 0, &job as *const Job as *mut c_void),
+                op,
+                "KernelContext_ParallelFor",
+            )?
+        };
     }
     match job.failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         None => Ok(()),

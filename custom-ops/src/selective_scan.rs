@@ -42,7 +42,8 @@ impl Kernel for SelectiveScan {
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        let v = int_or(info, Self::OP, DELTA_SOFTPLUS, 1)?;
+        // SAFETY: `info` is live (the trait's contract).
+        let v = unsafe { int_or(info, Self::OP, DELTA_SOFTPLUS, 1)? };
         if v != 0 && v != 1 {
             return Err(attr_error(Self::OP, DELTA_SOFTPLUS, format!("is {v}, expected 0 or 1")));
         }
@@ -50,9 +51,12 @@ impl Kernel for SelectiveScan {
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let p = &self.params(ctx)?;
+        // SAFETY: `ctx` is live (the trait's contract), for `params` and the thread pool alike.
+        let p = &unsafe { self.params(ctx)? };
         let tasks = ffi::selective_scan_cpu_tasks(p);
-        parallel_for(ctx, tasks, Self::OP, &|i| ffi::selective_scan_cpu_run(p, i).map_err(|e| e.what().to_string()))
+        let task = |i| ffi::selective_scan_cpu_run(p, i).map_err(|e| e.what().to_string());
+        // SAFETY: as above.
+        unsafe { parallel_for(ctx, tasks, Self::OP, &task) }
     }
 }
 
@@ -64,7 +68,9 @@ impl SelectiveScan {
     /// `ctx` is the live kernel context of the current compute call.
     pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::SelectiveScanParams, OpError> {
         let op = Self::OP;
-        let inputs = (0..Self::INPUTS).map(|i| input(ctx, i, op)).collect::<Result<Vec<_>, _>>()?;
+        // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
+        // was told.
+        let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
         let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
         let mut p = ffi::check_selective_scan(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
         p.delta_softplus = self.delta_softplus;
@@ -77,8 +83,10 @@ impl SelectiveScan {
         p.z = inputs[6].addr;
         p.delta_bias = inputs[7].addr;
         p.initial_state = inputs[8].addr;
-        p.y = output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], elem_bytes(p.elem), op)?;
-        p.final_state = output(ctx, 1, "final_state", &[p.batch, p.dim, p.dstate], 4, op)?;
+        // SAFETY: `ctx` is live (our contract).
+        p.y = unsafe { output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], elem_bytes(p.elem), op)? };
+        // SAFETY: as above.
+        p.final_state = unsafe { output(ctx, 1, "final_state", &[p.batch, p.dim, p.dstate], 4, op)? };
         Ok(p)
     }
 }

@@ -23,18 +23,23 @@ pub struct Input {
 pub unsafe fn input(ctx: *mut OrtKernelContext, index: usize, op: &'static str) -> Result<Input, OpError> {
     let api = api();
     let mut count = 0usize;
-    check((api.KernelContext_GetInputCount)(ctx, &mut count), op, "KernelContext_GetInputCount")?;
+    // SAFETY: `ctx` is live (our contract) and `count` is what the call writes; `check` gets the
+    // status it returned.
+    unsafe { check((api.KernelContext_GetInputCount)(ctx, &mut count), op, "KernelContext_GetInputCount")? };
     let mut value: *const OrtValue = ptr::null();
     if index < count {
-        check((api.KernelContext_GetInput)(ctx, index, &mut value), op, "KernelContext_GetInput")?;
+        // SAFETY: as above, with `index` below the input count.
+        unsafe { check((api.KernelContext_GetInput)(ctx, index, &mut value), op, "KernelContext_GetInput")? };
     }
     if value.is_null() {
         return Ok(Input { desc: TensorDesc::absent(), addr: 0 });
     }
-    let (elem, dims) = type_and_shape(value, op)?;
+    // SAFETY: `value` is the live input ORT just returned.
+    let (elem, dims) = unsafe { type_and_shape(value, op)? };
     let mut data: *mut c_void = ptr::null_mut();
     // GetTensorMutableData is the API-20 way to reach an input's buffer; we only read it.
-    check((api.GetTensorMutableData)(value as *mut OrtValue, &mut data), op, "GetTensorMutableData")?;
+    // SAFETY: as above; the call writes `data` and nothing is written through it here.
+    unsafe { check((api.GetTensorMutableData)(value as *mut OrtValue, &mut data), op, "GetTensorMutableData")? };
     let mut desc = TensorDesc::new(elem as i32, &dims[..dims.len().min(MAX_RANK)]);
     desc.rank = dims.len();
     Ok(Input { desc, addr: data as usize })
@@ -50,17 +55,21 @@ unsafe fn type_and_shape(
 ) -> Result<(ONNXTensorElementDataType, Vec<i64>), OpError> {
     let api = api();
     let mut info = ptr::null_mut();
-    check((api.GetTensorTypeAndShape)(value, &mut info), op, "GetTensorTypeAndShape")?;
+    // SAFETY: `value` is live (our contract); the call writes `info`, which we own from here.
+    unsafe { check((api.GetTensorTypeAndShape)(value, &mut info), op, "GetTensorTypeAndShape")? };
     let mut elem = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     let mut rank = 0usize;
-    let result = (|| {
+    // SAFETY: `info` is the live type-and-shape info made above; each call writes the variable
+    // it is given, `dims` having the `rank` slots GetDimensions fills.
+    let result = (|| unsafe {
         check((api.GetTensorElementType)(info, &mut elem), op, "GetTensorElementType")?;
         check((api.GetDimensionsCount)(info, &mut rank), op, "GetDimensionsCount")?;
         let mut dims = vec![0i64; rank];
         check((api.GetDimensions)(info, dims.as_mut_ptr(), rank), op, "GetDimensions")?;
         Ok((elem, dims))
     })();
-    (api.ReleaseTensorTypeAndShapeInfo)(info);
+    // SAFETY: `info` is ours and released once, after its last use.
+    unsafe { (api.ReleaseTensorTypeAndShapeInfo)(info) };
     result
 }
 
@@ -79,7 +88,8 @@ pub fn elem_bytes(e: ElemType) -> usize {
 /// As for [`input`].
 pub unsafe fn output_count(ctx: *mut OrtKernelContext, op: &'static str) -> Result<usize, OpError> {
     let mut count = 0usize;
-    check((api().KernelContext_GetOutputCount)(ctx, &mut count), op, "KernelContext_GetOutputCount")?;
+    // SAFETY: `ctx` is live (our contract) and `count` is what the call writes.
+    unsafe { check((api().KernelContext_GetOutputCount)(ctx, &mut count), op, "KernelContext_GetOutputCount")? };
     Ok(count)
 }
 
@@ -98,7 +108,8 @@ pub unsafe fn output(
     elem_bytes: usize,
     op: &'static str,
 ) -> Result<usize, OpError> {
-    if index >= output_count(ctx, op)? {
+    // SAFETY: `ctx` is live (our contract).
+    if index >= unsafe { output_count(ctx, op)? } {
         return Ok(0);
     }
     let bytes = dims.iter().try_fold(elem_bytes, |acc, &d| acc.checked_mul(d));
@@ -110,15 +121,20 @@ pub unsafe fn output(
     let api = api();
     let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
     let mut value: *mut OrtValue = ptr::null_mut();
-    check(
-        (api.KernelContext_GetOutput)(ctx, index, dims.as_ptr(), dims.len(), &mut value),
-        op,
-        "KernelContext_GetOutput",
-    )?;
+    // SAFETY: `ctx` is live (our contract), `index` is below its output count and `dims` holds
+    // `dims.len()` extents; the call writes `value`.
+    unsafe {
+        check(
+            (api.KernelContext_GetOutput)(ctx, index, dims.as_ptr(), dims.len(), &mut value),
+            op,
+            "KernelContext_GetOutput",
+        )?
+    };
     if value.is_null() {
         return Ok(0);
     }
     let mut data: *mut c_void = ptr::null_mut();
-    check((api.GetTensorMutableData)(value, &mut data), op, "GetTensorMutableData")?;
+    // SAFETY: `value` is the live output ORT just allocated; the call writes `data`.
+    unsafe { check((api.GetTensorMutableData)(value, &mut data), op, "GetTensorMutableData")? };
     Ok(data as usize)
 }

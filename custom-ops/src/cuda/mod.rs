@@ -1,7 +1,7 @@
 //! The ops on ONNX Runtime's CUDA execution provider (`--features cuda`).
 //!
-//! Same signatures, attributes and shape checks as the CPU ops: each CUDA kernel wraps the CPU
-//! op's struct, so attribute parsing and the input checks (`params`, the C++ `check_*` functions
+//! Same signatures, attributes and shape checks as the CPU ops: [`Cuda<K>`] wraps the CPU op's
+//! struct, so attribute parsing and the input checks (`params`, the C++ `check_*` functions
 //! through the kernel ABI) exist once. The difference is where the work runs. ORT hands us
 //! device pointers for every input and output, and the kernels (`cpp/cuda`) are queued on ORT's
 //! compute stream (`KernelContext_GetGPUComputeStream`) with no host synchronisation. A failed
@@ -16,7 +16,7 @@ use crate::causal_conv1d::CausalConv1d;
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::layer_step::{slot, MambaLayerStep};
-use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
+use crate::op_table::Kernel;
 use crate::ort_api::{api, check};
 use crate::selective_scan::SelectiveScan;
 
@@ -31,80 +31,85 @@ extern "C" {
 
 const CUDA_EP: &CStr = c"CUDAExecutionProvider";
 
-/// The op tables for the CUDA EP, one per (op, T); static, as ORT keeps pointers to them.
-pub static OPS: [OpDef; 9] = [
-    op_def::<CudaSelectiveScan>(FLOAT_TYPES[0]),
-    op_def::<CudaSelectiveScan>(FLOAT_TYPES[1]),
-    op_def::<CudaSelectiveScan>(FLOAT_TYPES[2]),
-    op_def::<CudaCausalConv1d>(FLOAT_TYPES[0]),
-    op_def::<CudaCausalConv1d>(FLOAT_TYPES[1]),
-    op_def::<CudaCausalConv1d>(FLOAT_TYPES[2]),
-    op_def::<CudaMambaLayerStep>(FLOAT_TYPES[0]),
-    op_def::<CudaMambaLayerStep>(FLOAT_TYPES[1]),
-    op_def::<CudaMambaLayerStep>(FLOAT_TYPES[2]),
-];
+/// What a CPU op adds to run on the CUDA EP as [`Cuda<Self>`].
+pub trait CudaLaunch: Kernel {
+    /// What the launch needs: the kernel ABI's params.
+    type Params;
 
-/// ORT's CUDA stream for this compute call.
-unsafe fn compute_stream(ctx: *mut OrtKernelContext, op: &'static str) -> Result<*mut c_void, OpError> {
-    let mut stream: *mut c_void = ptr::null_mut();
-    check((api().KernelContext_GetGPUComputeStream)(ctx, &mut stream), op, "KernelContext_GetGPUComputeStream")?;
-    Ok(stream)
+    /// The CPU op's input checks and output allocation, then the CUDA kernels' own limits;
+    /// `None` when there is nothing to launch.
+    ///
+    /// # Safety
+    /// `ctx` is the live kernel context of the current compute call.
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError>;
+
+    /// Queues the kernels on `stream`.
+    ///
+    /// # Safety
+    /// `ctx` is the live kernel context of the current compute call, `stream` its CUDA stream and
+    /// `p` what `prepare` returned for it.
+    unsafe fn launch(p: &mut Self::Params, ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError>;
 }
 
-fn launch_result(rc: c_int, op: &'static str) -> Result<(), OpError> {
-    if rc == 0 {
-        return Ok(());
-    }
-    // SAFETY: cudaGetErrorString returns a static NUL-terminated string for any code.
-    let msg = unsafe { CStr::from_ptr(mambac_cuda_error_string(rc)) }.to_string_lossy().into_owned();
-    Err(OpError::Kernel { op, message: format!("CUDA error {rc}: {msg}") })
-}
+/// Op `K` on the CUDA EP: `K`'s name, signature and attributes; compute launches on ORT's stream.
+pub struct Cuda<K>(K);
 
-/// SelectiveScan on the CUDA EP.
-pub struct CudaSelectiveScan(SelectiveScan);
-
-impl Kernel for CudaSelectiveScan {
-    const NAME: &'static CStr = SelectiveScan::NAME;
-    const OP: &'static str = SelectiveScan::OP;
-    const INPUTS: usize = SelectiveScan::INPUTS;
+impl<K: CudaLaunch> Kernel for Cuda<K> {
+    const NAME: &'static CStr = K::NAME;
+    const OP: &'static str = K::OP;
+    const INPUTS: usize = K::INPUTS;
+    const INFER_OUTPUT0: bool = K::INFER_OUTPUT0;
     const EP: &'static CStr = CUDA_EP;
 
     fn output_types(t: Elem) -> &'static [Elem] {
-        SelectiveScan::output_types(t)
+        K::output_types(t)
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        SelectiveScan::create(info).map(CudaSelectiveScan)
+        // SAFETY: `info` is live (the trait's contract).
+        unsafe { K::create(info) }.map(Cuda)
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let p = self.0.params(ctx)?;
-        let stream = compute_stream(ctx, Self::OP)?;
-        launch_result(mambac_cuda_selective_scan(&p, stream), Self::OP)
+        // SAFETY: `ctx` is live (the trait's contract); `stream` is its CUDA stream and `p` what
+        // `prepare` returned for it, as `launch` asks.
+        unsafe {
+            let Some(mut p) = self.0.prepare(ctx)? else {
+                return Ok(());
+            };
+            let stream = compute_stream(ctx, K::OP)?;
+            K::launch(&mut p, ctx, stream)
+        }
     }
 }
 
-/// CausalConv1d on the CUDA EP.
-pub struct CudaCausalConv1d(CausalConv1d);
+impl CudaLaunch for SelectiveScan {
+    type Params = ffi::SelectiveScanParams;
 
-impl Kernel for CudaCausalConv1d {
-    const NAME: &'static CStr = CausalConv1d::NAME;
-    const OP: &'static str = CausalConv1d::OP;
-    const INPUTS: usize = CausalConv1d::INPUTS;
-    const EP: &'static CStr = CUDA_EP;
-
-    fn output_types(t: Elem) -> &'static [Elem] {
-        CausalConv1d::output_types(t)
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
+        // SAFETY: `ctx` is live (the trait's contract).
+        unsafe { self.params(ctx) }.map(Some)
     }
 
-    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        CausalConv1d::create(info).map(CudaCausalConv1d)
+    unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        // SAFETY: `p` passed the shape check and its addresses are this call's device buffers
+        // (the trait's contract); `stream` is ORT's stream, which keeps them alive until the
+        // kernel has run.
+        launch_result(unsafe { mambac_cuda_selective_scan(p, stream) }, Self::OP)
+    }
+}
+
+impl CudaLaunch for CausalConv1d {
+    type Params = ffi::CausalConv1dParams;
+
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
+        // SAFETY: `ctx` is live (the trait's contract).
+        unsafe { self.params(ctx) }.map(Some)
     }
 
-    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let p = self.0.params(ctx)?;
-        let stream = compute_stream(ctx, Self::OP)?;
-        launch_result(mambac_cuda_causal_conv1d(&p, stream), Self::OP)
+    unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        // SAFETY: as for SelectiveScan's launch.
+        launch_result(unsafe { mambac_cuda_causal_conv1d(p, stream) }, Self::OP)
     }
 }
 
@@ -112,28 +117,14 @@ impl Kernel for CudaCausalConv1d {
 /// buffer from ORT's allocator for the device of the residual input. The buffer goes back to
 /// the allocator once the launches are queued: ORT's CUDA EP runs a session's kernels on one
 /// stream, so whatever reuses the memory next is queued behind these kernels.
-pub struct CudaMambaLayerStep(MambaLayerStep);
+impl CudaLaunch for MambaLayerStep {
+    type Params = ffi::MambaLayerStepParams;
 
-impl Kernel for CudaMambaLayerStep {
-    const NAME: &'static CStr = MambaLayerStep::NAME;
-    const OP: &'static str = MambaLayerStep::OP;
-    const INPUTS: usize = MambaLayerStep::INPUTS;
-    const INFER_OUTPUT0: bool = MambaLayerStep::INFER_OUTPUT0;
-    const EP: &'static CStr = CUDA_EP;
-
-    fn output_types(t: Elem) -> &'static [Elem] {
-        MambaLayerStep::output_types(t)
-    }
-
-    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
-        MambaLayerStep::create(info).map(CudaMambaLayerStep)
-    }
-
-    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
-        let op = Self::OP;
-        let mut p = self.0.params(ctx)?;
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
+        // SAFETY: `ctx` is live (the trait's contract).
+        let p = unsafe { self.params(ctx)? };
         if p.batch == 0 {
-            return Ok(());
+            return Ok(None);
         }
         // The CUDA kernels' own limits (the CPU kernel has none): a grid dimension, and dt_low, B
         // and C in one block's shared memory.
@@ -144,31 +135,69 @@ impl Kernel for CudaMambaLayerStep {
                 p.batch
             )));
         }
-        if ((e + 3) / 4 * 4 + 8 * 32) * 4 > 48 * 1024 {
+        if (e.div_ceil(4) * 4 + 8 * 32) * 4 > 48 * 1024 {
             return Err(OpError::Check(format!(
                 "MambaLayerStep: dt_rank + 2 * dstate = {e} is more than the CUDA kernels take (12032)"
             )));
         }
-        let stream = compute_stream(ctx, op)?;
+        Ok(Some(p))
+    }
+
+    unsafe fn launch(p: &mut Self::Params, ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        let op = Self::OP;
         let api = api();
         // The residual input's memory info names the device (and ORT's allocator for it).
         let mut value: *const ort_sys::OrtValue = ptr::null();
-        check((api.KernelContext_GetInput)(ctx, slot::RESIDUAL, &mut value), op, "KernelContext_GetInput")?;
         let mut info: *const ort_sys::OrtMemoryInfo = ptr::null();
-        check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
         let mut alloc: *mut ort_sys::OrtAllocator = ptr::null_mut();
-        check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
-        let bytes = mambac_cuda_decode_layer_scratch_bytes(&p);
+        // SAFETY: `ctx` is live (the trait's contract) and the shape check found its residual
+        // input present; `value` and `info` are then live for this call, and each call writes
+        // the variable it is given. `alloc` is ours from here.
+        unsafe {
+            check((api.KernelContext_GetInput)(ctx, slot::RESIDUAL, &mut value), op, "KernelContext_GetInput")?;
+            check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
+            check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
+        }
+        // SAFETY: `p` passed the shape check; the size depends on its dims alone.
+        let bytes = unsafe { mambac_cuda_decode_layer_scratch_bytes(p) };
         let mut scratch: *mut c_void = ptr::null_mut();
-        let got = check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc");
+        // SAFETY: `alloc` is live; the call writes `scratch`.
+        let got = unsafe { check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc") };
         let result = got.and_then(|()| {
             p.scratch = scratch as usize;
-            launch_result(mambac_cuda_decode_layer(&p, stream), op)
+            // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
+            // kernels asked for; it is freed below only after the launch is queued, and the
+            // stream orders any reuse of it behind these kernels.
+            launch_result(unsafe { mambac_cuda_decode_layer(p, stream) }, op)
         });
         if !scratch.is_null() {
-            let _ = check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree");
+            // SAFETY: `scratch` came from `alloc` above and is freed once.
+            let _ = unsafe { check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree") };
         }
-        (api.ReleaseAllocator)(alloc);
+        // SAFETY: `alloc` is ours (from KernelContext_GetAllocator) and released once.
+        unsafe { (api.ReleaseAllocator)(alloc) };
         result
     }
+}
+
+/// ORT's CUDA stream for this compute call.
+///
+/// # Safety
+/// `ctx` is the live kernel context of the current compute call.
+unsafe fn compute_stream(ctx: *mut OrtKernelContext, op: &'static str) -> Result<*mut c_void, OpError> {
+    let mut stream: *mut c_void = ptr::null_mut();
+    // SAFETY: `ctx` is live (our contract) and the call writes `stream`.
+    unsafe {
+        check((api().KernelContext_GetGPUComputeStream)(ctx, &mut stream), op, "KernelContext_GetGPUComputeStream")?
+    };
+    Ok(stream)
+}
+
+fn launch_result(rc: c_int, op: &'static str) -> Result<(), OpError> {
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: cudaGetErrorString returns a static NUL-terminated string for any code.
+    let msg = unsafe { CStr::from_ptr(mambac_cuda_error_string(rc)) }.to_string_lossy().into_owned();
+    Err(OpError::Kernel { op, message: format!("CUDA error {rc}: {msg}") })
 }

@@ -1,0 +1,27 @@
+//! Every op the library registers: one row per (op, execution provider), each row one table per
+//! T in [`FLOAT_TYPES`]. The CUDA rows exist only with the `cuda` feature. Static: ORT keeps
+//! pointers to the tables for the life of the process.
+
+use crate::causal_conv1d::CausalConv1d;
+#[cfg(feature = "cuda")]
+use crate::cuda::Cuda;
+use crate::layer_step::MambaLayerStep;
+use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
+use crate::selective_scan::SelectiveScan;
+
+pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
+    per_type::<SelectiveScan>(),
+    per_type::<CausalConv1d>(),
+    per_type::<MambaLayerStep>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<SelectiveScan>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<CausalConv1d>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<MambaLayerStep>>(),
+];
+
+/// The tables of `K`, one per T.
+const fn per_type<K: Kernel>() -> [OpDef; FLOAT_TYPES.len()] {
+    [op_def::<K>(FLOAT_TYPES[0]), op_def::<K>(FLOAT_TYPES[1]), op_def::<K>(FLOAT_TYPES[2])]
+}
