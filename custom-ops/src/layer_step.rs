@@ -32,7 +32,8 @@ use crate::tensor::{input, output};
 
 const EPSILON: &CStr = c"epsilon";
 
-/// Input slots.
+/// Input slots, in the order of the op's inputs (the names, for messages, are the C++ check's:
+/// cpp/shape_check.cpp `check_mamba_layer_step`).
 pub mod slot {
     pub const CONV_STATE: usize = 0;
     pub const SSM_STATE: usize = 1;
@@ -50,23 +51,6 @@ pub mod slot {
     pub const OUT_PROJ_WEIGHT: usize = 13;
     pub const OUT_PROJ_BIAS: usize = 14;
     pub const COUNT: usize = 15;
-    pub const NAMES: [&str; COUNT] = [
-        "conv_state",
-        "ssm_state",
-        "residual",
-        "norm_weight",
-        "in_proj_weight",
-        "in_proj_bias",
-        "conv_weight",
-        "conv_bias",
-        "x_proj_weight",
-        "dt_proj_weight",
-        "dt_bias",
-        "A",
-        "D",
-        "out_proj_weight",
-        "out_proj_bias",
-    ];
 }
 
 pub struct MambaLayerStep {
