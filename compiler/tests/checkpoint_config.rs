@@ -2,28 +2,20 @@
 //! weights before anything is sized by it, files read under a size cap, and safetensors header
 //! errors naming the tensor.
 
+mod common;
+
 #[path = "common/alloc_meter.rs"]
 mod alloc_meter;
 
 use std::path::{Path, PathBuf};
 
+use common::{open_err, testdata};
 use mambac_compiler::checkpoint::{Checkpoint, MambaConfig};
 use mambac_compiler::synth::{self, Preset, SynthOptions};
 use serde_json::json;
 
 #[global_allocator]
 static METER: alloc_meter::Meter = alloc_meter::Meter;
-
-fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
-}
-
-fn open_err(dir: &Path) -> String {
-    match Checkpoint::open(dir) {
-        Ok(_) => panic!("{} opened, expected an error", dir.display()),
-        Err(e) => e.to_string(),
-    }
-}
 
 fn config_err(v: serde_json::Value) -> String {
     match MambaConfig::from_json(&v, Path::new("config.json")) {

@@ -1,23 +1,14 @@
 //! Every way a checkpoint folder can be wrong gives an error naming the file or tensor, never a
 //! panic. Bad files are built in temporary folders from synthetic or fixture checkpoints.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::io::Write;
+use std::path::Path;
+
+use common::{open_err, testdata};
 use mambac_compiler::checkpoint::{pickle, Checkpoint, CheckpointError};
 use mambac_compiler::synth::{self, Preset, SynthOptions};
-
-fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
-}
-
-/// The message of the error `Checkpoint::open(dir)` must give.
-fn open_err(dir: &Path) -> String {
-    match Checkpoint::open(dir) {
-        Ok(_) => panic!("{} opened, expected an error", dir.display()),
-        Err(e) => e.to_string(),
-    }
-}
 
 fn assert_contains(msg: &str, parts: &[&str]) {
     for p in parts {

@@ -2,27 +2,19 @@
 //! read, deflate ratios no deflate stream can have refused, stored entries never copied, and
 //! the CRC-32 of every entry read checked, each with the message naming the entry.
 
+mod common;
+
 #[path = "common/alloc_meter.rs"]
 mod alloc_meter;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::{open_err, testdata};
 use mambac_compiler::checkpoint::{Checkpoint, MAX_PICKLE_BYTES};
 
 #[global_allocator]
 static METER: alloc_meter::Meter = alloc_meter::Meter;
-
-fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
-}
-
-fn open_err(dir: &Path) -> String {
-    match Checkpoint::open(dir) {
-        Ok(_) => panic!("{} opened, expected an error", dir.display()),
-        Err(e) => e.to_string(),
-    }
-}
 
 fn p_str(s: &str) -> Vec<u8> {
     let mut v = vec![b'X'];

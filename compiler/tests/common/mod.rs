@@ -15,6 +15,14 @@ pub fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
 }
 
+/// The message of the error `Checkpoint::open(dir)` must give.
+pub fn open_err(dir: &std::path::Path) -> String {
+    match Checkpoint::open(dir) {
+        Ok(_) => panic!("{} opened, expected an error", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Every tensor of a fixture's `reference.safetensors`, as float64.
 pub fn reference(name: &str) -> HashMap<String, Tensor64> {
     let bytes = std::fs::read(testdata(name).join("reference.safetensors")).expect("reference file");
