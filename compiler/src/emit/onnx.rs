@@ -11,12 +11,12 @@ use super::external_data::ExternalDataWriter;
 use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::ir::{encode_f64, ConstTensor, Op, ValidatedGraph, ValueRef};
+use crate::ir::{conv_slots, encode_f64, scan_slots, step_slots, ConstTensor, Op, ValidatedGraph, ValueRef};
 
 pub const OPSET: i64 = 18;
-pub const CUSTOM_DOMAIN: &str = "mambac";
+pub const CUSTOM_DOMAIN: &str = mambac_op_schema::DOMAIN.str;
 /// Node op type of the fused layer step (the decode graph's layers).
-pub const LAYER_STEP_OP: &str = "MambaLayerStep";
+pub const LAYER_STEP_OP: &str = step_slots::OP.str;
 /// ONNX Runtime's contrib domain (`MatMulNBits` of quantized exports).
 pub const MS_DOMAIN: &str = "com.microsoft";
 const IR_VERSION: i64 = 8;
@@ -258,8 +258,11 @@ fn build_model(
     model.producer_name = "mambac".into();
     model.producer_version = env!("CARGO_PKG_VERSION").into();
     let quantized = vg.order.iter().any(|&id| matches!(g.op(id), Op::MatMulNBits(_)));
-    let domains: &[(&str, i64)] =
-        if quantized { &[("", OPSET), (CUSTOM_DOMAIN, 1), (MS_DOMAIN, 1)] } else { &[("", OPSET), (CUSTOM_DOMAIN, 1)] };
+    let domains: &[(&str, i64)] = if quantized {
+        &[("", OPSET), (CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION), (MS_DOMAIN, 1)]
+    } else {
+        &[("", OPSET), (CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION)]
+    };
     for &(domain, version) in domains {
         let mut op = OperatorSetIdProto::new();
         op.domain = domain.into();
@@ -375,22 +378,16 @@ impl Emitter<'_, '_> {
             }
             Op::CausalConv1d(cfg) => {
                 let act = if cfg.silu { "silu" } else { "none" };
-                self.push(
-                    "CausalConv1d",
-                    super::CUSTOM_DOMAIN,
-                    &name,
-                    optional_inputs(ins),
-                    outs,
-                    vec![attr_string("activation", act)],
-                );
+                let attrs = vec![attr_string(conv_slots::ACTIVATION.str, act)];
+                self.push(conv_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::SelectiveScan(cfg) => {
-                let attrs = vec![attr_int("delta_softplus", cfg.delta_softplus as i64)];
-                self.push("SelectiveScan", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+                let attrs = vec![attr_int(scan_slots::DELTA_SOFTPLUS.str, cfg.delta_softplus as i64)];
+                self.push(scan_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {
-                let attrs = vec![attr_float("epsilon", cfg.eps as f32)];
-                self.push(LAYER_STEP_OP, super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+                let attrs = vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)];
+                self.push(LAYER_STEP_OP, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
         }
     }
