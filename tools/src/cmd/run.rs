@@ -74,7 +74,7 @@ pub fn main(a: Args) -> Result<()> {
     let outputs = session.run(values).map_err(|e| anyhow!("running {} failed: {e}", a.model.display()))?;
     let mut out = BTreeMap::new();
     for (name, v) in &outputs {
-        out.insert(name.to_string(), HostTensor::from_ort(name, &v)?);
+        out.insert(name.to_string(), HostTensor::from_ort(&format!("output '{name}'"), &v)?);
     }
     write_safetensors(&a.output, &out)?;
     eprintln!("wrote {} ({} outputs)", a.output.display(), out.len());

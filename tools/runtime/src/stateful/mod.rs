@@ -24,7 +24,7 @@ use self::buffers::{Current, StateSets};
 use self::cuda_graph::graph_run_options;
 pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
 use self::decode_route::{route, DecodeSession};
-use self::logits::{dtype_of, elem_size, extract_logits, host_of};
+use self::logits::{dtype_of, elem_size, extract_logits};
 pub use self::logits::{Keep, Logits};
 use crate::error::{fail, Error, Result, Warning};
 use crate::memory;
@@ -201,13 +201,13 @@ impl StatefulSession {
             .iter()
             .zip(self.current_states())
             .map(|(spec, v)| {
+                let what = format!("state '{}'", spec.input);
                 if v.memory_info().is_cpu_accessible() {
-                    host_of(&spec.input, v)
+                    HostTensor::from_ort(&what, v)
                 } else {
-                    let h = v
-                        .to(AllocationDevice::CPU, 0)
-                        .map_err(Error::ort(format!("copying state '{}' to the host", spec.input)))?;
-                    host_of(&spec.input, &h)
+                    let h =
+                        v.to(AllocationDevice::CPU, 0).map_err(Error::ort(format!("copying {what} to the host")))?;
+                    HostTensor::from_ort(&what, &h)
                 }
             })
             .collect()
