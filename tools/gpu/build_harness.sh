@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the device harness library, .device/gpu/libmambac_cuda_harness.so, from cpp/cuda/*.cu
 # (the same sources and flags as the `cuda` cargo feature) with the static CUDA runtime, stripped,
-# for tools/gpu/check_and_bench.py to load through ctypes on the H200 machine.
+# for tests/python/gpu and tools/gpu/bench_*.py to load through ctypes on the H200 machine.
 #
 #   tools/gpu/build_harness.sh            # needs nvcc (see cpp/cuda/build_support.rs, PIP_INSTALL)
 #
@@ -33,5 +33,4 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 "$NVCC" -shared -cudart=static -L"$(dirname "$NVCC")/../lib" -o "$out/libmambac_cuda_harness.so" "$out"/obj/*.o
 strip "$out/libmambac_cuda_harness.so"
-cp tools/gpu/check_and_bench.py "$out/"
 ls -la "$out/libmambac_cuda_harness.so"
