@@ -375,21 +375,15 @@ impl Emitter<'_, '_> {
             }
             Op::CausalConv1d(cfg) => {
                 let act = if cfg.silu { "silu" } else { "none" };
-                self.push(
-                    "CausalConv1d",
-                    super::CUSTOM_DOMAIN,
-                    &name,
-                    optional_inputs(ins),
-                    outs,
-                    vec![attr_string("activation", act)],
-                );
+                let attrs = with_tensorrt_keys(vec![attr_string("activation", act)], &ins);
+                self.push("CausalConv1d", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::SelectiveScan(cfg) => {
-                let attrs = vec![attr_int("delta_softplus", cfg.delta_softplus as i64)];
+                let attrs = with_tensorrt_keys(vec![attr_int("delta_softplus", cfg.delta_softplus as i64)], &ins);
                 self.push("SelectiveScan", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {
-                let attrs = vec![attr_float("epsilon", cfg.eps as f32)];
+                let attrs = with_tensorrt_keys(vec![attr_float("epsilon", cfg.eps as f32)], &ins);
                 self.push(LAYER_STEP_OP, super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
         }
@@ -427,6 +421,26 @@ impl Emitter<'_, '_> {
 }
 
 /// ONNX optional inputs: absent ones are empty names; trailing absent ones are dropped.
+/// The attributes TensorRT's ONNX parser needs to find mambac's plugin (docs/tensorrt.md): it
+/// looks a plugin up by op type, `plugin_namespace` and `plugin_version`, and ignores the domain
+/// (TensorRT-LLM has a `SelectiveScan` of its own in namespace `tensorrt_llm`). A node with an
+/// absent optional input before a present one also gets `present_inputs`, the bit mask of the
+/// input slots it fills, since the plugin sees only the present inputs. ONNX Runtime's op ignores
+/// all three.
+fn with_tensorrt_keys(
+    mut attrs: Vec<onnx_protobuf::AttributeProto>,
+    ins: &[Option<String>],
+) -> Vec<onnx_protobuf::AttributeProto> {
+    attrs.push(attr_string("plugin_namespace", "mambac"));
+    attrs.push(attr_string("plugin_version", "1"));
+    let last = ins.iter().rposition(Option::is_some).unwrap_or(0);
+    if ins[..last].iter().any(Option::is_none) {
+        let mask = ins.iter().enumerate().filter(|(_, v)| v.is_some()).fold(0i64, |m, (k, _)| m | (1 << k));
+        attrs.push(attr_int("present_inputs", mask));
+    }
+    attrs
+}
+
 fn optional_inputs(ins: Vec<Option<String>>) -> Vec<String> {
     let mut v: Vec<String> = ins.into_iter().map(|s| s.unwrap_or_default()).collect();
     while v.last().is_some_and(|s| s.is_empty()) {
