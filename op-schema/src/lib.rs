@@ -34,6 +34,20 @@ pub const DOMAIN: Name = name!("mambac");
 /// The opset version the exports import the domain at.
 pub const DOMAIN_VERSION: i64 = 1;
 
+/// The node attributes TensorRT's ONNX parser reads to find a plugin (docs/tensorrt.md). Every
+/// export writes them; ONNX Runtime's ops ignore them.
+pub mod tensorrt {
+    use super::Name;
+    pub const NAMESPACE_KEY: Name = name!("plugin_namespace");
+    /// Ours: TensorRT-LLM already registers a `SelectiveScan` in namespace `tensorrt_llm`.
+    pub const NAMESPACE: Name = name!("mambac");
+    pub const VERSION_KEY: Name = name!("plugin_version");
+    pub const VERSION: Name = name!("1");
+    /// Int attribute: the bit mask of the input slots a node fills, written when an absent
+    /// optional input comes before a present one (a plugin sees only the present inputs).
+    pub const PRESENT_INPUTS: Name = name!("present_inputs");
+}
+
 /// CausalConv1d (docs/op-contract.md).
 pub mod causal_conv1d {
     use super::Name;
