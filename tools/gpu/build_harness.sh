@@ -19,12 +19,26 @@ if [ -z "${CXX_INCLUDE:-}" ]; then
 fi
 out=.device/gpu
 mkdir -p "$out/obj"
+# The kernels' objects of a `cargo build --features cuda` (same sources and flags) are taken when
+# they are newer than their source and every header, so only harness_api.cu compiles here.
+cargo_objs=${CUDA_OBJECTS:-$(ls -td target/*/release/build/mambac-ops-*/out/cuda 2>/dev/null | head -1 || true)}
+if [ -n "$cargo_objs" ]; then
+    for o in "$cargo_objs"/*.o; do
+        src=cpp/cuda/$(basename "${o%.o}").cu
+        if [ -f "$src" ] && [ "$o" -nt "$src" ] &&
+           [ -z "$(find cpp/cuda cpp/include -newer "$o" \( -name "*.cuh" -o -name "*.h" \) | head -1)" ]; then
+            cp -p "$o" "$out/obj/"
+        fi
+    done
+fi
 flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
        -Xcompiler -fPIC -I"$CXX_INCLUDE" -Icpp/include -Icpp/cuda ${MAMBAC_NVCC_FLAGS:-})
 pids=()
 for f in cpp/cuda/*.cu; do
     o="$out/obj/$(basename "${f%.cu}").o"
-    if [ ! -f "$o" ] || [ -n "$(find cpp/cuda -newer "$o" \( -name "*.cu*" -o -name "*.h" \) | head -1)" ]; then
+    # Rebuilt when its source, or any header it may include, is newer than the object.
+    if [ ! -f "$o" ] || [ "$f" -nt "$o" ] ||
+       [ -n "$(find cpp/cuda cpp/include -newer "$o" \( -name "*.cuh" -o -name "*.h" \) | head -1)" ]; then
         "$NVCC" "${flags[@]}" -c "$f" -o "$o" &
         pids+=($!)
         if [ ${#pids[@]} -ge ${JOBS:-2} ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
