@@ -34,6 +34,20 @@ pub const DOMAIN: Name = name!("mambac");
 /// The opset version the exports import the domain at.
 pub const DOMAIN_VERSION: i64 = 1;
 
+/// The exported model's inputs and outputs (docs/op-contract.md, "The exported model's
+/// interface"): `input_ids` int64 [batch, seqlen] in, `logits` out, and with `--stateful` per
+/// layer i the inputs `{kind}.{i}` and outputs `{kind}_out.{i}` of each state kind.
+pub mod graph {
+    pub const INPUT_IDS: &str = "input_ids";
+    pub const LOGITS: &str = "logits";
+    pub const CONV_STATE: &str = "conv_state";
+    pub const SSM_STATE: &str = "ssm_state";
+    /// Every state kind, in the order the graph lists a layer's states.
+    pub const STATE_KINDS: [&str; 2] = [CONV_STATE, SSM_STATE];
+    /// Appended to a state kind for the state a step hands on.
+    pub const OUT_SUFFIX: &str = "_out";
+}
+
 /// The node attributes TensorRT's ONNX parser reads to find a plugin (docs/tensorrt.md). Every
 /// export writes them; ONNX Runtime's ops ignore them.
 pub mod tensorrt {
