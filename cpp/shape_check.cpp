@@ -343,4 +343,18 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
   return p;
 }
 
+void check_mamba_layer_step_cuda_limits(const MambaLayerStepParams& p) {
+  // A grid dimension holds the batch; one block's shared memory holds dt_low, B and C (rounded
+  // up to float4) and the norm's 8 x 32 partial sums, within the 48 KiB a block gets by default.
+  if (p.batch > 65535) {
+    throw std::invalid_argument("MambaLayerStep: batch " + std::to_string(p.batch) +
+                                " is more than the CUDA kernels take (65535)");
+  }
+  const size_t e = p.dt_rank + 2 * p.dstate;
+  if (((e + 3) / 4 * 4 + 8 * 32) * 4 > 48 * 1024) {
+    throw std::invalid_argument("MambaLayerStep: dt_rank + 2 * dstate = " + std::to_string(e) +
+                                " is more than the CUDA kernels take (12032)");
+  }
+}
+
 }  // namespace mambac

@@ -43,17 +43,7 @@ struct LayerStepOp {
   static Params check(const TensorDesc* slots) { return check_mamba_layer_step(slots, kSlots); }
   void finish(Params& p) const {
     p.eps = epsilon;
-    // The CUDA kernels' own limits (custom-ops/src/cuda/mod.rs gives the ORT op the same messages):
-    // a grid dimension, and dt_low, B and C in one block's shared memory.
-    const size_t e = p.dt_rank + 2 * p.dstate;
-    if (p.batch > 65535) {
-      throw std::invalid_argument(std::string(kName) + ": batch " + std::to_string(p.batch) +
-                                  " is more than the CUDA kernels take (65535)");
-    }
-    if (((e + 3) / 4 * 4 + 8 * 32) * 4 > 48 * 1024) {
-      throw std::invalid_argument(std::string(kName) + ": dt_rank + 2 * dstate = " + std::to_string(e) +
-                                  " is more than the CUDA kernels take (12032)");
-    }
+    check_mamba_layer_step_cuda_limits(p);  // throws std::invalid_argument, as the checks do
   }
 
   static bool f32_input(size_t s) {

@@ -1,7 +1,7 @@
 //! MambaLayerStep's C++ shape check (cpp/shape_check.cpp, through the kernel ABI): the sizes it
 //! returns for valid inputs, and the exact message for each way an input can be wrong.
 
-use mambac_ops::ffi::{check_mamba_layer_step, ElemType, TensorDesc};
+use mambac_ops::ffi::{check_mamba_layer_step, check_mamba_layer_step_cuda_limits, ElemType, TensorDesc};
 
 const F32: i32 = 1;
 const I64: i32 = 7;
@@ -122,4 +122,25 @@ fn each_broken_input_is_named() {
         assert_eq!(error(&inputs), format!("MambaLayerStep: {message}"), "slot {slot}");
     }
     assert_eq!(error(&good(F16)[..14]), "MambaLayerStep: 15 input slots expected, got 14");
+}
+
+/// The CUDA decode layer's own limits, one C++ function for the ORT op and the TensorRT plugin:
+/// the largest batch and dt_rank + 2 * dstate it takes pass, one more is refused by name.
+#[test]
+fn cuda_limits_take_the_largest_sizes_and_refuse_one_more() {
+    let p = check_mamba_layer_step(&good(F16)).expect("valid inputs");
+    let limits = |batch: usize, dt_rank: usize, dstate: usize| {
+        let mut q = p;
+        (q.batch, q.dt_rank, q.dstate) = (batch, dt_rank, dstate);
+        check_mamba_layer_step_cuda_limits(&q).map_err(|e| e.what().to_string())
+    };
+    assert_eq!(limits(65535, 12032 - 32, 16), Ok(()));
+    assert_eq!(
+        limits(65536, 2, 4),
+        Err("MambaLayerStep: batch 65536 is more than the CUDA kernels take (65535)".to_string())
+    );
+    assert_eq!(
+        limits(1, 12033 - 32, 16),
+        Err("MambaLayerStep: dt_rank + 2 * dstate = 12033 is more than the CUDA kernels take (12032)".to_string())
+    );
 }

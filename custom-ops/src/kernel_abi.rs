@@ -140,6 +140,9 @@ pub mod ffi {
         fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
         /// Same for MambaLayerStep's 15 inputs (`layer_step::slot` order); `eps` is left 0.
         fn check_mamba_layer_step(inputs: &[TensorDesc]) -> Result<MambaLayerStepParams>;
+        /// The CUDA decode layer's own limits on checked params (batch <= 65535, dt_rank +
+        /// 2 * dstate <= 12032); Err says which is exceeded. The CPU kernel has none.
+        fn check_mamba_layer_step_cuda_limits(p: &MambaLayerStepParams) -> Result<()>;
 
         /// Number of independent work items; run them in any order, on any threads.
         fn selective_scan_cpu_tasks(p: &SelectiveScanParams) -> usize;

@@ -39,6 +39,10 @@ SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
 
+// The CUDA decode layer's own limits (the CPU kernel has none), on checked params: the ORT op's
+// CUDA kernel and the TensorRT plugin both call it, so both refuse with the same message.
+void check_mamba_layer_step_cuda_limits(const MambaLayerStepParams& p);
+
 // "float32", "float16", ... for messages; "type code N" for codes it does not know.
 std::string onnx_type_name(int32_t code);
 

@@ -126,20 +126,7 @@ impl CudaLaunch for MambaLayerStep {
         if p.batch == 0 {
             return Ok(None);
         }
-        // The CUDA kernels' own limits (the CPU kernel has none): a grid dimension, and dt_low, B
-        // and C in one block's shared memory.
-        let e = p.dt_rank + 2 * p.dstate;
-        if p.batch > 65535 {
-            return Err(OpError::Check(format!(
-                "MambaLayerStep: batch {} is more than the CUDA kernels take (65535)",
-                p.batch
-            )));
-        }
-        if (e.div_ceil(4) * 4 + 8 * 32) * 4 > 48 * 1024 {
-            return Err(OpError::Check(format!(
-                "MambaLayerStep: dt_rank + 2 * dstate = {e} is more than the CUDA kernels take (12032)"
-            )));
-        }
+        ffi::check_mamba_layer_step_cuda_limits(&p).map_err(|e| OpError::Check(e.what().to_string()))?;
         Ok(Some(p))
     }
 
