@@ -194,6 +194,25 @@ def run_step(x, dtype, eps=1e-5, poison=float("nan")):
     return rc, outs
 
 
+# --- Comparing ---------------------------------------------------------------------------------
+def failures_over_splits(run, cfgs, refs, dtype, want_final):
+    """Runs `run(cfg)` -> (status, y, final_state) for each forced work split and lists what
+    differs from the float64 `refs` (y, final_state) beyond the tier (atol relative to the
+    tensor's scale, docs/decisions.md), or the status of a launch that failed."""
+    from ops_reference import mismatch
+
+    fails = []
+    for cfg in cfgs:
+        rc, y, fs = run(cfg)
+        if rc != 0:
+            fails.append(f"cfg {cfg}: {error_string(rc)} ({rc})")
+            continue
+        fails.append(mismatch(to_host(y), refs[0], dtype, f"cfg {cfg} y", scaled_atol=True))
+        if want_final:
+            fails.append(mismatch(to_host(fs), refs[1], dtype, f"cfg {cfg} final_state", scaled_atol=True))
+    return [f for f in fails if f]
+
+
 # --- Seeded inputs, drawn on the device and rounded to T there ----------------------------------
 def scan_inputs(batch, seqlen, dim, dstate, ngroups, dtype, opts, seed):
     """The CPU op tests' distributions (test_ops.py): A = -exp(N(0, 1)); delta ~ N(-1, 0.5) before

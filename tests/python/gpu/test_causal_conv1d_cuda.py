@@ -6,8 +6,8 @@ NaN-poisoned. Tier: ops_reference.TIERS, atol relative to the tensor's scale."""
 import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
-from cuda_harness import conv_inputs, error_string, run_conv, to_host  # noqa: E402
-from ops_reference import CONV_INPUTS, causal_conv1d_ref, mismatch  # noqa: E402
+from cuda_harness import conv_inputs, failures_over_splits, run_conv, to_host  # noqa: E402
+from ops_reference import CONV_INPUTS, causal_conv1d_ref  # noqa: E402
 
 ALL = {}
 ALL_T = ("float32", "float16", "bfloat16")
@@ -55,14 +55,6 @@ def test_causal_conv1d_matches_float64(case, dtype):
     silu, want_final = opts.get("silu", True), opts.get("final", True)
     x = conv_inputs(batch, seqlen, dim, width, dtype, opts, seed=seqlen * 5 + dim + width)
     y_ref, s_ref = causal_conv1d_ref(*(to_host(x[n]) for n in CONV_INPUTS), silu=silu)
-    fails = []
-    for cfg in cfgs:
-        rc, y, fs = run_conv(x, dtype, silu, want_final, cfg)
-        if rc != 0:
-            fails.append(f"cfg {cfg}: {error_string(rc)} ({rc})")
-            continue
-        msgs = [mismatch(to_host(y), y_ref, dtype, f"cfg {cfg} y", scaled_atol=True)]
-        if want_final:
-            msgs.append(mismatch(to_host(fs), s_ref, dtype, f"cfg {cfg} final_state", scaled_atol=True))
-        fails += [m for m in msgs if m]
+    fails = failures_over_splits(lambda cfg: run_conv(x, dtype, silu, want_final, cfg), cfgs, (y_ref, s_ref),
+                                 dtype, want_final)
     assert not fails, "\n".join(fails)

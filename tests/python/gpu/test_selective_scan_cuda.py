@@ -7,8 +7,8 @@ relative to the tensor's scale (docs/decisions.md, long float32 scans)."""
 import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
-from cuda_harness import error_string, run_scan, scan_inputs, to_host  # noqa: E402
-from ops_reference import SCAN_INPUTS, mismatch, selective_scan_ref  # noqa: E402
+from cuda_harness import failures_over_splits, run_scan, scan_inputs, to_host  # noqa: E402
+from ops_reference import SCAN_INPUTS, selective_scan_ref  # noqa: E402
 
 ALL = {}
 NONE = {"z": False, "D": False, "delta_bias": False, "softplus": False, "initial_state": False, "final": False}
@@ -76,15 +76,7 @@ def test_selective_scan_matches_float64(case, dtype):
     softplus, want_final = opts.get("softplus", True), opts.get("final", True)
     x = scan_inputs(batch, seqlen, dim, dstate, ngroups, dtype, opts, seed=seqlen * 7 + dim)
     y_ref, h_ref = selective_scan_ref(*(to_host(x[n]) for n in SCAN_INPUTS), delta_softplus=softplus)
-    fails = []
-    for cfg in cfgs:
-        rc, y, fs = run_scan(x, dtype, softplus, want_final, cfg)
-        if rc != 0:
-            fails.append(f"cfg {cfg}: {error_string(rc)} ({rc})")
-            continue
-        msgs = [mismatch(to_host(y), y_ref, dtype, f"cfg {cfg} y", scaled_atol=True)]
-        if want_final:
-            msgs.append(mismatch(to_host(fs), h_ref, dtype, f"cfg {cfg} final_state", scaled_atol=True))
-        fails += [m for m in msgs if m]
+    fails = failures_over_splits(lambda cfg: run_scan(x, dtype, softplus, want_final, cfg), cfgs, (y_ref, h_ref),
+                                 dtype, want_final)
     assert not fails, "\n".join(fails)
 
