@@ -36,6 +36,9 @@ enum Command {
     /// Prefill and decode throughput of a stateful export.
     #[command(after_help = ort_search::SEARCH_HELP)]
     Bench(cmd::bench::Args),
+    /// Run the op grid against float64 references (and write it as ONNX test vectors).
+    #[command(after_help = ort_search::SEARCH_HELP)]
+    Conformance(cmd::conformance::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => cmd::run::main(a),
         Command::Generate(a) => cmd::generate::main(a),
         Command::Bench(a) => cmd::bench::main(a),
+        Command::Conformance(a) => cmd::conformance::main(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
