@@ -187,6 +187,12 @@ pub fn main(a: Args) -> Result<()> {
             .with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
         eprintln!("removed {} (the decode graph of an earlier export)", path.display());
     }
+    if matches!(a.dtype, DTypeArg::Bfloat16) {
+        eprintln!(
+            "note: bfloat16 models run on ONNX Runtime's CUDA EP; its CPU EP has no bfloat16 MatMul kernel \
+             (export with --dtype float32 for the CPU)"
+        );
+    }
     if let Some(d) = &report.decode {
         eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", d.output.display());
     }
