@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod checkpoint_path;
 pub mod export;
 pub mod generate;
 pub mod inspect;
