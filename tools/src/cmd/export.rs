@@ -204,6 +204,11 @@ pub fn main(a: Args) -> Result<()> {
     if let Some(d) = &report.decode {
         eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", d.output.display());
     }
+    let out_dir = super::model_files::folder_of(&a.output);
+    let copied = super::model_files::copy_side_files(&dir, out_dir)?;
+    if !copied.is_empty() {
+        eprintln!("copied {} beside {}", copied.join(", "), a.output.display());
+    }
     // Only now does nothing read the earlier export's weights (its model and decode graph are
     // both replaced).
     report.remove_previous_data().context("cannot remove the external data of an earlier export")?;

@@ -6,6 +6,7 @@ pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod limits;
+pub mod model_files;
 pub mod run;
 pub mod session_args;
 pub mod synth;
