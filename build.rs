@@ -14,6 +14,7 @@ use std::path::Path;
 /// Every C++ file and header, for `rerun-if-changed`.
 const CPP_SOURCES: &[&str] = &[
     "cpp/shape_check.cpp",
+    "cpp/shape_check_cxx.cpp",
     "cpp/cpu/dispatch.cpp",
     "cpp/cpu/isa_generic.cpp",
     "cpp/cpu/isa_avx2.cpp",
@@ -46,6 +47,7 @@ fn main() {
     }
     bridge
         .file("cpp/shape_check.cpp")
+        .file("cpp/shape_check_cxx.cpp")
         .file("cpp/cpu/dispatch.cpp")
         .include("cpp/include")
         .std("c++17")

@@ -68,10 +68,10 @@ std::string dims_str(const std::vector<Dim>& dims) {
 // Checks one op's inputs in order; every failure is one std::invalid_argument naming the input.
 class Checker {
  public:
-  Checker(const char* op, rust::Slice<const TensorDesc> inputs, const char* const* names, size_t count)
+  Checker(const char* op, const TensorDesc* inputs, size_t given, const char* const* names, size_t count)
       : op_(op), inputs_(inputs), names_(names) {
-    if (inputs.size() != count) {
-      fail(std::to_string(count) + " input slots expected, got " + std::to_string(inputs.size()));
+    if (given != count) {
+      fail(std::to_string(count) + " input slots expected, got " + std::to_string(given));
     }
   }
 
@@ -137,7 +137,7 @@ class Checker {
 
  private:
   const char* op_;
-  rust::Slice<const TensorDesc> inputs_;
+  const TensorDesc* inputs_;
   const char* const* names_;
 };
 
@@ -151,11 +151,11 @@ ElemType elem_of(int32_t onnx) {
 
 }  // namespace
 
-SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs) {
+SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count) {
   enum { U, DELTA, A, B, C, D, Z, DELTA_BIAS, INITIAL_STATE };
   static const char* const names[kSelectiveScanInputs] = {
       "u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"};
-  Checker ck("SelectiveScan", inputs, names, kSelectiveScanInputs);
+  Checker ck("SelectiveScan", inputs, count, names, kSelectiveScanInputs);
 
   for (size_t i : {U, DELTA, A, B, C}) ck.require(i);
 
@@ -210,10 +210,10 @@ SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs) {
   return p;
 }
 
-CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {
+CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count) {
   enum { X, WEIGHT, BIAS, INITIAL_STATE };
   static const char* const names[kCausalConv1dInputs] = {"x", "weight", "bias", "initial_state"};
-  Checker ck("CausalConv1d", inputs, names, kCausalConv1dInputs);
+  Checker ck("CausalConv1d", inputs, count, names, kCausalConv1dInputs);
 
   for (size_t i : {X, WEIGHT}) ck.require(i);
 
@@ -246,7 +246,7 @@ CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {
   return p;
 }
 
-MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs) {
+MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count) {
   enum {
     CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, IN_PROJ_BIAS, CONV_WEIGHT, CONV_BIAS,
     X_PROJ_WEIGHT, DT_PROJ_WEIGHT, DT_BIAS, A, D, OUT_PROJ_WEIGHT, OUT_PROJ_BIAS
@@ -254,7 +254,7 @@ MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs
   static const char* const names[kMambaLayerStepInputs] = {
       "conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias", "conv_weight",
       "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D", "out_proj_weight", "out_proj_bias"};
-  Checker ck("MambaLayerStep", inputs, names, kMambaLayerStepInputs);
+  Checker ck("MambaLayerStep", inputs, count, names, kMambaLayerStepInputs);
 
   for (size_t i : {CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, CONV_WEIGHT, X_PROJ_WEIGHT,
                    DT_PROJ_WEIGHT, A, OUT_PROJ_WEIGHT})

@@ -20,3 +20,8 @@ tools/setup-cuda.sh
 # A target dir of its own, so the CPU-only library above is not replaced.
 CARGO_TARGET_DIR=target/cuda cargo build --release -p mambac-ops --features cuda
 MAMBAC_OPS_LIB=$PWD/target/cuda/release/libmambac_ops.so .venv/bin/python -m pytest -q tests/python/test_ort_models.py -k "stock_ort_float32"
+
+# The TensorRT plugin library (docs/tensorrt.md), linked from the kernels just compiled, and the
+# tests that need no GPU: its harness plays TensorRT's part.
+tools/build-tensorrt.sh --cuda-objects "$(ls -td target/cuda/release/build/mambac-ops-*/out/cuda | head -1)"
+MAMBAC_TRT_REQUIRED=1 .venv/bin/python -m pytest -q tests/python/test_tensorrt_plugin.py

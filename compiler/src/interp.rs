@@ -2,13 +2,11 @@
 //! graph's element types (casts are identities), so the unfused and the fused graph of one
 //! checkpoint can each be checked against the fixtures' reference logits.
 
+use crate::ir::{conv_slots, scan_slots, step_slots};
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::ir::{
-    CausalConv1dConfig as Conv, Dim, MambaLayerStepConfig as Step, Op, SelectiveScanConfig as Scan, ValidatedGraph,
-    ValueRef,
-};
+use crate::ir::{Dim, Op, ValidatedGraph, ValueRef};
 use crate::reference::{self, softplus};
 
 /// A dense row-major float64 tensor.
@@ -231,7 +229,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             vec![Tensor64 { shape, data: t.data.clone() }]
         }
         Op::CausalConv1d(cfg) => {
-            let (xs, w) = (x(Conv::X), x(Conv::WEIGHT));
+            let (xs, w) = (x(conv_slots::X), x(conv_slots::WEIGHT));
             let (y, fin) = reference::causal_conv1d(&reference::CausalConv1dInputs {
                 batch: xs.shape[0],
                 seqlen: xs.shape[1],
@@ -239,8 +237,8 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 width: w.shape[1],
                 x: &xs.data,
                 weight: &w.data,
-                bias: ins[Conv::BIAS].map(|t| t.data.as_slice()),
-                initial_state: ins[Conv::INITIAL_STATE].map(|t| t.data.as_slice()),
+                bias: ins[conv_slots::BIAS].map(|t| t.data.as_slice()),
+                initial_state: ins[conv_slots::INITIAL_STATE].map(|t| t.data.as_slice()),
                 silu: cfg.silu,
             });
             let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
@@ -250,7 +248,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             outs
         }
         Op::SelectiveScan(cfg) => {
-            let (u, b) = (x(Scan::U), x(Scan::B));
+            let (u, b) = (x(scan_slots::U), x(scan_slots::B));
             let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
             let (y, fin) = reference::selective_scan(&reference::SelectiveScanInputs {
                 batch: u.shape[0],
@@ -259,14 +257,14 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 dstate: b.shape[3],
                 ngroups: b.shape[2],
                 u: &u.data,
-                delta: &x(Scan::DELTA).data,
-                a: &x(Scan::A).data,
+                delta: &x(scan_slots::DELTA).data,
+                a: &x(scan_slots::A).data,
                 b: &b.data,
-                c: &x(Scan::C).data,
-                d: opt(Scan::D),
-                z: opt(Scan::Z),
-                delta_bias: opt(Scan::DELTA_BIAS),
-                initial_state: opt(Scan::INITIAL_STATE),
+                c: &x(scan_slots::C).data,
+                d: opt(scan_slots::D),
+                z: opt(scan_slots::Z),
+                delta_bias: opt(scan_slots::DELTA_BIAS),
+                initial_state: opt(scan_slots::INITIAL_STATE),
                 delta_softplus: cfg.delta_softplus,
             });
             let mut outs = vec![Tensor64::new(u.shape.clone(), y)];
@@ -276,10 +274,11 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             outs
         }
         Op::MambaLayerStep(cfg) => {
-            let (conv_state, ssm_state, x_proj) = (x(Step::CONV_STATE), x(Step::SSM_STATE), x(Step::X_PROJ_WEIGHT));
+            let (conv_state, ssm_state, x_proj) =
+                (x(step_slots::CONV_STATE), x(step_slots::SSM_STATE), x(step_slots::X_PROJ_WEIGHT));
             let (batch, inner, past) = (conv_state.shape[0], conv_state.shape[1], conv_state.shape[2]);
             let (dstate, hidden, dt_rank) =
-                (ssm_state.shape[2], x(Step::RESIDUAL).shape[2], x(Step::DT_PROJ_WEIGHT).shape[0]);
+                (ssm_state.shape[2], x(step_slots::RESIDUAL).shape[2], x(step_slots::DT_PROJ_WEIGHT).shape[0]);
             debug_assert_eq!(x_proj.shape[1], dt_rank + 2 * dstate);
             let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
             let (res, conv, ssm) = reference::layer_step(&reference::LayerStepInputs {
@@ -292,19 +291,19 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 eps: cfg.eps,
                 conv_state: &conv_state.data,
                 ssm_state: &ssm_state.data,
-                residual: &x(Step::RESIDUAL).data,
-                norm_weight: &x(Step::NORM_WEIGHT).data,
-                in_proj_weight: &x(Step::IN_PROJ_WEIGHT).data,
-                in_proj_bias: opt(Step::IN_PROJ_BIAS),
-                conv_weight: &x(Step::CONV_WEIGHT).data,
-                conv_bias: opt(Step::CONV_BIAS),
+                residual: &x(step_slots::RESIDUAL).data,
+                norm_weight: &x(step_slots::NORM_WEIGHT).data,
+                in_proj_weight: &x(step_slots::IN_PROJ_WEIGHT).data,
+                in_proj_bias: opt(step_slots::IN_PROJ_BIAS),
+                conv_weight: &x(step_slots::CONV_WEIGHT).data,
+                conv_bias: opt(step_slots::CONV_BIAS),
                 x_proj_weight: &x_proj.data,
-                dt_proj_weight: &x(Step::DT_PROJ_WEIGHT).data,
-                dt_bias: opt(Step::DT_BIAS),
-                a: &x(Step::A).data,
-                d: opt(Step::D),
-                out_proj_weight: &x(Step::OUT_PROJ_WEIGHT).data,
-                out_proj_bias: opt(Step::OUT_PROJ_BIAS),
+                dt_proj_weight: &x(step_slots::DT_PROJ_WEIGHT).data,
+                dt_bias: opt(step_slots::DT_BIAS),
+                a: &x(step_slots::A).data,
+                d: opt(step_slots::D),
+                out_proj_weight: &x(step_slots::OUT_PROJ_WEIGHT).data,
+                out_proj_bias: opt(step_slots::OUT_PROJ_BIAS),
             });
             vec![
                 Tensor64::new(vec![batch, 1, hidden], res),

@@ -62,19 +62,20 @@ impl Default for LowerOptions {
 
 /// Names of the graph's inputs and outputs (docs/op-contract.md "The exported model's interface").
 pub mod names {
-    pub const INPUT_IDS: &str = "input_ids";
-    pub const LOGITS: &str = "logits";
+    use mambac_op_schema::graph::{CONV_STATE, OUT_SUFFIX, SSM_STATE};
+    pub use mambac_op_schema::graph::{INPUT_IDS, LOGITS};
+
     pub fn conv_state(i: usize) -> String {
-        format!("conv_state.{i}")
+        format!("{CONV_STATE}.{i}")
     }
     pub fn ssm_state(i: usize) -> String {
-        format!("ssm_state.{i}")
+        format!("{SSM_STATE}.{i}")
     }
     pub fn conv_state_out(i: usize) -> String {
-        format!("conv_state_out.{i}")
+        format!("{CONV_STATE}{OUT_SUFFIX}.{i}")
     }
     pub fn ssm_state_out(i: usize) -> String {
-        format!("ssm_state_out.{i}")
+        format!("{SSM_STATE}{OUT_SUFFIX}.{i}")
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use mambac_compiler::ir::step_slots;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,9 +135,9 @@ fn the_rule_fires_once_a_layer_and_only_when_seqlen_is_one() {
         // The step reads the stateful graph's own weights: in_proj's W^T, the folded A.
         let step = nodes_of_kind(&decode.graph, "MambaLayerStep")[1];
         let name_of = |slot| decode.graph.node(decode.graph.input(step, slot).unwrap().node).name.clone();
-        assert_eq!(name_of(Step::IN_PROJ_WEIGHT), "backbone.layers.1.mixer.in_proj.weight.T");
-        assert_eq!(name_of(Step::A), "backbone.layers.1.mixer.A");
-        assert_eq!(name_of(Step::RESIDUAL), "backbone.layers.0.residual", "layer 1 reads layer 0's step");
+        assert_eq!(name_of(step_slots::IN_PROJ_WEIGHT), "backbone.layers.1.mixer.in_proj.weight.T");
+        assert_eq!(name_of(step_slots::A), "backbone.layers.1.mixer.A");
+        assert_eq!(name_of(step_slots::RESIDUAL), "backbone.layers.0.residual", "layer 1 reads layer 0's step");
         // Not on the general graph (seqlen symbolic), nor without states to read.
         assert_eq!(fired(&stateful(dtype)), 0, "{dtype}: general graph");
     }
@@ -335,9 +336,9 @@ fn step_types() -> Vec<Option<ValueType>> {
         ty(t, &[16, 8]),
         ty(t, &[8]),
     ];
-    v[Step::CONV_STATE].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
-    v[Step::SSM_STATE].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
-    v[Step::RESIDUAL].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
+    v[step_slots::CONV_STATE].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
+    v[step_slots::SSM_STATE].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
+    v[step_slots::RESIDUAL].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
     v
 }
 
@@ -352,7 +353,7 @@ fn the_step_inference_rule_types_the_outputs_and_names_the_input_at_fault() {
     let shown: Vec<String> = outs.iter().map(|t| format!("{} {}", t.elem, t.shape)).collect();
     assert_eq!(shown, ["float32 [batch, 1, 8]", "float16 [batch, 16, 3]", "float32 [batch, 16, 4]"]);
     let mut optional_absent = step_types();
-    for slot in Step::OPTIONAL {
+    for slot in step_slots::OPTIONAL {
         optional_absent[slot] = None;
     }
     assert_eq!(infer_step(&optional_absent).unwrap(), outs);
@@ -362,31 +363,31 @@ fn the_step_inference_rule_types_the_outputs_and_names_the_input_at_fault() {
         edit(&mut v);
         infer_step(&v).unwrap_err()
     };
-    let seq2 = |v: &mut Vec<Option<ValueType>>| v[Step::RESIDUAL].as_mut().unwrap().shape.0[1] = Dim::Known(2);
+    let seq2 = |v: &mut Vec<Option<ValueType>>| v[step_slots::RESIDUAL].as_mut().unwrap().shape.0[1] = Dim::Known(2);
     assert_eq!(
         broken(&seq2),
         "input 'residual' has shape [batch, 2, 8], expected [batch, 1, hidden] (one token a sequence; batch from \
          'conv_state')"
     );
-    assert_eq!(broken(&|v| v[Step::A] = None), "input 'A' is required but missing");
+    assert_eq!(broken(&|v| v[step_slots::A] = None), "input 'A' is required but missing");
     assert_eq!(
-        broken(&|v| v[Step::SSM_STATE].as_mut().unwrap().elem = Elem::F16),
+        broken(&|v| v[step_slots::SSM_STATE].as_mut().unwrap().elem = Elem::F16),
         "input 'ssm_state' has element type float16, expected float32 (the state is always float32)"
     );
     assert_eq!(
-        broken(&|v| v[Step::X_PROJ_WEIGHT].as_mut().unwrap().shape.0[1] = Dim::Known(9)),
+        broken(&|v| v[step_slots::X_PROJ_WEIGHT].as_mut().unwrap().shape.0[1] = Dim::Known(9)),
         "input 'x_proj_weight' has shape [16, 9], expected [16, 10] ([inner, dt_rank + 2 * dstate] = [16, 2 + 2 * 4])"
     );
     assert_eq!(
-        broken(&|v| v[Step::D].as_mut().unwrap().elem = Elem::F16),
+        broken(&|v| v[step_slots::D].as_mut().unwrap().elem = Elem::F16),
         "input 'D' has element type float16, expected float32 (always float32)"
     );
     assert_eq!(
-        broken(&|v| v[Step::CONV_STATE].as_mut().unwrap().shape.0[1] = Dim::Known(0)),
+        broken(&|v| v[step_slots::CONV_STATE].as_mut().unwrap().shape.0[1] = Dim::Known(0)),
         "input 'conv_state' has shape [batch, 0, 3], expected [batch, inner, width - 1] with a known inner >= 1"
     );
     assert_eq!(
-        broken(&|v| v[Step::OUT_PROJ_BIAS].as_mut().unwrap().shape.0[0] = Dim::Known(7)),
+        broken(&|v| v[step_slots::OUT_PROJ_BIAS].as_mut().unwrap().shape.0[0] = Dim::Known(7)),
         "input 'out_proj_bias' has shape [7], expected [8] (hidden from 'residual')"
     );
 }

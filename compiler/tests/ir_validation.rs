@@ -1,6 +1,7 @@
 //! Validation and the pass driver: errors name the node and the input at fault, rewrites are
 //! labelled and can be stopped after N (bisecting), and a malformed graph is refused.
 
+use mambac_compiler::ir::scan_slots;
 use mambac_compiler::ir::{
     validate, CausalConv1dConfig, ConstSource, ConstTensor, ConstTransform, Dim, Elem, Graph, Op, SelectiveScanConfig,
     ValidationError, ValueRef, ValueType,
@@ -163,15 +164,10 @@ fn half_export_keeps_scan_parameters_float32() {
     for id in g.node_ids() {
         if let Op::SelectiveScan(_) = g.op(id) {
             let ins = g.node_inputs(id);
-            for slot in [
-                SelectiveScanConfig::A,
-                SelectiveScanConfig::D,
-                SelectiveScanConfig::DELTA_BIAS,
-                SelectiveScanConfig::INITIAL_STATE,
-            ] {
+            for slot in [scan_slots::A, scan_slots::D, scan_slots::DELTA_BIAS, scan_slots::INITIAL_STATE] {
                 assert_eq!(vg.type_of(ins[slot].unwrap()).elem, Elem::F32, "slot {slot}");
             }
-            assert_eq!(vg.type_of(ins[SelectiveScanConfig::U].unwrap()).elem, Elem::F16);
+            assert_eq!(vg.type_of(ins[scan_slots::U].unwrap()).elem, Elem::F16);
         }
     }
     let logits = g.outputs().iter().find(|o| o.name == "logits").unwrap().value;

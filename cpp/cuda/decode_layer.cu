@@ -362,7 +362,7 @@ template <typename T, int V, int BB, int RPP, int MODE>
 cudaError_t launch_gemv_v(const DecodeLayerParams& p, GemvArgs g, cudaStream_t s, int sms) {
     const int col_blocks = (g.N + 32 * V - 1) / (32 * V);
     const int chunks = (p.batch + BB - 1) / BB;
-    // Defaults measured on the H200 (tools/gpu/decode_layer_check.py; cpp/cuda/README.md, "Decode steps").
+    // Defaults measured on the H200 (tools/gpu/bench_decode_layer.py; cpp/cuda/README.md, "Decode steps").
     const int per_sm = p.tuning.blocks_per_sm > 0 ? p.tuning.blocks_per_sm : (BB >= 4 ? 2 : 6);
     const int kt_max = p.tuning.k_tile_max > 0 ? std::min(p.tuning.k_tile_max, kKTileMax) : (BB >= 4 ? 512 : 256);
     g.k_tile = pick_k_tile(g.K, col_blocks, chunks, sms, per_sm, kt_max);

@@ -72,14 +72,24 @@ const char* layer_step_layout() {
     return l.text.c_str();
 }
 
+// "F32:0;F16:1;BF16:2": the element codes of the ABI's ElemType, from the enum itself.
+const char* elem_codes() {
+    static const std::string text = "F32:" + std::to_string(int(mambac::ElemType::F32)) +
+                                    ";F16:" + std::to_string(int(mambac::ElemType::F16)) +
+                                    ";BF16:" + std::to_string(int(mambac::ElemType::BF16));
+    return text.c_str();
+}
+
 }  // namespace
 
 extern "C" {
 
 // The layout of a kernel ABI struct: which = "SelectiveScanParams", "CausalConv1dParams" or
-// "MambaLayerStepParams"; null for another name. Called once at start-up (not thread-safe).
+// "MambaLayerStepParams"; or "ElemType", its codes; null for another name. Called once at
+// start-up (not thread-safe).
 const char* mambac_harness_abi_layout(const char* which) noexcept {
     const std::string w = which ? which : "";
+    if (w == "ElemType") return elem_codes();
     if (w == "SelectiveScanParams") return scan_layout();
     if (w == "CausalConv1dParams") return conv_layout();
     if (w == "MambaLayerStepParams") return layer_step_layout();

@@ -20,7 +20,7 @@ constexpr int kStepThreads = 128; // 32 channels a block
 constexpr int kStepMaxN = 256;    // dstate limit of the op; states a lane: dstate / 4
 
 // Whether the per-step kernel beats the tiled ones, from CUDA-graph replays on the H200
-// (tools/gpu/check_and_bench.py, decode section; fp16, dim 5120): batch 1 seqlen 1 2.4 vs 4.5 us,
+// (tools/gpu/bench_kernels.py, decode section; fp16, dim 5120): batch 1 seqlen 1 2.4 vs 4.5 us,
 // seqlen 2 3.4 vs 4.6, seqlen 4 5.1 vs 4.7 (loses); batch 8 seqlen 1 3.9 vs 9.3, seqlen 4 6.6
 // vs 9.4. The steps run in order, so more steps only pay where rows are many.
 inline bool scan_step_wins(long long rows, int seqlen) {

@@ -1,4 +1,4 @@
-//! CausalConv1d (DESIGN.md): depthwise, left-padded by width - 1 with the previous inputs.
+//! CausalConv1d (docs/op-contract.md): depthwise, left-padded by width - 1 with the previous inputs.
 //!
 //! ```text
 //! y[t, d] = act(bias[d] + sum_k weight[d, k] * x[t - (width - 1) + k, d])
@@ -18,16 +18,18 @@ use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
 use crate::tensor::{elem_bytes, input, output};
 
-const ACTIVATION: &CStr = c"activation";
+use mambac_op_schema::causal_conv1d as schema;
+
+const ACTIVATION: &CStr = schema::ACTIVATION.c;
 
 pub struct CausalConv1d {
     silu: bool,
 }
 
 impl Kernel for CausalConv1d {
-    const NAME: &'static CStr = c"CausalConv1d";
-    const OP: &'static str = "CausalConv1d";
-    const INPUTS: usize = 4;
+    const NAME: &'static CStr = schema::OP.c;
+    const OP: &'static str = schema::OP.str;
+    const INPUTS: usize = schema::INPUT_NAMES.len();
 
     fn output_types(t: Elem) -> &'static [Elem] {
         match t {

@@ -2,11 +2,11 @@
 //! (ORT registration, tests) and the C++/CUDA kernels cannot drift apart.
 //!
 //! The kernels know nothing about ONNX Runtime, TensorRT or Rust: they take a params struct whose
-//! pointers address contiguous, token-major buffers (DESIGN.md's layouts) and run.
+//! pointers address contiguous, token-major buffers (docs/op-contract.md's layouts) and run.
 
 #[cxx::bridge(namespace = "mambac")]
 pub mod ffi {
-    /// Element type of the `T` tensors of DESIGN.md. State, A, D and delta_bias are always f32.
+    /// Element type of the `T` tensors of docs/op-contract.md. State, A, D and delta_bias are always f32.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u8)]
     enum ElemType {
@@ -15,7 +15,7 @@ pub mod ffi {
         BF16 = 2,
     }
 
-    /// SelectiveScan, DESIGN.md. Every pointer is the address of a contiguous buffer; 0 = absent.
+    /// SelectiveScan, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.
     ///
     ///   u, delta, z, y     [batch, seqlen, dim]            T
     ///   a                  [dim, dstate]                    f32 (already negative)
@@ -45,7 +45,7 @@ pub mod ffi {
         final_state: usize,
     }
 
-    /// CausalConv1d, DESIGN.md. Every pointer is the address of a contiguous buffer; 0 = absent.
+    /// CausalConv1d, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.
     ///
     ///   x, y               [batch, seqlen, dim]   T
     ///   weight             [dim, width]           T
@@ -132,7 +132,7 @@ pub mod ffi {
         include!("mambac/shape_check.h");
         include!("mambac/cpu_kernels.h");
 
-        /// Checks SelectiveScan's 9 inputs (DESIGN.md order; absent = `present: false`) and
+        /// Checks SelectiveScan's 9 inputs (docs/op-contract.md order; absent = `present: false`) and
         /// returns the sizes and element type with every pointer 0. Err names the input, the
         /// expected and the actual shape or type.
         fn check_selective_scan(inputs: &[TensorDesc]) -> Result<SelectiveScanParams>;

@@ -30,37 +30,20 @@ use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::tensor::{input, output};
 
-const EPSILON: &CStr = c"epsilon";
+const EPSILON: &CStr = slot::EPSILON.c;
 
 /// Input slots, in the order of the op's inputs (the names, for messages, are the C++ check's:
 /// cpp/shape_check.cpp `check_mamba_layer_step`).
-pub mod slot {
-    pub const CONV_STATE: usize = 0;
-    pub const SSM_STATE: usize = 1;
-    pub const RESIDUAL: usize = 2;
-    pub const NORM_WEIGHT: usize = 3;
-    pub const IN_PROJ_WEIGHT: usize = 4;
-    pub const IN_PROJ_BIAS: usize = 5;
-    pub const CONV_WEIGHT: usize = 6;
-    pub const CONV_BIAS: usize = 7;
-    pub const X_PROJ_WEIGHT: usize = 8;
-    pub const DT_PROJ_WEIGHT: usize = 9;
-    pub const DT_BIAS: usize = 10;
-    pub const A: usize = 11;
-    pub const D: usize = 12;
-    pub const OUT_PROJ_WEIGHT: usize = 13;
-    pub const OUT_PROJ_BIAS: usize = 14;
-    pub const COUNT: usize = 15;
-}
+pub use mambac_op_schema::mamba_layer_step as slot;
 
 pub struct MambaLayerStep {
     eps: f32,
 }
 
 impl Kernel for MambaLayerStep {
-    const NAME: &'static CStr = c"MambaLayerStep";
-    const OP: &'static str = "MambaLayerStep";
-    const INPUTS: usize = slot::COUNT;
+    const NAME: &'static CStr = slot::OP.c;
+    const OP: &'static str = slot::OP.str;
+    const INPUTS: usize = slot::INPUT_NAMES.len();
     // Output 0 is the float32 residual, not input 0's type: ORT infers nothing, the graph says.
     const INFER_OUTPUT0: bool = false;
 
@@ -75,7 +58,7 @@ impl Kernel for MambaLayerStep {
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract).
-        let eps = unsafe { float_or(info, Self::OP, EPSILON, 1e-5)? };
+        let eps = unsafe { float_or(info, Self::OP, EPSILON, slot::DEFAULT_EPSILON)? };
         if !(eps.is_finite() && eps > 0.0) {
             return Err(attr_error(Self::OP, EPSILON, format!("is {eps}, expected a positive number")));
         }

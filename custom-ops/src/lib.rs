@@ -1,4 +1,4 @@
-//! `libmambac_ops.so`: DESIGN.md's fused ops (`SelectiveScan`, `CausalConv1d`, ONNX domain
+//! `libmambac_ops.so`: docs/op-contract.md's fused ops (`SelectiveScan`, `CausalConv1d`, ONNX domain
 //! `mambac`) for ONNX Runtime, loaded through the standard `RegisterCustomOps` entry point.
 //!
 //! Layers, outermost first:

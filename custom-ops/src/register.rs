@@ -11,8 +11,8 @@ use crate::error::{panic_message, OpError};
 use crate::ops::OPS;
 use crate::ort_api::{self, api, check, cstr_to_string, make_status, API_VERSION};
 
-/// The ONNX domain of the ops (DESIGN.md).
-pub const DOMAIN: &std::ffi::CStr = c"mambac";
+/// The ONNX domain of the ops (docs/op-contract.md).
+pub const DOMAIN: &std::ffi::CStr = mambac_op_schema::DOMAIN.c;
 
 /// Adds the `mambac` domain with its ops to `options`.
 ///

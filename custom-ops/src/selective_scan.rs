@@ -1,4 +1,4 @@
-//! SelectiveScan (DESIGN.md), with g = d / (dim / ngroups):
+//! SelectiveScan (docs/op-contract.md), with g = d / (dim / ngroups):
 //!
 //! ```text
 //! h_0  = initial_state or 0
@@ -21,16 +21,18 @@ use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
 use crate::tensor::{elem_bytes, input, output};
 
-const DELTA_SOFTPLUS: &CStr = c"delta_softplus";
+use mambac_op_schema::selective_scan as schema;
+
+const DELTA_SOFTPLUS: &CStr = schema::DELTA_SOFTPLUS.c;
 
 pub struct SelectiveScan {
     delta_softplus: bool,
 }
 
 impl Kernel for SelectiveScan {
-    const NAME: &'static CStr = c"SelectiveScan";
-    const OP: &'static str = "SelectiveScan";
-    const INPUTS: usize = 9;
+    const NAME: &'static CStr = schema::OP.c;
+    const OP: &'static str = schema::OP.str;
+    const INPUTS: usize = schema::INPUT_NAMES.len();
 
     fn output_types(t: Elem) -> &'static [Elem] {
         const F32: Elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;

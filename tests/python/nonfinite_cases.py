@@ -1,13 +1,15 @@
 """Seeded op inputs with NaN, +inf and -inf injected at random positions, and the comparison that
 says a kernel agrees with the float64 reference on them: the same NaN, +inf and -inf positions,
-and the op tolerance tier (ops_reference.DTYPES) on every element the reference keeps finite.
+and the op tolerance tier on every element the reference keeps finite (ops_reference.mismatch).
 
 Shared by tests/python/test_ops_nonfinite.py (the CPU builds through onnxruntime) and
-tools/gpu/nonfinite_check.py (the CUDA kernels through their C entry points), so both back ends
-see the same cases. Needs numpy only (and ml_dtypes for bfloat16).
+tests/python/gpu/test_nonfinite_cuda.py (the CUDA kernels through their C entry points), so both
+back ends see the same cases.
 """
 
 import numpy as np
+
+from ops_reference import CONV_INPUTS, SCAN_INPUTS
 
 try:
     import ml_dtypes
@@ -18,9 +20,6 @@ SPECIALS = {"nan": np.nan, "+inf": np.inf, "-inf": -np.inf}
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 if ml_dtypes is not None:
     NP_DTYPES["bfloat16"] = ml_dtypes.bfloat16
-TOLERANCE = {"float32": (1e-5, 1e-5), "float16": (3e-3, 5e-3), "bfloat16": (3e-2, 5e-2)}
-SCAN_INPUTS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
-CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
 
 # (seqlen, dim, dstate, ngroups): the tiled path across tile boundaries (128 and 256 steps), with
 # the register-resident (16) and any-count (3, 1) state chunks, and the short (decode) path with
@@ -106,34 +105,3 @@ def conv_feeds(c):
 
 def case_id(c):
     return "-".join(f"{k}={v}" for k, v in c.items() if k != "seed")
-
-
-def compare(out, ref, dtype, what, scaled_atol=False, any_nonfinite=False):
-    """None if `out` has the reference's NaN, +inf and -inf positions and is within the tier
-    elsewhere; else a message saying where it is not. scaled_atol: atol times max(1, max|ref|)
-    over the finite elements, the tier tools/gpu/check_and_bench.py holds the CUDA kernels to.
-    any_nonfinite: for inputs outside the op contract (A = +inf), where the result is specified
-    only as "not finite": the non-finite positions must match, of any kind."""
-    o = np.asarray(out).astype(np.float64)
-    if o.shape != ref.shape:
-        return f"{what}: shape {o.shape}, expected {ref.shape}"
-    kinds = [("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)]
-    if any_nonfinite:
-        kinds = [("non-finite", lambda x: ~np.isfinite(x))]
-    for kind, test in kinds:
-        got, want = test(o), test(ref)
-        if not np.array_equal(got, want):
-            i = tuple(int(k) for k in np.argwhere(got != want)[0])
-            return (f"{what} ({dtype}): {kind} at {int(got.sum())} positions, the reference at {int(want.sum())}; "
-                    f"first difference at {i}: got {o[i]!r}, expected {ref[i]!r}")
-    rtol, atol = TOLERANCE[dtype]
-    fin = np.isfinite(ref)
-    if scaled_atol and fin.any():
-        atol *= max(1.0, float(np.abs(ref[fin]).max()))
-    err = np.abs(o[fin] - ref[fin])
-    bad = err > atol + rtol * np.abs(ref[fin])
-    if bad.any():
-        k = int(np.argmax(err - rtol * np.abs(ref[fin])))
-        return (f"{what} ({dtype}): {int(bad.sum())} of {int(fin.sum())} finite elements out of tolerance; "
-                f"worst: got {o[fin][k]!r}, expected {ref[fin][k]!r}")
-    return None

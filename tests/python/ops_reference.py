@@ -20,17 +20,22 @@ from mambac_testing import ops_lib  # noqa: E402  (the paths have one home)
 
 LIB = str(ops_lib())
 
-# name -> (numpy dtype, ONNX type, (rtol, atol)) -- docs/op-contract.md's op-level tolerance tiers.
+# docs/op-contract.md's op-level tolerance tiers: dtype -> (rtol, atol).
+TIERS = {"float32": (1e-5, 1e-5), "float16": (3e-3, 5e-3), "bfloat16": (3e-2, 5e-2)}
+# name -> (numpy dtype, ONNX type, (rtol, atol)).
 DTYPES = {
-    "float32": (np.float32, TensorProto.FLOAT, (1e-5, 1e-5)),
-    "float16": (np.float16, TensorProto.FLOAT16, (3e-3, 5e-3)),
+    "float32": (np.float32, TensorProto.FLOAT, TIERS["float32"]),
+    "float16": (np.float16, TensorProto.FLOAT16, TIERS["float16"]),
 }
 if ml_dtypes is not None:
-    DTYPES["bfloat16"] = (ml_dtypes.bfloat16, TensorProto.BFLOAT16, (3e-2, 5e-2))
+    DTYPES["bfloat16"] = (ml_dtypes.bfloat16, TensorProto.BFLOAT16, TIERS["bfloat16"])
 BF16 = ml_dtypes.bfloat16 if ml_dtypes is not None else None
 
 SCAN_INPUTS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
+LAYER_STEP_INPUTS = ["conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias",
+                     "conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D",
+                     "out_proj_weight", "out_proj_bias"]
 
 
 def onnx_type(array):
@@ -148,6 +153,30 @@ def causal_conv1d_ref(x, weight, bias=None, initial_state=None, silu=True):
     return y, final
 
 
+def mamba_layer_step_ref(feeds, eps=1e-5):
+    """MambaLayerStep (docs/decode-graph.md) in float64. `feeds` maps LAYER_STEP_INPUTS names to
+    arrays as the op receives them (absent optional inputs left out); returns (residual_out
+    [B, 1, H], conv_state_out [B, I, K-1], ssm_state_out [B, I, N])."""
+    d = {k: f64(v) for k, v in feeds.items() if v is not None}
+    r = d["residual"][:, 0]
+    i = d["conv_weight"].shape[0]
+    n = d["A"].shape[1]
+    rk = d["dt_proj_weight"].shape[0]
+    v = r / np.sqrt((r * r).mean(-1, keepdims=True) + eps) * d["norm_weight"]
+    xz = v @ d["in_proj_weight"] + d.get("in_proj_bias", 0)
+    x, z = xz[:, :i], xz[:, i:]
+    win = np.concatenate([d["conv_state"], x[:, :, None]], axis=2)
+    c = (win * d["conv_weight"]).sum(-1) + d.get("conv_bias", 0)
+    xc = c / (1 + np.exp(-c))
+    dbc = xc @ d["x_proj_weight"]
+    dt = softplus(dbc[:, :rk] @ d["dt_proj_weight"] + d.get("dt_bias", 0))
+    h = np.exp(dt[:, :, None] * d["A"]) * d["ssm_state"] + (dt * xc)[:, :, None] * dbc[:, None, rk:rk + n]
+    y = (h * dbc[:, None, rk + n:]).sum(-1) + d.get("D", 0) * xc
+    y = y * (z / (1 + np.exp(-z)))
+    out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
+    return out[:, None], win[:, :, 1:], h
+
+
 def worst_rel(out, ref):
     """max|out - ref| / max|ref| over the whole tensor, the figure docs/op-contract.md reports (op
     and model level alike); a NaN anywhere gives inf, an empty or all-zero reference the plain
@@ -177,3 +206,34 @@ def assert_close(out, ref, dtype, what):
             f"{worst_rel(o, ref):.3g}; at {i}: got {o[i]!r}, expected {ref[i]!r}"
         )
     return worst_rel(o, ref)
+
+
+def mismatch(out, ref, dtype, what, scaled_atol=False, any_nonfinite=False):
+    """None if `out` has the reference's NaN, +inf and -inf positions and is within the tier
+    elsewhere; else a message saying where it is not. scaled_atol: atol times max(1, max|ref|)
+    over the finite elements, the tier the CUDA kernels are held to (docs/decisions.md, long
+    float32 scans). any_nonfinite: for inputs outside the op contract (A = +inf), where the result
+    is specified only as "not finite": the non-finite positions must match, of any kind."""
+    o = np.asarray(out).astype(np.float64)
+    if o.shape != ref.shape:
+        return f"{what}: shape {o.shape}, expected {ref.shape}"
+    kinds = [("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)]
+    if any_nonfinite:
+        kinds = [("non-finite", lambda x: ~np.isfinite(x))]
+    for kind, test in kinds:
+        got, want = test(o), test(ref)
+        if not np.array_equal(got, want):
+            i = tuple(int(k) for k in np.argwhere(got != want)[0])
+            return (f"{what} ({dtype}): {kind} at {int(got.sum())} positions, the reference at {int(want.sum())}; "
+                    f"first difference at {i}: got {o[i]!r}, expected {ref[i]!r}")
+    rtol, atol = TIERS[dtype]
+    fin = np.isfinite(ref)
+    if scaled_atol and fin.any():
+        atol *= max(1.0, float(np.abs(ref[fin]).max()))
+    err = np.abs(o[fin] - ref[fin])
+    bad = err > atol + rtol * np.abs(ref[fin])
+    if bad.any():
+        k = int(np.argmax(err - rtol * np.abs(ref[fin])))
+        return (f"{what} ({dtype}): {int(bad.sum())} of {int(fin.sum())} finite elements out of tolerance "
+                f"(worst rel {worst_rel(o[fin], ref[fin]):.3g}); worst: got {o[fin][k]!r}, expected {ref[fin][k]!r}")
+    return None

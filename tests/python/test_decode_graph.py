@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, model_session, ops_lib
-from ops_reference import worst_rel
+from ops_reference import mamba_layer_step_ref, worst_rel
 
 
 @pytest.fixture(scope="module")
@@ -183,29 +183,6 @@ def run_step(spec, outputs=("residual_out", "conv_state_out", "ssm_state_out"), 
     return sess.run(None, feeds)
 
 
-def step_reference(f):
-    """docs/decode-graph.md's equations in float64 (float32 inputs, so no rounding to T)."""
-    d = {k: v.astype(np.float64) for k, v in f.items()}
-    r = d["residual"][:, 0]
-    i = d["conv_weight"].shape[0]
-    n = d["A"].shape[1]
-    rk = d["dt_proj_weight"].shape[0]
-    v = r / np.sqrt((r * r).mean(-1, keepdims=True) + 1e-5) * d["norm_weight"]
-    xz = v @ d["in_proj_weight"] + d.get("in_proj_bias", 0)
-    x, z = xz[:, :i], xz[:, i:]
-    win = np.concatenate([d["conv_state"], x[:, :, None]], axis=2)
-    c = (win * d["conv_weight"]).sum(-1) + d.get("conv_bias", 0)
-    xc = c / (1 + np.exp(-c))
-    dbc = xc @ d["x_proj_weight"]
-    dt = dbc[:, :rk] @ d["dt_proj_weight"] + d.get("dt_bias", 0)
-    dt = np.where(dt > 20, dt, np.log1p(np.exp(np.minimum(dt, 20))))
-    h = np.exp(dt[:, :, None] * d["A"]) * d["ssm_state"] + (dt * xc)[:, :, None] * dbc[:, None, rk:rk + n]
-    y = (h * dbc[:, None, rk + n:]).sum(-1) + d.get("D", 0) * xc
-    y = y * (z / (1 + np.exp(-z)))
-    out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
-    return out[:, None], win[:, :, 1:], h
-
-
 @pytest.mark.parametrize("width,optional", [(4, True), (4, False), (1, True), (2, False)])
 def test_op_matches_the_contract_in_float64(width, optional):
     """The CPU kernel against docs/decode-graph.md's equations, biases and D on and off, width 1
@@ -217,7 +194,7 @@ def test_op_matches_the_contract_in_float64(width, optional):
     feeds = {n: (0.5 * rng.standard_normal(s)).astype(np.float32) for n, (s, t) in spec.items()}
     feeds["A"] = -np.exp(rng.standard_normal(spec["A"][0])).astype(np.float32)
     got = run_step(spec, feeds=feeds)
-    for g, want, what in zip(got, step_reference(feeds), ["residual_out", "conv_state_out", "ssm_state_out"]):
+    for g, want, what in zip(got, mamba_layer_step_ref(feeds), ["residual_out", "conv_state_out", "ssm_state_out"]):
         err = worst_rel(g, want) if want.size else 0.0
         assert g.shape == want.shape and err <= 1e-5, f"{what}: worst rel {err:.2e}"
 

@@ -15,7 +15,9 @@ from ops_reference import causal_conv1d_ref, selective_scan_ref, worst_rel
 class SelectiveScan(OpRun):
     op_domain = "mambac"
 
-    def _run(self, u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=1):
+    # plugin_namespace, plugin_version, present_inputs: TensorRT's lookup keys (docs/tensorrt.md).
+    def _run(self, u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=1,
+             plugin_namespace=None, plugin_version=None, present_inputs=None):
         y, h = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus))
         return (y.astype(u.dtype), h.astype(np.float32))
 
@@ -23,7 +25,8 @@ class SelectiveScan(OpRun):
 class CausalConv1d(OpRun):
     op_domain = "mambac"
 
-    def _run(self, x, weight, bias=None, initial_state=None, activation="silu"):
+    def _run(self, x, weight, bias=None, initial_state=None, activation="silu", plugin_namespace=None,
+             plugin_version=None, present_inputs=None):
         act = activation.decode() if isinstance(activation, bytes) else activation
         y, state = causal_conv1d_ref(x, weight, bias, initial_state, silu=act == "silu")
         return (y.astype(x.dtype), state.astype(x.dtype))

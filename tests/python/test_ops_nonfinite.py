@@ -1,6 +1,6 @@
 """NaN and infinities propagate through SelectiveScan, CausalConv1d and MambaLayerStep on the CPU
 as they do through the float64 reference: the same NaN, +inf and -inf positions, and the op tier
-on every other element (nonfinite_cases.compare).
+on every other element (ops_reference.mismatch).
 
 Cases (nonfinite_cases.py): every input of each op with NaN, +inf or -inf at three random
 positions of seeded random data, over the scan's tiled and short paths and the conv's fixed- and
@@ -17,24 +17,24 @@ import numpy as np
 import pytest
 
 import nonfinite_cases as nc
-from ops_reference import LIB, causal_conv1d_ref, run_op, selective_scan_ref
+from ops_reference import CONV_INPUTS, LIB, SCAN_INPUTS, causal_conv1d_ref, mamba_layer_step_ref, mismatch, run_op, selective_scan_ref
 
 
 def scan_failures(c):
     feeds = nc.scan_feeds(c)
     sp = c["delta_softplus"]
-    got = run_op("SelectiveScan", nc.SCAN_INPUTS, feeds, ["y", "final_state"], {"delta_softplus": sp})
+    got = run_op("SelectiveScan", SCAN_INPUTS, feeds, ["y", "final_state"], {"delta_softplus": sp})
     with np.errstate(all="ignore"):
-        y, h = selective_scan_ref(*(feeds[n] for n in nc.SCAN_INPUTS), delta_softplus=bool(sp))
-    return [m for m in (nc.compare(got[0], y, c["dtype"], "y"), nc.compare(got[1], h, c["dtype"], "final_state")) if m]
+        y, h = selective_scan_ref(*(feeds[n] for n in SCAN_INPUTS), delta_softplus=bool(sp))
+    return [m for m in (mismatch(got[0], y, c["dtype"], "y"), mismatch(got[1], h, c["dtype"], "final_state")) if m]
 
 
 def conv_failures(c):
     feeds = nc.conv_feeds(c)
-    got = run_op("CausalConv1d", nc.CONV_INPUTS, feeds, ["y", "final_state"], {"activation": "silu" if c["silu"] else "none"})
+    got = run_op("CausalConv1d", CONV_INPUTS, feeds, ["y", "final_state"], {"activation": "silu" if c["silu"] else "none"})
     with np.errstate(all="ignore"):
-        y, s = causal_conv1d_ref(*(feeds[n] for n in nc.CONV_INPUTS), silu=c["silu"])
-    return [m for m in (nc.compare(got[0], y, c["dtype"], "y"), nc.compare(got[1], s, c["dtype"], "final_state")) if m]
+        y, s = causal_conv1d_ref(*(feeds[n] for n in CONV_INPUTS), silu=c["silu"])
+    return [m for m in (mismatch(got[0], y, c["dtype"], "y"), mismatch(got[1], s, c["dtype"], "final_state")) if m]
 
 
 def all_failures():
@@ -65,7 +65,7 @@ def test_cases_reach_nan_and_both_infinities():
     for c in nc.scan_cases():
         feeds = nc.scan_feeds(c)
         with np.errstate(all="ignore"):
-            y, _ = selective_scan_ref(*(feeds[n] for n in nc.SCAN_INPUTS), delta_softplus=bool(c["delta_softplus"]))
+            y, _ = selective_scan_ref(*(feeds[n] for n in SCAN_INPUTS), delta_softplus=bool(c["delta_softplus"]))
         seen |= {k for k, f in [("nan", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)] if f(y).any()}
         finite_cases += bool(np.isfinite(y).all())
     assert seen == {"nan", "+inf", "-inf"}
@@ -102,7 +102,7 @@ LAYER_INPUTS = ["conv_state", "ssm_state", "residual", "conv_weight", "conv_bias
 def test_layer_step_nonfinite(name, special):
     """A special value in one input of the fused decode layer: its three outputs have the NaN and
     infinities of docs/decode-graph.md's equations in float64, and the float32 tier elsewhere."""
-    from test_decode_graph import GOOD, run_step, step_reference
+    from test_decode_graph import GOOD, run_step
 
     rng = np.random.default_rng(LAYER_INPUTS.index(name) * 3 + list(nc.SPECIALS).index(special))
     feeds = {n: (0.5 * rng.standard_normal(s)).astype(np.float32) for n, (s, t) in GOOD.items()}
@@ -110,8 +110,8 @@ def test_layer_step_nonfinite(name, special):
     feeds[name] = nc.inject(rng, feeds[name], nc.SPECIALS[special], 2)
     got = run_step(GOOD, feeds=feeds)
     with np.errstate(all="ignore"):
-        want = step_reference(feeds)
-    fails = [nc.compare(g, w, "float32", what) for g, w, what in zip(got, want, ["residual_out", "conv_state_out", "ssm_state_out"])]
+        want = mamba_layer_step_ref(feeds)
+    fails = [mismatch(g, w, "float32", what) for g, w, what in zip(got, want, ["residual_out", "conv_state_out", "ssm_state_out"])]
     assert not any(fails), fails
 
 
@@ -120,13 +120,13 @@ def test_compare_any_nonfinite_relaxes_only_the_kind():
     reference is non-finite, and nothing else: non-finite positions and the tier still hold."""
     ref = np.array([np.inf, -np.inf, np.nan, 1.0])
     other_kind = np.array([np.nan, np.nan, np.inf, 1.0])
-    assert nc.compare(other_kind, ref, "float32", "y").startswith("y (float32): NaN at 2 positions, the reference at 1")
-    assert nc.compare(other_kind, ref, "float32", "y", any_nonfinite=True) is None
+    assert mismatch(other_kind, ref, "float32", "y").startswith("y (float32): NaN at 2 positions, the reference at 1")
+    assert mismatch(other_kind, ref, "float32", "y", any_nonfinite=True) is None
     finite_for_inf = np.array([1.0, -np.inf, np.nan, 1.0])
-    assert nc.compare(finite_for_inf, ref, "float32", "y", any_nonfinite=True).startswith(
+    assert mismatch(finite_for_inf, ref, "float32", "y", any_nonfinite=True).startswith(
         "y (float32): non-finite at 2 positions, the reference at 3; first difference at (0,)")
     inf_for_finite = np.array([np.inf, -np.inf, np.nan, np.inf])
-    assert "first difference at (3,)" in nc.compare(inf_for_finite, ref, "float32", "y", any_nonfinite=True)
+    assert "first difference at (3,)" in mismatch(inf_for_finite, ref, "float32", "y", any_nonfinite=True)
     off_tier = np.array([np.inf, -np.inf, np.nan, 1.1])
-    assert nc.compare(off_tier, ref, "float32", "y", any_nonfinite=True) == (
-        "y (float32): 1 of 1 finite elements out of tolerance; worst: got np.float64(1.1), expected np.float64(1.0)")
+    assert mismatch(off_tier, ref, "float32", "y", any_nonfinite=True) == (
+        "y (float32): 1 of 1 finite elements out of tolerance (worst rel 0.1); worst: got np.float64(1.1), expected np.float64(1.0)")

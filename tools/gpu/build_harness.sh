@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the device harness library, .device/gpu/libmambac_cuda_harness.so, from cpp/cuda/*.cu
 # (the same sources and flags as the `cuda` cargo feature) with the static CUDA runtime, stripped,
-# for tools/gpu/check_and_bench.py to load through ctypes on the H200 machine.
+# for tests/python/gpu and tools/gpu/bench_*.py to load through ctypes on the H200 machine.
 #
 #   tools/gpu/build_harness.sh            # needs nvcc (see cpp/cuda/build_support.rs, PIP_INSTALL)
 #
@@ -19,12 +19,26 @@ if [ -z "${CXX_INCLUDE:-}" ]; then
 fi
 out=.device/gpu
 mkdir -p "$out/obj"
+# The kernels' objects of a `cargo build --features cuda` (same sources and flags) are taken when
+# they are newer than their source and every header, so only harness_api.cu compiles here.
+cargo_objs=${CUDA_OBJECTS:-$(ls -td target/*/release/build/mambac-ops-*/out/cuda 2>/dev/null | head -1 || true)}
+if [ -n "$cargo_objs" ]; then
+    for o in "$cargo_objs"/*.o; do
+        src=cpp/cuda/$(basename "${o%.o}").cu
+        if [ -f "$src" ] && [ "$o" -nt "$src" ] &&
+           [ -z "$(find cpp/cuda cpp/include -newer "$o" \( -name "*.cuh" -o -name "*.h" \) | head -1)" ]; then
+            cp -p "$o" "$out/obj/"
+        fi
+    done
+fi
 flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
        -Xcompiler -fPIC -I"$CXX_INCLUDE" -Icpp/include -Icpp/cuda ${MAMBAC_NVCC_FLAGS:-})
 pids=()
 for f in cpp/cuda/*.cu; do
     o="$out/obj/$(basename "${f%.cu}").o"
-    if [ ! -f "$o" ] || [ -n "$(find cpp/cuda -newer "$o" \( -name "*.cu*" -o -name "*.h" \) | head -1)" ]; then
+    # Rebuilt when its source, or any header it may include, is newer than the object.
+    if [ ! -f "$o" ] || [ "$f" -nt "$o" ] ||
+       [ -n "$(find cpp/cuda cpp/include -newer "$o" \( -name "*.cuh" -o -name "*.h" \) | head -1)" ]; then
         "$NVCC" "${flags[@]}" -c "$f" -o "$o" &
         pids+=($!)
         if [ ${#pids[@]} -ge ${JOBS:-2} ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
@@ -33,5 +47,4 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 "$NVCC" -shared -cudart=static -L"$(dirname "$NVCC")/../lib" -o "$out/libmambac_cuda_harness.so" "$out"/obj/*.o
 strip "$out/libmambac_cuda_harness.so"
-cp tools/gpu/check_and_bench.py "$out/"
 ls -la "$out/libmambac_cuda_harness.so"

@@ -111,6 +111,13 @@ def _params(prefix, names, optional):
     ]
 
 
+# TensorRT's keys, on every mambac node (op-schema/src/lib.rs `tensorrt`; docs/tensorrt.md).
+_TENSORRT_ATTRS = [
+    ("plugin_namespace", defs.OpSchema.AttrType.STRING),
+    ("plugin_version", defs.OpSchema.AttrType.STRING),
+    ("present_inputs", defs.OpSchema.AttrType.INT),
+]
+
 # name: (inputs, optional inputs, outputs, optional outputs, attributes, inference)
 _OPS = {
     "CausalConv1d": (
@@ -169,7 +176,10 @@ def register() -> None:
             outputs=_params("O", outputs, opt_out),
             type_constraints=[(f"I{i}", _TYPES, "see docs/op-contract.md") for i in range(len(inputs))]
             + [(f"O{i}", _TYPES, "see docs/op-contract.md") for i in range(len(outputs))],
-            attributes=[defs.OpSchema.Attribute(a, t, "see docs/op-contract.md") for a, t in attrs],
+            attributes=[
+                defs.OpSchema.Attribute(a, t, "see docs/op-contract.md", required=False)
+                for a, t in attrs + _TENSORRT_ATTRS
+            ],
         )
         schema.set_type_and_shape_inference_function(infer)
         defs.register_schema(schema)

@@ -11,12 +11,14 @@ use super::external_data::ExternalDataWriter;
 use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::ir::{encode_f64, ConstTensor, Dim, Op, ValidatedGraph, ValueRef, ValueType};
+use crate::ir::{
+    conv_slots, encode_f64, scan_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef, ValueType,
+};
 
 pub const OPSET: i64 = 18;
-pub const CUSTOM_DOMAIN: &str = "mambac";
+pub const CUSTOM_DOMAIN: &str = mambac_op_schema::DOMAIN.str;
 /// Node op type of the fused layer step (the decode graph's layers).
-pub const LAYER_STEP_OP: &str = "MambaLayerStep";
+pub const LAYER_STEP_OP: &str = step_slots::OP.str;
 /// ONNX Runtime's contrib domain (`MatMulNBits` of quantized exports).
 pub const MS_DOMAIN: &str = "com.microsoft";
 const IR_VERSION: i64 = 8;
@@ -259,8 +261,11 @@ fn build_model(
     model.producer_name = "mambac".into();
     model.producer_version = env!("CARGO_PKG_VERSION").into();
     let quantized = vg.order.iter().any(|&id| matches!(g.op(id), Op::MatMulNBits(_)));
-    let domains: &[(&str, i64)] =
-        if quantized { &[("", OPSET), (CUSTOM_DOMAIN, 1), (MS_DOMAIN, 1)] } else { &[("", OPSET), (CUSTOM_DOMAIN, 1)] };
+    let domains: &[(&str, i64)] = if quantized {
+        &[("", OPSET), (CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION), (MS_DOMAIN, 1)]
+    } else {
+        &[("", OPSET), (CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION)]
+    };
     for &(domain, version) in domains {
         let mut op = OperatorSetIdProto::new();
         op.domain = domain.into();
@@ -404,22 +409,17 @@ impl Emitter<'_, '_> {
             }
             Op::CausalConv1d(cfg) => {
                 let act = if cfg.silu { "silu" } else { "none" };
-                self.push(
-                    "CausalConv1d",
-                    super::CUSTOM_DOMAIN,
-                    &name,
-                    optional_inputs(ins),
-                    outs,
-                    vec![attr_string("activation", act)],
-                );
+                let attrs = with_tensorrt_keys(vec![attr_string(conv_slots::ACTIVATION.str, act)], &ins);
+                self.push(conv_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::SelectiveScan(cfg) => {
-                let attrs = vec![attr_int("delta_softplus", cfg.delta_softplus as i64)];
-                self.push("SelectiveScan", super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+                let softplus = attr_int(scan_slots::DELTA_SOFTPLUS.str, cfg.delta_softplus as i64);
+                let attrs = with_tensorrt_keys(vec![softplus], &ins);
+                self.push(scan_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {
-                let attrs = vec![attr_float("epsilon", cfg.eps as f32)];
-                self.push(LAYER_STEP_OP, super::CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+                let attrs = with_tensorrt_keys(vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)], &ins);
+                self.push(LAYER_STEP_OP, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
         }
     }
@@ -465,6 +465,27 @@ impl Emitter<'_, '_> {
 }
 
 /// ONNX optional inputs: absent ones are empty names; trailing absent ones are dropped.
+/// The attributes TensorRT's ONNX parser needs to find mambac's plugin (docs/tensorrt.md): it
+/// looks a plugin up by op type, `plugin_namespace` and `plugin_version`, and ignores the domain
+/// (TensorRT-LLM has a `SelectiveScan` of its own in namespace `tensorrt_llm`). A node with an
+/// absent optional input before a present one also gets `present_inputs`, the bit mask of the
+/// input slots it fills, since the plugin sees only the present inputs. ONNX Runtime's op ignores
+/// all three.
+fn with_tensorrt_keys(
+    mut attrs: Vec<onnx_protobuf::AttributeProto>,
+    ins: &[Option<String>],
+) -> Vec<onnx_protobuf::AttributeProto> {
+    use mambac_op_schema::tensorrt as trt;
+    attrs.push(attr_string(trt::NAMESPACE_KEY.str, trt::NAMESPACE.str));
+    attrs.push(attr_string(trt::VERSION_KEY.str, trt::VERSION.str));
+    let last = ins.iter().rposition(Option::is_some).unwrap_or(0);
+    if ins[..last].iter().any(Option::is_none) {
+        let mask = ins.iter().enumerate().filter(|(_, v)| v.is_some()).fold(0i64, |m, (k, _)| m | (1 << k));
+        attrs.push(attr_int(trt::PRESENT_INPUTS.str, mask));
+    }
+    attrs
+}
+
 fn optional_inputs(ins: Vec<Option<String>>) -> Vec<String> {
     let mut v: Vec<String> = ins.into_iter().map(|s| s.unwrap_or_default()).collect();
     while v.last().is_some_and(|s| s.is_empty()) {

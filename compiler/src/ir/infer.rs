@@ -1,7 +1,8 @@
 //! Shape and type inference, one function per op. This is the Rust half of the op contract's
 //! shape rules (the C++ half is `cpp/include/mambac/shape_check.h`; a test checks they agree).
 
-use super::op::{CausalConv1dConfig as Conv, MambaLayerStepConfig as Step, Op, SelectiveScanConfig as Scan};
+use super::op::{conv_slots, scan_slots, step_slots};
+use super::op::{CausalConv1dConfig as Conv, Op, SelectiveScanConfig as Scan};
 use super::types::{Dim, Elem, Shape, ValueType};
 
 /// Why a node's inputs do not fit its op. `input` names the slot at fault.
@@ -183,10 +184,10 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
         }
         Op::CausalConv1d(cfg) => infer_causal_conv1d(
             cfg,
-            required(op, inputs, Conv::X)?,
-            required(op, inputs, Conv::WEIGHT)?,
-            get(Conv::BIAS),
-            get(Conv::INITIAL_STATE),
+            required(op, inputs, conv_slots::X)?,
+            required(op, inputs, conv_slots::WEIGHT)?,
+            get(conv_slots::BIAS),
+            get(conv_slots::INITIAL_STATE),
         ),
         Op::SelectiveScan(cfg) => infer_selective_scan(cfg, &|s| get(s)),
         Op::MambaLayerStep(_) => infer_layer_step(&|s| get(s)),
@@ -250,23 +251,23 @@ fn infer_selective_scan<'a>(
     cfg: &Scan,
     get: &dyn Fn(usize) -> Option<&'a ValueType>,
 ) -> Result<Vec<ValueType>, InferError> {
-    let req = |slot: usize| get(slot).ok_or_else(|| err(Scan::INPUT_NAMES[slot], "is required but missing"));
-    let u = req(Scan::U)?;
+    let req = |slot: usize| get(slot).ok_or_else(|| err(scan_slots::INPUT_NAMES[slot], "is required but missing"));
+    let u = req(scan_slots::U)?;
     expect_rank("u", u, 3)?;
     expect_float("u", u)?;
     let (batch, seqlen, dim) = (u.shape.0[0].clone(), u.shape.0[1].clone(), u.shape.0[2].clone());
     let t = u.elem;
-    let delta = req(Scan::DELTA)?;
+    let delta = req(scan_slots::DELTA)?;
     expect_elem("delta", delta, t, "same as 'u'")?;
     expect_shape("delta", delta, &u.shape.0)?;
-    let a = req(Scan::A)?;
+    let a = req(scan_slots::A)?;
     expect_elem("A", a, Elem::F32, "A is always float32")?;
     expect_rank("A", a, 2)?;
     if a.shape.0[0] != dim {
         return Err(err("A", format!("has shape {}, expected [{dim}, dstate]", a.shape)));
     }
     let dstate = a.shape.0[1].clone();
-    let b = req(Scan::B)?;
+    let b = req(scan_slots::B)?;
     expect_elem("B", b, t, "same as 'u'")?;
     expect_rank("B", b, 4)?;
     let ngroups = b.shape.0[2].clone();
@@ -276,7 +277,7 @@ fn infer_selective_scan<'a>(
             return Err(err("B", format!("has shape {}, ngroups {g} does not divide dim {d}", b.shape)));
         }
     }
-    let c = req(Scan::C)?;
+    let c = req(scan_slots::C)?;
     expect_elem("C", c, t, "same as 'u'")?;
     expect_shape("C", c, &b.shape.0)?;
     // Optional inputs in slot order, as the C++ check does (tests/shape_agreement.rs).
@@ -284,18 +285,18 @@ fn infer_selective_scan<'a>(
         expect_elem(name, v, Elem::F32, "always float32")?;
         expect_shape(name, v, std::slice::from_ref(&dim))
     };
-    if let Some(v) = get(Scan::D) {
+    if let Some(v) = get(scan_slots::D) {
         vector_f32("D", v)?;
     }
-    if let Some(z) = get(Scan::Z) {
+    if let Some(z) = get(scan_slots::Z) {
         expect_elem("z", z, t, "same as 'u'")?;
         expect_shape("z", z, &u.shape.0)?;
     }
-    if let Some(v) = get(Scan::DELTA_BIAS) {
+    if let Some(v) = get(scan_slots::DELTA_BIAS) {
         vector_f32("delta_bias", v)?;
     }
     let state_dims = vec![batch, dim, dstate];
-    if let Some(s) = get(Scan::INITIAL_STATE) {
+    if let Some(s) = get(scan_slots::INITIAL_STATE) {
         expect_elem("initial_state", s, Elem::F32, "the state is always float32")?;
         expect_shape("initial_state", s, &state_dims)?;
     }
@@ -350,10 +351,10 @@ fn defined_size(name: &str, t: &ValueType, axis: usize, want: &[Want], what: &st
 /// dt_rank) and every other input is checked against them.
 fn infer_layer_step<'a>(get: &dyn Fn(usize) -> Option<&'a ValueType>) -> Result<Vec<ValueType>, InferError> {
     use Want::{Free, Is};
-    let req = |slot: usize| get(slot).ok_or_else(|| err(Step::INPUT_NAMES[slot], "is required but missing"));
+    let req = |slot: usize| get(slot).ok_or_else(|| err(step_slots::INPUT_NAMES[slot], "is required but missing"));
     let known = |n: usize| Is(Dim::Known(n));
     let same_as_conv_state = "same as 'conv_state'";
-    let conv_state = req(Step::CONV_STATE)?;
+    let conv_state = req(step_slots::CONV_STATE)?;
     expect_float("conv_state", conv_state)?;
     let t = conv_state.elem;
     let conv_dims = [Free("batch"), Free("inner"), Free("width - 1")];
@@ -366,43 +367,43 @@ fn infer_layer_step<'a>(get: &dyn Fn(usize) -> Option<&'a ValueType>) -> Result<
         + 1;
     let state_dims = " ([batch, inner] from 'conv_state')";
 
-    let ssm_state = req(Step::SSM_STATE)?;
+    let ssm_state = req(step_slots::SSM_STATE)?;
     expect_elem("ssm_state", ssm_state, Elem::F32, "the state is always float32")?;
     let ssm_dims = [Is(batch.clone()), known(inner), Free("dstate")];
     expect_dims("ssm_state", ssm_state, &ssm_dims, state_dims)?;
     let dstate = defined_size("ssm_state", ssm_state, 2, &ssm_dims, "dstate")?;
 
-    let residual = req(Step::RESIDUAL)?;
+    let residual = req(step_slots::RESIDUAL)?;
     expect_elem("residual", residual, Elem::F32, "the residual stream is float32")?;
     let res_dims = [Is(batch.clone()), known(1), Free("hidden")];
     expect_dims("residual", residual, &res_dims, " (one token a sequence; batch from 'conv_state')")?;
     let hidden = defined_size("residual", residual, 2, &res_dims, "hidden")?;
     let hidden_from = " (hidden from 'residual')";
 
-    let w = req(Step::NORM_WEIGHT)?;
+    let w = req(step_slots::NORM_WEIGHT)?;
     expect_elem("norm_weight", w, Elem::F32, "always float32")?;
     expect_dims("norm_weight", w, &[known(hidden)], hidden_from)?;
-    let w = req(Step::IN_PROJ_WEIGHT)?;
+    let w = req(step_slots::IN_PROJ_WEIGHT)?;
     expect_elem("in_proj_weight", w, t, same_as_conv_state)?;
     expect_dims("in_proj_weight", w, &[known(hidden), known(2 * inner)], " ([hidden, 2 * inner])")?;
-    let w = req(Step::CONV_WEIGHT)?;
+    let w = req(step_slots::CONV_WEIGHT)?;
     expect_elem("conv_weight", w, t, same_as_conv_state)?;
     expect_dims("conv_weight", w, &[known(inner), known(width)], " ([inner, width] from 'conv_state')")?;
 
-    let w = req(Step::DT_PROJ_WEIGHT)?;
+    let w = req(step_slots::DT_PROJ_WEIGHT)?;
     expect_elem("dt_proj_weight", w, t, same_as_conv_state)?;
     let dt_dims = [Free("dt_rank"), known(inner)];
     expect_dims("dt_proj_weight", w, &dt_dims, " (inner from 'conv_state')")?;
     let dt_rank = defined_size("dt_proj_weight", w, 0, &dt_dims, "dt_rank")?;
-    let w = req(Step::X_PROJ_WEIGHT)?;
+    let w = req(step_slots::X_PROJ_WEIGHT)?;
     expect_elem("x_proj_weight", w, t, same_as_conv_state)?;
     let why = format!(" ([inner, dt_rank + 2 * dstate] = [{inner}, {dt_rank} + 2 * {dstate}])");
     expect_dims("x_proj_weight", w, &[known(inner), known(dt_rank + 2 * dstate)], &why)?;
 
-    let w = req(Step::A)?;
+    let w = req(step_slots::A)?;
     expect_elem("A", w, Elem::F32, "A is always float32")?;
     expect_dims("A", w, &[known(inner), known(dstate)], " ([inner, dstate] from the states)")?;
-    let w = req(Step::OUT_PROJ_WEIGHT)?;
+    let w = req(step_slots::OUT_PROJ_WEIGHT)?;
     expect_elem("out_proj_weight", w, t, same_as_conv_state)?;
     expect_dims("out_proj_weight", w, &[known(inner), known(hidden)], " ([inner, hidden])")?;
 
@@ -410,15 +411,15 @@ fn infer_layer_step<'a>(get: &dyn Fn(usize) -> Option<&'a ValueType>) -> Result<
     let f32 = (Elem::F32, "always float32");
     let tt = (t, same_as_conv_state);
     let optional = [
-        (Step::IN_PROJ_BIAS, tt, 2 * inner, " ([2 * inner])"),
-        (Step::CONV_BIAS, tt, inner, " (inner from 'conv_state')"),
-        (Step::DT_BIAS, f32, inner, " (inner from 'conv_state')"),
-        (Step::D, f32, inner, " (inner from 'conv_state')"),
-        (Step::OUT_PROJ_BIAS, tt, hidden, hidden_from),
+        (step_slots::IN_PROJ_BIAS, tt, 2 * inner, " ([2 * inner])"),
+        (step_slots::CONV_BIAS, tt, inner, " (inner from 'conv_state')"),
+        (step_slots::DT_BIAS, f32, inner, " (inner from 'conv_state')"),
+        (step_slots::D, f32, inner, " (inner from 'conv_state')"),
+        (step_slots::OUT_PROJ_BIAS, tt, hidden, hidden_from),
     ];
     for (slot, (elem, type_why), len, why) in optional {
         if let Some(v) = get(slot) {
-            let name = Step::INPUT_NAMES[slot];
+            let name = step_slots::INPUT_NAMES[slot];
             expect_elem(name, v, elem, type_why)?;
             expect_dims(name, v, &[known(len)], why)?;
         }

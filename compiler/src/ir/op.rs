@@ -3,6 +3,9 @@
 use super::consts::ConstTensor;
 use super::types::ValueType;
 
+/// Input slots, names and attributes of the mambac ops: one home shared with the op library.
+pub use mambac_op_schema::{causal_conv1d as conv_slots, mamba_layer_step as step_slots, selective_scan as scan_slots};
+
 /// CausalConv1d (docs/op-contract.md): depthwise causal conv over the sequence, optional bias, activation.
 ///
 /// `y[b, t, d] = act(bias[d] + sum_k w[d, k] * x[b, t - (K-1) + k, d])`, with x before t = 0
@@ -12,14 +15,6 @@ pub struct CausalConv1dConfig {
     pub silu: bool,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
-}
-
-impl CausalConv1dConfig {
-    pub const X: usize = 0;
-    pub const WEIGHT: usize = 1;
-    pub const BIAS: usize = 2;
-    pub const INITIAL_STATE: usize = 3;
-    pub const INPUT_NAMES: [&'static str; 4] = ["x", "weight", "bias", "initial_state"];
 }
 
 /// SelectiveScan (docs/op-contract.md):
@@ -34,19 +29,6 @@ pub struct SelectiveScanConfig {
     pub delta_softplus: bool,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
-}
-
-impl SelectiveScanConfig {
-    pub const U: usize = 0;
-    pub const DELTA: usize = 1;
-    pub const A: usize = 2;
-    pub const B: usize = 3;
-    pub const C: usize = 4;
-    pub const D: usize = 5;
-    pub const Z: usize = 6;
-    pub const DELTA_BIAS: usize = 7;
-    pub const INITIAL_STATE: usize = 8;
-    pub const INPUT_NAMES: [&'static str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
@@ -65,43 +47,6 @@ impl SelectiveScanConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaLayerStepConfig {
     pub eps: f64,
-}
-
-impl MambaLayerStepConfig {
-    pub const CONV_STATE: usize = 0;
-    pub const SSM_STATE: usize = 1;
-    pub const RESIDUAL: usize = 2;
-    pub const NORM_WEIGHT: usize = 3;
-    pub const IN_PROJ_WEIGHT: usize = 4;
-    pub const IN_PROJ_BIAS: usize = 5;
-    pub const CONV_WEIGHT: usize = 6;
-    pub const CONV_BIAS: usize = 7;
-    pub const X_PROJ_WEIGHT: usize = 8;
-    pub const DT_PROJ_WEIGHT: usize = 9;
-    pub const DT_BIAS: usize = 10;
-    pub const A: usize = 11;
-    pub const D: usize = 12;
-    pub const OUT_PROJ_WEIGHT: usize = 13;
-    pub const OUT_PROJ_BIAS: usize = 14;
-    /// The ORT op's slot names and order (custom-ops/src/layer_step.rs `slot::NAMES`).
-    pub const INPUT_NAMES: [&'static str; 15] = [
-        "conv_state",
-        "ssm_state",
-        "residual",
-        "norm_weight",
-        "in_proj_weight",
-        "in_proj_bias",
-        "conv_weight",
-        "conv_bias",
-        "x_proj_weight",
-        "dt_proj_weight",
-        "dt_bias",
-        "A",
-        "D",
-        "out_proj_weight",
-        "out_proj_bias",
-    ];
-    pub const OPTIONAL: [usize; 5] = [Self::IN_PROJ_BIAS, Self::CONV_BIAS, Self::DT_BIAS, Self::D, Self::OUT_PROJ_BIAS];
 }
 
 /// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [..., K] @ W^T`, W `[N, K]` stored as
@@ -191,9 +136,9 @@ impl Op {
             Op::SplitLast { .. } => "SplitLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
-            Op::CausalConv1d(_) => "CausalConv1d",
-            Op::SelectiveScan(_) => "SelectiveScan",
-            Op::MambaLayerStep(_) => "MambaLayerStep",
+            Op::CausalConv1d(_) => conv_slots::OP.str,
+            Op::SelectiveScan(_) => scan_slots::OP.str,
+            Op::MambaLayerStep(_) => step_slots::OP.str,
         }
     }
 
@@ -215,18 +160,18 @@ impl Op {
             Op::MatMul => &["x", "w"],
             Op::MatMulNBits(_) => &["x", "values", "scales"],
             Op::Add | Op::Mul => &["a", "b"],
-            Op::CausalConv1d(_) => &CausalConv1dConfig::INPUT_NAMES,
-            Op::SelectiveScan(_) => &SelectiveScanConfig::INPUT_NAMES,
-            Op::MambaLayerStep(_) => &MambaLayerStepConfig::INPUT_NAMES,
+            Op::CausalConv1d(_) => &conv_slots::INPUT_NAMES,
+            Op::SelectiveScan(_) => &scan_slots::INPUT_NAMES,
+            Op::MambaLayerStep(_) => &step_slots::INPUT_NAMES,
         }
     }
 
     /// Which input slots may be left empty.
     pub fn input_is_optional(&self, slot: usize) -> bool {
         match self {
-            Op::CausalConv1d(_) => slot >= CausalConv1dConfig::BIAS,
-            Op::SelectiveScan(_) => slot >= SelectiveScanConfig::D,
-            Op::MambaLayerStep(_) => MambaLayerStepConfig::OPTIONAL.contains(&slot),
+            Op::CausalConv1d(_) => slot >= conv_slots::FIRST_OPTIONAL,
+            Op::SelectiveScan(_) => slot >= scan_slots::FIRST_OPTIONAL,
+            Op::MambaLayerStep(_) => step_slots::OPTIONAL.contains(&slot),
             _ => false,
         }
     }

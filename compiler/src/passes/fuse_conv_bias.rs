@@ -1,7 +1,8 @@
 //! `Add(CausalConv1d(x, w), Const b[dim])` → `CausalConv1d(x, w, b)`.
 
 use super::{const_rows, is_vector_const, operands_where, Rule};
-use crate::ir::{CausalConv1dConfig as Conv, Graph, NodeId, Op};
+use crate::ir::conv_slots;
+use crate::ir::{Graph, NodeId, Op};
 
 pub struct FuseConvBias;
 
@@ -17,14 +18,14 @@ impl Rule for FuseConvBias {
         let is_bare_conv = |v: crate::ir::ValueRef| {
             v.output == 0
                 && matches!(g.op(v.node), Op::CausalConv1d(c) if !c.silu)
-                && g.input(v.node, Conv::BIAS).is_none()
+                && g.input(v.node, conv_slots::BIAS).is_none()
         };
         let Some((conv_y, bias)) = operands_where(g, node, is_bare_conv) else { return false };
-        let dim = g.input(conv_y.node, Conv::WEIGHT).and_then(|w| const_rows(g, w));
+        let dim = g.input(conv_y.node, conv_slots::WEIGHT).and_then(|w| const_rows(g, w));
         if !is_vector_const(g, bias, dim) || dim.is_none() || !g.is_single_use(conv_y) {
             return false;
         }
-        g.set_input(conv_y.node, Conv::BIAS, Some(bias));
+        g.set_input(conv_y.node, conv_slots::BIAS, Some(bias));
         g.replace_uses(node.into(), conv_y);
         true
     }

@@ -15,10 +15,8 @@
 //! scan and conv fusions (the rule needs their flags and folded inputs), so it is last in `RULES`.
 
 use super::{is_vector_const, operands_where, Rule};
-use crate::ir::{
-    validate, CausalConv1dConfig as Conv, Dim, Elem, Graph, MambaLayerStepConfig as Step, NodeId, Op,
-    SelectiveScanConfig as Scan, ValueRef,
-};
+use crate::ir::{conv_slots, scan_slots, step_slots};
+use crate::ir::{validate, Dim, Elem, Graph, MambaLayerStepConfig as Step, NodeId, Op, ValueRef};
 
 pub struct FuseLayerStep;
 
@@ -33,7 +31,7 @@ impl Rule for FuseLayerStep {
         }
         let (Some(a), Some(b)) = (g.input(node, 0), g.input(node, 1)) else { return false };
         let Some(m) = match_layer(g, a, b).or_else(|| match_layer(g, b, a)) else { return false };
-        if !m.absorbable(g, node) || !one_token(g, m.inputs[Step::RESIDUAL].expect("matched")) {
+        if !m.absorbable(g, node) || !one_token(g, m.inputs[step_slots::RESIDUAL].expect("matched")) {
             return false;
         }
         for slot in 0..2 {
@@ -130,12 +128,12 @@ fn match_layer(g: &Graph, r: ValueRef, out: ValueRef) -> Option<Layer> {
     let out = through_cast(g, out, &mut nodes)?;
     let (y, w_out, b_out) = linear(g, out, &mut nodes)?;
     let scan = producer(g, y, |op| matches!(op, Op::SelectiveScan(c) if c.delta_softplus && c.final_state))?;
-    let conv_v = g.input(scan, Scan::U)?;
+    let conv_v = g.input(scan, scan_slots::U)?;
     let conv = producer(g, conv_v, |op| matches!(op, Op::CausalConv1d(c) if c.silu && c.final_state))?;
     nodes.extend([scan, conv]);
 
     // x and z: the two halves of in_proj's output, from the norm of this layer's residual.
-    let (x, z) = (g.input(conv, Conv::X)?, g.input(scan, Scan::Z)?);
+    let (x, z) = (g.input(conv, conv_slots::X)?, g.input(scan, scan_slots::Z)?);
     let split_xz = split_of(g, x, |s| s.len() == 2 && s[0] == s[1])?;
     if (x.output, z) != (0, ValueRef { node: split_xz, output: 1 }) {
         return None;
@@ -151,7 +149,7 @@ fn match_layer(g: &Graph, r: ValueRef, out: ValueRef) -> Option<Layer> {
     nodes.push(norm);
 
     // dt, B and C: x_proj of the conv's output, split.
-    let dt = g.input(scan, Scan::DELTA)?;
+    let dt = g.input(scan, scan_slots::DELTA)?;
     let dt_mm = producer(g, dt, |op| matches!(op, Op::MatMul))?;
     let dt_low = g.input(dt_mm, 0)?;
     let split_dbc = split_of(g, dt_low, |s| s.len() == 3 && s[1] == s[2])?;
@@ -159,28 +157,28 @@ fn match_layer(g: &Graph, r: ValueRef, out: ValueRef) -> Option<Layer> {
         return None;
     }
     nodes.extend([dt_mm, split_dbc]);
-    unsqueezed(g, g.input(scan, Scan::B)?, split_dbc, 1, &mut nodes)?;
-    unsqueezed(g, g.input(scan, Scan::C)?, split_dbc, 2, &mut nodes)?;
+    unsqueezed(g, g.input(scan, scan_slots::B)?, split_dbc, 1, &mut nodes)?;
+    unsqueezed(g, g.input(scan, scan_slots::C)?, split_dbc, 2, &mut nodes)?;
     let (xc, w_x, no_bias) = linear(g, g.input(split_dbc, 0)?, &mut nodes)?;
     if xc != conv_v || no_bias.is_some() {
         return None;
     }
 
     let mut inputs = [None; 15];
-    inputs[Step::CONV_STATE] = Some(g.input(conv, Conv::INITIAL_STATE)?);
-    inputs[Step::SSM_STATE] = Some(g.input(scan, Scan::INITIAL_STATE)?);
-    inputs[Step::RESIDUAL] = Some(r);
-    inputs[Step::NORM_WEIGHT] = g.input(norm, 1);
-    inputs[Step::IN_PROJ_WEIGHT] = Some(w_in);
-    inputs[Step::IN_PROJ_BIAS] = b_in;
-    inputs[Step::CONV_WEIGHT] = g.input(conv, Conv::WEIGHT);
-    inputs[Step::CONV_BIAS] = g.input(conv, Conv::BIAS);
-    inputs[Step::X_PROJ_WEIGHT] = Some(w_x);
-    inputs[Step::DT_PROJ_WEIGHT] = g.input(dt_mm, 1);
-    inputs[Step::DT_BIAS] = g.input(scan, Scan::DELTA_BIAS);
-    inputs[Step::A] = g.input(scan, Scan::A);
-    inputs[Step::D] = g.input(scan, Scan::D);
-    inputs[Step::OUT_PROJ_WEIGHT] = Some(w_out);
-    inputs[Step::OUT_PROJ_BIAS] = b_out;
+    inputs[step_slots::CONV_STATE] = Some(g.input(conv, conv_slots::INITIAL_STATE)?);
+    inputs[step_slots::SSM_STATE] = Some(g.input(scan, scan_slots::INITIAL_STATE)?);
+    inputs[step_slots::RESIDUAL] = Some(r);
+    inputs[step_slots::NORM_WEIGHT] = g.input(norm, 1);
+    inputs[step_slots::IN_PROJ_WEIGHT] = Some(w_in);
+    inputs[step_slots::IN_PROJ_BIAS] = b_in;
+    inputs[step_slots::CONV_WEIGHT] = g.input(conv, conv_slots::WEIGHT);
+    inputs[step_slots::CONV_BIAS] = g.input(conv, conv_slots::BIAS);
+    inputs[step_slots::X_PROJ_WEIGHT] = Some(w_x);
+    inputs[step_slots::DT_PROJ_WEIGHT] = g.input(dt_mm, 1);
+    inputs[step_slots::DT_BIAS] = g.input(scan, scan_slots::DELTA_BIAS);
+    inputs[step_slots::A] = g.input(scan, scan_slots::A);
+    inputs[step_slots::D] = g.input(scan, scan_slots::D);
+    inputs[step_slots::OUT_PROJ_WEIGHT] = Some(w_out);
+    inputs[step_slots::OUT_PROJ_BIAS] = b_out;
     Some(Layer { cfg: Step { eps: *eps }, inputs, conv, scan, nodes })
 }

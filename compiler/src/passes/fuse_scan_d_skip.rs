@@ -2,7 +2,8 @@
 //! Only before a gate is fused: the gate multiplies the D term too.
 
 use super::{const_rows, const_to_f32, is_vector_const, operands_where, Rule};
-use crate::ir::{Graph, NodeId, Op, SelectiveScanConfig as Scan, ValueRef};
+use crate::ir::scan_slots;
+use crate::ir::{Graph, NodeId, Op, ValueRef};
 
 pub struct FuseScanDSkip;
 
@@ -18,21 +19,21 @@ impl Rule for FuseScanDSkip {
         let is_bare_scan = |v: ValueRef| {
             v.output == 0
                 && matches!(g.op(v.node), Op::SelectiveScan(_))
-                && g.input(v.node, Scan::D).is_none()
-                && g.input(v.node, Scan::Z).is_none()
+                && g.input(v.node, scan_slots::D).is_none()
+                && g.input(v.node, scan_slots::Z).is_none()
         };
         let Some((y, skip)) = operands_where(g, node, is_bare_scan) else { return false };
         if !matches!(g.op(skip.node), Op::Mul) || !g.is_single_use(y) {
             return false;
         }
-        let u = g.input(y.node, Scan::U);
-        let dim = g.input(y.node, Scan::A).and_then(|a| const_rows(g, a));
+        let u = g.input(y.node, scan_slots::U);
+        let dim = g.input(y.node, scan_slots::A).and_then(|a| const_rows(g, a));
         let Some((d, other)) = operands_where(g, skip.node, |v| is_vector_const(g, v, dim)) else { return false };
         if Some(other) != u || dim.is_none() {
             return false;
         }
         const_to_f32(g, d);
-        g.set_input(y.node, Scan::D, Some(d));
+        g.set_input(y.node, scan_slots::D, Some(d));
         g.replace_uses(node.into(), y);
         true
     }

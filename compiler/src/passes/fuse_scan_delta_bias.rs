@@ -2,7 +2,8 @@
 //! Valid with the softplus flag on or off: the bias is added before the softplus either way.
 
 use super::{const_rows, const_to_f32, is_vector_const, operands_where, producer_if, Rule};
-use crate::ir::{Graph, NodeId, Op, SelectiveScanConfig as Scan};
+use crate::ir::scan_slots;
+use crate::ir::{Graph, NodeId, Op};
 
 pub struct FuseScanDeltaBias;
 
@@ -12,20 +13,20 @@ impl Rule for FuseScanDeltaBias {
     }
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
-        if !matches!(g.op(node), Op::SelectiveScan(_)) || g.input(node, Scan::DELTA_BIAS).is_some() {
+        if !matches!(g.op(node), Op::SelectiveScan(_)) || g.input(node, scan_slots::DELTA_BIAS).is_some() {
             return false;
         }
-        let Some(add) = producer_if(g, g.input(node, Scan::DELTA), |op| matches!(op, Op::Add)) else {
+        let Some(add) = producer_if(g, g.input(node, scan_slots::DELTA), |op| matches!(op, Op::Add)) else {
             return false;
         };
-        let dim = g.input(node, Scan::A).and_then(|a| const_rows(g, a));
+        let dim = g.input(node, scan_slots::A).and_then(|a| const_rows(g, a));
         let Some((bias, x)) = operands_where(g, add, |v| is_vector_const(g, v, dim)) else { return false };
         if dim.is_none() {
             return false;
         }
         const_to_f32(g, bias);
-        g.set_input(node, Scan::DELTA, Some(x));
-        g.set_input(node, Scan::DELTA_BIAS, Some(bias));
+        g.set_input(node, scan_slots::DELTA, Some(x));
+        g.set_input(node, scan_slots::DELTA_BIAS, Some(bias));
         true
     }
 }

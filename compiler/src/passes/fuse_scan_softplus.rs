@@ -2,7 +2,8 @@
 //! Only without a delta_bias: softplus(v) + bias is not softplus(v + bias).
 
 use super::{producer_if, Rule};
-use crate::ir::{Graph, NodeId, Op, SelectiveScanConfig as Scan};
+use crate::ir::scan_slots;
+use crate::ir::{Graph, NodeId, Op};
 
 pub struct FuseScanSoftplus;
 
@@ -12,15 +13,16 @@ impl Rule for FuseScanSoftplus {
     }
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
-        if !matches!(g.op(node), Op::SelectiveScan(c) if !c.delta_softplus) || g.input(node, Scan::DELTA_BIAS).is_some()
+        if !matches!(g.op(node), Op::SelectiveScan(c) if !c.delta_softplus)
+            || g.input(node, scan_slots::DELTA_BIAS).is_some()
         {
             return false;
         }
-        let Some(sp) = producer_if(g, g.input(node, Scan::DELTA), |op| matches!(op, Op::Softplus)) else {
+        let Some(sp) = producer_if(g, g.input(node, scan_slots::DELTA), |op| matches!(op, Op::Softplus)) else {
             return false;
         };
         let Some(v) = g.input(sp, 0) else { return false };
-        g.set_input(node, Scan::DELTA, Some(v));
+        g.set_input(node, scan_slots::DELTA, Some(v));
         if let Op::SelectiveScan(c) = &mut g.node_mut(node).op {
             c.delta_softplus = true;
         }

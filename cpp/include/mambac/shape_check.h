@@ -5,6 +5,9 @@
 // Each check takes the op's inputs in docs/op-contract.md order (absent optional inputs: present = false),
 // throws std::invalid_argument naming the input, the expected and the actual shape or type, and
 // otherwise returns the kernel params with the sizes and element type filled and every pointer 0.
+// The checks take a plain array (shape_check.cpp); the rust::Slice overloads (shape_check_cxx.cpp,
+// for the cxx bridge) forward to them, so C++ callers outside cargo (the TensorRT plugin) need no
+// Rust runtime.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +30,10 @@ constexpr int32_t kOnnxBFloat16 = 16;
 constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kCausalConv1dInputs = 4;
 constexpr size_t kMambaLayerStepInputs = 15;
+
+SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count);
+CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
+MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count);
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);

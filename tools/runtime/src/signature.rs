@@ -1,6 +1,7 @@
 //! What a stateful export looks like from the outside, read from the session's inputs and
 //! outputs (never from the checkpoint: the ONNX file is all `generate` and `bench` get).
 
+use mambac_op_schema::graph;
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
@@ -56,9 +57,9 @@ pub struct ModelSignature {
 
 /// `conv_state.3` -> ("conv_state", 3); with `output`, `conv_state_out.3` -> ("conv_state", 3).
 fn state_layer(name: &str, output: bool) -> Option<(&'static str, usize)> {
-    ["conv_state", "ssm_state"].into_iter().find_map(|kind| {
+    graph::STATE_KINDS.into_iter().find_map(|kind| {
         let rest = name.strip_prefix(kind)?;
-        let rest = if output { rest.strip_prefix("_out")? } else { rest };
+        let rest = if output { rest.strip_prefix(graph::OUT_SUFFIX)? } else { rest };
         Some((kind, rest.strip_prefix('.')?.parse().ok()?))
     })
 }
@@ -99,7 +100,7 @@ impl ModelSignature {
     pub fn from_io(inputs: &[IoDesc], outputs: &[IoDesc]) -> Result<ModelSignature> {
         let names = |v: &[IoDesc]| v.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
         let find = |v: &[IoDesc], n: &str| v.iter().find(|d| d.name == n).cloned();
-        let Some(ids) = find(inputs, "input_ids") else {
+        let Some(ids) = find(inputs, graph::INPUT_IDS) else {
             fail!(Signature, "the model has no input 'input_ids' (inputs: {}); is it a mambac export?", names(inputs));
         };
         if ids.ty != Some(TensorElementType::Int64) || ids.shape.len() != 2 {
@@ -111,7 +112,8 @@ impl ModelSignature {
             );
         }
         // Every input is fed on every step: one this code does not know would be left unbound.
-        if let Some(other) = inputs.iter().find(|d| d.name != "input_ids" && state_layer(&d.name, false).is_none()) {
+        if let Some(other) = inputs.iter().find(|d| d.name != graph::INPUT_IDS && state_layer(&d.name, false).is_none())
+        {
             fail!(
                 Signature,
                 "the model has an input '{}' that generation cannot feed (it feeds input_ids, conv_state.{{i}} and \
@@ -120,8 +122,7 @@ impl ModelSignature {
                 names(inputs)
             );
         }
-        let layers =
-            inputs.iter().filter(|d| d.name.starts_with("conv_state.") || d.name.starts_with("ssm_state.")).count();
+        let layers = inputs.iter().filter(|d| state_layer(&d.name, false).is_some()).count();
         if layers == 0 {
             fail!(
                 Signature,
@@ -150,9 +151,9 @@ impl ModelSignature {
         }
         let mut states = Vec::with_capacity(2 * layers);
         for i in 0..layers {
-            for kind in ["conv_state", "ssm_state"] {
+            for kind in graph::STATE_KINDS {
                 let input = format!("{kind}.{i}");
-                let output = format!("{kind}_out.{i}");
+                let output = format!("{kind}{}.{i}", graph::OUT_SUFFIX);
                 let Some(d) = find(inputs, &input) else {
                     fail!(
                         Signature,
@@ -193,7 +194,7 @@ impl ModelSignature {
                 states.push(StateSpec { input, output, ty, dims: d.shape[1..].iter().map(|&x| x as usize).collect() });
             }
         }
-        let Some(logits) = find(outputs, "logits") else {
+        let Some(logits) = find(outputs, graph::LOGITS) else {
             fail!(Signature, "the model has no output 'logits' (outputs: {})", names(outputs));
         };
         let logits_ty = match logits.ty {

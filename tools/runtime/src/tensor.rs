@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use half::{bf16, f16};
-use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use ort::value::{DynValue, Tensor, TensorElementType, TensorValueTypeMarker, Value, ValueType};
 use safetensors::{Dtype, View};
 
 use crate::error::{fail, Error, Result};
@@ -83,13 +83,14 @@ impl HostTensor {
         })
     }
 
-    /// Copies an ONNX Runtime tensor out.
-    pub fn from_ort(name: &str, v: &DynValue) -> Result<HostTensor> {
+    /// Copies an ONNX Runtime tensor (a run's output or a session's state) out; `what` names it
+    /// in errors, e.g. "output 'logits'" or "state 'ssm_state.0'".
+    pub fn from_ort<V: TensorValueTypeMarker + ?Sized>(what: &str, v: &Value<V>) -> Result<HostTensor> {
         let ValueType::Tensor { ty, shape, .. } = v.dtype() else {
-            fail!(BadOutput, "output '{name}' is not a tensor");
+            fail!(BadOutput, "{what} is not a tensor");
         };
         let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        let err = |e: ort::Error| Error::Ort { what: format!("output '{name}'"), source: e };
+        let err = |e: ort::Error| Error::Ort { what: what.to_string(), source: e };
         fn bytes<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
             v.iter().flat_map(|&x| f(x)).collect()
         }
@@ -106,7 +107,7 @@ impl HostTensor {
             TensorElementType::Int64 => {
                 (Dtype::I64, bytes(v.try_extract_tensor::<i64>().map_err(err)?.1, i64::to_le_bytes))
             }
-            t => fail!(BadOutput, "output '{name}' has element type {t:?}, which mambac cannot write"),
+            t => fail!(BadOutput, "{what} has element type {t:?}, which mambac cannot write"),
         };
         Ok(HostTensor { dtype, shape, bytes })
     }

@@ -1,6 +1,7 @@
 //! `mambac run MODEL.onnx --input IN.safetensors -o OUT.safetensors`: feeds every tensor of IN by
 //! name, writes every output by name.
 
+use mambac_op_schema::graph;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use super::session_args::SessionArgs;
 use crate::tensor_io::{read_safetensors, write_safetensors, InputSpec};
 
 /// The input that holds token ids, checked against the vocabulary before ORT sees it.
-const TOKEN_IDS: &str = "input_ids";
+const TOKEN_IDS: &str = graph::INPUT_IDS;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,7 +65,7 @@ pub fn main(a: Args) -> Result<()> {
     }
     if let Some(ids) = inputs.get(TOKEN_IDS) {
         // mambac exports give logits [batch, seqlen, vocab] with vocab fixed.
-        let vocab = session.outputs().iter().find(|o| o.name() == "logits").and_then(|o| {
+        let vocab = session.outputs().iter().find(|o| o.name() == graph::LOGITS).and_then(|o| {
             let spec = InputSpec::of(o.dtype());
             spec.dims.last().and_then(|d| d.0).filter(|&v| v > 0)
         });
@@ -75,7 +76,7 @@ pub fn main(a: Args) -> Result<()> {
     let outputs = session.run(values).map_err(|e| anyhow!("running {} failed: {e}", a.model.display()))?;
     let mut out = BTreeMap::new();
     for (name, v) in &outputs {
-        out.insert(name.to_string(), HostTensor::from_ort(name, &v)?);
+        out.insert(name.to_string(), HostTensor::from_ort(&format!("output '{name}'"), &v)?);
     }
     write_safetensors(&a.output, &out)?;
     eprintln!("wrote {} ({} outputs)", a.output.display(), out.len());

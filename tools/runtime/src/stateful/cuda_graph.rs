@@ -5,6 +5,7 @@
 //! token ids and the logits, copied in and out around each replay. ORT keeps a captured graph
 //! per `gpu_graph_id`; graph `first_id + s` is the step that reads set `s`.
 
+use mambac_op_schema::graph;
 use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, Tensor, TensorElementType};
@@ -56,8 +57,8 @@ impl GraphIo {
             for (spec, v) in sig.states.iter().zip(write.iter_mut()) {
                 b.bind_output(spec.output.as_str(), v).map_err(bind_err(&spec.output))?;
             }
-            b.bind_input("input_ids", &ids).map_err(bind_err("input_ids"))?;
-            b.bind_output("logits", &mut logits).map_err(bind_err("logits"))?;
+            b.bind_input(graph::INPUT_IDS, &ids).map_err(bind_err(graph::INPUT_IDS))?;
+            b.bind_output(graph::LOGITS, &mut logits).map_err(bind_err(graph::LOGITS))?;
             Ok(b)
         };
         let bindings = [bind(0)?, bind(1)?];

@@ -2,11 +2,10 @@
 //! asked for) and states as bytes.
 
 use half::{bf16, f16};
-use ort::value::{DynTensor, TensorElementType};
+use ort::value::TensorElementType;
 use safetensors::Dtype;
 
 use crate::error::{fail, Error, Result};
-use crate::tensor::HostTensor;
 
 /// Which positions' logits a step copies out (a 512-token prefill of a 50k vocabulary at batch 8
 /// is 800 MB of logits, of which generation needs the last row).
@@ -76,27 +75,6 @@ pub(super) fn extract_logits<V: ort::value::TensorValueTypeMarker + ?Sized>(
         }
         t => fail!(BadOutput, "logits of element type {t:?}"),
     }
-}
-
-pub(super) fn host_of(name: &str, v: &DynTensor) -> Result<HostTensor> {
-    fn bytes<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
-        v.iter().flat_map(|&x| f(x)).collect()
-    }
-    let err = Error::ort(format!("state '{name}'"));
-    let shape: Vec<usize> = v.shape().iter().map(|&d| d as usize).collect();
-    let (dtype, bytes) = match v.data_type() {
-        TensorElementType::Float32 => {
-            (Dtype::F32, bytes(v.try_extract_tensor::<f32>().map_err(err)?.1, f32::to_le_bytes))
-        }
-        TensorElementType::Float16 => {
-            (Dtype::F16, bytes(v.try_extract_tensor::<f16>().map_err(err)?.1, f16::to_le_bytes))
-        }
-        TensorElementType::Bfloat16 => {
-            (Dtype::BF16, bytes(v.try_extract_tensor::<bf16>().map_err(err)?.1, bf16::to_le_bytes))
-        }
-        t => fail!(BadOutput, "state '{name}' has element type {t:?}"),
-    };
-    Ok(HostTensor { dtype, shape, bytes })
 }
 
 pub(super) fn dtype_of(t: TensorElementType) -> Dtype {

@@ -16,6 +16,7 @@ mod decode_route;
 mod logits;
 mod open;
 
+use mambac_op_schema::graph;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Tensor};
@@ -24,7 +25,7 @@ use self::buffers::{Current, StateSets};
 use self::cuda_graph::graph_run_options;
 pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
 use self::decode_route::{route, DecodeSession};
-use self::logits::{dtype_of, elem_size, extract_logits, host_of};
+use self::logits::{dtype_of, elem_size, extract_logits};
 pub use self::logits::{Keep, Logits};
 use crate::error::{fail, Error, Result, Warning};
 use crate::memory;
@@ -201,13 +202,13 @@ impl StatefulSession {
             .iter()
             .zip(self.current_states())
             .map(|(spec, v)| {
+                let what = format!("state '{}'", spec.input);
                 if v.memory_info().is_cpu_accessible() {
-                    host_of(&spec.input, v)
+                    HostTensor::from_ort(&what, v)
                 } else {
-                    let h = v
-                        .to(AllocationDevice::CPU, 0)
-                        .map_err(Error::ort(format!("copying state '{}' to the host", spec.input)))?;
-                    host_of(&spec.input, &h)
+                    let h =
+                        v.to(AllocationDevice::CPU, 0).map_err(Error::ort(format!("copying {what} to the host")))?;
+                    HostTensor::from_ort(&what, &h)
                 }
             })
             .collect()
@@ -228,7 +229,7 @@ impl StatefulSession {
             })?;
         }
         self.ensure_state_sets()?;
-        let ids_t = Tensor::from_array(([batch, len], ids.to_vec())).map_err(Error::ort("input_ids"))?;
+        let ids_t = Tensor::from_array(([batch, len], ids.to_vec())).map_err(Error::ort(graph::INPUT_IDS))?;
         let (read, write) = match self.current {
             Current::Set(s) => (Some(s), 1 - s),
             Current::Host(_) => (None, 0),
@@ -257,16 +258,16 @@ impl StatefulSession {
             for (spec, v) in self.sig.states.iter().zip(inputs) {
                 binding.bind_input(spec.input.as_str(), v).map_err(bind_err(&spec.input))?;
             }
-            binding.bind_input("input_ids", &ids_t).map_err(bind_err("input_ids"))?;
+            binding.bind_input(graph::INPUT_IDS, &ids_t).map_err(bind_err(graph::INPUT_IDS))?;
             // Bound afresh every step: ORT reuses an output it filled before, and the logits'
             // shape changes between a prefill and a decode step.
-            binding.bind_output_to_device("logits", &self.host_mem).map_err(bind_err("logits"))?;
+            binding.bind_output_to_device(graph::LOGITS, &self.host_mem).map_err(bind_err(graph::LOGITS))?;
             let outs = match &self.skip_graph {
                 Some(ro) => session.run_binding_with_options(binding, ro),
                 None => session.run_binding(binding),
             }
             .map_err(Error::ort("running the model"))?;
-            let Some(v) = outs.get("logits") else { fail!(BadOutput, "the model returned no 'logits'") };
+            let Some(v) = outs.get(graph::LOGITS) else { fail!(BadOutput, "the model returned no 'logits'") };
             extract_logits(v, self.sig.logits_ty, keep)?
         };
         self.current = Current::Set(write);

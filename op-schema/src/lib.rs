@@ -1,0 +1,169 @@
+//! The `mambac` ONNX ops as the graph sees them: domain, op types, input slots in order, their
+//! names (those of docs/op-contract.md and docs/decode-graph.md), which slots are optional, and the
+//! attribute names. The compiler emits nodes by these, the op library registers and reads them,
+//! so the two cannot drift. (The C++ shape checks name the same inputs in their messages; the
+//! Rust tests in `tests/shape_agreement.rs` hold both to agree.)
+//!
+//! No dependencies: the op library is a cdylib loaded into ONNX Runtime and must stay small.
+
+#![no_std]
+
+use core::ffi::CStr;
+
+/// A name the graph holds, as Rust and as C (ORT's API takes NUL-terminated strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    pub str: &'static str,
+    pub c: &'static CStr,
+}
+
+macro_rules! name {
+    ($s:literal) => {
+        Name {
+            str: $s,
+            c: match core::ffi::CStr::from_bytes_with_nul(concat!($s, "\0").as_bytes()) {
+                Ok(c) => c,
+                Err(_) => panic!("a name holds a NUL"),
+            },
+        }
+    };
+}
+
+/// The ONNX domain of every mambac op.
+pub const DOMAIN: Name = name!("mambac");
+/// The opset version the exports import the domain at.
+pub const DOMAIN_VERSION: i64 = 1;
+
+/// The exported model's inputs and outputs (docs/op-contract.md, "The exported model's
+/// interface"): `input_ids` int64 [batch, seqlen] in, `logits` out, and with `--stateful` per
+/// layer i the inputs `{kind}.{i}` and outputs `{kind}_out.{i}` of each state kind.
+pub mod graph {
+    pub const INPUT_IDS: &str = "input_ids";
+    pub const LOGITS: &str = "logits";
+    pub const CONV_STATE: &str = "conv_state";
+    pub const SSM_STATE: &str = "ssm_state";
+    /// Every state kind, in the order the graph lists a layer's states.
+    pub const STATE_KINDS: [&str; 2] = [CONV_STATE, SSM_STATE];
+    /// Appended to a state kind for the state a step hands on.
+    pub const OUT_SUFFIX: &str = "_out";
+}
+
+/// The node attributes TensorRT's ONNX parser reads to find a plugin (docs/tensorrt.md). Every
+/// export writes them; ONNX Runtime's ops ignore them.
+pub mod tensorrt {
+    use super::Name;
+    pub const NAMESPACE_KEY: Name = name!("plugin_namespace");
+    /// Ours: TensorRT-LLM already registers a `SelectiveScan` in namespace `tensorrt_llm`.
+    pub const NAMESPACE: Name = name!("mambac");
+    pub const VERSION_KEY: Name = name!("plugin_version");
+    pub const VERSION: Name = name!("1");
+    /// Int attribute: the bit mask of the input slots a node fills, written when an absent
+    /// optional input comes before a present one (a plugin sees only the present inputs).
+    pub const PRESENT_INPUTS: Name = name!("present_inputs");
+}
+
+/// CausalConv1d (docs/op-contract.md).
+pub mod causal_conv1d {
+    use super::Name;
+    pub const OP: Name = name!("CausalConv1d");
+    pub const X: usize = 0;
+    pub const WEIGHT: usize = 1;
+    pub const BIAS: usize = 2;
+    pub const INITIAL_STATE: usize = 3;
+    pub const INPUT_NAMES: [&str; 4] = ["x", "weight", "bias", "initial_state"];
+    /// `bias` and `initial_state` may be left empty.
+    pub const FIRST_OPTIONAL: usize = BIAS;
+    /// String attribute: "silu" or "none".
+    pub const ACTIVATION: Name = name!("activation");
+}
+
+/// SelectiveScan (docs/op-contract.md).
+pub mod selective_scan {
+    use super::Name;
+    pub const OP: Name = name!("SelectiveScan");
+    pub const U: usize = 0;
+    pub const DELTA: usize = 1;
+    pub const A: usize = 2;
+    pub const B: usize = 3;
+    pub const C: usize = 4;
+    pub const D: usize = 5;
+    pub const Z: usize = 6;
+    pub const DELTA_BIAS: usize = 7;
+    pub const INITIAL_STATE: usize = 8;
+    pub const INPUT_NAMES: [&str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
+    /// `D` and every slot after it may be left empty.
+    pub const FIRST_OPTIONAL: usize = D;
+    /// Int attribute, 0 or 1.
+    pub const DELTA_SOFTPLUS: Name = name!("delta_softplus");
+}
+
+/// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
+pub mod mamba_layer_step {
+    use super::Name;
+    pub const OP: Name = name!("MambaLayerStep");
+    pub const CONV_STATE: usize = 0;
+    pub const SSM_STATE: usize = 1;
+    pub const RESIDUAL: usize = 2;
+    pub const NORM_WEIGHT: usize = 3;
+    pub const IN_PROJ_WEIGHT: usize = 4;
+    pub const IN_PROJ_BIAS: usize = 5;
+    pub const CONV_WEIGHT: usize = 6;
+    pub const CONV_BIAS: usize = 7;
+    pub const X_PROJ_WEIGHT: usize = 8;
+    pub const DT_PROJ_WEIGHT: usize = 9;
+    pub const DT_BIAS: usize = 10;
+    pub const A: usize = 11;
+    pub const D: usize = 12;
+    pub const OUT_PROJ_WEIGHT: usize = 13;
+    pub const OUT_PROJ_BIAS: usize = 14;
+    pub const INPUT_NAMES: [&str; 15] = [
+        "conv_state",
+        "ssm_state",
+        "residual",
+        "norm_weight",
+        "in_proj_weight",
+        "in_proj_bias",
+        "conv_weight",
+        "conv_bias",
+        "x_proj_weight",
+        "dt_proj_weight",
+        "dt_bias",
+        "A",
+        "D",
+        "out_proj_weight",
+        "out_proj_bias",
+    ];
+    pub const OPTIONAL: [usize; 5] = [IN_PROJ_BIAS, CONV_BIAS, DT_BIAS, D, OUT_PROJ_BIAS];
+    /// Float attribute, the RMSNorm's epsilon (default 1e-5).
+    pub const EPSILON: Name = name!("epsilon");
+    pub const DEFAULT_EPSILON: f32 = 1e-5;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_names_are_the_str_names() {
+        for n in [
+            DOMAIN,
+            causal_conv1d::OP,
+            causal_conv1d::ACTIVATION,
+            selective_scan::OP,
+            selective_scan::DELTA_SOFTPLUS,
+            mamba_layer_step::OP,
+            mamba_layer_step::EPSILON,
+        ] {
+            assert_eq!(n.c.to_str(), Ok(n.str));
+        }
+    }
+
+    #[test]
+    fn slots_index_their_names() {
+        use mamba_layer_step as m;
+        assert_eq!(m::INPUT_NAMES[m::OUT_PROJ_BIAS], "out_proj_bias");
+        assert_eq!(m::INPUT_NAMES[m::A], "A");
+        assert_eq!(selective_scan::INPUT_NAMES[selective_scan::INITIAL_STATE], "initial_state");
+        assert_eq!(causal_conv1d::INPUT_NAMES[causal_conv1d::INITIAL_STATE], "initial_state");
+    }
+}

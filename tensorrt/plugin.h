@@ -1,0 +1,83 @@
+// The TensorRT side of the fused ops: one IPluginV3 class template (IPluginV3OneCore / OneBuild /
+// OneRuntime) over a small per-op description (selective_scan_plugin.cpp, causal_conv1d_plugin.cpp,
+// layer_step_plugin.cpp), and one IPluginCreatorV3One per op (entry.cpp).
+//
+// The shape and type rules are cpp/shape_check.cpp's, the kernels cpp/cuda's c_api.cu: this layer
+// only maps TensorRT's tensors onto the op's input slots, parses the node attributes (plugin
+// fields), and turns every failure into a logged message and a failing return code. Every
+// virtual entry point is noexcept and catches everything: nothing unwinds into TensorRT.
+#pragma once
+
+#include <NvInferRuntime.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mambac-ops/custom-ops/src/kernel_abi.rs.h"
+#include "mambac/shape_check.h"
+
+// The CUDA kernels' C entry points (cpp/cuda/c_api.cu), linked in statically.
+extern "C" {
+int mambac_cuda_selective_scan(const mambac::SelectiveScanParams* p, void* stream) noexcept;
+int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept;
+int mambac_cuda_decode_layer(const mambac::MambaLayerStepParams* p, void* stream) noexcept;
+size_t mambac_cuda_decode_layer_scratch_bytes(const mambac::MambaLayerStepParams* p) noexcept;
+const char* mambac_cuda_error_string(int err) noexcept;
+}
+
+namespace mambac::trt {
+
+using namespace nvinfer1;
+
+constexpr const char* kNamespace = "mambac";
+constexpr const char* kVersion = "1";
+// Not an op attribute: which input slots the node fills, for nodes with an absent optional input
+// before a present one (an ONNX empty input name); see docs/tensorrt.md.
+constexpr const char* kPresentInputs = "present_inputs";
+
+// Logs an error through the logger TensorRT handed to setLoggerFinder (stderr without one).
+void log_error(const std::string& msg) noexcept;
+
+// ONNX TensorProto element code of a TensorRT type (what the shape checks speak).
+int32_t onnx_code(DataType t) noexcept;
+
+enum class FieldKind { Int, Float, String };
+
+// One node attribute as a plugin field.
+struct FieldSpec {
+  const char* name;
+  FieldKind kind;
+};
+
+// A parsed field value (only the member of its kind is used).
+struct FieldValue {
+  int32_t i = 0;
+  float f = 0;
+  std::string s;
+};
+
+// The op-specific part of a plugin. `Op` (a plain struct) provides:
+//   static constexpr const char* kName; static constexpr size_t kSlots; static constexpr int kOutputs;
+//   using Params = ...Params;
+//   static const std::vector<FieldSpec>& fields();
+//   void set_field(const char* name, const FieldValue& v);   // throws std::invalid_argument
+//   FieldValue get_field(const char* name) const;
+//   static Params check(const TensorDesc* slots);            // the shared shape check
+//   void finish(Params& p) const;                            // attributes into the params; limits
+//   static bool f32_input(size_t slot); static bool f32_output(int k);
+//   static void output_shapes(const DimsExprs* const* slot_dims, DimsExprs* out, IExprBuilder& b);
+//   static const std::vector<std::pair<size_t,int>>& indexed_ranks();  // (slot, rank) read by output_shapes
+//   static size_t workspace(const Params& p);
+//   static int enqueue(Params& p, void const* const* slot_ptrs, void* const* outs, void* ws, cudaStream_t s);
+// The plugin class template is instantiated in each op's file (plugin_impl.h).
+
+// Maps TensorRT's input positions onto the op's slots: with `present_inputs` given, its set bits
+// in order; else the first `given` slots. Throws with a message naming the op.
+std::vector<size_t> slot_map(const char* op, size_t slots, int64_t present_mask, int32_t given);
+
+// The creators of this library, in a fixed order (entry.cpp).
+IPluginCreatorInterface* const* creators(int32_t& count) noexcept;
+
+}  // namespace mambac::trt

@@ -1,0 +1,256 @@
+"""The CUDA kernels through the harness library's C entry points (cpp/cuda/c_api.cu,
+cpp/cuda/harness_api.cu), for the GPU tests here and the benchmarks in tools/gpu/.
+
+The kernel ABI structs (custom-ops/src/kernel_abi.rs) and their element codes are built from the
+layout the library reports, so nothing here copies them. Importing it raises ImportError where
+torch or a CUDA device is missing (the tests skip on that), and FileNotFoundError, saying how to
+build it, where the library is missing.
+"""
+
+import ctypes
+import os
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    raise ImportError("no CUDA device")
+
+from mambac_testing import ROOT  # noqa: E402
+
+LIB_PATH = Path(os.environ.get("MAMBAC_CUDA_HARNESS", ROOT / ".device" / "gpu" / "libmambac_cuda_harness.so"))
+if not LIB_PATH.is_file():
+    raise FileNotFoundError(f"{LIB_PATH}: no CUDA harness library; build it with tools/gpu/build_harness.sh "
+                            "(or set MAMBAC_CUDA_HARNESS)")
+lib = ctypes.CDLL(str(LIB_PATH))
+lib.mambac_harness_abi_layout.restype = ctypes.c_char_p
+lib.mambac_harness_abi_layout.argtypes = [ctypes.c_char_p]
+lib.mambac_cuda_error_string.restype = ctypes.c_char_p
+dev = torch.device("cuda")
+
+
+def _layout(name):
+    text = lib.mambac_harness_abi_layout(name.encode())
+    assert text, f"the harness library does not know {name}"
+    return [f.split(":") for f in text.decode().split(";")]
+
+
+def abi_struct(name):
+    """The kernel ABI struct `name` as ctypes. Sizes: 8 = size_t (sizes and addresses), 4 = float
+    (eps), 1 = the u8 element code or a bool."""
+    parts = _layout(name)
+    total = int(parts[-1][1])
+    kinds = {8: ctypes.c_size_t, 4: ctypes.c_float, 1: ctypes.c_uint8}
+    fields, at = [], 0
+    for i, (fname, off, size) in enumerate(parts[:-1]):
+        off, size = int(off), int(size)
+        if off > at:
+            fields.append((f"_pad{i}", ctypes.c_uint8 * (off - at)))
+        fields.append((fname, kinds[size]))
+        at = off + size
+    if total > at:
+        fields.append(("_pad_end", ctypes.c_uint8 * (total - at)))
+    struct = type(name, (ctypes.Structure,), {"_fields_": fields})
+    assert ctypes.sizeof(struct) == total, f"{name}: ctypes size {ctypes.sizeof(struct)} != {total}"
+    return struct
+
+
+_CODES = {k: int(v) for k, v in _layout("ElemType")}
+# dtype name (ops_reference.TIERS' keys) -> (torch dtype, the ABI's element code)
+DTYPES = {
+    "float32": (torch.float32, _CODES["F32"]),
+    "float16": (torch.float16, _CODES["F16"]),
+    "bfloat16": (torch.bfloat16, _CODES["BF16"]),
+}
+
+ScanParams = abi_struct("SelectiveScanParams")
+ConvParams = abi_struct("CausalConv1dParams")
+StepParams = abi_struct("MambaLayerStepParams")
+vp = ctypes.c_void_p
+lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
+lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
+lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
+lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(StepParams)]
+lib.mambac_cuda_decode_layer_scratch_bytes.restype = ctypes.c_size_t
+# (lanes, ch, w, s, cpt, step): ScanConfig (cpp/cuda/selective_scan.h); 0 = automatic.
+SCAN_CFG_LEN = 6
+lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(ScanParams), vp] + [ctypes.c_int] * SCAN_CFG_LEN
+# (v, lt, step): ConvConfig (cpp/cuda/causal_conv1d.h); 0 = automatic.
+CONV_CFG_LEN = 3
+lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(ConvParams), vp] + [ctypes.c_int] * CONV_CFG_LEN
+# (loads in flight a thread, longest K tile, blocks a multiprocessor): DecodeTuning; 0 = default.
+lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 3
+
+
+def ptr(t):
+    return 0 if t is None else t.data_ptr()
+
+
+def stream():
+    return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+
+def error_string(rc):
+    return lib.mambac_cuda_error_string(rc).decode()
+
+
+def check_rc(rc, what):
+    if rc != 0:
+        raise RuntimeError(f"{what}: {error_string(rc)} ({rc})")
+
+
+def to_host(t):
+    """A device tensor as a float64 numpy array (the references' input)."""
+    return None if t is None else t.double().cpu().numpy()
+
+
+# --- SelectiveScan ------------------------------------------------------------------------------
+# The op's input names (ops_reference.SCAN_INPUTS) -> the ABI struct's fields.
+SCAN_FIELDS = {"u": "u", "delta": "delta", "A": "a", "B": "b", "C": "c", "D": "d", "z": "z",
+               "delta_bias": "delta_bias", "initial_state": "initial_state"}
+
+
+def scan_params(x, y, final_state, dtype, delta_softplus):
+    """x: the op's inputs by name (None = absent), on the device."""
+    batch, seqlen, dim = x["u"].shape
+    return ScanParams(batch=batch, seqlen=seqlen, dim=dim, dstate=x["A"].shape[1], ngroups=x["B"].shape[2],
+                      elem=DTYPES[dtype][1], delta_softplus=bool(delta_softplus), y=ptr(y), final_state=ptr(final_state),
+                      **{SCAN_FIELDS[k]: ptr(v) for k, v in x.items()})
+
+
+def launch_scan(p, cfg=None):
+    """Returns the CUDA status; cfg forces a work split (ScanConfig's fields, zeros filled in)."""
+    if cfg is None:
+        return lib.mambac_cuda_selective_scan(ctypes.byref(p), stream())
+    return lib.mambac_cuda_selective_scan_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (SCAN_CFG_LEN - len(cfg))))
+
+
+def run_scan(x, dtype, delta_softplus, want_final, cfg=None, poison=float("nan")):
+    """Runs the scan on outputs filled with `poison` (so an element it does not write fails).
+    Returns (status, y, final_state or None)."""
+    batch, seqlen, dim = x["u"].shape
+    y = torch.full((batch, seqlen, dim), poison, dtype=x["u"].dtype, device=dev)
+    fs = torch.full((batch, dim, x["A"].shape[1]), poison, device=dev) if want_final else None
+    rc = launch_scan(scan_params(x, y, fs, dtype, delta_softplus), cfg)
+    torch.cuda.synchronize()
+    return rc, y, fs
+
+
+# --- CausalConv1d -------------------------------------------------------------------------------
+def conv_params(x, y, final_state, dtype, silu):
+    batch, seqlen, dim = x["x"].shape
+    return ConvParams(batch=batch, seqlen=seqlen, dim=dim, width=x["weight"].shape[1], elem=DTYPES[dtype][1],
+                      silu=bool(silu), x=ptr(x["x"]), weight=ptr(x["weight"]), bias=ptr(x.get("bias")),
+                      initial_state=ptr(x.get("initial_state")), y=ptr(y), final_state=ptr(final_state))
+
+
+def launch_conv(p, cfg=None):
+    if cfg is None:
+        return lib.mambac_cuda_causal_conv1d(ctypes.byref(p), stream())
+    return lib.mambac_cuda_causal_conv1d_cfg(ctypes.byref(p), stream(), *(tuple(cfg) + (0,) * (CONV_CFG_LEN - len(cfg))))
+
+
+def run_conv(x, dtype, silu, want_final, cfg=None, poison=float("nan")):
+    batch, seqlen, dim = x["x"].shape
+    t = x["x"].dtype
+    y = torch.full((batch, seqlen, dim), poison, dtype=t, device=dev)
+    fs = torch.full((batch, dim, x["weight"].shape[1] - 1), poison, dtype=t, device=dev) if want_final else None
+    rc = launch_conv(conv_params(x, y, fs, dtype, silu), cfg)
+    torch.cuda.synchronize()
+    return rc, y, fs
+
+
+# --- MambaLayerStep -----------------------------------------------------------------------------
+# The op's input names (ops_reference.LAYER_STEP_INPUTS) -> the ABI struct's fields.
+STEP_FIELDS = {"conv_state": "conv_state_in", "ssm_state": "ssm_state_in", "residual": "residual_in",
+               "norm_weight": "norm_weight", "in_proj_weight": "in_proj_weight", "in_proj_bias": "in_proj_bias",
+               "conv_weight": "conv_weight", "conv_bias": "conv_bias", "x_proj_weight": "x_proj_weight",
+               "dt_proj_weight": "dt_proj_weight", "dt_bias": "dt_bias", "A": "a", "D": "d",
+               "out_proj_weight": "out_proj_weight", "out_proj_bias": "out_proj_bias"}
+
+
+def step_params(x, outs, dtype, eps=1e-5, scratch=None):
+    """x: the op's inputs by name (residual [B, H] or [B, 1, H]); outs: residual, conv_state, ssm_state."""
+    batch, hidden = x["residual"].shape[0], x["residual"].shape[-1]
+    inner, width = x["conv_weight"].shape
+    dstate = x["A"].shape[1]
+    return StepParams(elem=DTYPES[dtype][1], batch=batch, hidden=hidden, inner=inner, dstate=dstate,
+                      dt_rank=x["dt_proj_weight"].shape[0], width=width, eps=eps,
+                      residual_out=ptr(outs["residual"]), conv_state_out=ptr(outs["conv_state"]),
+                      ssm_state_out=ptr(outs["ssm_state"]), scratch=ptr(scratch),
+                      **{STEP_FIELDS[k]: ptr(v) for k, v in x.items()})
+
+
+def run_step(x, dtype, eps=1e-5, poison=float("nan")):
+    """One decode step on poisoned outputs and scratch (stale values must not leak). Returns
+    (status, {residual, conv_state, ssm_state})."""
+    outs = {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
+    p = step_params(x, outs, dtype, eps)
+    nbytes = lib.mambac_cuda_decode_layer_scratch_bytes(ctypes.byref(p))
+    scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
+    p.scratch = ptr(scratch)
+    rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
+    torch.cuda.synchronize()
+    return rc, outs
+
+
+# --- Seeded inputs, drawn on the device and rounded to T there ----------------------------------
+def scan_inputs(batch, seqlen, dim, dstate, ngroups, dtype, opts, seed):
+    """The CPU op tests' distributions (test_ops.py): A = -exp(N(0, 1)); delta ~ N(-1, 0.5) before
+    softplus, or small and positive without it. T inputs are rounded to `dtype` on the device."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    t = DTYPES[dtype][0]
+    sp = opts.get("softplus", True)
+    sh = 1 if opts.get("shift") else 0  # D and delta_bias one element past an aligned address
+    on = lambda k: opts.get(k, True)  # noqa: E731
+    return {
+        "u": r(batch, seqlen, dim).to(t),
+        "delta": (0.5 * r(batch, seqlen, dim) - 1.0 if sp else (0.3 * r(batch, seqlen, dim)).abs() + 0.01).to(t),
+        "A": (-torch.exp(r(dim, dstate))).contiguous(),
+        "B": r(batch, seqlen, ngroups, dstate).to(t),
+        "C": r(batch, seqlen, ngroups, dstate).to(t),
+        "D": r(dim + sh)[sh:] if on("D") else None,
+        "z": r(batch, seqlen, dim).to(t) if on("z") else None,
+        "delta_bias": ((0.5 * r(dim + sh) if sp else (0.1 * r(dim + sh)).abs())[sh:]) if on("delta_bias") else None,
+        "initial_state": r(batch, dim, dstate) if on("initial_state") else None,
+    }
+
+
+def conv_inputs(batch, seqlen, dim, width, dtype, opts, seed):
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    t = DTYPES[dtype][0]
+    sh = 1 if opts.get("shift") else 0  # weight and bias one element past an aligned address
+    return {
+        "x": r(batch, seqlen, dim).to(t),
+        "weight": (0.5 * r(dim * width + sh)).to(t)[sh:].view(dim, width),
+        "bias": r(dim + sh).to(t)[sh:] if opts.get("bias", True) else None,
+        "initial_state": r(batch, dim, width - 1).to(t) if opts.get("initial_state", True) and width > 1 else None,
+    }
+
+
+def step_inputs(batch, hidden, inner, dstate, rank, width, dtype, opts, seed):
+    """Weights stored [in, out] as the decode graph feeds them; the residual and ssm_state are
+    float32 (docs/decode-graph.md), the rest T."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    t = DTYPES[dtype][0]
+    on = lambda k, default=True: opts.get(k, default)  # noqa: E731
+    return {
+        "conv_state": r(batch, inner, width - 1).to(t),
+        "ssm_state": r(batch, inner, dstate),
+        "residual": r(batch, 1, hidden),
+        "norm_weight": (1 + 0.1 * r(hidden)).float(),
+        "in_proj_weight": (r(hidden, 2 * inner) / hidden ** 0.5).to(t),
+        "in_proj_bias": (0.1 * r(2 * inner)).to(t) if on("proj_bias", False) else None,
+        "conv_weight": (0.5 * r(inner, width)).to(t),
+        "conv_bias": (0.1 * r(inner)).to(t) if on("conv_bias") else None,
+        "x_proj_weight": (r(inner, rank + 2 * dstate) / inner ** 0.5).to(t),
+        "dt_proj_weight": (r(rank, inner) / rank ** 0.5).to(t),
+        "dt_bias": (0.5 * r(inner) - 1.0) if on("dt_bias") else None,
+        "A": (-torch.exp(r(inner, dstate))).contiguous(),
+        "D": r(inner) if on("D") else None,
+        "out_proj_weight": (r(inner, hidden) / inner ** 0.5).to(t),
+        "out_proj_bias": (0.1 * r(hidden)).to(t) if on("proj_bias", False) else None,
+    }

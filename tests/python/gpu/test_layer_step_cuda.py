@@ -1,0 +1,52 @@
+"""MambaLayerStep's fused CUDA decode layer against ops_reference.mamba_layer_step_ref (float64):
+the 2.8b and 130m layer shapes, odd sizes (a scalar x_proj path, width 1 and 2, dstate past 32,
+dt_rank past 256), batches across the kernel's batch chunks, every optional input on and off,
+float32 / float16 / bfloat16, outputs and scratch NaN-poisoned. Checked: the layer's
+contribution (residual_out - residual), conv_state_out and ssm_state_out, tier atol relative
+to the tensor's scale."""
+
+import pytest
+
+pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
+from cuda_harness import error_string, run_step, step_inputs, to_host  # noqa: E402
+from ops_reference import mamba_layer_step_ref, mismatch  # noqa: E402
+
+EPS = 1e-5
+ALL_T = ("float32", "float16", "bfloat16")
+# (batch, hidden, inner, dstate, dt_rank, width, options, dtypes)
+CASES = [
+    (1, 2560, 5120, 16, 160, 4, {}, ALL_T),  # the 2.8b layer
+    (8, 2560, 5120, 16, 160, 4, {}, ("float16",)),
+    (5, 768, 1536, 16, 48, 4, {"proj_bias": True}, ALL_T),  # 130m, a partial batch chunk
+    (11, 64, 128, 16, 4, 4, {}, ALL_T),  # two batch chunks
+    (3, 40, 80, 8, 5, 3, {"proj_bias": True}, ALL_T),  # x_proj has 21 outputs (scalar path)
+    (2, 24, 48, 4, 2, 2, {"conv_bias": False, "dt_bias": False, "D": False}, ALL_T),
+    (1, 72, 136, 32, 9, 4, {"proj_bias": True, "conv_bias": False}, ALL_T),
+    (2, 16, 40, 16, 3, 1, {}, ALL_T),  # width 1: no conv state
+    (2, 64, 96, 64, 300, 4, {"proj_bias": True}, ALL_T),  # dstate > 32, dt_rank > 256
+]
+
+
+def case_id(c):
+    b, h, i, n, rk, k, opts, _ = c
+    return f"B{b}-H{h}-I{i}-N{n}-R{rk}-K{k}-" + (",".join(f"{key}={int(v)}" for key, v in opts.items()) or "default")
+
+
+PARAMS = [pytest.param(c, t, id=f"{case_id(c)}-{t}") for c in CASES for t in c[7]]
+
+
+@pytest.mark.parametrize("case,dtype", PARAMS)
+def test_layer_step_matches_float64(case, dtype):
+    batch, hidden, inner, dstate, rank, width, opts, _ = case
+    x = step_inputs(batch, hidden, inner, dstate, rank, width, dtype, opts, seed=hidden + inner + batch)
+    res_ref, conv_ref, ssm_ref = mamba_layer_step_ref({k: to_host(v) for k, v in x.items()}, EPS)
+    rc, o = run_step(x, dtype, EPS)
+    assert rc == 0, f"{error_string(rc)} ({rc})"
+    residual = to_host(x["residual"])
+    fails = [
+        # The layer's contribution, not residual_out itself: the residual would hide its error.
+        mismatch(to_host(o["residual"]) - residual, res_ref - residual, dtype, "residual_out - residual", scaled_atol=True),
+        mismatch(to_host(o["conv_state"]), conv_ref, dtype, "conv_state_out", scaled_atol=True),
+        mismatch(to_host(o["ssm_state"]), ssm_ref, dtype, "ssm_state_out", scaled_atol=True),
+    ]
+    assert not any(fails), "\n".join(f for f in fails if f)

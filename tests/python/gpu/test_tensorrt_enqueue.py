@@ -1,0 +1,147 @@
+"""The TensorRT plugins' enqueue on a CUDA device, through the harness that plays TensorRT's part
+(tests/python/trt_harness.py): fields -> createPlugin -> configurePlugin / getWorkspaceSize ->
+attachToContext -> onShapeChange -> enqueue on a stream of the harness's own, over an op grid,
+every output compared whole with the float64 references and tiers of ops_reference.py.
+MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
+equations (its 16-bit path rounds intermediates to T, which that reference does not model).
+
+On the H200: tools/build-tensorrt.sh here, carry target/tensorrt, then
+`python3 -m pytest -q tests/python/gpu/test_tensorrt_enqueue.py`. Skips without a CUDA device."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# The shared test modules live one folder up (this file needs no conftest of its own).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ops_reference import DTYPES, assert_close, causal_conv1d_ref, f64, selective_scan_ref, softplus  # noqa: E402
+from trt_harness import require_built, run  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/nvidiactl"), reason="no CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def built():
+    require_built()
+
+
+def enqueue(tmp_path, op, fields, inputs):
+    """Runs one plugin on the device; `inputs` is a list of arrays (present inputs, in order)."""
+    names = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+    if DTYPES.get("bfloat16"):
+        names[np.dtype(DTYPES["bfloat16"][0])] = "bfloat16"
+    script = f"op {op}\n" + "".join(f"field {f}\n" for f in fields) + "create\n"
+    for i, a in enumerate(inputs):
+        script += f"in {names[a.dtype]} {','.join(map(str, a.shape))}\n"
+        np.ascontiguousarray(a).tofile(tmp_path / f"in{i}.bin")
+    out = run(script + f"run {tmp_path}\n", tmp_path)
+    assert [l for l in out if l.startswith("log ")] == [], out
+    assert out[-1].startswith("enqueue rc=0"), out
+    return tmp_path
+
+
+def read(tmp_path, k, dtype, shape):
+    return np.fromfile(tmp_path / f"out{k}.bin", dtype=dtype).reshape(shape)
+
+
+SCAN_GRID = [
+    # batch, seqlen, dim, dstate, ngroups, optional inputs, delta_softplus
+    (2, 37, 64, 16, 1, "all", 1),
+    (1, 300, 128, 16, 2, "all", 1),
+    (3, 2, 48, 16, 1, "all", 0),   # the per-step (decode) kernel
+    (2, 64, 32, 8, 4, "none", 1),  # no D, z, delta_bias, initial_state
+]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", SCAN_GRID, ids=str)
+def test_selective_scan(tmp_path, dtype, case):
+    batch, seqlen, dim, dstate, ngroups, optional, softplus_on = case
+    t = DTYPES[dtype][0]
+    rng = np.random.default_rng(seqlen * 31 + dim)
+    u = rng.standard_normal((batch, seqlen, dim)).astype(t)
+    delta = (rng.standard_normal((batch, seqlen, dim)) * 0.5).astype(t)
+    A = -np.exp(rng.standard_normal((dim, dstate)) * 0.5).astype(np.float32)
+    B = rng.standard_normal((batch, seqlen, ngroups, dstate)).astype(t)
+    C = rng.standard_normal((batch, seqlen, ngroups, dstate)).astype(t)
+    inputs = [u, delta, A, B, C]
+    extra = {}
+    if optional == "all":
+        extra = dict(D=rng.standard_normal(dim).astype(np.float32), z=rng.standard_normal((batch, seqlen, dim)).astype(t),
+                     delta_bias=(rng.standard_normal(dim) * 0.3).astype(np.float32),
+                     initial_state=rng.standard_normal((batch, dim, dstate)).astype(np.float32))
+        inputs += list(extra.values())
+    d = enqueue(tmp_path, "SelectiveScan", [f"delta_softplus i32 {softplus_on}"], inputs)
+    y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, **extra, delta_softplus=bool(softplus_on))
+    assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
+    assert_close(read(d, 1, np.float32, h_ref.shape), h_ref, "float32" if dtype == "float32" else dtype, "final_state")
+
+
+CONV_GRID = [(2, 40, 64, 4, True, "silu"), (1, 3, 32, 4, True, "none"), (2, 17, 16, 3, False, "silu")]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", CONV_GRID, ids=str)
+def test_causal_conv1d(tmp_path, dtype, case):
+    batch, seqlen, dim, width, with_optional, act = case
+    t = DTYPES[dtype][0]
+    rng = np.random.default_rng(seqlen * 7 + dim)
+    x = rng.standard_normal((batch, seqlen, dim)).astype(t)
+    w = rng.standard_normal((dim, width)).astype(t)
+    inputs, extra = [x, w], {}
+    if with_optional:
+        extra = dict(bias=rng.standard_normal(dim).astype(t), initial_state=rng.standard_normal((batch, dim, width - 1)).astype(t))
+        inputs += list(extra.values())
+    d = enqueue(tmp_path, "CausalConv1d", [f"activation str {act}"], inputs)
+    y_ref, s_ref = causal_conv1d_ref(x, w, **extra, silu=act == "silu")
+    assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
+    assert_close(read(d, 1, t, s_ref.shape), s_ref, dtype, "final_state")
+
+
+def layer_step_ref(conv_state, h, r, norm_w, in_w, conv_w, conv_b, x_w, dt_w, dt_b, A, D, out_w, eps):
+    """MambaLayerStep (docs/decode-graph.md) in float64, without in_proj_bias and out_proj_bias."""
+    conv_state, h, r, norm_w, in_w, conv_w, conv_b, x_w, dt_w, dt_b, A, D, out_w = map(
+        f64, (conv_state, h, r, norm_w, in_w, conv_w, conv_b, x_w, dt_w, dt_b, A, D, out_w))
+    inner, rank, n = conv_state.shape[1], dt_w.shape[0], A.shape[1]
+    v = r[:, 0] / np.sqrt((r[:, 0] ** 2).mean(-1, keepdims=True) + eps) * norm_w
+    xz = v @ in_w
+    x, z = xz[:, :inner], xz[:, inner:]
+    window = np.concatenate([conv_state, x[:, :, None]], axis=2)
+    xc = (window * conv_w).sum(-1) + conv_b
+    xc = xc / (1 + np.exp(-xc))
+    dbc = xc @ x_w
+    dt = softplus(dbc[:, :rank] @ dt_w + dt_b)
+    Bm, Cm = dbc[:, rank:rank + n], dbc[:, rank + n:]
+    h2 = np.exp(dt[..., None] * A) * h + dt[..., None] * Bm[:, None, :] * xc[..., None]
+    y = ((h2 * Cm[:, None, :]).sum(-1) + D * xc) * (z / (1 + np.exp(-z)))
+    return r + (y @ out_w)[:, None, :], window[:, :, 1:], h2
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mamba_layer_step_float32(tmp_path, batch):
+    hidden, inner, n, rank, width, eps = 64, 128, 16, 4, 4, 1e-5
+    rng = np.random.default_rng(batch)
+    f = np.float32
+    arrays = [
+        rng.standard_normal((batch, inner, width - 1)).astype(f),   # conv_state
+        rng.standard_normal((batch, inner, n)).astype(f),           # ssm_state
+        rng.standard_normal((batch, 1, hidden)).astype(f),          # residual
+        (1 + 0.1 * rng.standard_normal(hidden)).astype(f),          # norm_weight
+        (rng.standard_normal((hidden, 2 * inner)) / 8).astype(f),   # in_proj_weight
+        (rng.standard_normal((inner, width)) / 2).astype(f),        # conv_weight
+        (rng.standard_normal(inner) / 4).astype(f),                 # conv_bias
+        (rng.standard_normal((inner, rank + 2 * n)) / 11).astype(f),  # x_proj_weight
+        (rng.standard_normal((rank, inner)) / 2).astype(f),         # dt_proj_weight
+        (rng.standard_normal(inner) / 4).astype(f),                 # dt_bias
+        -np.exp(rng.standard_normal((inner, n)) / 2).astype(f),     # A
+        rng.standard_normal(inner).astype(f),                       # D
+        (rng.standard_normal((inner, hidden)) / 11).astype(f),      # out_proj_weight
+    ]
+    mask = (1 << 15) - 1 - (1 << 5) - (1 << 14)  # no in_proj_bias, no out_proj_bias
+    d = enqueue(tmp_path, "MambaLayerStep", [f"present_inputs i32 {mask}", f"epsilon f32 {eps}"], arrays)
+    refs = layer_step_ref(*arrays, eps)
+    for k, (name, ref) in enumerate(zip(["residual_out", "conv_state_out", "ssm_state_out"], refs)):
+        assert_close(read(d, k, np.float32, ref.shape), ref, "float32", name)
