@@ -56,7 +56,11 @@ fn is_model_id(s: &str) -> bool {
 /// The hub cache the Hugging Face libraries use: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 /// `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
 pub fn hub_cache() -> Result<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    hub_cache_from(&|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// [`hub_cache`] with the environment given (the tests' own).
+fn hub_cache_from(var: &dyn Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = var("HF_HUB_CACHE") {
         return Ok(p);
     }
@@ -68,7 +72,7 @@ pub fn hub_cache() -> Result<PathBuf> {
     }
     match var("HOME") {
         Some(home) => Ok(home.join(".cache").join("huggingface").join("hub")),
-        None => bail!("cannot find the Hugging Face cache: HF_HUB_CACHE, HF_HOME and HOME are unset"),
+        None => bail!("cannot find the Hugging Face cache: HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME and HOME are unset"),
     }
 }
 
@@ -133,6 +137,22 @@ mod tests {
         std::fs::write(repo.join("refs/main"), "def456").unwrap();
         let e = hf_cache_snapshot("org/tiny", hub.path()).unwrap_err().to_string();
         assert!(e.contains(&format!("(no {})", repo.join("snapshots/def456").display())), "{e}");
+    }
+
+    #[test]
+    fn the_hub_cache_follows_the_hugging_face_variables() {
+        fn env<'a>(set: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<PathBuf> + 'a {
+            move |k: &str| set.iter().find(|(n, _)| *n == k).map(|(_, v)| PathBuf::from(v))
+        }
+        let all = [("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/u")];
+        assert_eq!(hub_cache_from(&env(&all)).unwrap(), Path::new("/c"));
+        assert_eq!(hub_cache_from(&env(&all[1..])).unwrap(), Path::new("/h/hub"));
+        assert_eq!(hub_cache_from(&env(&all[2..])).unwrap(), Path::new("/x/huggingface/hub"));
+        assert_eq!(hub_cache_from(&env(&all[3..])).unwrap(), Path::new("/u/.cache/huggingface/hub"));
+        assert_eq!(
+            hub_cache_from(&env(&[])).unwrap_err().to_string(),
+            "cannot find the Hugging Face cache: HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME and HOME are unset"
+        );
     }
 
     #[test]
