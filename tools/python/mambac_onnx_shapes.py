@@ -72,24 +72,26 @@ def _width_minus_one(weight):
     return onnx.TensorShapeProto.Dimension()
 
 
-def _infer_causal_conv1d(ctx):
-    x, w = _input(ctx, 0), _input(ctx, 1)
+def _y_and_final_state(ctx, sizes_slot, state_elem, last_dim):
+    """Both sequence ops: `y` is input 0's type; `final_state` is `[batch, dim, last_dim(sizes)]`
+    of `state_elem` (None: input 0's type), with `sizes` the `[dim, n]` input `sizes_slot`."""
+    x, sizes = _input(ctx, 0), _input(ctx, sizes_slot)
     if x is None:
         return
     _set(ctx, 0, x.tensor_type.elem_type, _dims(x))
-    if ctx.get_num_outputs() > 1 and w is not None and len(_dims(x)) == 3 and len(_dims(w)) == 2:
+    if ctx.get_num_outputs() > 1 and sizes is not None and len(_dims(x)) == 3 and len(_dims(sizes)) == 2:
         batch, _, dim = _dims(x)
-        _set(ctx, 1, x.tensor_type.elem_type, [batch, dim, _width_minus_one(w)])
+        _set(ctx, 1, state_elem or x.tensor_type.elem_type, [batch, dim, last_dim(sizes)])
+
+
+def _infer_causal_conv1d(ctx):
+    # final_state: the last width - 1 inputs, of T.
+    _y_and_final_state(ctx, 1, None, _width_minus_one)
 
 
 def _infer_selective_scan(ctx):
-    u, a = _input(ctx, 0), _input(ctx, 2)
-    if u is None:
-        return
-    _set(ctx, 0, u.tensor_type.elem_type, _dims(u))
-    if ctx.get_num_outputs() > 1 and a is not None and len(_dims(u)) == 3 and len(_dims(a)) == 2:
-        batch, _, dim = _dims(u)
-        _set(ctx, 1, TensorProto.FLOAT, [batch, dim, _dims(a)[1]])
+    # final_state: [batch, dim, dstate] float32, dstate from A [dim, dstate].
+    _y_and_final_state(ctx, 2, TensorProto.FLOAT, lambda a: _dims(a)[1])
 
 
 def _infer_layer_step(ctx):
