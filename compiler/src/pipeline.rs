@@ -193,7 +193,7 @@ fn metadata(ckpt: &Checkpoint, opts: &ExportOptions, passes: &PassReport, export
         ("mambac.source".into(), ckpt.dir.display().to_string()),
         ("mambac.source_layout".into(), format!("{:?}", ckpt.layout)),
         ("mambac.config".into(), ckpt.config.to_hf_json().to_string()),
-        ("mambac.dtype".into(), dtype.name().into()),
+        (crate::emit::metadata::DTYPE_KEY.into(), dtype.name().into()),
         ("mambac.stateful".into(), opts.compile.lower.stateful.to_string()),
         ("mambac.logits".into(), format!("{:?}", opts.compile.lower.logits).to_lowercase()),
         ("mambac.passes".into(), passes.rules_applied.join(",")),

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub use config::{Layout, MambaConfig};
 pub use dtype::DType;
 pub use error::CheckpointError;
-pub use json_file::MAX_JSON_BYTES;
+pub use json_file::{read as read_json, MAX_JSON_BYTES};
 pub use pickle::PickleError;
 pub use torch_zip::MAX_PICKLE_BYTES;
 pub use zip_entry::EntryError;

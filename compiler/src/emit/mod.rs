@@ -2,6 +2,7 @@
 
 pub mod decode_graph;
 pub mod external_data;
+pub mod metadata;
 mod onnx;
 pub mod proto;
 

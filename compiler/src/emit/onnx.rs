@@ -11,7 +11,9 @@ use super::external_data::ExternalDataWriter;
 use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::ir::{conv_slots, encode_f64, scan_slots, step_slots, ConstTensor, Op, ValidatedGraph, ValueRef};
+use crate::ir::{
+    conv_slots, encode_f64, scan_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef, ValueType,
+};
 
 pub const OPSET: i64 = 18;
 pub const CUSTOM_DOMAIN: &str = mambac_op_schema::DOMAIN.str;
@@ -252,6 +254,7 @@ fn build_model(
     for o in g.outputs() {
         e.graph.output.push(value_info(&o.name, vg.type_of(o.value)));
     }
+    e.intermediate_value_info();
 
     let mut model = ModelProto::new();
     model.ir_version = IR_VERSION;
@@ -276,6 +279,32 @@ fn build_model(
 }
 
 impl Emitter<'_, '_> {
+    /// A `value_info` for every value a node computes that is not a graph output (those have
+    /// theirs), with the IR's types and its symbolic dims (`batch`, `seqlen`: the graph inputs'
+    /// names). ONNX's own shape inference cannot see into the `mambac` ops, so without these
+    /// every value downstream of one would be untyped for ONNX tools (docs/onnx-shapes.md).
+    fn intermediate_value_info(&mut self) {
+        let g = self.vg.graph;
+        let outputs: std::collections::HashSet<ValueRef> = g.outputs().iter().map(|o| o.value).collect();
+        for &id in &self.vg.order {
+            if matches!(g.op(id), Op::Input { .. } | Op::Const(_)) {
+                continue;
+            }
+            for k in 0..g.op(id).num_outputs() {
+                let v = ValueRef { node: id, output: k };
+                if !outputs.contains(&v) {
+                    let info = value_info(&self.value_name(v), self.vg.type_of(v));
+                    self.graph.value_info.push(info);
+                }
+            }
+        }
+    }
+
+    /// The type of a value an op's expansion computes between its standard ops.
+    fn expansion_value_info(&mut self, name: &str, ty: &ValueType) {
+        self.graph.value_info.push(value_info(name, ty));
+    }
+
     fn value_name(&self, v: ValueRef) -> String {
         if let Some(n) = self.names.get(&v) {
             return n.clone();
@@ -359,6 +388,8 @@ impl Emitter<'_, '_> {
                 // Opset 18 has no SiLU: x * sigmoid(x).
                 let s = format!("{name}.sigmoid");
                 self.push("Sigmoid", "", &s, vec![req(0)], vec![s.clone()], vec![]);
+                let ty = self.vg.type_of(g.input(id, 0).expect("validated")).clone();
+                self.expansion_value_info(&s, &ty);
                 self.push("Mul", "", &name, vec![req(0), s], outs, vec![]);
             }
             Op::SplitLast { sizes } => {
@@ -397,7 +428,8 @@ impl Emitter<'_, '_> {
     /// Pow → ReduceMean → Add(eps) → Sqrt → Div → [Cast] → Mul(weight).
     fn rms_norm(&mut self, name: &str, id: crate::ir::NodeId, x: String, w: String, out: String, eps: f64) {
         let g = self.vg.graph;
-        let x_elem = self.vg.type_of(g.input(id, 0).expect("validated")).elem;
+        let x_ty = self.vg.type_of(g.input(id, 0).expect("validated")).clone();
+        let x_elem = x_ty.elem;
         let w_elem = self.vg.type_of(g.input(id, 1).expect("validated")).elem;
         let two = self.helper_const(tensor(&format!("{name}.two"), x_elem, &[], encode_f64(&[2.0], x_elem)));
         let eps = self.helper_const(tensor(&format!("{name}.eps"), x_elem, &[], encode_f64(&[eps], x_elem)));
@@ -408,8 +440,16 @@ impl Emitter<'_, '_> {
         self.push("Add", "", &t("add_eps"), vec![t("mean"), eps], vec![t("add_eps")], vec![]);
         self.push("Sqrt", "", &t("sqrt"), vec![t("add_eps")], vec![t("sqrt")], vec![]);
         self.push("Div", "", &t("div"), vec![x, t("sqrt")], vec![t("div")], vec![]);
+        let mut reduced = x_ty.clone();
+        *reduced.shape.0.last_mut().expect("validated: rank >= 1") = Dim::Known(1);
+        for (what, ty) in
+            [("pow", &x_ty), ("mean", &reduced), ("add_eps", &reduced), ("sqrt", &reduced), ("div", &x_ty)]
+        {
+            self.expansion_value_info(&t(what), ty);
+        }
         let mut normed = t("div");
         if x_elem != w_elem {
+            self.expansion_value_info(&t("cast"), &ValueType { elem: w_elem, shape: x_ty.shape.clone() });
             self.push(
                 "Cast",
                 "",

@@ -82,8 +82,18 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
         // decision is made on the variant.
         if cuda_graph && source.message().to_lowercase().contains("graph") {
             Error::GraphCaptureRefused { model: model.to_path_buf(), source }
+        } else if opts.ep == Ep::Cpu && is_bfloat16_export(model) {
+            Error::Bfloat16OnCpu { model: model.to_path_buf(), source }
         } else {
             Error::Ort { what: format!("cannot load {}", model.display()), source }
         }
     })
+}
+
+/// Whether `model` is a mambac export in bfloat16 (its `mambac.dtype` metadata). Read only once
+/// ORT has refused the model: ORT's CPU EP has no bfloat16 MatMul kernel, so such a model never
+/// loads there, and the user is told why and what to use instead.
+fn is_bfloat16_export(model: &Path) -> bool {
+    use mambac_compiler::emit::metadata::{metadata_value, DTYPE_KEY};
+    metadata_value(model, DTYPE_KEY).as_deref() == Some("bfloat16")
 }
