@@ -53,6 +53,11 @@ pub(crate) fn decode_graph_for(model: &Path, opts: &SessionOptions) -> Result<Op
 }
 
 fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shared: &SharedWeights) -> Result<Session> {
+    // One session at a time in this process: ONNX Runtime adds a custom op library's domain to
+    // ONNX's process-wide schema map unlocked, so two threads registering `mambac` at once can
+    // fail ("Trying to add a domain to DomainToVersion map, but the domain is already exist").
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let env = init_ort()?;
     if !model.is_file() {
         return Err(Error::ModelNotFound(model.to_path_buf()));
