@@ -40,6 +40,8 @@ pub enum CompileError {
     Emit(#[from] EmitError),
     #[error(transparent)]
     OutputIsInput(#[from] OutputIsInput),
+    #[error("{0}: Mamba-2 checkpoints are read but not lowered yet")]
+    Mamba2NotLowered(PathBuf),
     #[error("the decode graph needs {0}")]
     DecodeGraph(&'static str),
     #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
@@ -53,6 +55,9 @@ pub struct Compiled {
 
 /// Lowers, validates and (optionally) fuses.
 pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    if ckpt.config.mamba2.is_some() {
+        return Err(CompileError::Mamba2NotLowered(ckpt.dir.clone()));
+    }
     let mut graph = lower(ckpt, opts.lower);
     validate(&graph).map_err(CompileError::Lowering)?;
     let passes = if opts.fuse { run_passes(&mut graph, opts.max_rewrites)? } else { PassReport::default() };
