@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::{
-    CausalConv1dConfig as Conv, Dim, MambaLayerStepConfig as Step, Op, SelectiveScanConfig as Scan, ValidatedGraph,
-    ValueRef,
+    CausalConv1dConfig as Conv, Dim, MambaLayerStepConfig as Step, Op, SelectiveScanConfig as Scan,
+    SsdScanConfig as Ssd, ValidatedGraph, ValueRef,
 };
 use crate::reference::{self, softplus};
 
@@ -229,6 +229,47 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let mut shape = t.shape.clone();
             shape.insert(*axis, 1);
             vec![Tensor64 { shape, data: t.data.clone() }]
+        }
+        Op::Reshape { keep, tail } => {
+            let t = x(0);
+            let mut shape = t.shape[..*keep].to_vec();
+            shape.extend_from_slice(tail);
+            vec![Tensor64::new(shape, t.data.clone())]
+        }
+        Op::GatedRmsNorm(cfg) => {
+            let (t, z, w) = (x(0), x(1), x(2));
+            let data =
+                reference::gated_rms_norm(&t.data, &z.data, &w.data, cfg.group_size, cfg.eps, cfg.norm_before_gate);
+            vec![Tensor64::new(t.shape.clone(), data)]
+        }
+        Op::SsdScan(cfg) => {
+            let (xs, b) = (x(Ssd::X), x(Ssd::B));
+            let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
+            let (batch, seqlen, heads, head_dim) = (xs.shape[0], xs.shape[1], xs.shape[2], xs.shape[3]);
+            let (y, fin) = reference::ssd_scan(&reference::SsdScanInputs {
+                batch,
+                seqlen,
+                heads,
+                head_dim,
+                ngroups: b.shape[2],
+                dstate: b.shape[3],
+                x: &xs.data,
+                dt: &x(Ssd::DT).data,
+                a: &x(Ssd::A).data,
+                b: &b.data,
+                c: &x(Ssd::C).data,
+                d: opt(Ssd::D),
+                dt_bias: opt(Ssd::DT_BIAS),
+                initial_state: opt(Ssd::INITIAL_STATE),
+                dt_softplus: cfg.dt_softplus,
+                dt_min: cfg.dt_min,
+                dt_max: cfg.dt_max,
+            });
+            let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
+            if cfg.final_state {
+                outs.push(Tensor64::new(vec![batch, heads, head_dim, b.shape[3]], fin));
+            }
+            outs
         }
         Op::CausalConv1d(cfg) => {
             let (xs, w) = (x(Conv::X), x(Conv::WEIGHT));

@@ -1,5 +1,6 @@
 //! Lowering: a checkpoint becomes an IR graph of unfused primitive ops (one Mamba-1 block per
-//! layer, as in the paper and Hugging Face's `MambaMixer.slow_forward`). The fusion passes then
+//! layer, as in the paper and Hugging Face's `MambaMixer.slow_forward`; Mamba-2 blocks in
+//! `lower/mamba2.rs`). The fusion passes then
 //! fold the primitives into `CausalConv1d` and `SelectiveScan`.
 //!
 //! Per layer, with `v = RMSNorm(h)`:
@@ -12,6 +13,8 @@
 //! y     = (Scan(x, delta, A = -exp(A_log), B, C) + D * x) * SiLU(z)
 //! h     = h + out_proj(y)
 //! ```
+
+mod mamba2;
 
 use crate::checkpoint::{Checkpoint, MambaConfig};
 use crate::ir::{
@@ -204,7 +207,10 @@ impl Lowerer<'_> {
         };
         let mut hidden = self.cast("embeddings.to_stream".into(), embedded, self.t(), self.stream());
         for i in 0..cfg.num_hidden_layers {
-            hidden = self.layer(i, hidden);
+            hidden = match &cfg.mamba2 {
+                Some(m2) => self.layer_mamba2(i, hidden, m2),
+                None => self.layer(i, hidden),
+            };
         }
         // One position is the last one: the decode lowering needs no slice.
         if self.opts.logits == LogitsOutput::Last && !self.opts.decode_step {

@@ -40,8 +40,6 @@ pub enum CompileError {
     Emit(#[from] EmitError),
     #[error(transparent)]
     OutputIsInput(#[from] OutputIsInput),
-    #[error("{0}: Mamba-2 checkpoints are read but not lowered yet")]
-    Mamba2NotLowered(PathBuf),
     #[error("the decode graph needs {0}")]
     DecodeGraph(&'static str),
     #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
@@ -55,9 +53,6 @@ pub struct Compiled {
 
 /// Lowers, validates and (optionally) fuses.
 pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, CompileError> {
-    if ckpt.config.mamba2.is_some() {
-        return Err(CompileError::Mamba2NotLowered(ckpt.dir.clone()));
-    }
     let mut graph = lower(ckpt, opts.lower);
     validate(&graph).map_err(CompileError::Lowering)?;
     let passes = if opts.fuse { run_passes(&mut graph, opts.max_rewrites)? } else { PassReport::default() };
@@ -118,6 +113,9 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
+    if ckpt.config.mamba2.is_some() {
+        return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
+    }
     let compiled = compile(ckpt, &decode_options(general)?)?;
     let layers = ckpt.config.num_hidden_layers;
     let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();

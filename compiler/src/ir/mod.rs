@@ -22,7 +22,10 @@ use petgraph::Direction;
 
 pub use consts::{encode_f32, encode_f64, ConstSource, ConstTensor, ConstTransform, UnaryFn};
 pub use infer::infer_node;
-pub use op::{CausalConv1dConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op, SelectiveScanConfig};
+pub use op::{
+    CausalConv1dConfig, GatedRmsNormConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op, SelectiveScanConfig,
+    SsdScanConfig,
+};
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};
 pub use validate::{validate, ValidatedGraph, ValidationError};

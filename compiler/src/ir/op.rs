@@ -49,6 +49,50 @@ impl SelectiveScanConfig {
     pub const INPUT_NAMES: [&'static str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
 }
 
+/// SsdScan (docs/op-contract.md "SsdScan"): Mamba-2's state-space recurrence, one scalar decay
+/// a head. Head h reads group g = h / (heads / ngroups) of B and C:
+///
+/// ```text
+/// dt_t = clamp(softplus(dt_t + dt_bias), dt_min, dt_max)   (no softplus when the flag is off)
+/// h_t  = exp(dt_t[h] * A[h]) * h_{t-1} + dt_t[h] * x_t[h, p] * B_t[g, n]     state [heads, P, N]
+/// y_t[h, p] = sum_n C_t[g, n] * h_t[h, p, n] + D[h] * x_t[h, p]
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsdScanConfig {
+    pub dt_softplus: bool,
+    /// The clamp of dt (transformers' `time_step_limit`); (0, inf) changes no softplus output.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    /// Whether the node produces `final_state` (output 1).
+    pub final_state: bool,
+}
+
+impl SsdScanConfig {
+    pub const X: usize = 0;
+    pub const DT: usize = 1;
+    pub const A: usize = 2;
+    pub const B: usize = 3;
+    pub const C: usize = 4;
+    pub const D: usize = 5;
+    pub const DT_BIAS: usize = 6;
+    pub const INITIAL_STATE: usize = 7;
+    pub const INPUT_NAMES: [&'static str; 8] = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"];
+}
+
+/// Mamba-2's gated RMSNorm (mamba_ssm's `RMSNormGated`), over groups of `group_size` channels
+/// of the last axis, inputs (x, z, weight):
+///
+/// ```text
+/// norm_before_gate false: y = rmsnorm_groups(x * silu(z)) * weight
+/// norm_before_gate true:  y = rmsnorm_groups(x) * weight * silu(z)
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatedRmsNormConfig {
+    pub eps: f64,
+    pub group_size: usize,
+    pub norm_before_gate: bool,
+}
+
 /// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
 /// block of `lower.rs` fused. `r` is the float32 residual stream, weights are stored `[in, out]`:
 ///
@@ -165,8 +209,15 @@ pub enum Op {
     },
     /// `[B, L, ...] -> [B, 1, ...]`: the last position of the sequence axis.
     LastPosition,
+    /// `[d0, .., d(keep-1), rest...] -> [d0, .., d(keep-1), tail...]`, the rest's size unchanged.
+    Reshape {
+        keep: usize,
+        tail: Vec<usize>,
+    },
+    GatedRmsNorm(GatedRmsNormConfig),
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
+    SsdScan(SsdScanConfig),
     MambaLayerStep(MambaLayerStepConfig),
 }
 
@@ -191,8 +242,11 @@ impl Op {
             Op::SplitLast { .. } => "SplitLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
+            Op::Reshape { .. } => "Reshape",
+            Op::GatedRmsNorm(_) => "GatedRmsNorm",
             Op::CausalConv1d(_) => "CausalConv1d",
             Op::SelectiveScan(_) => "SelectiveScan",
+            Op::SsdScan(_) => "SsdScan",
             Op::MambaLayerStep(_) => "MambaLayerStep",
         }
     }
@@ -210,13 +264,16 @@ impl Op {
             | Op::SplitLast { .. }
             | Op::Unsqueeze { .. }
             | Op::LastPosition
+            | Op::Reshape { .. }
             | Op::Cast { .. } => &["x"],
+            Op::GatedRmsNorm(_) => &["x", "z", "weight"],
             Op::RmsNorm { .. } => &["x", "weight"],
             Op::MatMul => &["x", "w"],
             Op::MatMulNBits(_) => &["x", "values", "scales"],
             Op::Add | Op::Mul => &["a", "b"],
             Op::CausalConv1d(_) => &CausalConv1dConfig::INPUT_NAMES,
             Op::SelectiveScan(_) => &SelectiveScanConfig::INPUT_NAMES,
+            Op::SsdScan(_) => &SsdScanConfig::INPUT_NAMES,
             Op::MambaLayerStep(_) => &MambaLayerStepConfig::INPUT_NAMES,
         }
     }
@@ -226,6 +283,7 @@ impl Op {
         match self {
             Op::CausalConv1d(_) => slot >= CausalConv1dConfig::BIAS,
             Op::SelectiveScan(_) => slot >= SelectiveScanConfig::D,
+            Op::SsdScan(_) => slot >= SsdScanConfig::D,
             Op::MambaLayerStep(_) => MambaLayerStepConfig::OPTIONAL.contains(&slot),
             _ => false,
         }
@@ -237,6 +295,7 @@ impl Op {
             Op::SplitLast { sizes } => sizes.len(),
             Op::CausalConv1d(c) => 1 + c.final_state as usize,
             Op::SelectiveScan(c) => 1 + c.final_state as usize,
+            Op::SsdScan(c) => 1 + c.final_state as usize,
             Op::MambaLayerStep(_) => 3,
             _ => 1,
         }
@@ -244,6 +303,6 @@ impl Op {
 
     /// Whether this op is one of the fused custom ops of the `mambac` domain.
     pub fn is_fused_op(&self) -> bool {
-        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_) | Op::MambaLayerStep(_))
+        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_) | Op::SsdScan(_) | Op::MambaLayerStep(_))
     }
 }
