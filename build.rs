@@ -15,6 +15,7 @@ use std::path::Path;
 const CPP_SOURCES: &[&str] = &[
     "cpp/shape_check.cpp",
     "cpp/cpu/dispatch.cpp",
+    "cpp/cpu/ssd_scan.cpp",
     "cpp/cpu/isa_generic.cpp",
     "cpp/cpu/isa_avx2.cpp",
     "cpp/cpu/isa_avx512.cpp",
@@ -47,6 +48,7 @@ fn main() {
     bridge
         .file("cpp/shape_check.cpp")
         .file("cpp/cpu/dispatch.cpp")
+        .file("cpp/cpu/ssd_scan.cpp")
         .include("cpp/include")
         .std("c++17")
         .flag_if_supported("-Wall")
