@@ -73,8 +73,8 @@ def ssd_dual(x, dt, a, b, c):
     return y, state
 
 
-def forward(w, ids):
-    c = CFG
+def forward(w, ids, cfg=None):
+    c = cfg or CFG
     h, i, n, g, nh, p, k = c["hidden_size"], c["expand"] * c["hidden_size"], c["state_size"], c["n_groups"], \
         c["num_heads"], c["head_dim"], c["conv_kernel"]
     lo, hi = c["time_step_limit"]
@@ -106,8 +106,12 @@ def forward(w, ids):
                 y[bi, :, hh], ssm[bi, hh] = ssd_dual(x[bi, :, hh], dt[bi, :, hh], a[hh], bm[bi, :, grp], cm[bi, :, grp])
         y = y + W[q + "D"][:, None] * x
         states[f"ssm_states.{layer}"] = ssm
-        gated = (y.reshape(bsz, seqlen, i) * silu(z)).reshape(bsz, seqlen, g, i // g)
-        y = rms(gated, 1.0, eps).reshape(bsz, seqlen, i) * W[q + "norm.weight"]
+        if c.get("norm_before_gate", False):  # mamba_ssm's RMSNormGated flag
+            grouped = y.reshape(bsz, seqlen, g, i // g)
+            y = rms(grouped, 1.0, eps).reshape(bsz, seqlen, i) * W[q + "norm.weight"] * silu(z)
+        else:
+            gated = (y.reshape(bsz, seqlen, i) * silu(z)).reshape(bsz, seqlen, g, i // g)
+            y = rms(gated, 1.0, eps).reshape(bsz, seqlen, i) * W[q + "norm.weight"]
         hs = hs + y @ W[q + "out_proj.weight"].T + W[q + "out_proj.bias"]
     logits = rms(hs, W["backbone.norm_f.weight"], eps) @ W["lm_head.weight"].T
     return logits, states

@@ -154,3 +154,28 @@ def test_decode_graph_is_refused_for_now(tmp_path):
     assert r.stderr.strip() == (f"error: cannot export {TESTDATA / 'mamba2-tiny-hf'}: the decode graph needs a "
                                 "Mamba-1 model: Mamba-2 has no fused layer step yet")
     assert not (tmp_path / "d.onnx").exists()
+
+
+def test_norm_before_gate_variant(tmp_path):
+    """mamba_ssm's norm_before_gate true (norm(y) * w * silu(z)) on the groups2 weights, against
+    gen_mamba2_groups.py's numpy forward with the same flag."""
+    import importlib.util
+    import json
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("gen", TESTDATA / "gen_mamba2_groups.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    cfg = dict(gen.CFG, norm_before_gate=True)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    shutil.copy(TESTDATA / "mamba2-groups2" / "model.safetensors", ckpt)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    ref = reference("mamba2-groups2")
+    weights = load_file(str(ckpt / "model.safetensors"))
+    want, _ = gen.forward(weights, ref["input_ids"], cfg)
+    mambac("export", ckpt, "-o", tmp_path / "m.onnx", "-q")
+    logits = ort_run(tmp_path / "m.onnx", {"input_ids": ref["input_ids"]})["logits"]
+    assert worst_rel(logits, want) <= 1e-4
+    # The flag matters: the default order gives other logits.
+    assert worst_rel(ref["logits"], want) > 1e-2

@@ -482,8 +482,8 @@ impl Emitter<'_, '_> {
         self.push("Div", "", &t("div"), vec![t("groups"), t("sqrt")], vec![t("div")], vec![]);
         self.push("Reshape", "", &t("flat"), vec![t("div"), flat], vec![t("flat")], vec![]);
         if cfg.norm_before_gate {
-            self.push("Mul", "", &t("weight"), vec![t("flat"), w], vec![t("weight")], vec![]);
-            self.push("Mul", "", name, vec![t("weight"), t("z_silu")], vec![out], vec![]);
+            self.push("Mul", "", &t("times_weight"), vec![t("flat"), w], vec![t("times_weight")], vec![]);
+            self.push("Mul", "", name, vec![t("times_weight"), t("z_silu")], vec![out], vec![]);
         } else {
             self.push("Mul", "", name, vec![t("flat"), w], vec![out], vec![]);
         }
