@@ -18,6 +18,7 @@ use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
+use crate::selective_scan::y_and_f32_state;
 use crate::tensor::{elem_bytes, input, output};
 
 const DT_SOFTPLUS: &CStr = c"dt_softplus";
@@ -36,12 +37,7 @@ impl Kernel for SsdScan {
     const INPUTS: usize = 8;
 
     fn output_types(t: Elem) -> &'static [Elem] {
-        const F32: Elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-        match t {
-            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, F32],
-            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, F32],
-            _ => &[F32, F32],
-        }
+        y_and_f32_state(t)
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {

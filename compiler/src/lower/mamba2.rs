@@ -12,16 +12,14 @@
 
 use super::{names, Lowerer};
 use crate::checkpoint::Mamba2Params;
-use crate::ir::{
-    CausalConv1dConfig, ConstTransform, Dim, Elem, GatedRmsNormConfig, Op, SsdScanConfig, ValueRef, ValueType,
-};
+use crate::ir::{ConstTransform, Dim, Elem, GatedRmsNormConfig, Op, SsdScanConfig, ValueRef, ValueType};
 
 impl Lowerer<'_> {
     pub(super) fn layer_mamba2(&mut self, i: usize, residual: ValueRef, m2: &Mamba2Params) -> ValueRef {
         let cfg = self.cfg;
         let p = format!("backbone.layers.{i}");
         let m = format!("{p}.mixer");
-        let (hid, inter, n, k) = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.conv_kernel);
+        let (hid, inter, n) = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size);
         let (heads, head_dim, groups) = (m2.num_heads, m2.head_dim, m2.n_groups);
         let conv_dim = m2.conv_dim(cfg);
         let t = self.t();
@@ -39,26 +37,8 @@ impl Lowerer<'_> {
             ValueRef { node: split, output: 2 },
         );
 
-        // The conv runs over x, B and C at once; bias and SiLU are separate ops the passes absorb.
-        let conv_w = self.weight(&format!("{m}.conv1d.weight"), &[conv_dim, k], t, ConstTransform::Reshape);
-        let conv_state = self.opts.stateful.then(|| {
-            let ty = ValueType::new(t, vec![Dim::sym("batch"), Dim::Known(conv_dim), Dim::Known(k - 1)]);
-            self.input(names::conv_state(i), ty)
-        });
-        let conv = self.g.add(
-            format!("{m}.conv1d"),
-            Op::CausalConv1d(CausalConv1dConfig { silu: false, final_state: self.opts.stateful }),
-            &[Some(xbc), Some(conv_w), None, conv_state],
-        );
-        if self.opts.stateful {
-            self.state_outputs.push((names::conv_state_out(i), ValueRef { node: conv, output: 1 }));
-        }
-        let mut xc: ValueRef = conv.into();
-        if cfg.use_conv_bias {
-            let b = self.weight(&format!("{m}.conv1d.bias"), &[conv_dim], t, ConstTransform::AsStored);
-            xc = self.op(format!("{m}.conv1d.add_bias"), Op::Add, &[xc, b]);
-        }
-        let xc = self.op(format!("{m}.conv1d.silu"), Op::Silu, &[xc]);
+        // One conv over x, B and C together, as both implementations do.
+        let xc = self.causal_conv(i, &m, xbc, conv_dim);
         let gn = groups * n;
         let split = self.g.add_op(format!("{m}.split_x_b_c"), Op::SplitLast { sizes: vec![inter, gn, gn] }, &[xc]);
         let heads_of = |this: &mut Self, name: String, v: ValueRef, tail: Vec<usize>| {
