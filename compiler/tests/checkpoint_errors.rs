@@ -162,9 +162,12 @@ fn other_families_and_hybrid_configs_are_refused() {
             cfg.display()
         )
     );
-    std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"layer": "Mamba2"}}"#)
+    std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"layer": "Mamba3"}}"#)
         .unwrap();
-    assert_contains(&open_err(dir.path()), &["ssm_cfg.layer 'Mamba2' is not supported"]);
+    assert_contains(
+        &open_err(dir.path()),
+        &["ssm_cfg.layer 'Mamba3' is not supported (mambac reads Mamba1 and Mamba2 layers)"],
+    );
     std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "attn_layer_idx": [1]}"#).unwrap();
     assert_contains(&open_err(dir.path()), &["attention layers"]);
 }

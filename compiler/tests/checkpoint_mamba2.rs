@@ -202,3 +202,64 @@ fn mamba2_tensors_are_checked_by_name_and_shape() {
         "tensor 'backbone.layers.0.mixer.in_proj.weight' has shape [295, 64], expected [296, 64] from config.json"
     );
 }
+
+/// mamba2-groups2's block as mamba_ssm's own config.json (state-spaces layout, ssm_cfg.layer
+/// "Mamba2").
+fn state_spaces_config() -> Value {
+    json!({
+        "d_model": 32, "n_layer": 2, "vocab_size": 61, "pad_vocab_size_multiple": 8, "d_intermediate": 0,
+        "ssm_cfg": {"layer": "Mamba2", "d_state": 8, "d_conv": 4, "expand": 2, "headdim": 16, "ngroups": 2,
+                    "bias": true, "conv_bias": true, "dt_limit": [0.05, 0.5], "chunk_size": 8},
+        "attn_layer_idx": [], "rms_norm": true, "norm_epsilon": 1e-5, "tie_embeddings": false,
+    })
+}
+
+#[test]
+fn state_spaces_mamba2_reads_and_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata("mamba2-groups2").join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("config.json"), state_spaces_config().to_string()).unwrap();
+    let ck = Checkpoint::open(dir.path()).expect("opens");
+    assert_eq!(ck.layout, Layout::StateSpaces);
+    let m = ck.config.mamba2.as_ref().unwrap();
+    assert_eq!((m.num_heads, m.head_dim, m.n_groups, m.chunk_size), (4, 16, 2, 8));
+    assert_eq!((m.time_step_limit, ck.config.vocab_size), ((0.05, 0.5), 64));
+    let r = common::reference("mamba2-groups2");
+    let opts = mambac_compiler::pipeline::CompileOptions::default();
+    let out = common::run_interp(&ck, &opts, common::ids_input(&r["input_ids"]));
+    let err = common::worst_rel(&out["logits"].data, &r["logits"].data);
+    assert!(err <= 1e-10, "worst rel {err:.3e}");
+}
+
+#[test]
+fn state_spaces_mamba2_bad_keys_are_named() {
+    let err = |edit: &dyn Fn(&mut Value)| {
+        let mut v = state_spaces_config();
+        edit(&mut v);
+        config_err(v)
+    };
+    assert_eq!(
+        err(&|v| v["ssm_cfg"]["headdim"] = json!(48)),
+        "config.json: key 'ssm_cfg.headdim' (48) must divide the intermediate size 64 (expand 2 x d_model 32)"
+    );
+    assert_eq!(
+        err(&|v| v["ssm_cfg"]["ngroups"] = json!(3)),
+        "config.json: key 'ssm_cfg.ngroups' (3) must divide the head count 4 (intermediate size / headdim)"
+    );
+    assert_eq!(
+        err(&|v| v["ssm_cfg"]["D_has_hdim"] = json!(true)),
+        "config.json: ssm_cfg.D_has_hdim true (D per channel) is not supported"
+    );
+    assert_eq!(
+        err(&|v| v["ssm_cfg"]["rmsnorm"] = json!(false)),
+        "config.json: ssm_cfg.rmsnorm false (no gated RMSNorm) is not supported"
+    );
+    assert_eq!(
+        err(&|v| v["ssm_cfg"]["d_ssm"] = json!(32)),
+        "config.json: ssm_cfg.d_ssm 32 is not the intermediate size 64: blocks with an MLP part are not supported"
+    );
+    assert_eq!(
+        err(&|v| v["ssm_cfg"]["dt_limit"] = json!([1.0])),
+        "config.json: key 'ssm_cfg.dt_limit' must be [min, max] with 0 <= min <= max and max > 0, got [1.0]"
+    );
+}

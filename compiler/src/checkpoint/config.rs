@@ -6,7 +6,7 @@
 //!
 //! state-spaces (`MambaConfig` of mamba_ssm): d_model, n_layer, vocab_size,
 //! pad_vocab_size_multiple, ssm_cfg {d_state, d_conv, expand, dt_rank, bias, conv_bias},
-//! tie_embeddings. Its vocab_size is the tokenizer's: the embedding has it rounded up to a
+//! tie_embeddings (ssm_cfg.layer "Mamba2": `config_mamba2.rs` reads the Mamba-2 keys). Its vocab_size is the tokenizer's: the embedding has it rounded up to a
 //! multiple of pad_vocab_size_multiple, and that padded size is what [`MambaConfig::vocab_size`]
 //! holds, because it is the size every tensor and the logits have.
 
@@ -201,14 +201,16 @@ impl MambaConfig {
             Some(v) => return Err(k.err("ssm_cfg", "an object", v)),
         };
         let s = Keys { obj: ssm, prefix: "ssm_cfg.", path };
-        if let Some(Value::String(layer)) = ssm.get("layer") {
-            if layer != "Mamba1" {
+        let mamba2 = match ssm.get("layer") {
+            Some(Value::String(layer)) if layer == "Mamba2" => true,
+            Some(Value::String(layer)) if layer != "Mamba1" => {
                 return Err(CheckpointError::config(
                     path,
-                    format!("ssm_cfg.layer '{layer}' is not supported (mambac reads Mamba1 layers)"),
+                    format!("ssm_cfg.layer '{layer}' is not supported (mambac reads Mamba1 and Mamba2 layers)"),
                 ));
             }
-        }
+            _ => false,
+        };
         // Hybrid models (attention layers, MLPs between mixers) are a different graph.
         if let Some(Value::Array(a)) = obj.get("attn_layer_idx") {
             if !a.is_empty() {
@@ -242,6 +244,25 @@ impl MambaConfig {
             Some(_) => k.f64_or("norm_epsilon", 1e-5)?,
             None => k.f64_or("layer_norm_epsilon", 1e-5)?,
         };
+        if mamba2 {
+            let c = MambaConfig {
+                hidden_size: hidden,
+                // mamba_ssm's Mamba2 defaults.
+                state_size: s.usize_or("d_state", 128)?,
+                num_hidden_layers: k.usize_req("n_layer", MAX_LAYERS)?,
+                expand,
+                conv_kernel: s.usize_or("d_conv", 4)?,
+                time_step_rank: 0,
+                intermediate_size: expand * hidden,
+                use_bias: s.bool_or("bias", false)?,
+                use_conv_bias: s.bool_or("conv_bias", true)?,
+                layer_norm_epsilon: eps,
+                tie_word_embeddings: k.bool_or("tie_embeddings", true)?,
+                vocab_size: padded,
+                mamba2: None,
+            };
+            return super::config_mamba2::from_state_spaces(c, &s);
+        }
         Ok(MambaConfig {
             hidden_size: hidden,
             state_size: s.usize_or("d_state", 16)?,

@@ -57,8 +57,8 @@ fn limit_value(v: &Value) -> Option<f64> {
     }
 }
 
-fn time_step_limit(k: &Keys<'_>) -> Result<(f64, f64), CheckpointError> {
-    let v = match k.obj.get("time_step_limit") {
+fn time_step_limit(k: &Keys<'_>, key: &str) -> Result<(f64, f64), CheckpointError> {
+    let v = match k.obj.get(key) {
         None | Some(Value::Null) => return Ok((0.0, f64::INFINITY)),
         Some(v) => v,
     };
@@ -67,7 +67,7 @@ fn time_step_limit(k: &Keys<'_>) -> Result<(f64, f64), CheckpointError> {
         Some((Some(lo), Some(hi))) if !lo.is_nan() && lo >= 0.0 && lo.is_finite() && hi >= lo && hi > 0.0 => {
             Ok((lo, hi))
         }
-        _ => Err(k.err("time_step_limit", "[min, max] with 0 <= min <= max and max > 0", v)),
+        _ => Err(k.err(key, "[min, max] with 0 <= min <= max and max > 0", v)),
     }
 }
 
@@ -101,7 +101,7 @@ pub(super) fn from_hf(obj: &Map<String, Value>, path: &Path) -> Result<MambaConf
         ));
     }
     let n_groups = k.usize_or("n_groups", 8)?;
-    if num_heads % n_groups != 0 {
+    if !num_heads.is_multiple_of(n_groups) {
         return Err(CheckpointError::config(
             path,
             format!("key 'n_groups' ({n_groups}) must divide 'num_heads' ({num_heads}): each group serves whole heads"),
@@ -113,7 +113,7 @@ pub(super) fn from_hf(obj: &Map<String, Value>, path: &Path) -> Result<MambaConf
         head_dim,
         n_groups,
         chunk_size: k.usize_or("chunk_size", 256)?,
-        time_step_limit: time_step_limit(&k)?,
+        time_step_limit: time_step_limit(&k, "time_step_limit")?,
         norm_before_gate: k.bool_or("norm_before_gate", false)?,
     };
     let cfg = MambaConfig {
@@ -132,18 +132,73 @@ pub(super) fn from_hf(obj: &Map<String, Value>, path: &Path) -> Result<MambaConf
         vocab_size: k.usize_req("vocab_size", MAX_DIM)?,
         mamba2: Some(m2),
     };
-    // The conv's channel count is a dimension too (in_proj's width follows from it).
-    let conv_dim = cfg.mamba2.as_ref().map_or(0, |m| m.conv_dim(&cfg));
+    check_conv_width(&cfg, path)
+}
+
+/// The conv's channel count (x, B and C) is a dimension too; in_proj's width follows from it.
+fn check_conv_width(cfg: &MambaConfig, path: &Path) -> Result<MambaConfig, CheckpointError> {
+    let m = cfg.mamba2.as_ref().expect("a Mamba-2 config");
+    let conv_dim = m.conv_dim(cfg);
     if conv_dim > MAX_DIM {
         return Err(CheckpointError::config(
             path,
             format!(
-                "the conv width {conv_dim} (intermediate size {intermediate} + 2 x n_groups {n_groups} x state_size \
-                 {state_size}) must be at most {MAX_DIM}"
+                "the conv width {conv_dim} (intermediate size {} + 2 x n_groups {} x state_size {}) must be at \
+                 most {MAX_DIM}",
+                cfg.intermediate_size, m.n_groups, cfg.state_size
             ),
         ));
     }
-    Ok(cfg)
+    Ok(cfg.clone())
+}
+
+/// mamba_ssm's `Mamba2` block from a state-spaces config's `ssm_cfg` (layer "Mamba2"): headdim,
+/// ngroups, chunk_size, dt_limit, norm_before_gate, rmsnorm, with mamba_ssm's defaults. `c` holds
+/// what the Mamba-1 parse shares (d_model, n_layer, vocab padding, d_state, d_conv, biases).
+pub(super) fn from_state_spaces(mut c: MambaConfig, s: &Keys<'_>) -> Result<MambaConfig, CheckpointError> {
+    let path = s.path;
+    if !s.bool_or("rmsnorm", true)? {
+        return Err(CheckpointError::config(path, "ssm_cfg.rmsnorm false (no gated RMSNorm) is not supported"));
+    }
+    if s.bool_or("D_has_hdim", false)? {
+        return Err(CheckpointError::config(path, "ssm_cfg.D_has_hdim true (D per channel) is not supported"));
+    }
+    let inter = c.intermediate_size;
+    if let Some(d_ssm) = s.usize_opt("d_ssm", MAX_DIM)? {
+        if d_ssm != inter {
+            return Err(CheckpointError::config(
+                path,
+                format!("ssm_cfg.d_ssm {d_ssm} is not the intermediate size {inter}: blocks with an MLP part are not supported"),
+            ));
+        }
+    }
+    let head_dim = s.usize_or("headdim", 64)?;
+    if !inter.is_multiple_of(head_dim) {
+        return Err(CheckpointError::config(
+            path,
+            format!(
+                "key 'ssm_cfg.headdim' ({head_dim}) must divide the intermediate size {inter} (expand {} x d_model {})",
+                c.expand, c.hidden_size
+            ),
+        ));
+    }
+    let num_heads = inter / head_dim;
+    let n_groups = s.usize_or("ngroups", 1)?;
+    if !num_heads.is_multiple_of(n_groups) {
+        return Err(CheckpointError::config(
+            path,
+            format!("key 'ssm_cfg.ngroups' ({n_groups}) must divide the head count {num_heads} (intermediate size / headdim)"),
+        ));
+    }
+    c.mamba2 = Some(Mamba2Params {
+        num_heads,
+        head_dim,
+        n_groups,
+        chunk_size: s.usize_or("chunk_size", 256)?,
+        time_step_limit: time_step_limit(s, "dt_limit")?,
+        norm_before_gate: s.bool_or("norm_before_gate", false)?,
+    });
+    check_conv_width(&c, path)
 }
 
 /// The config as transformers' `Mamba2Config` JSON (infinity spelt as transformers 5 does).
