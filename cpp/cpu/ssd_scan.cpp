@@ -21,6 +21,8 @@ using ssd_scalar::BF16;
 using ssd_scalar::F16;
 using ssd_scalar::F32;
 
+constexpr size_t kLanes = 8;
+
 // As the reference: torch's softplus threshold, then the clamp; a NaN passes both comparisons.
 float step_dt(float raw, float bias, const SsdScanParams& p) {
   float dt = raw + bias;
@@ -65,11 +67,22 @@ void run(const SsdScanParams& p, size_t task) {
       const float xv = E::to_f32(x[xi]);
       const float dx = dt * xv;
       float* sq = s.data() + q * n;
-      float acc = 0.0f;
-      for (size_t k = 0; k < n; ++k) {
-        sq[k] = decay * sq[k] + dx * bt[k];
-        acc += ct[k] * sq[k];
+      // kLanes independent partial sums: the compiler vectorises the loop (one sum would be a
+      // strict sequential reduction), and the lanes are added in a fixed order.
+      float lane[kLanes] = {};
+      size_t k = 0;
+      for (; k + kLanes <= n; k += kLanes) {
+        for (size_t l = 0; l < kLanes; ++l) {
+          sq[k + l] = decay * sq[k + l] + dx * bt[k + l];
+          lane[l] += ct[k + l] * sq[k + l];
+        }
       }
+      for (; k < n; ++k) {
+        sq[k] = decay * sq[k] + dx * bt[k];
+        lane[0] += ct[k] * sq[k];
+      }
+      float acc = 0.0f;
+      for (size_t l = 0; l < kLanes; ++l) acc += lane[l];
       // D is optional: an absent D adds nothing, not 0 * x (which is NaN for an infinite x).
       y[xi] = E::from_f32(p.d ? acc + d * xv : acc);
     }
