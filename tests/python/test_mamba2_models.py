@@ -179,3 +179,26 @@ def test_norm_before_gate_variant(tmp_path):
     assert worst_rel(logits, want) <= 1e-4
     # The flag matters: the default order gives other logits.
     assert worst_rel(ref["logits"], want) > 1e-2
+
+
+@pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
+def test_generate_greedy_matches_one_shot_argmax(exported, fixture):
+    """`mambac generate` on a Mamba-2 stateful export (prompts of different lengths, states
+    stacked into one decode batch): each new id is the argmax of the one-shot logits of the
+    prompt plus the ids before it."""
+    import json
+
+    from mambac_testing import ops_lib
+
+    path = exported[fixture, "float32", True]
+    prompts = [[5, 6, 7], [9]]
+    r = mambac("generate", path, "--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts),
+               "--max-new-tokens", "6", "--greedy", "--json", "--ops-lib", ops_lib())
+    ids = json.loads(r.stdout.strip().splitlines()[-1])["ids"]
+    assert len(ids) == 2
+    for prompt, new in zip(prompts, ids):
+        assert len(new) == 6
+        seq = np.array([prompt + new], np.int64)
+        logits = ort_run(path, {"input_ids": seq, **zero_states(path, 1)})["logits"][0]
+        want = [int(np.argmax(logits[len(prompt) - 1 + k])) for k in range(len(new))]
+        assert new == want, f"{fixture} prompt {prompt}: generated {new}, one-shot argmax {want}"
