@@ -2,7 +2,7 @@
 //! graph's element types (casts are identities), so the unfused and the fused graph of one
 //! checkpoint can each be checked against the fixtures' reference logits.
 
-use crate::ir::{conv_slots, scan_slots, step_slots};
+use crate::ir::{conv_slots, scan_slots, ssd_slots, step_slots};
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -227,6 +227,47 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let mut shape = t.shape.clone();
             shape.insert(*axis, 1);
             vec![Tensor64 { shape, data: t.data.clone() }]
+        }
+        Op::Reshape { keep, tail } => {
+            let t = x(0);
+            let mut shape = t.shape[..*keep].to_vec();
+            shape.extend_from_slice(tail);
+            vec![Tensor64::new(shape, t.data.clone())]
+        }
+        Op::GatedRmsNorm(cfg) => {
+            let (t, z, w) = (x(0), x(1), x(2));
+            let data =
+                reference::gated_rms_norm(&t.data, &z.data, &w.data, cfg.group_size, cfg.eps, cfg.norm_before_gate);
+            vec![Tensor64::new(t.shape.clone(), data)]
+        }
+        Op::SsdScan(cfg) => {
+            let (xs, b) = (x(ssd_slots::X), x(ssd_slots::B));
+            let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
+            let (batch, seqlen, heads, head_dim) = (xs.shape[0], xs.shape[1], xs.shape[2], xs.shape[3]);
+            let (y, fin) = reference::ssd_scan(&reference::SsdScanInputs {
+                batch,
+                seqlen,
+                heads,
+                head_dim,
+                ngroups: b.shape[2],
+                dstate: b.shape[3],
+                x: &xs.data,
+                dt: &x(ssd_slots::DT).data,
+                a: &x(ssd_slots::A).data,
+                b: &b.data,
+                c: &x(ssd_slots::C).data,
+                d: opt(ssd_slots::D),
+                dt_bias: opt(ssd_slots::DT_BIAS),
+                initial_state: opt(ssd_slots::INITIAL_STATE),
+                dt_softplus: cfg.dt_softplus,
+                dt_min: cfg.dt_min,
+                dt_max: cfg.dt_max,
+            });
+            let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
+            if cfg.final_state {
+                outs.push(Tensor64::new(vec![batch, heads, head_dim, b.shape[3]], fin));
+            }
+            outs
         }
         Op::CausalConv1d(cfg) => {
             let (xs, w) = (x(conv_slots::X), x(conv_slots::WEIGHT));

@@ -113,6 +113,9 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
+    if ckpt.config.mamba2.is_some() {
+        return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
+    }
     let compiled = compile(ckpt, &decode_options(general)?)?;
     let layers = ckpt.config.num_hidden_layers;
     let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();

@@ -12,7 +12,8 @@ use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tens
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::{
-    conv_slots, encode_f64, scan_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef, ValueType,
+    conv_slots, encode_f64, scan_slots, ssd_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef,
+    ValueType,
 };
 
 pub const OPSET: i64 = 18;
@@ -417,6 +418,21 @@ impl Emitter<'_, '_> {
                 let attrs = with_tensorrt_keys(vec![softplus], &ins);
                 self.push(scan_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
+            Op::Reshape { keep, tail } => {
+                let mut shape = vec![0i64; *keep];
+                shape.extend(tail.iter().map(|&d| d as i64));
+                let shape = self.helper_const(i64_tensor(&format!("{name}.shape"), &shape));
+                self.push("Reshape", "", &name, vec![req(0), shape], outs, vec![]);
+            }
+            Op::GatedRmsNorm(cfg) => self.gated_rms_norm(&name, id, [req(0), req(1), req(2)], out, cfg),
+            Op::SsdScan(cfg) => {
+                let attrs = vec![
+                    attr_int(ssd_slots::DT_SOFTPLUS.str, cfg.dt_softplus as i64),
+                    attr_float(ssd_slots::DT_MIN.str, cfg.dt_min as f32),
+                    attr_float(ssd_slots::DT_MAX.str, cfg.dt_max as f32),
+                ];
+                self.push(ssd_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
             Op::MambaLayerStep(cfg) => {
                 let attrs = with_tensorrt_keys(vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)], &ins);
                 self.push(LAYER_STEP_OP, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
@@ -461,6 +477,55 @@ impl Emitter<'_, '_> {
             normed = t("cast");
         }
         self.push("Mul", "", name, vec![normed, w], vec![out], vec![]);
+    }
+}
+
+impl Emitter<'_, '_> {
+    /// Mamba-2's gated RMSNorm in standard ops: the gate (x * sigmoid(z) * z), a Reshape to
+    /// `[..., groups, group_size]`, the RMSNorm pattern without weight, a Reshape back, the weight.
+    fn gated_rms_norm(
+        &mut self,
+        name: &str,
+        id: crate::ir::NodeId,
+        [x, z, w]: [String; 3],
+        out: String,
+        cfg: &crate::ir::GatedRmsNormConfig,
+    ) {
+        let g = self.vg.graph;
+        let xt = self.vg.type_of(g.input(id, 0).expect("validated"));
+        let (elem, rank) = (xt.elem, xt.shape.rank());
+        let width = xt.shape.last().and_then(|d| d.known()).expect("validated: known width") as i64;
+        let t = |s: &str| format!("{name}.{s}");
+        let mut grouped = vec![0i64; rank - 1];
+        grouped.extend([-1, cfg.group_size as i64]);
+        let mut flat = vec![0i64; rank - 1];
+        flat.push(width);
+        let grouped = self.helper_const(i64_tensor(&t("grouped_shape"), &grouped));
+        let flat = self.helper_const(i64_tensor(&t("flat_shape"), &flat));
+        let two = self.helper_const(tensor(&t("two"), elem, &[], encode_f64(&[2.0], elem)));
+        let eps = self.helper_const(tensor(&t("eps"), elem, &[], encode_f64(&[cfg.eps], elem)));
+        let axes = self.helper_const(i64_tensor(&t("axes"), &[-1]));
+        self.push("Sigmoid", "", &t("z_sigmoid"), vec![z.clone()], vec![t("z_sigmoid")], vec![]);
+        self.push("Mul", "", &t("z_silu"), vec![z, t("z_sigmoid")], vec![t("z_silu")], vec![]);
+        let normed_in = if cfg.norm_before_gate {
+            x
+        } else {
+            self.push("Mul", "", &t("gate"), vec![x, t("z_silu")], vec![t("gate")], vec![]);
+            t("gate")
+        };
+        self.push("Reshape", "", &t("groups"), vec![normed_in, grouped], vec![t("groups")], vec![]);
+        self.push("Pow", "", &t("pow"), vec![t("groups"), two], vec![t("pow")], vec![]);
+        self.push("ReduceMean", "", &t("mean"), vec![t("pow"), axes], vec![t("mean")], vec![attr_int("keepdims", 1)]);
+        self.push("Add", "", &t("add_eps"), vec![t("mean"), eps], vec![t("add_eps")], vec![]);
+        self.push("Sqrt", "", &t("sqrt"), vec![t("add_eps")], vec![t("sqrt")], vec![]);
+        self.push("Div", "", &t("div"), vec![t("groups"), t("sqrt")], vec![t("div")], vec![]);
+        self.push("Reshape", "", &t("flat"), vec![t("div"), flat], vec![t("flat")], vec![]);
+        if cfg.norm_before_gate {
+            self.push("Mul", "", &t("times_weight"), vec![t("flat"), w], vec![t("times_weight")], vec![]);
+            self.push("Mul", "", name, vec![t("times_weight"), t("z_silu")], vec![out], vec![]);
+        } else {
+            self.push("Mul", "", name, vec![t("flat"), w], vec![out], vec![]);
+        }
     }
 }
 

@@ -62,8 +62,16 @@ pub fn main(a: Args) -> Result<()> {
         print!("{}", print::to_dot(&vg));
     } else {
         let c = &ckpt.config;
+        // Mamba-2 has heads and groups where Mamba-1 has a dt projection.
+        let block = match &c.mamba2 {
+            None => format!("dt_rank {}", c.time_step_rank),
+            Some(m) => format!(
+                "Mamba-2: {} heads of {}, {} groups, chunk {}, time_step_limit ({}, {})",
+                m.num_heads, m.head_dim, m.n_groups, m.chunk_size, m.time_step_limit.0, m.time_step_limit.1
+            ),
+        };
         println!(
-            "# {} ({:?}): hidden {}, {} layers, d_state {}, conv {}, expand {}, dt_rank {}, vocab {}, {}",
+            "# {} ({:?}): hidden {}, {} layers, d_state {}, conv {}, expand {}, {block}, vocab {}, {}",
             ckpt.dir.display(),
             ckpt.layout,
             c.hidden_size,
@@ -71,7 +79,6 @@ pub fn main(a: Args) -> Result<()> {
             c.state_size,
             c.conv_kernel,
             c.expand,
-            c.time_step_rank,
             c.vocab_size,
             if c.tie_word_embeddings { "tied lm_head" } else { "untied lm_head" },
         );
