@@ -28,7 +28,11 @@ VARIANTS = {
     "int4-stateful": ["--quantize", "int4", "--stateful"],
     "no-fuse": ["--no-fuse"],
     "logits-last": ["--logits", "last"],
+    "mamba2": ["--stateful"],
+    "mamba2-float16": ["--dtype", "float16"],
 }
+# The checkpoint each variant exports (default: the Mamba-1 fixture).
+FIXTURE = {"mamba2": "mamba2-tiny-hf", "mamba2-float16": "mamba2-tiny-hf"}
 BATCH, SEQLEN = 2, 5
 
 
@@ -38,7 +42,7 @@ def exports(tmp_path_factory):
     out = {}
     for name, flags in VARIANTS.items():
         path = d / f"{name}.onnx"
-        mambac("export", TESTDATA / "mamba-tiny-hf", "-o", path, "-q", *flags)
+        mambac("export", TESTDATA / FIXTURE.get(name, "mamba-tiny-hf"), "-o", path, "-q", *flags)
         out[name] = path
         if "--decode-graph" in flags:
             out[name + ".decode"] = d / f"{name}.decode.onnx"

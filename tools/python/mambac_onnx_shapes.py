@@ -94,6 +94,18 @@ def _infer_selective_scan(ctx):
     _y_and_final_state(ctx, 2, TensorProto.FLOAT, lambda a: _dims(a)[1])
 
 
+def _infer_ssd_scan(ctx):
+    # y: x's type and shape; final_state: [batch, heads, head_dim, dstate] float32, dstate from
+    # B [batch, seqlen, ngroups, dstate].
+    x, b = _input(ctx, 0), _input(ctx, 3)
+    if x is None:
+        return
+    _set(ctx, 0, x.tensor_type.elem_type, _dims(x))
+    if ctx.get_num_outputs() > 1 and b is not None and len(_dims(x)) == 4 and len(_dims(b)) == 4:
+        batch, _, heads, head_dim = _dims(x)
+        _set(ctx, 1, TensorProto.FLOAT, [batch, heads, head_dim, _dims(b)[3]])
+
+
 def _infer_layer_step(ctx):
     conv_state, ssm_state, residual = _input(ctx, 0), _input(ctx, 1), _input(ctx, 2)
     if residual is not None and conv_state is not None and len(_dims(residual)) == 3:
@@ -137,6 +149,18 @@ _OPS = {
         {1},
         [("delta_softplus", defs.OpSchema.AttrType.INT)],
         _infer_selective_scan,
+    ),
+    "SsdScan": (
+        ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"],
+        {5, 6, 7},
+        ["y", "final_state"],
+        {1},
+        [
+            ("dt_softplus", defs.OpSchema.AttrType.INT),
+            ("dt_min", defs.OpSchema.AttrType.FLOAT),
+            ("dt_max", defs.OpSchema.AttrType.FLOAT),
+        ],
+        _infer_ssd_scan,
     ),
     "MambaLayerStep": (
         [
