@@ -133,7 +133,9 @@ class SsdScan(_OrtOp):
 class CausalConv1d(_OrtOp):
     slots = CONV_INPUTS
 
-    def _run(self, *inputs, activation=None):
+    # The TensorRT keys every export writes (docs/tensorrt.md) are the plugin's business: ORT's
+    # op ignores them, and so does this stand-in.
+    def _run(self, *inputs, activation=None, plugin_namespace=None, plugin_version=None, present_inputs=None):
         return super()._run(*inputs, activation=activation)
 
 
