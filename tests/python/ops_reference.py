@@ -6,6 +6,7 @@ compute in float64, so a comparison measures the kernel, not the input rounding.
 """
 
 import ctypes
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -16,7 +17,10 @@ try:  # bfloat16 for numpy; without it (e.g. a bare device machine) the bfloat16
 except ImportError:
     ml_dtypes = None
 
-from mambac_testing import ops_lib  # noqa: E402  (the paths have one home)
+from mambac_testing import ROOT, ops_lib  # noqa: E402  (the paths have one home)
+
+sys.path.insert(0, str(ROOT / "tools" / "python"))
+from mambac_onnx_shapes import OP_INPUTS  # noqa: E402  (the ops' input names have one Python home)
 
 LIB = str(ops_lib())
 
@@ -31,12 +35,10 @@ if ml_dtypes is not None:
     DTYPES["bfloat16"] = (ml_dtypes.bfloat16, TensorProto.BFLOAT16, TIERS["bfloat16"])
 BF16 = ml_dtypes.bfloat16 if ml_dtypes is not None else None
 
-SCAN_INPUTS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
-CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
-LAYER_STEP_INPUTS = ["conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias",
-                     "conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D",
-                     "out_proj_weight", "out_proj_bias"]
-SSD_INPUTS = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"]
+SCAN_INPUTS = OP_INPUTS["SelectiveScan"]
+CONV_INPUTS = OP_INPUTS["CausalConv1d"]
+LAYER_STEP_INPUTS = OP_INPUTS["MambaLayerStep"]
+SSD_INPUTS = OP_INPUTS["SsdScan"]
 
 
 def onnx_type(array):

@@ -189,6 +189,11 @@ _OPS = {
 }
 
 
+# Each op's input names in slot order: the Python side's one home of them (tests/python imports
+# it; op-schema/src/lib.rs is the Rust side's).
+OP_INPUTS = {name: list(spec[0]) for name, spec in _OPS.items()}
+
+
 def register() -> None:
     """Registers the `mambac` ops' schemas with ONNX in this process (once; later calls do nothing)."""
     for name, (inputs, opt_in, outputs, opt_out, attrs, infer) in _OPS.items():
