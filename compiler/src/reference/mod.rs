@@ -3,10 +3,12 @@
 
 mod causal_conv1d;
 mod layer_step;
+mod linear_attention;
 mod selective_scan;
 
 pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
 pub use layer_step::{layer_step, LayerStepInputs};
+pub use linear_attention::{linear_attention, LinearAttentionInputs};
 pub use selective_scan::{selective_scan, SelectiveScanInputs};
 
 /// `ln(1 + e^x)`, with torch's threshold: x itself above 20 (docs/op-contract.md).
