@@ -59,14 +59,7 @@ fn standard_states_are_the_custom_ops_states() {
     let graphs: Vec<_> =
         [OpSet::Mambac, OpSet::Standard].iter().map(|&ops| compile(&ckpt, &opts(true, true, ops)).unwrap()).collect();
     let vgs: Vec<_> = graphs.iter().map(|c| validate(&c.graph).unwrap()).collect();
-    let mut states: HashMap<String, Tensor64> = HashMap::new();
-    for i in 0..cfg.num_hidden_layers {
-        states.insert(
-            format!("conv_state.{i}"),
-            Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]),
-        );
-        states.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
-    }
+    let mut states = zero_states(&cfg, batch);
     for w in [0, 7, 8, 20, len].windows(2) {
         let mut inputs = states.clone();
         inputs.insert("input_ids".into(), slice_seq(ids, w[0], w[1]));
