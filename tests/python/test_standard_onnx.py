@@ -140,3 +140,34 @@ def test_refusals_name_the_argument(tmp_path, args, message):
     assert message in r.stderr, r.stderr
     assert "panicked" not in r.stderr
     assert not out.exists()
+
+
+def test_mambac_generate_needs_no_library_for_a_standard_model(tmp_path):
+    """A mambac binary with no op library beside it (and none named): the standard model runs; a
+    custom-op model fails with the lookup's message beside ORT's."""
+    import os
+    import shutil
+    import subprocess
+
+    from mambac_testing import mambac_bin
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(mambac_bin(), bin_dir / "mambac")
+    recorded = mambac_bin().with_name("mambac-ort.path")  # how the copy finds ORT without ORT_DYLIB_PATH
+    if recorded.is_file():
+        shutil.copy(recorded, bin_dir / recorded.name)
+    env = {k: v for k, v in os.environ.items() if k != "MAMBAC_OPS_LIB"}
+    standard = export(tmp_path, "mamba-tiny-hf", "--stateful", "--logits", "last", name="standard.onnx")
+    custom = tmp_path / "custom.onnx"
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", custom, "-q", "--stateful", "--logits", "last")
+    args = ["--prompt-ids", "5,17", "--max-new-tokens", "4", "--json"]
+    run = lambda m: subprocess.run([str(bin_dir / "mambac"), "generate", str(m), *args],  # noqa: E731
+                                   capture_output=True, text=True, env=env)
+    ok = run(standard)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.strip().splitlines()[-1])["ids"]
+    bad = run(custom)
+    assert bad.returncode == 1 and "panicked" not in bad.stderr
+    assert (f"cannot load {custom} (the mambac op library was not found: pass --ops-lib PATH or set MAMBAC_OPS_LIB "
+            f"(looked for {bin_dir / 'libmambac_ops.so'} beside the executable") in bad.stderr, bad.stderr
