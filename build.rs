@@ -16,6 +16,7 @@ const CPP_SOURCES: &[&str] = &[
     "cpp/shape_check.cpp",
     "cpp/shape_check_cxx.cpp",
     "cpp/cpu/dispatch.cpp",
+    "cpp/cpu/ssd_scan.cpp",
     "cpp/cpu/isa_generic.cpp",
     "cpp/cpu/isa_avx2.cpp",
     "cpp/cpu/isa_avx512.cpp",
@@ -49,6 +50,7 @@ fn main() {
         .file("cpp/shape_check.cpp")
         .file("cpp/shape_check_cxx.cpp")
         .file("cpp/cpu/dispatch.cpp")
+        .file("cpp/cpu/ssd_scan.cpp")
         .include("cpp/include")
         .std("c++17")
         .flag_if_supported("-Wall")

@@ -210,6 +210,58 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   return p;
 }
 
+SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
+  enum { X, DT, A, B, C, D, DT_BIAS, INITIAL_STATE };
+  static const char* const names[kSsdScanInputs] = {"x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"};
+  Checker ck("SsdScan", inputs, count, names, kSsdScanInputs);
+
+  for (size_t i : {X, DT, A, B, C}) ck.require(i);
+
+  const int32_t t = ck.float_type(X);
+  ck.shape_is(X, {"batch", "seqlen", "heads", "head_dim"}, "");
+  const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
+  const int64_t heads = ck.at(X).dims[2], head_dim = ck.at(X).dims[3];
+  const char* same_as_x = " (same as 'x')";
+
+  ck.type_is(DT, t, same_as_x);
+  ck.shape_is(DT, {batch, seqlen, heads}, " ([batch, seqlen, heads] from 'x')");
+
+  ck.type_is(A, kOnnxFloat, "");
+  ck.shape_is(A, {heads}, " (heads from 'x')");
+
+  ck.type_is(B, t, same_as_x);
+  const std::vector<Dim> bc = {batch, seqlen, "ngroups", "dstate"};
+  const std::string bc_why = " with heads " + std::to_string(heads) + " divisible by ngroups";
+  ck.shape_is(B, bc, bc_why);
+  const int64_t ngroups = ck.at(B).dims[2], dstate = ck.at(B).dims[3];
+  if (ngroups < 1 || heads % ngroups != 0) ck.shape_fail(B, bc, bc_why);
+
+  ck.type_is(C, t, same_as_x);
+  ck.shape_is(C, {batch, seqlen, ngroups, dstate}, " (same as 'B')");
+
+  for (size_t i : {D, DT_BIAS}) {
+    if (ck.present(i)) {
+      ck.type_is(i, kOnnxFloat, "");
+      ck.shape_is(i, {heads}, " (heads from 'x')");
+    }
+  }
+  if (ck.present(INITIAL_STATE)) {
+    ck.type_is(INITIAL_STATE, kOnnxFloat, "");
+    ck.shape_is(INITIAL_STATE, {batch, heads, head_dim, dstate},
+                " ([batch, heads, head_dim, dstate] from 'x' and 'B')");
+  }
+
+  SsdScanParams p{};
+  p.batch = static_cast<size_t>(batch);
+  p.seqlen = static_cast<size_t>(seqlen);
+  p.heads = static_cast<size_t>(heads);
+  p.head_dim = static_cast<size_t>(head_dim);
+  p.ngroups = static_cast<size_t>(ngroups);
+  p.dstate = static_cast<size_t>(dstate);
+  p.elem = elem_of(t);
+  return p;
+}
+
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count) {
   enum { X, WEIGHT, BIAS, INITIAL_STATE };
   static const char* const names[kCausalConv1dInputs] = {"x", "weight", "bias", "initial_state"};

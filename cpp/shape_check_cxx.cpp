@@ -11,6 +11,10 @@ SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs) {
   return check_selective_scan(inputs.data(), inputs.size());
 }
 
+SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs) {
+  return check_ssd_scan(inputs.data(), inputs.size());
+}
+
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {
   return check_causal_conv1d(inputs.data(), inputs.size());
 }

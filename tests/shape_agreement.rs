@@ -6,9 +6,11 @@
 
 use mambac_compiler::ir::step_slots;
 use mambac_compiler::ir::{
-    infer_node, CausalConv1dConfig, Dim, Elem, MambaLayerStepConfig, Op, SelectiveScanConfig, ValueType,
+    infer_node, CausalConv1dConfig, Dim, Elem, MambaLayerStepConfig, Op, SelectiveScanConfig, SsdScanConfig, ValueType,
 };
-use mambac_ops::ffi::{check_causal_conv1d, check_mamba_layer_step, check_selective_scan, ElemType, TensorDesc};
+use mambac_ops::ffi::{
+    check_causal_conv1d, check_mamba_layer_step, check_selective_scan, check_ssd_scan, ElemType, TensorDesc,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -64,6 +66,8 @@ fn mutate(rng: &mut StdRng, inputs: &mut [Option<Input>], required: &[usize]) {
     let present: Vec<usize> = (0..inputs.len()).filter(|&k| inputs[k].is_some()).collect();
     let k = present[rng.gen_range(0..present.len())];
     match rng.gen_range(0..5) {
+        // A rank-0 input (a rank-1 one popped) has no dim to change.
+        0 if inputs[k].as_ref().is_some_and(|i| i.dims.is_empty()) => {}
         0 => {
             let inp = inputs[k].as_mut().unwrap();
             let d = rng.gen_range(0..inp.dims.len());
@@ -100,6 +104,25 @@ fn scan_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
         opt(t(vec![b, l, d])),
         opt(f(vec![d])),
         opt(f(vec![b, d, n])),
+    ]
+}
+
+fn ssd_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
+    let (b, l, p, n) = (rng.gen_range(1..4), rng.gen_range(1..6), rng.gen_range(1..5), rng.gen_range(1..9));
+    let g = rng.gen_range(1..4);
+    let h = g * rng.gen_range(1..4);
+    let t = |dims: Vec<usize>| Some(Input { elem, dims });
+    let f = |dims: Vec<usize>| Some(Input { elem: Elem::F32, dims });
+    let mut opt = |x: Option<Input>| if rng.gen_bool(0.5) { x } else { None };
+    vec![
+        t(vec![b, l, h, p]),
+        t(vec![b, l, h]),
+        f(vec![h]),
+        t(vec![b, l, g, n]),
+        t(vec![b, l, g, n]),
+        opt(f(vec![h])),
+        opt(f(vec![h])),
+        opt(f(vec![b, h, p, n])),
     ]
 }
 
@@ -246,6 +269,37 @@ fn mamba_layer_step_checks_agree() {
             })
             .map_err(|e| e.what().to_string());
         if compare(&format!("step case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn ssd_scan_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261203);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let final_state = (case / 3) % 2 == 1;
+        let op = Op::SsdScan(SsdScanConfig { dt_softplus: true, dt_min: 0.0, dt_max: f64::INFINITY, final_state });
+        let mut inputs = ssd_inputs(&mut rng, elem);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
+        }
+        let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
+        let cpp = check_ssd_scan(&descs)
+            .map(|p| {
+                let mut outs = vec![out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim])];
+                if final_state {
+                    outs.push(out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]));
+                }
+                outs
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("ssd case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

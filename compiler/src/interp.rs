@@ -3,7 +3,7 @@
 //! checkpoint can each be checked against the fixtures' reference logits.
 
 use crate::ir::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
-use crate::ir::{conv_slots, scan_slots, step_slots};
+use crate::ir::{conv_slots, scan_slots, ssd_slots, step_slots};
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -229,7 +229,6 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             shape.insert(*axis, 1);
             vec![Tensor64 { shape, data: t.data.clone() }]
         }
-        Op::Reshape { shape } => vec![reshape(x(0), shape)],
         Op::Expand { shape } => {
             let ones = Tensor64::zeros(shape.clone());
             vec![broadcast(x(0), &ones, |a, _| a)]
@@ -271,6 +270,47 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 past_state: ins[std_la::PAST_STATE].map(|t| t.data.as_slice()),
             });
             vec![Tensor64::new(vec![batch, seqlen, heads * dv], out), Tensor64::new(vec![batch, heads, dk, dv], state)]
+        }
+        Op::Reshape { keep, tail } => {
+            let t = x(0);
+            let mut shape = t.shape[..*keep].to_vec();
+            shape.extend_from_slice(tail);
+            vec![Tensor64::new(shape, t.data.clone())]
+        }
+        Op::GatedRmsNorm(cfg) => {
+            let (t, z, w) = (x(0), x(1), x(2));
+            let data =
+                reference::gated_rms_norm(&t.data, &z.data, &w.data, cfg.group_size, cfg.eps, cfg.norm_before_gate);
+            vec![Tensor64::new(t.shape.clone(), data)]
+        }
+        Op::SsdScan(cfg) => {
+            let (xs, b) = (x(ssd_slots::X), x(ssd_slots::B));
+            let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
+            let (batch, seqlen, heads, head_dim) = (xs.shape[0], xs.shape[1], xs.shape[2], xs.shape[3]);
+            let (y, fin) = reference::ssd_scan(&reference::SsdScanInputs {
+                batch,
+                seqlen,
+                heads,
+                head_dim,
+                ngroups: b.shape[2],
+                dstate: b.shape[3],
+                x: &xs.data,
+                dt: &x(ssd_slots::DT).data,
+                a: &x(ssd_slots::A).data,
+                b: &b.data,
+                c: &x(ssd_slots::C).data,
+                d: opt(ssd_slots::D),
+                dt_bias: opt(ssd_slots::DT_BIAS),
+                initial_state: opt(ssd_slots::INITIAL_STATE),
+                dt_softplus: cfg.dt_softplus,
+                dt_min: cfg.dt_min,
+                dt_max: cfg.dt_max,
+            });
+            let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
+            if cfg.final_state {
+                outs.push(Tensor64::new(vec![batch, heads, head_dim, b.shape[3]], fin));
+            }
+            outs
         }
         Op::CausalConv1d(cfg) => {
             let (xs, w) = (x(conv_slots::X), x(conv_slots::WEIGHT));
@@ -376,17 +416,6 @@ fn gather(name: &str, table: &Tensor64, ids: &Tensor64, axis: usize) -> Result<T
     shape.extend_from_slice(&ids.shape);
     shape.extend_from_slice(&table.shape[axis + 1..]);
     Ok(Tensor64::new(shape, data))
-}
-
-/// ONNX Reshape's rule on concrete sizes (validation checked the element counts).
-fn reshape(t: &Tensor64, shape: &[i64]) -> Tensor64 {
-    let mut dims: Vec<usize> =
-        shape.iter().enumerate().map(|(i, &s)| if s == 0 { t.shape[i] } else { s.max(1) as usize }).collect();
-    if let Some(hole) = shape.iter().position(|&s| s == -1) {
-        let rest: usize = dims.iter().enumerate().filter(|(i, _)| *i != hole).map(|(_, d)| d).product();
-        dims[hole] = t.data.len().checked_div(rest).unwrap_or(0);
-    }
-    Tensor64::new(dims, t.data.clone())
 }
 
 fn transpose(t: &Tensor64, perm: &[usize]) -> Tensor64 {

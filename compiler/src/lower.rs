@@ -1,5 +1,6 @@
 //! Lowering: a checkpoint becomes an IR graph of unfused primitive ops (one Mamba-1 block per
-//! layer, as in the paper and Hugging Face's `MambaMixer.slow_forward`). The fusion passes then
+//! layer, as in the paper and Hugging Face's `MambaMixer.slow_forward`; Mamba-2 blocks in
+//! `lower/mamba2.rs`). The fusion passes then
 //! fold the primitives into `CausalConv1d` and `SelectiveScan`.
 //!
 //! Per layer, with `v = RMSNorm(h)`:
@@ -12,6 +13,8 @@
 //! y     = (Scan(x, delta, A = -exp(A_log), B, C) + D * x) * SiLU(z)
 //! h     = h + out_proj(y)
 //! ```
+
+mod mamba2;
 
 use crate::checkpoint::{Checkpoint, MambaConfig};
 use crate::ir::{
@@ -234,7 +237,10 @@ impl Lowerer<'_> {
         };
         let mut hidden = self.cast("embeddings.to_stream".into(), embedded, self.t(), self.stream());
         for i in 0..cfg.num_hidden_layers {
-            hidden = self.layer(i, hidden);
+            hidden = match &cfg.mamba2 {
+                Some(m2) => self.layer_mamba2(i, hidden, m2),
+                None => self.layer(i, hidden),
+            };
         }
         // One position is the last one: the decode lowering needs no slice.
         if self.opts.logits == LogitsOutput::Last && !self.opts.decode_step {
@@ -266,8 +272,7 @@ impl Lowerer<'_> {
         let cfg = self.cfg;
         let p = format!("backbone.layers.{i}");
         let m = format!("{p}.mixer");
-        let (hid, inter, n, k, r) =
-            (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.conv_kernel, cfg.time_step_rank);
+        let (hid, inter, n, r) = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.time_step_rank);
         let t = self.t();
 
         let v = self.rms_norm(&format!("{p}.norm"), residual);
@@ -275,26 +280,7 @@ impl Lowerer<'_> {
         let split = self.g.add_op(format!("{m}.split_xz"), Op::SplitLast { sizes: vec![inter, inter] }, &[xz]);
         let (x, z) = (ValueRef { node: split, output: 0 }, ValueRef { node: split, output: 1 });
 
-        // Causal depthwise conv, unfused: bias and SiLU are separate ops the passes absorb.
-        let conv_w = self.weight(&format!("{m}.conv1d.weight"), &[inter, k], t, ConstTransform::Reshape);
-        let conv_state = self.opts.stateful.then(|| {
-            let ty = ValueType::new(t, vec![Dim::sym("batch"), Dim::Known(inter), Dim::Known(k - 1)]);
-            self.input(names::conv_state(i), ty)
-        });
-        let conv = self.g.add(
-            format!("{m}.conv1d"),
-            Op::CausalConv1d(CausalConv1dConfig { silu: false, final_state: self.opts.stateful }),
-            &[Some(x), Some(conv_w), None, conv_state],
-        );
-        if self.opts.stateful {
-            self.state_outputs.push((names::conv_state_out(i), ValueRef { node: conv, output: 1 }));
-        }
-        let mut xc: ValueRef = conv.into();
-        if cfg.use_conv_bias {
-            let b = self.weight(&format!("{m}.conv1d.bias"), &[inter], t, ConstTransform::AsStored);
-            xc = self.op(format!("{m}.conv1d.add_bias"), Op::Add, &[xc, b]);
-        }
-        let xc = self.op(format!("{m}.conv1d.silu"), Op::Silu, &[xc]);
+        let xc = self.causal_conv(i, &m, x, inter);
 
         let dbc = self.linear(&format!("{m}.x_proj"), xc, inter, r + 2 * n, false);
         let split = self.g.add_op(format!("{m}.split_dt_b_c"), Op::SplitLast { sizes: vec![r, n, n] }, &[dbc]);
@@ -331,6 +317,32 @@ impl Lowerer<'_> {
         let out = self.linear(&format!("{m}.out_proj"), y, inter, hid, cfg.use_bias);
         let out = self.cast(format!("{m}.out_to_stream"), out, t, self.stream());
         self.op(format!("{p}.residual"), Op::Add, &[residual, out])
+    }
+
+    /// `SiLU(CausalConv1d(x) + bias)` over `channels` channels of layer `i` (mixer prefix `m`),
+    /// unfused: bias and SiLU are separate ops the passes absorb. Stateful, it reads
+    /// `conv_state.{i}` and yields `conv_state_out.{i}`.
+    fn causal_conv(&mut self, i: usize, m: &str, x: ValueRef, channels: usize) -> ValueRef {
+        let (k, t) = (self.cfg.conv_kernel, self.t());
+        let conv_w = self.weight(&format!("{m}.conv1d.weight"), &[channels, k], t, ConstTransform::Reshape);
+        let conv_state = self.opts.stateful.then(|| {
+            let ty = ValueType::new(t, vec![Dim::sym("batch"), Dim::Known(channels), Dim::Known(k - 1)]);
+            self.input(names::conv_state(i), ty)
+        });
+        let conv = self.g.add(
+            format!("{m}.conv1d"),
+            Op::CausalConv1d(CausalConv1dConfig { silu: false, final_state: self.opts.stateful }),
+            &[Some(x), Some(conv_w), None, conv_state],
+        );
+        if self.opts.stateful {
+            self.state_outputs.push((names::conv_state_out(i), ValueRef { node: conv, output: 1 }));
+        }
+        let mut xc: ValueRef = conv.into();
+        if self.cfg.use_conv_bias {
+            let b = self.weight(&format!("{m}.conv1d.bias"), &[channels], t, ConstTransform::AsStored);
+            xc = self.op(format!("{m}.conv1d.add_bias"), Op::Add, &[xc, b]);
+        }
+        self.op(format!("{m}.conv1d.silu"), Op::Silu, &[xc])
     }
 
     /// `[B, L, N]` -> `[B, L, 1, N]`: Mamba-1 has one group of B and C.

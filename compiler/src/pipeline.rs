@@ -42,6 +42,8 @@ pub enum CompileError {
     OutputIsInput(#[from] OutputIsInput),
     #[error("the decode graph needs {0}")]
     DecodeGraph(&'static str),
+    #[error("--ops standard has no standard-ONNX form of {op} (node '{node}'): export this model with --ops mambac")]
+    NoStandardForm { op: &'static str, node: String },
     #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
     DecodeLayers { fused: usize, layers: usize, unfused: String },
 }
@@ -59,6 +61,16 @@ pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, Com
     if opts.lower.ops == OpSet::Standard {
         let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));
         passes.extend(run_rules(&mut graph, STANDARD_RULES, left)?);
+        // A custom op the standard rules do not rewrite (Mamba-2's SsdScan) would leave a model
+        // that needs the library after all; a bisecting run (--max-rewrites) stops early on purpose.
+        if opts.max_rewrites.is_none() {
+            if let Some(id) = graph.node_ids().into_iter().find(|&id| graph.op(id).is_fused_op()) {
+                return Err(CompileError::NoStandardForm {
+                    op: graph.op(id).kind(),
+                    node: graph.node(id).name.clone(),
+                });
+            }
+        }
     }
     validate(&graph).map_err(CompileError::Lowering)?;
     Ok(Compiled { graph, passes })
@@ -120,6 +132,9 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
+    if ckpt.config.mamba2.is_some() {
+        return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
+    }
     let compiled = compile(ckpt, &decode_options(general)?)?;
     let layers = ckpt.config.num_hidden_layers;
     let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();
@@ -200,7 +215,7 @@ fn metadata(ckpt: &Checkpoint, opts: &ExportOptions, passes: &PassReport, export
         ("mambac.source".into(), ckpt.dir.display().to_string()),
         ("mambac.source_layout".into(), format!("{:?}", ckpt.layout)),
         ("mambac.config".into(), ckpt.config.to_hf_json().to_string()),
-        ("mambac.dtype".into(), dtype.name().into()),
+        (crate::emit::metadata::DTYPE_KEY.into(), dtype.name().into()),
         ("mambac.stateful".into(), opts.compile.lower.stateful.to_string()),
         ("mambac.logits".into(), format!("{:?}", opts.compile.lower.logits).to_lowercase()),
         ("mambac.passes".into(), passes.rules_applied.join(",")),

@@ -150,15 +150,24 @@ fn config_not_json_and_missing_keys() {
 }
 
 #[test]
-fn mamba2_and_hybrid_configs_are_refused() {
+fn other_families_and_hybrid_configs_are_refused() {
     let dir = tiny_hf(None);
     let cfg = dir.path().join("config.json");
-    std::fs::write(&cfg, r#"{"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024}"#)
+    std::fs::write(&cfg, r#"{"model_type": "jamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024}"#)
         .unwrap();
-    assert_contains(&open_err(dir.path()), &["model_type 'mamba2' is not supported"]);
-    std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"layer": "Mamba2"}}"#)
+    assert_eq!(
+        open_err(dir.path()),
+        format!(
+            "{}: model_type 'jamba' is not supported (mambac reads model_type 'mamba' and 'mamba2')",
+            cfg.display()
+        )
+    );
+    std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "ssm_cfg": {"layer": "Mamba3"}}"#)
         .unwrap();
-    assert_contains(&open_err(dir.path()), &["ssm_cfg.layer 'Mamba2' is not supported"]);
+    assert_contains(
+        &open_err(dir.path()),
+        &["ssm_cfg.layer 'Mamba3' is not supported (mambac reads Mamba1 and Mamba2 layers)"],
+    );
     std::fs::write(&cfg, r#"{"d_model": 64, "n_layer": 2, "vocab_size": 1024, "attn_layer_idx": [1]}"#).unwrap();
     assert_contains(&open_err(dir.path()), &["attention layers"]);
 }

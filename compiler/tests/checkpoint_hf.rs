@@ -24,6 +24,7 @@ fn tiny_config() -> MambaConfig {
         layer_norm_epsilon: 1e-5,
         tie_word_embeddings: true,
         vocab_size: 1024,
+        mamba2: None,
     }
 }
 

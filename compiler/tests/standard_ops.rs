@@ -236,10 +236,10 @@ fn causal_conv_with_state_names_the_input_at_fault() {
 }
 
 #[test]
-fn reshape_and_expand_check_their_shapes() {
+fn expand_checks_its_shape() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", Elem::F32, &[2, 3, 4, 5]);
-    let r = g.add_op("r", Op::Reshape { shape: vec![0, 0, -1] }, &[x]);
+    let r = g.add_op("r", Op::Reshape { keep: 2, tail: vec![20] }, &[x]);
     g.add_output("r", r.into());
     let vg = validate(&g).unwrap();
     assert_eq!(vg.type_of(r.into()).to_string(), "float32[2, 3, 20]");
@@ -249,13 +249,5 @@ fn reshape_and_expand_check_their_shapes() {
     assert_eq!(
         validation_error(&g),
         "node 'e' (Expand): input 'x' has shape [2, 3, 4, 5], which does not broadcast with [7, 4, 5]"
-    );
-    let mut g = Graph::new();
-    let x = input(&mut g, "x", Elem::F32, &[2, 3, 4]);
-    let r = g.add_op("r", Op::Reshape { shape: vec![0, 5, -1] }, &[x]);
-    g.add_output("r", r.into());
-    assert_eq!(
-        validation_error(&g),
-        "node 'r' (Reshape): input 'x' has shape [2, 3, 4], cannot reshape to [0, 5, -1]: the sizes do not divide"
     );
 }

@@ -45,6 +45,40 @@ pub mod ffi {
         final_state: usize,
     }
 
+    /// SsdScan (docs/op-contract.md "SsdScan"), Mamba-2's scan: one scalar decay a head; head h
+    /// reads group h / (heads / ngroups) of B and C. Every pointer is the address of a contiguous
+    /// buffer; 0 = absent.
+    ///
+    ///   x, y               [batch, seqlen, heads, head_dim]    T
+    ///   dt                 [batch, seqlen, heads]              T
+    ///   a, d, dt_bias      [heads]                             f32 (a already negative)
+    ///   b, c               [batch, seqlen, ngroups, dstate]    T
+    ///   initial_state,
+    ///   final_state        [batch, heads, head_dim, dstate]    f32
+    #[derive(Debug, Clone, Copy)]
+    struct SsdScanParams {
+        batch: usize,
+        seqlen: usize,
+        heads: usize,
+        head_dim: usize,
+        ngroups: usize,
+        dstate: usize,
+        elem: ElemType,
+        dt_softplus: bool,
+        dt_min: f32,
+        dt_max: f32,
+        x: usize,
+        dt: usize,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        dt_bias: usize,
+        initial_state: usize,
+        y: usize,
+        final_state: usize,
+    }
+
     /// CausalConv1d, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.
     ///
     ///   x, y               [batch, seqlen, dim]   T
@@ -136,6 +170,8 @@ pub mod ffi {
         /// returns the sizes and element type with every pointer 0. Err names the input, the
         /// expected and the actual shape or type.
         fn check_selective_scan(inputs: &[TensorDesc]) -> Result<SelectiveScanParams>;
+        /// Same for SsdScan's 8 inputs; the dt attributes are left false / 0.
+        fn check_ssd_scan(inputs: &[TensorDesc]) -> Result<SsdScanParams>;
         /// Same for CausalConv1d's 4 inputs.
         fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
         /// Same for MambaLayerStep's 15 inputs (`layer_step::slot` order); `eps` is left 0.
@@ -148,6 +184,10 @@ pub mod ffi {
         fn selective_scan_cpu_tasks(p: &SelectiveScanParams) -> usize;
         /// Runs work item `task`. Err only if scratch memory cannot be had.
         fn selective_scan_cpu_run(p: &SelectiveScanParams, task: usize) -> Result<()>;
+        /// One work item per (batch row, head).
+        fn ssd_scan_cpu_tasks(p: &SsdScanParams) -> usize;
+        /// Runs work item `task`. Err only if its state scratch cannot be had.
+        fn ssd_scan_cpu_run(p: &SsdScanParams, task: usize) -> Result<()>;
         fn causal_conv1d_cpu_tasks(p: &CausalConv1dParams) -> usize;
         fn causal_conv1d_cpu_run(p: &CausalConv1dParams, task: usize) -> Result<()>;
         /// The CPU kernel build in use: "avx512", "avx2" or "generic" (env `MAMBAC_CPU_ISA`

@@ -7,7 +7,7 @@
 //! * [`op_table`] — the `OrtCustomOp` tables ORT calls back into (names, types, optional I/O,
 //!   kernel creation, compute and shape inference), every callback wrapped so no panic crosses
 //!   into ORT.
-//! * [`selective_scan`], [`causal_conv1d`] — per-op attributes and compute: read the inputs,
+//! * [`selective_scan`], [`causal_conv1d`], [`ssd_scan`] — per-op attributes and compute: read the inputs,
 //!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
@@ -33,6 +33,7 @@ pub mod ort_api;
 pub mod parallel;
 pub mod register;
 pub mod selective_scan;
+pub mod ssd_scan;
 pub mod tensor;
 
 pub use error::OpError;

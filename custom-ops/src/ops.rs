@@ -8,11 +8,13 @@ use crate::cuda::Cuda;
 use crate::layer_step::MambaLayerStep;
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
 use crate::selective_scan::SelectiveScan;
+use crate::ssd_scan::SsdScan;
 
 pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<SelectiveScan>(),
     per_type::<CausalConv1d>(),
     per_type::<MambaLayerStep>(),
+    per_type::<SsdScan>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SelectiveScan>>(),
     #[cfg(feature = "cuda")]

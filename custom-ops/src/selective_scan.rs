@@ -35,12 +35,7 @@ impl Kernel for SelectiveScan {
     const INPUTS: usize = schema::INPUT_NAMES.len();
 
     fn output_types(t: Elem) -> &'static [Elem] {
-        const F32: Elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-        match t {
-            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, F32],
-            Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, F32],
-            _ => &[F32, F32],
-        }
+        y_and_f32_state(t)
     }
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
@@ -90,5 +85,15 @@ impl SelectiveScan {
         // SAFETY: as above.
         p.final_state = unsafe { output(ctx, 1, "final_state", &[p.batch, p.dim, p.dstate], 4, op)? };
         Ok(p)
+    }
+}
+
+/// Output types of the scans: `y` of T, `final_state` float32 whatever T is.
+pub(crate) fn y_and_f32_state(t: Elem) -> &'static [Elem] {
+    const F32: Elem = Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    match t {
+        Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, F32],
+        Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 => &[Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, F32],
+        _ => &[F32, F32],
     }
 }

@@ -97,6 +97,28 @@ pub mod selective_scan {
     pub const DELTA_SOFTPLUS: Name = name!("delta_softplus");
 }
 
+/// SsdScan (docs/op-contract.md "SsdScan"): Mamba-2's scan, one scalar decay a head.
+pub mod ssd_scan {
+    use super::Name;
+    pub const OP: Name = name!("SsdScan");
+    pub const X: usize = 0;
+    pub const DT: usize = 1;
+    pub const A: usize = 2;
+    pub const B: usize = 3;
+    pub const C: usize = 4;
+    pub const D: usize = 5;
+    pub const DT_BIAS: usize = 6;
+    pub const INITIAL_STATE: usize = 7;
+    pub const INPUT_NAMES: [&str; 8] = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"];
+    /// `D` and every slot after it may be left empty.
+    pub const FIRST_OPTIONAL: usize = D;
+    /// Int attribute, 0 or 1.
+    pub const DT_SOFTPLUS: Name = name!("dt_softplus");
+    /// Float attributes: the clamp of dt (transformers' `time_step_limit`).
+    pub const DT_MIN: Name = name!("dt_min");
+    pub const DT_MAX: Name = name!("dt_max");
+}
+
 /// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
 pub mod mamba_layer_step {
     use super::Name;
@@ -153,6 +175,10 @@ mod tests {
             selective_scan::DELTA_SOFTPLUS,
             mamba_layer_step::OP,
             mamba_layer_step::EPSILON,
+            ssd_scan::OP,
+            ssd_scan::DT_SOFTPLUS,
+            ssd_scan::DT_MIN,
+            ssd_scan::DT_MAX,
         ] {
             assert_eq!(n.c.to_str(), Ok(n.str));
         }

@@ -124,8 +124,13 @@ pub fn env() -> &'static Environment {
     })
 }
 
-/// A session over `model` with the op library loaded.
+/// A session over `model` with the op library loaded. Sessions are made one at a time: ONNX
+/// Runtime adds a custom op library's domain to ONNX's process-wide schema map unlocked, and two
+/// threads registering `mambac` at once can fail with "Trying to add a domain to DomainToVersion
+/// map, but the domain is already exist" (seen under load with cargo's parallel test threads).
 pub fn session(model: &[u8]) -> ort::Result<Session> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     Session::builder(env())?.with_operator_library(ops_lib())?.commit_from_memory(model)
 }
 

@@ -9,6 +9,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = ROOT / "testdata"
 MAMBA1_FIXTURES = ["mamba-tiny-hf", "mamba-tiny-ssm"]
+# What `export` copies from the checkpoint folder beside the model (tools/src/cmd/model_files.rs).
+SIDE_FILES = {"config.json", "generation_config.json", "tokenizer.json"}
+
+
+def export_files(folder):
+    """The names in `folder` other than the side files an export copies: the models and data."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.name not in SIDE_FILES)
 
 
 def mambac_bin() -> Path:

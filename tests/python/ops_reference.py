@@ -36,6 +36,7 @@ CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
 LAYER_STEP_INPUTS = ["conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias",
                      "conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D",
                      "out_proj_weight", "out_proj_bias"]
+SSD_INPUTS = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"]
 
 
 def onnx_type(array):
@@ -46,9 +47,9 @@ def onnx_type(array):
 
 def output_types(op, feeds, slots):
     """ONNX types of (y, final_state): y has T (the type of input 0); SelectiveScan's state is
-    float32, CausalConv1d's is T."""
+    float32, SsdScan's too, CausalConv1d's is T."""
     t = onnx_type(feeds[slots[0]]) if slots and slots[0] else TensorProto.FLOAT
-    return [t, TensorProto.FLOAT if op == "SelectiveScan" else t]
+    return [t, TensorProto.FLOAT if op in ("SelectiveScan", "SsdScan") else t]
 
 
 def one_node_model(op, input_names, feeds, outputs, attrs=None):
@@ -134,6 +135,39 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, initi
             y[:, t] += D * u[:, t]
     if z is not None:
         y *= z / (1.0 + np.exp(-z))
+    return y, h
+
+
+def ssd_dt(dt, dt_bias=None, dt_softplus=True, dt_min=0.0, dt_max=np.inf):
+    """SsdScan's step size: clamp(softplus(dt + dt_bias), dt_min, dt_max), NaN kept."""
+    dt = f64(dt) + (f64(dt_bias) if dt_bias is not None else 0.0)
+    if dt_softplus:
+        dt = softplus(dt)
+    dt = np.where(dt < dt_min, dt_min, dt)
+    return np.where(dt > dt_max, dt_max, dt)
+
+
+def ssd_scan_ref(x, dt, A, B, C, D=None, dt_bias=None, initial_state=None, dt_softplus=True, dt_min=0.0,
+                 dt_max=np.inf):
+    """SsdScan (docs/op-contract.md "SsdScan", Mamba-2) in float64, step by step. Head h reads group
+    h // (heads // ngroups) of B and C. Returns (y [b, L, heads, head_dim], final_state
+    [b, heads, head_dim, dstate])."""
+    x, A, B, C, D, h = map(f64, (x, A, B, C, D, initial_state))
+    batch, seqlen, heads, head_dim = x.shape
+    ngroups, dstate = B.shape[2], B.shape[3]
+    group = np.arange(heads) // (heads // ngroups)
+    dt = ssd_dt(dt, dt_bias, dt_softplus, dt_min, dt_max)  # [b, L, heads]
+    if h is None:
+        h = np.zeros((batch, heads, head_dim, dstate))
+    y = np.empty(x.shape)
+    for t in range(seqlen):
+        bt = B[:, t][:, group, None, :]  # [b, heads, 1, dstate]
+        ct = C[:, t][:, group, None, :]
+        dtt = dt[:, t, :, None, None]
+        h = np.exp(dtt * A[None, :, None, None]) * h + dtt * x[:, t, :, :, None] * bt
+        y[:, t] = (h * ct).sum(-1)
+        if D is not None:
+            y[:, t] += D[:, None] * x[:, t]
     return y, h
 
 

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from mambac_testing import TESTDATA, mambac, mambac_bin, model_session, ops_lib
+from mambac_testing import TESTDATA, export_files, mambac, mambac_bin, model_session, ops_lib
 
 CKPT = TESTDATA / "mamba-tiny-hf"
 
@@ -79,11 +79,11 @@ def test_data_file_carries_the_export_id_and_the_old_one_goes(tmp_path):
     mambac("export", CKPT, "-o", out, "-q", "--external-data", "always")
     second = export_id(out)
     assert second != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", f"model.onnx.{second}.data"]
+    assert export_files(tmp_path) == ["model.onnx", f"model.onnx.{second}.data"]
     assert locations(out) == {f"model.onnx.{second}.data"}
     # Back to inline weights: the data file of the earlier export goes too.
     mambac("export", CKPT, "-o", out, "-q", "--external-data", "never")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    assert export_files(tmp_path) == ["model.onnx"]
     model_session(out)
 
 
@@ -100,7 +100,7 @@ def test_decode_graph_export_is_atomic_too(tmp_path):
     assert snapshot(tmp_path) == before
     mambac(*args)
     second = export_id(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.decode.onnx", "model.onnx", f"model.onnx.{second}.data"]
+    assert export_files(tmp_path) == ["model.decode.onnx", "model.onnx", f"model.onnx.{second}.data"]
     assert locations(decode) == {f"model.onnx.{second}.data"}
     model_session(decode)
 
@@ -129,7 +129,7 @@ def test_export_over_the_checkpoint_is_refused(tmp_path, victim):
     r = mambac("export", ckpt, "-o", hard, "-q", check=False)
     assert "(a hard link to it)" in r.stderr and r.returncode == 1, r.stderr
     assert snapshot(ckpt) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "hard.onnx", "link.onnx"]
+    assert export_files(tmp_path) == ["ckpt", "hard.onnx", "link.onnx"]
 
 
 def test_decode_graph_over_the_checkpoint_is_refused(tmp_path):

@@ -4,9 +4,10 @@ tensor named, no panic) for bad checkpoints."""
 import json
 import shutil
 
+import onnx
 import pytest
 
-from mambac_testing import TESTDATA, mambac
+from mambac_testing import TESTDATA, export_files, mambac
 
 
 def test_inspect_fused_lists_fused_ops_with_types():
@@ -77,8 +78,54 @@ def test_corrupt_pickle(tmp_path):
 
 
 def test_unwritable_output(tmp_path):
-    r = mambac("export", TESTDATA / "mamba-tiny-hf", "-o", tmp_path / "no" / "such" / "dir" / "x.onnx", "-q", check=False)
-    assert r.returncode != 0 and "x.onnx" in r.stderr and "panicked" not in r.stderr
+    # A missing folder is made (below); one under a regular file cannot be.
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "dir" / "x.onnx"
+    r = mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q", check=False)
+    assert r.returncode == 1
+    assert r.stderr == f"error: cannot make the folder {out.parent}: Not a directory (os error 20)\n"
+
+
+def test_export_makes_the_output_folder(tmp_path):
+    out = tmp_path / "no" / "such" / "dir" / "x.onnx"
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q")
+    assert out.is_file()
+
+
+@pytest.mark.parametrize(
+    "fixture, file", [("mamba-tiny-hf", "model.safetensors"), ("mamba-tiny-hf", "config.json"), ("mamba-tiny-ssm", "pytorch_model.bin")]
+)
+def test_a_checkpoint_file_names_its_folder(tmp_path, fixture, file):
+    out = tmp_path / "m.onnx"
+    mambac("export", TESTDATA / fixture / file, "-o", out, "-q")
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["mambac.source"] == str(TESTDATA / fixture)
+
+
+def test_a_file_that_is_not_a_checkpoint_file_is_refused(tmp_path):
+    r = mambac("export", TESTDATA / "mamba-tiny-hf" / "reference.json", "-o", tmp_path / "m.onnx", check=False)
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"error: {TESTDATA / 'mamba-tiny-hf' / 'reference.json'} is a file, not a checkpoint: give the folder holding "
+        "config.json and the weights (or its config.json, model.safetensors or pytorch_model.bin)\n"
+    )
+
+
+def test_an_inline_re_export_removes_the_external_data(tmp_path):
+    out = tmp_path / "m.onnx"
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q", "--external-data", "always")
+    (tmp_path / "m.onnx.data").write_bytes(b"an export of before export ids")
+    assert len(list(tmp_path.glob("m.onnx.*.data"))) == 1
+    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q")
+    assert export_files(tmp_path) == ["m.onnx"]
+
+
+def test_synth_presets_are_a_value_list(tmp_path):
+    r = mambac("synth", "--preset", "huge", tmp_path / "s", check=False)
+    assert r.returncode == 2
+    assert "invalid value 'huge' for '--preset <PRESET>'\n  [possible values: tiny, 130m, 370m, 790m, 1.4b, 2.8b]" in r.stderr
+    mambac("synth", "--preset", "MAMBA-TINY", tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["hidden_size"] == 64
 
 
 # Token ids and input checks (issue 11, family 6): `run` and `generate` share one id check, which

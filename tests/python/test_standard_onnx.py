@@ -127,15 +127,18 @@ def test_quantized_standard_export_runs_without_the_library(tmp_path):
     assert worst_rel(got, want) <= 1e-4
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--stateful", "--decode-graph"],
+@pytest.mark.parametrize("fixture, args, message", [
+    ("mamba-tiny-hf", ["--stateful", "--decode-graph"],
      "the decode graph needs --ops mambac: its layers are mambac.MambaLayerStep nodes, a custom op"),
-    (["--dtype", "bfloat16"],
+    ("mamba-tiny-hf", ["--dtype", "bfloat16"],
      "--ops standard needs --dtype float32 or float16 (ONNX Runtime's CPU LinearAttention has no bfloat16 kernel)"),
+    ("mamba2-tiny-hf", [],
+     "--ops standard has no standard-ONNX form of SsdScan (node 'backbone.layers.0.mixer.ssd_scan'): "
+     "export this model with --ops mambac"),
 ])
-def test_refusals_name_the_argument(tmp_path, args, message):
+def test_refusals_name_the_argument(tmp_path, fixture, args, message):
     out = tmp_path / "model.onnx"
-    r = mambac("export", TESTDATA / "mamba-tiny-hf", "-o", out, "-q", "--ops", "standard", *args, check=False)
+    r = mambac("export", TESTDATA / fixture, "-o", out, "-q", "--ops", "standard", *args, check=False)
     assert r.returncode == 1, r.stderr
     assert message in r.stderr, r.stderr
     assert "panicked" not in r.stderr

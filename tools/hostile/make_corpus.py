@@ -487,7 +487,14 @@ def output_family(d, model):
     case("out-run-over-model", "outputs", ["run", stateless, "--input", "run-input.safetensors", "-o", stateless], 1, stateless)
     (d / "out" / "a-directory.onnx").mkdir(parents=True)
     case("out-is-directory", "outputs", ["export", "victim", "-o", "out/a-directory.onnx", "-q"], 1, "out/a-directory.onnx")
-    case("out-missing-parent", "outputs", ["export", "victim", "-o", "out/no/such/dir/m.onnx", "-q"], 1, "out/no/such/dir/m.onnx")
+    # A missing output folder is made; one under a regular file cannot be.
+    case(
+        "out-parent-is-a-file",
+        "outputs",
+        ["export", "victim", "-o", "victim/config.json/dir/m.onnx", "-q"],
+        1,
+        "cannot make the folder victim/config.json/dir: Not a directory",
+    )
     # A folder holding .venv/bin/python: mambac must not run it (nor load what it prints).
     evil = d / "evil-cwd"
     (evil / ".venv" / "bin").mkdir(parents=True)

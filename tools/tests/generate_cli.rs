@@ -293,8 +293,17 @@ fn generate_errors_say_what_is_wrong() {
     assert!(e.contains("--top-p must be in (0, 1]"), "{e}");
     let e = fails(&["generate", stateful, "--prompt-ids", "1", "--greedy", "--top-k", "3"]);
     assert!(e.contains("cannot be used with"), "{e}");
+    // export copies the checkpoint's tokenizer.json beside the model; without it, text needs --tokenizer.
+    let beside = Path::new(stateful).with_file_name("tokenizer.json");
+    std::fs::remove_file(&beside).unwrap();
     let e = fails(&["generate", stateful, "--prompt", "hello"]);
-    assert!(e.contains("--tokenizer"), "{e}");
+    assert_eq!(
+        e,
+        format!(
+            "error: --prompt needs a tokenizer: give --tokenizer, or put tokenizer.json beside {stateful} (mambac export \
+             copies the checkpoint's)\n"
+        )
+    );
     let e = fails(&["generate", "/nonexistent/model.onnx", "--prompt-ids", "1"]);
     assert!(e.contains("does not exist"), "{e}");
     let e = fails(&["generate", stateful, "--prompt-ids", "1", "--tokenizer", "/nonexistent/tokenizer.json"]);

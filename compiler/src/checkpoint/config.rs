@@ -6,7 +6,7 @@
 //!
 //! state-spaces (`MambaConfig` of mamba_ssm): d_model, n_layer, vocab_size,
 //! pad_vocab_size_multiple, ssm_cfg {d_state, d_conv, expand, dt_rank, bias, conv_bias},
-//! tie_embeddings. Its vocab_size is the tokenizer's: the embedding has it rounded up to a
+//! tie_embeddings (ssm_cfg.layer "Mamba2": `config_mamba2.rs` reads the Mamba-2 keys). Its vocab_size is the tokenizer's: the embedding has it rounded up to a
 //! multiple of pad_vocab_size_multiple, and that padded size is what [`MambaConfig::vocab_size`]
 //! holds, because it is the size every tensor and the logits have.
 
@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+pub use super::config_mamba2::Mamba2Params;
 use super::error::CheckpointError;
 
 /// Which checkpoint family a folder is: decides the config keys and the embedding's name.
@@ -41,6 +42,9 @@ pub struct MambaConfig {
     pub tie_word_embeddings: bool,
     /// The PADDED vocabulary: rows of the embedding, width of the logits.
     pub vocab_size: usize,
+    /// The Mamba-2 (SSD) block's own parameters; None for a Mamba-1 model. For Mamba-2,
+    /// `time_step_rank` is unused and `intermediate_size` is num_heads * head_dim.
+    pub mamba2: Option<Mamba2Params>,
 }
 
 /// The largest size a dimension may have (hidden, state, vocabulary...): 16 times the largest
@@ -50,24 +54,24 @@ pub const MAX_DIM: usize = 1 << 20;
 pub const MAX_LAYERS: usize = 1 << 16;
 
 /// Reads typed keys out of one JSON object, naming the file and key in every error.
-struct Keys<'a> {
-    obj: &'a Map<String, Value>,
+pub(super) struct Keys<'a> {
+    pub(super) obj: &'a Map<String, Value>,
     /// Prefix for nested objects ("ssm_cfg.") so errors name the full key.
-    prefix: &'a str,
-    path: &'a Path,
+    pub(super) prefix: &'a str,
+    pub(super) path: &'a Path,
 }
 
 impl<'a> Keys<'a> {
-    fn err(&self, key: &str, what: &str, v: &Value) -> CheckpointError {
+    pub(super) fn err(&self, key: &str, what: &str, v: &Value) -> CheckpointError {
         CheckpointError::config(self.path, format!("key '{}{key}' must be {what}, got {v}", self.prefix))
     }
 
-    fn too_large(&self, key: &str, max: usize, v: &Value) -> CheckpointError {
+    pub(super) fn too_large(&self, key: &str, max: usize, v: &Value) -> CheckpointError {
         CheckpointError::config(self.path, format!("key '{}{key}' must be at most {max}, got {v}", self.prefix))
     }
 
     /// A positive integer no larger than `max`.
-    fn usize_opt(&self, key: &str, max: usize) -> Result<Option<usize>, CheckpointError> {
+    pub(super) fn usize_opt(&self, key: &str, max: usize) -> Result<Option<usize>, CheckpointError> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_u64() {
@@ -78,12 +82,12 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn usize_req(&self, key: &str, max: usize) -> Result<usize, CheckpointError> {
+    pub(super) fn usize_req(&self, key: &str, max: usize) -> Result<usize, CheckpointError> {
         self.usize_opt(key, max)?
             .ok_or_else(|| CheckpointError::config(self.path, format!("missing key '{}{key}'", self.prefix)))
     }
 
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize, CheckpointError> {
+    pub(super) fn usize_or(&self, key: &str, default: usize) -> Result<usize, CheckpointError> {
         Ok(self.usize_opt(key, MAX_DIM)?.unwrap_or(default))
     }
 
@@ -100,7 +104,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, CheckpointError> {
+    pub(super) fn bool_or(&self, key: &str, default: bool) -> Result<bool, CheckpointError> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -108,7 +112,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, CheckpointError> {
+    pub(super) fn f64_or(&self, key: &str, default: f64) -> Result<f64, CheckpointError> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => match v.as_f64() {
@@ -120,7 +124,7 @@ impl<'a> Keys<'a> {
 }
 
 /// expand * hidden_size (or the intermediate_size given) is a dimension too.
-fn check_intermediate(path: &Path, i: usize, expand: usize, hidden: usize) -> Result<(), CheckpointError> {
+pub(super) fn check_intermediate(path: &Path, i: usize, expand: usize, hidden: usize) -> Result<(), CheckpointError> {
     if i > MAX_DIM {
         return Err(CheckpointError::config(
             path,
@@ -141,13 +145,15 @@ impl MambaConfig {
         let path = path_for_errors;
         let obj = v.as_object().ok_or_else(|| CheckpointError::config(path, "config.json must hold a JSON object"))?;
         if let Some(Value::String(mt)) = obj.get("model_type") {
-            if mt != "mamba" {
-                return Err(CheckpointError::config(
-                    path,
-                    format!(
-                        "model_type '{mt}' is not supported (mambac reads Mamba-1 checkpoints, model_type 'mamba')"
-                    ),
-                ));
+            match mt.as_str() {
+                "mamba" => {}
+                "mamba2" => return Ok((super::config_mamba2::from_hf(obj, path)?, Layout::HuggingFace)),
+                _ => {
+                    return Err(CheckpointError::config(
+                        path,
+                        format!("model_type '{mt}' is not supported (mambac reads model_type 'mamba' and 'mamba2')"),
+                    ))
+                }
             }
         }
         if obj.contains_key("d_model") {
@@ -181,6 +187,7 @@ impl MambaConfig {
             layer_norm_epsilon: k.f64_or("layer_norm_epsilon", 1e-5)?,
             tie_word_embeddings: k.bool_or("tie_word_embeddings", true)?,
             vocab_size: k.usize_req("vocab_size", MAX_DIM)?,
+            mamba2: None,
         };
         Ok(cfg)
     }
@@ -194,14 +201,16 @@ impl MambaConfig {
             Some(v) => return Err(k.err("ssm_cfg", "an object", v)),
         };
         let s = Keys { obj: ssm, prefix: "ssm_cfg.", path };
-        if let Some(Value::String(layer)) = ssm.get("layer") {
-            if layer != "Mamba1" {
+        let mamba2 = match ssm.get("layer") {
+            Some(Value::String(layer)) if layer == "Mamba2" => true,
+            Some(Value::String(layer)) if layer != "Mamba1" => {
                 return Err(CheckpointError::config(
                     path,
-                    format!("ssm_cfg.layer '{layer}' is not supported (mambac reads Mamba1 layers)"),
+                    format!("ssm_cfg.layer '{layer}' is not supported (mambac reads Mamba1 and Mamba2 layers)"),
                 ));
             }
-        }
+            _ => false,
+        };
         // Hybrid models (attention layers, MLPs between mixers) are a different graph.
         if let Some(Value::Array(a)) = obj.get("attn_layer_idx") {
             if !a.is_empty() {
@@ -235,6 +244,25 @@ impl MambaConfig {
             Some(_) => k.f64_or("norm_epsilon", 1e-5)?,
             None => k.f64_or("layer_norm_epsilon", 1e-5)?,
         };
+        if mamba2 {
+            let c = MambaConfig {
+                hidden_size: hidden,
+                // mamba_ssm's Mamba2 defaults.
+                state_size: s.usize_or("d_state", 128)?,
+                num_hidden_layers: k.usize_req("n_layer", MAX_LAYERS)?,
+                expand,
+                conv_kernel: s.usize_or("d_conv", 4)?,
+                time_step_rank: 0,
+                intermediate_size: expand * hidden,
+                use_bias: s.bool_or("bias", false)?,
+                use_conv_bias: s.bool_or("conv_bias", true)?,
+                layer_norm_epsilon: eps,
+                tie_word_embeddings: k.bool_or("tie_embeddings", true)?,
+                vocab_size: padded,
+                mamba2: None,
+            };
+            return super::config_mamba2::from_state_spaces(c, &s);
+        }
         Ok(MambaConfig {
             hidden_size: hidden,
             state_size: s.usize_or("d_state", 16)?,
@@ -248,12 +276,16 @@ impl MambaConfig {
             layer_norm_epsilon: eps,
             tie_word_embeddings: k.bool_or("tie_embeddings", true)?,
             vocab_size: padded,
+            mamba2: None,
         })
     }
 
     /// This config as a Hugging Face `config.json` (what `save_pretrained` writes for
     /// `MambaForCausalLM`), with the padded vocabulary and explicit ranks.
     pub fn to_hf_json(&self) -> Value {
+        if let Some(m2) = &self.mamba2 {
+            return super::config_mamba2::to_hf_json(self, m2);
+        }
         json!({
             "architectures": ["MambaForCausalLM"],
             "model_type": "mamba",

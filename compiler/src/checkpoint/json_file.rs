@@ -10,7 +10,7 @@ use super::error::CheckpointError;
 pub const MAX_JSON_BYTES: u64 = 64 << 20;
 
 /// Parses the JSON file at `path` (symlinks followed, as the Hugging Face cache needs).
-pub(crate) fn read(path: &Path) -> Result<serde_json::Value, CheckpointError> {
+pub fn read(path: &Path) -> Result<serde_json::Value, CheckpointError> {
     let file = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
     let len = file.metadata().map_err(|e| CheckpointError::io(path, e))?.len();
     let too_large =

@@ -11,6 +11,7 @@
 //! `backbone.embeddings.weight`, and `lm_head.weight` of a tied model is the embedding.
 
 mod config;
+mod config_mamba2;
 mod dtype;
 mod error;
 mod json_file;
@@ -25,10 +26,10 @@ mod zip_entry;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-pub use config::{Layout, MambaConfig};
+pub use config::{Layout, Mamba2Params, MambaConfig};
 pub use dtype::DType;
 pub use error::CheckpointError;
-pub use json_file::MAX_JSON_BYTES;
+pub use json_file::{read as read_json, MAX_JSON_BYTES};
 pub use pickle::PickleError;
 pub use torch_zip::MAX_PICKLE_BYTES;
 pub use zip_entry::EntryError;

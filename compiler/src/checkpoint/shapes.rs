@@ -1,8 +1,8 @@
-//! The tensors a Mamba-1 model needs, by canonical (Hugging Face) name, with the shape its
+//! The tensors a Mamba-1 or Mamba-2 model needs, by canonical (Hugging Face) name, with the shape its
 //! config implies. The one place that knows the parameter list; the readers check against it
 //! and the synthetic writer writes from it.
 
-use super::config::MambaConfig;
+use super::config::{Mamba2Params, MambaConfig};
 
 /// Canonical name of the embedding.
 pub const EMBEDDING: &str = "backbone.embeddings.weight";
@@ -14,6 +14,9 @@ pub const NORM_F: &str = "backbone.norm_f.weight";
 /// Every tensor the model needs, in the order save_pretrained writes a layer (embedding, then
 /// each layer, then the final norm and lm_head). lm_head is included only when untied.
 pub fn expected_tensors(c: &MambaConfig) -> Vec<(String, Vec<usize>)> {
+    if let Some(m2) = &c.mamba2 {
+        return expected_tensors_mamba2(c, m2);
+    }
     let (h, i, n, k, r, v) =
         (c.hidden_size, c.intermediate_size, c.state_size, c.conv_kernel, c.time_step_rank, c.vocab_size);
     let mut out = vec![(EMBEDDING.to_string(), vec![v, h])];
@@ -35,6 +38,39 @@ pub fn expected_tensors(c: &MambaConfig) -> Vec<(String, Vec<usize>)> {
         out.push((p("mixer.dt_proj.weight"), vec![i, r]));
         // dt_proj always has a bias: it is the scan's delta_bias.
         out.push((p("mixer.dt_proj.bias"), vec![i]));
+        out.push((p("mixer.out_proj.weight"), vec![h, i]));
+        if c.use_bias {
+            out.push((p("mixer.out_proj.bias"), vec![h]));
+        }
+    }
+    out.push((NORM_F.to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        out.push((LM_HEAD.to_string(), vec![v, h]));
+    }
+    out
+}
+
+/// Mamba-2 (transformers' `Mamba2ForCausalLM`): in_proj `[I + conv_dim + H, hidden]`, the conv
+/// over x, B and C, and per-head dt_bias, A_log and D.
+fn expected_tensors_mamba2(c: &MambaConfig, m: &Mamba2Params) -> Vec<(String, Vec<usize>)> {
+    let (h, i, k, v, heads) = (c.hidden_size, c.intermediate_size, c.conv_kernel, c.vocab_size, m.num_heads);
+    let conv_dim = m.conv_dim(c);
+    let mut out = vec![(EMBEDDING.to_string(), vec![v, h])];
+    for l in 0..c.num_hidden_layers {
+        let p = |s: &str| format!("backbone.layers.{l}.{s}");
+        out.push((p("norm.weight"), vec![h]));
+        out.push((p("mixer.in_proj.weight"), vec![m.in_proj_dim(c), h]));
+        if c.use_bias {
+            out.push((p("mixer.in_proj.bias"), vec![m.in_proj_dim(c)]));
+        }
+        out.push((p("mixer.conv1d.weight"), vec![conv_dim, 1, k]));
+        if c.use_conv_bias {
+            out.push((p("mixer.conv1d.bias"), vec![conv_dim]));
+        }
+        out.push((p("mixer.dt_bias"), vec![heads]));
+        out.push((p("mixer.A_log"), vec![heads]));
+        out.push((p("mixer.D"), vec![heads]));
+        out.push((p("mixer.norm.weight"), vec![i]));
         out.push((p("mixer.out_proj.weight"), vec![h, i]));
         if c.use_bias {
             out.push((p("mixer.out_proj.bias"), vec![h]));

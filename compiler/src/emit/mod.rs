@@ -2,8 +2,9 @@
 
 pub mod decode_graph;
 pub mod external_data;
+pub mod metadata;
 mod onnx;
-mod proto;
+pub mod proto;
 
 pub use self::onnx::{
     emit_onnx, emit_onnx_models, EmitError, EmitOptions, EmitReport, EmitTarget, ExternalData, CUSTOM_DOMAIN,

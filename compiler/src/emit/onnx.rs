@@ -13,7 +13,10 @@ use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tens
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::standard_ops::{self as std_ops, causal_conv_with_state as std_conv, linear_attention as std_la};
-use crate::ir::{conv_slots, encode_f64, scan_slots, step_slots, ConstTensor, Op, ValidatedGraph, ValueRef};
+use crate::ir::{
+    conv_slots, encode_f64, scan_slots, ssd_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef,
+    ValueType,
+};
 
 pub const OPSET: i64 = 18;
 pub const CUSTOM_DOMAIN: &str = mambac_op_schema::DOMAIN.str;
@@ -254,6 +257,7 @@ fn build_model(
     for o in g.outputs() {
         e.graph.output.push(value_info(&o.name, vg.type_of(o.value)));
     }
+    e.intermediate_value_info();
 
     let mut model = ModelProto::new();
     model.producer_name = "mambac".into();
@@ -284,6 +288,32 @@ fn build_model(
 }
 
 impl Emitter<'_, '_> {
+    /// A `value_info` for every value a node computes that is not a graph output (those have
+    /// theirs), with the IR's types and its symbolic dims (`batch`, `seqlen`: the graph inputs'
+    /// names). ONNX's own shape inference cannot see into the `mambac` ops, so without these
+    /// every value downstream of one would be untyped for ONNX tools (docs/onnx-shapes.md).
+    fn intermediate_value_info(&mut self) {
+        let g = self.vg.graph;
+        let outputs: std::collections::HashSet<ValueRef> = g.outputs().iter().map(|o| o.value).collect();
+        for &id in &self.vg.order {
+            if matches!(g.op(id), Op::Input { .. } | Op::Const(_)) {
+                continue;
+            }
+            for k in 0..g.op(id).num_outputs() {
+                let v = ValueRef { node: id, output: k };
+                if !outputs.contains(&v) {
+                    let info = value_info(&self.value_name(v), self.vg.type_of(v));
+                    self.graph.value_info.push(info);
+                }
+            }
+        }
+    }
+
+    /// The type of a value an op's expansion computes between its standard ops.
+    fn expansion_value_info(&mut self, name: &str, ty: &ValueType) {
+        self.graph.value_info.push(value_info(name, ty));
+    }
+
     fn value_name(&self, v: ValueRef) -> String {
         if let Some(n) = self.names.get(&v) {
             return n.clone();
@@ -367,6 +397,8 @@ impl Emitter<'_, '_> {
                 // Opset 18 has no SiLU: x * sigmoid(x).
                 let s = format!("{name}.sigmoid");
                 self.push("Sigmoid", "", &s, vec![req(0)], vec![s.clone()], vec![]);
+                let ty = self.vg.type_of(g.input(id, 0).expect("validated")).clone();
+                self.expansion_value_info(&s, &ty);
                 self.push("Mul", "", &name, vec![req(0), s], outs, vec![]);
             }
             Op::SplitLast { sizes } => {
@@ -383,10 +415,6 @@ impl Emitter<'_, '_> {
             Op::Unsqueeze { axis } => {
                 let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[*axis as i64]));
                 self.push("Unsqueeze", "", &name, vec![req(0), axes], outs, vec![]);
-            }
-            Op::Reshape { shape } => {
-                let shape = self.helper_const(i64_tensor(&format!("{name}.shape"), shape));
-                self.push("Reshape", "", &name, vec![req(0), shape], outs, vec![]);
             }
             Op::Expand { shape } => {
                 let shape: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
@@ -417,6 +445,21 @@ impl Emitter<'_, '_> {
                 let attrs = with_tensorrt_keys(vec![softplus], &ins);
                 self.push(scan_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
+            Op::Reshape { keep, tail } => {
+                let mut shape = vec![0i64; *keep];
+                shape.extend(tail.iter().map(|&d| d as i64));
+                let shape = self.helper_const(i64_tensor(&format!("{name}.shape"), &shape));
+                self.push("Reshape", "", &name, vec![req(0), shape], outs, vec![]);
+            }
+            Op::GatedRmsNorm(cfg) => self.gated_rms_norm(&name, id, [req(0), req(1), req(2)], out, cfg),
+            Op::SsdScan(cfg) => {
+                let attrs = vec![
+                    attr_int(ssd_slots::DT_SOFTPLUS.str, cfg.dt_softplus as i64),
+                    attr_float(ssd_slots::DT_MIN.str, cfg.dt_min as f32),
+                    attr_float(ssd_slots::DT_MAX.str, cfg.dt_max as f32),
+                ];
+                self.push(ssd_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
             Op::MambaLayerStep(cfg) => {
                 let attrs = with_tensorrt_keys(vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)], &ins);
                 self.push(LAYER_STEP_OP, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
@@ -428,7 +471,8 @@ impl Emitter<'_, '_> {
     /// Pow → ReduceMean → Add(eps) → Sqrt → Div → [Cast] → Mul(weight).
     fn rms_norm(&mut self, name: &str, id: crate::ir::NodeId, x: String, w: String, out: String, eps: f64) {
         let g = self.vg.graph;
-        let x_elem = self.vg.type_of(g.input(id, 0).expect("validated")).elem;
+        let x_ty = self.vg.type_of(g.input(id, 0).expect("validated")).clone();
+        let x_elem = x_ty.elem;
         let w_elem = self.vg.type_of(g.input(id, 1).expect("validated")).elem;
         let two = self.helper_const(tensor(&format!("{name}.two"), x_elem, &[], encode_f64(&[2.0], x_elem)));
         let eps = self.helper_const(tensor(&format!("{name}.eps"), x_elem, &[], encode_f64(&[eps], x_elem)));
@@ -439,8 +483,16 @@ impl Emitter<'_, '_> {
         self.push("Add", "", &t("add_eps"), vec![t("mean"), eps], vec![t("add_eps")], vec![]);
         self.push("Sqrt", "", &t("sqrt"), vec![t("add_eps")], vec![t("sqrt")], vec![]);
         self.push("Div", "", &t("div"), vec![x, t("sqrt")], vec![t("div")], vec![]);
+        let mut reduced = x_ty.clone();
+        *reduced.shape.0.last_mut().expect("validated: rank >= 1") = Dim::Known(1);
+        for (what, ty) in
+            [("pow", &x_ty), ("mean", &reduced), ("add_eps", &reduced), ("sqrt", &reduced), ("div", &x_ty)]
+        {
+            self.expansion_value_info(&t(what), ty);
+        }
         let mut normed = t("div");
         if x_elem != w_elem {
+            self.expansion_value_info(&t("cast"), &ValueType { elem: w_elem, shape: x_ty.shape.clone() });
             self.push(
                 "Cast",
                 "",
@@ -452,6 +504,55 @@ impl Emitter<'_, '_> {
             normed = t("cast");
         }
         self.push("Mul", "", name, vec![normed, w], vec![out], vec![]);
+    }
+}
+
+impl Emitter<'_, '_> {
+    /// Mamba-2's gated RMSNorm in standard ops: the gate (x * sigmoid(z) * z), a Reshape to
+    /// `[..., groups, group_size]`, the RMSNorm pattern without weight, a Reshape back, the weight.
+    fn gated_rms_norm(
+        &mut self,
+        name: &str,
+        id: crate::ir::NodeId,
+        [x, z, w]: [String; 3],
+        out: String,
+        cfg: &crate::ir::GatedRmsNormConfig,
+    ) {
+        let g = self.vg.graph;
+        let xt = self.vg.type_of(g.input(id, 0).expect("validated"));
+        let (elem, rank) = (xt.elem, xt.shape.rank());
+        let width = xt.shape.last().and_then(|d| d.known()).expect("validated: known width") as i64;
+        let t = |s: &str| format!("{name}.{s}");
+        let mut grouped = vec![0i64; rank - 1];
+        grouped.extend([-1, cfg.group_size as i64]);
+        let mut flat = vec![0i64; rank - 1];
+        flat.push(width);
+        let grouped = self.helper_const(i64_tensor(&t("grouped_shape"), &grouped));
+        let flat = self.helper_const(i64_tensor(&t("flat_shape"), &flat));
+        let two = self.helper_const(tensor(&t("two"), elem, &[], encode_f64(&[2.0], elem)));
+        let eps = self.helper_const(tensor(&t("eps"), elem, &[], encode_f64(&[cfg.eps], elem)));
+        let axes = self.helper_const(i64_tensor(&t("axes"), &[-1]));
+        self.push("Sigmoid", "", &t("z_sigmoid"), vec![z.clone()], vec![t("z_sigmoid")], vec![]);
+        self.push("Mul", "", &t("z_silu"), vec![z, t("z_sigmoid")], vec![t("z_silu")], vec![]);
+        let normed_in = if cfg.norm_before_gate {
+            x
+        } else {
+            self.push("Mul", "", &t("gate"), vec![x, t("z_silu")], vec![t("gate")], vec![]);
+            t("gate")
+        };
+        self.push("Reshape", "", &t("groups"), vec![normed_in, grouped], vec![t("groups")], vec![]);
+        self.push("Pow", "", &t("pow"), vec![t("groups"), two], vec![t("pow")], vec![]);
+        self.push("ReduceMean", "", &t("mean"), vec![t("pow"), axes], vec![t("mean")], vec![attr_int("keepdims", 1)]);
+        self.push("Add", "", &t("add_eps"), vec![t("mean"), eps], vec![t("add_eps")], vec![]);
+        self.push("Sqrt", "", &t("sqrt"), vec![t("add_eps")], vec![t("sqrt")], vec![]);
+        self.push("Div", "", &t("div"), vec![t("groups"), t("sqrt")], vec![t("div")], vec![]);
+        self.push("Reshape", "", &t("flat"), vec![t("div"), flat], vec![t("flat")], vec![]);
+        if cfg.norm_before_gate {
+            self.push("Mul", "", &t("times_weight"), vec![t("flat"), w], vec![t("times_weight")], vec![]);
+            self.push("Mul", "", name, vec![t("times_weight"), t("z_silu")], vec![out], vec![]);
+        } else {
+            self.push("Mul", "", name, vec![t("flat"), w], vec![out], vec![]);
+        }
     }
 }
 

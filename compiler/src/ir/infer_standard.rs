@@ -1,50 +1,9 @@
 //! Shape and type inference of the standard ONNX ops `--ops standard` lowers to (their opset-27
-//! schemas): Reshape, Expand, CausalConvWithState, LinearAttention.
+//! schemas): Expand, CausalConvWithState, LinearAttention.
 
 use super::infer::{broadcast, err, expect_elem, expect_float, expect_rank, expect_shape, InferError};
 use super::op::{CausalConvWithStateConfig, LinearAttentionConfig};
 use super::types::{Dim, Shape, ValueType};
-
-/// ONNX Reshape (allowzero 0): 0 copies the input's dim, one -1 takes what the others leave.
-/// The dims the -1 stands for must be known; copied dims may be symbols.
-pub(super) fn infer_reshape(x: &ValueType, shape: &[i64]) -> Result<Vec<ValueType>, InferError> {
-    let bad = |why: &str| err("x", format!("has shape {}, cannot reshape to {shape:?}: {why}", x.shape));
-    let mut out: Vec<Option<Dim>> = Vec::with_capacity(shape.len());
-    let mut copied = vec![false; x.shape.rank()];
-    for (i, &s) in shape.iter().enumerate() {
-        out.push(match s {
-            0 => {
-                let d = x.shape.0.get(i).ok_or_else(|| bad("a 0 past the input's rank"))?;
-                copied[i] = true;
-                Some(d.clone())
-            }
-            -1 => None,
-            s if s > 0 => Some(Dim::Known(s as usize)),
-            _ => return Err(bad("a negative size other than -1")),
-        });
-    }
-    if out.iter().filter(|d| d.is_none()).count() > 1 {
-        return Err(bad("more than one -1"));
-    }
-    // What is not copied must be known on both sides, and hold the same number of elements.
-    let rest_in: Option<usize> = x.shape.0.iter().zip(&copied).filter(|(_, c)| !**c).map(|(d, _)| d.known()).product();
-    let copied_out: Vec<bool> = shape.iter().map(|&s| s == 0).collect();
-    let rest_out: usize =
-        out.iter().zip(&copied_out).filter(|(_, c)| !**c).filter_map(|(d, _)| d.as_ref()?.known()).product();
-    let rest_in = rest_in.ok_or_else(|| bad("a size it does not copy is symbolic"))?;
-    let hole = if out.iter().any(Option::is_none) {
-        if rest_out == 0 || rest_in % rest_out != 0 {
-            return Err(bad("the sizes do not divide"));
-        }
-        rest_in / rest_out
-    } else if rest_in != rest_out {
-        return Err(bad("the element counts differ"));
-    } else {
-        0
-    };
-    let dims = out.into_iter().map(|d| d.unwrap_or(Dim::Known(hole))).collect();
-    Ok(vec![ValueType::new(x.elem, dims)])
-}
 
 /// ONNX Expand: numpy broadcasting of x's shape and `shape`.
 pub(super) fn infer_expand(x: &ValueType, shape: &[usize]) -> Result<Vec<ValueType>, InferError> {

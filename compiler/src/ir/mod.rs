@@ -25,8 +25,8 @@ use petgraph::Direction;
 pub use consts::{encode_f32, encode_f64, ConstSource, ConstTensor, ConstTransform, UnaryFn};
 pub use infer::infer_node;
 pub use op::{
-    conv_slots, scan_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig, LinearAttentionConfig,
-    MambaLayerStepConfig, MatMulNBitsConfig, Op, SelectiveScanConfig,
+    conv_slots, scan_slots, ssd_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig, GatedRmsNormConfig,
+    LinearAttentionConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op, SelectiveScanConfig, SsdScanConfig,
 };
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};

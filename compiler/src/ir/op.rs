@@ -5,7 +5,9 @@ use super::standard_ops::{causal_conv_with_state as std_conv, linear_attention a
 use super::types::ValueType;
 
 /// Input slots, names and attributes of the mambac ops: one home shared with the op library.
-pub use mambac_op_schema::{causal_conv1d as conv_slots, mamba_layer_step as step_slots, selective_scan as scan_slots};
+pub use mambac_op_schema::{
+    causal_conv1d as conv_slots, mamba_layer_step as step_slots, selective_scan as scan_slots, ssd_scan as ssd_slots,
+};
 
 /// CausalConv1d (docs/op-contract.md): depthwise causal conv over the sequence, optional bias, activation.
 ///
@@ -30,6 +32,38 @@ pub struct SelectiveScanConfig {
     pub delta_softplus: bool,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
+}
+
+/// SsdScan (docs/op-contract.md "SsdScan"): Mamba-2's state-space recurrence, one scalar decay
+/// a head. Head h reads group g = h / (heads / ngroups) of B and C:
+///
+/// ```text
+/// dt_t = clamp(softplus(dt_t + dt_bias), dt_min, dt_max)   (no softplus when the flag is off)
+/// h_t  = exp(dt_t[h] * A[h]) * h_{t-1} + dt_t[h] * x_t[h, p] * B_t[g, n]     state [heads, P, N]
+/// y_t[h, p] = sum_n C_t[g, n] * h_t[h, p, n] + D[h] * x_t[h, p]
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsdScanConfig {
+    pub dt_softplus: bool,
+    /// The clamp of dt (transformers' `time_step_limit`); (0, inf) changes no softplus output.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    /// Whether the node produces `final_state` (output 1).
+    pub final_state: bool,
+}
+
+/// Mamba-2's gated RMSNorm (mamba_ssm's `RMSNormGated`), over groups of `group_size` channels
+/// of the last axis, inputs (x, z, weight):
+///
+/// ```text
+/// norm_before_gate false: y = rmsnorm_groups(x * silu(z)) * weight
+/// norm_before_gate true:  y = rmsnorm_groups(x) * weight * silu(z)
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatedRmsNormConfig {
+    pub eps: f64,
+    pub group_size: usize,
+    pub norm_before_gate: bool,
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
@@ -133,10 +167,12 @@ pub enum Op {
     },
     /// `[B, L, ...] -> [B, 1, ...]`: the last position of the sequence axis.
     LastPosition,
-    /// ONNX's `Reshape`: 0 copies the input's dim at that index, -1 is what the rest leaves.
+    /// `[d0, .., d(keep-1), rest...] -> [d0, .., d(keep-1), tail...]`, the rest's size unchanged.
     Reshape {
-        shape: Vec<i64>,
+        keep: usize,
+        tail: Vec<usize>,
     },
+    GatedRmsNorm(GatedRmsNormConfig),
     /// ONNX's `Expand`: x broadcast (numpy rules, both ways) with a shape of ones and `shape`.
     Expand {
         shape: Vec<usize>,
@@ -145,6 +181,7 @@ pub enum Op {
     LinearAttention(LinearAttentionConfig),
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
+    SsdScan(SsdScanConfig),
     MambaLayerStep(MambaLayerStepConfig),
 }
 
@@ -173,8 +210,10 @@ impl Op {
             Op::Expand { .. } => "Expand",
             Op::CausalConvWithState(_) => std_conv::OP,
             Op::LinearAttention(_) => std_la::OP,
+            Op::GatedRmsNorm(_) => "GatedRmsNorm",
             Op::CausalConv1d(_) => conv_slots::OP.str,
             Op::SelectiveScan(_) => scan_slots::OP.str,
+            Op::SsdScan(_) => ssd_slots::OP.str,
             Op::MambaLayerStep(_) => step_slots::OP.str,
         }
     }
@@ -197,12 +236,14 @@ impl Op {
             | Op::Cast { .. } => &["x"],
             Op::CausalConvWithState(_) => &std_conv::INPUT_NAMES,
             Op::LinearAttention(_) => &std_la::INPUT_NAMES,
+            Op::GatedRmsNorm(_) => &["x", "z", "weight"],
             Op::RmsNorm { .. } => &["x", "weight"],
             Op::MatMul => &["x", "w"],
             Op::MatMulNBits(_) => &["x", "values", "scales"],
             Op::Add | Op::Mul => &["a", "b"],
             Op::CausalConv1d(_) => &conv_slots::INPUT_NAMES,
             Op::SelectiveScan(_) => &scan_slots::INPUT_NAMES,
+            Op::SsdScan(_) => &ssd_slots::INPUT_NAMES,
             Op::MambaLayerStep(_) => &step_slots::INPUT_NAMES,
         }
     }
@@ -212,6 +253,7 @@ impl Op {
         match self {
             Op::CausalConv1d(_) => slot >= conv_slots::FIRST_OPTIONAL,
             Op::SelectiveScan(_) => slot >= scan_slots::FIRST_OPTIONAL,
+            Op::SsdScan(_) => slot >= ssd_slots::FIRST_OPTIONAL,
             Op::MambaLayerStep(_) => step_slots::OPTIONAL.contains(&slot),
             Op::CausalConvWithState(_) => slot >= std_conv::FIRST_OPTIONAL,
             Op::LinearAttention(_) => slot == std_la::PAST_STATE,
@@ -225,6 +267,7 @@ impl Op {
             Op::SplitLast { sizes } => sizes.len(),
             Op::CausalConv1d(c) => 1 + c.final_state as usize,
             Op::SelectiveScan(c) => 1 + c.final_state as usize,
+            Op::SsdScan(c) => 1 + c.final_state as usize,
             Op::MambaLayerStep(_) => 3,
             // Both are required outputs of the ONNX ops: a node always has its state output.
             Op::CausalConvWithState(_) | Op::LinearAttention(_) => 2,
@@ -234,6 +277,6 @@ impl Op {
 
     /// Whether this op is one of the fused custom ops of the `mambac` domain.
     pub fn is_fused_op(&self) -> bool {
-        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_) | Op::MambaLayerStep(_))
+        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_) | Op::SsdScan(_) | Op::MambaLayerStep(_))
     }
 }

@@ -14,7 +14,6 @@ fn op_detail(op: &Op) -> String {
         Op::Cast { to } => format!("Cast(to={to})"),
         Op::SplitLast { sizes } => format!("SplitLast({sizes:?})"),
         Op::Unsqueeze { axis } => format!("Unsqueeze(axis={axis})"),
-        Op::Reshape { shape } => format!("Reshape({shape:?})"),
         Op::Expand { shape } => format!("Expand({shape:?})"),
         Op::CausalConvWithState(c) => {
             format!("CausalConvWithState(activation={})", if c.silu { "silu" } else { "none" })
@@ -22,6 +21,14 @@ fn op_detail(op: &Op) -> String {
         Op::LinearAttention(c) => format!("LinearAttention(gated, heads={}, scale={})", c.heads, c.scale),
         Op::CausalConv1d(c) => format!("mambac.CausalConv1d(activation={})", if c.silu { "silu" } else { "none" }),
         Op::SelectiveScan(c) => format!("mambac.SelectiveScan(delta_softplus={})", c.delta_softplus as u8),
+        Op::Reshape { keep, tail } => format!("Reshape(keep={keep}, tail={tail:?})"),
+        Op::GatedRmsNorm(c) => format!(
+            "GatedRmsNorm(eps={:e}, group_size={}, norm_before_gate={})",
+            c.eps, c.group_size, c.norm_before_gate as u8
+        ),
+        Op::SsdScan(c) => {
+            format!("mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}))", c.dt_softplus as u8, c.dt_min, c.dt_max)
+        }
         other => other.kind().to_string(),
     }
 }

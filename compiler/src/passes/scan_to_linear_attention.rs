@@ -53,7 +53,7 @@ impl Rule for ScanToLinearAttention {
         let a = l.in_t("A.cast", a);
         let dt_col = l.op("dt_per_key", Op::Unsqueeze { axis: 3 }, &[dt]);
         let decay = l.op("decay_4d", Op::Mul, &[dt_col, a]);
-        let decay = l.op("decay", Op::Reshape { shape: vec![0, 0, -1] }, &[decay]);
+        let decay = l.op("decay", Op::Reshape { keep: 2, tail: vec![dim * dstate] }, &[decay]);
         let key = l.per_channel("key", b, groups, dim, dstate);
         let query = l.per_channel("query", c, groups, dim, dstate);
         let past = ins[scan_slots::INITIAL_STATE].map(|s| l.op("past_state", Op::Unsqueeze { axis: 3 }, &[s]));
@@ -74,7 +74,8 @@ impl Rule for ScanToLinearAttention {
         }
         l.g.replace_uses(node.into(), y);
         if cfg.final_state {
-            let fin = l.op("final_state", Op::Reshape { shape: vec![0, 0, -1] }, &[ValueRef { node: la, output: 1 }]);
+            let la_state = ValueRef { node: la, output: 1 };
+            let fin = l.op("final_state", Op::Reshape { keep: 1, tail: vec![dim, dstate] }, &[la_state]);
             // LinearAttention's state has past_state's type, else T: the scan's is float32.
             let fin = if past.is_none() && t != Elem::F32 {
                 l.op("final_state.cast", Op::Cast { to: Elem::F32 }, &[fin])
@@ -113,6 +114,6 @@ impl Lowering<'_> {
     fn per_channel(&mut self, what: &str, x: ValueRef, groups: usize, dim: usize, dstate: usize) -> ValueRef {
         let x = self.op(&format!("{what}.unsqueeze"), Op::Unsqueeze { axis: 3 }, &[x]);
         let x = self.op(&format!("{what}.expand"), Op::Expand { shape: vec![groups, dim / groups, dstate] }, &[x]);
-        self.op(what, Op::Reshape { shape: vec![0, 0, -1] }, &[x])
+        self.op(what, Op::Reshape { keep: 2, tail: vec![dim * dstate] }, &[x])
     }
 }

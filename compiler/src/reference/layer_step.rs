@@ -63,7 +63,8 @@ pub fn layer_step(p: &LayerStepInputs) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
             let acc = p.conv_bias.map_or(0.0, |cb| cb[d])
                 + state.iter().chain(std::iter::once(&x[d])).zip(w).map(|(s, wk)| s * wk).sum::<f64>();
             xc[d] = silu(acc);
-            conv_out.extend(state.iter().skip(1).chain(std::iter::once(&x[d])));
+            // The window [state, x] less its oldest value (nothing for width 1).
+            conv_out.extend(state.iter().chain(std::iter::once(&x[d])).skip(1));
         }
         let dbc = linear(&xc, p.x_proj_weight, r + 2 * n, None);
         let (dt_low, bc) = dbc.split_at(r);

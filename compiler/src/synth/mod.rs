@@ -121,6 +121,7 @@ impl SynthOptions {
             layer_norm_epsilon: 1e-5,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
             vocab_size: self.vocab_size.unwrap_or(v0),
+            mamba2: None,
         };
         let err = |message: String| Err(CheckpointError::Synth { message });
         for (what, v, max) in [

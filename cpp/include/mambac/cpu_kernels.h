@@ -10,11 +10,17 @@
 namespace mambac {
 
 struct SelectiveScanParams;
+struct SsdScanParams;
 struct CausalConv1dParams;
 
 size_t selective_scan_cpu_tasks(const SelectiveScanParams& p);
 // Throws std::bad_alloc only (large dstate needs heap scratch).
 void selective_scan_cpu_run(const SelectiveScanParams& p, size_t task);
+
+// One task per (batch row, head); the step-by-step recurrence in float32 (cpp/cpu/ssd_scan.cpp).
+size_t ssd_scan_cpu_tasks(const SsdScanParams& p);
+// Throws std::bad_alloc only (the task's [head_dim, dstate] state).
+void ssd_scan_cpu_run(const SsdScanParams& p, size_t task);
 
 size_t causal_conv1d_cpu_tasks(const CausalConv1dParams& p);
 void causal_conv1d_cpu_run(const CausalConv1dParams& p, size_t task);

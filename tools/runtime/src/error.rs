@@ -29,6 +29,14 @@ pub enum Error {
     /// session can be opened without capture.
     #[error("cannot load {}", .model.display())]
     GraphCaptureRefused { model: PathBuf, source: ort::Error },
+    /// A bfloat16 export on the CPU EP, which has no bfloat16 MatMul kernel (ORT 1.32): the
+    /// model is meant for the CUDA EP; a float32 export is the CPU's.
+    #[error(
+        "{} is a bfloat16 export, which ONNX Runtime's CPU execution provider cannot run (it has no bfloat16 \
+         MatMul kernel): export with --dtype float32 to run on the CPU, or run this model with --ep cuda",
+        .model.display()
+    )]
+    Bfloat16OnCpu { model: PathBuf, source: ort::Error },
     /// ORT refused a shared weight (`AddInitializer`); the sessions can load their own weights.
     #[error("initializer '{name}'")]
     SharedWeightRefused { name: String, source: ort::Error },

@@ -53,6 +53,11 @@ pub(crate) fn decode_graph_for(model: &Path, opts: &SessionOptions) -> Result<Op
 }
 
 fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shared: &SharedWeights) -> Result<Session> {
+    // One session at a time in this process: ONNX Runtime adds a custom op library's domain to
+    // ONNX's process-wide schema map unlocked, so two threads registering `mambac` at once can
+    // fail ("Trying to add a domain to DomainToVersion map, but the domain is already exist").
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let env = init_ort()?;
     if !model.is_file() {
         return Err(Error::ModelNotFound(model.to_path_buf()));
@@ -94,8 +99,18 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
             Error::GraphCaptureRefused { model: model.to_path_buf(), source }
         } else if let Some(missing) = &missing {
             Error::Ort { what: format!("cannot load {} ({missing})", model.display()), source }
+        } else if opts.ep == Ep::Cpu && is_bfloat16_export(model) {
+            Error::Bfloat16OnCpu { model: model.to_path_buf(), source }
         } else {
             Error::Ort { what: format!("cannot load {}", model.display()), source }
         }
     })
+}
+
+/// Whether `model` is a mambac export in bfloat16 (its `mambac.dtype` metadata). Read only once
+/// ORT has refused the model: ORT's CPU EP has no bfloat16 MatMul kernel, so such a model never
+/// loads there, and the user is told why and what to use instead.
+fn is_bfloat16_export(model: &Path) -> bool {
+    use mambac_compiler::emit::metadata::{metadata_value, DTYPE_KEY};
+    metadata_value(model, DTYPE_KEY).as_deref() == Some("bfloat16")
 }

@@ -64,13 +64,16 @@ fn state_layer(name: &str, output: bool) -> Option<(&'static str, usize)> {
     })
 }
 
-/// A state is `[batch, channels, width]` with channels and width fixed numbers: zero states of
-/// the right size are made from them before the first step.
+/// A state is `[batch, channels, width]` (Mamba-2's ssm state `[batch, heads, head_dim, dstate]`)
+/// with every dim after the batch a fixed number: zero states of the right size are made from
+/// them before the first step.
 fn check_state_shape(what: &str, name: &str, shape: &[i64]) -> Result<()> {
-    if shape.len() != 3 {
+    let ssm = state_layer(name, what.ends_with("output")).is_some_and(|(kind, _)| kind == "ssm_state");
+    if shape.len() != 3 && !(ssm && shape.len() == 4) {
+        let mamba2 = if ssm { " (Mamba-1) or [batch, heads, head_dim, dstate] (Mamba-2)" } else { "" };
         fail!(
             Signature,
-            "{what} '{name}' has rank {} (shape {shape:?}); expected [batch, channels, width]",
+            "{what} '{name}' has rank {} (shape {shape:?}); expected [batch, channels, width]{mamba2}",
             shape.len()
         );
     }
@@ -303,7 +306,23 @@ mod tests {
         set_shape(&mut o, "ssm_state_out.1", &[]);
         assert_eq!(
             error(&i, &o),
-            "state output 'ssm_state_out.1' has rank 0 (shape []); expected [batch, channels, width]"
+            "state output 'ssm_state_out.1' has rank 0 (shape []); expected [batch, channels, width] (Mamba-1) or \
+             [batch, heads, head_dim, dstate] (Mamba-2)"
+        );
+    }
+
+    /// Mamba-2's ssm state is `[batch, heads, head_dim, dstate]`; a conv state is never rank 4.
+    #[test]
+    fn takes_a_rank_4_ssm_state_only() {
+        let (mut i, mut o) = stateful(1);
+        set_shape(&mut i, "ssm_state.0", &[-1, 8, 16, 16]);
+        set_shape(&mut o, "ssm_state_out.0", &[-1, 8, 16, 16]);
+        let s = ModelSignature::from_io(&i, &o).unwrap();
+        assert_eq!(s.states[1].shape(2), vec![2, 8, 16, 16]);
+        set_shape(&mut i, "conv_state.0", &[-1, 160, 3, 1]);
+        assert_eq!(
+            error(&i, &o),
+            "state input 'conv_state.0' has rank 4 (shape [-1, 160, 3, 1]); expected [batch, channels, width]"
         );
     }
 

@@ -16,12 +16,17 @@ use super::limits::{self, ranged};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint folder (Hugging Face or original state-spaces layout).
+    /// Checkpoint: a folder (Hugging Face or original state-spaces layout), one of its files
+    /// (config.json, model.safetensors, pytorch_model.bin), or a Hugging Face model id (org/name)
+    /// in the local Hugging Face cache (never downloaded).
     pub checkpoint: PathBuf,
-    /// Output ONNX file (written whole or not at all; never one of the checkpoint's files).
+    /// Output ONNX file (written whole or not at all; never one of the checkpoint's files); its
+    /// folder is made if missing.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Precision of the exported weights and activations (states, A, D and dt bias stay float32).
+    /// Precision of the exported weights and activations. A, D, dt bias, the residual stream and
+    /// the ssm states stay float32; the conv states are in this dtype. bfloat16 models run on
+    /// ONNX Runtime's CUDA EP (its CPU EP has no bfloat16 MatMul).
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: DTypeArg,
     /// Add per-layer conv/ssm state inputs and outputs (prefill, decode and chunked prefill).
@@ -137,8 +142,11 @@ pub fn main(a: Args) -> Result<()> {
             "--ops standard needs --dtype float32 or float16 (ONNX Runtime's CPU LinearAttention has no bfloat16 kernel)"
         );
     }
-    let ckpt = Checkpoint::open(&a.checkpoint)
-        .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    let dir = super::checkpoint_path::checkpoint_dir(&a.checkpoint)?;
+    let ckpt = Checkpoint::open(&dir).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    if let Some(parent) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot make the folder {}", parent.display()))?;
+    }
     if let Some(q) = &quant {
         check_quant_block(q.quant.block, &ckpt.config)?;
     }
@@ -208,8 +216,19 @@ pub fn main(a: Args) -> Result<()> {
             .with_context(|| format!("cannot remove the stale decode graph {}", path.display()))?;
         eprintln!("removed {} (the decode graph of an earlier export)", path.display());
     }
+    if matches!(a.dtype, DTypeArg::Bfloat16) {
+        eprintln!(
+            "note: bfloat16 models run on ONNX Runtime's CUDA EP; its CPU EP has no bfloat16 MatMul kernel \
+             (export with --dtype float32 for the CPU)"
+        );
+    }
     if let Some(d) = &report.decode {
         eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", d.output.display());
+    }
+    let out_dir = super::model_files::folder_of(&a.output);
+    let copied = super::model_files::copy_side_files(&dir, out_dir)?;
+    if !copied.is_empty() {
+        eprintln!("copied {} beside {}", copied.join(", "), a.output.display());
     }
     // Only now does nothing read the earlier export's weights (its model and decode graph are
     // both replaced).

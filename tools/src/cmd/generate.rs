@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mambac_runtime::{generate, GenerateOptions, Generated, Sampling, StatefulSession};
 
 use super::limits::{self, ranged};
+use super::model_files;
 use super::session_args::{GraphArgs, SessionArgs};
 
 #[derive(clap::Args)]
@@ -19,18 +20,24 @@ pub struct Args {
     /// the flag (they are generated together as one batch).
     #[arg(long, conflicts_with = "prompt", required_unless_present = "prompt")]
     pub prompt_ids: Vec<String>,
-    /// Prompt text (needs --tokenizer); repeat for several prompts.
-    #[arg(long, requires = "tokenizer")]
+    /// Prompt text, encoded by --tokenizer (default: tokenizer.json beside the model, as `mambac
+    /// export` copies it); repeat for several prompts.
+    #[arg(long)]
     pub prompt: Vec<String>,
-    /// A Hugging Face tokenizer.json: encodes --prompt and prints the new tokens as text.
+    /// A Hugging Face tokenizer.json: encodes --prompt and prints the new tokens as text (with
+    /// --prompt, tokenizer.json beside the model when not given).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Tokens to generate per prompt (0 to 1048576).
     #[arg(long, default_value_t = 32, value_parser = ranged(0, limits::MAX_TOKENS))]
     pub max_new_tokens: usize,
-    /// Stop a sequence after it produces this id (e.g. the tokenizer's EOS; repeatable).
+    /// Stop a sequence after it produces this id (repeatable). Default: the EOS ids
+    /// (`eos_token_id`) of generation_config.json, else config.json, beside the model.
     #[arg(long)]
     pub stop_id: Vec<i64>,
+    /// Do not stop at the EOS ids of the model's config files.
+    #[arg(long, conflicts_with = "stop_id")]
+    pub ignore_eos: bool,
     /// Always take the most likely token (the default unless a sampling option is given).
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     pub greedy: bool,
@@ -139,7 +146,19 @@ fn decode(t: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let tokenizer = match &a.tokenizer {
+    let tokenizer_path = match &a.tokenizer {
+        Some(p) => Some(p.clone()),
+        // Ids in, ids out: a tokenizer beside the model is used only to encode text prompts.
+        None if !a.prompt.is_empty() => Some(model_files::tokenizer_beside(&a.model).with_context(|| {
+            format!(
+                "--prompt needs a tokenizer: give --tokenizer, or put tokenizer.json beside {} (mambac export \
+                 copies the checkpoint's)",
+                a.model.display()
+            )
+        })?),
+        None => None,
+    };
+    let tokenizer = match &tokenizer_path {
         Some(p) => Some(
             tokenizers::Tokenizer::from_file(p)
                 .map_err(|e| anyhow!("cannot read the tokenizer {}: {e}", p.display()))?,
@@ -147,7 +166,7 @@ pub fn main(a: Args) -> Result<()> {
         None => None,
     };
     let prompts: Vec<Vec<i64>> = if !a.prompt.is_empty() {
-        let t = tokenizer.as_ref().context("--prompt needs --tokenizer")?;
+        let t = tokenizer.as_ref().expect("a tokenizer is found or given for --prompt above");
         a.prompt
             .iter()
             .enumerate()
@@ -160,12 +179,13 @@ pub fn main(a: Args) -> Result<()> {
     } else {
         parse_prompt_ids(&a.prompt_ids)?
     };
+    let stops = stop_ids(&a)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
         sampling: a.sampling(),
         seed: a.seed,
         prefill_chunk: a.prefill_chunk,
-        stop_ids: a.stop_id.clone(),
+        stop_ids: stops.iter().map(|(id, _)| *id).collect(),
     };
     let mut sess =
         StatefulSession::open_reporting(&a.model, &a.session.with_graph(&a.graph), &mut |w| eprintln!("warning: {w}"))
@@ -213,7 +233,33 @@ pub fn main(a: Args) -> Result<()> {
     }
     out.flush()?;
     eprintln!("{}", summary(&result));
+    if let Some(note) = eos_note(&stops, &result, a.max_new_tokens) {
+        eprintln!("{note}");
+    }
     Ok(())
+}
+
+/// `--stop-id`, else (unless `--ignore-eos`) the EOS ids of the config files beside the model,
+/// with the file each came from.
+fn stop_ids(a: &Args) -> Result<Vec<(i64, Option<PathBuf>)>> {
+    if !a.stop_id.is_empty() || a.ignore_eos {
+        return Ok(a.stop_id.iter().map(|&id| (id, None)).collect());
+    }
+    match model_files::eos_ids(model_files::folder_of(&a.model))? {
+        Some((ids, from)) => Ok(ids.into_iter().map(|id| (id, Some(from.clone()))).collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The closing line when a sequence ended at an EOS id read from a config file (a `--stop-id`
+/// the user gave needs no note): "stopped at EOS 0 (eos_token_id of ...; --ignore-eos to go on)".
+fn eos_note(stops: &[(i64, Option<PathBuf>)], r: &Generated, max_new: usize) -> Option<String> {
+    let ended: Vec<i64> =
+        r.ids.iter().filter(|ids| ids.len() < max_new).filter_map(|ids| ids.last().copied()).collect();
+    stops.iter().find_map(|(id, from)| {
+        let from = from.as_ref().filter(|_| ended.contains(id))?;
+        Some(format!("stopped at EOS {id} (eos_token_id of {}; --ignore-eos to go on)", from.display()))
+    })
 }
 
 fn summary(r: &Generated) -> String {

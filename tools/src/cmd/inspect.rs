@@ -27,6 +27,9 @@ impl From<DTypeArg> for Elem {
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Checkpoint: a folder (Hugging Face or original state-spaces layout), one of its files
+    /// (config.json, model.safetensors, pytorch_model.bin), or a Hugging Face model id (org/name)
+    /// in the local Hugging Face cache (never downloaded).
     pub checkpoint: PathBuf,
     /// Show the graph before fusion.
     #[arg(long)]
@@ -34,8 +37,10 @@ pub struct Args {
     /// Print Graphviz DOT instead of text.
     #[arg(long)]
     pub dot: bool,
+    /// Show the stateful graph (conv/ssm state inputs and outputs).
     #[arg(long)]
     pub stateful: bool,
+    /// Precision the graph is lowered for.
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: DTypeArg,
     /// Stop fusing after N rewrites (to bisect a bad rewrite).
@@ -44,8 +49,8 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.checkpoint)
-        .with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
+    let dir = super::checkpoint_path::checkpoint_dir(&a.checkpoint)?;
+    let ckpt = Checkpoint::open(&dir).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     let opts = CompileOptions {
         lower: LowerOptions { dtype: a.dtype.into(), stateful: a.stateful, ..Default::default() },
         fuse: !a.no_fuse,
@@ -57,8 +62,16 @@ pub fn main(a: Args) -> Result<()> {
         print!("{}", print::to_dot(&vg));
     } else {
         let c = &ckpt.config;
+        // Mamba-2 has heads and groups where Mamba-1 has a dt projection.
+        let block = match &c.mamba2 {
+            None => format!("dt_rank {}", c.time_step_rank),
+            Some(m) => format!(
+                "Mamba-2: {} heads of {}, {} groups, chunk {}, time_step_limit ({}, {})",
+                m.num_heads, m.head_dim, m.n_groups, m.chunk_size, m.time_step_limit.0, m.time_step_limit.1
+            ),
+        };
         println!(
-            "# {} ({:?}): hidden {}, {} layers, d_state {}, conv {}, expand {}, dt_rank {}, vocab {}, {}",
+            "# {} ({:?}): hidden {}, {} layers, d_state {}, conv {}, expand {}, {block}, vocab {}, {}",
             ckpt.dir.display(),
             ckpt.layout,
             c.hidden_size,
@@ -66,7 +79,6 @@ pub fn main(a: Args) -> Result<()> {
             c.state_size,
             c.conv_kernel,
             c.expand,
-            c.time_step_rank,
             c.vocab_size,
             if c.tie_word_embeddings { "tied lm_head" } else { "untied lm_head" },
         );

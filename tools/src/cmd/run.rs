@@ -19,6 +19,7 @@ const TOKEN_IDS: &str = graph::INPUT_IDS;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The ONNX model to run (any model; mambac exports' token ids are checked against the vocabulary).
     pub model: PathBuf,
     /// Inputs by name (safetensors); each must have the element type and shape the model takes.
     #[arg(long)]

@@ -26,6 +26,8 @@ pub struct SessionArgs {
     /// physical core).
     #[arg(long, value_parser = ranged(1, limits::MAX_THREADS))]
     pub threads: Option<usize>,
+    /// ONNX Runtime execution provider: cpu, or cuda (needs onnxruntime-gpu and a CUDA build of
+    /// the op library).
     #[arg(long, value_enum, default_value = "cpu")]
     pub ep: EpArg,
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use mambac_compiler::checkpoint::DType;
 use mambac_compiler::synth::{limits, write_checkpoint, Preset, SynthOptions};
 
@@ -30,13 +30,41 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// A preset as a clap value list (`mamba-130m` and any case also accepted).
+#[derive(Debug, Clone, Copy)]
+pub struct PresetArg(pub Preset);
+
+impl clap::ValueEnum for PresetArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [PresetArg; 6] = [
+            PresetArg(Preset::ALL[0]),
+            PresetArg(Preset::ALL[1]),
+            PresetArg(Preset::ALL[2]),
+            PresetArg(Preset::ALL[3]),
+            PresetArg(Preset::ALL[4]),
+            PresetArg(Preset::ALL[5]),
+        ];
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        // The Hub's model names, in Preset::ALL's order.
+        const HUB_NAMES: [&str; 6] =
+            ["mamba-tiny", "mamba-130m", "mamba-370m", "mamba-790m", "mamba-1.4b", "mamba-2.8b"];
+        let i = Preset::ALL.iter().position(|&p| p == self.0)?;
+        Some(clap::builder::PossibleValue::new(self.0.name()).alias(HUB_NAMES[i]))
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// tiny, 130m, 370m, 790m, 1.4b or 2.8b (the standard Mamba shapes).
-    #[arg(long)]
-    pub preset: String,
+    /// The standard Mamba shapes to use.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub preset: PresetArg,
+    /// Element type of the weights written.
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: DTypeArg,
+    /// Seed of the random weights (the same seed writes the same bytes).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// SSM state size (1 to 1024).
@@ -69,13 +97,12 @@ pub struct Args {
     /// Write N safetensors shards with an index (1 to 1024).
     #[arg(long, value_parser = ranged(1, limits::MAX_SHARDS))]
     pub shards: Option<usize>,
+    /// Folder to write the checkpoint to (config.json and the safetensors; made if missing).
     pub out_dir: PathBuf,
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let preset = Preset::parse(&a.preset)
-        .ok_or_else(|| anyhow!("unknown preset '{}' (tiny, 130m, 370m, 790m, 1.4b, 2.8b)", a.preset))?;
-    let mut o = SynthOptions::new(preset);
+    let mut o = SynthOptions::new(a.preset.0);
     o.dtype = match a.dtype {
         DTypeArg::Float32 => DType::F32,
         DTypeArg::Float16 => DType::F16,

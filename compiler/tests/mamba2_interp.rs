@@ -1,0 +1,122 @@
+//! The float64 interpreter on the Mamba-2 fixtures: the lowered graph (unfused and fused)
+//! reproduces the reference logits and final states, and chunked prefill through the states
+//! reproduces the one-shot logits.
+//!
+//! `mamba2-tiny-hf`'s reference is transformers' (good to ~2e-7: it keeps steps in float32);
+//! `mamba2-groups2`'s is testdata/gen_mamba2_groups.py's numpy float64 dual-form SSD (2 groups,
+//! biases, untied lm_head, a clamping time_step_limit), good to float64 rounding.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use mambac_compiler::checkpoint::Checkpoint;
+use mambac_compiler::interp::Tensor64;
+use mambac_compiler::ir::Elem;
+use mambac_compiler::lower::{nodes_of_kind, LowerOptions};
+use mambac_compiler::pipeline::{compile, CompileOptions};
+
+/// Per fixture: the tolerance its reference allows.
+const FIXTURES: [(&str, f64); 2] = [("mamba2-tiny-hf", 1e-6), ("mamba2-groups2", 1e-10)];
+
+fn opts(fuse: bool, stateful: bool) -> CompileOptions {
+    CompileOptions {
+        lower: LowerOptions { dtype: Elem::F32, stateful, ..Default::default() },
+        fuse,
+        max_rewrites: None,
+    }
+}
+
+/// Zero states for every layer, in the model's shapes.
+fn zero_states(ckpt: &Checkpoint, batch: usize) -> HashMap<String, Tensor64> {
+    let c = &ckpt.config;
+    let m = c.mamba2.as_ref().expect("a Mamba-2 fixture");
+    let mut s = HashMap::new();
+    for i in 0..c.num_hidden_layers {
+        s.insert(format!("conv_state.{i}"), Tensor64::zeros(vec![batch, m.conv_dim(c), c.conv_kernel - 1]));
+        s.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, m.num_heads, m.head_dim, c.state_size]));
+    }
+    s
+}
+
+#[test]
+fn logits_match_reference() {
+    for (fixture, tol) in FIXTURES {
+        let ckpt = Checkpoint::open(&testdata(fixture)).expect("fixture opens");
+        let r = reference(fixture);
+        for fuse in [false, true] {
+            let out = run_interp(&ckpt, &opts(fuse, false), ids_input(&r["input_ids"]));
+            assert_eq!(out["logits"].shape, r["logits"].shape);
+            let err = worst_rel(&out["logits"].data, &r["logits"].data);
+            eprintln!("{fixture} fuse={fuse}: worst rel {err:.3e}");
+            assert!(err <= tol, "{fixture} fuse={fuse}: worst rel {err:.3e} > {tol:e}");
+        }
+    }
+}
+
+/// Zero states in, the whole sequence: the final states equal the reference's.
+#[test]
+fn final_states_match_reference() {
+    for (fixture, tol) in FIXTURES {
+        let ckpt = Checkpoint::open(&testdata(fixture)).unwrap();
+        let r = reference(fixture);
+        let mut inputs = zero_states(&ckpt, r["input_ids"].shape[0]);
+        inputs.insert("input_ids".into(), r["input_ids"].clone());
+        let out = run_interp(&ckpt, &opts(true, true), inputs);
+        assert!(worst_rel(&out["logits"].data, &r["logits"].data) <= tol);
+        for i in 0..ckpt.config.num_hidden_layers {
+            let ssm = &out[&format!("ssm_state_out.{i}")];
+            assert_eq!(ssm.shape, r[&format!("ssm_states.{i}")].shape);
+            let err = worst_rel(&ssm.data, &r[&format!("ssm_states.{i}")].data);
+            assert!(err <= tol, "{fixture} ssm state {i}: {err:.3e}");
+            // The references keep the last K conv inputs; the CausalConv1d state the last K-1.
+            let conv_ref = &r[&format!("conv_states.{i}")];
+            let k = conv_ref.shape[2];
+            let want: Vec<f64> = conv_ref.data.chunks(k).flat_map(|c| c[1..].to_vec()).collect();
+            let err = worst_rel(&out[&format!("conv_state_out.{i}")].data, &want);
+            assert!(err <= tol, "{fixture} conv state {i}: {err:.3e}");
+        }
+    }
+}
+
+/// Uneven chunks carrying the states reproduce the full-sequence logits at every position.
+#[test]
+fn chunked_prefill_reproduces_one_shot() {
+    for (fixture, tol) in FIXTURES {
+        let ckpt = Checkpoint::open(&testdata(fixture)).unwrap();
+        let r = reference(fixture);
+        let ids = &r["input_ids"];
+        let len = ids.shape[1];
+        let compiled = compile(&ckpt, &opts(true, true)).unwrap();
+        let vg = mambac_compiler::ir::validate(&compiled.graph).unwrap();
+        let mut states = zero_states(&ckpt, ids.shape[0]);
+        for w in [0, 1, 2, 7, 8, len].windows(2) {
+            let mut inputs = states.clone();
+            inputs.insert("input_ids".into(), slice_seq(ids, w[0], w[1]));
+            let out = mambac_compiler::interp::interpret(&vg, &ckpt, &inputs).unwrap();
+            let err = worst_rel(&out["logits"].data, &slice_seq(&r["logits"], w[0], w[1]).data);
+            assert!(err <= tol, "{fixture} chunk {w:?}: {err:.3e}");
+            for i in 0..ckpt.config.num_hidden_layers {
+                states.insert(format!("conv_state.{i}"), out[&format!("conv_state_out.{i}")].clone());
+                states.insert(format!("ssm_state.{i}"), out[&format!("ssm_state_out.{i}")].clone());
+            }
+        }
+    }
+}
+
+#[test]
+fn fusion_folds_the_conv_and_a() {
+    let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
+    let compiled = compile(&ckpt, &opts(true, false)).unwrap();
+    let g = &compiled.graph;
+    let layers = ckpt.config.num_hidden_layers;
+    assert_eq!(nodes_of_kind(g, "SsdScan").len(), layers);
+    assert_eq!(nodes_of_kind(g, "GatedRmsNorm").len(), layers);
+    assert_eq!(nodes_of_kind(g, "CausalConv1d").len(), layers);
+    assert!(nodes_of_kind(g, "SelectiveScan").is_empty());
+    for kind in ["Exp", "Neg", "Silu", "Softplus"] {
+        assert!(nodes_of_kind(g, kind).is_empty(), "{kind} left after fusion");
+    }
+    assert_eq!(compiled.passes.rules_applied, vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu"]);
+}

@@ -1,0 +1,107 @@
+//! SsdScan (docs/op-contract.md "SsdScan"), Mamba-2's scan, with g = h / (heads / ngroups):
+//!
+//! ```text
+//! h_0  = initial_state or 0                                        [heads, head_dim, dstate]
+//! dt_t = clamp(softplus(dt_t + dt_bias), dt_min, dt_max)           (no softplus if dt_softplus = 0)
+//! h_t[h, p, :] = exp(dt_t[h] * A[h]) * h_{t-1}[h, p, :] + dt_t[h] * x_t[h, p] * B_t[g, :]
+//! y_t[h, p]    = <C_t[g, :], h_t[h, p, :]> + D[h] * x_t[h, p]
+//! ```
+//!
+//! Inputs x, dt, A, B, C, D?, dt_bias?, initial_state?; outputs y, final_state?.
+
+use std::ffi::CStr;
+
+use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
+
+use crate::attributes::{attr_error, float_or, int_or};
+use crate::error::OpError;
+use crate::kernel_abi::ffi;
+use crate::op_table::Kernel;
+use crate::parallel::parallel_for;
+use crate::selective_scan::y_and_f32_state;
+use crate::tensor::{elem_bytes, input, output};
+
+use mambac_op_schema::ssd_scan as schema;
+
+const DT_SOFTPLUS: &CStr = schema::DT_SOFTPLUS.c;
+const DT_MIN: &CStr = schema::DT_MIN.c;
+const DT_MAX: &CStr = schema::DT_MAX.c;
+
+pub struct SsdScan {
+    dt_softplus: bool,
+    dt_min: f32,
+    dt_max: f32,
+}
+
+impl Kernel for SsdScan {
+    const NAME: &'static CStr = schema::OP.c;
+    const OP: &'static str = schema::OP.str;
+    const INPUTS: usize = schema::INPUT_NAMES.len();
+
+    fn output_types(t: Elem) -> &'static [Elem] {
+        y_and_f32_state(t)
+    }
+
+    unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
+        // SAFETY: `info` is live (the trait's contract), for each read.
+        let (softplus, dt_min, dt_max) = unsafe {
+            (
+                int_or(info, Self::OP, DT_SOFTPLUS, 1)?,
+                float_or(info, Self::OP, DT_MIN, 0.0)?,
+                float_or(info, Self::OP, DT_MAX, f32::INFINITY)?,
+            )
+        };
+        if softplus != 0 && softplus != 1 {
+            return Err(attr_error(Self::OP, DT_SOFTPLUS, format!("is {softplus}, expected 0 or 1")));
+        }
+        if dt_min.is_nan() || dt_min == f32::INFINITY {
+            return Err(attr_error(Self::OP, DT_MIN, format!("is {dt_min}, expected a number below +inf")));
+        }
+        if dt_max.is_nan() || dt_max < dt_min {
+            return Err(attr_error(Self::OP, DT_MAX, format!("is {dt_max}, expected at least dt_min ({dt_min})")));
+        }
+        Ok(SsdScan { dt_softplus: softplus == 1, dt_min, dt_max })
+    }
+
+    unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
+        // SAFETY: `ctx` is live (the trait's contract), for `params` and the thread pool alike.
+        let p = &unsafe { self.params(ctx)? };
+        let tasks = ffi::ssd_scan_cpu_tasks(p);
+        let task = |i| ffi::ssd_scan_cpu_run(p, i).map_err(|e| e.what().to_string());
+        // SAFETY: as above.
+        unsafe { parallel_for(ctx, tasks, Self::OP, &task) }
+    }
+}
+
+impl SsdScan {
+    /// Checks the inputs, allocates the outputs and fills the kernel ABI.
+    ///
+    /// # Safety
+    /// `ctx` is the live kernel context of the current compute call.
+    pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::SsdScanParams, OpError> {
+        let op = Self::OP;
+        // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
+        // was told.
+        let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
+        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let mut p = ffi::check_ssd_scan(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
+        p.dt_softplus = self.dt_softplus;
+        p.dt_min = self.dt_min;
+        p.dt_max = self.dt_max;
+        p.x = inputs[0].addr;
+        p.dt = inputs[1].addr;
+        p.a = inputs[2].addr;
+        p.b = inputs[3].addr;
+        p.c = inputs[4].addr;
+        p.d = inputs[5].addr;
+        p.dt_bias = inputs[6].addr;
+        p.initial_state = inputs[7].addr;
+        let y_dims = [p.batch, p.seqlen, p.heads, p.head_dim];
+        // SAFETY: `ctx` is live (our contract).
+        p.y = unsafe { output(ctx, 0, "y", &y_dims, elem_bytes(p.elem), op)? };
+        let state_dims = [p.batch, p.heads, p.head_dim, p.dstate];
+        // SAFETY: as above.
+        p.final_state = unsafe { output(ctx, 1, "final_state", &state_dims, 4, op)? };
+        Ok(p)
+    }
+}

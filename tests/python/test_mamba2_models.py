@@ -1,0 +1,206 @@
+"""Exported Mamba-2 fixtures (testdata/mamba2-tiny-hf: transformers' reference; mamba2-groups2:
+numpy float64, 2 groups) in stock ONNX Runtime with libmambac_ops.so: logits against the float64
+references within the model-level tiers (float32 1e-4, float16 1e-2, bfloat16 5e-2 worst
+relative), stateful exports' final states, and chunked prefill through the states.
+
+bfloat16: ORT's CPU EP has no bfloat16 MatMul, so that export runs in onnx's ReferenceEvaluator
+with the two mambac ops executed by ONNX Runtime and libmambac_ops.so (the kernels under test);
+the standard ops run in the evaluator in bfloat16 (ml_dtypes).
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
+from safetensors.numpy import load_file
+
+from mambac_testing import TESTDATA, mambac, model_session
+from ops_reference import BF16, CONV_INPUTS, SSD_INPUTS, from_ort, run_op, worst_rel
+
+MAMBA2_FIXTURES = ["mamba2-tiny-hf", "mamba2-groups2"]
+TIERS = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+def reference(fixture):
+    return load_file(str(TESTDATA / fixture / "reference.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mamba2")
+    out = {}
+    for fx in MAMBA2_FIXTURES:
+        for dtype in TIERS:
+            for stateful in (False, True):
+                path = d / f"{fx}-{dtype}-{int(stateful)}.onnx"
+                mambac("export", TESTDATA / fx, "-o", path, "-q", "--dtype", dtype, *(["--stateful"] if stateful else []))
+                out[fx, dtype, stateful] = path
+    return out
+
+
+def ort_run(path, feeds):
+    sess = model_session(path)
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run_with_ort_values(names, {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()})
+    return dict(zip(names, (from_ort(v) for v in values)))
+
+
+def zero_states(path, batch):
+    """Zero conv/ssm states with the model's own shapes and types."""
+    feeds = {}
+    for i in onnx.load(str(path)).graph.input:
+        if i.name == "input_ids":
+            continue
+        dims = [batch if d.dim_param else d.dim_value for d in i.type.tensor_type.shape.dim]
+        np_type = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+        feeds[i.name] = np.zeros(dims, np_type)
+    return feeds
+
+
+@pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_logits_in_stock_ort(exported, fixture, dtype):
+    ref = reference(fixture)
+    logits = ort_run(exported[fixture, dtype, False], {"input_ids": ref["input_ids"]})["logits"]
+    assert logits.dtype == np.dtype(dtype) and logits.shape == ref["logits"].shape
+    err = worst_rel(logits, ref["logits"])
+    assert err <= TIERS[dtype], f"{fixture} {dtype}: worst rel {err:.3e}"
+
+
+def test_the_graph_uses_the_fused_ops(exported):
+    nodes = onnx.load(str(exported["mamba2-groups2", "float32", False])).graph.node
+    kinds = [n.op_type for n in nodes if n.domain == "mambac"]
+    assert kinds.count("SsdScan") == 2 and kinds.count("CausalConv1d") == 2
+    scan = next(n for n in nodes if n.op_type == "SsdScan")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in scan.attribute}
+    assert attrs["dt_softplus"] == 1
+    assert attrs["dt_min"] == pytest.approx(0.05) and attrs["dt_max"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_stateful_final_states(exported, fixture, dtype):
+    ref = reference(fixture)
+    path = exported[fixture, dtype, True]
+    feeds = {"input_ids": ref["input_ids"], **zero_states(path, ref["input_ids"].shape[0])}
+    out = ort_run(path, feeds)
+    assert worst_rel(out["logits"], ref["logits"]) <= TIERS[dtype]
+    for i in range(2):
+        assert out[f"ssm_state_out.{i}"].dtype == np.float32
+        err = worst_rel(out[f"ssm_state_out.{i}"], ref[f"ssm_states.{i}"])
+        assert err <= TIERS[dtype], f"{fixture} {dtype} ssm state {i}: {err:.3e}"
+        err = worst_rel(out[f"conv_state_out.{i}"], ref[f"conv_states.{i}"][:, :, 1:])
+        assert err <= TIERS[dtype], f"{fixture} {dtype} conv state {i}: {err:.3e}"
+
+
+@pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
+def test_chunked_prefill_matches_one_shot(exported, fixture):
+    """Uneven chunks, one token among them, carrying the states: every position's logits equal
+    the one-shot reference."""
+    ref = reference(fixture)
+    path = exported[fixture, "float32", True]
+    ids = ref["input_ids"]
+    states = zero_states(path, ids.shape[0])
+    for a, b in zip([0, 1, 2, 7, 8], [1, 2, 7, 8, ids.shape[1]]):
+        out = ort_run(path, {"input_ids": ids[:, a:b], **states})
+        err = worst_rel(out["logits"], ref["logits"][:, a:b])
+        assert err <= 1e-4, f"{fixture} chunk {a}:{b}: {err:.3e}"
+        states = {k.replace("_out", ""): v for k, v in out.items() if k != "logits"}
+
+
+class _OrtOp(OpRun):
+    """A mambac op run by ONNX Runtime with libmambac_ops.so, inside the reference evaluator."""
+
+    op_domain = "mambac"
+    slots: list = []
+
+    def _run(self, *inputs, **attrs):
+        feeds = {n: v for n, v in zip(self.slots, inputs) if v is not None and n}
+        slots = [n if n in feeds else "" for n in self.slots]
+        given = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items() if v is not None}
+        return tuple(run_op(self.op_type, slots, feeds, ["y", "final_state"], given))
+
+
+class SsdScan(_OrtOp):
+    slots = SSD_INPUTS
+
+    def _run(self, *inputs, dt_softplus=None, dt_min=None, dt_max=None):
+        return super()._run(*inputs, dt_softplus=dt_softplus, dt_min=dt_min, dt_max=dt_max)
+
+
+class CausalConv1d(_OrtOp):
+    slots = CONV_INPUTS
+
+    # The TensorRT keys every export writes (docs/tensorrt.md) are the plugin's business: ORT's
+    # op ignores them, and so does this stand-in.
+    def _run(self, *inputs, activation=None, plugin_namespace=None, plugin_version=None, present_inputs=None):
+        return super()._run(*inputs, activation=activation)
+
+
+@pytest.mark.skipif(BF16 is None, reason="ml_dtypes is not installed")
+@pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
+def test_bfloat16_logits(exported, fixture):
+    ref = reference(fixture)
+    sess = ReferenceEvaluator(str(exported[fixture, "bfloat16", False]), new_ops=[SsdScan, CausalConv1d])
+    (logits,) = sess.run(["logits"], {"input_ids": ref["input_ids"]})
+    err = worst_rel(np.asarray(logits).astype(np.float64), ref["logits"])
+    assert err <= TIERS["bfloat16"], f"{fixture} bfloat16: worst rel {err:.3e}"
+
+
+def test_decode_graph_is_refused_for_now(tmp_path):
+    r = mambac("export", TESTDATA / "mamba2-tiny-hf", "-o", tmp_path / "d.onnx", "--stateful", "--decode-graph",
+               check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"error: cannot export {TESTDATA / 'mamba2-tiny-hf'}: the decode graph needs a "
+                                "Mamba-1 model: Mamba-2 has no fused layer step yet")
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_norm_before_gate_variant(tmp_path):
+    """mamba_ssm's norm_before_gate true (norm(y) * w * silu(z)) on the groups2 weights, against
+    gen_mamba2_groups.py's numpy forward with the same flag."""
+    import importlib.util
+    import json
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("gen", TESTDATA / "gen_mamba2_groups.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    cfg = dict(gen.CFG, norm_before_gate=True)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    shutil.copy(TESTDATA / "mamba2-groups2" / "model.safetensors", ckpt)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    ref = reference("mamba2-groups2")
+    weights = load_file(str(ckpt / "model.safetensors"))
+    want, _ = gen.forward(weights, ref["input_ids"], cfg)
+    mambac("export", ckpt, "-o", tmp_path / "m.onnx", "-q")
+    logits = ort_run(tmp_path / "m.onnx", {"input_ids": ref["input_ids"]})["logits"]
+    assert worst_rel(logits, want) <= 1e-4
+    # The flag matters: the default order gives other logits.
+    assert worst_rel(ref["logits"], want) > 1e-2
+
+
+@pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
+def test_generate_greedy_matches_one_shot_argmax(exported, fixture):
+    """`mambac generate` on a Mamba-2 stateful export (prompts of different lengths, states
+    stacked into one decode batch): each new id is the argmax of the one-shot logits of the
+    prompt plus the ids before it."""
+    import json
+
+    from mambac_testing import ops_lib
+
+    path = exported[fixture, "float32", True]
+    prompts = [[5, 6, 7], [9]]
+    r = mambac("generate", path, "--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts),
+               "--max-new-tokens", "6", "--greedy", "--json", "--ops-lib", ops_lib())
+    ids = json.loads(r.stdout.strip().splitlines()[-1])["ids"]
+    assert len(ids) == 2
+    for prompt, new in zip(prompts, ids):
+        assert len(new) == 6
+        seq = np.array([prompt + new], np.int64)
+        logits = ort_run(path, {"input_ids": seq, **zero_states(path, 1)})["logits"][0]
+        want = [int(np.argmax(logits[len(prompt) - 1 + k])) for k in range(len(new))]
+        assert new == want, f"{fixture} prompt {prompt}: generated {new}, one-shot argmax {want}"
