@@ -2,6 +2,7 @@
 //! graph's element types (casts are identities), so the unfused and the fused graph of one
 //! checkpoint can each be checked against the fixtures' reference logits.
 
+use crate::ir::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
 use crate::ir::{conv_slots, scan_slots, ssd_slots, step_slots};
 use std::collections::HashMap;
 
@@ -227,6 +228,48 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let mut shape = t.shape.clone();
             shape.insert(*axis, 1);
             vec![Tensor64 { shape, data: t.data.clone() }]
+        }
+        Op::Expand { shape } => {
+            let ones = Tensor64::zeros(shape.clone());
+            vec![broadcast(x(0), &ones, |a, _| a)]
+        }
+        Op::CausalConvWithState(cfg) => {
+            // CausalConv1d's equation, channels-first: through the token-major reference.
+            let (xs, w) = (x(std_conv::INPUT), x(std_conv::WEIGHT));
+            let (batch, dim, seqlen, width) = (xs.shape[0], xs.shape[1], xs.shape[2], w.shape[2]);
+            let token_major = transpose(xs, &[0, 2, 1]);
+            let (y, fin) = reference::causal_conv1d(&reference::CausalConv1dInputs {
+                batch,
+                seqlen,
+                dim,
+                width,
+                x: &token_major.data,
+                weight: &w.data,
+                bias: ins[std_conv::BIAS].map(|t| t.data.as_slice()),
+                initial_state: ins[std_conv::PAST_STATE].map(|t| t.data.as_slice()),
+                silu: cfg.silu,
+            });
+            let y = transpose(&Tensor64::new(vec![batch, seqlen, dim], y), &[0, 2, 1]);
+            vec![y, Tensor64::new(vec![batch, dim, width - 1], fin)]
+        }
+        Op::LinearAttention(cfg) => {
+            let (q, v) = (x(std_la::QUERY), x(std_la::VALUE));
+            let (batch, seqlen, heads) = (q.shape[0], q.shape[1], cfg.heads);
+            let (dk, dv) = (q.shape[2] / heads, v.shape[2] / heads);
+            let (out, state) = reference::linear_attention(&reference::LinearAttentionInputs {
+                batch,
+                seqlen,
+                heads,
+                dk,
+                dv,
+                scale: cfg.scale,
+                query: &q.data,
+                key: &x(std_la::KEY).data,
+                value: &v.data,
+                decay: &x(std_la::DECAY).data,
+                past_state: ins[std_la::PAST_STATE].map(|t| t.data.as_slice()),
+            });
+            vec![Tensor64::new(vec![batch, seqlen, heads * dv], out), Tensor64::new(vec![batch, heads, dk, dv], state)]
         }
         Op::Reshape { keep, tail } => {
             let t = x(0);

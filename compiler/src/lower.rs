@@ -38,6 +38,28 @@ pub struct LowerOptions {
     /// `fuse_layer_step` fold each layer into one `MambaLayerStep` (docs/decode-graph.md).
     /// Meaningful with `stateful`.
     pub decode_step: bool,
+    /// What the fused layers become: mambac's custom ops, or opset 27's standard ops
+    /// (`pipeline::compile` runs the standard rules after the fusion rules).
+    pub ops: OpSet,
+}
+
+/// `--ops`: the op set of the exported layers (docs/standard-onnx.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpSet {
+    /// `mambac.CausalConv1d` and `mambac.SelectiveScan`: needs libmambac_ops.
+    #[default]
+    Mambac,
+    /// Opset 27's `CausalConvWithState` and `LinearAttention`: any runtime with opset 27.
+    Standard,
+}
+
+impl OpSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpSet::Mambac => "mambac",
+            OpSet::Standard => "standard",
+        }
+    }
 }
 
 /// `--quantize`: how the linear layers' weights are stored and multiplied.
@@ -59,7 +81,14 @@ pub enum LogitsOutput {
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { dtype: Elem::F32, stateful: false, logits: LogitsOutput::All, quant: None, decode_step: false }
+        LowerOptions {
+            dtype: Elem::F32,
+            stateful: false,
+            logits: LogitsOutput::All,
+            quant: None,
+            decode_step: false,
+            ops: OpSet::Mambac,
+        }
     }
 }
 

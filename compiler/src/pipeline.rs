@@ -10,8 +10,8 @@ use crate::emit::decode_graph::decode_graph_path;
 use crate::emit::external_data::previous_data_files;
 use crate::emit::{emit_onnx_models, EmitError, EmitReport, EmitTarget, ExternalData};
 use crate::ir::{validate, Elem, Graph, ValidationError};
-use crate::lower::{lower, LowerOptions};
-use crate::passes::{run_passes, PassError, PassReport};
+use crate::lower::{lower, LowerOptions, OpSet};
+use crate::passes::{run_passes, run_rules, PassError, PassReport, STANDARD_RULES};
 
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
@@ -42,6 +42,8 @@ pub enum CompileError {
     OutputIsInput(#[from] OutputIsInput),
     #[error("the decode graph needs {0}")]
     DecodeGraph(&'static str),
+    #[error("--ops standard has no standard-ONNX form of {op} (node '{node}'): export this model with --ops mambac")]
+    NoStandardForm { op: &'static str, node: String },
     #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
     DecodeLayers { fused: usize, layers: usize, unfused: String },
 }
@@ -55,7 +57,21 @@ pub struct Compiled {
 pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     let mut graph = lower(ckpt, opts.lower);
     validate(&graph).map_err(CompileError::Lowering)?;
-    let passes = if opts.fuse { run_passes(&mut graph, opts.max_rewrites)? } else { PassReport::default() };
+    let mut passes = if opts.fuse { run_passes(&mut graph, opts.max_rewrites)? } else { PassReport::default() };
+    if opts.lower.ops == OpSet::Standard {
+        let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));
+        passes.extend(run_rules(&mut graph, STANDARD_RULES, left)?);
+        // A custom op the standard rules do not rewrite (Mamba-2's SsdScan) would leave a model
+        // that needs the library after all; a bisecting run (--max-rewrites) stops early on purpose.
+        if opts.max_rewrites.is_none() {
+            if let Some(id) = graph.node_ids().into_iter().find(|&id| graph.op(id).is_fused_op()) {
+                return Err(CompileError::NoStandardForm {
+                    op: graph.op(id).kind(),
+                    node: graph.node(id).name.clone(),
+                });
+            }
+        }
+    }
     validate(&graph).map_err(CompileError::Lowering)?;
     Ok(Compiled { graph, passes })
 }
@@ -101,6 +117,9 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
     let lower = &general.lower;
     if !lower.stateful {
         return Err(CompileError::DecodeGraph("a stateful export (--stateful): it reads and writes the states"));
+    }
+    if lower.ops != OpSet::Mambac {
+        return Err(CompileError::DecodeGraph("--ops mambac: its layers are mambac.MambaLayerStep nodes, a custom op"));
     }
     if lower.quant.is_some() {
         return Err(CompileError::DecodeGraph("float weights: MambaLayerStep does not read quantized ones"));
@@ -200,6 +219,7 @@ fn metadata(ckpt: &Checkpoint, opts: &ExportOptions, passes: &PassReport, export
         ("mambac.stateful".into(), opts.compile.lower.stateful.to_string()),
         ("mambac.logits".into(), format!("{:?}", opts.compile.lower.logits).to_lowercase()),
         ("mambac.passes".into(), passes.rules_applied.join(",")),
+        ("mambac.ops".into(), opts.compile.lower.ops.name().into()),
         (
             "mambac.quantize".into(),
             match opts.compile.lower.quant {

@@ -3,11 +3,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
 use mambac_compiler::checkpoint::Checkpoint;
-use mambac_compiler::interp::Tensor64;
 use mambac_compiler::ir::Elem;
 use mambac_compiler::lower::{nodes_of_kind, LowerOptions};
 use mambac_compiler::pipeline::{compile, CompileOptions};
@@ -98,14 +95,7 @@ fn stateful_final_states_match_reference() {
     let batch = r["input_ids"].shape[0];
     for fuse in [false, true] {
         let mut inputs = ids_input(&r["input_ids"]);
-        for i in 0..cfg.num_hidden_layers {
-            inputs.insert(
-                format!("conv_state.{i}"),
-                Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]),
-            );
-            inputs
-                .insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
-        }
+        inputs.extend(zero_states(cfg, batch));
         let out = run_interp(&ckpt, &opts(fuse, true), inputs);
         assert!(worst_rel(&out["logits"].data, &r["logits"].data) <= INTERP_TOL);
         for i in 0..cfg.num_hidden_layers {
@@ -133,14 +123,7 @@ fn stateful_chunks_reproduce_full_sequence() {
     let (batch, len) = (ids.shape[0], ids.shape[1]);
     let compiled = compile(&ckpt, &opts(true, true)).unwrap();
     let vg = mambac_compiler::ir::validate(&compiled.graph).unwrap();
-    let mut states: HashMap<String, Tensor64> = HashMap::new();
-    for i in 0..cfg.num_hidden_layers {
-        states.insert(
-            format!("conv_state.{i}"),
-            Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]),
-        );
-        states.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
-    }
+    let mut states = zero_states(&cfg, batch);
     let bounds = [0, 5, 6, 7, 19, 20, len];
     for w in bounds.windows(2) {
         let mut inputs = states.clone();

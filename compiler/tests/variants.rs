@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::forward::forward;
 use common::*;
 use mambac_compiler::checkpoint::{Checkpoint, DType};
@@ -55,11 +53,7 @@ fn check_variant(label: &str, configure: impl FnOnce(&mut SynthOptions)) {
     let compiled = compile(&ckpt, &opts).unwrap();
     let vg = validate(&compiled.graph).unwrap();
     let c = &ckpt.config;
-    let mut feeds: HashMap<String, Tensor64> = HashMap::new();
-    for i in 0..c.num_hidden_layers {
-        feeds.insert(format!("conv_state.{i}"), Tensor64::zeros(vec![batch, c.intermediate_size, c.conv_kernel - 1]));
-        feeds.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, c.intermediate_size, c.state_size]));
-    }
+    let mut feeds = zero_states(c, batch);
     let want_t = Tensor64::new(vec![batch, len, c.vocab_size], want);
     for w in [0, 4, 5, 11].windows(2) {
         feeds.insert("input_ids".into(), slice_seq(&ids_t, w[0], w[1]));

@@ -1,4 +1,5 @@
-//! IR → ONNX. Standard ops (opset 18) everywhere but the fused ops, which go to the `mambac`
+//! IR → ONNX. Standard ops (opset 18, or 27 in a graph holding opset 27's CausalConvWithState or
+//! LinearAttention: the `--ops standard` export) everywhere but the fused ops, which go to the `mambac`
 //! domain with docs/op-contract.md's input order; absent optional inputs are empty names, trailing ones
 //! dropped.
 
@@ -11,6 +12,7 @@ use super::external_data::ExternalDataWriter;
 use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::ir::standard_ops::{self as std_ops, causal_conv_with_state as std_conv, linear_attention as std_la};
 use crate::ir::{
     conv_slots, encode_f64, scan_slots, ssd_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef,
     ValueType,
@@ -258,16 +260,22 @@ fn build_model(
     e.intermediate_value_info();
 
     let mut model = ModelProto::new();
-    model.ir_version = IR_VERSION;
     model.producer_name = "mambac".into();
     model.producer_version = env!("CARGO_PKG_VERSION").into();
-    let quantized = vg.order.iter().any(|&id| matches!(g.op(id), Op::MatMulNBits(_)));
-    let domains: &[(&str, i64)] = if quantized {
-        &[("", OPSET), (CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION), (MS_DOMAIN, 1)]
-    } else {
-        &[("", OPSET), (CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION)]
-    };
-    for &(domain, version) in domains {
+    let has = |pred: fn(&Op) -> bool| vg.order.iter().any(|&id| pred(g.op(id)));
+    // The standard export's ops are opset 27's; every other export stays at opset 18, which more
+    // runtimes read. The mambac domain is imported only by graphs that use it.
+    let standard = has(|op| matches!(op, Op::CausalConvWithState(_) | Op::LinearAttention(_)));
+    let (opset, ir_version) = if standard { (std_ops::OPSET, std_ops::IR_VERSION) } else { (OPSET, IR_VERSION) };
+    model.ir_version = ir_version;
+    let mut domains: Vec<(&str, i64)> = vec![("", opset)];
+    if has(Op::is_fused_op) {
+        domains.push((CUSTOM_DOMAIN, mambac_op_schema::DOMAIN_VERSION));
+    }
+    if has(|op| matches!(op, Op::MatMulNBits(_))) {
+        domains.push((MS_DOMAIN, 1));
+    }
+    for (domain, version) in domains {
         let mut op = OperatorSetIdProto::new();
         op.domain = domain.into();
         op.version = version;
@@ -407,6 +415,25 @@ impl Emitter<'_, '_> {
             Op::Unsqueeze { axis } => {
                 let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[*axis as i64]));
                 self.push("Unsqueeze", "", &name, vec![req(0), axes], outs, vec![]);
+            }
+            Op::Expand { shape } => {
+                let shape: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
+                let shape = self.helper_const(i64_tensor(&format!("{name}.shape"), &shape));
+                self.push("Expand", "", &name, vec![req(0), shape], outs, vec![]);
+            }
+            Op::CausalConvWithState(cfg) => {
+                let act = attr_string(std_conv::ACTIVATION, if cfg.silu { "silu" } else { "none" });
+                self.push(std_conv::OP, "", &name, optional_inputs(ins), outs, vec![act]);
+            }
+            Op::LinearAttention(cfg) => {
+                let attrs = vec![
+                    attr_int(std_la::Q_NUM_HEADS, cfg.heads as i64),
+                    attr_int(std_la::KV_NUM_HEADS, cfg.heads as i64),
+                    attr_string(std_la::UPDATE_RULE, std_la::GATED),
+                    // Explicit: 0 (the default) means 1/sqrt(d_k).
+                    attr_float(std_la::SCALE, cfg.scale as f32),
+                ];
+                self.push(std_la::OP, "", &name, optional_inputs(ins), outs, attrs);
             }
             Op::CausalConv1d(cfg) => {
                 let act = if cfg.silu { "silu" } else { "none" };

@@ -1,8 +1,10 @@
 //! Shape and type inference, one function per op. This is the Rust half of the op contract's
 //! shape rules (the C++ half is `cpp/include/mambac/shape_check.h`; a test checks they agree).
 
+use super::infer_standard as std_infer;
 use super::op::{conv_slots, scan_slots, ssd_slots, step_slots};
 use super::op::{CausalConv1dConfig as Conv, Op, SelectiveScanConfig as Scan, SsdScanConfig as Ssd};
+use super::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
 use super::types::{Dim, Elem, Shape, ValueType};
 
 /// Why a node's inputs do not fit its op. `input` names the slot at fault.
@@ -13,7 +15,7 @@ pub struct InferError {
     pub problem: String,
 }
 
-fn err(input: &str, problem: impl Into<String>) -> InferError {
+pub(super) fn err(input: &str, problem: impl Into<String>) -> InferError {
     InferError { input: input.to_string(), problem: problem.into() }
 }
 
@@ -24,21 +26,21 @@ fn required<'a>(op: &Op, inputs: &Inputs<'a>, slot: usize) -> Result<&'a ValueTy
     inputs.get(slot).copied().flatten().ok_or_else(|| err(name, "is required but missing"))
 }
 
-fn expect_rank(name: &str, t: &ValueType, rank: usize) -> Result<(), InferError> {
+pub(super) fn expect_rank(name: &str, t: &ValueType, rank: usize) -> Result<(), InferError> {
     if t.shape.rank() != rank {
         return Err(err(name, format!("has shape {}, expected rank {rank}", t.shape)));
     }
     Ok(())
 }
 
-fn expect_elem(name: &str, t: &ValueType, elem: Elem, why: &str) -> Result<(), InferError> {
+pub(super) fn expect_elem(name: &str, t: &ValueType, elem: Elem, why: &str) -> Result<(), InferError> {
     if t.elem != elem {
         return Err(err(name, format!("has element type {}, expected {elem} ({why})", t.elem)));
     }
     Ok(())
 }
 
-fn expect_float(name: &str, t: &ValueType) -> Result<(), InferError> {
+pub(super) fn expect_float(name: &str, t: &ValueType) -> Result<(), InferError> {
     if !t.elem.is_float() {
         return Err(err(name, format!("has element type {}, expected a float type", t.elem)));
     }
@@ -46,7 +48,7 @@ fn expect_float(name: &str, t: &ValueType) -> Result<(), InferError> {
 }
 
 /// Checks `t`'s shape equals `want` dim by dim (symbols compare by name).
-fn expect_shape(name: &str, t: &ValueType, want: &[Dim]) -> Result<(), InferError> {
+pub(super) fn expect_shape(name: &str, t: &ValueType, want: &[Dim]) -> Result<(), InferError> {
     if t.shape.0 != want {
         return Err(err(name, format!("has shape {}, expected {}", t.shape, Shape(want.to_vec()))));
     }
@@ -227,11 +229,27 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
         }
         Op::SelectiveScan(cfg) => infer_selective_scan(cfg, &|s| get(s)),
         Op::SsdScan(cfg) => infer_ssd_scan(cfg, &|s| get(s)),
+        Op::Expand { shape } => std_infer::infer_expand(required(op, inputs, 0)?, shape),
+        Op::CausalConvWithState(cfg) => std_infer::infer_causal_conv_with_state(
+            cfg,
+            required(op, inputs, std_conv::INPUT)?,
+            required(op, inputs, std_conv::WEIGHT)?,
+            get(std_conv::BIAS),
+            get(std_conv::PAST_STATE),
+        ),
+        Op::LinearAttention(cfg) => std_infer::infer_linear_attention(
+            cfg,
+            required(op, inputs, std_la::QUERY)?,
+            required(op, inputs, std_la::KEY)?,
+            required(op, inputs, std_la::VALUE)?,
+            get(std_la::PAST_STATE),
+            required(op, inputs, std_la::DECAY)?,
+        ),
         Op::MambaLayerStep(_) => infer_layer_step(&|s| get(s)),
     }
 }
 
-fn broadcast(a: &Shape, b: &Shape) -> Result<Vec<Dim>, InferError> {
+pub(super) fn broadcast(a: &Shape, b: &Shape) -> Result<Vec<Dim>, InferError> {
     let rank = a.rank().max(b.rank());
     let mut out = Vec::with_capacity(rank);
     for i in 0..rank {

@@ -7,9 +7,11 @@
 
 mod consts;
 mod infer;
+mod infer_standard;
 mod op;
 pub mod print;
 pub mod quant;
+pub mod standard_ops;
 mod types;
 mod validate;
 
@@ -23,8 +25,8 @@ use petgraph::Direction;
 pub use consts::{encode_f32, encode_f64, ConstSource, ConstTensor, ConstTransform, UnaryFn};
 pub use infer::infer_node;
 pub use op::{
-    conv_slots, scan_slots, ssd_slots, step_slots, CausalConv1dConfig, GatedRmsNormConfig, MambaLayerStepConfig,
-    MatMulNBitsConfig, Op, SelectiveScanConfig, SsdScanConfig,
+    conv_slots, scan_slots, ssd_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig, GatedRmsNormConfig,
+    LinearAttentionConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op, SelectiveScanConfig, SsdScanConfig,
 };
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};

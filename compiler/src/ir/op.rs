@@ -1,6 +1,7 @@
 //! The closed op set of the IR. Each op has a typed config; ONNX names live in `emit`.
 
 use super::consts::ConstTensor;
+use super::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
 use super::types::ValueType;
 
 /// Input slots, names and attributes of the mambac ops: one home shared with the op library.
@@ -78,6 +79,28 @@ pub struct GatedRmsNormConfig {
 ///
 /// Outputs: residual_out f32 `[B, 1, H]`, conv_state_out T `[B, I, K-1]`, ssm_state_out f32
 /// `[B, I, N]`.
+/// ONNX's `CausalConvWithState` (opset 27): CausalConv1d's equation, channels-first.
+///
+/// `y[b, d, t] = act(bias[d] + sum_k w[d, 0, k] * x[b, d, t - (K-1) + k])`, x before t = 0 from
+/// `past_state [B, d, K-1]` (or zeros); `present_state` is the last K-1 steps of that window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CausalConvWithStateConfig {
+    pub silu: bool,
+}
+
+/// ONNX's `LinearAttention` (opset 27), update rule "gated" with a per-key decay, as many query
+/// heads as key/value heads. Per head, with `S [d_k, d_v]` (from `past_state` or zeros):
+///
+/// ```text
+/// S_t = exp(g_t) * S_{t-1} + k_t ⊗ v_t      (g_t [d_k]: the decay, in log space, per key row)
+/// o_t = scale * q_t^T S_t
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearAttentionConfig {
+    pub heads: usize,
+    pub scale: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaLayerStepConfig {
     pub eps: f64,
@@ -150,6 +173,12 @@ pub enum Op {
         tail: Vec<usize>,
     },
     GatedRmsNorm(GatedRmsNormConfig),
+    /// ONNX's `Expand`: x broadcast (numpy rules, both ways) with a shape of ones and `shape`.
+    Expand {
+        shape: Vec<usize>,
+    },
+    CausalConvWithState(CausalConvWithStateConfig),
+    LinearAttention(LinearAttentionConfig),
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
     SsdScan(SsdScanConfig),
@@ -178,6 +207,9 @@ impl Op {
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
             Op::Reshape { .. } => "Reshape",
+            Op::Expand { .. } => "Expand",
+            Op::CausalConvWithState(_) => std_conv::OP,
+            Op::LinearAttention(_) => std_la::OP,
             Op::GatedRmsNorm(_) => "GatedRmsNorm",
             Op::CausalConv1d(_) => conv_slots::OP.str,
             Op::SelectiveScan(_) => scan_slots::OP.str,
@@ -200,7 +232,10 @@ impl Op {
             | Op::Unsqueeze { .. }
             | Op::LastPosition
             | Op::Reshape { .. }
+            | Op::Expand { .. }
             | Op::Cast { .. } => &["x"],
+            Op::CausalConvWithState(_) => &std_conv::INPUT_NAMES,
+            Op::LinearAttention(_) => &std_la::INPUT_NAMES,
             Op::GatedRmsNorm(_) => &["x", "z", "weight"],
             Op::RmsNorm { .. } => &["x", "weight"],
             Op::MatMul => &["x", "w"],
@@ -220,6 +255,8 @@ impl Op {
             Op::SelectiveScan(_) => slot >= scan_slots::FIRST_OPTIONAL,
             Op::SsdScan(_) => slot >= ssd_slots::FIRST_OPTIONAL,
             Op::MambaLayerStep(_) => step_slots::OPTIONAL.contains(&slot),
+            Op::CausalConvWithState(_) => slot >= std_conv::FIRST_OPTIONAL,
+            Op::LinearAttention(_) => slot == std_la::PAST_STATE,
             _ => false,
         }
     }
@@ -232,6 +269,8 @@ impl Op {
             Op::SelectiveScan(c) => 1 + c.final_state as usize,
             Op::SsdScan(c) => 1 + c.final_state as usize,
             Op::MambaLayerStep(_) => 3,
+            // Both are required outputs of the ONNX ops: a node always has its state output.
+            Op::CausalConvWithState(_) | Op::LinearAttention(_) => 2,
             _ => 1,
         }
     }

@@ -14,6 +14,11 @@ fn op_detail(op: &Op) -> String {
         Op::Cast { to } => format!("Cast(to={to})"),
         Op::SplitLast { sizes } => format!("SplitLast({sizes:?})"),
         Op::Unsqueeze { axis } => format!("Unsqueeze(axis={axis})"),
+        Op::Expand { shape } => format!("Expand({shape:?})"),
+        Op::CausalConvWithState(c) => {
+            format!("CausalConvWithState(activation={})", if c.silu { "silu" } else { "none" })
+        }
+        Op::LinearAttention(c) => format!("LinearAttention(gated, heads={}, scale={})", c.heads, c.scale),
         Op::CausalConv1d(c) => format!("mambac.CausalConv1d(activation={})", if c.silu { "silu" } else { "none" }),
         Op::SelectiveScan(c) => format!("mambac.SelectiveScan(delta_softplus={})", c.delta_softplus as u8),
         Op::Reshape { keep, tail } => format!("Reshape(keep={keep}, tail={tail:?})"),

@@ -5,6 +5,7 @@
 //! labelling each `rule/i`, and can stop after N rewrites so a bad rewrite can be bisected
 //! (`mambac inspect --max-rewrites N`).
 
+mod conv_to_causal_conv_with_state;
 mod fold_const_unary;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
@@ -13,8 +14,9 @@ mod fuse_scan_d_skip;
 mod fuse_scan_delta_bias;
 mod fuse_scan_gate;
 mod fuse_scan_softplus;
+mod scan_to_linear_attention;
 
-use crate::ir::{validate, Graph, NodeId, Op, ValidationError, ValueRef};
+use crate::ir::{validate, Graph, NodeId, Op, ValidationError, ValueRef, ValueType};
 
 /// A local rewrite: looks at `node`, and when the pattern matches rewrites the graph and returns
 /// true. Guards come first and exit early; a rule never leaves the graph invalid.
@@ -36,6 +38,11 @@ pub const RULES: &[&dyn Rule] = &[
     &fuse_layer_step::FuseLayerStep,
 ];
 
+/// `--ops standard`: after the fusion rules, the fused ops become opset 27's standard ops (and
+/// ordinary ones around them), so the model needs no custom op library.
+pub const STANDARD_RULES: &[&dyn Rule] =
+    &[&conv_to_causal_conv_with_state::ConvToCausalConvWithState, &scan_to_linear_attention::ScanToLinearAttention];
+
 #[derive(Debug, thiserror::Error)]
 #[error("after rewrite {label}: {source}")]
 pub struct PassError {
@@ -53,14 +60,28 @@ pub struct PassReport {
     pub nodes_removed: usize,
 }
 
-/// Applies every rule to a fixpoint (or until `max_rewrites`), then removes dead nodes.
+impl PassReport {
+    /// Appends the report of a later run (the standard rules after the fusion rules).
+    pub fn extend(&mut self, later: PassReport) {
+        self.rewrites.extend(later.rewrites);
+        self.rules_applied.extend(later.rules_applied);
+        self.nodes_removed += later.nodes_removed;
+    }
+}
+
+/// Applies every rule of [`RULES`] to a fixpoint (or until `max_rewrites`), then removes dead nodes.
 pub fn run_passes(g: &mut Graph, max_rewrites: Option<usize>) -> Result<PassReport, PassError> {
+    run_rules(g, RULES, max_rewrites)
+}
+
+/// Applies `rules` to a fixpoint (or until `max_rewrites`), then removes dead nodes.
+pub fn run_rules(g: &mut Graph, rules: &[&dyn Rule], max_rewrites: Option<usize>) -> Result<PassReport, PassError> {
     let mut report = PassReport::default();
-    let mut counts = vec![0usize; RULES.len()];
+    let mut counts = vec![0usize; rules.len()];
     let nodes_before = g.node_count();
     'fixpoint: loop {
         let mut changed = false;
-        for (r, rule) in RULES.iter().enumerate() {
+        for (r, rule) in rules.iter().enumerate() {
             let order = g.topo_order().map_err(|source| PassError { label: "start".into(), source })?;
             for node in order {
                 if max_rewrites.is_some_and(|m| report.rewrites.len() >= m) {
@@ -83,9 +104,10 @@ pub fn run_passes(g: &mut Graph, max_rewrites: Option<usize>) -> Result<PassRepo
         }
     }
     g.remove_dead();
-    report.nodes_removed = nodes_before - g.node_count();
+    // Saturating: the standard rules add more nodes than they remove.
+    report.nodes_removed = nodes_before.saturating_sub(g.node_count());
     validate(g).map_err(|source| PassError { label: "remove_dead".into(), source })?;
-    report.rules_applied = RULES.iter().zip(&counts).filter(|(_, c)| **c > 0).map(|(r, _)| r.name()).collect();
+    report.rules_applied = rules.iter().zip(&counts).filter(|(_, c)| **c > 0).map(|(r, _)| r.name()).collect();
     Ok(report)
 }
 
@@ -108,6 +130,12 @@ pub(crate) fn const_rows(g: &Graph, v: ValueRef) -> Option<usize> {
         Op::Const(c) => c.shape.first().copied(),
         _ => None,
     }
+}
+
+/// The types of `values` (between rewrites the graph is valid); None if it is not.
+pub(crate) fn types_of(g: &Graph, values: &[ValueRef]) -> Option<Vec<ValueType>> {
+    let vg = validate(g).ok()?;
+    Some(values.iter().map(|&v| vg.type_of(v).clone()).collect())
 }
 
 /// Converts a vector constant to float32 in place (the fused ops take D and delta_bias in f32).

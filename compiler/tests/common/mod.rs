@@ -77,6 +77,17 @@ pub fn ids_input(ids: &Tensor64) -> HashMap<String, Tensor64> {
     HashMap::from([("input_ids".to_string(), ids.clone())])
 }
 
+/// Zero conv and ssm states of every layer (a new sequence), by graph input name.
+pub fn zero_states(cfg: &mambac_compiler::checkpoint::MambaConfig, batch: usize) -> HashMap<String, Tensor64> {
+    let mut states = HashMap::new();
+    for i in 0..cfg.num_hidden_layers {
+        let conv = Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]);
+        states.insert(format!("conv_state.{i}"), conv);
+        states.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
+    }
+    states
+}
+
 /// Slices `[b, t0..t1, ...]` out of a `[B, L, ...]` tensor.
 pub fn slice_seq(t: &Tensor64, t0: usize, t1: usize) -> Tensor64 {
     let (b, l) = (t.shape[0], t.shape[1]);

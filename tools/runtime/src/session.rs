@@ -62,7 +62,15 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
     if !model.is_file() {
         return Err(Error::ModelNotFound(model.to_path_buf()));
     }
-    let ops = find_ops_lib(opts.ops_lib.as_deref())?;
+    // A standard-ONNX model (`export --ops standard`) needs no op library: when none was asked
+    // for (--ops-lib, MAMBAC_OPS_LIB) and none is beside the executable, the session opens
+    // without one, and a model that does use mambac's ops fails to load with the lookup's
+    // message beside ONNX Runtime's.
+    let (ops, missing) = match find_ops_lib(opts.ops_lib.as_deref()) {
+        Ok(p) => (Some(p), None),
+        Err(e) if opts.ops_lib.is_none() && std::env::var_os("MAMBAC_OPS_LIB").is_none() => (None, Some(e.to_string())),
+        Err(e) => return Err(e),
+    };
     let mut b = Session::builder(env).map_err(Error::ort("cannot create an ONNX Runtime session builder"))?;
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(|e| Error::ort(format!("--threads {n}"))(e.into()))?;
@@ -77,9 +85,11 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
             .with_execution_providers([cuda.build().error_on_failure()])
             .map_err(|e| Error::ort("cannot enable the CUDA execution provider")(e.into()))?;
     }
-    b = b
-        .with_operator_library(&ops)
-        .map_err(|e| Error::ort(format!("cannot register the op library {}", ops.display()))(e.into()))?;
+    if let Some(ops) = &ops {
+        b = b
+            .with_operator_library(ops)
+            .map_err(|e| Error::ort(format!("cannot register the op library {}", ops.display()))(e.into()))?;
+    }
     shared.add_to(&b)?;
     b.commit_from_file(model).map_err(|source| {
         // ORT says only in words that it refuses capture when a node is left outside the CUDA EP
@@ -87,6 +97,8 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
         // decision is made on the variant.
         if cuda_graph && source.message().to_lowercase().contains("graph") {
             Error::GraphCaptureRefused { model: model.to_path_buf(), source }
+        } else if let Some(missing) = &missing {
+            Error::Ort { what: format!("cannot load {} ({missing})", model.display()), source }
         } else if opts.ep == Ep::Cpu && is_bfloat16_export(model) {
             Error::Bfloat16OnCpu { model: model.to_path_buf(), source }
         } else {

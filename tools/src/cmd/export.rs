@@ -8,7 +8,7 @@ use mambac_compiler::checkpoint::{Checkpoint, MambaConfig};
 use mambac_compiler::emit::decode_graph::decode_graph_path;
 use mambac_compiler::emit::ExternalData;
 use mambac_compiler::ir::BlockQuant;
-use mambac_compiler::lower::{LogitsOutput, LowerOptions, WeightQuant};
+use mambac_compiler::lower::{LogitsOutput, LowerOptions, OpSet, WeightQuant};
 use mambac_compiler::pipeline::{export, CompileOptions, ExportOptions};
 
 use super::inspect::DTypeArg;
@@ -54,6 +54,11 @@ pub struct Args {
     /// generate` and `bench` use it for decode steps on the CUDA EP. Needs --stateful, float weights.
     #[arg(long, requires = "stateful", conflicts_with_all = ["quantize", "no_fuse"])]
     pub decode_graph: bool,
+    /// The ops of the exported layers: mambac's custom ops (needs libmambac_ops), or standard ONNX
+    /// only (opset 27's CausalConvWithState and LinearAttention: any ONNX Runtime 1.32 or newer,
+    /// no library; slower, and more memory in prefill: docs/standard-onnx.md).
+    #[arg(long, value_enum, default_value = "mambac")]
+    pub ops: OpsArg,
     /// Skip the fusion passes (the unfused graph still uses the ops, with no options folded in).
     #[arg(long)]
     pub no_fuse: bool,
@@ -94,6 +99,12 @@ pub enum LogitsArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OpsArg {
+    Mambac,
+    Standard,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 pub enum QuantizeArg {
     Int8,
     Int4,
@@ -125,6 +136,12 @@ pub fn main(a: Args) -> Result<()> {
             Some(WeightQuant { quant, accuracy_level: a.accuracy_level })
         }
     };
+    if matches!(a.ops, OpsArg::Standard) && matches!(a.dtype, DTypeArg::Bfloat16) {
+        // ORT 1.32's CPU EP has no bfloat16 LinearAttention kernel: such a model would not run.
+        anyhow::bail!(
+            "--ops standard needs --dtype float32 or float16 (ONNX Runtime's CPU LinearAttention has no bfloat16 kernel)"
+        );
+    }
     let dir = super::checkpoint_path::checkpoint_dir(&a.checkpoint)?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("cannot read checkpoint {}", a.checkpoint.display()))?;
     if let Some(parent) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -144,6 +161,10 @@ pub fn main(a: Args) -> Result<()> {
                 },
                 quant,
                 decode_step: false,
+                ops: match a.ops {
+                    OpsArg::Mambac => OpSet::Mambac,
+                    OpsArg::Standard => OpSet::Standard,
+                },
             },
             fuse: !a.no_fuse,
             max_rewrites: None,
