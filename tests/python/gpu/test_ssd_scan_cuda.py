@@ -9,9 +9,9 @@ float32 scans), as for SelectiveScan's kernels."""
 import itertools
 
 import pytest
-import torch
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
+import torch  # noqa: E402
 from cuda_harness import error_string, failures_over_splits, run_ssd, ssd_inputs, to_host  # noqa: E402
 from ops_reference import SSD_INPUTS, ssd_scan_ref  # noqa: E402
 
