@@ -107,9 +107,12 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_scan_kernel(const SsdArgs a) 
         float acc = 0.f;
 #pragma unroll
         for (int k = 0; k < KN; ++k) {
-            // States past dstate stay 0 and add 0 (their B and C are 0).
-            s[k] = fmaf(decay, s[k], dx * in.b[k]);
-            acc = fmaf(in.c[k], s[k], acc);
+            // States past dstate are skipped, not fed zeros: an infinite x would make their
+            // 0 * inf a NaN in y where the equations give +-inf.
+            if (lane + LN * k < N) {
+                s[k] = fmaf(decay, s[k], dx * in.b[k]);
+                acc = fmaf(in.c[k], s[k], acc);
+            }
         }
 #pragma unroll
         for (int off = LN / 2; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);

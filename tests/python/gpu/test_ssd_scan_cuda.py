@@ -88,3 +88,14 @@ def test_dstate_past_the_kernel_is_refused_untouched():
     rc, y, fs = run_ssd(x, "float32", True, True)
     assert error_string(rc) == "invalid argument"
     assert torch.isnan(y).all() and torch.isnan(fs).all()
+
+
+@pytest.mark.parametrize("dstate", [1, 5, 16])
+def test_infinite_x_stays_infinite_where_the_equations_say(dstate):
+    """States past dstate in a lane's registers must not turn an infinite x into NaN (0 * inf):
+    the NaN and +-inf positions of y and the final state must be the reference's."""
+    x = ssd_inputs(1, 4, 2, 3, 1, dstate, "float32", ALL, seed=8)
+    x["x"][0, 1, 1, 2] = float("inf")
+    refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
+    fails = failures_over_splits(lambda _: run_ssd(x, "float32", True, True), (None,), refs, "float32", True)
+    assert not fails, "\n".join(fails)
