@@ -8,12 +8,18 @@
 #include "causal_conv1d.h"
 #include "decode_layer.h"
 #include "selective_scan.h"
+#include "ssd_scan.h"
 
 extern "C" {
 
 int mambac_cuda_selective_scan(const mambac::SelectiveScanParams* p, void* stream) noexcept {
     if (!p) return cudaErrorInvalidValue;
     return mambac::cuda::selective_scan(*p, static_cast<cudaStream_t>(stream));
+}
+
+int mambac_cuda_ssd_scan(const mambac::SsdScanParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::ssd_scan(*p, static_cast<cudaStream_t>(stream));
 }
 
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept {

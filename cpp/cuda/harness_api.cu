@@ -43,6 +43,20 @@ const char* scan_layout() {
     return l.text.c_str();
 }
 
+const char* ssd_layout() {
+    using S = mambac::SsdScanParams;
+    static Layout<S> l;
+    if (l.text.empty()) {
+        MAMBAC_FIELD(S, batch) MAMBAC_FIELD(S, seqlen) MAMBAC_FIELD(S, heads) MAMBAC_FIELD(S, head_dim)
+        MAMBAC_FIELD(S, ngroups) MAMBAC_FIELD(S, dstate) MAMBAC_FIELD(S, elem) MAMBAC_FIELD(S, dt_softplus)
+        MAMBAC_FIELD(S, dt_min) MAMBAC_FIELD(S, dt_max) MAMBAC_FIELD(S, x) MAMBAC_FIELD(S, dt) MAMBAC_FIELD(S, a)
+        MAMBAC_FIELD(S, b) MAMBAC_FIELD(S, c) MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, dt_bias)
+        MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state)
+        return l.done();
+    }
+    return l.text.c_str();
+}
+
 const char* conv_layout() {
     using S = mambac::CausalConv1dParams;
     static Layout<S> l;
@@ -84,13 +98,14 @@ const char* elem_codes() {
 
 extern "C" {
 
-// The layout of a kernel ABI struct: which = "SelectiveScanParams", "CausalConv1dParams" or
-// "MambaLayerStepParams"; or "ElemType", its codes; null for another name. Called once at
+// The layout of a kernel ABI struct: which = "SelectiveScanParams", "SsdScanParams",
+// "CausalConv1dParams" or "MambaLayerStepParams"; or "ElemType", its codes; null for another name. Called once at
 // start-up (not thread-safe).
 const char* mambac_harness_abi_layout(const char* which) noexcept {
     const std::string w = which ? which : "";
     if (w == "ElemType") return elem_codes();
     if (w == "SelectiveScanParams") return scan_layout();
+    if (w == "SsdScanParams") return ssd_layout();
     if (w == "CausalConv1dParams") return conv_layout();
     if (w == "MambaLayerStepParams") return layer_step_layout();
     return nullptr;

@@ -21,6 +21,8 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<Cuda<CausalConv1d>>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<MambaLayerStep>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<SsdScan>>(),
 ];
 
 /// The tables of `K`, one per T.

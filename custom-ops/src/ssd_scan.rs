@@ -73,6 +73,22 @@ impl Kernel for SsdScan {
     }
 }
 
+/// The largest dstate the CUDA kernel takes (`kSsdMaxDstate`, cpp/cuda/ssd_scan.h): 32 lanes of
+/// 16 states each in registers. The CPU kernel has no limit.
+pub const CUDA_MAX_DSTATE: usize = 512;
+
+/// The CUDA kernel's one limit past the op contract; Err names the input that carries dstate.
+pub fn check_cuda_limits(p: &ffi::SsdScanParams) -> Result<(), OpError> {
+    if p.dstate > CUDA_MAX_DSTATE {
+        return Err(OpError::Check(format!(
+            "{}: input 'B' has dstate {}, more than the CUDA kernel takes ({CUDA_MAX_DSTATE})",
+            SsdScan::OP,
+            p.dstate
+        )));
+    }
+    Ok(())
+}
+
 impl SsdScan {
     /// Checks the inputs, allocates the outputs and fills the kernel ABI.
     ///
@@ -103,5 +119,48 @@ impl SsdScan {
         // SAFETY: as above.
         p.final_state = unsafe { output(ctx, 1, "final_state", &state_dims, 4, op)? };
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(dstate: usize) -> ffi::SsdScanParams {
+        ffi::SsdScanParams {
+            batch: 1,
+            seqlen: 1,
+            heads: 1,
+            head_dim: 1,
+            ngroups: 1,
+            dstate,
+            elem: ffi::ElemType::F32,
+            dt_softplus: true,
+            dt_min: 0.0,
+            dt_max: f32::INFINITY,
+            x: 0,
+            dt: 0,
+            a: 0,
+            b: 0,
+            c: 0,
+            d: 0,
+            dt_bias: 0,
+            initial_state: 0,
+            y: 0,
+            final_state: 0,
+        }
+    }
+
+    #[test]
+    fn cuda_limit_takes_dstate_up_to_512() {
+        for n in [0, 1, 128, CUDA_MAX_DSTATE] {
+            assert!(check_cuda_limits(&params(n)).is_ok(), "dstate {n}");
+        }
+    }
+
+    #[test]
+    fn cuda_limit_names_b_and_the_limit() {
+        let err = check_cuda_limits(&params(CUDA_MAX_DSTATE + 1)).unwrap_err();
+        assert_eq!(err.to_string(), "SsdScan: input 'B' has dstate 513, more than the CUDA kernel takes (512)");
     }
 }

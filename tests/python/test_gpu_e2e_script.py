@@ -27,7 +27,7 @@ def test_dry_run_on_cpu(tmp_path):
     failed = [c["what"] for c in res["checks"] if not c["ok"]]
     assert failed == ["fixture bfloat16 raised"], r.stdout[-3000:]
     assert set(res["models"]) == {"float32", "float16"}
-    assert all(a["pass"] == a["n"] for a in res["ops"].values()) and len(res["ops"]) == 6
+    assert all(a["pass"] == a["n"] for a in res["ops"].values()) and len(res["ops"]) == 9
     assert all(v["logits"] <= 1e-4 for v in res["stateful"].values())
     assert set(res["decode_graph"]) == {"tiny-stateful", "tiny-stateful-f16"}
     assert res["decode_graph"]["tiny-stateful"]["vs_stateful"] <= 1e-5

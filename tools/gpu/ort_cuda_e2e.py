@@ -17,7 +17,7 @@ Two steps:
 
   A. Fixture exports (float32, float16, bfloat16) on the CUDA EP (use_tf32=0) against
      testdata/mamba-tiny-hf/reference.safetensors; the fused nodes' provider read from ORT's
-     profile. One-node SelectiveScan / CausalConv1d models (every option, odd sizes, 3 dtypes)
+     profile. One-node SelectiveScan / CausalConv1d / SsdScan models (every option, odd sizes, 3 dtypes)
      with inputs and NaN-poisoned outputs bound on the device (IoBinding), with
      session.disable_cpu_ep_fallback=1 (a node the CUDA EP does not take fails the session),
      against the float64 references of tests/python/ops_reference.py.
@@ -71,6 +71,7 @@ ONNX_T = {"float32": 1, "float16": 10, "bfloat16": 16}  # TensorProto element ty
 STORE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}  # bfloat16 as its bits
 SCAN_INPUTS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 CONV_INPUTS = ["x", "weight", "bias", "initial_state"]
+SSD_INPUTS = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"]
 
 RESULTS = {"checks": [], "timings": {}}
 T_START = time.time()
@@ -237,7 +238,7 @@ class Runner:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                 continue
             placement.setdefault(args.get("provider"), set()).add(args.get("op_name"))
-            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep"):
+            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep", "SsdScan"):
                 seen.setdefault(args["op_name"], set()).add(args.get("provider"))
         os.unlink(path)
         Runner.last_placement = {k: sorted(v) for k, v in placement.items()}
@@ -376,6 +377,28 @@ def scan_case_data(c, dtype, rng):
     return store, vals, types
 
 
+def ssd_case_data(c, dtype, rng):
+    b, L, h, p, g, n, sp = c["b"], c["L"], c["h"], c["p"], c["g"], c["n"], c["sp"]
+    f32 = lambda shape, s=1.0, m=0.0: (rng.standard_normal(shape) * s + m).astype(np.float32)  # noqa: E731
+    raw = {
+        "x": f32((b, L, h, p)),
+        "dt": f32((b, L, h), 0.5, -1.0) if sp else np.abs(f32((b, L, h), 0.1)),
+        "A": -np.exp(f32((h,), 0.5)),
+        "B": f32((b, L, g, n)),
+        "C": f32((b, L, g, n)),
+        "D": f32((h,)),
+        "dt_bias": f32((h,), 0.5, -1.0),
+        "initial_state": f32((b, h, p, n)),
+    }
+    t_inputs = {"x", "dt", "B", "C"}  # T; the rest float32
+    store, vals, types = {}, {}, {}
+    for k, v in raw.items():
+        dt = dtype if k in t_inputs else "float32"
+        store[k], vals[k] = to_store(v, dt)
+        types[k] = ONNX_T[dt]
+    return store, vals, types
+
+
 def conv_case_data(c, dtype, rng):
     b, L, d, w = c["b"], c["L"], c["d"], c["w"]
     f32 = lambda shape, s=1.0: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
@@ -397,6 +420,14 @@ SCAN_CASES = [
     dict(b=1, L=2100, d=40, n=16, g=1, opt="D z delta_bias", final=True, sp=1),
     dict(b=8, L=1, d=1536, n=16, g=1, opt="D z delta_bias initial_state", final=True, sp=1),
     dict(b=1, L=7, d=48, n=3, g=3, opt="D delta_bias initial_state", final=True, sp=0),
+]
+SSD_CASES = [
+    # batch, seqlen, heads, head_dim, groups, dstate, optional inputs, final_state, softplus, dt limit
+    dict(b=2, L=37, h=6, p=24, g=3, n=64, opt="D dt_bias initial_state", final=True, sp=1, lim=None),
+    dict(b=1, L=1, h=80, p=64, g=1, n=128, opt="D dt_bias initial_state", final=True, sp=1, lim=None),
+    dict(b=2, L=300, h=8, p=16, g=2, n=16, opt="", final=False, sp=1, lim=(0.05, 0.5)),
+    dict(b=1, L=7, h=3, p=5, g=1, n=1, opt="D initial_state", final=True, sp=0, lim=None),
+    dict(b=1, L=64, h=16, p=64, g=8, n=128, opt="D dt_bias", final=True, sp=1, lim=None),
 ]
 CONV_CASES = [
     dict(b=2, L=37, d=130, w=4, opt="bias initial_state", final=True, act="silu"),
@@ -424,7 +455,7 @@ def close(out, ref, dtype):
 def run_one_node(R, op, case, dtype, seed):
     sys.path.insert(0, str(REPO / "tests" / "python"))
     os.environ.setdefault("MAMBAC_OPS_LIB", R.lib)
-    from ops_reference import causal_conv1d_ref, selective_scan_ref
+    from ops_reference import causal_conv1d_ref, selective_scan_ref, ssd_scan_ref
 
     rng = np.random.default_rng(seed)
     opt = set(case["opt"].split())
@@ -435,6 +466,15 @@ def run_one_node(R, op, case, dtype, seed):
         y, h = selective_scan_ref(*(vals[n] for n in SCAN_INPUTS[:5]), **{n: vals[n] for n in opt}, delta_softplus=bool(case["sp"]))
         out_t = [dtype, "float32"]
         shapes = [(case["b"], case["L"], case["d"]), (case["b"], case["d"], case["n"])]
+    elif op == "SsdScan":
+        store, vals, types = ssd_case_data(case, dtype, rng)
+        slots = [n if (n in ("x", "dt", "A", "B", "C") or n in opt) else "" for n in SSD_INPUTS]
+        lo, hi = case["lim"] or (0.0, float("inf"))
+        attrs = {"dt_softplus": case["sp"]} | ({"dt_min": lo, "dt_max": hi} if case["lim"] else {})
+        y, h = ssd_scan_ref(*(vals[n] for n in SSD_INPUTS[:5]), **{n: vals[n] for n in opt},
+                            dt_softplus=bool(case["sp"]), dt_min=lo, dt_max=hi)
+        out_t = [dtype, "float32"]
+        shapes = [(case["b"], case["L"], case["h"], case["p"]), (case["b"], case["h"], case["p"], case["n"])]
     else:
         store, vals, types = conv_case_data(case, dtype, rng)
         slots = [n if (n in ("x", "weight") or n in opt) else "" for n in CONV_INPUTS]
@@ -470,7 +510,10 @@ def run_one_node(R, op, case, dtype, seed):
     agg["pass"] += int(ok_y and ok_h and on_ep)
     agg["worst_y"] = max(agg["worst_y"], e_y)
     agg["worst_state"] = max(agg["worst_state"], e_h)
-    shape = "b{b} L{L} d{d}".format(**case) + (f" n{case['n']} g{case['g']} sp{case['sp']}" if op == "SelectiveScan" else f" w{case['w']} {case['act']}")
+    if op == "SsdScan":
+        shape = "b{b} L{L} h{h} p{p} g{g} n{n} sp{sp} lim{lim}".format(**case)
+    else:
+        shape = "b{b} L{L} d{d}".format(**case) + (f" n{case['n']} g{case['g']} sp{case['sp']}" if op == "SelectiveScan" else f" w{case['w']} {case['act']}")
     record("A", f"{key} [{shape} opt={case['opt'] or '-'} final={case['final']}]", ok_y and ok_h and on_ep,
            f"y {e_y:.2e} state {e_h:.2e} on {sorted(seen.get(op, []))}")
 
@@ -481,6 +524,8 @@ def part_a_ops(R):
             guarded("A", run_one_node, R, "SelectiveScan", c, dtype, 100 + i)
         for i, c in enumerate(CONV_CASES):
             guarded("A", run_one_node, R, "CausalConv1d", c, dtype, 200 + i)
+        for i, c in enumerate(SSD_CASES):
+            guarded("A", run_one_node, R, "SsdScan", c, dtype, 300 + i)
 
 
 # ---------------------------------------------------------------- B. stateful model, mambac binary

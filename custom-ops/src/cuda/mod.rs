@@ -19,10 +19,12 @@ use crate::layer_step::{slot, MambaLayerStep};
 use crate::op_table::Kernel;
 use crate::ort_api::{api, check};
 use crate::selective_scan::SelectiveScan;
+use crate::ssd_scan::{check_cuda_limits, SsdScan};
 
 extern "C" {
     // cpp/cuda/c_api.cu; each returns a cudaError_t (0 = success).
     fn mambac_cuda_selective_scan(p: *const ffi::SelectiveScanParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_ssd_scan(p: *const ffi::SsdScanParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_causal_conv1d(p: *const ffi::CausalConv1dParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer(p: *const ffi::MambaLayerStepParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer_scratch_bytes(p: *const ffi::MambaLayerStepParams) -> usize;
@@ -96,6 +98,23 @@ impl CudaLaunch for SelectiveScan {
         // (the trait's contract); `stream` is ORT's stream, which keeps them alive until the
         // kernel has run.
         launch_result(unsafe { mambac_cuda_selective_scan(p, stream) }, Self::OP)
+    }
+}
+
+/// SsdScan on the CUDA EP: one launch (cpp/cuda/ssd_scan_impl.cuh), decode steps included.
+impl CudaLaunch for SsdScan {
+    type Params = ffi::SsdScanParams;
+
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
+        // SAFETY: `ctx` is live (the trait's contract).
+        let p = unsafe { self.params(ctx)? };
+        check_cuda_limits(&p)?;
+        Ok(Some(p))
+    }
+
+    unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        // SAFETY: as for SelectiveScan's launch.
+        launch_result(unsafe { mambac_cuda_ssd_scan(p, stream) }, Self::OP)
     }
 }
 

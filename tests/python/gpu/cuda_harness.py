@@ -64,10 +64,12 @@ DTYPES = {
 }
 
 ScanParams = abi_struct("SelectiveScanParams")
+SsdParams = abi_struct("SsdScanParams")
 ConvParams = abi_struct("CausalConv1dParams")
 StepParams = abi_struct("MambaLayerStepParams")
 vp = ctypes.c_void_p
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
+lib.mambac_cuda_ssd_scan.argtypes = [ctypes.POINTER(SsdParams), vp]
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
 lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
 lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(StepParams)]
@@ -132,6 +134,33 @@ def run_scan(x, dtype, delta_softplus, want_final, cfg=None, poison=float("nan")
     y = torch.full((batch, seqlen, dim), poison, dtype=x["u"].dtype, device=dev)
     fs = torch.full((batch, dim, x["A"].shape[1]), poison, device=dev) if want_final else None
     rc = launch_scan(scan_params(x, y, fs, dtype, delta_softplus), cfg)
+    torch.cuda.synchronize()
+    return rc, y, fs
+
+
+# --- SsdScan -----------------------------------------------------------------------------------
+# The op's input names (ops_reference.SSD_INPUTS) -> the ABI struct's fields.
+SSD_FIELDS = {"x": "x", "dt": "dt", "A": "a", "B": "b", "C": "c", "D": "d", "dt_bias": "dt_bias",
+              "initial_state": "initial_state"}
+
+
+def ssd_params(x, y, final_state, dtype, dt_softplus, dt_min=0.0, dt_max=float("inf")):
+    """x: the op's inputs by name (None = absent), on the device."""
+    batch, seqlen, heads, head_dim = x["x"].shape
+    _, _, ngroups, dstate = x["B"].shape
+    return SsdParams(batch=batch, seqlen=seqlen, heads=heads, head_dim=head_dim, ngroups=ngroups, dstate=dstate,
+                     elem=DTYPES[dtype][1], dt_softplus=bool(dt_softplus), dt_min=dt_min, dt_max=dt_max, y=ptr(y),
+                     final_state=ptr(final_state), **{SSD_FIELDS[k]: ptr(v) for k, v in x.items()})
+
+
+def run_ssd(x, dtype, dt_softplus, want_final, dt_min=0.0, dt_max=float("inf"), poison=float("nan")):
+    """Runs SsdScan on outputs filled with `poison` (so an element it does not write fails).
+    Returns (status, y, final_state or None)."""
+    batch, seqlen, heads, head_dim = x["x"].shape
+    y = torch.full(x["x"].shape, poison, dtype=x["x"].dtype, device=dev)
+    fs = torch.full((batch, heads, head_dim, x["B"].shape[3]), poison, device=dev) if want_final else None
+    p = ssd_params(x, y, fs, dtype, dt_softplus, dt_min, dt_max)
+    rc = lib.mambac_cuda_ssd_scan(ctypes.byref(p), stream())
     torch.cuda.synchronize()
     return rc, y, fs
 
@@ -233,6 +262,26 @@ def scan_inputs(batch, seqlen, dim, dstate, ngroups, dtype, opts, seed):
         "z": r(batch, seqlen, dim).to(t) if on("z") else None,
         "delta_bias": ((0.5 * r(dim + sh) if sp else (0.1 * r(dim + sh)).abs())[sh:]) if on("delta_bias") else None,
         "initial_state": r(batch, dim, dstate) if on("initial_state") else None,
+    }
+
+
+def ssd_inputs(batch, seqlen, heads, head_dim, ngroups, dstate, dtype, opts, seed):
+    """test_ops_ssd.py's distributions: A = -exp(N(0, 0.25)); dt ~ N(-1, 0.25) before softplus, or
+    small and positive without it. T inputs are rounded to `dtype` on the device."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    t = DTYPES[dtype][0]
+    sp = opts.get("softplus", True)
+    on = lambda k: opts.get(k, True)  # noqa: E731
+    return {
+        "x": r(batch, seqlen, heads, head_dim).to(t),
+        "dt": (0.5 * r(batch, seqlen, heads) - 1.0 if sp else (0.1 * r(batch, seqlen, heads)).abs()).to(t),
+        "A": -torch.exp(0.5 * r(heads)),
+        "B": r(batch, seqlen, ngroups, dstate).to(t),
+        "C": r(batch, seqlen, ngroups, dstate).to(t),
+        "D": r(heads) if on("D") else None,
+        "dt_bias": 0.5 * r(heads) - 1.0 if on("dt_bias") else None,
+        "initial_state": r(batch, heads, head_dim, dstate) if on("initial_state") else None,
     }
 
 
