@@ -135,10 +135,12 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
+    // The options first: what they refuse (--ops standard) is refused for every model.
+    let opts = decode_options(general)?;
     if ckpt.config.mamba2.is_some() {
         return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
     }
-    let compiled = compile(ckpt, &decode_options(general)?)?;
+    let compiled = compile(ckpt, &opts)?;
     let layers = ckpt.config.num_hidden_layers;
     let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();
     if fused != layers {

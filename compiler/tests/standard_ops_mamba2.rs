@@ -13,7 +13,7 @@ use mambac_compiler::interp::{interpret, Tensor64};
 use mambac_compiler::ir::{validate, Elem, Graph, LinearAttentionConfig, Op, SsdScanConfig, ValueRef};
 use mambac_compiler::lower::{nodes_of_kind, LowerOptions, OpSet};
 use mambac_compiler::passes::{run_rules, STANDARD_RULES};
-use mambac_compiler::pipeline::{compile, standard_ops_only, CompileOptions};
+use mambac_compiler::pipeline::{compile, compile_decode, standard_ops_only, CompileOptions};
 
 /// Per fixture: the tolerance its reference allows (as tests/mamba2_interp.rs).
 const FIXTURES: [(&str, f64); 2] = [("mamba2-tiny-hf", 1e-6), ("mamba2-groups2", 1e-10)];
@@ -236,4 +236,15 @@ fn a_custom_op_left_is_refused() {
     );
     run_rules(&mut g, STANDARD_RULES, None).unwrap();
     assert!(standard_ops_only(&g).is_ok());
+}
+
+/// `--ops standard` refuses a decode graph for what it is, whatever the model.
+#[test]
+fn decode_graph_needs_the_custom_ops() {
+    let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
+    let err = compile_decode(&ckpt, &opts(true, true, OpSet::Standard)).err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "the decode graph needs --ops mambac: its layers are mambac.MambaLayerStep nodes, a custom op"
+    );
 }
