@@ -135,14 +135,15 @@ def test_mamba2_graph(tmp_path):
                 assert (float(inits[n.input[1]]), float(inits[n.input[2]])) == pytest.approx(clip)
 
 
-def test_quantized_standard_export_runs_without_the_library(tmp_path):
-    ref = load_reference()
-    path = export(tmp_path, "mamba-tiny-hf", "--quantize", "int8")
+@pytest.mark.parametrize("fixture", ["mamba-tiny-hf", "mamba2-tiny-hf"])
+def test_quantized_standard_export_runs_without_the_library(tmp_path, fixture):
+    ref = load_reference(fixture)
+    path = export(tmp_path, fixture, "--quantize", "int8")
     model = onnx.load(str(path))
     assert {(o.domain, o.version) for o in model.opset_import} == {("", 27), ("com.microsoft", 1)}
-    assert not {n.op_type for n in model.graph.node} & {"SelectiveScan", "CausalConv1d"}
+    assert not {n.op_type for n in model.graph.node} & {"SelectiveScan", "SsdScan", "CausalConv1d"}
     custom = tmp_path / "custom.onnx"
-    mambac("export", TESTDATA / "mamba-tiny-hf", "-o", custom, "-q", "--quantize", "int8")
+    mambac("export", TESTDATA / fixture, "-o", custom, "-q", "--quantize", "int8")
     (got,) = plain_session(path).run(["logits"], {"input_ids": ref["input_ids"]})
     (want,) = model_session(custom).run(["logits"], {"input_ids": ref["input_ids"]})
     # The same MatMulNBits on the same weights: only the scan's and conv's float32 sums differ.
