@@ -230,7 +230,7 @@ fn a_custom_op_left_is_refused() {
     );
     g.add_output("y", conv.into());
     assert_eq!(
-        standard_ops_only(&g).err().expect("refused").to_string(),
+        standard_ops_only(&g).expect_err("refused").to_string(),
         "--ops standard has no standard-ONNX form of CausalConv1d (node 'layers.3.conv'): export this model with \
          --ops mambac"
     );
