@@ -135,6 +135,38 @@ def test_mamba2_graph(tmp_path):
                 assert (float(inits[n.input[1]]), float(inits[n.input[2]])) == pytest.approx(clip)
 
 
+@pytest.mark.parametrize("limit", [(0.05, None), (0.0, 0.3)])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_mamba2_dt_limit_on_one_side(tmp_path, limit, dtype):
+    """mamba2-groups2's weights with a dt limit of a floor only (an infinite Clip bound) or a
+    ceiling only, against gen_mamba2_groups.py's numpy float64 forward with the same limit."""
+    import importlib.util
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    spec = importlib.util.spec_from_file_location("gen", TESTDATA / "gen_mamba2_groups.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    lo, hi = limit
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    shutil.copy(TESTDATA / "mamba2-groups2" / "model.safetensors", ckpt)
+    written = [lo, {"__float__": "Infinity"} if hi is None else hi]
+    (ckpt / "config.json").write_text(json.dumps(dict(gen.CFG, time_step_limit=written)))
+    ids = load_reference("mamba2-groups2")["input_ids"]
+    cfg = dict(gen.CFG, time_step_limit=[lo, np.inf if hi is None else hi])
+    want, _ = gen.forward(load_file(str(ckpt / "model.safetensors")), ids, cfg)
+    path = tmp_path / "m.onnx"
+    mambac("export", ckpt, "-o", path, "-q", "--ops", "standard", "--dtype", dtype)
+    # A floor above 0 or a finite ceiling changes softplus's output: both need the Clip.
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Clip") == 2
+    (logits,) = plain_session(path).run(["logits"], {"input_ids": ids})
+    assert worst_rel(logits, want) <= MODEL_TIER[dtype]
+    # The limit matters: the fixture's (0.05, 0.5) gives other logits.
+    assert worst_rel(load_reference("mamba2-groups2")["logits"], want) > 0.1
+
+
 @pytest.mark.parametrize("fixture", ["mamba-tiny-hf", "mamba2-tiny-hf"])
 def test_quantized_standard_export_runs_without_the_library(tmp_path, fixture):
     ref = load_reference(fixture)
