@@ -9,7 +9,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::emit::decode_graph::decode_graph_path;
 use crate::emit::external_data::previous_data_files;
 use crate::emit::{emit_onnx_models, EmitError, EmitReport, EmitTarget, ExternalData};
-use crate::ir::{validate, Elem, Graph, ValidationError};
+use crate::ir::{scan_slots, ssd_slots, step2_slots, step_slots, validate, Elem, Graph, ValidationError};
 use crate::lower::{lower, LowerOptions, OpSet};
 use crate::passes::{run_passes, run_rules, PassError, PassReport, STANDARD_RULES};
 
@@ -44,8 +44,8 @@ pub enum CompileError {
     DecodeGraph(&'static str),
     #[error("--ops standard has no standard-ONNX form of {op} (node '{node}'): export this model with --ops mambac")]
     NoStandardForm { op: &'static str, node: String },
-    #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
-    DecodeLayers { fused: usize, layers: usize, unfused: String },
+    #[error("the decode graph folded {fused} of {layers} layers into {step} (a mambac bug): {unfused}")]
+    DecodeLayers { fused: usize, layers: usize, step: &'static str, unfused: String },
 }
 
 pub struct Compiled {
@@ -81,7 +81,7 @@ pub struct ExportOptions {
     pub compile: CompileOptions,
     pub external_data: ExternalData,
     /// Also write `<stem>.decode.onnx` beside the output: one token a sequence, each layer one
-    /// `MambaLayerStep`, the same weights (docs/decode-graph.md). Needs a stateful, fused,
+    /// `MambaLayerStep` (Mamba-2: `Mamba2LayerStep`), the same weights (docs/decode-graph.md). Needs a stateful, fused,
     /// unquantized export.
     pub decode_graph: bool,
 }
@@ -132,19 +132,21 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
-    if ckpt.config.mamba2.is_some() {
-        return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
-    }
     let compiled = compile(ckpt, &decode_options(general)?)?;
     let layers = ckpt.config.num_hidden_layers;
-    let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();
+    // Mamba-2 layers fold into Mamba2LayerStep, Mamba-1 layers into MambaLayerStep.
+    let (step, scan) = match ckpt.config.mamba2 {
+        Some(_) => (step2_slots::OP.str, ssd_slots::OP.str),
+        None => (step_slots::OP.str, scan_slots::OP.str),
+    };
+    let fused = crate::lower::nodes_of_kind(&compiled.graph, step).len();
     if fused != layers {
-        let unfused = crate::lower::nodes_of_kind(&compiled.graph, "SelectiveScan")
+        let unfused = crate::lower::nodes_of_kind(&compiled.graph, scan)
             .into_iter()
             .map(|n| compiled.graph.node(n).name.clone())
             .collect::<Vec<_>>()
             .join(", ");
-        return Err(CompileError::DecodeLayers { fused, layers, unfused });
+        return Err(CompileError::DecodeLayers { fused, layers, step, unfused });
     }
     Ok(compiled)
 }
