@@ -107,6 +107,8 @@ pub struct ExportReport {
 
 /// The decode graph an export wrote.
 pub struct DecodeReport {
+    /// The op of its layers: `MambaLayerStep`, or `Mamba2LayerStep` for a Mamba-2 model.
+    pub step_op: &'static str,
     pub emit: EmitReport,
     pub passes: PassReport,
     pub output: PathBuf,
@@ -135,10 +137,8 @@ pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Com
     let compiled = compile(ckpt, &decode_options(general)?)?;
     let layers = ckpt.config.num_hidden_layers;
     // Mamba-2 layers fold into Mamba2LayerStep, Mamba-1 layers into MambaLayerStep.
-    let (step, scan) = match ckpt.config.mamba2 {
-        Some(_) => (step2_slots::OP.str, ssd_slots::OP.str),
-        None => (step_slots::OP.str, scan_slots::OP.str),
-    };
+    let (step, scan) =
+        (layer_step_op(ckpt), if ckpt.config.mamba2.is_some() { ssd_slots::OP.str } else { scan_slots::OP.str });
     let fused = crate::lower::nodes_of_kind(&compiled.graph, step).len();
     if fused != layers {
         let unfused = crate::lower::nodes_of_kind(&compiled.graph, scan)
@@ -149,6 +149,16 @@ pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Com
         return Err(CompileError::DecodeLayers { fused, layers, step, unfused });
     }
     Ok(compiled)
+}
+
+/// The op a decode graph of `ckpt` has a layer: `Mamba2LayerStep` for Mamba-2, `MambaLayerStep`
+/// for Mamba-1.
+pub fn layer_step_op(ckpt: &Checkpoint) -> &'static str {
+    if ckpt.config.mamba2.is_some() {
+        step2_slots::OP.str
+    } else {
+        step_slots::OP.str
+    }
 }
 
 impl ExportReport {
@@ -180,6 +190,7 @@ pub fn export(
     }
     let compiled = compile(ckpt, &opts.compile)?;
     let decode = if opts.decode_graph { Some(compile_decode(ckpt, &opts.compile)?) } else { None };
+    let step_op = layer_step_op(ckpt);
     let vg = validate(&compiled.graph).map_err(CompileError::Lowering)?;
     let export_id = export_id();
     let metadata = metadata(ckpt, opts, &compiled.passes, &export_id);
@@ -197,8 +208,12 @@ pub fn export(
     }
     let mut emitted = emit_onnx_models(&targets, ckpt, opts.external_data, &export_id, progress)?.into_iter();
     let emit = emitted.next().expect("one report a target");
-    let decode =
-        decode.zip(emitted.next()).map(|(d, emit)| DecodeReport { emit, passes: d.passes, output: decode_path });
+    let decode = decode.zip(emitted.next()).map(|(d, emit)| DecodeReport {
+        step_op,
+        emit,
+        passes: d.passes,
+        output: decode_path,
+    });
     Ok(ExportReport { emit, passes: compiled.passes, output: out.to_path_buf(), export_id, previous_data, decode })
 }
 
