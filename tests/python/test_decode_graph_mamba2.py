@@ -54,15 +54,15 @@ def reference(fixture):
     return load_file(str(TESTDATA / fixture / "reference.safetensors"))
 
 
-@pytest.mark.parametrize("fixture", FIXTURES)
-def test_decode_steps_reproduce_the_reference(exports, fixture):
-    ref = reference(fixture)
-    ids = ref["input_ids"]
-    general = model_session(exports[fixture, "float32"])
-    decode = model_session(decode_path(exports[fixture, "float32"]))
+def prefill_then_decode(model, ids, k=5):
+    """Prefills ids[:, :k] with the stateful model, then feeds the rest one token a step to the
+    decode graph. Returns (logits of every position, the final states, the worst relative
+    difference of a decode step from the stateful model's step on the same states, and the
+    difference a lost state makes)."""
+    general = model_session(model)
+    decode = model_session(decode_path(model))
     outs = [o.name for o in general.get_outputs()]
     assert outs == [o.name for o in decode.get_outputs()]
-    k = 5
     states = zero_states(general, ids.shape[0])
     res = dict(zip(outs, general.run(outs, {"input_ids": ids[:, :k], **states})))
     logits = [res["logits"]]
@@ -78,7 +78,14 @@ def test_decode_steps_reproduce_the_reference(exports, fixture):
             fresh_worst = worst_rel(fresh, want["logits"])
         logits.append(got["logits"])
         states = {s: got[s.replace("_state.", "_state_out.")] for s in states}
-    err = worst_rel(np.concatenate(logits, axis=1), ref["logits"])
+    return np.concatenate(logits, axis=1), states, step_worst, fresh_worst
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_decode_steps_reproduce_the_reference(exports, fixture):
+    ref = reference(fixture)
+    logits, states, step_worst, fresh_worst = prefill_then_decode(exports[fixture, "float32"], ref["input_ids"])
+    err = worst_rel(logits, ref["logits"])
     assert err <= 1e-4, f"{fixture}: decode-graph steps vs the float64 reference: {err:.3e}"
     assert step_worst <= 1e-5, f"{fixture}: decode graph vs stateful model, one step: {step_worst:.3e}"
     assert fresh_worst > 1e-2, f"the states should matter ({fresh_worst:.2e})"
@@ -87,6 +94,31 @@ def test_decode_steps_reproduce_the_reference(exports, fixture):
         assert err <= 1e-4, f"{fixture}: final ssm state {i}: {err:.3e}"
         err = worst_rel(states[f"conv_state.{i}"], ref[f"conv_states.{i}"][:, :, 1:])
         assert err <= 1e-4, f"{fixture}: final conv state {i}: {err:.3e}"
+
+
+def test_norm_before_gate_decode_graph(tmp_path):
+    """mamba_ssm's norm_before_gate true (norm(y) * w * silu(z)) on the groups2 weights: the
+    decode graph's steps against gen_mamba2_groups.py's numpy forward with the same flag."""
+    import importlib.util
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    spec = importlib.util.spec_from_file_location("gen", TESTDATA / "gen_mamba2_groups.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    cfg = dict(gen.CFG, norm_before_gate=True)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    shutil.copy(TESTDATA / "mamba2-groups2" / "model.safetensors", ckpt)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    ids = reference("mamba2-groups2")["input_ids"]
+    want, _ = gen.forward(load_file(str(ckpt / "model.safetensors")), ids, cfg)
+    mambac("export", ckpt, "-o", tmp_path / "m.onnx", "-q", "--stateful", "--decode-graph")
+    step = next(n for n in onnx.load(str(tmp_path / "m.decode.onnx")).graph.node if n.op_type == "Mamba2LayerStep")
+    assert {a.name: a.i for a in step.attribute}["norm_before_gate"] == 1
+    logits, _, step_worst, _ = prefill_then_decode(tmp_path / "m.onnx", ids, k=3)
+    assert worst_rel(logits, want) <= 1e-4 and step_worst <= 1e-5
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)

@@ -149,15 +149,6 @@ def test_bfloat16_logits(exported, fixture):
     assert err <= TIERS["bfloat16"], f"{fixture} bfloat16: worst rel {err:.3e}"
 
 
-def test_decode_graph_is_refused_for_now(tmp_path):
-    r = mambac("export", TESTDATA / "mamba2-tiny-hf", "-o", tmp_path / "d.onnx", "--stateful", "--decode-graph",
-               check=False)
-    assert r.returncode == 1
-    assert r.stderr.strip() == (f"error: cannot export {TESTDATA / 'mamba2-tiny-hf'}: the decode graph needs a "
-                                "Mamba-1 model: Mamba-2 has no fused layer step yet")
-    assert not (tmp_path / "d.onnx").exists()
-
-
 def test_norm_before_gate_variant(tmp_path):
     """mamba_ssm's norm_before_gate true (norm(y) * w * silu(z)) on the groups2 weights, against
     gen_mamba2_groups.py's numpy forward with the same flag."""
