@@ -75,4 +75,4 @@ def test_an_unknown_op_is_refused_with_the_choices():
     r = mambac("conformance", "--ops", "scan", check=False)
     assert r.returncode == 2
     assert "invalid value 'scan' for '--ops <OPS>'" in r.stderr
-    assert "[possible values: selective-scan, causal-conv1d, mamba-layer-step]" in r.stderr
+    assert "[possible values: selective-scan, causal-conv1d, mamba-layer-step, mamba2-layer-step]" in r.stderr
