@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 import pytest
 
-from mambac_testing import TESTDATA, mambac, model_session
+from mambac_testing import (TESTDATA, decode_path, export_with_decode_graphs, float16_step_worst, groups2_variant,
+                            mambac, prefill_then_decode)
 from ops_reference import (DTYPES, MAMBA2_STEP_INPUTS, mamba2_layer_step_ref, mismatch, run_op, worst_rel)
 
 FIXTURES = ["mamba2-tiny-hf", "mamba2-groups2"]
@@ -28,57 +29,14 @@ OUTPUTS = ["residual_out", "conv_state_out", "ssm_state_out"]
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    d = tmp_path_factory.mktemp("decode_graph_mamba2")
-    out = {}
-    for fixture in FIXTURES:
-        for dtype in ["float32", "float16"]:
-            path = d / f"{fixture}-{dtype}.onnx"
-            mambac("export", TESTDATA / fixture, "-o", path, "-q", "--stateful", "--decode-graph", "--dtype", dtype,
-                   "--external-data", "always" if fixture.endswith("groups2") else "never")
-            out[fixture, dtype] = path
-    return out
-
-
-def decode_path(model):
-    return model.with_name(model.stem + ".decode.onnx")
-
-
-def zero_states(sess, batch):
-    return {i.name: np.zeros([batch] + list(i.shape[1:]), np.float16 if "float16" in i.type else np.float32)
-            for i in sess.get_inputs() if i.name != "input_ids"}
+    return export_with_decode_graphs(tmp_path_factory.mktemp("decode_graph_mamba2"), FIXTURES,
+                                     lambda f: f.endswith("groups2"))
 
 
 def reference(fixture):
     from safetensors.numpy import load_file
 
     return load_file(str(TESTDATA / fixture / "reference.safetensors"))
-
-
-def prefill_then_decode(model, ids, k=5):
-    """Prefills ids[:, :k] with the stateful model, then feeds the rest one token a step to the
-    decode graph. Returns (logits of every position, the final states, the worst relative
-    difference of a decode step from the stateful model's step on the same states, and the
-    difference a lost state makes)."""
-    general = model_session(model)
-    decode = model_session(decode_path(model))
-    outs = [o.name for o in general.get_outputs()]
-    assert outs == [o.name for o in decode.get_outputs()]
-    states = zero_states(general, ids.shape[0])
-    res = dict(zip(outs, general.run(outs, {"input_ids": ids[:, :k], **states})))
-    logits = [res["logits"]]
-    states = {s: res[s.replace("_state.", "_state_out.")] for s in states}
-    step_worst, fresh_worst = 0.0, 0.0
-    for pos in range(k, ids.shape[1]):
-        tok = ids[:, pos:pos + 1]
-        got = dict(zip(outs, decode.run(outs, {"input_ids": tok, **states})))
-        want = dict(zip(outs, general.run(outs, {"input_ids": tok, **states})))
-        step_worst = max(step_worst, *(worst_rel(got[o], want[o]) for o in outs))
-        if pos == k:  # the same token from zero states: what a lost state would give
-            (fresh,) = decode.run(["logits"], {"input_ids": tok, **{s: np.zeros_like(v) for s, v in states.items()}})
-            fresh_worst = worst_rel(fresh, want["logits"])
-        logits.append(got["logits"])
-        states = {s: got[s.replace("_state.", "_state_out.")] for s in states}
-    return np.concatenate(logits, axis=1), states, step_worst, fresh_worst
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -99,19 +57,9 @@ def test_decode_steps_reproduce_the_reference(exports, fixture):
 def test_norm_before_gate_decode_graph(tmp_path):
     """mamba_ssm's norm_before_gate true (norm(y) * w * silu(z)) on the groups2 weights: the
     decode graph's steps against gen_mamba2_groups.py's numpy forward with the same flag."""
-    import importlib.util
-    import shutil
-
     from safetensors.numpy import load_file
 
-    spec = importlib.util.spec_from_file_location("gen", TESTDATA / "gen_mamba2_groups.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    cfg = dict(gen.CFG, norm_before_gate=True)
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    shutil.copy(TESTDATA / "mamba2-groups2" / "model.safetensors", ckpt)
-    (ckpt / "config.json").write_text(json.dumps(cfg))
+    ckpt, cfg, gen = groups2_variant(tmp_path, norm_before_gate=True)
     ids = reference("mamba2-groups2")["input_ids"]
     want, _ = gen.forward(load_file(str(ckpt / "model.safetensors")), ids, cfg)
     mambac("export", ckpt, "-o", tmp_path / "m.onnx", "-q", "--stateful", "--decode-graph")
@@ -125,22 +73,8 @@ def test_norm_before_gate_decode_graph(tmp_path):
 def test_float16_decode_graph_matches_the_stateful_model(exports, fixture):
     """Same roundings to float16 where the unfused graph stores float16, so both graphs agree to
     float16's tier (3e-3) over several steps of a batch of 3."""
-    general = model_session(exports[fixture, "float16"])
-    decode = model_session(decode_path(exports[fixture, "float16"]))
-    outs = [o.name for o in general.get_outputs()]
-    vocab = general.get_outputs()[0].shape[-1]
-    rng = np.random.default_rng(7)
-    states = zero_states(general, 3)
-    res = dict(zip(outs, general.run(outs, {"input_ids": rng.integers(0, vocab, (3, 6)), **states})))
-    states = {s: res[s.replace("_state.", "_state_out.")] for s in states}
-    worst = 0.0
-    for _ in range(4):
-        tok = rng.integers(0, vocab, (3, 1))
-        got = dict(zip(outs, decode.run(outs, {"input_ids": tok, **states})))
-        want = dict(zip(outs, general.run(outs, {"input_ids": tok, **states})))
-        assert got["logits"].dtype == np.float16
-        worst = max(worst, *(worst_rel(got[o], want[o]) for o in outs))
-        states = {s: want[s.replace("_state.", "_state_out.")] for s in states}
+    vocab = 1024 if fixture == "mamba2-tiny-hf" else 64
+    worst = float16_step_worst(exports[fixture, "float16"], vocab)
     assert worst <= 3e-3, f"{fixture} float16: {worst:.3e}"
 
 
