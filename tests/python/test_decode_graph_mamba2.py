@@ -5,7 +5,8 @@ checkpoint) and its op, `mambac.Mamba2LayerStep` (docs/decode-graph.md "Mamba2La
   the decode graph with the states fed back: every step's logits reproduce the full-sequence
   float64 reference (1e-4 worst relative, the float32 model tier), the final states the
   reference's, and each step equals the stateful model's own one-token step on the same states
-  (float32 1e-5; float16 within its 3e-3 tier over four steps of a batch of 3).
+  (float32 1e-5; float16 within its 3e-3 tier over four steps of a batch of 3, and the float16
+  decode steps within the float16 model tier, 1e-2, of the reference).
 - `mambac generate --decode-graph on` gives the ids `--decode-graph off` gives, greedy and sampled.
 - The op against ops_reference.mamba2_layer_step_ref (float64) over a seeded grid: heads,
   head_dim, 1 or 2 groups, state sizes, conv widths 1-4, optional inputs on and off, a clamping
@@ -76,6 +77,11 @@ def test_float16_decode_graph_matches_the_stateful_model(exports, fixture):
     vocab = 1024 if fixture == "mamba2-tiny-hf" else 64
     worst = float16_step_worst(exports[fixture, "float16"], vocab)
     assert worst <= 3e-3, f"{fixture} float16: {worst:.3e}"
+    # And the float16 decode steps reproduce the float64 reference within the model tier (1e-2).
+    ref = reference(fixture)
+    logits, _, _, _ = prefill_then_decode(exports[fixture, "float16"], ref["input_ids"])
+    err = worst_rel(logits, ref["logits"])
+    assert err <= 1e-2, f"{fixture} float16: decode-graph steps vs the float64 reference: {err:.3e}"
 
 
 def test_the_decode_graph_is_one_step_a_layer_on_the_shared_weights(exports):
