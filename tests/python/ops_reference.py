@@ -39,6 +39,7 @@ SCAN_INPUTS = OP_INPUTS["SelectiveScan"]
 CONV_INPUTS = OP_INPUTS["CausalConv1d"]
 LAYER_STEP_INPUTS = OP_INPUTS["MambaLayerStep"]
 SSD_INPUTS = OP_INPUTS["SsdScan"]
+MAMBA2_STEP_INPUTS = OP_INPUTS["Mamba2LayerStep"]
 
 
 def onnx_type(array):
@@ -49,8 +50,11 @@ def onnx_type(array):
 
 def output_types(op, feeds, slots):
     """ONNX types of (y, final_state): y has T (the type of input 0); SelectiveScan's state is
-    float32, SsdScan's too, CausalConv1d's is T."""
+    float32, SsdScan's too, CausalConv1d's is T. The layer steps: (residual_out float32,
+    conv_state_out T, ssm_state_out float32)."""
     t = onnx_type(feeds[slots[0]]) if slots and slots[0] else TensorProto.FLOAT
+    if op in ("MambaLayerStep", "Mamba2LayerStep"):  # residual_out, conv_state_out, ssm_state_out
+        return [TensorProto.FLOAT, t, TensorProto.FLOAT]
     return [t, TensorProto.FLOAT if op in ("SelectiveScan", "SsdScan") else t]
 
 
@@ -209,6 +213,45 @@ def mamba_layer_step_ref(feeds, eps=1e-5):
     h = np.exp(dt[:, :, None] * d["A"]) * d["ssm_state"] + (dt * xc)[:, :, None] * dbc[:, None, rk:rk + n]
     y = (h * dbc[:, None, rk + n:]).sum(-1) + d.get("D", 0) * xc
     y = y * (z / (1 + np.exp(-z)))
+    out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
+    return out[:, None], win[:, :, 1:], h
+
+
+def gated_rms_norm_ref(y, z, w, ngroups, eps=1e-5, norm_before_gate=False):
+    """Mamba-2's gated RMSNorm over `ngroups` groups of the last axis, float64:
+    rms(y * silu(z)) * w, or with norm_before_gate rms(y) * w * silu(z)."""
+    y, z, w = map(f64, (y, z, w))
+    gate = z / (1 + np.exp(-z))
+    x = y if norm_before_gate else y * gate
+    g = x.reshape(*x.shape[:-1], ngroups, -1)
+    out = (g / np.sqrt((g * g).mean(-1, keepdims=True) + eps)).reshape(x.shape) * w
+    return out * gate if norm_before_gate else out
+
+
+def mamba2_layer_step_ref(feeds, eps=1e-5, dt_min=0.0, dt_max=np.inf, norm_before_gate=False):
+    """Mamba2LayerStep (docs/decode-graph.md "Mamba2LayerStep") in float64. `feeds` maps
+    MAMBA2_STEP_INPUTS names to arrays as the op receives them (absent optional inputs left out);
+    ngroups comes from the shapes, as the op's check derives it. Returns (residual_out [B, 1, H],
+    conv_state_out [B, conv_dim, K-1], ssm_state_out [B, heads, head_dim, N])."""
+    d = {k: f64(v) for k, v in feeds.items() if v is not None}
+    r = d["residual"][:, 0]
+    _, heads, head_dim, n = d["ssm_state"].shape
+    inner = heads * head_dim
+    conv_dim = d["conv_weight"].shape[0]
+    ngroups = (conv_dim - inner) // (2 * n)
+    v = r / np.sqrt((r * r).mean(-1, keepdims=True) + eps) * d["norm_weight"]
+    proj = v @ d["in_proj_weight"] + d.get("in_proj_bias", 0)
+    z, xbc, dt = proj[:, :inner], proj[:, inner:inner + conv_dim], proj[:, inner + conv_dim:]
+    win = np.concatenate([d["conv_state"], xbc[:, :, None]], axis=2)
+    c = (win * d["conv_weight"]).sum(-1) + d.get("conv_bias", 0)
+    xc = c / (1 + np.exp(-c))
+    x = xc[:, :inner].reshape(-1, heads, head_dim)
+    bm = xc[:, inner:inner + ngroups * n].reshape(-1, ngroups, n)
+    cm = xc[:, inner + ngroups * n:].reshape(-1, ngroups, n)
+    # One scan step of SsdScan's reference: the same dt rule, groups and D skip.
+    y, h = ssd_scan_ref(x[:, None], dt[:, None], d["A"], bm[:, None], cm[:, None], d.get("D"), d.get("dt_bias"),
+                        d["ssm_state"], True, dt_min, dt_max)
+    y = gated_rms_norm_ref(y[:, 0].reshape(-1, inner), z, d["gate_norm_weight"], ngroups, eps, norm_before_gate)
     out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
     return out[:, None], win[:, :, 1:], h
 

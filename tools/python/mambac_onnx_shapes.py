@@ -116,6 +116,12 @@ def _infer_layer_step(ctx):
         _set(ctx, 2, TensorProto.FLOAT, _dims(ssm_state))
 
 
+def _infer_mamba2_layer_step(ctx):
+    # MambaLayerStep's rule: residual_out [batch, 1, hidden] float32, conv_state_out and
+    # ssm_state_out the states' own types and shapes (Mamba-2's ssm state is rank 4).
+    _infer_layer_step(ctx)
+
+
 def _params(prefix, names, optional):
     """Formal parameters, each with its own type variable `<prefix><index>`."""
     opt = defs.OpSchema.FormalParameterOption
@@ -185,6 +191,34 @@ _OPS = {
         set(),
         [("epsilon", defs.OpSchema.AttrType.FLOAT)],
         _infer_layer_step,
+    ),
+    "Mamba2LayerStep": (
+        [
+            "conv_state",
+            "ssm_state",
+            "residual",
+            "norm_weight",
+            "in_proj_weight",
+            "in_proj_bias",
+            "conv_weight",
+            "conv_bias",
+            "dt_bias",
+            "A",
+            "D",
+            "gate_norm_weight",
+            "out_proj_weight",
+            "out_proj_bias",
+        ],
+        {5, 7, 8, 10, 13},  # in_proj_bias, conv_bias, dt_bias, D, out_proj_bias
+        ["residual_out", "conv_state_out", "ssm_state_out"],
+        set(),
+        [
+            ("epsilon", defs.OpSchema.AttrType.FLOAT),
+            ("dt_min", defs.OpSchema.AttrType.FLOAT),
+            ("dt_max", defs.OpSchema.AttrType.FLOAT),
+            ("norm_before_gate", defs.OpSchema.AttrType.INT),
+        ],
+        _infer_mamba2_layer_step,
     ),
 }
 

@@ -30,6 +30,10 @@ fn op_detail(op: &Op) -> String {
         Op::SsdScan(c) => {
             format!("mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}))", c.dt_softplus as u8, c.dt_min, c.dt_max)
         }
+        Op::Mamba2LayerStep(c) => format!(
+            "mambac.Mamba2LayerStep(eps={:e}, dt_limit=({}, {}), norm_before_gate={})",
+            c.eps, c.dt_min, c.dt_max, c.norm_before_gate as u8
+        ),
         other => other.kind().to_string(),
     }
 }

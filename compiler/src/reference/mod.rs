@@ -4,12 +4,14 @@
 mod causal_conv1d;
 mod layer_step;
 mod linear_attention;
+mod mamba2_layer_step;
 mod selective_scan;
 mod ssd_scan;
 
 pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
 pub use layer_step::{layer_step, LayerStepInputs};
 pub use linear_attention::{linear_attention, LinearAttentionInputs};
+pub use mamba2_layer_step::{mamba2_layer_step, Mamba2LayerStepInputs};
 pub use selective_scan::{selective_scan, SelectiveScanInputs};
 pub use ssd_scan::{gated_rms_norm, ssd_dt, ssd_scan, SsdScanInputs};
 
