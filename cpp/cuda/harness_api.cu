@@ -141,12 +141,13 @@ int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* str
 // The decode step with the GEMVs' work split forced (decode_layer.h DecodeTuning; zeros = the
 // defaults).
 int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* stream, int rows_per_pass,
-                                   int k_tile_max, int blocks_per_sm) noexcept {
+                                   int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
     if (!p) return cudaErrorInvalidValue;
     mambac::cuda::DecodeTuning t;
     t.rows_per_pass = rows_per_pass;
     t.k_tile_max = k_tile_max;
     t.blocks_per_sm = blocks_per_sm;
+    t.tensor_cores = tensor_cores;
     return mambac::cuda::decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 

@@ -80,8 +80,9 @@ lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(ScanParams), vp] +
 # (v, lt, step): ConvConfig (cpp/cuda/causal_conv1d.h); 0 = automatic.
 CONV_CFG_LEN = 3
 lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(ConvParams), vp] + [ctypes.c_int] * CONV_CFG_LEN
-# (loads in flight a thread, longest K tile, blocks a multiprocessor): DecodeTuning; 0 = default.
-lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 3
+# (loads in flight a thread, longest K tile, blocks a multiprocessor, tensor cores 1/-1):
+# DecodeTuning; 0 = default.
+lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 4
 
 
 def ptr(t):
@@ -210,15 +211,19 @@ def step_params(x, outs, dtype, eps=1e-5, scratch=None):
                       **{STEP_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
-def run_step(x, dtype, eps=1e-5, poison=float("nan")):
-    """One decode step on poisoned outputs and scratch (stale values must not leak). Returns
-    (status, {residual, conv_state, ssm_state})."""
+def run_step(x, dtype, eps=1e-5, poison=float("nan"), tuning=None):
+    """One decode step on poisoned outputs and scratch (stale values must not leak), with the
+    GEMVs' DecodeTuning forced when `tuning` is given. Returns (status, {residual, conv_state,
+    ssm_state})."""
     outs = {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
     p = step_params(x, outs, dtype, eps)
     nbytes = lib.mambac_cuda_decode_layer_scratch_bytes(ctypes.byref(p))
     scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
     p.scratch = ptr(scratch)
-    rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
+    if tuning is None:
+        rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
+    else:
+        rc = lib.mambac_cuda_decode_layer_tuned(ctypes.byref(p), stream(), *tuning)
     torch.cuda.synchronize()
     return rc, outs
 
