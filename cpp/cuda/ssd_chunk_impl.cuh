@@ -8,7 +8,7 @@
 //   3. state   S[p, n]  = sum_i x[i, p] dt'[i] exp(cs[Q-1] - cs[i]) B[i, n]     (the chunk's end
 //              state from zero)
 //   4. pass    H_0 = initial_state or 0; H_{c+1} = exp(cs_c[Q-1]) H_c + S_c, sequential over the
-//              chunks, writing H_c over S_c; the last H is final_state
+//              chunks, writing H_c in T; the last H (float32) is final_state
 //   5. scan    y[i, p] = exp(cs[i]) (C H_c^T)[i, p] + sum_{j <= i} M[i, j] x[j, p] + D x[i, p],
 //              M[i, j] = CB[i, j] exp(cs[i] - cs[j]) dt'[j]
 //
@@ -17,7 +17,7 @@
 // A of -inf stays out), x, B, C = 0; M above the diagonal is a selected 0. Products 2, 3 and 5
 // run on tensor cores for float16 / bfloat16 (their operands rounded to T: the scaled x of 3,
 // H_c and M of 5, as mamba_ssm does; float32 accumulators), on CUDA cores for float32
-// (ssd_chunk_tile.cuh says why). All scratch is float32 (ssd_scan.h SsdPlan).
+// (ssd_chunk_tile.cuh says why). Scratch (ssd_scan.h SsdPlan) is float32 but for H_c, in T.
 #pragma once
 
 #include "ssd_chunk_tile.cuh"
@@ -43,7 +43,8 @@ struct ChunkArgs {
     float* dtp;  // [batch, heads, nchunks, Q]
     float* cs;   // [batch, heads, nchunks, Q]
     float* cb;   // [batch, nchunks, ngroups, Q, Q]
-    float* st;   // [batch, nchunks, heads, head_dim, dstate]: S_c, then H_c
+    float* st;   // [batch, nchunks, heads, head_dim, dstate]: S_c
+    void* hs;    // [batch, nchunks, heads, head_dim, dstate] of T: H_c, the state entering chunk c
     int Q;
     long long nc;
 };
@@ -210,8 +211,9 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a
     }
 }
 
-// 4. One thread per state element (batch, head, p, n), sequential over the chunks.
-// (A template only so that each element type's translation unit has its own copy.)
+// 4. One thread per state element (batch, head, p, n), sequential over the chunks; the next
+// chunk's S and decay are loaded before this chunk's update, so a chunk waits on one load latency.
+// H_c goes out in T, as the scan's product takes it (half the bytes of float32 for 16-bit T).
 template <typename T>
 __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, const ChunkArgs k) {
     const size_t PN = static_cast<size_t>(a.head_dim) * a.dstate;
@@ -219,13 +221,19 @@ __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, 
     if (id >= static_cast<size_t>(a.rows) * a.dstate) return;
     const size_t e = id % PN, bh = id / PN;
     const size_t h = bh % a.heads, b = bh / a.heads;
+    const float* __restrict__ st = k.st;
+    T* __restrict__ hs = static_cast<T*>(k.hs);
+    const auto slot = [&](long long c) { return ((b * k.nc + c) * a.heads + h) * PN + e; };
+    const auto log_decay = [&](long long c) { return k.cs[(bh * k.nc + c + 1) * k.Q - 1]; };
     float s = a.init ? a.init[id] : 0.f;
+    float add = st[slot(0)], ld = log_decay(0);
     for (long long c = 0; c < k.nc; ++c) {
-        float* slot = k.st + ((b * k.nc + c) * a.heads + h) * PN + e;
-        const float add = *slot;
-        *slot = s;
-        const float decay = ex2(k.cs[((bh * k.nc + c) + 1) * k.Q - 1] * kLog2e);
-        s = fmaf(decay, s, add);
+        const bool more = c + 1 < k.nc;
+        const float add_next = more ? st[slot(c + 1)] : 0.f, ld_next = more ? log_decay(c + 1) : 0.f;
+        hs[slot(c)] = from_f32<T>(s);
+        s = fmaf(ex2(ld * kLog2e), s, add);
+        add = add_next;
+        ld = ld_next;
     }
     if (a.final_state) a.final_state[id] = s;
 }
@@ -262,7 +270,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     }
     const T* __restrict__ x = static_cast<const T*>(a.x);
     const T* __restrict__ Cm = static_cast<const T*>(a.C);
-    const float* Hc = k.st + ((b * k.nc + c) * a.heads + h) * static_cast<size_t>(P) * N;
+    const T* Hc = static_cast<const T*>(k.hs) + ((b * k.nc + c) * a.heads + h) * static_cast<size_t>(P) * N;
     const float* cb = k.cb + ((b * k.nc + c) * a.ngroups + g) * static_cast<size_t>(k.Q) * k.Q;
     const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
     float* yw = Ys + wr * 32 * kLdY + wc * 32;  // this warp's part of the result tile
@@ -274,7 +282,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
         for (int e = threadIdx.x; e < kTile * kKb; e += kChunkThreads) {
             const int r = e / kKb, kk = e % kKb, n = n0 + kk, i = m0 + r, p = p0 + r;
             As[r * LDK + kk] = i < qc && n < N ? Cm[((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n] : zero_of<T>();
-            Hs[r * LDK + kk] = p < P && n < N ? from_f32<T>(Hc[static_cast<size_t>(p) * N + n]) : zero_of<T>();
+            Hs[r * LDK + kk] = p < P && n < N ? Hc[static_cast<size_t>(p) * N + n] : zero_of<T>();
         }
         __syncthreads();
         acc.template mma<RowMajor, ColMajor>(As + wr * 32 * LDK, LDK, Hs + wc * 32 * LDK, LDK, kKb);
@@ -352,6 +360,7 @@ cudaError_t launch_ssd_chunked(const SsdArgs& a, const SsdPlan& plan, char* scra
     k.cs = reinterpret_cast<float*>(scratch + plan.cs);
     k.cb = reinterpret_cast<float*>(scratch + plan.cb);
     k.st = reinterpret_cast<float*>(scratch + plan.st);
+    k.hs = scratch + plan.hs;
     k.Q = static_cast<int>(plan.chunk);
     k.nc = static_cast<long long>(plan.nchunks);
     const long long batch = a.rows / a.head_dim / a.heads;

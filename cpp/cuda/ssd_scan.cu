@@ -32,10 +32,12 @@ SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
     // settled by tools/gpu/bench_ssd.py's sweep.
     plan.chunk = forced_chunk ? static_cast<size_t>(cfg.chunk) : p.seqlen <= 128 ? 64 : p.seqlen <= 512 ? 128 : 256;
     plan.nchunks = (p.seqlen + plan.chunk - 1) / plan.chunk;
-    size_t bh = 0, rows = 0, cb = 0, st = 0;
+    size_t bh = 0, rows = 0, cb = 0, st = 0, hs = 0;
+    const size_t elem = p.elem == ElemType::F32 ? 4 : 2;
     bool ok = mul(p.batch, p.heads, bh) && mul(bh, plan.nchunks, rows) && mul(rows, plan.chunk * 4, rows);
     ok = ok && mul(p.batch, plan.nchunks, cb) && mul(cb, p.ngroups, cb) && mul(cb, plan.chunk * plan.chunk * 4, cb);
-    ok = ok && mul(bh, plan.nchunks, st) && mul(st, p.head_dim, st) && mul(st, p.dstate, st) && mul(st, 4, st);
+    ok = ok && mul(bh, plan.nchunks, st) && mul(st, p.head_dim, st) && mul(st, p.dstate, st) && mul(st, elem, hs) &&
+         mul(st, 4, st);
     ok = ok && rows < (1ull << 56) && cb < (1ull << 56) && st < (1ull << 56);
     if (!ok) {
         plan.valid = cfg.path == 0;
@@ -47,7 +49,8 @@ SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
     plan.cs = align256(rows);
     plan.cb = plan.cs + align256(rows);
     plan.st = plan.cb + align256(cb);
-    plan.bytes = plan.st + align256(st);
+    plan.hs = plan.st + align256(st);
+    plan.bytes = plan.hs + align256(hs);
     return plan;
 }
 

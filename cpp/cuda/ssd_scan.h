@@ -33,12 +33,14 @@ struct SsdConfig {
     int chunk = 0;  // the chunked path's Q: 64, 128 or 256
 };
 
-// What a call will run, and the scratch regions of the chunked path (byte offsets, float32).
+// What a call will run, and the scratch regions of the chunked path (byte offsets; float32 but
+// for hs, in the element type): dtp and cs [batch, heads, nchunks, chunk], cb [batch, nchunks,
+// ngroups, chunk, chunk], st and hs [batch, nchunks, heads, head_dim, dstate].
 struct SsdPlan {
     bool valid = true;  // false: a forced chunk or path this shape cannot take
     bool chunked = false;
     size_t chunk = 0, nchunks = 0;
-    size_t dtp = 0, cs = 0, cb = 0, st = 0, bytes = 0;
+    size_t dtp = 0, cs = 0, cb = 0, st = 0, hs = 0, bytes = 0;
 };
 SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg = {});
 
