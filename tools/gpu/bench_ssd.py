@@ -5,7 +5,8 @@ head_dim 64, d_state 128, ngroups 1, chunk 256; seqlen 2048 and 8192, batch 1 an
 bfloat16; dt_bias, D, softplus on, final state out, no initial state (a prefill).
 
 Per shape: mamba_ssm, ours as the shape chooses, and ours with chunk 64 / 128 / 256 forced,
-interleaved (theirs, ours..., theirs again: a warm GPU runs 1.5x a cold one), CUDA-event medians;
+interleaved (theirs, ours..., theirs again: a warm GPU runs 1.5x a cold one), CUDA-event medians
+of back-to-back calls, then both replayed from a CUDA graph (GPU time without launch costs);
 our y and final state are compared with mamba_ssm's (max |diff| / max |ref|) as a sanity line (the
 conformance itself is `pytest tests/python/gpu/test_ssd_scan_cuda.py`). Then a crossover sweep,
 the step kernel against the chunked path at short seqlens, which sets kSsdChunkedMinSeqlen.
@@ -58,6 +59,28 @@ def time_us(fn, per_batch=10, batches=7, warm=2):
         e1.record()
         e1.synchronize()
         ts.append(e0.elapsed_time(e1) * 1000.0 / per_batch)
+    return statistics.median(ts)
+
+
+def graph_us(fn, per_graph=10, reps=7):
+    """fn() replayed from a CUDA graph: the GPU time without the host's launch costs (mamba_ssm
+    launches five Triton kernels from Python, which can starve the GPU on short shapes)."""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(per_graph):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(reps):
+        e0.record()
+        g.replay()
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1) * 1000.0 / per_graph)
     return statistics.median(ts)
 
 
@@ -114,6 +137,10 @@ def bench_shape(anchor, batch, seqlen, dtype, rows):
         if theirs:
             t["mamba_ssm"].append(time_us(theirs))
             t["mamba_ssm"] = min(t["mamba_ssm"])
+            try:
+                log(f"  CUDA-graph replay: mamba_ssm {graph_us(theirs):.1f} us, ours (auto) {graph_us(ours['auto']):.1f} us")
+            except Exception as e:  # noqa: BLE001 (a capture failure leaves the eager figures)
+                log(f"  CUDA-graph replay failed ({type(e).__name__}: {e})")
             ours["auto"]()
             y_ref, fs_ref = theirs()
             torch.cuda.synchronize()

@@ -15,14 +15,14 @@ Outputs and the chunked path's scratch are NaN-poisoned so an element not writte
 before it is written) fails. Tier: ops_reference.TIERS with atol taken relative to the tensor's
 scale (docs/decisions.md, long float32 scans), as for SelectiveScan's kernels."""
 
+import ctypes
 import itertools
 
 import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
-from cuda_harness import (error_string, failures_over_splits, lib, ptr, run_ssd, ssd_inputs, ssd_params,  # noqa: E402
-                          to_host)
+from cuda_harness import error_string, failures_over_splits, lib, run_ssd, ssd_inputs, ssd_params, to_host  # noqa: E402
 from ops_reference import SSD_INPUTS, mismatch, ssd_scan_ref  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
@@ -159,7 +159,7 @@ def test_the_chunked_path_starts_at_33_steps():
     steps on, none below; and the step kernel forced asks for none."""
     def scratch_bytes(seqlen, cfg=None):
         x = ssd_inputs(1, seqlen, 4, 16, 2, 16, "float16", ALL, seed=9)
-        p = ssd_params(x, x["x"], None, "float16", True)
+        p = ctypes.byref(ssd_params(x, x["x"], None, "float16", True))
         if cfg is None:
             return lib.mambac_cuda_ssd_scan_scratch_bytes(p)
         return lib.mambac_cuda_ssd_scan_cfg_scratch_bytes(p, *cfg)
@@ -179,8 +179,7 @@ def test_chunked_without_scratch_is_refused_untouched():
 
 def test_automatic_without_scratch_takes_the_step_kernel():
     """A caller that gives no scratch (one built before the chunked path) still gets the scan."""
-    case = (1, 100, 4, 16, 2, 16, ALL)
-    x = ssd_inputs(*case[:6], "float32", ALL, seed=11)
+    x = ssd_inputs(1, 100, 4, 16, 2, 16, "float32", ALL, seed=11)
     refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
     fails = failures_over_splits(lambda _: run_ssd(x, "float32", True, True, scratch=False), (None,), refs,
                                  "float32", True)
