@@ -57,6 +57,32 @@ __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k,
     return left < static_cast<size_t>(k.Q) ? static_cast<int>(left) : k.Q;
 }
 
+// The next tile index of a block's linear index: id % n, with n taken off id.
+__device__ __forceinline__ int take(long long& id, long long n) {
+    const int t = static_cast<int>(id % n);
+    id /= n;
+    return t;
+}
+
+// The (batch, chunk, head) a block of phases 3 and 5 works on, from what is left of its index
+// after its tile indices ((b, c, h)-major, as the launcher counts the blocks).
+struct HeadChunk {
+    size_t b, c0, row;  // row: of the [batch, heads, nchunks, Q] scratch
+    long long c;
+    int h, g, qc;       // qc: the chunk's steps inside the sequence
+};
+__device__ __forceinline__ HeadChunk head_chunk(const SsdArgs& a, const ChunkArgs& k, long long id) {
+    HeadChunk w;
+    w.h = take(id, a.heads);
+    w.c = id % k.nc;
+    w.b = static_cast<size_t>(id / k.nc);
+    w.g = w.h / a.heads_per_group;
+    w.c0 = static_cast<size_t>(w.c) * k.Q;
+    w.qc = chunk_steps(a, k, w.c0);
+    w.row = (w.b * a.heads + w.h) * k.nc + w.c;
+    return w;
+}
+
 // 1. One warp per (batch, head, chunk) row; lane l owns steps [l E, l E + E), E = Q / 32.
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_prep(const SsdArgs a, const ChunkArgs k) {
@@ -119,12 +145,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
     __shared__ __align__(128) float Ys[kTile * kLdY];
     const int tq = k.Q / kTile;
     long long id = blockIdx.x;
-    const int tj = static_cast<int>(id % tq);
-    id /= tq;
-    const int ti = static_cast<int>(id % tq);
-    id /= tq;
-    const int g = static_cast<int>(id % a.ngroups);
-    id /= a.ngroups;
+    const int tj = take(id, tq), ti = take(id, tq), g = take(id, a.ngroups);
     const long long c = id % k.nc;
     const size_t b = static_cast<size_t>(id / k.nc);
     const size_t c0 = static_cast<size_t>(c) * k.Q;
@@ -168,18 +189,11 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a
     const int P = a.head_dim, N = a.dstate;
     const int ntp = (P + kTile - 1) / kTile, ntn = (N + kTile - 1) / kTile;
     long long id = blockIdx.x;
-    const int tn = static_cast<int>(id % ntn);
-    id /= ntn;
-    const int tp = static_cast<int>(id % ntp);
-    id /= ntp;
-    const int h = static_cast<int>(id % a.heads);
-    id /= a.heads;
-    const long long c = id % k.nc;
-    const size_t b = static_cast<size_t>(id / k.nc);
-    const int g = h / a.heads_per_group;
-    const size_t c0 = static_cast<size_t>(c) * k.Q;
-    const int qc = chunk_steps(a, k, c0);
-    const size_t row = (b * a.heads + h) * k.nc + c;
+    const int tn = take(id, ntn), tp = take(id, ntp);
+    const HeadChunk hc = head_chunk(a, k, id);
+    const size_t b = hc.b, c0 = hc.c0, row = hc.row;
+    const long long c = hc.c;
+    const int h = hc.h, g = hc.g, qc = hc.qc;
     const float* cs = k.cs + row * k.Q;
     const float* dtp = k.dtp + row * k.Q;
     const float last = cs[k.Q - 1];
@@ -250,20 +264,13 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     const int P = a.head_dim, N = a.dstate;
     const int ntp = (P + kTile - 1) / kTile, tq = k.Q / kTile;
     long long id = blockIdx.x;
-    const int tp = static_cast<int>(id % ntp);
-    id /= ntp;
-    const int tm = static_cast<int>(id % tq);
-    id /= tq;
-    const int h = static_cast<int>(id % a.heads);
-    id /= a.heads;
-    const long long c = id % k.nc;
-    const size_t b = static_cast<size_t>(id / k.nc);
-    const int g = h / a.heads_per_group;
-    const size_t c0 = static_cast<size_t>(c) * k.Q;
-    const int qc = chunk_steps(a, k, c0);
+    const int tp = take(id, ntp), tm = take(id, tq);
+    const HeadChunk hc = head_chunk(a, k, id);
+    const size_t b = hc.b, c0 = hc.c0, row = hc.row;
+    const long long c = hc.c;
+    const int h = hc.h, g = hc.g, qc = hc.qc;
     const int m0 = tm * kTile, p0 = tp * kTile;
     if (m0 >= qc) return;
-    const size_t row = (b * a.heads + h) * k.nc + c;
     for (int i = threadIdx.x; i < k.Q; i += kChunkThreads) {
         css[i] = k.cs[row * k.Q + i];
         dts[i] = k.dtp[row * k.Q + i];

@@ -20,7 +20,6 @@ when OUT is set.
 """
 import argparse
 import os
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,11 +29,12 @@ ap.add_argument("harness", nargs="?", help="libmambac_cuda_harness.so (default: 
 ap.add_argument("--anchor", default=os.path.join(ROOT, ".device", "anchor"), help="mamba_ssm's anchor tree")
 ap.add_argument("--quick", action="store_true", help="seqlen 2048 only")
 args = ap.parse_args()
-sys.path[:0] = [os.path.join(ROOT, "tests", "python"), os.path.join(ROOT, "tests", "python", "gpu")]
+sys.path[:0] = [HERE, os.path.join(ROOT, "tests", "python"), os.path.join(ROOT, "tests", "python", "gpu")]
 if args.harness:
     os.environ["MAMBAC_CUDA_HARNESS"] = args.harness
 import cuda_harness as h  # noqa: E402
 from cuda_harness import check_rc, ptr, ssd_inputs, ssd_params, ssd_scratch, torch  # noqa: E402
+from gpu_timing import graph_time_us, time_us  # noqa: E402
 
 LOG = []
 HEADS, HEAD_DIM, DSTATE, NGROUPS, CHUNK = 80, 64, 128, 1, 256
@@ -44,44 +44,6 @@ def log(*a):
     s = " ".join(str(x) for x in a)
     print(s, flush=True)
     LOG.append(s)
-
-
-def time_us(fn, per_batch=10, batches=7, warm=2):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(batches):
-        e0.record()
-        for _ in range(per_batch):
-            fn()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) * 1000.0 / per_batch)
-    return statistics.median(ts)
-
-
-def graph_us(fn, per_graph=10, reps=7):
-    """fn() replayed from a CUDA graph: the GPU time without the host's launch costs (mamba_ssm
-    launches five Triton kernels from Python, which can starve the GPU on short shapes)."""
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(per_graph):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        e0.record()
-        g.replay()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) * 1000.0 / per_graph)
-    return statistics.median(ts)
 
 
 def load_anchor():
@@ -138,7 +100,7 @@ def bench_shape(anchor, batch, seqlen, dtype, rows):
             t["mamba_ssm"].append(time_us(theirs))
             t["mamba_ssm"] = min(t["mamba_ssm"])
             try:
-                log(f"  CUDA-graph replay: mamba_ssm {graph_us(theirs):.1f} us, ours (auto) {graph_us(ours['auto']):.1f} us")
+                log(f"  CUDA-graph replay: mamba_ssm {graph_time_us(theirs, per_graph=10, reps=7):.1f} us, ours (auto) {graph_time_us(ours['auto'], per_graph=10, reps=7):.1f} us")
             except Exception as e:  # noqa: BLE001 (a capture failure leaves the eager figures)
                 log(f"  CUDA-graph replay failed ({type(e).__name__}: {e})")
             ours["auto"]()
