@@ -12,7 +12,8 @@ The model follows the kernel phase by phase, with its padding and masks:
 3. state passing: H_0 = initial_state or 0, H_{c+1} = exp(cs_c[Q-1]) H_c + S_c; the last H is the
    final state;
 4. output: y[i, p] = exp(cs[i]) (C H_c^T)[i, p] + sum_j M[i, j] x[j, p] + D x[i, p], with
-   M[i, j] = (C_i . B_j) exp(cs[i] - cs[j]) dt'[j] for j <= i, and exactly 0 (a select) above.
+   M[i, j] = (C_i . B_j) exp(cs[i] - cs[j]) dt'[j] for j <= i, and exactly 0 (a select) above;
+   where x holds a NaN or an infinity the masked terms are left out of the sum (0 * inf).
 
 `operand` rounds what the kernel rounds before a product (the scaled x of 2, the chunk-start
 state H_c and M of 4) to the input type, and sums cs in float32 as the kernel does, so the
@@ -79,7 +80,12 @@ def chunked_ssd(x, dt, A, B, C, D=None, dt_bias=None, initial_state=None, dt_sof
         csc = cs[:, c].transpose(0, 2, 1)  # [b, heads, Q]
         seg = np.where(causal, csc[:, :, :, None] - csc[:, :, None, :], -np.inf)
         M = rnd(np.where(causal, cb * np.exp(seg) * d[:, c].transpose(0, 2, 1)[:, :, None, :], 0.0))
-        intra = np.einsum("bhij,bjhp->bihp", M, xc[:, c])
+        if np.isfinite(xc[:, c]).all():
+            intra = np.einsum("bhij,bjhp->bihp", M, xc[:, c])
+        else:  # the kernel sums a tile holding a non-finite x without the masked terms (0 * inf)
+            with np.errstate(invalid="ignore"):
+                prod = M[..., None] * xc[:, c].transpose(0, 2, 1, 3)[:, :, None]  # [b, heads, i, j, p]
+            intra = np.where(causal[None, None, :, :, None], prod, 0.0).sum(3).transpose(0, 2, 1, 3)
         off = np.einsum("bihn,bhpn->bihp", cc[:, c], rnd(starts[c])) * np.exp(cs[:, c])[..., None]
         y[:, c] = intra + off
         if D is not None:
@@ -155,4 +161,26 @@ def test_operand_roundings_stay_in_the_tier(shape, dtype):
     # y is stored as T by the kernel: round it as the kernel's store does.
     y = y.astype(ROUND[dtype]).astype(np.float64)
     assert mismatch(y, ry, dtype, "y", scaled_atol=True) is None
+    assert mismatch(h, rh, dtype, "final_state", scaled_atol=True) is None
+
+
+@pytest.mark.parametrize("dtype", [d for d in ("float32", "float16", "bfloat16") if d in ROUND])
+@pytest.mark.parametrize("dstate", [1, 5, 64])
+@pytest.mark.parametrize("special", ["nan", "inf", "-inf"])
+def test_nonfinite_x_positions(special, dstate, dtype):
+    """What tests/python/gpu/test_ssd_scan_cuda.py test_chunked_nonfinite_x asks of the kernel,
+    shown for the decomposition first (same shape, steps and chunk): a NaN in x gives the
+    reference's NaN positions; an infinity its non-finite positions in y (C . B summed before x
+    multiplies it may give +-inf where the step equations add +inf to -inf) and its exact kinds in
+    the final state; y stays finite before the special step."""
+    rng = np.random.default_rng(13 + dstate)
+    feeds = inputs(rng, 1, 100, 2, 3, 1, dstate, dtype=dtype)
+    feeds["x"][0, 40, 1, 2] = float(special)
+    feeds["x"][0, 70, 0, 1] = float(special)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ry, rh = ssd_scan_ref(**feeds)
+        y, h = chunked_ssd(**feeds, chunk=64, operand=dtype)
+    y = y.astype(ROUND[dtype]).astype(np.float64)
+    assert np.isfinite(y[0, :40]).all() and np.isfinite(y[0, :70, 0]).all()
+    assert mismatch(y, ry, dtype, "y", scaled_atol=True, any_nonfinite=special != "nan") is None
     assert mismatch(h, rh, dtype, "final_state", scaled_atol=True) is None
