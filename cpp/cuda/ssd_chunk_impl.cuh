@@ -57,6 +57,41 @@ __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k,
     return left < static_cast<size_t>(k.Q) ? static_cast<int>(left) : k.Q;
 }
 
+// Stages a ROWS x COLS tile of T into shared memory at dst (leading dimension ld): tile row r is
+// row(r), a pointer to its first element with `ncols` elements readable (null: a row of zeros);
+// columns past ncols are zeros. 16-byte loads where a vector lies inside the row and is 16-byte
+// aligned (head_dim and dstate multiples of 8 for 16-bit T, of 4 for float32), element loads
+// otherwise; 16-byte shared stores for 16-bit T (kLdK / kLdT keep their rows 16-byte aligned).
+// CHECK: returns whether any element this thread staged is not finite.
+template <typename T, int ROWS, int COLS, bool CHECK = false, typename Row>
+__device__ __forceinline__ bool stage(T* dst, int ld, const Row& row, int ncols) {
+    constexpr int V = kVec<T>, PER_ROW = COLS / V;
+    static_assert(COLS % V == 0, "whole vectors a row");
+    bool bad = false;
+    for (int q = threadIdx.x; q < ROWS * PER_ROW; q += kChunkThreads) {
+        const int r = q / PER_ROW, c = (q % PER_ROW) * V;
+        const T* src = row(r);
+        Vec16<T> v;
+        if (src && c + V <= ncols && (reinterpret_cast<size_t>(src + c) & 15) == 0) {
+            v.raw = *reinterpret_cast<const uint4*>(src + c);
+        } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) v.e[e] = src && c + e < ncols ? src[c + e] : zero_of<T>();
+        }
+        if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+            for (int e = 0; e < V; ++e) dst[r * ld + c + e] = v.e[e];
+        } else {
+            *reinterpret_cast<uint4*>(dst + r * ld + c) = v.raw;
+        }
+        if constexpr (CHECK) {
+#pragma unroll
+            for (int e = 0; e < V; ++e) bad |= !isfinite(to_f32(v.e[e]));
+        }
+    }
+    return bad;
+}
+
 // The next tile index of a block's linear index: id % n, with n taken off id.
 __device__ __forceinline__ int take(long long& id, long long n) {
     const int t = static_cast<int>(id % n);
@@ -160,12 +195,17 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
     acc.zero();
     for (int n0 = 0; n0 < N; n0 += kKb) {
         __syncthreads();
-        for (int e = threadIdx.x; e < kTile * kKb; e += kChunkThreads) {
-            const int r = e / kKb, kk = e % kKb, n = n0 + kk;
-            const int i = ti * kTile + r, j = tj * kTile + r;
-            Cs[r * LDK + kk] = i < qc && n < N ? Cm[((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n] : zero_of<T>();
-            Bs[r * LDK + kk] = j < qc && n < N ? Bm[((b * a.seqlen + c0 + j) * a.ngroups + g) * N + n] : zero_of<T>();
-        }
+        // Row r of the C tile is step ti * 64 + r, of the B tile step tj * 64 + r.
+        const auto c_row = [&](int r) -> const T* {
+            const int i = ti * kTile + r;
+            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
+        };
+        const auto b_row = [&](int r) -> const T* {
+            const int j = tj * kTile + r;
+            return j < qc ? Bm + ((b * a.seqlen + c0 + j) * a.ngroups + g) * N + n0 : nullptr;
+        };
+        stage<T, kTile, kKb>(Cs, LDK, c_row, N - n0);
+        stage<T, kTile, kKb>(Bs, LDK, b_row, N - n0);
         __syncthreads();
         acc.template mma<RowMajor, ColMajor>(Cs + wr * 32 * LDK, LDK, Bs + wc * 32 * LDK, LDK, kKb);
     }
@@ -206,13 +246,16 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a
     for (int i0 = 0; i0 < qc; i0 += kKb) {
         __syncthreads();
         for (int e = threadIdx.x; e < kKb * kTile; e += kChunkThreads) {
-            const int kk = e / kTile, col = e % kTile, i = i0 + kk;
-            const int p = tp * kTile + col, n = tn * kTile + col;
+            const int kk = e / kTile, col = e % kTile, i = i0 + kk, p = tp * kTile + col;
             const size_t tok = b * a.seqlen + c0 + i;
             Xs[kk * LDT + col] =
                 i < qc && p < P ? from_f32<T>(to_f32(x[(tok * a.heads + h) * P + p]) * ws[i]) : zero_of<T>();
-            Bs[kk * LDT + col] = i < qc && n < N ? Bm[(tok * a.ngroups + g) * N + n] : zero_of<T>();
         }
+        const auto b_row = [&](int r) -> const T* {
+            const int i = i0 + r;
+            return i < qc ? Bm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + tn * kTile : nullptr;
+        };
+        stage<T, kKb, kTile>(Bs, LDT, b_row, N - tn * kTile);
         __syncthreads();
         acc.template mma<ColMajor, RowMajor>(Xs + wr * 32, LDT, Bs + wc * 32, LDT, kKb);
     }
@@ -286,11 +329,16 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     // The carried-in state: (C H_c^T)[i, p], K = dstate.
     for (int n0 = 0; n0 < N; n0 += kKb) {
         __syncthreads();
-        for (int e = threadIdx.x; e < kTile * kKb; e += kChunkThreads) {
-            const int r = e / kKb, kk = e % kKb, n = n0 + kk, i = m0 + r, p = p0 + r;
-            As[r * LDK + kk] = i < qc && n < N ? Cm[((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n] : zero_of<T>();
-            Hs[r * LDK + kk] = p < P && n < N ? Hc[static_cast<size_t>(p) * N + n] : zero_of<T>();
-        }
+        const auto c_row = [&](int r) -> const T* {
+            const int i = m0 + r;
+            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
+        };
+        const auto h_row = [&](int r) -> const T* {
+            const int p = p0 + r;
+            return p < P ? Hc + static_cast<size_t>(p) * N + n0 : nullptr;
+        };
+        stage<T, kTile, kKb>(As, LDK, c_row, N - n0);
+        stage<T, kTile, kKb>(Hs, LDK, h_row, N - n0);
         __syncthreads();
         acc.template mma<RowMajor, ColMajor>(As + wr * 32 * LDK, LDK, Hs + wc * 32 * LDK, LDK, kKb);
     }
@@ -314,13 +362,11 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
             if (j <= i && i < qc) m = cb[static_cast<size_t>(i) * k.Q + j] * ex2((css[i] - css[j]) * kLog2e) * dts[j];
             As[r * LDK + kk] = from_f32<T>(m);
         }
-        bool bad = false;
-        for (int e = threadIdx.x; e < kKb * kTile; e += kChunkThreads) {
-            const int kk = e / kTile, col = e % kTile, j = j0 + kk, p = p0 + col;
-            const T v = j < qc && p < P ? x[((b * a.seqlen + c0 + j) * a.heads + h) * P + p] : zero_of<T>();
-            Xs[kk * LDT + col] = v;
-            bad |= !isfinite(to_f32(v));
-        }
+        const auto x_row = [&](int r) -> const T* {
+            const int j = j0 + r;
+            return j < qc ? x + ((b * a.seqlen + c0 + j) * a.heads + h) * P + p0 : nullptr;
+        };
+        const bool bad = stage<T, kKb, kTile, true>(Xs, LDT, x_row, P - p0);
         // A non-finite x above the diagonal would meet M's zeros there in the product (0 * inf =
         // NaN in rows the equations keep finite): such a block is summed on CUDA cores, skipping
         // those terms. Only blocks that cross the diagonal can hold them.
