@@ -199,6 +199,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
         Op::Softplus => vec![map(x(0), softplus)],
         Op::Exp => vec![map(x(0), f64::exp)],
         Op::Neg => vec![map(x(0), |v| -v)],
+        Op::Clip { min, max } => vec![map(x(0), |v| reference::clamp(v, *min, *max))],
         Op::SplitLast { sizes } => {
             let t = x(0);
             let last = *t.shape.last().expect("rank >= 1");

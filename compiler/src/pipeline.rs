@@ -61,19 +61,22 @@ pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, Com
     if opts.lower.ops == OpSet::Standard {
         let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));
         passes.extend(run_rules(&mut graph, STANDARD_RULES, left)?);
-        // A custom op the standard rules do not rewrite (Mamba-2's SsdScan) would leave a model
-        // that needs the library after all; a bisecting run (--max-rewrites) stops early on purpose.
+        // A bisecting run (--max-rewrites) stops early on purpose.
         if opts.max_rewrites.is_none() {
-            if let Some(id) = graph.node_ids().into_iter().find(|&id| graph.op(id).is_fused_op()) {
-                return Err(CompileError::NoStandardForm {
-                    op: graph.op(id).kind(),
-                    node: graph.node(id).name.clone(),
-                });
-            }
+            standard_ops_only(&graph)?;
         }
     }
     validate(&graph).map_err(CompileError::Lowering)?;
     Ok(Compiled { graph, passes })
+}
+
+/// Refuses a graph that still holds a custom op after the standard rules: one they do not rewrite
+/// would leave a `--ops standard` model that needs the op library after all.
+pub fn standard_ops_only(graph: &Graph) -> Result<(), CompileError> {
+    match graph.node_ids().into_iter().find(|&id| graph.op(id).is_fused_op()) {
+        Some(id) => Err(CompileError::NoStandardForm { op: graph.op(id).kind(), node: graph.node(id).name.clone() }),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,10 +135,12 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
+    // The options first: what they refuse (--ops standard) is refused for every model.
+    let opts = decode_options(general)?;
     if ckpt.config.mamba2.is_some() {
         return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
     }
-    let compiled = compile(ckpt, &decode_options(general)?)?;
+    let compiled = compile(ckpt, &opts)?;
     let layers = ckpt.config.num_hidden_layers;
     let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();
     if fused != layers {

@@ -36,6 +36,26 @@ def model_session(model, threads=2):
     return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
 
 
+def plain_session(model, threads=2):
+    """Stock ORT on the CPU and nothing registered: a `--ops standard` model must stand alone."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+
+
+def zero_states(sess, batch):
+    """Zero conv and ssm states of a stateful model's session, in its input shapes and types."""
+    import numpy as np
+
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    return {
+        i.name: np.zeros([batch, *i.shape[1:]], types[i.type])
+        for i in sess.get_inputs() if i.name != "input_ids"
+    }
+
+
 def mambac(*args, check=True):
     """Runs the mambac CLI; returns the CompletedProcess (text mode)."""
     return subprocess.run([str(mambac_bin()), *map(str, args)], capture_output=True, text=True, check=check)
@@ -45,4 +65,5 @@ def load_reference(fixture="mamba-tiny-hf"):
     from safetensors.numpy import load_file
 
     # mamba-tiny-ssm holds the same weights as mamba-tiny-hf and has no reference of its own.
-    return load_file(str(TESTDATA / "mamba-tiny-hf" / "reference.safetensors"))
+    own = TESTDATA / fixture / "reference.safetensors"
+    return load_file(str(own if own.is_file() else TESTDATA / "mamba-tiny-hf" / "reference.safetensors"))

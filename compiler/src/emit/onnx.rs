@@ -393,6 +393,13 @@ impl Emitter<'_, '_> {
             Op::Softplus => self.push("Softplus", "", &name, vec![req(0)], outs, vec![]),
             Op::Exp => self.push("Exp", "", &name, vec![req(0)], outs, vec![]),
             Op::Neg => self.push("Neg", "", &name, vec![req(0)], outs, vec![]),
+            Op::Clip { min, max } => {
+                // Clip's bounds are inputs of x's type (an infinite bound stays infinite in it).
+                let elem = self.vg.type_of(g.input(id, 0).expect("validated")).elem;
+                let lo = self.helper_const(tensor(&format!("{name}.min"), elem, &[], encode_f64(&[*min], elem)));
+                let hi = self.helper_const(tensor(&format!("{name}.max"), elem, &[], encode_f64(&[*max], elem)));
+                self.push("Clip", "", &name, vec![req(0), lo, hi], outs, vec![])
+            }
             Op::Silu => {
                 // Opset 18 has no SiLU: x * sigmoid(x).
                 let s = format!("{name}.sigmoid");

@@ -138,7 +138,7 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             expect_elem("b", b, a.elem, "same as 'a'")?;
             Ok(vec![ValueType::new(a.elem, broadcast(&a.shape, &b.shape)?)])
         }
-        Op::Silu | Op::Softplus | Op::Exp | Op::Neg => {
+        Op::Silu | Op::Softplus | Op::Exp | Op::Neg | Op::Clip { .. } => {
             let x = required(op, inputs, 0)?;
             expect_float("x", x)?;
             Ok(vec![x.clone()])

@@ -88,11 +88,12 @@ pub struct CausalConvWithStateConfig {
     pub silu: bool,
 }
 
-/// ONNX's `LinearAttention` (opset 27), update rule "gated" with a per-key decay, as many query
-/// heads as key/value heads. Per head, with `S [d_k, d_v]` (from `past_state` or zeros):
+/// ONNX's `LinearAttention` (opset 27), update rule "gated", as many query heads as key/value
+/// heads. Per head, with `S [d_k, d_v]` (from `past_state` or zeros):
 ///
 /// ```text
-/// S_t = exp(g_t) * S_{t-1} + k_t ⊗ v_t      (g_t [d_k]: the decay, in log space, per key row)
+/// S_t = exp(g_t) * S_{t-1} + k_t ⊗ v_t      (g_t: the decay, in log space, per key row [d_k]
+///                                            or one a head, by the decay input's shape)
 /// o_t = scale * q_t^T S_t
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +158,11 @@ pub enum Op {
     Softplus,
     Exp,
     Neg,
+    /// ONNX's `Clip`: `min(max(x, min), max)`, a NaN staying NaN (`--ops standard`'s dt clamp).
+    Clip {
+        min: f64,
+        max: f64,
+    },
     /// Splits the last axis into parts of the given sizes (one output each).
     SplitLast {
         sizes: Vec<usize>,
@@ -203,6 +209,7 @@ impl Op {
             Op::Softplus => "Softplus",
             Op::Exp => "Exp",
             Op::Neg => "Neg",
+            Op::Clip { .. } => "Clip",
             Op::SplitLast { .. } => "SplitLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
@@ -228,6 +235,7 @@ impl Op {
             | Op::Softplus
             | Op::Exp
             | Op::Neg
+            | Op::Clip { .. }
             | Op::SplitLast { .. }
             | Op::Unsqueeze { .. }
             | Op::LastPosition

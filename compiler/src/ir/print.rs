@@ -15,6 +15,7 @@ fn op_detail(op: &Op) -> String {
         Op::SplitLast { sizes } => format!("SplitLast({sizes:?})"),
         Op::Unsqueeze { axis } => format!("Unsqueeze(axis={axis})"),
         Op::Expand { shape } => format!("Expand({shape:?})"),
+        Op::Clip { min, max } => format!("Clip({min}, {max})"),
         Op::CausalConvWithState(c) => {
             format!("CausalConvWithState(activation={})", if c.silu { "silu" } else { "none" })
         }

@@ -15,6 +15,8 @@ mod fuse_scan_delta_bias;
 mod fuse_scan_gate;
 mod fuse_scan_softplus;
 mod scan_to_linear_attention;
+mod ssd_scan_to_linear_attention;
+mod standard_lowering;
 
 use crate::ir::{validate, Graph, NodeId, Op, ValidationError, ValueRef, ValueType};
 
@@ -40,8 +42,11 @@ pub const RULES: &[&dyn Rule] = &[
 
 /// `--ops standard`: after the fusion rules, the fused ops become opset 27's standard ops (and
 /// ordinary ones around them), so the model needs no custom op library.
-pub const STANDARD_RULES: &[&dyn Rule] =
-    &[&conv_to_causal_conv_with_state::ConvToCausalConvWithState, &scan_to_linear_attention::ScanToLinearAttention];
+pub const STANDARD_RULES: &[&dyn Rule] = &[
+    &conv_to_causal_conv_with_state::ConvToCausalConvWithState,
+    &scan_to_linear_attention::ScanToLinearAttention,
+    &ssd_scan_to_linear_attention::SsdScanToLinearAttention,
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("after rewrite {label}: {source}")]

@@ -22,6 +22,17 @@ pub fn softplus(x: f64) -> f64 {
     }
 }
 
+/// ONNX Clip's `min(max(x, min), max)` (max wins if min > max); a NaN stays NaN (neither
+/// comparison holds), as SsdScan's dt clamp keeps it.
+pub fn clamp(x: f64, min: f64, max: f64) -> f64 {
+    let x = if x < min { min } else { x };
+    if x > max {
+        max
+    } else {
+        x
+    }
+}
+
 pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
