@@ -55,6 +55,8 @@ pub mod ffi {
     ///   b, c               [batch, seqlen, ngroups, dstate]    T
     ///   initial_state,
     ///   final_state        [batch, heads, head_dim, dstate]    f32
+    ///   scratch            device scratch of the CUDA chunked prefill (`ssd_scan_scratch_bytes`
+    ///                      in cpp/cuda/ssd_scan.h); 0 = none, and the CPU kernel reads none
     #[derive(Debug, Clone, Copy)]
     struct SsdScanParams {
         batch: usize,
@@ -77,6 +79,7 @@ pub mod ffi {
         initial_state: usize,
         y: usize,
         final_state: usize,
+        scratch: usize,
     }
 
     /// CausalConv1d, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.

@@ -154,6 +154,7 @@ mod tests {
             initial_state: 0,
             y: 0,
             final_state: 0,
+            scratch: 0,
         }
     }
 

@@ -70,6 +70,13 @@ StepParams = abi_struct("MambaLayerStepParams")
 vp = ctypes.c_void_p
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
 lib.mambac_cuda_ssd_scan.argtypes = [ctypes.POINTER(SsdParams), vp]
+lib.mambac_cuda_ssd_scan_scratch_bytes.argtypes = [ctypes.POINTER(SsdParams)]
+lib.mambac_cuda_ssd_scan_scratch_bytes.restype = ctypes.c_size_t
+# (path, chunk): SsdConfig (cpp/cuda/ssd_scan.h); path 1 = the step kernel, -1 = the chunked
+# prefill; chunk 64, 128 or 256; 0 = by shape.
+lib.mambac_cuda_ssd_scan_cfg.argtypes = [ctypes.POINTER(SsdParams), vp, ctypes.c_int, ctypes.c_int]
+lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.argtypes = [ctypes.POINTER(SsdParams), ctypes.c_int, ctypes.c_int]
+lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.restype = ctypes.c_size_t
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
 lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
 lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(StepParams)]
@@ -154,14 +161,35 @@ def ssd_params(x, y, final_state, dtype, dt_softplus, dt_min=0.0, dt_max=float("
                      final_state=ptr(final_state), **{SSD_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
-def run_ssd(x, dtype, dt_softplus, want_final, dt_min=0.0, dt_max=float("inf"), poison=float("nan")):
-    """Runs SsdScan on outputs filled with `poison` (so an element it does not write fails).
+def ssd_scratch(p, cfg=None, poison=float("nan")):
+    """The device scratch SsdScan asks for with params `p` (cfg: (path, chunk) forced), filled with
+    `poison` so a stale value read before it is written shows; None when it asks for none."""
+    if cfg is None:
+        nbytes = lib.mambac_cuda_ssd_scan_scratch_bytes(ctypes.byref(p))
+    else:
+        nbytes = lib.mambac_cuda_ssd_scan_cfg_scratch_bytes(ctypes.byref(p), *cfg)
+    return torch.full((nbytes // 4,), poison, device=dev) if nbytes else None
+
+
+def launch_ssd(p, cfg=None):
+    """Returns the CUDA status; cfg = (path, chunk) forces SsdConfig (zeros = by shape)."""
+    if cfg is None:
+        return lib.mambac_cuda_ssd_scan(ctypes.byref(p), stream())
+    return lib.mambac_cuda_ssd_scan_cfg(ctypes.byref(p), stream(), *cfg)
+
+
+def run_ssd(x, dtype, dt_softplus, want_final, dt_min=0.0, dt_max=float("inf"), poison=float("nan"), cfg=None,
+            scratch=True):
+    """Runs SsdScan on outputs filled with `poison` (so an element it does not write fails), with
+    the scratch it asks for (poisoned too) unless scratch=False. cfg: (path, chunk), as launch_ssd.
     Returns (status, y, final_state or None)."""
     batch, seqlen, heads, head_dim = x["x"].shape
     y = torch.full(x["x"].shape, poison, dtype=x["x"].dtype, device=dev)
     fs = torch.full((batch, heads, head_dim, x["B"].shape[3]), poison, device=dev) if want_final else None
     p = ssd_params(x, y, fs, dtype, dt_softplus, dt_min, dt_max)
-    rc = lib.mambac_cuda_ssd_scan(ctypes.byref(p), stream())
+    buf = ssd_scratch(p, cfg) if scratch else None
+    p.scratch = ptr(buf)
+    rc = launch_ssd(p, cfg)
     torch.cuda.synchronize()
     return rc, y, fs
 
