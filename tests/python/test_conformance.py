@@ -11,22 +11,24 @@ import pytest
 from onnx import numpy_helper
 
 from mambac_testing import mambac, ops_lib
-from ops_reference import DTYPES, session, run
+from ops_reference import DTYPES, run, session, ssd_scan_ref
 
 
 def test_the_grid_passes_and_prints_a_row_a_case():
     r = mambac("conformance", "--threads", "2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     rows = [line for line in r.stdout.splitlines() if line.endswith(" pass")]
-    assert len(rows) == 93, r.stdout
-    assert r.stdout.strip().endswith("93 cases, 93 pass, 0 fail")
+    assert len(rows) == 129, r.stdout
+    assert r.stdout.strip().endswith("129 cases, 129 pass, 0 fail")
     # Every op and dtype is in the grid, and a case with every option off.
     for what in ("SelectiveScan float16", "CausalConv1d bfloat16", "MambaLayerStep float32",
-                 "Mamba2LayerStep bfloat16", "[2,65,36,16,3] none"):
+                 "Mamba2LayerStep bfloat16", "[2,65,36,16,3] none", "SsdScan bfloat16 [1,300,6,8,2,16]",
+                 "SsdScan float16 [2,65,6,8,2,16] none"):
         assert any(what in row for row in rows), what
 
 
-@pytest.mark.parametrize("op", ["selective-scan", "causal-conv1d", "mamba-layer-step", "mamba2-layer-step"])
+@pytest.mark.parametrize("op", ["selective-scan", "causal-conv1d", "mamba-layer-step", "mamba2-layer-step",
+                                "ssd-scan"])
 def test_vectors_load_and_reproduce_in_onnxruntime(tmp_path, op):
     r = mambac("conformance", "--ops", op, "--dtypes", "float32,float16", "--write-vectors", tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
@@ -53,6 +55,44 @@ def test_vectors_load_and_reproduce_in_onnxruntime(tmp_path, op):
                                        atol=atol * scale, err_msg=f"{model_path} {vi.name}")
 
 
+def test_ssd_vectors_hold_the_python_reference_and_their_clamp_and_softplus_bite(tmp_path):
+    """The SsdScan cases' expected outputs (the compiler's float64 reference) are ops_reference's
+    ssd_scan_ref of the same inputs and attributes; and the clamp and softplus each change y
+    beyond the tier, so a kernel that ignored either would fail its case."""
+    r = mambac("conformance", "--ops", "ssd-scan", "--dtypes", "float32", "--write-vectors", tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    rtol, atol = DTYPES["float32"][2]
+    bites, has = {"dt_min": 0, "dt_softplus": 0}, {"dt_min": 0, "dt_softplus": 0}
+    cases = sorted(glob.glob(str(tmp_path / "*" / "model.onnx")))
+    assert len(cases) == 12
+    for model_path in cases:
+        model = onnx.load(model_path)
+        node = model.graph.node[0]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        data = os.path.join(os.path.dirname(model_path), "test_data_set_0")
+        feeds = {vi.name: numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"input_{k}.pb")))
+                 for k, vi in enumerate(model.graph.input)}
+        expected = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"output_{k}.pb")))
+                    for k in range(len(model.graph.output))]
+        args = {k: (feeds[k] if k in feeds else None) for k in ("D", "dt_bias", "initial_state")}
+        args.update(dt_softplus=bool(attrs["dt_softplus"]), dt_min=attrs.get("dt_min", 0.0),
+                    dt_max=attrs.get("dt_max", np.inf))
+        pos = [feeds[k] for k in ("x", "dt", "A", "B", "C")]
+        want = ssd_scan_ref(*pos, **args)
+        for w, e in zip(want, expected):
+            np.testing.assert_allclose(e, w, rtol=rtol, atol=atol * max(1.0, np.abs(w).max()), err_msg=model_path)
+        y = expected[0].astype(np.float64)
+        changed = [("dt_min", dict(args, dt_min=0.0, dt_max=np.inf)) if "dt_min" in attrs else None,
+                   ("dt_softplus", dict(args, dt_softplus=False)) if attrs["dt_softplus"] else None]
+        for what, other in filter(None, changed):
+            has[what] += 1
+            off = ssd_scan_ref(*pos, **other)[0]
+            if np.abs(off - y).max() > 100 * (atol * max(1.0, np.abs(y).max()) + rtol * np.abs(y).max()):
+                bites[what] += 1
+    # Ten cases each have a clamp and softplus (tools/src/cmd/conformance/grid.rs), and each of the ten changes.
+    assert bites == has == {"dt_min": 10, "dt_softplus": 10}, (bites, has)
+
+
 def test_a_library_that_is_not_there_is_named_before_any_case(tmp_path):
     missing = tmp_path / "libnothing.so"
     r = mambac("conformance", "--ops", "causal-conv1d", "--dtypes", "float32", "--ops-lib", missing, check=False)
@@ -75,4 +115,4 @@ def test_an_unknown_op_is_refused_with_the_choices():
     r = mambac("conformance", "--ops", "scan", check=False)
     assert r.returncode == 2
     assert "invalid value 'scan' for '--ops <OPS>'" in r.stderr
-    assert "[possible values: selective-scan, causal-conv1d, mamba-layer-step, mamba2-layer-step]" in r.stderr
+    assert "[possible values: selective-scan, causal-conv1d, mamba-layer-step, mamba2-layer-step, ssd-scan]" in r.stderr

@@ -5,10 +5,11 @@ use half::{bf16, f16};
 use mambac_compiler::emit::proto;
 use mambac_compiler::ir::{Dim, Elem, Shape, ValueType};
 use mambac_compiler::reference::{
-    self, CausalConv1dInputs, LayerStepInputs, Mamba2LayerStepInputs, SelectiveScanInputs,
+    self, CausalConv1dInputs, LayerStepInputs, Mamba2LayerStepInputs, SelectiveScanInputs, SsdScanInputs,
 };
 use mambac_op_schema::{
-    causal_conv1d as conv, mamba2_layer_step as step2, mamba_layer_step as step, selective_scan as scan, DOMAIN,
+    causal_conv1d as conv, mamba2_layer_step as step2, mamba_layer_step as step, selective_scan as scan,
+    ssd_scan as ssd, DOMAIN,
 };
 use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, OperatorSetIdProto};
 use rand::rngs::StdRng;
@@ -87,6 +88,7 @@ pub fn prepare(case: &Case) -> Prepared {
         OpName::CausalConv1d => causal_conv1d(case, &mut d),
         OpName::MambaLayerStep => layer_step(case, &mut d),
         OpName::Mamba2LayerStep => mamba2_layer_step(case, &mut d),
+        OpName::SsdScan => ssd_scan(case, &mut d),
     }
 }
 
@@ -312,6 +314,67 @@ fn mamba2_layer_step(case: &Case, d: &mut Draw) -> Prepared {
         proto::attr_int(step2::NORM_BEFORE_GATE.str, 0),
     ];
     Prepared { op_type: step2::OP.str, inputs, attrs, outputs, reference: vec![res, conv_state, ssm_state] }
+}
+
+fn ssd_scan(case: &Case, d: &mut Draw) -> Prepared {
+    let [b, l, heads, hd, g, n] = case.dims[..] else { unreachable!("ssd scan dims") };
+    let (t, o) = (case.elem, case.options);
+    let name = |slot: usize| ssd::INPUT_NAMES[slot];
+    let f = Elem::F32;
+    // tests/python/test_ops_ssd.py's distributions: dt + dt_bias ~ N(-2, 0.7) before softplus
+    // (dt' about 0.03 to 0.4), small and positive without it; A = -exp(N(0, 0.5)).
+    let (dt, dt_bias) = if o.flag {
+        (d.tensor(name(ssd::DT), t, &[b, l, heads], 0.5, -1.0, false), (0.5, -1.0, false))
+    } else {
+        (d.tensor(name(ssd::DT), t, &[b, l, heads], 0.1, 0.0, true), (0.05, 0.0, true))
+    };
+    let mut a = d.tensor(name(ssd::A), f, &[heads], 0.5, 0.0, false);
+    a.values.iter_mut().for_each(|v| *v = round(-v.exp(), f));
+    let on = o.optional_inputs;
+    let inputs = vec![
+        Some(d.tensor(name(ssd::X), t, &[b, l, heads, hd], 1.0, 0.0, false)),
+        Some(dt),
+        Some(a),
+        Some(d.tensor(name(ssd::B), t, &[b, l, g, n], 1.0, 0.0, false)),
+        Some(d.tensor(name(ssd::C), t, &[b, l, g, n], 1.0, 0.0, false)),
+        on.then(|| d.tensor(name(ssd::D), f, &[heads], 1.0, 0.0, false)),
+        on.then(|| d.tensor(name(ssd::DT_BIAS), f, &[heads], dt_bias.0, dt_bias.1, dt_bias.2)),
+        o.initial_state.then(|| d.tensor(name(ssd::INITIAL_STATE), f, &[b, heads, hd, n], 1.0, 0.0, false)),
+    ];
+    let v = |slot: usize| values(&inputs[slot]);
+    // Both ends of the clamp bite for either dt distribution; without it, the op's defaults.
+    let (dt_min, dt_max) = if o.limit { (0.05f32, 0.2f32) } else { (0.0, f32::INFINITY) };
+    let (y, h) = reference::ssd_scan(&SsdScanInputs {
+        batch: b,
+        seqlen: l,
+        heads,
+        head_dim: hd,
+        ngroups: g,
+        dstate: n,
+        x: v(ssd::X).unwrap(),
+        dt: v(ssd::DT).unwrap(),
+        a: v(ssd::A).unwrap(),
+        b: v(ssd::B).unwrap(),
+        c: v(ssd::C).unwrap(),
+        d: v(ssd::D),
+        dt_bias: v(ssd::DT_BIAS),
+        initial_state: v(ssd::INITIAL_STATE),
+        dt_softplus: o.flag,
+        dt_min: dt_min as f64,
+        dt_max: dt_max as f64,
+    });
+    let mut outputs = vec![("y".to_string(), t, vec![b, l, heads, hd])];
+    let mut reference = vec![y];
+    if o.final_state {
+        outputs.push(("final_state".to_string(), f, vec![b, heads, hd, n]));
+        reference.push(h);
+    }
+    let mut attrs = vec![proto::attr_int(ssd::DT_SOFTPLUS.str, o.flag as i64)];
+    if o.limit {
+        attrs.push(proto::attr_float(ssd::DT_MIN.str, dt_min));
+        attrs.push(proto::attr_float(ssd::DT_MAX.str, dt_max));
+    }
+    Prepared { op_type: ssd::OP.str, inputs, attrs, outputs, reference }
 }
 
 fn known(shape: &[usize], elem: Elem) -> ValueType {

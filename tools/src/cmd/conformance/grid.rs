@@ -11,21 +11,25 @@ pub enum OpName {
     CausalConv1d,
     MambaLayerStep,
     Mamba2LayerStep,
+    SsdScan,
 }
 
 /// Which optional inputs and outputs a case uses, and the op's flag attribute.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// SelectiveScan: D, z, delta_bias. CausalConv1d: bias. MambaLayerStep, Mamba2LayerStep:
-    /// every optional input (in/out_proj biases, conv_bias, dt_bias, D).
+    /// every optional input (in/out_proj biases, conv_bias, dt_bias, D). SsdScan: D, dt_bias.
     pub optional_inputs: bool,
     /// initial_state (MambaLayerStep always takes its states).
     pub initial_state: bool,
     /// final_state (MambaLayerStep always gives its states).
     pub final_state: bool,
     /// SelectiveScan: delta_softplus; CausalConv1d: activation "silu"; Mamba2LayerStep: a
-    /// clamping time_step_limit (dt_min 0.01, dt_max 0.5).
+    /// clamping time_step_limit (dt_min 0.01, dt_max 0.5); SsdScan: dt_softplus.
     pub flag: bool,
+    /// SsdScan: a clamping time_step_limit (dt_min, dt_max), apart from `flag` since the clamp
+    /// applies with and without softplus. Off for the other ops, which have no second flag.
+    pub limit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -34,7 +38,8 @@ pub struct Case {
     pub elem: Elem,
     /// SelectiveScan [batch, seqlen, dim, dstate, ngroups]; CausalConv1d [batch, seqlen, dim,
     /// width]; MambaLayerStep [batch, hidden, inner, dstate, dt_rank, width]; Mamba2LayerStep
-    /// [batch, hidden, heads, head_dim, ngroups, dstate, width].
+    /// [batch, hidden, heads, head_dim, ngroups, dstate, width]; SsdScan [batch, seqlen, heads,
+    /// head_dim, ngroups, dstate].
     pub dims: Vec<usize>,
     pub options: Options,
     pub seed: u64,
@@ -44,15 +49,25 @@ impl fmt::Display for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dims: Vec<String> = self.dims.iter().map(usize::to_string).collect();
         let o = self.options;
-        let flags = [(o.optional_inputs, "opt"), (o.initial_state, "init"), (o.final_state, "final"), (o.flag, "flag")];
+        let flags = [
+            (o.optional_inputs, "opt"),
+            (o.initial_state, "init"),
+            (o.final_state, "final"),
+            (o.flag, "flag"),
+            (o.limit, "limit"),
+        ];
         let on: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         let on = if on.is_empty() { "none".to_string() } else { on.join("+") };
         write!(f, "{:?} {} [{}] {on}", self.op, self.elem.name(), dims.join(","))
     }
 }
 
-const ALL: Options = Options { optional_inputs: true, initial_state: true, final_state: true, flag: true };
-const NONE: Options = Options { optional_inputs: false, initial_state: false, final_state: false, flag: false };
+const ALL: Options =
+    Options { optional_inputs: true, initial_state: true, final_state: true, flag: true, limit: false };
+const NONE: Options =
+    Options { optional_inputs: false, initial_state: false, final_state: false, flag: false, limit: false };
+/// SsdScan's everything-on: ALL with the clamp too.
+const SSD_ALL: Options = Options { limit: true, ..ALL };
 
 /// Everything on, everything off, and each one off in turn.
 fn option_sets() -> Vec<Options> {
@@ -108,6 +123,28 @@ pub fn cases(ops: &[OpName], elems: &[Elem]) -> Vec<Case> {
             &[2, 32, 4, 16, 2, 16, 4],
             Options { optional_inputs: false, flag: false, ..ALL },
         );
+    }
+    if ops.contains(&OpName::SsdScan) {
+        // The CUDA kernel is step by step below 33 steps and chunked (64, 128 or 256 steps a
+        // chunk) from 33 on: a decode step (1), odd sizes below the switch (7), at it (33, heads 9
+        // in groups of 3), one partial chunk (40), three chunks with a partial last (300), and
+        // Mamba-2's real head_dim 64 and dstate 128. 1 to 4 groups, 1 to 5 heads a group.
+        for dims in [
+            [2, 1, 4, 16, 4, 16],
+            [3, 7, 5, 3, 1, 5],
+            [1, 33, 9, 5, 3, 7],
+            [2, 40, 4, 16, 1, 16],
+            [1, 300, 6, 8, 2, 16],
+            [1, 40, 2, 64, 1, 128],
+        ] {
+            push(OpName::SsdScan, &dims, SSD_ALL);
+        }
+        // Each option off in turn on 65 steps: two chunks of 64, the last one step long.
+        let mut sets = vec![NONE, Options { limit: false, ..SSD_ALL }];
+        sets.extend(option_sets().into_iter().skip(2).map(|o| Options { limit: true, ..o }));
+        for options in sets {
+            push(OpName::SsdScan, &[2, 65, 6, 8, 2, 16], options);
+        }
     }
     out
 }

@@ -29,7 +29,7 @@ pub enum DtypeArg {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which ops to run (default: all four).
+    /// Which ops to run (default: all five).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub ops: Vec<OpName>,
     /// Which element types T to run (default: all three).
@@ -53,7 +53,13 @@ struct Row {
 
 pub fn main(a: Args) -> Result<()> {
     let ops = if a.ops.is_empty() {
-        vec![OpName::SelectiveScan, OpName::CausalConv1d, OpName::MambaLayerStep, OpName::Mamba2LayerStep]
+        vec![
+            OpName::SelectiveScan,
+            OpName::CausalConv1d,
+            OpName::MambaLayerStep,
+            OpName::Mamba2LayerStep,
+            OpName::SsdScan,
+        ]
     } else {
         a.ops.clone()
     };
