@@ -27,6 +27,22 @@ def test_the_grid_passes_and_prints_a_row_a_case():
         assert any(what in row for row in rows), what
 
 
+def load_case(model_path):
+    """A written case read back as another runtime would: the checked model, its inputs by
+    name, and the expected outputs in order."""
+    model = onnx.load(model_path)
+    onnx.checker.check_model(model)
+    data = os.path.join(os.path.dirname(model_path), "test_data_set_0")
+    feeds = {}
+    for k, vi in enumerate(model.graph.input):
+        t = onnx.load_tensor(os.path.join(data, f"input_{k}.pb"))
+        assert t.name == vi.name
+        feeds[t.name] = numpy_helper.to_array(t)
+    expected = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"output_{k}.pb")))
+                for k in range(len(model.graph.output))]
+    return model, feeds, expected
+
+
 @pytest.mark.parametrize("op", ["selective-scan", "causal-conv1d", "mamba-layer-step", "mamba2-layer-step",
                                 "ssd-scan"])
 def test_vectors_load_and_reproduce_in_onnxruntime(tmp_path, op):
@@ -35,16 +51,7 @@ def test_vectors_load_and_reproduce_in_onnxruntime(tmp_path, op):
     cases = sorted(glob.glob(str(tmp_path / "*" / "model.onnx")))
     assert len(cases) == len([line for line in r.stdout.splitlines() if line.endswith(" pass")]) > 0
     for model_path in cases:
-        model = onnx.load(model_path)
-        onnx.checker.check_model(model)
-        data = os.path.join(os.path.dirname(model_path), "test_data_set_0")
-        feeds = {}
-        for k, vi in enumerate(model.graph.input):
-            t = onnx.load_tensor(os.path.join(data, f"input_{k}.pb"))
-            assert t.name == vi.name
-            feeds[t.name] = numpy_helper.to_array(t)
-        expected = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"output_{k}.pb")))
-                    for k in range(len(model.graph.output))]
+        model, feeds, expected = load_case(model_path)
         got = run(session(model), feeds)
         t = "float16" if any(a.dtype == np.float16 for a in feeds.values()) else "float32"
         rtol, atol = DTYPES[t][2]
@@ -66,15 +73,9 @@ def test_ssd_vectors_hold_the_python_reference_and_their_clamp_and_softplus_bite
     cases = sorted(glob.glob(str(tmp_path / "*" / "model.onnx")))
     assert len(cases) == 12
     for model_path in cases:
-        model = onnx.load(model_path)
-        node = model.graph.node[0]
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        data = os.path.join(os.path.dirname(model_path), "test_data_set_0")
-        feeds = {vi.name: numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"input_{k}.pb")))
-                 for k, vi in enumerate(model.graph.input)}
-        expected = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"output_{k}.pb")))
-                    for k in range(len(model.graph.output))]
-        args = {k: (feeds[k] if k in feeds else None) for k in ("D", "dt_bias", "initial_state")}
+        model, feeds, expected = load_case(model_path)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in model.graph.node[0].attribute}
+        args = {k: feeds.get(k) for k in ("D", "dt_bias", "initial_state")}
         args.update(dt_softplus=bool(attrs["dt_softplus"]), dt_min=attrs.get("dt_min", 0.0),
                     dt_max=attrs.get("dt_max", np.inf))
         pos = [feeds[k] for k in ("x", "dt", "A", "B", "C")]
@@ -89,7 +90,7 @@ def test_ssd_vectors_hold_the_python_reference_and_their_clamp_and_softplus_bite
             off = ssd_scan_ref(*pos, **other)[0]
             if np.abs(off - y).max() > 100 * (atol * max(1.0, np.abs(y).max()) + rtol * np.abs(y).max()):
                 bites[what] += 1
-    # Ten cases each have a clamp and softplus (tools/src/cmd/conformance/grid.rs), and each of the ten changes.
+    # Ten cases have the clamp and ten softplus (conformance/grid.rs); each of them changes.
     assert bites == has == {"dt_min": 10, "dt_softplus": 10}, (bites, has)
 
 
