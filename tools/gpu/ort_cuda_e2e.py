@@ -643,8 +643,8 @@ def part_b_binary(R):
             j = last_json(r.stdout)
             RESULTS["timings"][f"tiny bench batch {batch} {' '.join(mode)}".strip()] = j
             want_graph = ep == "cuda" and "--no-cuda-graph" not in mode
-            # auto: the decode graph up to batch 4 (DECODE_GRAPH_MAX_BATCH), on: at any batch
-            want_decode = (ep == "cuda" and "off" not in mode and batch <= 4) or "on" in mode
+            # auto: the decode graph up to batch 8 (DECODE_GRAPH_MAX_BATCH), on: at any batch
+            want_decode = (ep == "cuda" and "off" not in mode and batch <= 8) or "on" in mode
             record("B", f"mambac bench {tag} (tiny, batch {batch}): CUDA graph {want_graph}, decode graph {want_decode}",
                    j.get("cuda_graph") == want_graph and j.get("decode_graph") == want_decode, json.dumps(j)[:300])
 
@@ -802,6 +802,8 @@ def part_c(R, big, args):
 
     for batch in (int(b) for b in args.batches.split(",")):
         ours[batch] = bench(batch, args.prefill_len if batch == 1 else 16)
+        if R.ep == "cuda" and batch > 8:  # past DECODE_GRAPH_MAX_BATCH: the decode graph forced
+            RESULTS["timings"].setdefault("mambac_decode_graph_on", {})[batch] = bench(batch, 16, "--decode-graph", "on")
         if R.ep == "cuda" and not args.fast:  # decode steps on the general graph (what the decode graph buys), and without graph replay
             general[batch] = bench(batch, 16, "--decode-graph", "off")
             nograph[batch] = bench(batch, 16, "--no-cuda-graph")

@@ -18,9 +18,9 @@ pub(super) struct DecodeSession {
 
 /// Largest batch whose one-token steps [`crate::DecodeGraphChoice::Auto`] runs on the decode
 /// graph. Measured on the H200 (2.8b float16, BENCHMARKS.md): batch 1 1.40-1.48x faster than the
-/// general graph, batch 8 0.74-1.03x (its split-K GEMVs serve 8 rows at 1.1 TB/s); batches 2-7
-/// are not measured and 4 splits the difference.
-pub const DECODE_GRAPH_MAX_BATCH: usize = 4;
+/// general graph; batch 8 1.07x since its GEMVs run on tensor cores (0.74-1.03x before); batch
+/// 64 0.80x (the general graph's cuBLAS GEMMs read each weight once for all 64 rows).
+pub const DECODE_GRAPH_MAX_BATCH: usize = 8;
 
 impl StatefulSession {
     /// Runs one-token steps on `decode` (a session of the decode graph, opened like the main one,
