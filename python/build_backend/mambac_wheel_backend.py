@@ -1,0 +1,84 @@
+"""The PEP 517 backend of the `mambac` wheel (pyproject.toml; docs/python-package.md).
+
+maturin builds the `mambac` command (`bindings = "bin"`) and writes the wheel, but it builds one
+crate and its bin bindings take no cdylib. So `build_wheel` first builds the op library
+(`mambac-ops`, the workspace's root crate) with cargo-zigbuild, for the same glibc as maturin's
+`--zig` build of the command, strips it and puts it in the Python package (python/mambac/), whose
+files maturin packs. zig links both against glibc 2.28's symbol versions (manylinux_2_28) and
+links the C++ standard library (libc++) into the op library statically, so the wheel needs no
+newer glibc or libstdc++ than the systems that tag allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import maturin
+# PEP 517 hooks taken from maturin as they are. No sdist: maturin's would hold the CLI crate's
+# sources, not the op library's.
+from maturin import get_requires_for_build_wheel, prepare_metadata_for_build_wheel  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "python" / "mambac"
+LIBRARY = "libmambac_ops.so"
+# manylinux_2_28: the glibc the wheel's tag promises (pyproject.toml's `compatibility`).
+GLIBC = "2.28"
+
+
+def build_op_library() -> Path:
+    """Builds libmambac_ops.so against glibc GLIBC, stripped, into python/mambac/; returns it."""
+    # cargo-zigbuild and maturin's zig support both run `python -m ziglang`: with this
+    # interpreter, the one that has the build requirements (pip's isolated build environment).
+    os.environ["CARGO_ZIGBUILD_PYTHON_PATH"] = sys.executable
+    triple = f"{platform.machine()}-unknown-linux-gnu"
+    cmd = [
+        shutil.which("cargo-zigbuild") or "cargo-zigbuild",
+        "rustc",
+        "--release",
+        "--manifest-path",
+        str(ROOT / "Cargo.toml"),
+        "-p",
+        "mambac-ops",
+        "--lib",
+        "--target",
+        f"{triple}.{GLIBC}",
+        "--message-format=json-render-diagnostics",
+        "--",
+        "-C",
+        "strip=symbols",
+    ]
+    print("mambac wheel: building the op library:", " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    built = None
+    for line in proc.stdout.splitlines():
+        msg = json.loads(line) if line.startswith("{") else {}
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "mambac_ops":
+            built = next((f for f in msg["filenames"] if f.endswith(".so")), built)
+    if proc.returncode != 0 or built is None:
+        raise RuntimeError(f"mambac wheel: building {LIBRARY} failed (cargo-zigbuild exit status {proc.returncode})")
+    dest = PACKAGE / LIBRARY
+    shutil.copyfile(built, dest)
+    return dest
+
+
+def _with_zig(config_settings):
+    """maturin's build arguments plus `--zig`, so the command links against the same glibc."""
+    settings = {k: v for k, v in (config_settings or {}).items() if k != "build-args"}
+    settings["maturin.build-args"] = [*maturin.get_maturin_pep517_args(config_settings), "--zig"]
+    return settings
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    build_op_library()
+    return maturin.build_wheel(wheel_directory, _with_zig(config_settings), metadata_directory)
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    build_op_library()
+    return maturin.build_editable(wheel_directory, _with_zig(config_settings), metadata_directory)
