@@ -36,6 +36,10 @@ def build_op_library() -> Path:
     # cargo-zigbuild and maturin's zig support both run `python -m ziglang`: with this
     # interpreter, the one that has the build requirements (pip's isolated build environment).
     os.environ["CARGO_ZIGBUILD_PYTHON_PATH"] = sys.executable
+    # A target folder of its own: zig becomes the linker of the host's units too (build scripts,
+    # proc macros; the host is the target), which cargo's fingerprints count, so sharing
+    # target/release with the plain cargo build would rebuild everything in each, turn about.
+    os.environ["CARGO_TARGET_DIR"] = str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "wheel")
     triple = f"{platform.machine()}-unknown-linux-gnu"
     cmd = [
         shutil.which("cargo-zigbuild") or "cargo-zigbuild",
@@ -68,9 +72,11 @@ def build_op_library() -> Path:
 
 
 def _with_zig(config_settings):
-    """maturin's build arguments plus `--zig`, so the command links against the same glibc."""
+    """maturin's build arguments plus `--zig` (the command links against the same glibc) and the
+    tag: maturin's PEP 517 hook passes `--compatibility off` (a plain linux tag) unless told."""
     settings = {k: v for k, v in (config_settings or {}).items() if k != "build-args"}
-    settings["maturin.build-args"] = [*maturin.get_maturin_pep517_args(config_settings), "--zig"]
+    tag = maturin.get_config()["compatibility"]
+    settings["maturin.build-args"] = [*maturin.get_maturin_pep517_args(config_settings), "--zig", "--compatibility", tag]
     return settings
 
 

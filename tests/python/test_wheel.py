@@ -8,8 +8,8 @@ loads into onnxruntime and each op matches the float64 reference; the OpRun clas
 (`mambac.reference.OPS`) under `onnx.reference.ReferenceEvaluator` match onnxruntime; the
 `mambac` command runs and has the same glibc floor; custom-ops/README.md's Python snippet runs.
 
-MAMBAC_WHEEL=path/to/mambac-*.whl tests that wheel instead of building one (the build takes a few
-minutes from cold: the op library and the command are compiled with zig for glibc 2.28).
+MAMBAC_WHEEL=path/to/mambac-*.whl tests that wheel instead of building one. The build is
+incremental in target/wheel/; from cold it compiles the op library and the command with zig.
 """
 
 import os
@@ -85,7 +85,9 @@ def wheel(tmp_path_factory):
     if os.environ.get("MAMBAC_WHEEL"):
         return Path(os.environ["MAMBAC_WHEEL"])
     out = tmp_path_factory.mktemp("wheel")
-    check([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "-w", out], cwd=ROOT)
+    # Without build isolation: the build requirements come from this venv (tools/requirements.txt,
+    # the same pins as pyproject.toml's), at fixed paths, so the build reuses target/wheel.
+    check([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-w", out], cwd=ROOT)
     (built,) = out.glob("mambac-*.whl")
     return built
 
@@ -138,6 +140,21 @@ def assert_manylinux_2_28(path):
     assert needed(path) <= ALLOWED_NEEDED, f"{path.name} links {sorted(needed(path) - ALLOWED_NEEDED)}"
     sections = check(["readelf", "-S", "-W", path]).stdout
     assert ".symtab" not in sections and ".debug_info" not in sections, f"{path.name} is not stripped"
+
+
+def test_build_requirements_are_pinned_alike_for_pip_and_the_tests():
+    import tomllib
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert sorted(requires) == sorted(pinned("maturin", "ziglang", "cargo-zigbuild"))
+
+
+def test_package_layer_step_inputs_are_the_ops_slots():
+    """The OpRun class of MambaLayerStep names its inputs by slot: the same list as the schema's."""
+    sys.path.insert(0, str(ROOT / "python"))
+    from mambac.reference import LAYER_STEP_INPUTS as package_slots
+
+    assert package_slots == LAYER_STEP_INPUTS
 
 
 def test_wheel_is_tagged_manylinux_2_28_and_holds_the_three_parts(wheel):

@@ -89,3 +89,26 @@ fn python_package_lib(prefix: &Path) -> Option<PathBuf> {
     pythons.sort();
     pythons.into_iter().next()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_python_package_library_is_found_under_the_prefix_only_when_there() {
+        let prefix = tempfile::tempdir().unwrap();
+        assert_eq!(python_package_lib(prefix.path()), None, "no lib/ folder");
+        let other = prefix.path().join("lib/perl5/site-packages/mambac");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(OPS_LIB_NAME), b"").unwrap();
+        assert_eq!(python_package_lib(prefix.path()), None, "not a python3 folder");
+        let package = prefix.path().join("lib/python3.12/site-packages/mambac");
+        std::fs::create_dir_all(&package).unwrap();
+        assert_eq!(python_package_lib(prefix.path()), None, "the package without its library");
+        std::fs::write(package.join(OPS_LIB_NAME), b"").unwrap();
+        let older = prefix.path().join("lib/python3.11/site-packages/mambac");
+        std::fs::create_dir_all(&older).unwrap();
+        std::fs::write(older.join(OPS_LIB_NAME), b"").unwrap();
+        assert_eq!(python_package_lib(prefix.path()), Some(older.join(OPS_LIB_NAME)), "the first by name");
+    }
+}
