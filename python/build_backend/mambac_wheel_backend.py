@@ -17,11 +17,12 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import maturin
-# PEP 517 hooks taken from maturin as they are. No sdist: maturin's would hold the CLI crate's
-# sources, not the op library's.
+# PEP 517 hooks taken from maturin as they are. No sdist (maturin's would hold the CLI crate's
+# sources, not the op library's) and no editable install (untested).
 from maturin import get_requires_for_build_wheel, prepare_metadata_for_build_wheel  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +32,8 @@ LIBRARY = "libmambac_ops.so"
 GLIBC = "2.28"
 
 
-def build_op_library() -> Path:
-    """Builds libmambac_ops.so against glibc GLIBC, stripped, into python/mambac/; returns it."""
+def _prepare_environment() -> None:
+    """What every hook needs (pip runs this module in a process of its own)."""
     # cargo-zigbuild and maturin's zig support both run `python -m ziglang`: with this
     # interpreter, the one that has the build requirements (pip's isolated build environment).
     os.environ["CARGO_ZIGBUILD_PYTHON_PATH"] = sys.executable
@@ -40,6 +41,17 @@ def build_op_library() -> Path:
     # proc macros; the host is the target), which cargo's fingerprints count, so sharing
     # target/release with the plain cargo build would rebuild everything in each, turn about.
     os.environ["CARGO_TARGET_DIR"] = str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "wheel")
+    # maturin's hooks run `maturin` from PATH, as this runs cargo-zigbuild: pip's isolated build
+    # puts them there; without isolation they are in this interpreter's scripts folder (a venv's
+    # bin/, not on PATH unless the venv is active). Last, so an isolated build keeps its own.
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), sysconfig.get_path("scripts")])
+
+
+_prepare_environment()
+
+
+def build_op_library() -> Path:
+    """Builds libmambac_ops.so against glibc GLIBC, stripped, into python/mambac/; returns it."""
     triple = f"{platform.machine()}-unknown-linux-gnu"
     cmd = [
         shutil.which("cargo-zigbuild") or "cargo-zigbuild",
@@ -83,8 +95,3 @@ def _with_zig(config_settings):
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     build_op_library()
     return maturin.build_wheel(wheel_directory, _with_zig(config_settings), metadata_directory)
-
-
-def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    build_op_library()
-    return maturin.build_editable(wheel_directory, _with_zig(config_settings), metadata_directory)

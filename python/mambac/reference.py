@@ -18,7 +18,8 @@ import numpy as np
 from onnx.reference.op_run import OpRun
 
 DOMAIN = "mambac"
-# MambaLayerStep's inputs in slot order (docs/decode-graph.md), the names its reference takes.
+# MambaLayerStep's inputs in slot order (docs/decode-graph.md), the names its reference takes; their
+# Python home (tools/python/mambac_onnx_shapes.py takes them from here).
 LAYER_STEP_INPUTS = [
     "conv_state",
     "ssm_state",
