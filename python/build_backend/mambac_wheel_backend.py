@@ -30,6 +30,7 @@ PACKAGE = ROOT / "python" / "mambac"
 LIBRARY = "libmambac_ops.so"
 # manylinux_2_28: the glibc the wheel's tag promises (pyproject.toml's `compatibility`).
 GLIBC = "2.28"
+WHEEL_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "wheel"
 
 
 def _prepare_environment() -> None:
@@ -37,10 +38,11 @@ def _prepare_environment() -> None:
     # cargo-zigbuild and maturin's zig support both run `python -m ziglang`: with this
     # interpreter, the one that has the build requirements (pip's isolated build environment).
     os.environ["CARGO_ZIGBUILD_PYTHON_PATH"] = sys.executable
-    # A target folder of its own: zig becomes the linker of the host's units too (build scripts,
-    # proc macros; the host is the target), which cargo's fingerprints count, so sharing
-    # target/release with the plain cargo build would rebuild everything in each, turn about.
-    os.environ["CARGO_TARGET_DIR"] = str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "wheel")
+    # Target folders of their own: zig becomes the linker of the host's units too (build scripts,
+    # proc macros; the host is the target), and cargo's fingerprints count the linker, so a
+    # folder shared with the plain cargo build would rebuild everything in each, turn about. The
+    # same holds between maturin's zig wrapper (the command) and cargo-zigbuild's (the library).
+    os.environ["CARGO_TARGET_DIR"] = str(WHEEL_TARGET / "cli")
     # maturin's hooks run `maturin` from PATH, as this runs cargo-zigbuild: pip's isolated build
     # puts them there; without isolation they are in this interpreter's scripts folder (a venv's
     # bin/, not on PATH unless the venv is active). Last, so an isolated build keeps its own.
@@ -70,7 +72,8 @@ def build_op_library() -> Path:
         "strip=symbols",
     ]
     print("mambac wheel: building the op library:", " ".join(cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "CARGO_TARGET_DIR": str(WHEEL_TARGET / "ops")}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     built = None
     for line in proc.stdout.splitlines():
         msg = json.loads(line) if line.startswith("{") else {}
