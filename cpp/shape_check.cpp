@@ -131,6 +131,12 @@ class Checker {
     }
   }
 
+  // A size input `i` defines must fit a 32-bit int: the kernels index with them, and the
+  // expected sizes computed from them must not overflow even for an empty batch with absurd dims.
+  void fits_int(size_t i, int64_t v, const char* what) const {
+    if (v > INT32_MAX) fail("input " + name(i) + " gives " + what + " = " + std::to_string(v) + ", more than 2^31 - 1");
+  }
+
   [[noreturn]] void shape_fail(size_t i, const std::vector<Dim>& expected, const std::string& why) const {
     fail("input " + name(i) + " has shape " + shape_str(at(i)) + ", expected " + dims_str(expected) + why);
   }
@@ -321,12 +327,9 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
   if (inner < 1) ck.shape_fail(CONV_STATE, {"batch", "inner", "width - 1"}, " with inner >= 1");
   // The kernels index with 32-bit ints, and the expected sizes below (2 * inner, ...) must not
   // overflow even for an empty batch with absurd dims.
-  const auto fits_int = [&](size_t i, int64_t v, const char* what) {
-    if (v > INT32_MAX) ck.fail("input " + ck.name(i) + " gives " + what + " = " + std::to_string(v) + ", more than 2^31 - 1");
-  };
-  fits_int(CONV_STATE, batch, "batch");
-  fits_int(CONV_STATE, inner, "inner");
-  fits_int(CONV_STATE, width, "width");
+  ck.fits_int(CONV_STATE, batch, "batch");
+  ck.fits_int(CONV_STATE, inner, "inner");
+  ck.fits_int(CONV_STATE, width, "width");
   const char* same_as_conv_state = " (same as 'conv_state')";
   const char* state_dims = " ([batch, inner] from 'conv_state')";
 
@@ -334,13 +337,13 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
   ck.shape_is(SSM_STATE, {batch, inner, "dstate"}, state_dims);
   const int64_t dstate = ck.at(SSM_STATE).dims[2];
   if (dstate < 1) ck.shape_fail(SSM_STATE, {batch, inner, "dstate"}, " with dstate >= 1");
-  fits_int(SSM_STATE, dstate, "dstate");
+  ck.fits_int(SSM_STATE, dstate, "dstate");
 
   ck.type_is(RESIDUAL, kOnnxFloat, "");
   ck.shape_is(RESIDUAL, {batch, 1, "hidden"}, " (one token a sequence; batch from 'conv_state')");
   const int64_t hidden = ck.at(RESIDUAL).dims[2];
   if (hidden < 1) ck.shape_fail(RESIDUAL, {batch, 1, "hidden"}, " with hidden >= 1");
-  fits_int(RESIDUAL, hidden, "hidden");
+  ck.fits_int(RESIDUAL, hidden, "hidden");
   const std::string hidden_from = " (hidden from 'residual')";
 
   ck.type_is(NORM_WEIGHT, kOnnxFloat, "");
@@ -354,7 +357,7 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
   ck.shape_is(DT_PROJ_WEIGHT, {"dt_rank", inner}, " (inner from 'conv_state')");
   const int64_t dt_rank = ck.at(DT_PROJ_WEIGHT).dims[0];
   if (dt_rank < 1) ck.shape_fail(DT_PROJ_WEIGHT, {"dt_rank", inner}, " with dt_rank >= 1");
-  fits_int(DT_PROJ_WEIGHT, dt_rank, "dt_rank");
+  ck.fits_int(DT_PROJ_WEIGHT, dt_rank, "dt_rank");
   ck.type_is(X_PROJ_WEIGHT, t, same_as_conv_state);
   ck.shape_is(X_PROJ_WEIGHT, {inner, dt_rank + 2 * dstate},
               " ([inner, dt_rank + 2 * dstate] = [" + std::to_string(inner) + ", " + std::to_string(dt_rank) +
@@ -390,6 +393,111 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
   p.inner = static_cast<size_t>(inner);
   p.dstate = static_cast<size_t>(dstate);
   p.dt_rank = static_cast<size_t>(dt_rank);
+  p.width = static_cast<size_t>(width);
+  p.elem = elem_of(t);
+  return p;
+}
+
+Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count) {
+  enum {
+    CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, IN_PROJ_BIAS, CONV_WEIGHT, CONV_BIAS, DT_BIAS, A, D,
+    GATE_NORM_WEIGHT, OUT_PROJ_WEIGHT, OUT_PROJ_BIAS
+  };
+  static const char* const names[kMamba2LayerStepInputs] = {
+      "conv_state", "ssm_state", "residual", "norm_weight", "in_proj_weight", "in_proj_bias", "conv_weight",
+      "conv_bias", "dt_bias", "A", "D", "gate_norm_weight", "out_proj_weight", "out_proj_bias"};
+  Checker ck("Mamba2LayerStep", inputs, count, names, kMamba2LayerStepInputs);
+
+  for (size_t i : {CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, CONV_WEIGHT, A, GATE_NORM_WEIGHT,
+                   OUT_PROJ_WEIGHT})
+    ck.require(i);
+
+  // The sizes come from the inputs that define them (conv_state: batch, conv_dim, width;
+  // ssm_state: heads, head_dim, dstate; the two together: ngroups; residual: hidden); every other
+  // input is checked against them.
+  const int32_t t = ck.float_type(CONV_STATE);
+  const std::vector<Dim> conv_dims = {"batch", "conv_dim", "width - 1"};
+  ck.shape_is(CONV_STATE, conv_dims, "");
+  const int64_t batch = ck.at(CONV_STATE).dims[0], conv_dim = ck.at(CONV_STATE).dims[1];
+  const int64_t width = ck.at(CONV_STATE).dims[2] + 1;
+  ck.fits_int(CONV_STATE, batch, "batch");
+  ck.fits_int(CONV_STATE, conv_dim, "conv_dim");
+  ck.fits_int(CONV_STATE, width, "width");
+  const char* same_as_conv_state = " (same as 'conv_state')";
+
+  ck.type_is(SSM_STATE, kOnnxFloat, "");
+  const std::vector<Dim> ssm_dims = {batch, "heads", "head_dim", "dstate"};
+  ck.shape_is(SSM_STATE, ssm_dims, " (batch from 'conv_state')");
+  const int64_t heads = ck.at(SSM_STATE).dims[1], head_dim = ck.at(SSM_STATE).dims[2];
+  const int64_t dstate = ck.at(SSM_STATE).dims[3];
+  if (heads < 1 || head_dim < 1 || dstate < 1) {
+    ck.shape_fail(SSM_STATE, ssm_dims, " with heads, head_dim and dstate >= 1");
+  }
+  ck.fits_int(SSM_STATE, heads, "heads");
+  ck.fits_int(SSM_STATE, head_dim, "head_dim");
+  ck.fits_int(SSM_STATE, dstate, "dstate");
+  const int64_t inner = heads * head_dim;  // both below 2^31: no overflow
+  ck.fits_int(SSM_STATE, inner, "inner = heads * head_dim");
+
+  // conv_dim = inner + 2 * ngroups * dstate, with heads a multiple of ngroups.
+  const int64_t bc = conv_dim - inner;
+  const int64_t ngroups = bc > 0 && bc % (2 * dstate) == 0 ? bc / (2 * dstate) : 0;
+  if (ngroups < 1 || heads % ngroups != 0) {
+    ck.shape_fail(CONV_STATE, {batch, "conv_dim", width - 1},
+                  " with conv_dim = " + std::to_string(inner) + " + 2 * ngroups * " + std::to_string(dstate) +
+                      " and ngroups dividing heads " + std::to_string(heads) + " (inner and dstate from 'ssm_state')");
+  }
+
+  ck.type_is(RESIDUAL, kOnnxFloat, "");
+  ck.shape_is(RESIDUAL, {batch, 1, "hidden"}, " (one token a sequence; batch from 'conv_state')");
+  const int64_t hidden = ck.at(RESIDUAL).dims[2];
+  if (hidden < 1) ck.shape_fail(RESIDUAL, {batch, 1, "hidden"}, " with hidden >= 1");
+  ck.fits_int(RESIDUAL, hidden, "hidden");
+  const std::string hidden_from = " (hidden from 'residual')";
+  const std::string heads_from = " (heads from 'ssm_state')";
+  const int64_t in_dim = inner + conv_dim + heads;
+  const std::string in_dim_why = " (inner + conv_dim + heads = " + std::to_string(inner) + " + " +
+                                 std::to_string(conv_dim) + " + " + std::to_string(heads) + ")";
+
+  ck.type_is(NORM_WEIGHT, kOnnxFloat, "");
+  ck.shape_is(NORM_WEIGHT, {hidden}, hidden_from);
+  ck.type_is(IN_PROJ_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(IN_PROJ_WEIGHT, {hidden, in_dim}, in_dim_why);
+  ck.type_is(CONV_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(CONV_WEIGHT, {conv_dim, width}, " ([conv_dim, width] from 'conv_state')");
+  ck.type_is(A, kOnnxFloat, "");
+  ck.shape_is(A, {heads}, heads_from);
+  ck.type_is(GATE_NORM_WEIGHT, kOnnxFloat, "");
+  ck.shape_is(GATE_NORM_WEIGHT, {inner}, " (inner = heads * head_dim from 'ssm_state')");
+  ck.type_is(OUT_PROJ_WEIGHT, t, same_as_conv_state);
+  ck.shape_is(OUT_PROJ_WEIGHT, {inner, hidden}, " ([inner, hidden])");
+
+  if (ck.present(IN_PROJ_BIAS)) {
+    ck.type_is(IN_PROJ_BIAS, t, same_as_conv_state);
+    ck.shape_is(IN_PROJ_BIAS, {in_dim}, in_dim_why);
+  }
+  if (ck.present(CONV_BIAS)) {
+    ck.type_is(CONV_BIAS, t, same_as_conv_state);
+    ck.shape_is(CONV_BIAS, {conv_dim}, " (conv_dim from 'conv_state')");
+  }
+  for (size_t i : {DT_BIAS, D}) {
+    if (ck.present(i)) {
+      ck.type_is(i, kOnnxFloat, "");
+      ck.shape_is(i, {heads}, heads_from);
+    }
+  }
+  if (ck.present(OUT_PROJ_BIAS)) {
+    ck.type_is(OUT_PROJ_BIAS, t, same_as_conv_state);
+    ck.shape_is(OUT_PROJ_BIAS, {hidden}, hidden_from);
+  }
+
+  Mamba2LayerStepParams p{};
+  p.batch = static_cast<size_t>(batch);
+  p.hidden = static_cast<size_t>(hidden);
+  p.heads = static_cast<size_t>(heads);
+  p.head_dim = static_cast<size_t>(head_dim);
+  p.ngroups = static_cast<size_t>(ngroups);
+  p.dstate = static_cast<size_t>(dstate);
   p.width = static_cast<size_t>(width);
   p.elem = elem_of(t);
   return p;

@@ -23,4 +23,8 @@ MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs
   return check_mamba_layer_step(inputs.data(), inputs.size());
 }
 
+Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inputs) {
+  return check_mamba2_layer_step(inputs.data(), inputs.size());
+}
+
 }  // namespace mambac

@@ -4,12 +4,14 @@
 //! both accept (Rust's every output type equal to the one the C++ sizes give), or both reject
 //! naming the same input. Optional outputs (`final_state`) are on in half the cases.
 
-use mambac_compiler::ir::step_slots;
 use mambac_compiler::ir::{
-    infer_node, CausalConv1dConfig, Dim, Elem, MambaLayerStepConfig, Op, SelectiveScanConfig, SsdScanConfig, ValueType,
+    infer_node, CausalConv1dConfig, Dim, Elem, Mamba2LayerStepConfig, MambaLayerStepConfig, Op, SelectiveScanConfig,
+    SsdScanConfig, ValueType,
 };
+use mambac_compiler::ir::{step2_slots, step_slots};
 use mambac_ops::ffi::{
-    check_causal_conv1d, check_mamba_layer_step, check_selective_scan, check_ssd_scan, ElemType, TensorDesc,
+    check_causal_conv1d, check_mamba2_layer_step, check_mamba_layer_step, check_selective_scan, check_ssd_scan,
+    ElemType, TensorDesc,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -161,6 +163,35 @@ fn step_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
     ]
 }
 
+fn step2_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
+    let (b, hid, p, n, k) =
+        (rng.gen_range(1..4), rng.gen_range(1..9), rng.gen_range(1..5), rng.gen_range(1..6), rng.gen_range(1..5));
+    let g = rng.gen_range(1..4);
+    let heads = g * rng.gen_range(1..3);
+    let inner = heads * p;
+    let conv = inner + 2 * g * n;
+    let in_dim = inner + conv + heads;
+    let t = |dims: Vec<usize>| Some(Input { elem, dims });
+    let f = |dims: Vec<usize>| Some(Input { elem: Elem::F32, dims });
+    let mut opt = |x: Option<Input>| if rng.gen_bool(0.5) { x } else { None };
+    vec![
+        t(vec![b, conv, k - 1]),
+        f(vec![b, heads, p, n]),
+        f(vec![b, 1, hid]),
+        f(vec![hid]),
+        t(vec![hid, in_dim]),
+        opt(t(vec![in_dim])),
+        t(vec![conv, k]),
+        opt(t(vec![conv])),
+        opt(f(vec![heads])),
+        f(vec![heads]),
+        opt(f(vec![heads])),
+        f(vec![inner]),
+        t(vec![inner, hid]),
+        opt(t(vec![hid])),
+    ]
+}
+
 fn compare(label: &str, op: &Op, inputs: &[Option<Input>], cpp: CppVerdict) -> bool {
     let types: Vec<Option<ValueType>> = inputs.iter().map(to_type).collect();
     let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
@@ -300,6 +331,43 @@ fn ssd_scan_checks_agree() {
             })
             .map_err(|e| e.what().to_string());
         if compare(&format!("ssd case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn mamba2_layer_step_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261204);
+    let op = Op::Mamba2LayerStep(Mamba2LayerStepConfig {
+        eps: 1e-5,
+        dt_min: 0.0,
+        dt_max: f64::INFINITY,
+        norm_before_gate: false,
+    });
+    let required: Vec<usize> = (0..14).filter(|s| !step2_slots::OPTIONAL.contains(s)).collect();
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = step2_inputs(&mut rng, elem);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &required);
+        }
+        let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
+        let cpp = check_mamba2_layer_step(&descs)
+            .map(|p| {
+                let conv = p.heads * p.head_dim + 2 * p.ngroups * p.dstate;
+                vec![
+                    out(Elem::F32, &[p.batch, 1, p.hidden]),
+                    out(elem_of(p.elem), &[p.batch, conv, p.width - 1]),
+                    out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
+                ]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("mamba2 step case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

@@ -3,7 +3,7 @@
 //! checkpoint can each be checked against the fixtures' reference logits.
 
 use crate::ir::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
-use crate::ir::{conv_slots, scan_slots, ssd_slots, step_slots};
+use crate::ir::{conv_slots, scan_slots, ssd_slots, step2_slots, step_slots};
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -199,6 +199,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
         Op::Softplus => vec![map(x(0), softplus)],
         Op::Exp => vec![map(x(0), f64::exp)],
         Op::Neg => vec![map(x(0), |v| -v)],
+        Op::Clip { min, max } => vec![map(x(0), |v| reference::clamp(v, *min, *max))],
         Op::SplitLast { sizes } => {
             let t = x(0);
             let last = *t.shape.last().expect("rank >= 1");
@@ -393,6 +394,48 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 Tensor64::new(vec![batch, 1, hidden], res),
                 Tensor64::new(vec![batch, inner, past], conv),
                 Tensor64::new(vec![batch, inner, dstate], ssm),
+            ]
+        }
+        Op::Mamba2LayerStep(cfg) => {
+            use step2_slots as s;
+            let (conv_state, ssm_state) = (x(s::CONV_STATE), x(s::SSM_STATE));
+            let (batch, conv_dim, past) = (conv_state.shape[0], conv_state.shape[1], conv_state.shape[2]);
+            let (heads, head_dim, dstate) = (ssm_state.shape[1], ssm_state.shape[2], ssm_state.shape[3]);
+            let hidden = x(s::RESIDUAL).shape[2];
+            // Validated: conv_dim = heads * head_dim + 2 * ngroups * dstate.
+            let ngroups = (conv_dim - heads * head_dim) / (2 * dstate);
+            let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
+            let (res, conv, ssm) = reference::mamba2_layer_step(&reference::Mamba2LayerStepInputs {
+                batch,
+                hidden,
+                heads,
+                head_dim,
+                ngroups,
+                dstate,
+                width: past + 1,
+                eps: cfg.eps,
+                dt_min: cfg.dt_min,
+                dt_max: cfg.dt_max,
+                norm_before_gate: cfg.norm_before_gate,
+                conv_state: &conv_state.data,
+                ssm_state: &ssm_state.data,
+                residual: &x(s::RESIDUAL).data,
+                norm_weight: &x(s::NORM_WEIGHT).data,
+                in_proj_weight: &x(s::IN_PROJ_WEIGHT).data,
+                in_proj_bias: opt(s::IN_PROJ_BIAS),
+                conv_weight: &x(s::CONV_WEIGHT).data,
+                conv_bias: opt(s::CONV_BIAS),
+                dt_bias: opt(s::DT_BIAS),
+                a: &x(s::A).data,
+                d: opt(s::D),
+                gate_norm_weight: &x(s::GATE_NORM_WEIGHT).data,
+                out_proj_weight: &x(s::OUT_PROJ_WEIGHT).data,
+                out_proj_bias: opt(s::OUT_PROJ_BIAS),
+            });
+            vec![
+                Tensor64::new(vec![batch, 1, hidden], res),
+                Tensor64::new(vec![batch, conv_dim, past], conv),
+                Tensor64::new(vec![batch, heads, head_dim, dstate], ssm),
             ]
         }
     })

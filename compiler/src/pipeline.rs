@@ -9,7 +9,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::emit::decode_graph::decode_graph_path;
 use crate::emit::external_data::previous_data_files;
 use crate::emit::{emit_onnx_models, EmitError, EmitReport, EmitTarget, ExternalData};
-use crate::ir::{validate, Elem, Graph, ValidationError};
+use crate::ir::{scan_slots, ssd_slots, step2_slots, step_slots, validate, Elem, Graph, ValidationError};
 use crate::lower::{lower, LowerOptions, OpSet};
 use crate::passes::{run_passes, run_rules, PassError, PassReport, STANDARD_RULES};
 
@@ -44,8 +44,8 @@ pub enum CompileError {
     DecodeGraph(&'static str),
     #[error("--ops standard has no standard-ONNX form of {op} (node '{node}'): export this model with --ops mambac")]
     NoStandardForm { op: &'static str, node: String },
-    #[error("the decode graph folded {fused} of {layers} layers into MambaLayerStep (a mambac bug): {unfused}")]
-    DecodeLayers { fused: usize, layers: usize, unfused: String },
+    #[error("the decode graph folded {fused} of {layers} layers into {step} (a mambac bug): {unfused}")]
+    DecodeLayers { fused: usize, layers: usize, step: &'static str, unfused: String },
 }
 
 pub struct Compiled {
@@ -61,19 +61,22 @@ pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, Com
     if opts.lower.ops == OpSet::Standard {
         let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));
         passes.extend(run_rules(&mut graph, STANDARD_RULES, left)?);
-        // A custom op the standard rules do not rewrite (Mamba-2's SsdScan) would leave a model
-        // that needs the library after all; a bisecting run (--max-rewrites) stops early on purpose.
+        // A bisecting run (--max-rewrites) stops early on purpose.
         if opts.max_rewrites.is_none() {
-            if let Some(id) = graph.node_ids().into_iter().find(|&id| graph.op(id).is_fused_op()) {
-                return Err(CompileError::NoStandardForm {
-                    op: graph.op(id).kind(),
-                    node: graph.node(id).name.clone(),
-                });
-            }
+            standard_ops_only(&graph)?;
         }
     }
     validate(&graph).map_err(CompileError::Lowering)?;
     Ok(Compiled { graph, passes })
+}
+
+/// Refuses a graph that still holds a custom op after the standard rules: one they do not rewrite
+/// would leave a `--ops standard` model that needs the op library after all.
+pub fn standard_ops_only(graph: &Graph) -> Result<(), CompileError> {
+    match graph.node_ids().into_iter().find(|&id| graph.op(id).is_fused_op()) {
+        Some(id) => Err(CompileError::NoStandardForm { op: graph.op(id).kind(), node: graph.node(id).name.clone() }),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +84,7 @@ pub struct ExportOptions {
     pub compile: CompileOptions,
     pub external_data: ExternalData,
     /// Also write `<stem>.decode.onnx` beside the output: one token a sequence, each layer one
-    /// `MambaLayerStep`, the same weights (docs/decode-graph.md). Needs a stateful, fused,
+    /// `MambaLayerStep` (Mamba-2: `Mamba2LayerStep`), the same weights (docs/decode-graph.md). Needs a stateful, fused,
     /// unquantized export.
     pub decode_graph: bool,
 }
@@ -107,6 +110,8 @@ pub struct ExportReport {
 
 /// The decode graph an export wrote.
 pub struct DecodeReport {
+    /// The op of its layers: `MambaLayerStep`, or `Mamba2LayerStep` for a Mamba-2 model.
+    pub step_op: &'static str,
     pub emit: EmitReport,
     pub passes: PassReport,
     pub output: PathBuf,
@@ -132,21 +137,32 @@ pub fn decode_options(general: &CompileOptions) -> Result<CompileOptions, Compil
 
 /// Compiles the decode graph and checks every layer became one step.
 pub fn compile_decode(ckpt: &Checkpoint, general: &CompileOptions) -> Result<Compiled, CompileError> {
-    if ckpt.config.mamba2.is_some() {
-        return Err(CompileError::DecodeGraph("a Mamba-1 model: Mamba-2 has no fused layer step yet"));
-    }
+    // The options first: what they refuse (--ops standard) is refused for every model.
     let compiled = compile(ckpt, &decode_options(general)?)?;
     let layers = ckpt.config.num_hidden_layers;
-    let fused = crate::lower::nodes_of_kind(&compiled.graph, "MambaLayerStep").len();
+    // Mamba-2 layers fold into Mamba2LayerStep, Mamba-1 layers into MambaLayerStep.
+    let (step, scan) =
+        (layer_step_op(ckpt), if ckpt.config.mamba2.is_some() { ssd_slots::OP.str } else { scan_slots::OP.str });
+    let fused = crate::lower::nodes_of_kind(&compiled.graph, step).len();
     if fused != layers {
-        let unfused = crate::lower::nodes_of_kind(&compiled.graph, "SelectiveScan")
+        let unfused = crate::lower::nodes_of_kind(&compiled.graph, scan)
             .into_iter()
             .map(|n| compiled.graph.node(n).name.clone())
             .collect::<Vec<_>>()
             .join(", ");
-        return Err(CompileError::DecodeLayers { fused, layers, unfused });
+        return Err(CompileError::DecodeLayers { fused, layers, step, unfused });
     }
     Ok(compiled)
+}
+
+/// The op a decode graph of `ckpt` has a layer: `Mamba2LayerStep` for Mamba-2, `MambaLayerStep`
+/// for Mamba-1.
+pub fn layer_step_op(ckpt: &Checkpoint) -> &'static str {
+    if ckpt.config.mamba2.is_some() {
+        step2_slots::OP.str
+    } else {
+        step_slots::OP.str
+    }
 }
 
 impl ExportReport {
@@ -178,6 +194,7 @@ pub fn export(
     }
     let compiled = compile(ckpt, &opts.compile)?;
     let decode = if opts.decode_graph { Some(compile_decode(ckpt, &opts.compile)?) } else { None };
+    let step_op = layer_step_op(ckpt);
     let vg = validate(&compiled.graph).map_err(CompileError::Lowering)?;
     let export_id = export_id();
     let metadata = metadata(ckpt, opts, &compiled.passes, &export_id);
@@ -195,8 +212,12 @@ pub fn export(
     }
     let mut emitted = emit_onnx_models(&targets, ckpt, opts.external_data, &export_id, progress)?.into_iter();
     let emit = emitted.next().expect("one report a target");
-    let decode =
-        decode.zip(emitted.next()).map(|(d, emit)| DecodeReport { emit, passes: d.passes, output: decode_path });
+    let decode = decode.zip(emitted.next()).map(|(d, emit)| DecodeReport {
+        step_op,
+        emit,
+        passes: d.passes,
+        output: decode_path,
+    });
     Ok(ExportReport { emit, passes: compiled.passes, output: out.to_path_buf(), export_id, previous_data, decode })
 }
 

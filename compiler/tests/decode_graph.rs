@@ -5,7 +5,7 @@
 
 mod common;
 
-use mambac_compiler::ir::step_slots;
+use mambac_compiler::ir::{step2_slots, step_slots};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use mambac_compiler::emit::decode_graph::{decode_graph_path, initializers, Initi
 use mambac_compiler::emit::{emit_onnx_models, EmitTarget, ExternalData};
 use mambac_compiler::interp::{interpret, Tensor64};
 use mambac_compiler::ir::{
-    infer_node, validate, ConstSource, ConstTensor, Dim, Elem, Graph, MambaLayerStepConfig as Step, Op, ValueType,
+    infer_node, validate, ConstSource, ConstTensor, Dim, Elem, Graph, Mamba2LayerStepConfig,
+    MambaLayerStepConfig as Step, Op, ValueType,
 };
 use mambac_compiler::lower::{nodes_of_kind, LowerOptions, WeightQuant};
 use mambac_compiler::pipeline::{compile, compile_decode, export, CompileOptions, ExportOptions, ExportReport};
@@ -46,17 +47,20 @@ fn random(rng: &mut StdRng, shape: Vec<usize>, scale: f64) -> Tensor64 {
     Tensor64::new(shape, (0..n).map(|_| rng.gen_range(-scale..scale)).collect())
 }
 
-/// One token a sequence for a batch of 3, on random (non-zero) states.
-fn step_feeds(ckpt: &Checkpoint, seed: u64) -> HashMap<String, Tensor64> {
-    let c = &ckpt.config;
+/// One token a sequence for a batch of 3, on random (non-zero) states of the shapes `g`'s
+/// state inputs have (Mamba-1 and Mamba-2 alike).
+fn step_feeds(ckpt: &Checkpoint, g: &Graph, seed: u64) -> HashMap<String, Tensor64> {
     let mut rng = StdRng::seed_from_u64(seed);
     let batch = 3;
-    let ids = (0..batch).map(|_| rng.gen_range(0..c.vocab_size) as f64).collect();
+    let ids = (0..batch).map(|_| rng.gen_range(0..ckpt.config.vocab_size) as f64).collect();
     let mut feeds = HashMap::from([("input_ids".to_string(), Tensor64::new(vec![batch, 1], ids))]);
-    for i in 0..c.num_hidden_layers {
-        let conv = random(&mut rng, vec![batch, c.intermediate_size, c.conv_kernel - 1], 1.0);
-        feeds.insert(format!("conv_state.{i}"), conv);
-        feeds.insert(format!("ssm_state.{i}"), random(&mut rng, vec![batch, c.intermediate_size, c.state_size], 1.0));
+    for n in g.node_ids() {
+        if let Op::Input { name, ty } = g.op(n) {
+            if name != "input_ids" {
+                let dims = ty.shape.0.iter().map(|d| d.known().unwrap_or(batch)).collect();
+                feeds.insert(name.clone(), random(&mut rng, dims, 1.0));
+            }
+        }
     }
     feeds
 }
@@ -66,12 +70,16 @@ fn check_step(label: &str, ckpt: &Checkpoint) {
     let general = compile(ckpt, &stateful(Elem::F32)).unwrap();
     let decode = compile_decode(ckpt, &stateful(Elem::F32)).unwrap();
     let layers = ckpt.config.num_hidden_layers;
-    assert_eq!(nodes_of_kind(&decode.graph, "MambaLayerStep").len(), layers, "{label}");
-    for kind in ["SelectiveScan", "CausalConv1d", "RmsNorm"] {
+    let (step, left) = match ckpt.config.mamba2 {
+        Some(_) => ("Mamba2LayerStep", ["SsdScan", "CausalConv1d", "GatedRmsNorm", "RmsNorm"]),
+        None => ("MambaLayerStep", ["SelectiveScan", "CausalConv1d", "GatedRmsNorm", "RmsNorm"]),
+    };
+    assert_eq!(nodes_of_kind(&decode.graph, step).len(), layers, "{label}");
+    for kind in left {
         let n = nodes_of_kind(&decode.graph, kind).len();
         assert_eq!(n, (kind == "RmsNorm") as usize, "{label}: {n} {kind} left (only the final norm is not a layer's)");
     }
-    let feeds = step_feeds(ckpt, 77);
+    let feeds = step_feeds(ckpt, &general.graph, 77);
     let want = interpret(&validate(&general.graph).unwrap(), ckpt, &feeds).unwrap();
     let got = interpret(&validate(&decode.graph).unwrap(), ckpt, &feeds).unwrap();
     assert_eq!(got.len(), want.len(), "{label}: outputs");
@@ -91,6 +99,41 @@ fn check_step(label: &str, ckpt: &Checkpoint) {
 fn decode_ir_step_equals_the_stateful_ir_step_on_the_fixtures() {
     for fixture in ["mamba-tiny-hf", "mamba-tiny-ssm"] {
         check_step(fixture, &Checkpoint::open(&testdata(fixture)).unwrap());
+    }
+}
+
+#[test]
+fn mamba2_decode_ir_step_equals_the_stateful_ir_step() {
+    for fixture in ["mamba2-tiny-hf", "mamba2-groups2"] {
+        let mut ckpt = Checkpoint::open(&testdata(fixture)).unwrap();
+        check_step(fixture, &ckpt);
+        // mamba_ssm's other gated norm (no released model uses it): the rule carries the flag.
+        ckpt.config.mamba2.as_mut().unwrap().norm_before_gate = true;
+        check_step(&format!("{fixture}, norm_before_gate"), &ckpt);
+        let decode = compile_decode(&ckpt, &stateful(Elem::F32)).unwrap();
+        let step = nodes_of_kind(&decode.graph, "Mamba2LayerStep")[0];
+        assert!(matches!(decode.graph.op(step), Op::Mamba2LayerStep(c) if c.norm_before_gate));
+    }
+}
+
+#[test]
+fn the_mamba2_rule_fires_once_a_layer_and_only_when_seqlen_is_one() {
+    let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
+    for dtype in [Elem::F32, Elem::F16, Elem::BF16] {
+        let decode = compile_decode(&ckpt, &stateful(dtype)).unwrap();
+        let n = decode.passes.rewrites.iter().filter(|r| r.starts_with("fuse_mamba2_layer_step/")).count();
+        assert_eq!(n, 2, "{dtype}: one rewrite a layer");
+        assert!(!decode.passes.rules_applied.contains(&"fuse_layer_step"));
+        let step = nodes_of_kind(&decode.graph, "Mamba2LayerStep")[1];
+        let Op::Mamba2LayerStep(cfg) = decode.graph.op(step) else { unreachable!() };
+        assert_eq!((cfg.dt_min, cfg.dt_max, cfg.eps), (0.05, 0.5, 1e-5), "the fixture's time_step_limit");
+        let name_of = |slot| decode.graph.node(decode.graph.input(step, slot).unwrap().node).name.clone();
+        assert_eq!(name_of(step2_slots::IN_PROJ_WEIGHT), "backbone.layers.1.mixer.in_proj.weight.T");
+        assert_eq!(name_of(step2_slots::A), "backbone.layers.1.mixer.A");
+        assert_eq!(name_of(step2_slots::GATE_NORM_WEIGHT), "backbone.layers.1.mixer.norm.weight");
+        assert_eq!(name_of(step2_slots::RESIDUAL), "backbone.layers.0.residual", "layer 1 reads layer 0's step");
+        let general = compile(&ckpt, &stateful(dtype)).unwrap();
+        assert!(general.passes.rewrites.iter().all(|r| !r.starts_with("fuse_mamba2_layer_step/")), "{dtype}");
     }
 }
 
@@ -422,5 +465,120 @@ fn initializers_are_listed_with_their_data_inline_or_external() {
     let missing = d.join("missing.onnx");
     let e = initializers(&missing).unwrap_err().to_string();
     assert!(e.starts_with(&format!("cannot read or write {}: ", missing.display())), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Types of a valid Mamba-2 step: batch symbolic, hidden 8, 4 heads of 4, 2 groups, dstate 4,
+/// width 4 (conv_dim 32, in_proj 52), T bfloat16.
+fn step2_types() -> Vec<Option<ValueType>> {
+    let ty = |elem, dims: &[usize]| Some(ValueType::new(elem, dims.iter().map(|&d| Dim::Known(d)).collect()));
+    let (t, f) = (Elem::BF16, Elem::F32);
+    let mut v = vec![
+        ty(t, &[2, 32, 3]),
+        ty(f, &[2, 4, 4, 4]),
+        ty(f, &[2, 1, 8]),
+        ty(f, &[8]),
+        ty(t, &[8, 52]),
+        ty(t, &[52]),
+        ty(t, &[32, 4]),
+        ty(t, &[32]),
+        ty(f, &[4]),
+        ty(f, &[4]),
+        ty(f, &[4]),
+        ty(f, &[16]),
+        ty(t, &[16, 8]),
+        ty(t, &[8]),
+    ];
+    for slot in [step2_slots::CONV_STATE, step2_slots::SSM_STATE, step2_slots::RESIDUAL] {
+        v[slot].as_mut().unwrap().shape.0[0] = Dim::sym("batch");
+    }
+    v
+}
+
+fn infer_step2(types: &[Option<ValueType>]) -> Result<Vec<ValueType>, String> {
+    let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
+    let cfg = Mamba2LayerStepConfig { eps: 1e-5, dt_min: 0.0, dt_max: f64::INFINITY, norm_before_gate: false };
+    infer_node(&Op::Mamba2LayerStep(cfg), &refs).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_mamba2_step_inference_rule_types_the_outputs_and_names_the_input_at_fault() {
+    let outs = infer_step2(&step2_types()).unwrap();
+    let shown: Vec<String> = outs.iter().map(|t| format!("{} {}", t.elem, t.shape)).collect();
+    assert_eq!(shown, ["float32 [batch, 1, 8]", "bfloat16 [batch, 32, 3]", "float32 [batch, 4, 4, 4]"]);
+    let mut optional_absent = step2_types();
+    for slot in step2_slots::OPTIONAL {
+        optional_absent[slot] = None;
+    }
+    assert_eq!(infer_step2(&optional_absent).unwrap(), outs);
+
+    let broken = |edit: &dyn Fn(&mut Vec<Option<ValueType>>)| {
+        let mut v = step2_types();
+        edit(&mut v);
+        infer_step2(&v).unwrap_err()
+    };
+    let dim = |v: &mut Vec<Option<ValueType>>, slot: usize, axis: usize, n: usize| {
+        v[slot].as_mut().unwrap().shape.0[axis] = Dim::Known(n)
+    };
+    assert_eq!(
+        broken(&|v| dim(v, step2_slots::CONV_STATE, 1, 34)),
+        "input 'conv_state' has shape [batch, 34, 3], expected [batch, conv_dim, 3] with conv_dim = 16 + 2 * \
+         ngroups * 4 and ngroups dividing heads 4 (inner and dstate from 'ssm_state')"
+    );
+    assert_eq!(
+        broken(&|v| dim(v, step2_slots::SSM_STATE, 3, 0)),
+        "input 'ssm_state' has shape [batch, 4, 4, 0], expected [batch, heads, head_dim, dstate] with heads, \
+         head_dim and dstate >= 1"
+    );
+    assert_eq!(
+        broken(&|v| dim(v, step2_slots::RESIDUAL, 1, 2)),
+        "input 'residual' has shape [batch, 2, 8], expected [batch, 1, hidden] (one token a sequence; batch from \
+         'conv_state')"
+    );
+    assert_eq!(
+        broken(&|v| dim(v, step2_slots::IN_PROJ_WEIGHT, 1, 48)),
+        "input 'in_proj_weight' has shape [8, 48], expected [8, 52] (inner + conv_dim + heads = 16 + 32 + 4)"
+    );
+    assert_eq!(
+        broken(&|v| v[step2_slots::GATE_NORM_WEIGHT] = None),
+        "input 'gate_norm_weight' is required but missing"
+    );
+    assert_eq!(
+        broken(&|v| dim(v, step2_slots::GATE_NORM_WEIGHT, 0, 8)),
+        "input 'gate_norm_weight' has shape [8], expected [16] (inner = heads * head_dim from 'ssm_state')"
+    );
+    assert_eq!(
+        broken(&|v| v[step2_slots::OUT_PROJ_WEIGHT].as_mut().unwrap().elem = Elem::F16),
+        "input 'out_proj_weight' has element type float16, expected bfloat16 (same as 'conv_state')"
+    );
+    assert_eq!(
+        broken(&|v| dim(v, step2_slots::D, 0, 5)),
+        "input 'D' has shape [5], expected [4] (heads from 'ssm_state')"
+    );
+}
+
+#[test]
+fn a_mamba2_export_writes_its_decode_graph_on_the_shared_weights() {
+    let d = tmpdir("mamba2");
+    let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
+    let lower = LowerOptions { dtype: Elem::F16, stateful: true, ..Default::default() };
+    let out = d.join("m.onnx");
+    let report = export(&ckpt, &out, &export_opts(lower, ExternalData::Always, true), &mut |_, _| {}).unwrap();
+    let decode = report.decode.as_ref().expect("a decode report");
+    assert_eq!(decode.step_op, "Mamba2LayerStep");
+    let m = load(&decode.output);
+    let steps: Vec<_> = m.graph.node.iter().filter(|n| n.op_type == "Mamba2LayerStep").collect();
+    // 14 inputs: every optional one present (the fixture has in_proj and out_proj biases).
+    assert!(steps.len() == 2 && steps.iter().all(|n| n.domain == "mambac" && n.input.len() == 14), "{steps:?}");
+    assert_eq!(
+        mambac_compiler::emit::decode_graph::layer_step_op(&decode.output).unwrap().as_deref(),
+        Some("Mamba2LayerStep")
+    );
+    let general = load(&out);
+    let names: HashMap<String, _> = general.graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    for t in &m.graph.initializer {
+        assert_eq!(Some(t), names.get(&t.name), "{} is not the stateful graph's", t.name);
+    }
+    assert_eq!(mambac_compiler::emit::decode_graph::layer_step_op(&out).unwrap().as_deref(), Some("CausalConv1d"));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -152,7 +152,7 @@ fn driver_stops_after_n_rewrites_for_bisecting() {
         assert_eq!(partial.rewrites, report.rewrites[..n]);
         validate(&g).unwrap();
     }
-    assert_eq!(RULES.len(), 8);
+    assert_eq!(RULES.len(), 9);
 }
 
 #[test]

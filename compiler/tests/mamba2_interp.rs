@@ -8,11 +8,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
 use mambac_compiler::checkpoint::Checkpoint;
-use mambac_compiler::interp::Tensor64;
 use mambac_compiler::ir::Elem;
 use mambac_compiler::lower::{nodes_of_kind, LowerOptions};
 use mambac_compiler::pipeline::{compile, CompileOptions};
@@ -26,18 +23,6 @@ fn opts(fuse: bool, stateful: bool) -> CompileOptions {
         fuse,
         max_rewrites: None,
     }
-}
-
-/// Zero states for every layer, in the model's shapes.
-fn zero_states(ckpt: &Checkpoint, batch: usize) -> HashMap<String, Tensor64> {
-    let c = &ckpt.config;
-    let m = c.mamba2.as_ref().expect("a Mamba-2 fixture");
-    let mut s = HashMap::new();
-    for i in 0..c.num_hidden_layers {
-        s.insert(format!("conv_state.{i}"), Tensor64::zeros(vec![batch, m.conv_dim(c), c.conv_kernel - 1]));
-        s.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, m.num_heads, m.head_dim, c.state_size]));
-    }
-    s
 }
 
 #[test]
@@ -61,7 +46,7 @@ fn final_states_match_reference() {
     for (fixture, tol) in FIXTURES {
         let ckpt = Checkpoint::open(&testdata(fixture)).unwrap();
         let r = reference(fixture);
-        let mut inputs = zero_states(&ckpt, r["input_ids"].shape[0]);
+        let mut inputs = zero_states(&ckpt.config, r["input_ids"].shape[0]);
         inputs.insert("input_ids".into(), r["input_ids"].clone());
         let out = run_interp(&ckpt, &opts(true, true), inputs);
         assert!(worst_rel(&out["logits"].data, &r["logits"].data) <= tol);
@@ -90,7 +75,7 @@ fn chunked_prefill_reproduces_one_shot() {
         let len = ids.shape[1];
         let compiled = compile(&ckpt, &opts(true, true)).unwrap();
         let vg = mambac_compiler::ir::validate(&compiled.graph).unwrap();
-        let mut states = zero_states(&ckpt, ids.shape[0]);
+        let mut states = zero_states(&ckpt.config, ids.shape[0]);
         for w in [0, 1, 2, 7, 8, len].windows(2) {
             let mut inputs = states.clone();
             inputs.insert("input_ids".into(), slice_seq(ids, w[0], w[1]));

@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-
+use common::graph_build::{constant, input, random, random_feeds};
 use common::*;
 use mambac_compiler::checkpoint::Checkpoint;
-use mambac_compiler::interp::{interpret, Tensor64};
+use mambac_compiler::interp::interpret;
 use mambac_compiler::ir::{
-    validate, CausalConvWithStateConfig, ConstSource, ConstTensor, Dim, Elem, Graph, LinearAttentionConfig, Op,
-    SelectiveScanConfig, ValueRef, ValueType,
+    validate, CausalConvWithStateConfig, Elem, Graph, LinearAttentionConfig, Op, SelectiveScanConfig, ValueRef,
 };
 use mambac_compiler::lower::{nodes_of_kind, LowerOptions, OpSet};
 use mambac_compiler::passes::{run_rules, STANDARD_RULES};
@@ -89,30 +87,6 @@ fn decode_graph_needs_the_custom_ops() {
     );
 }
 
-/// Seeded values in [-1, 1) (xorshift: the test needs no crate).
-fn random(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn input(g: &mut Graph, name: &str, elem: Elem, dims: &[usize]) -> ValueRef {
-    let ty = ValueType::new(elem, dims.iter().map(|&d| Dim::Known(d)).collect());
-    g.add_op(name, Op::Input { name: name.into(), ty }, &[]).into()
-}
-
-fn constant(g: &mut Graph, name: &str, values: Vec<f64>, shape: &[usize]) -> ValueRef {
-    let source = ConstSource::Computed(std::sync::Arc::new(values));
-    let c = ConstTensor { name: name.into(), shape: shape.to_vec(), elem: Elem::F32, source };
-    g.add_op(name, Op::Const(c), &[]).into()
-}
-
 /// A scan with 3 groups, every optional input, softplus and both outputs, and a conv with bias,
 /// SiLU and state: the rewritten graph's outputs equal the original's.
 #[test]
@@ -147,7 +121,7 @@ fn grouped_scan_and_conv_with_every_option() {
     g.add_output("conv_state_out", ValueRef { node: conv, output: 1 });
 
     let ckpt = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
-    let feeds: HashMap<String, Tensor64> = [
+    let feeds = random_feeds(&[
         ("u", vec![b, l, dim], 10),
         ("conv_s", vec![b, dim, k - 1], 11),
         ("delta", vec![b, l, dim], 12),
@@ -155,13 +129,7 @@ fn grouped_scan_and_conv_with_every_option() {
         ("C", vec![b, l, groups, n], 14),
         ("z", vec![b, l, dim], 15),
         ("h0", vec![b, dim, n], 16),
-    ]
-    .into_iter()
-    .map(|(name, shape, seed)| {
-        let len = shape.iter().product();
-        (name.to_string(), Tensor64::new(shape, random(len, seed)))
-    })
-    .collect();
+    ]);
     let want = interpret(&validate(&g).unwrap(), &ckpt, &feeds).unwrap();
     let report = run_rules(&mut g, STANDARD_RULES, None).unwrap();
     assert_eq!(report.rewrites, ["conv_to_causal_conv_with_state/0", "scan_to_linear_attention/0"]);

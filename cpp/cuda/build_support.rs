@@ -47,6 +47,8 @@ const HEADERS: &[&str] = &[
     "selective_scan_ws.cuh",
     "ssd_scan.h",
     "ssd_scan_impl.cuh",
+    "ssd_chunk_impl.cuh",
+    "ssd_chunk_tile.cuh",
     "causal_conv1d.h",
     "causal_conv1d_impl.cuh",
     "decode_layer.h",

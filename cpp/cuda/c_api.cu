@@ -22,6 +22,11 @@ int mambac_cuda_ssd_scan(const mambac::SsdScanParams* p, void* stream) noexcept 
     return mambac::cuda::ssd_scan(*p, static_cast<cudaStream_t>(stream));
 }
 
+// The device scratch SsdScan wants in p->scratch (0: none, the step kernel runs).
+size_t mambac_cuda_ssd_scan_scratch_bytes(const mambac::SsdScanParams* p) noexcept {
+    return p ? mambac::cuda::ssd_scan_scratch_bytes(*p) : 0;
+}
+
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept {
     if (!p) return cudaErrorInvalidValue;
     return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream));

@@ -20,12 +20,14 @@
 namespace mambac::cuda {
 
 // Work split of the GEMVs (0 = the default): 16-byte loads a thread keeps in flight (4, 8 or 16;
-// batch 1 only), the longest K tile (rows, <= 512), and the blocks a multiprocessor the K tiles
-// are sized for. Only the benchmark harness (harness_api.cu) sets it.
+// batch 1 only), the longest K tile (rows, <= 512), the blocks a multiprocessor the K tiles are
+// sized for, and whether 16-bit weights go through the tensor-core kernel. Only the benchmark
+// harness (harness_api.cu) sets it.
 struct DecodeTuning {
     int rows_per_pass = 0;
     int k_tile_max = 0;
     int blocks_per_sm = 0;
+    int tensor_cores = 0;  // 16-bit GEMVs on tensor cores: 1 = at every batch, -1 = never
 };
 
 // Bytes of device scratch the step needs (float32 accumulators and activations).

@@ -10,6 +10,7 @@
 #include "causal_conv1d.h"
 #include "decode_layer.h"
 #include "selective_scan.h"
+#include "ssd_scan.h"
 
 namespace {
 
@@ -51,7 +52,7 @@ const char* ssd_layout() {
         MAMBAC_FIELD(S, ngroups) MAMBAC_FIELD(S, dstate) MAMBAC_FIELD(S, elem) MAMBAC_FIELD(S, dt_softplus)
         MAMBAC_FIELD(S, dt_min) MAMBAC_FIELD(S, dt_max) MAMBAC_FIELD(S, x) MAMBAC_FIELD(S, dt) MAMBAC_FIELD(S, a)
         MAMBAC_FIELD(S, b) MAMBAC_FIELD(S, c) MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, dt_bias)
-        MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state)
+        MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state) MAMBAC_FIELD(S, scratch)
         return l.done();
     }
     return l.text.c_str();
@@ -126,6 +127,24 @@ int mambac_cuda_selective_scan_cfg(const mambac::SelectiveScanParams* p, void* s
     return mambac::cuda::selective_scan(*p, static_cast<cudaStream_t>(stream), cfg);
 }
 
+// SsdScan with the path forced (path: 1 = the step kernel, -1 = the chunked prefill, 0 = by shape)
+// and the chunk length (64, 128, 256; 0 = by shape); the scratch bytes for the same choice.
+int mambac_cuda_ssd_scan_cfg(const mambac::SsdScanParams* p, void* stream, int path, int chunk) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    mambac::cuda::SsdConfig cfg;
+    cfg.path = path;
+    cfg.chunk = chunk;
+    return mambac::cuda::ssd_scan(*p, static_cast<cudaStream_t>(stream), cfg);
+}
+
+size_t mambac_cuda_ssd_scan_cfg_scratch_bytes(const mambac::SsdScanParams* p, int path, int chunk) noexcept {
+    if (!p) return 0;
+    mambac::cuda::SsdConfig cfg;
+    cfg.path = path;
+    cfg.chunk = chunk;
+    return mambac::cuda::ssd_scan_scratch_bytes(*p, cfg);
+}
+
 // CausalConv1d with the fast kernel's split forced (channels and steps a thread; 0 = default),
 // or the per-step kernel forced (step 1) or ruled out (-1).
 int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* stream, int v, int lt,
@@ -141,12 +160,13 @@ int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* str
 // The decode step with the GEMVs' work split forced (decode_layer.h DecodeTuning; zeros = the
 // defaults).
 int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* stream, int rows_per_pass,
-                                   int k_tile_max, int blocks_per_sm) noexcept {
+                                   int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
     if (!p) return cudaErrorInvalidValue;
     mambac::cuda::DecodeTuning t;
     t.rows_per_pass = rows_per_pass;
     t.k_tile_max = k_tile_max;
     t.blocks_per_sm = blocks_per_sm;
+    t.tensor_cores = tensor_cores;
     return mambac::cuda::decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 

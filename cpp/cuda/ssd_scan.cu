@@ -1,4 +1,5 @@
-// SsdScan launcher: dispatch on the element type to the per-dtype translation units.
+// SsdScan launcher: the plan (which path, the chunk size and the scratch layout), then dispatch on
+// the element type to the per-dtype translation units.
 #include "abi.h"
 #include "ssd_scan.h"
 
@@ -8,14 +9,67 @@
 namespace mambac::cuda {
 namespace detail {
 template <typename T>
-cudaError_t launch_ssd_typed(const SsdScanParams&, cudaStream_t);
+cudaError_t launch_ssd_typed(const SsdScanParams&, const SsdPlan&, cudaStream_t);
+}  // namespace detail
+
+namespace {
+// a * b, or false when it wraps.
+bool mul(size_t a, size_t b, size_t& out) { return !__builtin_mul_overflow(a, b, &out); }
+
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+}  // namespace
+
+SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
+    SsdPlan plan;
+    const bool forced_chunk = cfg.chunk != 0;
+    if (forced_chunk && cfg.chunk != 64 && cfg.chunk != 128 && cfg.chunk != 256) plan.valid = false;
+    if (cfg.path == 1 || !plan.valid) return plan;
+    // Nothing to chunk: no steps, no state (y = D x), or no rows; the step kernel handles those.
+    const bool work = p.seqlen > 0 && p.dstate > 0 && p.batch > 0 && p.heads > 0 && p.head_dim > 0;
+    if (!work || (cfg.path == 0 && p.seqlen < kSsdChunkedMinSeqlen)) return plan;
+    // Chunk length: the extra padded steps of a short sequence against the per-chunk state traffic
+    // of a long one (states are dstate x head_dim floats a head and chunk). Initial guesses, to be
+    // settled by tools/gpu/bench_ssd.py's sweep.
+    plan.chunk = forced_chunk ? static_cast<size_t>(cfg.chunk) : p.seqlen <= 128 ? 64 : p.seqlen <= 512 ? 128 : 256;
+    plan.nchunks = (p.seqlen + plan.chunk - 1) / plan.chunk;
+    size_t bh = 0, rows = 0, cb = 0, st = 0, hs = 0;
+    const size_t elem = p.elem == ElemType::F32 ? 4 : 2;
+    bool ok = mul(p.batch, p.heads, bh) && mul(bh, plan.nchunks, rows) && mul(rows, plan.chunk * 4, rows);
+    ok = ok && mul(p.batch, plan.nchunks, cb) && mul(cb, p.ngroups, cb) && mul(cb, plan.chunk * plan.chunk * 4, cb);
+    ok = ok && mul(bh, plan.nchunks, st) && mul(st, p.head_dim, st) && mul(st, p.dstate, st) && mul(st, elem, hs) &&
+         mul(st, 4, st);
+    ok = ok && rows < (1ull << 56) && cb < (1ull << 56) && st < (1ull << 56);
+    if (!ok) {
+        plan.valid = cfg.path == 0;
+        plan.chunk = plan.nchunks = 0;
+        return plan;
+    }
+    plan.chunked = true;
+    plan.dtp = 0;
+    plan.cs = align256(rows);
+    plan.cb = plan.cs + align256(rows);
+    plan.st = plan.cb + align256(cb);
+    plan.hs = plan.st + align256(st);
+    plan.bytes = plan.hs + align256(hs);
+    return plan;
 }
 
-cudaError_t ssd_scan(const SsdScanParams& p, cudaStream_t stream) {
+size_t ssd_scan_scratch_bytes(const SsdScanParams& p, const SsdConfig& cfg) {
+    const SsdPlan plan = ssd_plan(p, cfg);
+    return plan.valid && plan.chunked ? plan.bytes : 0;
+}
+
+cudaError_t ssd_scan(const SsdScanParams& p, cudaStream_t stream, const SsdConfig& cfg) {
+    SsdPlan plan = ssd_plan(p, cfg);
+    if (!plan.valid) return cudaErrorInvalidValue;
+    if (plan.chunked && !p.scratch) {
+        if (cfg.path == -1) return cudaErrorInvalidValue;
+        plan = SsdPlan{};  // no scratch given: the step kernel
+    }
     switch (p.elem) {
-        case ElemType::F32: return detail::launch_ssd_typed<float>(p, stream);
-        case ElemType::F16: return detail::launch_ssd_typed<__half>(p, stream);
-        case ElemType::BF16: return detail::launch_ssd_typed<__nv_bfloat16>(p, stream);
+        case ElemType::F32: return detail::launch_ssd_typed<float>(p, plan, stream);
+        case ElemType::F16: return detail::launch_ssd_typed<__half>(p, plan, stream);
+        case ElemType::BF16: return detail::launch_ssd_typed<__nv_bfloat16>(p, plan, stream);
     }
     return cudaErrorInvalidValue;
 }

@@ -1,7 +1,12 @@
 // CUDA launcher for SsdScan (docs/op-contract.md "SsdScan", Mamba-2's scan). Knows nothing about
 // ONNX Runtime or TensorRT: it takes the kernel ABI's params struct (device pointers, contiguous
-// token-major buffers) and a stream, queues one kernel, and returns the launch status. No host
-// synchronisation.
+// token-major buffers, and the scratch the chunked prefill needs) and a stream, queues the
+// kernels, and returns the launch status. No host synchronisation.
+//
+// Two paths, chosen by shape (cpp/cuda/README.md "SsdScan"): the step-by-step kernel
+// (ssd_scan_impl.cuh; decode and short sequences) and the chunked prefill (ssd_chunk_impl.cuh;
+// five kernels, tensor cores for 16-bit types), which needs `ssd_scan_scratch_bytes` of device
+// scratch in `SsdScanParams::scratch`. Without that scratch the step kernel runs.
 #pragma once
 
 #include <cstddef>
@@ -18,10 +23,35 @@ namespace mambac::cuda {
 // registration refuses larger ones with a message before launching (custom-ops/src/ssd_scan.rs).
 constexpr size_t kSsdMaxDstate = 512;
 
+// The chunked path from this sequence length on; below it the step kernel's seqlen dependent
+// steps cost less than the chunked path's five launches and its fixed per-chunk work.
+constexpr size_t kSsdChunkedMinSeqlen = 33;
+
+// Forces a path or a chunk size (the harness's tests and benchmarks); zeros = automatic.
+struct SsdConfig {
+    int path = 0;   // 1 = the step kernel, -1 = the chunked path (an error without scratch)
+    int chunk = 0;  // the chunked path's Q: 64, 128 or 256
+};
+
+// What a call will run, and the scratch regions of the chunked path (byte offsets; float32 but
+// for hs, in the element type): dtp and cs [batch, heads, nchunks, chunk], cb [batch, nchunks,
+// ngroups, chunk, chunk], st and hs [batch, nchunks, heads, head_dim, dstate].
+struct SsdPlan {
+    bool valid = true;  // false: a forced chunk or path this shape cannot take
+    bool chunked = false;
+    size_t chunk = 0, nchunks = 0;
+    size_t dtp = 0, cs = 0, cb = 0, st = 0, hs = 0, bytes = 0;
+};
+SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg = {});
+
+// Device scratch bytes `ssd_scan` with the same params and config wants in `p.scratch`; 0 when it
+// runs the step kernel.
+size_t ssd_scan_scratch_bytes(const SsdScanParams& p, const SsdConfig& cfg = {});
+
 // Queues y (and final_state when given) for `p` on `stream`. Returns cudaSuccess (at once, with
 // nothing queued, when there is no output element to write), cudaErrorInvalidValue for what the
-// kernel cannot take (dstate > kSsdMaxDstate, heads not divisible by ngroups, a missing required
-// pointer, a grid past CUDA's reach), or the launch error.
-cudaError_t ssd_scan(const SsdScanParams& p, cudaStream_t stream);
+// kernels cannot take (dstate > kSsdMaxDstate, heads not divisible by ngroups, a missing required
+// pointer, a grid past CUDA's reach, a forced config the shape cannot take), or the launch error.
+cudaError_t ssd_scan(const SsdScanParams& p, cudaStream_t stream, const SsdConfig& cfg = {});
 
 }  // namespace mambac::cuda

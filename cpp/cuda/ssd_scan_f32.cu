@@ -1,4 +1,4 @@
 // SsdScan kernel for float inputs and outputs (float32 arithmetic and state).
-#include "ssd_scan_impl.cuh"
+#include "ssd_chunk_impl.cuh"
 
 MAMBAC_INSTANTIATE_SSD(float)

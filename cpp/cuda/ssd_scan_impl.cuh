@@ -141,7 +141,11 @@ cudaError_t launch_ssd(const SsdArgs& a, cudaStream_t stream) {
 }
 
 template <typename T>
-cudaError_t launch_ssd_typed(const SsdScanParams& p, cudaStream_t stream) {
+cudaError_t launch_ssd_chunked(const SsdArgs& a, const SsdPlan& plan, char* scratch, cudaStream_t stream);
+
+// Checks `p`, then queues the plan's path (ssd_scan.cu ssd_plan).
+template <typename T>
+cudaError_t launch_ssd_typed(const SsdScanParams& p, const SsdPlan& plan, cudaStream_t stream) {
     // No output element to write: nothing to launch, whatever the other sizes.
     if (p.batch == 0 || p.heads == 0 || p.head_dim == 0 || (p.seqlen == 0 && !p.final_state)) return cudaSuccess;
     if (p.dstate > kSsdMaxDstate || p.ngroups == 0 || p.heads % p.ngroups != 0) return cudaErrorInvalidValue;
@@ -174,6 +178,7 @@ cudaError_t launch_ssd_typed(const SsdScanParams& p, cudaStream_t stream) {
     a.softplus = p.dt_softplus;
     a.dt_min = p.dt_min;
     a.dt_max = p.dt_max;
+    if (plan.chunked) return launch_ssd_chunked<T>(a, plan, reinterpret_cast<char*>(p.scratch), stream);
     // (LN lanes a row, KN states a lane): at most 4 states a lane up to dstate 128, so a row's
     // y needs a short shuffle tree and the registers stay few; a warp a row from dstate 128 on.
     const int N = a.dstate;
@@ -191,5 +196,5 @@ cudaError_t launch_ssd_typed(const SsdScanParams& p, cudaStream_t stream) {
 // One explicit instantiation per element type, in its own translation unit.
 #define MAMBAC_INSTANTIATE_SSD(T)                                                                 \
     namespace mambac::cuda::detail {                                                              \
-    template cudaError_t launch_ssd_typed<T>(const SsdScanParams&, cudaStream_t);                 \
+    template cudaError_t launch_ssd_typed<T>(const SsdScanParams&, const SsdPlan&, cudaStream_t);  \
     }

@@ -55,6 +55,8 @@ pub mod ffi {
     ///   b, c               [batch, seqlen, ngroups, dstate]    T
     ///   initial_state,
     ///   final_state        [batch, heads, head_dim, dstate]    f32
+    ///   scratch            device scratch of the CUDA chunked prefill (`ssd_scan_scratch_bytes`
+    ///                      in cpp/cuda/ssd_scan.h); 0 = none, and the CPU kernel reads none
     #[derive(Debug, Clone, Copy)]
     struct SsdScanParams {
         batch: usize,
@@ -77,6 +79,7 @@ pub mod ffi {
         initial_state: usize,
         y: usize,
         final_state: usize,
+        scratch: usize,
     }
 
     /// CausalConv1d, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.
@@ -151,6 +154,56 @@ pub mod ffi {
         scratch: usize,
     }
 
+    /// Mamba2LayerStep (custom-ops/src/mamba2_layer_step.rs has its equations): one Mamba-2
+    /// layer's decode step, one token a sequence. `inner = heads * head_dim`, `conv_dim = inner +
+    /// 2 * ngroups * dstate` (the conv runs over x, B and C together), `in_dim = inner + conv_dim +
+    /// heads` (z, xBC, dt). Every pointer is the address of a contiguous buffer; 0 = absent.
+    ///
+    ///   residual_in, residual_out        [batch, 1, hidden]                   f32
+    ///   conv_state_in, conv_state_out    [batch, conv_dim, width - 1]         T
+    ///   ssm_state_in, ssm_state_out      [batch, heads, head_dim, dstate]     f32
+    ///   norm_weight                      [hidden]                             f32
+    ///   in_proj_weight                   [hidden, in_dim]                     T   (stored [in, out])
+    ///   in_proj_bias                     [in_dim]                             T
+    ///   conv_weight                      [conv_dim, width]                    T
+    ///   conv_bias                        [conv_dim]                           T
+    ///   dt_bias, a, d                    [heads]                              f32 (a already negative)
+    ///   gate_norm_weight                 [inner]                              f32
+    ///   out_proj_weight                  [inner, hidden]                      T
+    ///   out_proj_bias                    [hidden]                             T
+    #[derive(Debug, Clone, Copy)]
+    struct Mamba2LayerStepParams {
+        batch: usize,
+        hidden: usize,
+        heads: usize,
+        head_dim: usize,
+        ngroups: usize,
+        dstate: usize,
+        width: usize,
+        elem: ElemType,
+        eps: f32,
+        dt_min: f32,
+        dt_max: f32,
+        norm_before_gate: bool,
+        residual_in: usize,
+        residual_out: usize,
+        conv_state_in: usize,
+        conv_state_out: usize,
+        ssm_state_in: usize,
+        ssm_state_out: usize,
+        norm_weight: usize,
+        in_proj_weight: usize,
+        in_proj_bias: usize,
+        conv_weight: usize,
+        conv_bias: usize,
+        dt_bias: usize,
+        a: usize,
+        d: usize,
+        gate_norm_weight: usize,
+        out_proj_weight: usize,
+        out_proj_bias: usize,
+    }
+
     /// One input as the shape checks see it: presence, ONNX element type code
     /// (`TensorProto.DataType`: 1 float, 10 float16, 16 bfloat16, ...) and dims. Dims past
     /// `MAX_RANK` are not stored; `rank` is always the true rank, so a rank error still reads right.
@@ -179,6 +232,9 @@ pub mod ffi {
         /// The CUDA decode layer's own limits on checked params (batch <= 65535, dt_rank +
         /// 2 * dstate <= 12032); Err says which is exceeded. The CPU kernel has none.
         fn check_mamba_layer_step_cuda_limits(p: &MambaLayerStepParams) -> Result<()>;
+        /// Same for Mamba2LayerStep's 14 inputs (`mamba2_layer_step::slot` order); the attributes
+        /// (eps, dt_min, dt_max, norm_before_gate) are left 0 / false.
+        fn check_mamba2_layer_step(inputs: &[TensorDesc]) -> Result<Mamba2LayerStepParams>;
 
         /// Number of independent work items; run them in any order, on any threads.
         fn selective_scan_cpu_tasks(p: &SelectiveScanParams) -> usize;

@@ -28,6 +28,7 @@ use crate::attributes::{attr_error, float_or};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
+use crate::step_cpu::{check_step_outputs, gemv_rows, silu, slice, slice_mut, softplus, Elt};
 use crate::tensor::{input, output};
 
 const EPSILON: &CStr = slot::EPSILON.c;
@@ -80,10 +81,6 @@ impl Kernel for MambaLayerStep {
     }
 }
 
-fn check_err(msg: &str) -> OpError {
-    OpError::Check(format!("MambaLayerStep: {msg}"))
-}
-
 impl MambaLayerStep {
     /// Checks every input, allocates the outputs and fills the params; shared by the CPU and
     /// CUDA kernels.
@@ -122,87 +119,14 @@ impl MambaLayerStep {
             p.conv_state_out = output(ctx, 1, "conv_state_out", &[b, i, k1], t_bytes, op)?;
             p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[b, i, n], 4, op)?;
         }
-        if b > 0 && (p.conv_state_out == 0 && k1 > 0 || p.ssm_state_out == 0 || p.residual_out == 0) {
-            return Err(check_err("outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required"));
-        }
-        // The kernels read a state while other threads write its update: in place is not allowed.
-        if b > 0 && (k1 > 0 && p.conv_state_out == p.conv_state_in || p.ssm_state_out == p.ssm_state_in) {
-            return Err(check_err("a state output is bound to its input's buffer; states cannot be updated in place"));
-        }
+        check_step_outputs(
+            op,
+            b > 0,
+            (p.conv_state_in, p.conv_state_out, k1 > 0),
+            (p.ssm_state_in, p.ssm_state_out),
+            p.residual_out,
+        )?;
         Ok(p)
-    }
-}
-
-/// An element type of the weights and activations: float32 arithmetic, T storage.
-trait Elt: Copy {
-    fn f(self) -> f32;
-    fn t(v: f32) -> Self;
-    /// `v` rounded to T, back in float32.
-    fn round(v: f32) -> f32 {
-        Self::t(v).f()
-    }
-}
-impl Elt for f32 {
-    fn f(self) -> f32 {
-        self
-    }
-    fn t(v: f32) -> Self {
-        v
-    }
-}
-impl Elt for f16 {
-    fn f(self) -> f32 {
-        self.to_f32()
-    }
-    fn t(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-}
-impl Elt for bf16 {
-    fn f(self) -> f32 {
-        self.to_f32()
-    }
-    fn t(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-}
-
-/// # Safety
-/// `addr` is 0 or the address of `len` live elements of type E.
-unsafe fn slice<'a, E>(addr: usize, len: usize) -> Option<&'a [E]> {
-    // SAFETY: a non-zero `addr` holds `len` live elements of E (our contract).
-    (addr != 0 && len > 0).then(|| unsafe { std::slice::from_raw_parts(addr as *const E, len) })
-}
-
-/// # Safety
-/// As for [`slice`], and nothing else reads or writes those elements while the slice lives.
-unsafe fn slice_mut<'a, E>(addr: usize, len: usize) -> &'a mut [E] {
-    if addr == 0 || len == 0 {
-        return &mut [];
-    }
-    // SAFETY: our contract.
-    unsafe { std::slice::from_raw_parts_mut(addr as *mut E, len) }
-}
-
-fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
-}
-
-fn softplus(v: f32) -> f32 {
-    if v > 20.0 {
-        v
-    } else {
-        v.exp().ln_1p()
-    }
-}
-
-/// `out[n] += sum_k x[k] w[k, n]` for w `[K, N]` row-major: row by row, so the inner loop is a
-/// contiguous axpy the compiler vectorises.
-fn gemv_rows<E: Elt>(x: &[f32], w: &[E], n: usize, out: &mut [f32]) {
-    for (k, &xk) in x.iter().enumerate() {
-        for (o, &wv) in out.iter_mut().zip(&w[k * n..(k + 1) * n]) {
-            *o += xk * wv.f();
-        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! Every op the library registers: one row per (op, execution provider), each row one table per
-//! T in [`FLOAT_TYPES`]. The CUDA rows exist only with the `cuda` feature. Static: ORT keeps
+//! T in [`FLOAT_TYPES`]. The CUDA rows exist only with the `cuda` feature; an op without one
+//! (Mamba2LayerStep) runs on the CPU EP in a CUDA session. Static: ORT keeps
 //! pointers to the tables for the life of the process.
 
 use crate::causal_conv1d::CausalConv1d;
 #[cfg(feature = "cuda")]
 use crate::cuda::Cuda;
 use crate::layer_step::MambaLayerStep;
+use crate::mamba2_layer_step::Mamba2LayerStep;
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
 use crate::selective_scan::SelectiveScan;
 use crate::ssd_scan::SsdScan;
@@ -15,6 +17,9 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<CausalConv1d>(),
     per_type::<MambaLayerStep>(),
     per_type::<SsdScan>(),
+    // CPU only: no CUDA row, so ORT's CUDA EP does not claim the node and the CPU EP runs it
+    // (ORT copies its inputs to the host and its outputs back).
+    per_type::<Mamba2LayerStep>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SelectiveScan>>(),
     #[cfg(feature = "cuda")]

@@ -44,21 +44,10 @@ impl Kernel for SsdScan {
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract), for each read.
-        let (softplus, dt_min, dt_max) = unsafe {
-            (
-                int_or(info, Self::OP, DT_SOFTPLUS, 1)?,
-                float_or(info, Self::OP, DT_MIN, 0.0)?,
-                float_or(info, Self::OP, DT_MAX, f32::INFINITY)?,
-            )
-        };
+        let (softplus, (dt_min, dt_max)) =
+            unsafe { (int_or(info, Self::OP, DT_SOFTPLUS, 1)?, dt_limit(info, Self::OP)?) };
         if softplus != 0 && softplus != 1 {
             return Err(attr_error(Self::OP, DT_SOFTPLUS, format!("is {softplus}, expected 0 or 1")));
-        }
-        if dt_min.is_nan() || dt_min == f32::INFINITY {
-            return Err(attr_error(Self::OP, DT_MIN, format!("is {dt_min}, expected a number below +inf")));
-        }
-        if dt_max.is_nan() || dt_max < dt_min {
-            return Err(attr_error(Self::OP, DT_MAX, format!("is {dt_max}, expected at least dt_min ({dt_min})")));
         }
         Ok(SsdScan { dt_softplus: softplus == 1, dt_min, dt_max })
     }
@@ -71,6 +60,23 @@ impl Kernel for SsdScan {
         // SAFETY: as above.
         unsafe { parallel_for(ctx, tasks, Self::OP, &task) }
     }
+}
+
+/// The attributes `dt_min` (default 0, below +inf) and `dt_max` (default +inf, at least dt_min):
+/// transformers' `time_step_limit`, as SsdScan and Mamba2LayerStep read it.
+///
+/// # Safety
+/// `info` is the live kernel info of the kernel being created.
+pub unsafe fn dt_limit(info: *const OrtKernelInfo, op: &'static str) -> Result<(f32, f32), OpError> {
+    // SAFETY: `info` is live (our contract), for each read.
+    let (dt_min, dt_max) = unsafe { (float_or(info, op, DT_MIN, 0.0)?, float_or(info, op, DT_MAX, f32::INFINITY)?) };
+    if dt_min.is_nan() || dt_min == f32::INFINITY {
+        return Err(attr_error(op, DT_MIN, format!("is {dt_min}, expected a number below +inf")));
+    }
+    if dt_max.is_nan() || dt_max < dt_min {
+        return Err(attr_error(op, DT_MAX, format!("is {dt_max}, expected at least dt_min ({dt_min})")));
+    }
+    Ok((dt_min, dt_max))
 }
 
 /// The largest dstate the CUDA kernel takes (`kSsdMaxDstate`, cpp/cuda/ssd_scan.h): 32 lanes of
@@ -148,6 +154,7 @@ mod tests {
             initial_state: 0,
             y: 0,
             final_state: 0,
+            scratch: 0,
         }
     }
 

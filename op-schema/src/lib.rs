@@ -34,6 +34,10 @@ pub const DOMAIN: Name = name!("mambac");
 /// The opset version the exports import the domain at.
 pub const DOMAIN_VERSION: i64 = 1;
 
+/// The ops `libmambac_ops` has no CUDA kernel of (no CUDA row in its op table): in a session on
+/// ORT's CUDA EP their nodes run on the CPU EP, with their inputs and outputs copied across.
+pub const CPU_ONLY_OPS: [&str; 1] = [mamba2_layer_step::OP.str];
+
 /// The exported model's inputs and outputs (docs/op-contract.md, "The exported model's
 /// interface"): `input_ids` int64 [batch, seqlen] in, `logits` out, and with `--stateful` per
 /// layer i the inputs `{kind}.{i}` and outputs `{kind}_out.{i}` of each state kind.
@@ -161,6 +165,53 @@ pub mod mamba_layer_step {
     pub const DEFAULT_EPSILON: f32 = 1e-5;
 }
 
+/// Mamba2LayerStep (docs/decode-graph.md "Mamba2LayerStep"): one Mamba-2 layer's decode step,
+/// fused. The conv runs over x, B and C together (`conv_dim = inner + 2 * ngroups * dstate`
+/// channels); ngroups comes from the shapes.
+pub mod mamba2_layer_step {
+    use super::Name;
+    pub const OP: Name = name!("Mamba2LayerStep");
+    pub const CONV_STATE: usize = 0;
+    pub const SSM_STATE: usize = 1;
+    pub const RESIDUAL: usize = 2;
+    pub const NORM_WEIGHT: usize = 3;
+    pub const IN_PROJ_WEIGHT: usize = 4;
+    pub const IN_PROJ_BIAS: usize = 5;
+    pub const CONV_WEIGHT: usize = 6;
+    pub const CONV_BIAS: usize = 7;
+    pub const DT_BIAS: usize = 8;
+    pub const A: usize = 9;
+    pub const D: usize = 10;
+    pub const GATE_NORM_WEIGHT: usize = 11;
+    pub const OUT_PROJ_WEIGHT: usize = 12;
+    pub const OUT_PROJ_BIAS: usize = 13;
+    pub const INPUT_NAMES: [&str; 14] = [
+        "conv_state",
+        "ssm_state",
+        "residual",
+        "norm_weight",
+        "in_proj_weight",
+        "in_proj_bias",
+        "conv_weight",
+        "conv_bias",
+        "dt_bias",
+        "A",
+        "D",
+        "gate_norm_weight",
+        "out_proj_weight",
+        "out_proj_bias",
+    ];
+    pub const OPTIONAL: [usize; 5] = [IN_PROJ_BIAS, CONV_BIAS, DT_BIAS, D, OUT_PROJ_BIAS];
+    /// Float attribute, the epsilon of both RMSNorms (the pre-norm and the gated norm).
+    pub const EPSILON: Name = name!("epsilon");
+    pub const DEFAULT_EPSILON: f32 = 1e-5;
+    /// Float attributes: the clamp of dt (transformers' `time_step_limit`), as SsdScan's.
+    pub const DT_MIN: Name = name!("dt_min");
+    pub const DT_MAX: Name = name!("dt_max");
+    /// Int attribute, 0 (default: normalise `y * silu(z)`) or 1 (normalise `y`, then gate).
+    pub const NORM_BEFORE_GATE: Name = name!("norm_before_gate");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +230,11 @@ mod tests {
             ssd_scan::DT_SOFTPLUS,
             ssd_scan::DT_MIN,
             ssd_scan::DT_MAX,
+            mamba2_layer_step::OP,
+            mamba2_layer_step::EPSILON,
+            mamba2_layer_step::DT_MIN,
+            mamba2_layer_step::DT_MAX,
+            mamba2_layer_step::NORM_BEFORE_GATE,
         ] {
             assert_eq!(n.c.to_str(), Ok(n.str));
         }
@@ -191,5 +247,9 @@ mod tests {
         assert_eq!(m::INPUT_NAMES[m::A], "A");
         assert_eq!(selective_scan::INPUT_NAMES[selective_scan::INITIAL_STATE], "initial_state");
         assert_eq!(causal_conv1d::INPUT_NAMES[causal_conv1d::INITIAL_STATE], "initial_state");
+        use mamba2_layer_step as m2;
+        assert_eq!(m2::INPUT_NAMES[m2::OUT_PROJ_BIAS], "out_proj_bias");
+        assert_eq!(m2::INPUT_NAMES[m2::GATE_NORM_WEIGHT], "gate_norm_weight");
+        assert_eq!(m2::INPUT_NAMES[m2::DT_BIAS], "dt_bias");
     }
 }

@@ -1,6 +1,6 @@
 """The `mambac` ops in float64 numpy, and as onnx `OpRun` classes.
 
-The functions are the ops' equations (docs/op-contract.md, docs/decode-graph.md "MambaLayerStep")
+The functions are the ops' equations (docs/op-contract.md, docs/decode-graph.md's layer steps)
 in float64, the references the project's tests hold every kernel to: they take the inputs as the
 op receives them (already rounded to T) and return float64 arrays.
 
@@ -18,8 +18,8 @@ import numpy as np
 from onnx.reference.op_run import OpRun
 
 DOMAIN = "mambac"
-# MambaLayerStep's inputs in slot order (docs/decode-graph.md), the names its reference takes; their
-# Python home (tools/python/mambac_onnx_shapes.py takes them from here).
+# The layer steps' inputs in slot order (docs/decode-graph.md), the names their references take;
+# their Python home (tools/python/mambac_onnx_shapes.py takes them from here).
 LAYER_STEP_INPUTS = [
     "conv_state",
     "ssm_state",
@@ -34,6 +34,22 @@ LAYER_STEP_INPUTS = [
     "dt_bias",
     "A",
     "D",
+    "out_proj_weight",
+    "out_proj_bias",
+]
+MAMBA2_STEP_INPUTS = [
+    "conv_state",
+    "ssm_state",
+    "residual",
+    "norm_weight",
+    "in_proj_weight",
+    "in_proj_bias",
+    "conv_weight",
+    "conv_bias",
+    "dt_bias",
+    "A",
+    "D",
+    "gate_norm_weight",
     "out_proj_weight",
     "out_proj_bias",
 ]
@@ -146,6 +162,45 @@ def mamba_layer_step_ref(feeds, eps=1e-5):
     return out[:, None], win[:, :, 1:], h
 
 
+
+def gated_rms_norm_ref(y, z, w, ngroups, eps=1e-5, norm_before_gate=False):
+    """Mamba-2's gated RMSNorm over `ngroups` groups of the last axis, float64:
+    rms(y * silu(z)) * w, or with norm_before_gate rms(y) * w * silu(z)."""
+    y, z, w = map(f64, (y, z, w))
+    gate = z / (1 + np.exp(-z))
+    x = y if norm_before_gate else y * gate
+    g = x.reshape(*x.shape[:-1], ngroups, -1)
+    out = (g / np.sqrt((g * g).mean(-1, keepdims=True) + eps)).reshape(x.shape) * w
+    return out * gate if norm_before_gate else out
+
+
+def mamba2_layer_step_ref(feeds, eps=1e-5, dt_min=0.0, dt_max=np.inf, norm_before_gate=False):
+    """Mamba2LayerStep (docs/decode-graph.md "Mamba2LayerStep") in float64. `feeds` maps
+    MAMBA2_STEP_INPUTS names to arrays as the op receives them (absent optional inputs left out);
+    ngroups comes from the shapes, as the op's check derives it. Returns (residual_out [B, 1, H],
+    conv_state_out [B, conv_dim, K-1], ssm_state_out [B, heads, head_dim, N])."""
+    d = {k: f64(v) for k, v in feeds.items() if v is not None}
+    r = d["residual"][:, 0]
+    _, heads, head_dim, n = d["ssm_state"].shape
+    inner = heads * head_dim
+    conv_dim = d["conv_weight"].shape[0]
+    ngroups = (conv_dim - inner) // (2 * n)
+    v = r / np.sqrt((r * r).mean(-1, keepdims=True) + eps) * d["norm_weight"]
+    proj = v @ d["in_proj_weight"] + d.get("in_proj_bias", 0)
+    z, xbc, dt = proj[:, :inner], proj[:, inner:inner + conv_dim], proj[:, inner + conv_dim:]
+    win = np.concatenate([d["conv_state"], xbc[:, :, None]], axis=2)
+    c = (win * d["conv_weight"]).sum(-1) + d.get("conv_bias", 0)
+    xc = c / (1 + np.exp(-c))
+    x = xc[:, :inner].reshape(-1, heads, head_dim)
+    bm = xc[:, inner:inner + ngroups * n].reshape(-1, ngroups, n)
+    cm = xc[:, inner + ngroups * n:].reshape(-1, ngroups, n)
+    # One scan step of SsdScan's reference: the same dt rule, groups and D skip.
+    y, h = ssd_scan_ref(x[:, None], dt[:, None], d["A"], bm[:, None], cm[:, None], d.get("D"), d.get("dt_bias"),
+                        d["ssm_state"], True, dt_min, dt_max)
+    y = gated_rms_norm_ref(y[:, 0].reshape(-1, inner), z, d["gate_norm_weight"], ngroups, eps, norm_before_gate)
+    out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
+    return out[:, None], win[:, :, 1:], h
+
 def _attr(value, default):
     """An attribute the node may leave out (None from onnx when a schema is registered too)."""
     return default if value is None else value
@@ -193,5 +248,16 @@ class MambaLayerStep(OpRun):
         return out.astype(np.float32), conv.astype(feeds["conv_state"].dtype), ssm.astype(np.float32)
 
 
+class Mamba2LayerStep(OpRun):
+    op_domain = DOMAIN
+
+    def _run(self, *inputs, epsilon=None, dt_min=None, dt_max=None, norm_before_gate=None):
+        feeds = {name: a for name, a in zip(MAMBA2_STEP_INPUTS, inputs) if a is not None}
+        out, conv, ssm = mamba2_layer_step_ref(
+            feeds, _attr(epsilon, 1e-5), _attr(dt_min, 0.0), _attr(dt_max, np.inf), bool(_attr(norm_before_gate, 0))
+        )
+        return out.astype(np.float32), conv.astype(feeds["conv_state"].dtype), ssm.astype(np.float32)
+
+
 # For ReferenceEvaluator(new_ops=OPS).
-OPS = [SelectiveScan, SsdScan, CausalConv1d, MambaLayerStep]
+OPS = [SelectiveScan, SsdScan, CausalConv1d, MambaLayerStep, Mamba2LayerStep]

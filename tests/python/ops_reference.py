@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT / "python"))
 from mambac.reference import (  # noqa: E402,F401  (re-exported: the tests import them from here)
     causal_conv1d_ref,
     f64,
+    gated_rms_norm_ref,
+    mamba2_layer_step_ref,
     mamba_layer_step_ref,
     selective_scan_ref,
     softplus,
@@ -52,6 +54,7 @@ SCAN_INPUTS = OP_INPUTS["SelectiveScan"]
 CONV_INPUTS = OP_INPUTS["CausalConv1d"]
 LAYER_STEP_INPUTS = OP_INPUTS["MambaLayerStep"]
 SSD_INPUTS = OP_INPUTS["SsdScan"]
+MAMBA2_STEP_INPUTS = OP_INPUTS["Mamba2LayerStep"]
 
 
 def onnx_type(array):
@@ -62,8 +65,11 @@ def onnx_type(array):
 
 def output_types(op, feeds, slots):
     """ONNX types of (y, final_state): y has T (the type of input 0); SelectiveScan's state is
-    float32, SsdScan's too, CausalConv1d's is T."""
+    float32, SsdScan's too, CausalConv1d's is T. The layer steps: (residual_out float32,
+    conv_state_out T, ssm_state_out float32)."""
     t = onnx_type(feeds[slots[0]]) if slots and slots[0] else TensorProto.FLOAT
+    if op in ("MambaLayerStep", "Mamba2LayerStep"):  # residual_out, conv_state_out, ssm_state_out
+        return [TensorProto.FLOAT, t, TensorProto.FLOAT]
     return [t, TensorProto.FLOAT if op in ("SelectiveScan", "SsdScan") else t]
 
 

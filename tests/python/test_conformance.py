@@ -18,14 +18,15 @@ def test_the_grid_passes_and_prints_a_row_a_case():
     r = mambac("conformance", "--threads", "2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     rows = [line for line in r.stdout.splitlines() if line.endswith(" pass")]
-    assert len(rows) == 78, r.stdout
-    assert r.stdout.strip().endswith("78 cases, 78 pass, 0 fail")
+    assert len(rows) == 93, r.stdout
+    assert r.stdout.strip().endswith("93 cases, 93 pass, 0 fail")
     # Every op and dtype is in the grid, and a case with every option off.
-    for what in ("SelectiveScan float16", "CausalConv1d bfloat16", "MambaLayerStep float32", "[2,65,36,16,3] none"):
+    for what in ("SelectiveScan float16", "CausalConv1d bfloat16", "MambaLayerStep float32",
+                 "Mamba2LayerStep bfloat16", "[2,65,36,16,3] none"):
         assert any(what in row for row in rows), what
 
 
-@pytest.mark.parametrize("op", ["selective-scan", "causal-conv1d", "mamba-layer-step"])
+@pytest.mark.parametrize("op", ["selective-scan", "causal-conv1d", "mamba-layer-step", "mamba2-layer-step"])
 def test_vectors_load_and_reproduce_in_onnxruntime(tmp_path, op):
     r = mambac("conformance", "--ops", op, "--dtypes", "float32,float16", "--write-vectors", tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
@@ -74,4 +75,4 @@ def test_an_unknown_op_is_refused_with_the_choices():
     r = mambac("conformance", "--ops", "scan", check=False)
     assert r.returncode == 2
     assert "invalid value 'scan' for '--ops <OPS>'" in r.stderr
-    assert "[possible values: selective-scan, causal-conv1d, mamba-layer-step]" in r.stderr
+    assert "[possible values: selective-scan, causal-conv1d, mamba-layer-step, mamba2-layer-step]" in r.stderr

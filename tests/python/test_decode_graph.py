@@ -17,57 +17,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from mambac_testing import MAMBA1_FIXTURES, TESTDATA, load_reference, mambac, model_session, ops_lib
+from mambac_testing import (MAMBA1_FIXTURES, TESTDATA, decode_path, export_with_decode_graphs, float16_step_worst,
+                            load_reference, mambac, ops_lib, prefill_then_decode)
 from ops_reference import mamba_layer_step_ref, worst_rel
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    d = tmp_path_factory.mktemp("decode_graph")
-    out = {}
-    for fixture in MAMBA1_FIXTURES:
-        for dtype in ["float32", "float16"]:
-            path = d / f"{fixture}-{dtype}.onnx"
-            mambac("export", TESTDATA / fixture, "-o", path, "-q", "--stateful", "--decode-graph", "--dtype", dtype,
-                   "--external-data", "always" if fixture.endswith("ssm") else "never")
-            out[fixture, dtype] = path
-    return out
-
-
-def decode_path(model):
-    return model.with_name(model.stem + ".decode.onnx")
-
-
-def zero_states(sess, batch):
-    return {i.name: np.zeros([batch] + list(i.shape[1:]), np.float16 if "float16" in i.type else np.float32)
-            for i in sess.get_inputs() if i.name != "input_ids"}
+    return export_with_decode_graphs(tmp_path_factory.mktemp("decode_graph"), MAMBA1_FIXTURES, lambda f: f.endswith("ssm"))
 
 
 @pytest.mark.parametrize("fixture", MAMBA1_FIXTURES)
 def test_decode_steps_reproduce_the_reference(exports, fixture):
     ref = load_reference(fixture)
-    ids = ref["input_ids"]
-    general = model_session(exports[fixture, "float32"])
-    decode = model_session(decode_path(exports[fixture, "float32"]))
-    outs = [o.name for o in general.get_outputs()]
-    assert outs == [o.name for o in decode.get_outputs()]
-    k = 5
-    states = zero_states(general, ids.shape[0])
-    res = dict(zip(outs, general.run(outs, {"input_ids": ids[:, :k], **states})))
-    logits = [res["logits"]]
-    states = {s: res[s.replace("_state.", "_state_out.")] for s in states}
-    step_worst, fresh_worst = 0.0, 0.0
-    for pos in range(k, ids.shape[1]):
-        tok = ids[:, pos:pos + 1]
-        got = dict(zip(outs, decode.run(outs, {"input_ids": tok, **states})))
-        want = dict(zip(outs, general.run(outs, {"input_ids": tok, **states})))
-        step_worst = max(step_worst, *(worst_rel(got[o], want[o]) for o in outs))
-        if pos == k:  # the same token from zero states: what a lost state would give
-            (fresh,) = decode.run(["logits"], {"input_ids": tok, **{s: np.zeros_like(v) for s, v in states.items()}})
-            fresh_worst = worst_rel(fresh, want["logits"])
-        logits.append(got["logits"])
-        states = {s: got[s.replace("_state.", "_state_out.")] for s in states}
-    err = worst_rel(np.concatenate(logits, axis=1), ref["logits"])
+    logits, _, step_worst, fresh_worst = prefill_then_decode(exports[fixture, "float32"], ref["input_ids"])
+    err = worst_rel(logits, ref["logits"])
     assert err <= 1e-4, f"{fixture}: decode-graph steps vs the float64 reference: {err:.3e}"
     assert step_worst <= 1e-5, f"{fixture}: decode graph vs stateful model, one step: {step_worst:.3e}"
     assert fresh_worst > 1e-2, f"the states should matter ({fresh_worst:.2e})"
@@ -77,21 +41,7 @@ def test_decode_steps_reproduce_the_reference(exports, fixture):
 def test_float16_decode_graph_matches_the_stateful_model(exports, fixture):
     """Same roundings to float16 where the unfused graph stores float16, so both graphs agree to
     float16's tier (3e-3) over several steps of a batch of 3."""
-    general = model_session(exports[fixture, "float16"])
-    decode = model_session(decode_path(exports[fixture, "float16"]))
-    outs = [o.name for o in general.get_outputs()]
-    rng = np.random.default_rng(7)
-    states = zero_states(general, 3)
-    res = dict(zip(outs, general.run(outs, {"input_ids": rng.integers(0, 1000, (3, 6)), **states})))
-    states = {s: res[s.replace("_state.", "_state_out.")] for s in states}
-    worst = 0.0
-    for _ in range(4):
-        tok = rng.integers(0, 1000, (3, 1))
-        got = dict(zip(outs, decode.run(outs, {"input_ids": tok, **states})))
-        want = dict(zip(outs, general.run(outs, {"input_ids": tok, **states})))
-        assert got["logits"].dtype == np.float16
-        worst = max(worst, *(worst_rel(got[o], want[o]) for o in outs))
-        states = {s: want[s.replace("_state.", "_state_out.")] for s in states}
+    worst = float16_step_worst(exports[fixture, "float16"], 1000)
     assert worst <= 3e-3, f"{fixture} float16: {worst:.3e}"
 
 

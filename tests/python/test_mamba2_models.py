@@ -16,7 +16,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from safetensors.numpy import load_file
 
-from mambac_testing import TESTDATA, mambac, model_session
+from mambac_testing import TESTDATA, groups2_variant, mambac, model_session
 from ops_reference import BF16, CONV_INPUTS, SSD_INPUTS, from_ort, run_op, worst_rel
 
 MAMBA2_FIXTURES = ["mamba2-tiny-hf", "mamba2-groups2"]
@@ -149,30 +149,10 @@ def test_bfloat16_logits(exported, fixture):
     assert err <= TIERS["bfloat16"], f"{fixture} bfloat16: worst rel {err:.3e}"
 
 
-def test_decode_graph_is_refused_for_now(tmp_path):
-    r = mambac("export", TESTDATA / "mamba2-tiny-hf", "-o", tmp_path / "d.onnx", "--stateful", "--decode-graph",
-               check=False)
-    assert r.returncode == 1
-    assert r.stderr.strip() == (f"error: cannot export {TESTDATA / 'mamba2-tiny-hf'}: the decode graph needs a "
-                                "Mamba-1 model: Mamba-2 has no fused layer step yet")
-    assert not (tmp_path / "d.onnx").exists()
-
-
 def test_norm_before_gate_variant(tmp_path):
     """mamba_ssm's norm_before_gate true (norm(y) * w * silu(z)) on the groups2 weights, against
     gen_mamba2_groups.py's numpy forward with the same flag."""
-    import importlib.util
-    import json
-    import shutil
-
-    spec = importlib.util.spec_from_file_location("gen", TESTDATA / "gen_mamba2_groups.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    cfg = dict(gen.CFG, norm_before_gate=True)
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    shutil.copy(TESTDATA / "mamba2-groups2" / "model.safetensors", ckpt)
-    (ckpt / "config.json").write_text(json.dumps(cfg))
+    ckpt, cfg, gen = groups2_variant(tmp_path, norm_before_gate=True)
     ref = reference("mamba2-groups2")
     weights = load_file(str(ckpt / "model.safetensors"))
     want, _ = gen.forward(weights, ref["input_ids"], cfg)

@@ -30,9 +30,10 @@ VARIANTS = {
     "logits-last": ["--logits", "last"],
     "mamba2": ["--stateful"],
     "mamba2-float16": ["--dtype", "float16"],
+    "mamba2-decode-graph": ["--stateful", "--decode-graph"],
 }
 # The checkpoint each variant exports (default: the Mamba-1 fixture).
-FIXTURE = {"mamba2": "mamba2-tiny-hf", "mamba2-float16": "mamba2-tiny-hf"}
+FIXTURE = {"mamba2": "mamba2-tiny-hf", "mamba2-float16": "mamba2-tiny-hf", "mamba2-decode-graph": "mamba2-tiny-hf"}
 BATCH, SEQLEN = 2, 5
 
 
@@ -137,7 +138,7 @@ def expected_types(exports, name, tmp_path):
     return {n: (swap.get(e, e), s) for n, (e, s) in f16.items()}
 
 
-EXPORTS = list(VARIANTS) + ["decode-graph.decode"]
+EXPORTS = list(VARIANTS) + ["decode-graph.decode", "mamba2-decode-graph.decode"]
 
 
 @pytest.mark.parametrize("name", EXPORTS)

@@ -15,7 +15,6 @@ Usage (on the device; see BENCHMARKS.md):
 Prints a short table last; writes the full log to $OUT/gpu_bench.txt when OUT is set.
 """
 import os
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,6 +23,7 @@ if len(sys.argv) > 1:
     os.environ["MAMBAC_CUDA_HARNESS"] = sys.argv[1]
 import cuda_harness as h  # noqa: E402
 from cuda_harness import check_rc, conv_inputs, dev, launch_conv, launch_scan, scan_inputs, torch  # noqa: E402
+from gpu_timing import graph_time_us, time_us  # noqa: E402
 
 OUT = os.environ.get("OUT")
 LOG = []
@@ -36,45 +36,6 @@ def log(*a):
     s = " ".join(str(x) for x in a)
     print(s, flush=True)
     LOG.append(s)
-
-
-def time_us(fn, per_batch=20, batches=11, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(batches):
-        e0.record()
-        for _ in range(per_batch):
-            fn()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) * 1000.0 / per_batch)
-    return statistics.median(ts)
-
-
-def graph_time_us(fn, per_graph=50, reps=11):
-    """Time of one fn() when per_graph of them are replayed as a CUDA graph: what a decode step
-    costs inside ORT's captured graph (a launch through ctypes takes longer than a kernel of a few
-    microseconds, so time_us would measure the host there)."""
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(per_graph):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        e0.record()
-        g.replay()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) * 1000.0 / per_graph)
-    return statistics.median(ts)
 
 
 def alternating(params, launch, what):

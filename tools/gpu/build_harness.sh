@@ -13,7 +13,10 @@ cd "$(dirname "$0")/../.."
 NVCC=${NVCC:-$(command -v nvcc || ls .venv/lib/python3*/site-packages/nvidia/cu13/bin/nvcc 2>/dev/null | head -1)}
 [ -x "$NVCC" ] || { echo "nvcc not found: pip install nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85" >&2; exit 1; }
 if [ -z "${CXX_INCLUDE:-}" ]; then
-    hdr=$(ls -t target/*/build/mambac-ops-*/out/cxxbridge/include/mambac-ops/custom-ops/src/kernel_abi.rs.h 2>/dev/null | head -1 || true)
+    # The newest, from target/release or a CARGO_TARGET_DIR such as target/cuda (its release/).
+    hdr=$(ls -t target/*/build/mambac-ops-*/out/cxxbridge/include/mambac-ops/custom-ops/src/kernel_abi.rs.h \
+                target/*/release/build/mambac-ops-*/out/cxxbridge/include/mambac-ops/custom-ops/src/kernel_abi.rs.h \
+                2>/dev/null | head -1 || true)
     [ -n "$hdr" ] || { echo "no cxx header: run cargo build first or set CXX_INCLUDE" >&2; exit 1; }
     CXX_INCLUDE=${hdr%/mambac-ops/custom-ops/src/kernel_abi.rs.h}
 fi

@@ -800,9 +800,9 @@ def part_c(R, big, args):
         log(f"  bench batch {batch} {' '.join(extra)}: {json.dumps(j)}")
         return j
 
-    for batch, plen in [(1, args.prefill_len), (8, 16)]:
-        ours[batch] = bench(batch, plen)
-        if R.ep == "cuda":  # decode steps on the general graph (what the decode graph buys), and without graph replay
+    for batch in (int(b) for b in args.batches.split(",")):
+        ours[batch] = bench(batch, args.prefill_len if batch == 1 else 16)
+        if R.ep == "cuda" and not args.fast:  # decode steps on the general graph (what the decode graph buys), and without graph replay
             general[batch] = bench(batch, 16, "--decode-graph", "off")
             nograph[batch] = bench(batch, 16, "--no-cuda-graph")
     record("C", f"mambac bench --ep {R.ep} on the {args.big_preset} float16 export", True, "")
@@ -986,6 +986,8 @@ def main():
     r.add_argument("--hf-reps", type=int, default=2)
     r.add_argument("--hf-decode-tokens", type=int, default=32)
     r.add_argument("--skip-hf", action="store_true")
+    r.add_argument("--batches", default="1,8", help="C: decode batch sizes (batch 1 also times the prefill)")
+    r.add_argument("--fast", action="store_true", help="C: only the default path (no --decode-graph off / --no-cuda-graph)")
     r.add_argument("--hf-deadline", type=float, default=420, help="past this many seconds, the HF anchor runs once")
     args = ap.parse_args()
     if args.cmd == "prepare":

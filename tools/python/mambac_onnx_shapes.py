@@ -27,9 +27,9 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, defs
 
-# MambaLayerStep's fifteen input names have their Python home in the mambac package's references.
+# The layer steps' input names have their Python home in the mambac package's references.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
-from mambac.reference import LAYER_STEP_INPUTS  # noqa: E402
+from mambac.reference import LAYER_STEP_INPUTS, MAMBA2_STEP_INPUTS  # noqa: E402
 
 DOMAIN = "mambac"
 VERSION = 1
@@ -121,6 +121,12 @@ def _infer_layer_step(ctx):
         _set(ctx, 2, TensorProto.FLOAT, _dims(ssm_state))
 
 
+def _infer_mamba2_layer_step(ctx):
+    # MambaLayerStep's rule: residual_out [batch, 1, hidden] float32, conv_state_out and
+    # ssm_state_out the states' own types and shapes (Mamba-2's ssm state is rank 4).
+    _infer_layer_step(ctx)
+
+
 def _params(prefix, names, optional):
     """Formal parameters, each with its own type variable `<prefix><index>`."""
     opt = defs.OpSchema.FormalParameterOption
@@ -174,6 +180,19 @@ _OPS = {
         set(),
         [("epsilon", defs.OpSchema.AttrType.FLOAT)],
         _infer_layer_step,
+    ),
+    "Mamba2LayerStep": (
+        MAMBA2_STEP_INPUTS,
+        {5, 7, 8, 10, 13},  # in_proj_bias, conv_bias, dt_bias, D, out_proj_bias
+        ["residual_out", "conv_state_out", "ssm_state_out"],
+        set(),
+        [
+            ("epsilon", defs.OpSchema.AttrType.FLOAT),
+            ("dt_min", defs.OpSchema.AttrType.FLOAT),
+            ("dt_max", defs.OpSchema.AttrType.FLOAT),
+            ("norm_before_gate", defs.OpSchema.AttrType.INT),
+        ],
+        _infer_mamba2_layer_step,
     ),
 }
 

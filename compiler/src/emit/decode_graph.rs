@@ -26,6 +26,16 @@ pub fn decode_graph_path(model: &Path) -> PathBuf {
     model.with_file_name(format!("{stem}.decode.onnx"))
 }
 
+/// The op type of the decode graph's fused layers (`MambaLayerStep`, `Mamba2LayerStep`): its
+/// first node of the `mambac` domain, None if it has none. Parses the whole file.
+pub fn layer_step_op(model: &Path) -> Result<Option<String>, DecodeGraphError> {
+    let bytes = std::fs::read(model).map_err(|source| DecodeGraphError::Io { path: model.to_path_buf(), source })?;
+    let m = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|source| DecodeGraphError::Protobuf { path: model.to_path_buf(), source })?;
+    let g = m.graph.as_ref().ok_or(DecodeGraphError::Empty)?;
+    Ok(g.node.iter().find(|n| n.domain == mambac_op_schema::DOMAIN.str).map(|n| n.op_type.clone()))
+}
+
 /// Where an initializer's bytes are: in the model file, or a range of an external-data file.
 #[derive(Debug, Clone)]
 pub enum InitializerData {

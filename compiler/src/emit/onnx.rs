@@ -14,8 +14,8 @@ use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::standard_ops::{self as std_ops, causal_conv_with_state as std_conv, linear_attention as std_la};
 use crate::ir::{
-    conv_slots, encode_f64, scan_slots, ssd_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph, ValueRef,
-    ValueType,
+    conv_slots, encode_f64, scan_slots, ssd_slots, step2_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph,
+    ValueRef, ValueType,
 };
 
 pub const OPSET: i64 = 18;
@@ -393,6 +393,13 @@ impl Emitter<'_, '_> {
             Op::Softplus => self.push("Softplus", "", &name, vec![req(0)], outs, vec![]),
             Op::Exp => self.push("Exp", "", &name, vec![req(0)], outs, vec![]),
             Op::Neg => self.push("Neg", "", &name, vec![req(0)], outs, vec![]),
+            Op::Clip { min, max } => {
+                // Clip's bounds are inputs of x's type (an infinite bound stays infinite in it).
+                let elem = self.vg.type_of(g.input(id, 0).expect("validated")).elem;
+                let lo = self.helper_const(tensor(&format!("{name}.min"), elem, &[], encode_f64(&[*min], elem)));
+                let hi = self.helper_const(tensor(&format!("{name}.max"), elem, &[], encode_f64(&[*max], elem)));
+                self.push("Clip", "", &name, vec![req(0), lo, hi], outs, vec![])
+            }
             Op::Silu => {
                 // Opset 18 has no SiLU: x * sigmoid(x).
                 let s = format!("{name}.sigmoid");
@@ -463,6 +470,16 @@ impl Emitter<'_, '_> {
             Op::MambaLayerStep(cfg) => {
                 let attrs = with_tensorrt_keys(vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)], &ins);
                 self.push(LAYER_STEP_OP, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
+            Op::Mamba2LayerStep(cfg) => {
+                // No TensorRT keys: the op has no TensorRT plugin.
+                let attrs = vec![
+                    attr_float(step2_slots::EPSILON.str, cfg.eps as f32),
+                    attr_float(step2_slots::DT_MIN.str, cfg.dt_min as f32),
+                    attr_float(step2_slots::DT_MAX.str, cfg.dt_max as f32),
+                    attr_int(step2_slots::NORM_BEFORE_GATE.str, cfg.norm_before_gate as i64),
+                ];
+                self.push(step2_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
         }
     }

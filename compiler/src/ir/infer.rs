@@ -138,7 +138,7 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             expect_elem("b", b, a.elem, "same as 'a'")?;
             Ok(vec![ValueType::new(a.elem, broadcast(&a.shape, &b.shape)?)])
         }
-        Op::Silu | Op::Softplus | Op::Exp | Op::Neg => {
+        Op::Silu | Op::Softplus | Op::Exp | Op::Neg | Op::Clip { .. } => {
             let x = required(op, inputs, 0)?;
             expect_float("x", x)?;
             Ok(vec![x.clone()])
@@ -246,6 +246,7 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             required(op, inputs, std_la::DECAY)?,
         ),
         Op::MambaLayerStep(_) => infer_layer_step(&|s| get(s)),
+        Op::Mamba2LayerStep(_) => super::infer_mamba2_step::infer_mamba2_layer_step(&|s| get(s)),
     }
 }
 
@@ -410,13 +411,13 @@ fn infer_ssd_scan<'a>(cfg: &Ssd, get: &dyn Fn(usize) -> Option<&'a ValueType>) -
 }
 
 /// One expected dim: a size the input itself defines (free, named for the message), or a value.
-enum Want {
+pub(super) enum Want {
     Free(&'static str),
     Is(Dim),
 }
 
 /// Checks rank and every `Want::Is` dim; `why` ends the message, as the C++ check's does.
-fn expect_dims(name: &str, t: &ValueType, want: &[Want], why: &str) -> Result<(), InferError> {
+pub(super) fn expect_dims(name: &str, t: &ValueType, want: &[Want], why: &str) -> Result<(), InferError> {
     let ok = t.shape.rank() == want.len()
         && t.shape.0.iter().zip(want).all(|(d, w)| match w {
             Want::Free(_) => true,
@@ -428,7 +429,7 @@ fn expect_dims(name: &str, t: &ValueType, want: &[Want], why: &str) -> Result<()
     Err(dims_error(name, t, want, why))
 }
 
-fn dims_error(name: &str, t: &ValueType, want: &[Want], why: &str) -> InferError {
+pub(super) fn dims_error(name: &str, t: &ValueType, want: &[Want], why: &str) -> InferError {
     let dims: Vec<String> = want
         .iter()
         .map(|w| match w {
@@ -440,7 +441,13 @@ fn dims_error(name: &str, t: &ValueType, want: &[Want], why: &str) -> InferError
 }
 
 /// The size dim `axis` of `t` defines: known and at least 1 (weights' sizes are never symbolic).
-fn defined_size(name: &str, t: &ValueType, axis: usize, want: &[Want], what: &str) -> Result<usize, InferError> {
+pub(super) fn defined_size(
+    name: &str,
+    t: &ValueType,
+    axis: usize,
+    want: &[Want],
+    what: &str,
+) -> Result<usize, InferError> {
     match t.shape.0[axis].known() {
         Some(n) if n >= 1 => Ok(n),
         _ => Err(dims_error(name, t, want, &format!(" with a known {what} >= 1"))),

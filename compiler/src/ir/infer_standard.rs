@@ -53,9 +53,9 @@ fn per_head(name: &str, t: &ValueType, heads: usize) -> Result<usize, InferError
     }
 }
 
-/// LinearAttention ("gated", per-key decay): query, key, decay [B, T, H*d_k], value [B, T, H*d_v]
-/// of one float type T; past_state [B, H, d_k, d_v] of any float type S (T when absent); out
-/// output [B, T, H*d_v] of T and present_state of S.
+/// LinearAttention ("gated"): query, key [B, T, H*d_k], value [B, T, H*d_v], decay [B, T, H*d_k]
+/// (per key) or [B, T, H] (per head) of one float type T; past_state [B, H, d_k, d_v] of any
+/// float type S (T when absent); out output [B, T, H*d_v] of T and present_state of S.
 pub(super) fn infer_linear_attention(
     cfg: &LinearAttentionConfig,
     q: &ValueType,
@@ -77,7 +77,14 @@ pub(super) fn infer_linear_attention(
     let dv = per_head("value", v, h)?;
     expect_shape("value", v, &[batch.clone(), seq.clone(), Dim::Known(h * dv)])?;
     expect_elem("decay", decay, q.elem, "same as 'query'")?;
-    expect_shape("decay", decay, &qk_dims)?;
+    let per_head = [batch.clone(), seq.clone(), Dim::Known(h)];
+    if decay.shape.0 != qk_dims && decay.shape.0 != per_head {
+        let (per_key, per_head) = (Shape(qk_dims), Shape(per_head.to_vec()));
+        return Err(err(
+            "decay",
+            format!("has shape {}, expected {per_key} (per key) or {per_head} (per head)", decay.shape),
+        ));
+    }
     let state = vec![batch.clone(), Dim::Known(h), Dim::Known(dk), Dim::Known(dv)];
     let state_elem = match past {
         Some(s) => {

@@ -7,6 +7,7 @@
 
 mod consts;
 mod infer;
+mod infer_mamba2_step;
 mod infer_standard;
 mod op;
 pub mod print;
@@ -25,8 +26,9 @@ use petgraph::Direction;
 pub use consts::{encode_f32, encode_f64, ConstSource, ConstTensor, ConstTransform, UnaryFn};
 pub use infer::infer_node;
 pub use op::{
-    conv_slots, scan_slots, ssd_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig, GatedRmsNormConfig,
-    LinearAttentionConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op, SelectiveScanConfig, SsdScanConfig,
+    conv_slots, scan_slots, ssd_slots, step2_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig,
+    GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op,
+    SelectiveScanConfig, SsdScanConfig,
 };
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};

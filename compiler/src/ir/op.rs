@@ -6,7 +6,8 @@ use super::types::ValueType;
 
 /// Input slots, names and attributes of the mambac ops: one home shared with the op library.
 pub use mambac_op_schema::{
-    causal_conv1d as conv_slots, mamba_layer_step as step_slots, selective_scan as scan_slots, ssd_scan as ssd_slots,
+    causal_conv1d as conv_slots, mamba2_layer_step as step2_slots, mamba_layer_step as step_slots,
+    selective_scan as scan_slots, ssd_scan as ssd_slots,
 };
 
 /// CausalConv1d (docs/op-contract.md): depthwise causal conv over the sequence, optional bias, activation.
@@ -88,11 +89,12 @@ pub struct CausalConvWithStateConfig {
     pub silu: bool,
 }
 
-/// ONNX's `LinearAttention` (opset 27), update rule "gated" with a per-key decay, as many query
-/// heads as key/value heads. Per head, with `S [d_k, d_v]` (from `past_state` or zeros):
+/// ONNX's `LinearAttention` (opset 27), update rule "gated", as many query heads as key/value
+/// heads. Per head, with `S [d_k, d_v]` (from `past_state` or zeros):
 ///
 /// ```text
-/// S_t = exp(g_t) * S_{t-1} + k_t ⊗ v_t      (g_t [d_k]: the decay, in log space, per key row)
+/// S_t = exp(g_t) * S_{t-1} + k_t ⊗ v_t      (g_t: the decay, in log space, per key row [d_k]
+///                                            or one a head, by the decay input's shape)
 /// o_t = scale * q_t^T S_t
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +106,30 @@ pub struct LinearAttentionConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaLayerStepConfig {
     pub eps: f64,
+}
+
+/// Mamba2LayerStep (docs/decode-graph.md "Mamba2LayerStep"): one Mamba-2 layer for one token a
+/// sequence, the whole block of `lower/mamba2.rs` fused. `r` is the float32 residual stream,
+/// weights are stored `[in, out]`, head h reads group g = h / (heads / ngroups):
+///
+/// ```text
+/// v = r / sqrt(mean(r^2) + eps) * norm_weight;  z, xBC, dt = split(v @ in_proj_weight (+ bias))
+/// xBC = silu(conv_bias + <conv_weight[c], [conv_state[c], xBC[c]]>);  x, B, C = split(xBC)
+/// dt = clamp(softplus(dt + dt_bias), dt_min, dt_max)
+/// h'[h, p] = exp(dt[h] A[h]) h[h, p] + dt[h] x[h, p] B[g];  y[h, p] = <C[g], h'[h, p]> + D[h] x[h, p]
+/// y = rmsnorm_groups(y * silu(z)) * gate_norm_weight     (norm_before_gate: rmsnorm(y) w silu(z))
+/// residual_out = r + y @ out_proj_weight (+ out_proj_bias)
+/// ```
+///
+/// Outputs: residual_out f32 `[B, 1, H]`, conv_state_out T `[B, conv_dim, K-1]`, ssm_state_out
+/// f32 `[B, heads, head_dim, N]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mamba2LayerStepConfig {
+    /// Both RMSNorms' epsilon.
+    pub eps: f64,
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub norm_before_gate: bool,
 }
 
 /// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [..., K] @ W^T`, W `[N, K]` stored as
@@ -157,6 +183,11 @@ pub enum Op {
     Softplus,
     Exp,
     Neg,
+    /// ONNX's `Clip`: `min(max(x, min), max)`, a NaN staying NaN (`--ops standard`'s dt clamp).
+    Clip {
+        min: f64,
+        max: f64,
+    },
     /// Splits the last axis into parts of the given sizes (one output each).
     SplitLast {
         sizes: Vec<usize>,
@@ -183,6 +214,7 @@ pub enum Op {
     SelectiveScan(SelectiveScanConfig),
     SsdScan(SsdScanConfig),
     MambaLayerStep(MambaLayerStepConfig),
+    Mamba2LayerStep(Mamba2LayerStepConfig),
 }
 
 impl Op {
@@ -203,6 +235,7 @@ impl Op {
             Op::Softplus => "Softplus",
             Op::Exp => "Exp",
             Op::Neg => "Neg",
+            Op::Clip { .. } => "Clip",
             Op::SplitLast { .. } => "SplitLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
@@ -215,6 +248,7 @@ impl Op {
             Op::SelectiveScan(_) => scan_slots::OP.str,
             Op::SsdScan(_) => ssd_slots::OP.str,
             Op::MambaLayerStep(_) => step_slots::OP.str,
+            Op::Mamba2LayerStep(_) => step2_slots::OP.str,
         }
     }
 
@@ -228,6 +262,7 @@ impl Op {
             | Op::Softplus
             | Op::Exp
             | Op::Neg
+            | Op::Clip { .. }
             | Op::SplitLast { .. }
             | Op::Unsqueeze { .. }
             | Op::LastPosition
@@ -245,6 +280,7 @@ impl Op {
             Op::SelectiveScan(_) => &scan_slots::INPUT_NAMES,
             Op::SsdScan(_) => &ssd_slots::INPUT_NAMES,
             Op::MambaLayerStep(_) => &step_slots::INPUT_NAMES,
+            Op::Mamba2LayerStep(_) => &step2_slots::INPUT_NAMES,
         }
     }
 
@@ -255,6 +291,7 @@ impl Op {
             Op::SelectiveScan(_) => slot >= scan_slots::FIRST_OPTIONAL,
             Op::SsdScan(_) => slot >= ssd_slots::FIRST_OPTIONAL,
             Op::MambaLayerStep(_) => step_slots::OPTIONAL.contains(&slot),
+            Op::Mamba2LayerStep(_) => step2_slots::OPTIONAL.contains(&slot),
             Op::CausalConvWithState(_) => slot >= std_conv::FIRST_OPTIONAL,
             Op::LinearAttention(_) => slot == std_la::PAST_STATE,
             _ => false,
@@ -268,7 +305,7 @@ impl Op {
             Op::CausalConv1d(c) => 1 + c.final_state as usize,
             Op::SelectiveScan(c) => 1 + c.final_state as usize,
             Op::SsdScan(c) => 1 + c.final_state as usize,
-            Op::MambaLayerStep(_) => 3,
+            Op::MambaLayerStep(_) | Op::Mamba2LayerStep(_) => 3,
             // Both are required outputs of the ONNX ops: a node always has its state output.
             Op::CausalConvWithState(_) | Op::LinearAttention(_) => 2,
             _ => 1,
@@ -277,6 +314,13 @@ impl Op {
 
     /// Whether this op is one of the fused custom ops of the `mambac` domain.
     pub fn is_fused_op(&self) -> bool {
-        matches!(self, Op::CausalConv1d(_) | Op::SelectiveScan(_) | Op::SsdScan(_) | Op::MambaLayerStep(_))
+        matches!(
+            self,
+            Op::CausalConv1d(_)
+                | Op::SelectiveScan(_)
+                | Op::SsdScan(_)
+                | Op::MambaLayerStep(_)
+                | Op::Mamba2LayerStep(_)
+        )
     }
 }

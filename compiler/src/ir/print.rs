@@ -15,6 +15,7 @@ fn op_detail(op: &Op) -> String {
         Op::SplitLast { sizes } => format!("SplitLast({sizes:?})"),
         Op::Unsqueeze { axis } => format!("Unsqueeze(axis={axis})"),
         Op::Expand { shape } => format!("Expand({shape:?})"),
+        Op::Clip { min, max } => format!("Clip({min}, {max})"),
         Op::CausalConvWithState(c) => {
             format!("CausalConvWithState(activation={})", if c.silu { "silu" } else { "none" })
         }
@@ -29,6 +30,10 @@ fn op_detail(op: &Op) -> String {
         Op::SsdScan(c) => {
             format!("mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}))", c.dt_softplus as u8, c.dt_min, c.dt_max)
         }
+        Op::Mamba2LayerStep(c) => format!(
+            "mambac.Mamba2LayerStep(eps={:e}, dt_limit=({}, {}), norm_before_gate={})",
+            c.eps, c.dt_min, c.dt_max, c.norm_before_gate as u8
+        ),
         other => other.kind().to_string(),
     }
 }

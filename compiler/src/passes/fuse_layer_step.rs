@@ -9,14 +9,14 @@
 //!   dt, B, C = SplitLast([R, N, N], MatMul(xc, W_x)), B and C through Unsqueeze(2)
 //! ```
 //!
-//! The anchor becomes the step node in place (its readers, the next layer, need no rewiring) and
-//! the two state outputs are redirected to the step's. Every other value of the layer must be
-//! read only inside the layer, or folding it would change what its readers see. Only after the
-//! scan and conv fusions (the rule needs their flags and folded inputs), so it is last in `RULES`.
+//! The rewrite is `layer_match::fold_layer`'s, shared with `fuse_mamba2_layer_step`. Only after
+//! the scan and conv fusions (the rule needs their flags and folded inputs), so it is last in
+//! `RULES`.
 
-use super::{is_vector_const, operands_where, Rule};
+use super::layer_match::{fold_layer, linear, producer, split_of, through_cast, MatchedLayer};
+use super::Rule;
 use crate::ir::{conv_slots, scan_slots, step_slots};
-use crate::ir::{validate, Dim, Elem, Graph, MambaLayerStepConfig as Step, NodeId, Op, ValueRef};
+use crate::ir::{Graph, MambaLayerStepConfig as Step, NodeId, Op, ValueRef};
 
 pub struct FuseLayerStep;
 
@@ -26,94 +26,8 @@ impl Rule for FuseLayerStep {
     }
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
-        if !matches!(g.op(node), Op::Add) {
-            return false;
-        }
-        let (Some(a), Some(b)) = (g.input(node, 0), g.input(node, 1)) else { return false };
-        let Some(m) = match_layer(g, a, b).or_else(|| match_layer(g, b, a)) else { return false };
-        if !m.absorbable(g, node) || !one_token(g, m.inputs[step_slots::RESIDUAL].expect("matched")) {
-            return false;
-        }
-        for slot in 0..2 {
-            g.set_input(node, slot, None);
-        }
-        g.node_mut(node).op = Op::MambaLayerStep(m.cfg.clone());
-        for (slot, v) in m.inputs.iter().enumerate() {
-            g.set_input(node, slot, *v);
-        }
-        g.replace_uses(ValueRef { node: m.conv, output: 1 }, ValueRef { node, output: 1 });
-        g.replace_uses(ValueRef { node: m.scan, output: 1 }, ValueRef { node, output: 2 });
-        true
+        fold_layer(g, node, match_layer)
     }
-}
-
-/// A matched layer: the step's inputs, and the nodes it replaces.
-struct Layer {
-    cfg: Step,
-    inputs: [Option<ValueRef>; 15],
-    conv: NodeId,
-    scan: NodeId,
-    /// Every node of the layer but the anchor.
-    nodes: Vec<NodeId>,
-}
-
-impl Layer {
-    /// Whether every value of the layer's nodes is read only by the layer (the state outputs
-    /// excepted: the step produces them).
-    fn absorbable(&self, g: &Graph, anchor: NodeId) -> bool {
-        let inside = |n: NodeId| n == anchor || self.nodes.contains(&n);
-        self.nodes.iter().all(|&n| {
-            (0..g.op(n).num_outputs()).all(|output| {
-                let v = ValueRef { node: n, output };
-                let state = output == 1 && (n == self.conv || n == self.scan);
-                state || (g.users(v).iter().all(|(u, _)| inside(*u)) && !g.outputs().iter().any(|o| o.value == v))
-            })
-        })
-    }
-}
-
-/// Whether `residual` is a float32 `[batch, 1, hidden]`: the step is one token a sequence, on
-/// the float32 stream. Types need the whole graph inferred, so this runs only on a matched layer.
-fn one_token(g: &Graph, residual: ValueRef) -> bool {
-    let Ok(vg) = validate(g) else { return false };
-    let ty = vg.type_of(residual);
-    ty.elem == Elem::F32 && ty.shape.0.get(1) == Some(&Dim::Known(1))
-}
-
-/// The node producing `v` when its op satisfies `pred` (and `v` is its output 0).
-fn producer(g: &Graph, v: ValueRef, pred: impl Fn(&Op) -> bool) -> Option<NodeId> {
-    (v.output == 0 && pred(g.op(v.node))).then_some(v.node)
-}
-
-/// `v`, or the input of the `Cast` producing it.
-fn through_cast(g: &Graph, v: ValueRef, nodes: &mut Vec<NodeId>) -> Option<ValueRef> {
-    match producer(g, v, |op| matches!(op, Op::Cast { .. })) {
-        Some(c) => {
-            nodes.push(c);
-            g.input(c, 0)
-        }
-        None => Some(v),
-    }
-}
-
-/// `MatMul(x, w) [+ vector const]` → (x, w, bias).
-fn linear(g: &Graph, v: ValueRef, nodes: &mut Vec<NodeId>) -> Option<(ValueRef, ValueRef, Option<ValueRef>)> {
-    let (mm, bias) = match producer(g, v, |op| matches!(op, Op::Add)) {
-        Some(add) => {
-            let (bias, y) = operands_where(g, add, |x| is_vector_const(g, x, None))?;
-            nodes.push(add);
-            (y, Some(bias))
-        }
-        None => (v, None),
-    };
-    let mm = producer(g, mm, |op| matches!(op, Op::MatMul))?;
-    nodes.push(mm);
-    Some((g.input(mm, 0)?, g.input(mm, 1)?, bias))
-}
-
-/// The `SplitLast` producing `v`, if its sizes satisfy `pred`.
-fn split_of(g: &Graph, v: ValueRef, pred: impl Fn(&[usize]) -> bool) -> Option<NodeId> {
-    matches!(g.op(v.node), Op::SplitLast { sizes } if pred(sizes)).then_some(v.node)
 }
 
 /// `Unsqueeze(axis 2)` of output `k` of `split`.
@@ -123,7 +37,7 @@ fn unsqueezed(g: &Graph, v: ValueRef, split: NodeId, k: usize, nodes: &mut Vec<N
 }
 
 /// Matches the layer whose residual `Add` reads `r` and `out`.
-fn match_layer(g: &Graph, r: ValueRef, out: ValueRef) -> Option<Layer> {
+fn match_layer(g: &Graph, r: ValueRef, out: ValueRef) -> Option<MatchedLayer> {
     let mut nodes = Vec::new();
     let out = through_cast(g, out, &mut nodes)?;
     let (y, w_out, b_out) = linear(g, out, &mut nodes)?;
@@ -180,5 +94,6 @@ fn match_layer(g: &Graph, r: ValueRef, out: ValueRef) -> Option<Layer> {
     inputs[step_slots::D] = g.input(scan, scan_slots::D);
     inputs[step_slots::OUT_PROJ_WEIGHT] = Some(w_out);
     inputs[step_slots::OUT_PROJ_BIAS] = b_out;
-    Some(Layer { cfg: Step { eps: *eps }, inputs, conv, scan, nodes })
+    let op = Op::MambaLayerStep(Step { eps: *eps });
+    Some(MatchedLayer { op, inputs: inputs.to_vec(), residual: r, conv, scan, nodes })
 }

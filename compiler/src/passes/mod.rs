@@ -10,11 +10,15 @@ mod fold_const_unary;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
 mod fuse_layer_step;
+mod fuse_mamba2_layer_step;
 mod fuse_scan_d_skip;
 mod fuse_scan_delta_bias;
 mod fuse_scan_gate;
 mod fuse_scan_softplus;
+mod layer_match;
 mod scan_to_linear_attention;
+mod ssd_scan_to_linear_attention;
+mod standard_lowering;
 
 use crate::ir::{validate, Graph, NodeId, Op, ValidationError, ValueRef, ValueType};
 
@@ -34,14 +38,18 @@ pub const RULES: &[&dyn Rule] = &[
     &fuse_scan_delta_bias::FuseScanDeltaBias,
     &fuse_scan_d_skip::FuseScanDSkip,
     &fuse_scan_gate::FuseScanGate,
-    // Last: it folds a layer the rules above have fused (and fires only when seqlen is 1).
+    // Last: they fold a layer the rules above have fused (and fire only when seqlen is 1).
     &fuse_layer_step::FuseLayerStep,
+    &fuse_mamba2_layer_step::FuseMamba2LayerStep,
 ];
 
 /// `--ops standard`: after the fusion rules, the fused ops become opset 27's standard ops (and
 /// ordinary ones around them), so the model needs no custom op library.
-pub const STANDARD_RULES: &[&dyn Rule] =
-    &[&conv_to_causal_conv_with_state::ConvToCausalConvWithState, &scan_to_linear_attention::ScanToLinearAttention];
+pub const STANDARD_RULES: &[&dyn Rule] = &[
+    &conv_to_causal_conv_with_state::ConvToCausalConvWithState,
+    &scan_to_linear_attention::ScanToLinearAttention,
+    &ssd_scan_to_linear_attention::SsdScanToLinearAttention,
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("after rewrite {label}: {source}")]

@@ -12,8 +12,9 @@
 //! Query, key and decay are materialised at dstate values a channel a token: dstate times the
 //! activations the scan reads (docs/standard-onnx.md).
 
+use super::standard_lowering::Lowering;
 use super::{types_of, Rule};
-use crate::ir::{scan_slots, Elem, Graph, LinearAttentionConfig, NodeId, Op, ValueRef};
+use crate::ir::{scan_slots, Graph, LinearAttentionConfig, NodeId, Op, ValueRef};
 
 pub struct ScanToLinearAttention;
 
@@ -54,8 +55,8 @@ impl Rule for ScanToLinearAttention {
         let dt_col = l.op("dt_per_key", Op::Unsqueeze { axis: 3 }, &[dt]);
         let decay = l.op("decay_4d", Op::Mul, &[dt_col, a]);
         let decay = l.op("decay", Op::Reshape { keep: 2, tail: vec![dim * dstate] }, &[decay]);
-        let key = l.per_channel("key", b, groups, dim, dstate);
-        let query = l.per_channel("query", c, groups, dim, dstate);
+        let key = l.per_head("key", b, groups, dim, dstate);
+        let query = l.per_head("query", c, groups, dim, dstate);
         let past = ins[scan_slots::INITIAL_STATE].map(|s| l.op("past_state", Op::Unsqueeze { axis: 3 }, &[s]));
         let la = l.g.add(
             name.clone(),
@@ -76,44 +77,9 @@ impl Rule for ScanToLinearAttention {
         if cfg.final_state {
             let la_state = ValueRef { node: la, output: 1 };
             let fin = l.op("final_state", Op::Reshape { keep: 1, tail: vec![dim, dstate] }, &[la_state]);
-            // LinearAttention's state has past_state's type, else T: the scan's is float32.
-            let fin = if past.is_none() && t != Elem::F32 {
-                l.op("final_state.cast", Op::Cast { to: Elem::F32 }, &[fin])
-            } else {
-                fin
-            };
+            let fin = l.state_f32(fin, past.is_some());
             l.g.replace_uses(ValueRef { node, output: 1 }, fin);
         }
         true
-    }
-}
-
-/// Adds the replacement's nodes, named `<scan>.<what>`.
-struct Lowering<'g> {
-    g: &'g mut Graph,
-    name: String,
-    t: Elem,
-}
-
-impl Lowering<'_> {
-    fn op(&mut self, what: &str, op: Op, inputs: &[ValueRef]) -> ValueRef {
-        self.g.add_op(format!("{}.{what}", self.name), op, inputs).into()
-    }
-
-    /// A float32 parameter (A, D, delta_bias) in T: LinearAttention takes one element type.
-    fn in_t(&mut self, what: &str, x: ValueRef) -> ValueRef {
-        if self.t == Elem::F32 {
-            x
-        } else {
-            let t = self.t;
-            self.op(what, Op::Cast { to: t }, &[x])
-        }
-    }
-
-    /// `[B, L, groups, dstate]` → `[B, L, dim * dstate]`: channel d gets group d / (dim / groups).
-    fn per_channel(&mut self, what: &str, x: ValueRef, groups: usize, dim: usize, dstate: usize) -> ValueRef {
-        let x = self.op(&format!("{what}.unsqueeze"), Op::Unsqueeze { axis: 3 }, &[x]);
-        let x = self.op(&format!("{what}.expand"), Op::Expand { shape: vec![groups, dim / groups, dstate] }, &[x]);
-        self.op(what, Op::Reshape { keep: 2, tail: vec![dim * dstate] }, &[x])
     }
 }

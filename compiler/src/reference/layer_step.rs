@@ -32,7 +32,7 @@ pub struct LayerStepInputs<'a> {
 }
 
 /// `x [k] @ w [k, n] (+ bias)`.
-fn linear(x: &[f64], w: &[f64], n: usize, bias: Option<&[f64]>) -> Vec<f64> {
+pub(super) fn linear(x: &[f64], w: &[f64], n: usize, bias: Option<&[f64]>) -> Vec<f64> {
     let mut out = bias.map_or_else(|| vec![0.0; n], <[f64]>::to_vec);
     for (k, &xk) in x.iter().enumerate() {
         for (o, wv) in out.iter_mut().zip(&w[k * n..(k + 1) * n]) {

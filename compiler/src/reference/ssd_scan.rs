@@ -31,13 +31,7 @@ pub fn ssd_dt(raw: f64, bias: f64, dt_softplus: bool, dt_min: f64, dt_max: f64) 
     if dt_softplus {
         dt = softplus(dt);
     }
-    if dt < dt_min {
-        dt = dt_min;
-    }
-    if dt > dt_max {
-        dt = dt_max;
-    }
-    dt
+    super::clamp(dt, dt_min, dt_max)
 }
 
 /// Returns `(y [batch, seqlen, heads, head_dim], final_state [batch, heads, head_dim, dstate])`.

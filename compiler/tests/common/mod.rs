@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod forward;
+pub mod graph_build;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,13 +78,17 @@ pub fn ids_input(ids: &Tensor64) -> HashMap<String, Tensor64> {
     HashMap::from([("input_ids".to_string(), ids.clone())])
 }
 
-/// Zero conv and ssm states of every layer (a new sequence), by graph input name.
+/// Zero conv and ssm states of every layer (a new sequence), by graph input name, in the model's
+/// shapes (Mamba-2: the conv over x, B and C; the ssm state `[batch, heads, head_dim, state]`).
 pub fn zero_states(cfg: &mambac_compiler::checkpoint::MambaConfig, batch: usize) -> HashMap<String, Tensor64> {
+    let (conv_dim, ssm) = match &cfg.mamba2 {
+        Some(m) => (m.conv_dim(cfg), vec![batch, m.num_heads, m.head_dim, cfg.state_size]),
+        None => (cfg.intermediate_size, vec![batch, cfg.intermediate_size, cfg.state_size]),
+    };
     let mut states = HashMap::new();
     for i in 0..cfg.num_hidden_layers {
-        let conv = Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.conv_kernel - 1]);
-        states.insert(format!("conv_state.{i}"), conv);
-        states.insert(format!("ssm_state.{i}"), Tensor64::zeros(vec![batch, cfg.intermediate_size, cfg.state_size]));
+        states.insert(format!("conv_state.{i}"), Tensor64::zeros(vec![batch, conv_dim, cfg.conv_kernel - 1]));
+        states.insert(format!("ssm_state.{i}"), Tensor64::zeros(ssm.clone()));
     }
     states
 }

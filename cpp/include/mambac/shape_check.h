@@ -22,6 +22,7 @@ struct SelectiveScanParams;
 struct SsdScanParams;
 struct CausalConv1dParams;
 struct MambaLayerStepParams;
+struct Mamba2LayerStepParams;
 
 // ONNX TensorProto.DataType codes the ops use.
 constexpr int32_t kOnnxFloat = 1;
@@ -32,16 +33,19 @@ constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kSsdScanInputs = 8;
 constexpr size_t kCausalConv1dInputs = 4;
 constexpr size_t kMambaLayerStepInputs = 15;
+constexpr size_t kMamba2LayerStepInputs = 14;
 
 SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count);
 SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count);
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count);
+Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count);
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
+Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inputs);
 
 // The CUDA decode layer's own limits (the CPU kernel has none), on checked params: the ORT op's
 // CUDA kernel and the TensorRT plugin both call it, so both refuse with the same message.

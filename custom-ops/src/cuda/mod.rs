@@ -25,6 +25,7 @@ extern "C" {
     // cpp/cuda/c_api.cu; each returns a cudaError_t (0 = success).
     fn mambac_cuda_selective_scan(p: *const ffi::SelectiveScanParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_ssd_scan(p: *const ffi::SsdScanParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_ssd_scan_scratch_bytes(p: *const ffi::SsdScanParams) -> usize;
     fn mambac_cuda_causal_conv1d(p: *const ffi::CausalConv1dParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer(p: *const ffi::MambaLayerStepParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer_scratch_bytes(p: *const ffi::MambaLayerStepParams) -> usize;
@@ -101,7 +102,9 @@ impl CudaLaunch for SelectiveScan {
     }
 }
 
-/// SsdScan on the CUDA EP: one launch (cpp/cuda/ssd_scan_impl.cuh), decode steps included.
+/// SsdScan on the CUDA EP: the step kernel for decode and short sequences, the chunked prefill
+/// (five kernels and float32 scratch from ORT's allocator, cpp/cuda/ssd_chunk_impl.cuh) for
+/// longer ones; cpp/cuda/ssd_scan.h chooses.
 impl CudaLaunch for SsdScan {
     type Params = ffi::SsdScanParams;
 
@@ -112,9 +115,18 @@ impl CudaLaunch for SsdScan {
         Ok(Some(p))
     }
 
-    unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
-        // SAFETY: as for SelectiveScan's launch.
-        launch_result(unsafe { mambac_cuda_ssd_scan(p, stream) }, Self::OP)
+    unsafe fn launch(p: &mut Self::Params, ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        // SAFETY: `p` passed the shape check; the size depends on its dims alone.
+        let bytes = unsafe { mambac_cuda_ssd_scan_scratch_bytes(p) };
+        // SAFETY: `ctx` is live (the trait's contract) and x, input 0, is present (required).
+        unsafe {
+            with_scratch(ctx, 0, bytes, Self::OP, |scratch| {
+                p.scratch = scratch;
+                // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
+                // kernels asked for (or 0 when they asked for none) until they have run.
+                launch_result(mambac_cuda_ssd_scan(p, stream), Self::OP)
+            })
+        }
     }
 }
 
@@ -133,9 +145,7 @@ impl CudaLaunch for CausalConv1d {
 }
 
 /// MambaLayerStep on the CUDA EP: five kernels (cpp/cuda/decode_layer.cu) and a float32 scratch
-/// buffer from ORT's allocator for the device of the residual input. The buffer goes back to
-/// the allocator once the launches are queued: ORT's CUDA EP runs a session's kernels on one
-/// stream, so whatever reuses the memory next is queued behind these kernels.
+/// buffer from ORT's allocator for the device of the residual input ([`with_scratch`]).
 impl CudaLaunch for MambaLayerStep {
     type Params = ffi::MambaLayerStepParams;
 
@@ -150,40 +160,61 @@ impl CudaLaunch for MambaLayerStep {
     }
 
     unsafe fn launch(p: &mut Self::Params, ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
-        let op = Self::OP;
-        let api = api();
-        // The residual input's memory info names the device (and ORT's allocator for it).
-        let mut value: *const ort_sys::OrtValue = ptr::null();
-        let mut info: *const ort_sys::OrtMemoryInfo = ptr::null();
-        let mut alloc: *mut ort_sys::OrtAllocator = ptr::null_mut();
-        // SAFETY: `ctx` is live (the trait's contract) and the shape check found its residual
-        // input present; `value` and `info` are then live for this call, and each call writes
-        // the variable it is given. `alloc` is ours from here.
-        unsafe {
-            check((api.KernelContext_GetInput)(ctx, slot::RESIDUAL, &mut value), op, "KernelContext_GetInput")?;
-            check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
-            check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
-        }
         // SAFETY: `p` passed the shape check; the size depends on its dims alone.
         let bytes = unsafe { mambac_cuda_decode_layer_scratch_bytes(p) };
-        let mut scratch: *mut c_void = ptr::null_mut();
-        // SAFETY: `alloc` is live; the call writes `scratch`.
-        let got = unsafe { check((api.AllocatorAlloc)(alloc, bytes.max(16), &mut scratch), op, "AllocatorAlloc") };
-        let result = got.and_then(|()| {
-            p.scratch = scratch as usize;
-            // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
-            // kernels asked for; it is freed below only after the launch is queued, and the
-            // stream orders any reuse of it behind these kernels.
-            launch_result(unsafe { mambac_cuda_decode_layer(p, stream) }, op)
-        });
-        if !scratch.is_null() {
-            // SAFETY: `scratch` came from `alloc` above and is freed once.
-            let _ = unsafe { check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree") };
+        // SAFETY: `ctx` is live (the trait's contract) and the shape check found its residual
+        // input present.
+        unsafe {
+            with_scratch(ctx, slot::RESIDUAL, bytes.max(16), Self::OP, |scratch| {
+                p.scratch = scratch;
+                // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
+                // kernels asked for until they have run.
+                launch_result(mambac_cuda_decode_layer(p, stream), Self::OP)
+            })
         }
-        // SAFETY: `alloc` is ours (from KernelContext_GetAllocator) and released once.
-        unsafe { (api.ReleaseAllocator)(alloc) };
-        result
     }
+}
+
+/// Runs `launch` with `bytes` of device scratch from ORT's allocator for the device of input
+/// `slot` (its address; 0 and no allocation when `bytes` is 0). The buffer goes back to the
+/// allocator once the launches are queued: ORT's CUDA EP runs a session's kernels on one stream,
+/// so whatever reuses the memory next is queued behind these kernels.
+///
+/// # Safety
+/// `ctx` is the live kernel context of the current compute call and input `slot` is present.
+unsafe fn with_scratch(
+    ctx: *mut OrtKernelContext,
+    slot: usize,
+    bytes: usize,
+    op: &'static str,
+    launch: impl FnOnce(usize) -> Result<(), OpError>,
+) -> Result<(), OpError> {
+    if bytes == 0 {
+        return launch(0);
+    }
+    let api = api();
+    // The input's memory info names the device (and ORT's allocator for it).
+    let mut value: *const ort_sys::OrtValue = ptr::null();
+    let mut info: *const ort_sys::OrtMemoryInfo = ptr::null();
+    let mut alloc: *mut ort_sys::OrtAllocator = ptr::null_mut();
+    // SAFETY: `ctx` is live and input `slot` present (our contract); `value` and `info` are then
+    // live for this call, and each call writes the variable it is given. `alloc` is ours from here.
+    unsafe {
+        check((api.KernelContext_GetInput)(ctx, slot, &mut value), op, "KernelContext_GetInput")?;
+        check((api.GetTensorMemoryInfo)(value, &mut info), op, "GetTensorMemoryInfo")?;
+        check((api.KernelContext_GetAllocator)(ctx, info, &mut alloc), op, "KernelContext_GetAllocator")?;
+    }
+    let mut scratch: *mut c_void = ptr::null_mut();
+    // SAFETY: `alloc` is live; the call writes `scratch`.
+    let got = unsafe { check((api.AllocatorAlloc)(alloc, bytes, &mut scratch), op, "AllocatorAlloc") };
+    let result = got.and_then(|()| launch(scratch as usize));
+    if !scratch.is_null() {
+        // SAFETY: `scratch` came from `alloc` above and is freed once.
+        let _ = unsafe { check((api.AllocatorFree)(alloc, scratch), op, "AllocatorFree") };
+    }
+    // SAFETY: `alloc` is ours (from KernelContext_GetAllocator) and released once.
+    unsafe { (api.ReleaseAllocator)(alloc) };
+    result
 }
 
 /// ORT's CUDA stream for this compute call.

@@ -70,6 +70,13 @@ StepParams = abi_struct("MambaLayerStepParams")
 vp = ctypes.c_void_p
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
 lib.mambac_cuda_ssd_scan.argtypes = [ctypes.POINTER(SsdParams), vp]
+lib.mambac_cuda_ssd_scan_scratch_bytes.argtypes = [ctypes.POINTER(SsdParams)]
+lib.mambac_cuda_ssd_scan_scratch_bytes.restype = ctypes.c_size_t
+# (path, chunk): SsdConfig (cpp/cuda/ssd_scan.h); path 1 = the step kernel, -1 = the chunked
+# prefill; chunk 64, 128 or 256; 0 = by shape.
+lib.mambac_cuda_ssd_scan_cfg.argtypes = [ctypes.POINTER(SsdParams), vp, ctypes.c_int, ctypes.c_int]
+lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.argtypes = [ctypes.POINTER(SsdParams), ctypes.c_int, ctypes.c_int]
+lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.restype = ctypes.c_size_t
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
 lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
 lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(StepParams)]
@@ -80,8 +87,9 @@ lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(ScanParams), vp] +
 # (v, lt, step): ConvConfig (cpp/cuda/causal_conv1d.h); 0 = automatic.
 CONV_CFG_LEN = 3
 lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(ConvParams), vp] + [ctypes.c_int] * CONV_CFG_LEN
-# (loads in flight a thread, longest K tile, blocks a multiprocessor): DecodeTuning; 0 = default.
-lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 3
+# (loads in flight a thread, longest K tile, blocks a multiprocessor, tensor cores 1/-1):
+# DecodeTuning; 0 = default.
+lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 4
 
 
 def ptr(t):
@@ -153,14 +161,35 @@ def ssd_params(x, y, final_state, dtype, dt_softplus, dt_min=0.0, dt_max=float("
                      final_state=ptr(final_state), **{SSD_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
-def run_ssd(x, dtype, dt_softplus, want_final, dt_min=0.0, dt_max=float("inf"), poison=float("nan")):
-    """Runs SsdScan on outputs filled with `poison` (so an element it does not write fails).
+def ssd_scratch(p, cfg=None, poison=float("nan")):
+    """The device scratch SsdScan asks for with params `p` (cfg: (path, chunk) forced), filled with
+    `poison` so a stale value read before it is written shows; None when it asks for none."""
+    if cfg is None:
+        nbytes = lib.mambac_cuda_ssd_scan_scratch_bytes(ctypes.byref(p))
+    else:
+        nbytes = lib.mambac_cuda_ssd_scan_cfg_scratch_bytes(ctypes.byref(p), *cfg)
+    return torch.full((nbytes // 4,), poison, device=dev) if nbytes else None
+
+
+def launch_ssd(p, cfg=None):
+    """Returns the CUDA status; cfg = (path, chunk) forces SsdConfig (zeros = by shape)."""
+    if cfg is None:
+        return lib.mambac_cuda_ssd_scan(ctypes.byref(p), stream())
+    return lib.mambac_cuda_ssd_scan_cfg(ctypes.byref(p), stream(), *cfg)
+
+
+def run_ssd(x, dtype, dt_softplus, want_final, dt_min=0.0, dt_max=float("inf"), poison=float("nan"), cfg=None,
+            scratch=True):
+    """Runs SsdScan on outputs filled with `poison` (so an element it does not write fails), with
+    the scratch it asks for (poisoned too) unless scratch=False. cfg: (path, chunk), as launch_ssd.
     Returns (status, y, final_state or None)."""
     batch, seqlen, heads, head_dim = x["x"].shape
     y = torch.full(x["x"].shape, poison, dtype=x["x"].dtype, device=dev)
     fs = torch.full((batch, heads, head_dim, x["B"].shape[3]), poison, device=dev) if want_final else None
     p = ssd_params(x, y, fs, dtype, dt_softplus, dt_min, dt_max)
-    rc = lib.mambac_cuda_ssd_scan(ctypes.byref(p), stream())
+    buf = ssd_scratch(p, cfg) if scratch else None
+    p.scratch = ptr(buf)
+    rc = launch_ssd(p, cfg)
     torch.cuda.synchronize()
     return rc, y, fs
 
@@ -210,15 +239,19 @@ def step_params(x, outs, dtype, eps=1e-5, scratch=None):
                       **{STEP_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
-def run_step(x, dtype, eps=1e-5, poison=float("nan")):
-    """One decode step on poisoned outputs and scratch (stale values must not leak). Returns
-    (status, {residual, conv_state, ssm_state})."""
+def run_step(x, dtype, eps=1e-5, poison=float("nan"), tuning=None):
+    """One decode step on poisoned outputs and scratch (stale values must not leak), with the
+    GEMVs' DecodeTuning forced when `tuning` is given. Returns (status, {residual, conv_state,
+    ssm_state})."""
     outs = {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
     p = step_params(x, outs, dtype, eps)
     nbytes = lib.mambac_cuda_decode_layer_scratch_bytes(ctypes.byref(p))
     scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
     p.scratch = ptr(scratch)
-    rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
+    if tuning is None:
+        rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
+    else:
+        rc = lib.mambac_cuda_decode_layer_tuned(ctypes.byref(p), stream(), *tuning)
     torch.cuda.synchronize()
     return rc, outs
 

@@ -24,7 +24,15 @@ CASES = [
     (1, 72, 136, 32, 9, 4, {"proj_bias": True, "conv_bias": False}, ALL_T),
     (2, 16, 40, 16, 3, 1, {}, ALL_T),  # width 1: no conv state
     (2, 64, 96, 64, 300, 4, {"proj_bias": True}, ALL_T),  # dstate > 32, dt_rank > 256
+    # The tensor-core GEMVs (16-bit weights from batch 4): one and two n-tiles, partial ones,
+    # several batch chunks, column counts that leave a block's 128 outputs partly empty.
+    (16, 2560, 5120, 16, 160, 4, {}, ("float16", "bfloat16")),
+    (64, 2560, 5120, 16, 160, 4, {"proj_bias": True}, ("float16",)),
+    (13, 768, 1536, 16, 48, 4, {"proj_bias": True}, ("float16", "bfloat16")),
+    (37, 200, 328, 16, 12, 4, {"conv_bias": False}, ("float16", "bfloat16")),
 ]
+# Forced GEMV kernels for the 16-bit dtypes: the tensor-core one at every batch, and the FMA one.
+FORCED = [(0, 0, 0, 1), (0, 0, 0, -1)]
 
 
 def case_id(c):
@@ -32,15 +40,9 @@ def case_id(c):
     return f"B{b}-H{h}-I{i}-N{n}-R{rk}-K{k}-" + (",".join(f"{key}={int(v)}" for key, v in opts.items()) or "default")
 
 
-PARAMS = [pytest.param(c, t, id=f"{case_id(c)}-{t}") for c in CASES for t in c[7]]
-
-
-@pytest.mark.parametrize("case,dtype", PARAMS)
-def test_layer_step_matches_float64(case, dtype):
-    batch, hidden, inner, dstate, rank, width, opts, _ = case
-    x = step_inputs(batch, hidden, inner, dstate, rank, width, dtype, opts, seed=hidden + inner + batch)
+def check_step(x, dtype, tuning=None):
     res_ref, conv_ref, ssm_ref = mamba_layer_step_ref({k: to_host(v) for k, v in x.items()}, EPS)
-    rc, o = run_step(x, dtype, EPS)
+    rc, o = run_step(x, dtype, EPS, tuning=tuning)
     assert rc == 0, f"{error_string(rc)} ({rc})"
     residual = to_host(x["residual"])
     fails = [
@@ -50,3 +52,22 @@ def test_layer_step_matches_float64(case, dtype):
         mismatch(to_host(o["ssm_state"]), ssm_ref, dtype, "ssm_state_out", scaled_atol=True),
     ]
     assert not any(fails), "\n".join(f for f in fails if f)
+
+
+PARAMS = [pytest.param(c, t, id=f"{case_id(c)}-{t}") for c in CASES for t in c[7]]
+
+
+@pytest.mark.parametrize("case,dtype", PARAMS)
+def test_layer_step_matches_float64(case, dtype):
+    batch, hidden, inner, dstate, rank, width, opts, _ = case
+    x = step_inputs(batch, hidden, inner, dstate, rank, width, dtype, opts, seed=hidden + inner + batch)
+    check_step(x, dtype)
+
+
+@pytest.mark.parametrize("tuning", FORCED, ids=["tensor-cores", "fma"])
+@pytest.mark.parametrize("batch,hidden,inner,dtype", [(1, 2560, 5120, "float16"), (3, 200, 328, "bfloat16"),
+                                                      (8, 768, 1536, "bfloat16"), (9, 64, 136, "float16")])
+def test_layer_step_gemv_kernels_agree_with_float64(batch, hidden, inner, dtype, tuning):
+    """Each GEMV kernel forced where the default would pick the other one."""
+    x = step_inputs(batch, hidden, inner, 16, 12, 4, dtype, {"proj_bias": True}, seed=7 * batch + inner)
+    check_step(x, dtype, tuning)

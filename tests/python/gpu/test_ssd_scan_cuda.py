@@ -1,19 +1,29 @@
-"""SsdScan's CUDA kernel (cpp/cuda/ssd_scan_impl.cuh) against ops_reference.ssd_scan_ref (float64):
-a grid over heads, head_dim, groups, dstate (1, 16, 64, 128, and the 256 / 512 register layouts),
-seqlen (1, 2, 37, 300), float32 / float16 / bfloat16, with and without D, dt_bias, initial and
-final state, softplus and a clamping time_step_limit; the mamba2-2.7b and Codestral shapes; the
-empty and refused shapes. Outputs are NaN-poisoned so an element not written fails. Tier:
-ops_reference.TIERS with atol taken relative to the tensor's scale (docs/decisions.md, long
-float32 scans), as for SelectiveScan's kernels."""
+"""SsdScan's CUDA kernels against ops_reference.ssd_scan_ref (float64).
 
+1. The step kernel (cpp/cuda/ssd_scan_impl.cuh) and the automatic choice: a grid over heads,
+   head_dim, groups, dstate (1, 16, 64, 128, and the 256 / 512 register layouts), seqlen (1, 2,
+   37, 300), float32 / float16 / bfloat16, with and without D, dt_bias, initial and final state,
+   softplus and a clamping time_step_limit; the mamba2-2.7b and Codestral shapes; the empty and
+   refused shapes. Each case runs as the shape chooses (the chunked prefill from seqlen 33) and
+   with the step kernel forced.
+2. The chunked prefill (cpp/cuda/ssd_chunk_impl.cuh) forced, at chunk 64, 128 and 256: chunks that
+   do and do not divide seqlen, long sequences (1000-4096), groups 1 / 2 / 8, head_dim 64 and
+   odd ones, dstate 64 / 128 and odd ones up to 512, every dtype, initial state on and off; its
+   scratch and config errors; NaN and infinities in x.
+
+Outputs and the chunked path's scratch are NaN-poisoned so an element not written (or read
+before it is written) fails. Tier: ops_reference.TIERS with atol taken relative to the tensor's
+scale (docs/decisions.md, long float32 scans), as for SelectiveScan's kernels."""
+
+import ctypes
 import itertools
 
 import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
-from cuda_harness import error_string, failures_over_splits, run_ssd, ssd_inputs, to_host  # noqa: E402
-from ops_reference import SSD_INPUTS, ssd_scan_ref  # noqa: E402
+from cuda_harness import error_string, failures_over_splits, lib, run_ssd, ssd_inputs, ssd_params, to_host  # noqa: E402
+from ops_reference import SSD_INPUTS, mismatch, ssd_scan_ref  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
 ALL = {}
@@ -50,15 +60,19 @@ def case_id(c):
     return f"B{b}-L{L}-H{h}-P{p}-G{g}-N{n}-{off}{lim}"
 
 
-def check(case, dtype, seed):
-    """The kernel's y and final state against the float64 reference; [] when within the tier."""
+STEP = (1, 0)  # SsdConfig (path, chunk): the step kernel forced
+
+
+def check(case, dtype, seed, cfgs=(None, STEP)):
+    """The kernels' y and final state against the float64 reference, for each forced config
+    (None = as the shape chooses); [] when within the tier."""
     batch, seqlen, heads, head_dim, ngroups, dstate, opts = case
     softplus, want_final = opts.get("softplus", True), opts.get("final", True)
     lo, hi = opts.get("limit", (0.0, float("inf")))
     x = ssd_inputs(batch, seqlen, heads, head_dim, ngroups, dstate, dtype, opts, seed)
     refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS), dt_softplus=softplus, dt_min=lo, dt_max=hi)
-    return failures_over_splits(lambda _: run_ssd(x, dtype, softplus, want_final, lo, hi), (None,), refs, dtype,
-                                want_final)
+    return failures_over_splits(lambda cfg: run_ssd(x, dtype, softplus, want_final, lo, hi, cfg=cfg), cfgs, refs,
+                                dtype, want_final)
 
 
 PARAMS = [pytest.param(c, t, id=f"{case_id(c)}-{t}") for c in CASES for t in ALL_T]
@@ -99,3 +113,105 @@ def test_infinite_x_stays_infinite_where_the_equations_say(dstate):
     refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
     fails = failures_over_splits(lambda _: run_ssd(x, "float32", True, True), (None,), refs, "float32", True)
     assert not fails, "\n".join(fails)
+
+
+# --- The chunked prefill, forced ------------------------------------------------------------------
+def chunked(q):
+    return (-1, q)  # SsdConfig (path, chunk)
+
+
+# (batch, seqlen, heads, head_dim, ngroups, dstate, options, chunk)
+CHUNK_CASES = [
+    (1, 1000, 8, 64, 1, 128, ALL, 256),  # 3 chunks and 232 steps
+    (1, 1024, 8, 64, 8, 128, ALL, 256),  # chunks divide seqlen; a group a head
+    (2, 1000, 8, 64, 2, 64, {"initial_state": False}, 128),
+    (1, 4096, 4, 64, 2, 128, {"initial_state": False}, 256),
+    (1, 2000, 16, 64, 8, 64, ALL, 64),
+    (1, 1536, 8, 64, 1, 64, ALL, 128),
+    (2, 300, 6, 64, 3, 128, {"D": False, "dt_bias": False}, 128),
+    (1, 130, 80, 64, 1, 128, ALL, 64),  # mamba2-2.7b prefill
+    (1, 600, 16, 64, 8, 128, {"final": False}, 256),  # Codestral's groups
+    (2, 100, 4, 64, 2, 64, {"softplus": False, "limit": (0.02, 0.08)}, 64),
+    (1, 500, 4, 64, 1, 64, {"limit": (0.05, 0.5)}, 256),
+    (1, 37, 4, 16, 2, 16, ALL, 64),  # one partial chunk
+    (1, 1, 2, 64, 1, 64, ALL, 64),  # one step
+    (2, 150, 3, 5, 1, 7, ALL, 64),  # head_dim and dstate far from the tiles
+    (1, 200, 2, 100, 1, 200, ALL, 128),  # two head_dim tiles, four dstate tiles, both partial
+    (1, 257, 2, 8, 1, 512, ALL, 64),  # the largest dstate
+]
+
+
+def chunk_id(c):
+    return f"{case_id(c[:7])}-Q{c[7]}"
+
+
+CHUNK_PARAMS = [pytest.param(c, t, id=f"{chunk_id(c)}-{t}") for c in CHUNK_CASES for t in ALL_T]
+
+
+@pytest.mark.parametrize("case,dtype", CHUNK_PARAMS)
+def test_chunked_prefill_matches_float64(case, dtype):
+    fails = check(case[:7], dtype, seed=case[1] * 3 + case[3] + case[5] + case[7], cfgs=(chunked(case[7]),))
+    assert not fails, "\n".join(fails)
+
+
+def test_the_chunked_path_starts_at_33_steps():
+    """cpp/cuda/ssd_scan.h kSsdChunkedMinSeqlen: scratch is asked for (the chunked path) from 33
+    steps on, none below; and the step kernel forced asks for none."""
+    def scratch_bytes(seqlen, cfg=None):
+        x = ssd_inputs(1, seqlen, 4, 16, 2, 16, "float16", ALL, seed=9)
+        p = ctypes.byref(ssd_params(x, x["x"], None, "float16", True))
+        if cfg is None:
+            return lib.mambac_cuda_ssd_scan_scratch_bytes(p)
+        return lib.mambac_cuda_ssd_scan_cfg_scratch_bytes(p, *cfg)
+
+    assert scratch_bytes(32) == 0
+    assert scratch_bytes(33) > 0
+    assert scratch_bytes(1000, STEP) == 0
+    assert scratch_bytes(32, chunked(64)) > 0
+
+
+def test_chunked_without_scratch_is_refused_untouched():
+    x = ssd_inputs(1, 100, 4, 16, 2, 16, "float16", ALL, seed=10)
+    rc, y, fs = run_ssd(x, "float16", True, True, cfg=chunked(64), scratch=False)
+    assert error_string(rc) == "invalid argument"
+    assert torch.isnan(y).all() and torch.isnan(fs).all()
+
+
+def test_automatic_without_scratch_takes_the_step_kernel():
+    """A caller that gives no scratch (one built before the chunked path) still gets the scan."""
+    x = ssd_inputs(1, 100, 4, 16, 2, 16, "float32", ALL, seed=11)
+    refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
+    fails = failures_over_splits(lambda _: run_ssd(x, "float32", True, True, scratch=False), (None,), refs,
+                                 "float32", True)
+    assert not fails, "\n".join(fails)
+
+
+@pytest.mark.parametrize("chunk", [32, 100, 512])
+def test_a_chunk_the_kernel_has_not_is_refused_untouched(chunk):
+    x = ssd_inputs(1, 100, 4, 16, 2, 16, "float16", ALL, seed=12)
+    rc, y, fs = run_ssd(x, "float16", True, True, cfg=chunked(chunk))
+    assert error_string(rc) == "invalid argument"
+    assert torch.isnan(y).all() and torch.isnan(fs).all()
+
+
+@pytest.mark.parametrize("dtype", ALL_T)
+@pytest.mark.parametrize("dstate", [1, 5, 64])
+@pytest.mark.parametrize("special", ["nan", "inf", "-inf"])
+def test_chunked_nonfinite_x(special, dstate, dtype):
+    """A NaN or an infinity in x, inside a chunk (step 40 of chunk 0, which shares a tile of the
+    intra-chunk product with earlier steps, and step 70 of chunk 1): y stays finite before it, in
+    its row and chunk alike (the kernel sums such a tile without the masked terms). A NaN gives
+    the reference's NaN positions exactly. An infinity gives the reference's non-finite
+    positions, of any kind in y: the chunked product sums C . B before the infinite x multiplies
+    it (+-inf), where the step equations put x into dstate states first and may add +inf and -inf
+    (NaN); the final state has its exact kinds."""
+    x = ssd_inputs(1, 100, 2, 3, 1, dstate, dtype, ALL, seed=13 + dstate)
+    x["x"][0, 40, 1, 2] = float(special)
+    x["x"][0, 70, 0, 1] = float(special)
+    refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
+    rc, y, fs = run_ssd(x, dtype, True, True, cfg=chunked(64))
+    assert rc == 0, error_string(rc)
+    loose = special != "nan"
+    fails = [mismatch(to_host(y), refs[0], dtype, "y", scaled_atol=True, any_nonfinite=loose),
+             mismatch(to_host(fs), refs[1], dtype, "final_state", scaled_atol=True)]
+    assert not any(fails), "\n".join(f for f in fails if f)

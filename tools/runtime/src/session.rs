@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 
 use crate::environment::{find_ops_lib, init_ort};
-use crate::error::{Error, Result, Warning};
+use crate::error::{DecodeGraphMismatch, Error, Result, Warning};
 use crate::options::{DecodeGraphChoice, Ep, SessionOptions};
 use crate::ort_search::find_ort_library;
 use crate::shared_weights::SharedWeights;
@@ -41,15 +41,35 @@ pub(crate) fn open_generation_session(
     }
 }
 
-/// The decode graph to open beside `model`, if `opts.decode_graph` asks for one.
-pub(crate) fn decode_graph_for(model: &Path, opts: &SessionOptions) -> Result<Option<PathBuf>> {
+/// The decode graph to open beside `model`, if `opts.decode_graph` asks for one. On the CUDA EP,
+/// one whose layers have no CUDA kernel (Mamba-2's `Mamba2LayerStep`) is refused (`On`) or left
+/// out with a warning (`Auto`).
+pub(crate) fn decode_graph_for(
+    model: &Path,
+    opts: &SessionOptions,
+    warn: &mut dyn FnMut(Warning),
+) -> Result<Option<PathBuf>> {
     let path = mambac_compiler::emit::decode_graph::decode_graph_path(model);
-    match opts.decode_graph {
-        DecodeGraphChoice::Off => Ok(None),
-        DecodeGraphChoice::Auto => Ok((opts.ep == Ep::Cuda && path.is_file()).then_some(path)),
-        DecodeGraphChoice::On if path.is_file() => Ok(Some(path)),
-        DecodeGraphChoice::On => Err(Error::DecodeGraphMissing(path)),
+    let path = match opts.decode_graph {
+        DecodeGraphChoice::Off => return Ok(None),
+        DecodeGraphChoice::Auto if opts.ep == Ep::Cuda && path.is_file() => path,
+        DecodeGraphChoice::Auto => return Ok(None),
+        DecodeGraphChoice::On if path.is_file() => path,
+        DecodeGraphChoice::On => return Err(Error::DecodeGraphMissing(path)),
+    };
+    if opts.ep == Ep::Cuda {
+        // An unreadable file is left to the session, whose error names it.
+        let op = mambac_compiler::emit::decode_graph::layer_step_op(&path).ok().flatten();
+        if let Some(op) = op.filter(|op| mambac_op_schema::CPU_ONLY_OPS.contains(&op.as_str())) {
+            let reason = DecodeGraphMismatch::NoCudaKernel { op };
+            if opts.decode_graph == DecodeGraphChoice::On {
+                return Err(Error::DecodeGraphUnusable { path, reason });
+            }
+            warn(Warning::DecodeGraphUnused { path, reason });
+            return Ok(None);
+        }
     }
+    Ok(Some(path))
 }
 
 fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shared: &SharedWeights) -> Result<Session> {

@@ -50,8 +50,9 @@ pub struct Args {
     #[arg(long, default_value_t = 4, requires = "quantize")]
     pub accuracy_level: i64,
     /// Also write `<output stem>.decode.onnx`: one-token decode steps with each layer one fused
-    /// `mambac.MambaLayerStep` node, reading the same weights (and external-data file). `mambac
-    /// generate` and `bench` use it for decode steps on the CUDA EP. Needs --stateful, float weights.
+    /// `mambac.MambaLayerStep` node (Mamba-2: `mambac.Mamba2LayerStep`), reading the same weights
+    /// (and external-data file). `mambac generate` and `bench` use a Mamba-1 one for decode steps on
+    /// the CUDA EP (`--decode-graph on` on any EP). Needs --stateful, float weights.
     #[arg(long, requires = "stateful", conflicts_with_all = ["quantize", "no_fuse"])]
     pub decode_graph: bool,
     /// The ops of the exported layers: mambac's custom ops (needs libmambac_ops), or standard ONNX
@@ -223,7 +224,7 @@ pub fn main(a: Args) -> Result<()> {
         );
     }
     if let Some(d) = &report.decode {
-        eprintln!("wrote {} (decode graph: one MambaLayerStep node a layer, same weights)", d.output.display());
+        eprintln!("wrote {} (decode graph: one {} node a layer, same weights)", d.output.display(), d.step_op);
     }
     let out_dir = super::model_files::folder_of(&a.output);
     let copied = super::model_files::copy_side_files(&dir, out_dir)?;

@@ -41,7 +41,9 @@ pub struct GraphArgs {
     pub no_cuda_graph: bool,
     /// Run one-token steps on the decode graph `<model stem>.decode.onnx` (`mambac export
     /// --decode-graph`: one fused MambaLayerStep node a layer): auto = on the CUDA EP when the
-    /// file exists; on = required, any EP; off = never.
+    /// file exists; on = required, any EP; off = never. A Mamba-2 decode graph (Mamba2LayerStep
+    /// nodes, a CPU kernel only) runs on the CPU EP: auto leaves it out on the CUDA EP with a
+    /// warning, and on refuses it there.
     #[arg(long, value_enum, default_value = "auto")]
     pub decode_graph: DecodeGraphArg,
 }

@@ -4,8 +4,12 @@
 use half::{bf16, f16};
 use mambac_compiler::emit::proto;
 use mambac_compiler::ir::{Dim, Elem, Shape, ValueType};
-use mambac_compiler::reference::{self, CausalConv1dInputs, LayerStepInputs, SelectiveScanInputs};
-use mambac_op_schema::{causal_conv1d as conv, mamba_layer_step as step, selective_scan as scan, DOMAIN};
+use mambac_compiler::reference::{
+    self, CausalConv1dInputs, LayerStepInputs, Mamba2LayerStepInputs, SelectiveScanInputs,
+};
+use mambac_op_schema::{
+    causal_conv1d as conv, mamba2_layer_step as step2, mamba_layer_step as step, selective_scan as scan, DOMAIN,
+};
 use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, OperatorSetIdProto};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -82,6 +86,7 @@ pub fn prepare(case: &Case) -> Prepared {
         OpName::SelectiveScan => selective_scan(case, &mut d),
         OpName::CausalConv1d => causal_conv1d(case, &mut d),
         OpName::MambaLayerStep => layer_step(case, &mut d),
+        OpName::Mamba2LayerStep => mamba2_layer_step(case, &mut d),
     }
 }
 
@@ -235,6 +240,78 @@ fn layer_step(case: &Case, d: &mut Draw) -> Prepared {
     ];
     let attrs = vec![proto::attr_float(step::EPSILON.str, step::DEFAULT_EPSILON)];
     Prepared { op_type: step::OP.str, inputs, attrs, outputs, reference: vec![res, conv_state, ssm_state] }
+}
+
+fn mamba2_layer_step(case: &Case, d: &mut Draw) -> Prepared {
+    let [b, h, heads, hd, g, n, k] = case.dims[..] else { unreachable!("mamba2 layer step dims") };
+    let (t, o) = (case.elem, case.options);
+    let name = |slot: usize| step2::INPUT_NAMES[slot];
+    let f = Elem::F32;
+    let inv = |x: usize| 1.0 / (x as f64).sqrt();
+    let inner = heads * hd;
+    let conv_dim = inner + 2 * g * n;
+    let in_dim = inner + conv_dim + heads;
+    let mut a = d.tensor(name(step2::A), f, &[heads], 1.0, 0.0, false);
+    a.values.iter_mut().for_each(|v| *v = round(-v.exp(), f));
+    let on = o.optional_inputs;
+    let inputs = vec![
+        Some(d.tensor(name(step2::CONV_STATE), t, &[b, conv_dim, k - 1], 1.0, 0.0, false)),
+        Some(d.tensor(name(step2::SSM_STATE), f, &[b, heads, hd, n], 1.0, 0.0, false)),
+        Some(d.tensor(name(step2::RESIDUAL), f, &[b, 1, h], 1.0, 0.0, false)),
+        Some(d.tensor(name(step2::NORM_WEIGHT), f, &[h], 0.1, 1.0, false)),
+        Some(d.tensor(name(step2::IN_PROJ_WEIGHT), t, &[h, in_dim], inv(h), 0.0, false)),
+        on.then(|| d.tensor(name(step2::IN_PROJ_BIAS), t, &[in_dim], 0.1, 0.0, false)),
+        Some(d.tensor(name(step2::CONV_WEIGHT), t, &[conv_dim, k], 0.5, 0.0, false)),
+        on.then(|| d.tensor(name(step2::CONV_BIAS), t, &[conv_dim], 0.1, 0.0, false)),
+        on.then(|| d.tensor(name(step2::DT_BIAS), f, &[heads], 0.5, -1.0, false)),
+        Some(a),
+        on.then(|| d.tensor(name(step2::D), f, &[heads], 1.0, 0.0, false)),
+        Some(d.tensor(name(step2::GATE_NORM_WEIGHT), f, &[inner], 0.1, 1.0, false)),
+        Some(d.tensor(name(step2::OUT_PROJ_WEIGHT), t, &[inner, h], inv(inner), 0.0, false)),
+        on.then(|| d.tensor(name(step2::OUT_PROJ_BIAS), t, &[h], 0.1, 0.0, false)),
+    ];
+    let v = |slot: usize| values(&inputs[slot]);
+    let eps = step2::DEFAULT_EPSILON as f64;
+    let (dt_min, dt_max) = if o.flag { (0.01f32, 0.5f32) } else { (0.0, f32::INFINITY) };
+    let (res, conv_state, ssm_state) = reference::mamba2_layer_step(&Mamba2LayerStepInputs {
+        batch: b,
+        hidden: h,
+        heads,
+        head_dim: hd,
+        ngroups: g,
+        dstate: n,
+        width: k,
+        eps,
+        dt_min: dt_min as f64,
+        dt_max: dt_max as f64,
+        norm_before_gate: false,
+        conv_state: v(step2::CONV_STATE).unwrap(),
+        ssm_state: v(step2::SSM_STATE).unwrap(),
+        residual: v(step2::RESIDUAL).unwrap(),
+        norm_weight: v(step2::NORM_WEIGHT).unwrap(),
+        in_proj_weight: v(step2::IN_PROJ_WEIGHT).unwrap(),
+        in_proj_bias: v(step2::IN_PROJ_BIAS),
+        conv_weight: v(step2::CONV_WEIGHT).unwrap(),
+        conv_bias: v(step2::CONV_BIAS),
+        dt_bias: v(step2::DT_BIAS),
+        a: v(step2::A).unwrap(),
+        d: v(step2::D),
+        gate_norm_weight: v(step2::GATE_NORM_WEIGHT).unwrap(),
+        out_proj_weight: v(step2::OUT_PROJ_WEIGHT).unwrap(),
+        out_proj_bias: v(step2::OUT_PROJ_BIAS),
+    });
+    let outputs = vec![
+        ("residual_out".to_string(), f, vec![b, 1, h]),
+        ("conv_state_out".to_string(), t, vec![b, conv_dim, k - 1]),
+        ("ssm_state_out".to_string(), f, vec![b, heads, hd, n]),
+    ];
+    let attrs = vec![
+        proto::attr_float(step2::EPSILON.str, step2::DEFAULT_EPSILON),
+        proto::attr_float(step2::DT_MIN.str, dt_min),
+        proto::attr_float(step2::DT_MAX.str, dt_max),
+        proto::attr_int(step2::NORM_BEFORE_GATE.str, 0),
+    ];
+    Prepared { op_type: step2::OP.str, inputs, attrs, outputs, reference: vec![res, conv_state, ssm_state] }
 }
 
 fn known(shape: &[usize], elem: Elem) -> ValueType {

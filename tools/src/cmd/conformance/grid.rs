@@ -10,19 +10,21 @@ pub enum OpName {
     SelectiveScan,
     CausalConv1d,
     MambaLayerStep,
+    Mamba2LayerStep,
 }
 
 /// Which optional inputs and outputs a case uses, and the op's flag attribute.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// SelectiveScan: D, z, delta_bias. CausalConv1d: bias. MambaLayerStep: every optional
-    /// input (in/out_proj biases, conv_bias, dt_bias, D).
+    /// SelectiveScan: D, z, delta_bias. CausalConv1d: bias. MambaLayerStep, Mamba2LayerStep:
+    /// every optional input (in/out_proj biases, conv_bias, dt_bias, D).
     pub optional_inputs: bool,
     /// initial_state (MambaLayerStep always takes its states).
     pub initial_state: bool,
     /// final_state (MambaLayerStep always gives its states).
     pub final_state: bool,
-    /// SelectiveScan: delta_softplus; CausalConv1d: activation "silu".
+    /// SelectiveScan: delta_softplus; CausalConv1d: activation "silu"; Mamba2LayerStep: a
+    /// clamping time_step_limit (dt_min 0.01, dt_max 0.5).
     pub flag: bool,
 }
 
@@ -31,7 +33,8 @@ pub struct Case {
     pub op: OpName,
     pub elem: Elem,
     /// SelectiveScan [batch, seqlen, dim, dstate, ngroups]; CausalConv1d [batch, seqlen, dim,
-    /// width]; MambaLayerStep [batch, hidden, inner, dstate, dt_rank, width].
+    /// width]; MambaLayerStep [batch, hidden, inner, dstate, dt_rank, width]; Mamba2LayerStep
+    /// [batch, hidden, heads, head_dim, ngroups, dstate, width].
     pub dims: Vec<usize>,
     pub options: Options,
     pub seed: u64,
@@ -94,6 +97,17 @@ pub fn cases(ops: &[OpName], elems: &[Elem]) -> Vec<Case> {
             push(OpName::MambaLayerStep, &dims, ALL);
         }
         push(OpName::MambaLayerStep, &[2, 24, 48, 4, 2, 2], Options { optional_inputs: false, ..ALL });
+    }
+    if ops.contains(&OpName::Mamba2LayerStep) {
+        // One group, two (heads sharing B and C), an odd three, one a head with width 1.
+        for dims in [[2, 32, 4, 16, 1, 16, 4], [3, 48, 8, 8, 2, 8, 4], [1, 40, 6, 4, 3, 5, 3], [2, 24, 4, 8, 4, 4, 1]] {
+            push(OpName::Mamba2LayerStep, &dims, ALL);
+        }
+        push(
+            OpName::Mamba2LayerStep,
+            &[2, 32, 4, 16, 2, 16, 4],
+            Options { optional_inputs: false, flag: false, ..ALL },
+        );
     }
     out
 }

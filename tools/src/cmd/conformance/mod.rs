@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mambac_compiler::ir::Elem;
-use mambac_op_schema::mamba_layer_step as step;
+use mambac_op_schema::{mamba2_layer_step as step2, mamba_layer_step as step};
 use mambac_runtime::{open_session, HostTensor};
 use safetensors::Dtype;
 
@@ -29,7 +29,7 @@ pub enum DtypeArg {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which ops to run (default: all three).
+    /// Which ops to run (default: all four).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub ops: Vec<OpName>,
     /// Which element types T to run (default: all three).
@@ -53,7 +53,7 @@ struct Row {
 
 pub fn main(a: Args) -> Result<()> {
     let ops = if a.ops.is_empty() {
-        vec![OpName::SelectiveScan, OpName::CausalConv1d, OpName::MambaLayerStep]
+        vec![OpName::SelectiveScan, OpName::CausalConv1d, OpName::MambaLayerStep, OpName::Mamba2LayerStep]
     } else {
         a.ops.clone()
     };
@@ -126,8 +126,9 @@ fn run_case(
             bail!("output '{name}' has {} elements, the reference {}", got.len(), want.len());
         }
         // The layer's contribution, not residual_out: the residual itself would hide its error.
-        if p.op_type == step::OP.str && k == 0 {
-            let r = &p.inputs[step::RESIDUAL].as_ref().expect("residual").values;
+        if [step::OP.str, step2::OP.str].contains(&p.op_type) && k == 0 {
+            let slot = if p.op_type == step::OP.str { step::RESIDUAL } else { step2::RESIDUAL };
+            let r = &p.inputs[slot].as_ref().expect("residual").values;
             got.iter_mut().zip(r).for_each(|(g, r)| *g -= r);
             want.iter_mut().zip(r).for_each(|(w, r)| *w -= r);
         }

@@ -1,0 +1,443 @@
+// SsdScan's chunked prefill (docs/op-contract.md "SsdScan"; the SSD algorithm of Mamba-2, as
+// mamba_ssm's mamba_chunk_scan_combined decomposes it), one template per element type. The
+// sequence is cut into chunks of Q steps (64, 128 or 256); per (batch, head, chunk), with
+// dt' = clamp(softplus(dt + dt_bias)) and cs the inclusive cumulative sum of dt' A inside the chunk:
+//
+//   1. prep    dt', cs                                        -> scratch
+//   2. cb      CB[i, j] = C_i . B_j  per (batch, chunk, group) (j <= i tiles only)
+//   3. state   S[p, n]  = sum_i x[i, p] dt'[i] exp(cs[Q-1] - cs[i]) B[i, n]     (the chunk's end
+//              state from zero)
+//   4. pass    H_0 = initial_state or 0; H_{c+1} = exp(cs_c[Q-1]) H_c + S_c, sequential over the
+//              chunks, writing H_c in T; the last H (float32) is final_state
+//   5. scan    y[i, p] = exp(cs[i]) (C H_c^T)[i, p] + sum_{j <= i} M[i, j] x[j, p] + D x[i, p],
+//              M[i, j] = CB[i, j] exp(cs[i] - cs[j]) dt'[j]
+//
+// tests/python/test_ssd_chunked_model.py is this decomposition in float64, against the step-by-step
+// reference. Steps past the sequence take dt' = 0 and a log-decay of exactly 0 (selected, so an
+// A of -inf stays out), x, B, C = 0; M above the diagonal is a selected 0. Products 2, 3 and 5
+// run on tensor cores for float16 / bfloat16 (their operands rounded to T: the scaled x of 3,
+// H_c and M of 5, as mamba_ssm does; float32 accumulators), on CUDA cores for float32
+// (ssd_chunk_tile.cuh says why). Scratch (ssd_scan.h SsdPlan) is float32 but for H_c, in T.
+#pragma once
+
+#include "ssd_chunk_tile.cuh"
+#include "ssd_scan_impl.cuh"
+
+namespace mambac::cuda::detail {
+
+constexpr int kChunkThreads = 128;  // 4 warps, 2 x 2 over a 64 x 64 output tile
+constexpr int kTile = 64;
+constexpr int kKb = 32;  // the K extent of one staged operand pair
+constexpr int kMaxChunk = 256;
+constexpr int kPassThreads = 256;
+// Leading dimensions of the staged tiles, in elements. 16-bit tiles: a multiple of 8 (WMMA), with
+// 16-byte padding against bank conflicts; float32 tiles (CUDA cores): odd, so a column read along
+// the lanes hits 32 banks.
+template <typename T> constexpr int kPad = std::is_same_v<T, float> ? 1 : 8;
+template <typename T> constexpr int kLdK = kKb + kPad<T>;     // [64][kKb] tiles
+template <typename T> constexpr int kLdT = kTile + kPad<T>;   // [kKb][64] tiles
+constexpr int kLdY = kTile + 4;                                // the float [64][64] result tile
+
+// Where the phases meet: scratch regions (float32) and the chunking.
+struct ChunkArgs {
+    float* dtp;  // [batch, heads, nchunks, Q]
+    float* cs;   // [batch, heads, nchunks, Q]
+    float* cb;   // [batch, nchunks, ngroups, Q, Q]
+    float* st;   // [batch, nchunks, heads, head_dim, dstate]: S_c
+    void* hs;    // [batch, nchunks, heads, head_dim, dstate] of T: H_c, the state entering chunk c
+    int Q;
+    long long nc;
+};
+
+template <typename T> __device__ __forceinline__ T zero_of() { return from_f32<T>(0.f); }
+
+// Steps of chunk c inside the sequence: Q, or fewer in the last chunk.
+__device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k, size_t c0) {
+    const size_t left = a.seqlen - c0;
+    return left < static_cast<size_t>(k.Q) ? static_cast<int>(left) : k.Q;
+}
+
+// Stages a ROWS x COLS tile of T into shared memory at dst (leading dimension ld): tile row r is
+// row(r), a pointer to its first element with `ncols` elements readable (null: a row of zeros);
+// columns past ncols are zeros. 16-byte loads where a vector lies inside the row and is 16-byte
+// aligned (head_dim and dstate multiples of 8 for 16-bit T, of 4 for float32), element loads
+// otherwise; 16-byte shared stores for 16-bit T (kLdK / kLdT keep their rows 16-byte aligned).
+// CHECK: returns whether any element this thread staged is not finite.
+template <typename T, int ROWS, int COLS, bool CHECK = false, typename Row>
+__device__ __forceinline__ bool stage(T* dst, int ld, const Row& row, int ncols) {
+    constexpr int V = kVec<T>, PER_ROW = COLS / V;
+    static_assert(COLS % V == 0, "whole vectors a row");
+    bool bad = false;
+    for (int q = threadIdx.x; q < ROWS * PER_ROW; q += kChunkThreads) {
+        const int r = q / PER_ROW, c = (q % PER_ROW) * V;
+        const T* src = row(r);
+        Vec16<T> v;
+        if (src && c + V <= ncols && (reinterpret_cast<size_t>(src + c) & 15) == 0) {
+            v.raw = *reinterpret_cast<const uint4*>(src + c);
+        } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) v.e[e] = src && c + e < ncols ? src[c + e] : zero_of<T>();
+        }
+        if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+            for (int e = 0; e < V; ++e) dst[r * ld + c + e] = v.e[e];
+        } else {
+            *reinterpret_cast<uint4*>(dst + r * ld + c) = v.raw;
+        }
+        if constexpr (CHECK) {
+#pragma unroll
+            for (int e = 0; e < V; ++e) bad |= !isfinite(to_f32(v.e[e]));
+        }
+    }
+    return bad;
+}
+
+// The next tile index of a block's linear index: id % n, with n taken off id.
+__device__ __forceinline__ int take(long long& id, long long n) {
+    const int t = static_cast<int>(id % n);
+    id /= n;
+    return t;
+}
+
+// The (batch, chunk, head) a block of phases 3 and 5 works on, from what is left of its index
+// after its tile indices ((b, c, h)-major, as the launcher counts the blocks).
+struct HeadChunk {
+    size_t b, c0, row;  // row: of the [batch, heads, nchunks, Q] scratch
+    long long c;
+    int h, g, qc;       // qc: the chunk's steps inside the sequence
+};
+__device__ __forceinline__ HeadChunk head_chunk(const SsdArgs& a, const ChunkArgs& k, long long id) {
+    HeadChunk w;
+    w.h = take(id, a.heads);
+    w.c = id % k.nc;
+    w.b = static_cast<size_t>(id / k.nc);
+    w.g = w.h / a.heads_per_group;
+    w.c0 = static_cast<size_t>(w.c) * k.Q;
+    w.qc = chunk_steps(a, k, w.c0);
+    w.row = (w.b * a.heads + w.h) * k.nc + w.c;
+    return w;
+}
+
+// 1. One warp per (batch, head, chunk) row; lane l owns steps [l E, l E + E), E = Q / 32.
+template <typename T>
+__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_prep(const SsdArgs a, const ChunkArgs k) {
+    const long long row = static_cast<long long>(blockIdx.x) * (kChunkThreads / 32) + threadIdx.x / 32;
+    const long long rows = static_cast<long long>(a.rows / a.head_dim) * k.nc;
+    if (row >= rows) return;  // whole warps leave together
+    const int lane = threadIdx.x % 32;
+    const long long c = row % k.nc;
+    const long long bh = row / k.nc;
+    const int h = static_cast<int>(bh % a.heads);
+    const size_t b = static_cast<size_t>(bh / a.heads);
+    const T* __restrict__ dt = static_cast<const T*>(a.dt);
+    const float A = a.A[h];
+    const float bias = a.dt_bias ? a.dt_bias[h] : 0.f;
+    const int E = k.Q / 32;
+    float* dtp = k.dtp + row * k.Q;
+    float* cs = k.cs + row * k.Q;
+    float local[kMaxChunk / 32];
+    float run = 0.f;
+#pragma unroll
+    for (int e = 0; e < kMaxChunk / 32; ++e) {
+        if (e >= E) break;
+        const int i = lane * E + e;
+        const size_t t = static_cast<size_t>(c) * k.Q + i;
+        float d = 0.f, la = 0.f;
+        if (t < a.seqlen) {
+            // As the step kernel and the reference: softplus, then the clamp; a NaN passes both.
+            d = to_f32(dt[(b * a.seqlen + t) * a.heads + h]) + bias;
+            if (a.softplus) d = softplus(d);
+            if (d < a.dt_min) d = a.dt_min;
+            if (d > a.dt_max) d = a.dt_max;
+            la = d * A;
+        }
+        dtp[i] = d;
+        run += la;
+        local[e] = run;
+    }
+    // Exclusive prefix of the lanes' sums.
+    float incl = run;
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+        const float v = __shfl_up_sync(0xffffffffu, incl, off);
+        if (lane >= off) incl += v;
+    }
+    float excl = __shfl_up_sync(0xffffffffu, incl, 1);
+    if (lane == 0) excl = 0.f;
+#pragma unroll
+    for (int e = 0; e < kMaxChunk / 32; ++e) {
+        if (e >= E) break;
+        cs[lane * E + e] = excl + local[e];
+    }
+}
+
+// 2. One block per 64 x 64 tile of CB at or below the diagonal, per (batch, chunk, group).
+template <typename T>
+__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, const ChunkArgs k) {
+    constexpr int LDK = kLdK<T>;
+    __shared__ __align__(128) T Cs[kTile * LDK];
+    __shared__ __align__(128) T Bs[kTile * LDK];
+    __shared__ __align__(128) float Ys[kTile * kLdY];
+    const int tq = k.Q / kTile;
+    long long id = blockIdx.x;
+    const int tj = take(id, tq), ti = take(id, tq), g = take(id, a.ngroups);
+    const long long c = id % k.nc;
+    const size_t b = static_cast<size_t>(id / k.nc);
+    const size_t c0 = static_cast<size_t>(c) * k.Q;
+    const int qc = chunk_steps(a, k, c0);
+    // Tiles above the diagonal or past the sequence are never read (phase 5 selects them out).
+    if (tj > ti || ti * kTile >= qc) return;
+    const T* __restrict__ Bm = static_cast<const T*>(a.B);
+    const T* __restrict__ Cm = static_cast<const T*>(a.C);
+    const int N = a.dstate;
+    const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
+    WarpTile<T> acc;
+    acc.zero();
+    for (int n0 = 0; n0 < N; n0 += kKb) {
+        __syncthreads();
+        // Row r of the C tile is step ti * 64 + r, of the B tile step tj * 64 + r.
+        const auto c_row = [&](int r) -> const T* {
+            const int i = ti * kTile + r;
+            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
+        };
+        const auto b_row = [&](int r) -> const T* {
+            const int j = tj * kTile + r;
+            return j < qc ? Bm + ((b * a.seqlen + c0 + j) * a.ngroups + g) * N + n0 : nullptr;
+        };
+        stage<T, kTile, kKb>(Cs, LDK, c_row, N - n0);
+        stage<T, kTile, kKb>(Bs, LDK, b_row, N - n0);
+        __syncthreads();
+        acc.template mma<RowMajor, ColMajor>(Cs + wr * 32 * LDK, LDK, Bs + wc * 32 * LDK, LDK, kKb);
+    }
+    acc.store(Ys + wr * 32 * kLdY + wc * 32, kLdY);
+    __syncthreads();
+    float* out = k.cb + ((static_cast<size_t>(b) * k.nc + c) * a.ngroups + g) * k.Q * k.Q;
+    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
+        const int r = e / kTile, col = e % kTile;
+        out[static_cast<size_t>(ti * kTile + r) * k.Q + tj * kTile + col] = Ys[r * kLdY + col];
+    }
+}
+
+// 3. One block per 64 x 64 tile of S (head_dim x dstate), per (batch, chunk, head).
+template <typename T>
+__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
+    constexpr int LDT = kLdT<T>;
+    __shared__ __align__(128) T Xs[kKb * LDT];
+    __shared__ __align__(128) T Bs[kKb * LDT];
+    __shared__ __align__(128) float Ys[kTile * kLdY];
+    __shared__ float ws[kMaxChunk];
+    const int P = a.head_dim, N = a.dstate;
+    const int ntp = (P + kTile - 1) / kTile, ntn = (N + kTile - 1) / kTile;
+    long long id = blockIdx.x;
+    const int tn = take(id, ntn), tp = take(id, ntp);
+    const HeadChunk hc = head_chunk(a, k, id);
+    const size_t b = hc.b, c0 = hc.c0, row = hc.row;
+    const long long c = hc.c;
+    const int h = hc.h, g = hc.g, qc = hc.qc;
+    const float* cs = k.cs + row * k.Q;
+    const float* dtp = k.dtp + row * k.Q;
+    const float last = cs[k.Q - 1];
+    for (int i = threadIdx.x; i < k.Q; i += kChunkThreads) ws[i] = dtp[i] * ex2((last - cs[i]) * kLog2e);
+    const T* __restrict__ x = static_cast<const T*>(a.x);
+    const T* __restrict__ Bm = static_cast<const T*>(a.B);
+    const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
+    WarpTile<T> acc;
+    acc.zero();
+    for (int i0 = 0; i0 < qc; i0 += kKb) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < kKb * kTile; e += kChunkThreads) {
+            const int kk = e / kTile, col = e % kTile, i = i0 + kk, p = tp * kTile + col;
+            const size_t tok = b * a.seqlen + c0 + i;
+            Xs[kk * LDT + col] =
+                i < qc && p < P ? from_f32<T>(to_f32(x[(tok * a.heads + h) * P + p]) * ws[i]) : zero_of<T>();
+        }
+        const auto b_row = [&](int r) -> const T* {
+            const int i = i0 + r;
+            return i < qc ? Bm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + tn * kTile : nullptr;
+        };
+        stage<T, kKb, kTile>(Bs, LDT, b_row, N - tn * kTile);
+        __syncthreads();
+        acc.template mma<ColMajor, RowMajor>(Xs + wr * 32, LDT, Bs + wc * 32, LDT, kKb);
+    }
+    acc.store(Ys + wr * 32 * kLdY + wc * 32, kLdY);
+    __syncthreads();
+    float* out = k.st + ((b * k.nc + c) * a.heads + h) * static_cast<size_t>(P) * N;
+    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
+        const int r = e / kTile, col = e % kTile, p = tp * kTile + r, n = tn * kTile + col;
+        if (p < P && n < N) out[static_cast<size_t>(p) * N + n] = Ys[r * kLdY + col];
+    }
+}
+
+// 4. One thread per state element (batch, head, p, n), sequential over the chunks; the next
+// chunk's S and decay are loaded before this chunk's update, so a chunk waits on one load latency.
+// H_c goes out in T, as the scan's product takes it (half the bytes of float32 for 16-bit T).
+template <typename T>
+__global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, const ChunkArgs k) {
+    const size_t PN = static_cast<size_t>(a.head_dim) * a.dstate;
+    const size_t id = static_cast<size_t>(blockIdx.x) * kPassThreads + threadIdx.x;
+    if (id >= static_cast<size_t>(a.rows) * a.dstate) return;
+    const size_t e = id % PN, bh = id / PN;
+    const size_t h = bh % a.heads, b = bh / a.heads;
+    const float* __restrict__ st = k.st;
+    T* __restrict__ hs = static_cast<T*>(k.hs);
+    const auto slot = [&](long long c) { return ((b * k.nc + c) * a.heads + h) * PN + e; };
+    const auto log_decay = [&](long long c) { return k.cs[(bh * k.nc + c + 1) * k.Q - 1]; };
+    float s = a.init ? a.init[id] : 0.f;
+    float add = st[slot(0)], ld = log_decay(0);
+    for (long long c = 0; c < k.nc; ++c) {
+        const bool more = c + 1 < k.nc;
+        const float add_next = more ? st[slot(c + 1)] : 0.f, ld_next = more ? log_decay(c + 1) : 0.f;
+        hs[slot(c)] = from_f32<T>(s);
+        s = fmaf(ex2(ld * kLog2e), s, add);
+        add = add_next;
+        ld = ld_next;
+    }
+    if (a.final_state) a.final_state[id] = s;
+}
+
+// 5. One block per (batch, chunk, head, 64 rows of the chunk, 64 columns of head_dim).
+template <typename T>
+__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
+    constexpr int LDK = kLdK<T>, LDT = kLdT<T>;
+    __shared__ __align__(128) T As[kTile * LDK];  // C, then M: [64 rows][kKb]
+    __shared__ __align__(128) T Hs[kTile * LDK];  // H_c: [64 p][kKb n]
+    __shared__ __align__(128) T Xs[kKb * LDT];    // x: [kKb j][64 p]
+    __shared__ __align__(128) float Ys[kTile * kLdY];
+    __shared__ float css[kMaxChunk], dts[kMaxChunk];
+    const int P = a.head_dim, N = a.dstate;
+    const int ntp = (P + kTile - 1) / kTile, tq = k.Q / kTile;
+    long long id = blockIdx.x;
+    const int tp = take(id, ntp), tm = take(id, tq);
+    const HeadChunk hc = head_chunk(a, k, id);
+    const size_t b = hc.b, c0 = hc.c0, row = hc.row;
+    const long long c = hc.c;
+    const int h = hc.h, g = hc.g, qc = hc.qc;
+    const int m0 = tm * kTile, p0 = tp * kTile;
+    if (m0 >= qc) return;
+    for (int i = threadIdx.x; i < k.Q; i += kChunkThreads) {
+        css[i] = k.cs[row * k.Q + i];
+        dts[i] = k.dtp[row * k.Q + i];
+    }
+    const T* __restrict__ x = static_cast<const T*>(a.x);
+    const T* __restrict__ Cm = static_cast<const T*>(a.C);
+    const T* Hc = static_cast<const T*>(k.hs) + ((b * k.nc + c) * a.heads + h) * static_cast<size_t>(P) * N;
+    const float* cb = k.cb + ((b * k.nc + c) * a.ngroups + g) * static_cast<size_t>(k.Q) * k.Q;
+    const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
+    float* yw = Ys + wr * 32 * kLdY + wc * 32;  // this warp's part of the result tile
+    WarpTile<T> acc;
+    acc.zero();
+    // The carried-in state: (C H_c^T)[i, p], K = dstate.
+    for (int n0 = 0; n0 < N; n0 += kKb) {
+        __syncthreads();
+        const auto c_row = [&](int r) -> const T* {
+            const int i = m0 + r;
+            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
+        };
+        const auto h_row = [&](int r) -> const T* {
+            const int p = p0 + r;
+            return p < P ? Hc + static_cast<size_t>(p) * N + n0 : nullptr;
+        };
+        stage<T, kTile, kKb>(As, LDK, c_row, N - n0);
+        stage<T, kTile, kKb>(Hs, LDK, h_row, N - n0);
+        __syncthreads();
+        acc.template mma<RowMajor, ColMajor>(As + wr * 32 * LDK, LDK, Hs + wc * 32 * LDK, LDK, kKb);
+    }
+    // ... decayed to each row's step: times exp(cs[i]), through the result tile.
+    acc.store(yw, kLdY);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
+        const int r = e / kTile, col = e % kTile;
+        Ys[r * kLdY + col] *= ex2(css[m0 + r] * kLog2e);
+    }
+    __syncthreads();
+    acc.load(yw, kLdY);
+    // The chunk's own steps: sum_{j <= i} M[i, j] x[j, p], over the K blocks at or left of the
+    // diagonal.
+    const int jend = m0 + kTile < qc ? m0 + kTile : qc;
+    for (int j0 = 0; j0 < jend; j0 += kKb) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < kTile * kKb; e += kChunkThreads) {
+            const int r = e / kKb, kk = e % kKb, i = m0 + r, j = j0 + kk;
+            float m = 0.f;
+            if (j <= i && i < qc) m = cb[static_cast<size_t>(i) * k.Q + j] * ex2((css[i] - css[j]) * kLog2e) * dts[j];
+            As[r * LDK + kk] = from_f32<T>(m);
+        }
+        const auto x_row = [&](int r) -> const T* {
+            const int j = j0 + r;
+            return j < qc ? x + ((b * a.seqlen + c0 + j) * a.heads + h) * P + p0 : nullptr;
+        };
+        const bool bad = stage<T, kKb, kTile, true>(Xs, LDT, x_row, P - p0);
+        // A non-finite x above the diagonal would meet M's zeros there in the product (0 * inf =
+        // NaN in rows the equations keep finite): such a block is summed on CUDA cores, skipping
+        // those terms. Only blocks that cross the diagonal can hold them.
+        const bool crosses = j0 + kKb - 1 > m0;
+        if (__syncthreads_or(crosses && bad)) {
+            acc.store(yw, kLdY);
+            __syncthreads();
+            for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
+                const int r = e / kTile, col = e % kTile, i = m0 + r;
+                float s = Ys[r * kLdY + col];
+                for (int kk = 0; kk < kKb && j0 + kk <= i; ++kk)
+                    s = fmaf(to_f32(As[r * LDK + kk]), to_f32(Xs[kk * LDT + col]), s);
+                Ys[r * kLdY + col] = s;
+            }
+            __syncthreads();
+            acc.load(yw, kLdY);
+        } else {
+            acc.template mma<RowMajor, RowMajor>(As + wr * 32 * LDK, LDK, Xs + wc * 32, LDT, kKb);
+        }
+    }
+    __syncthreads();
+    acc.store(yw, kLdY);
+    __syncthreads();
+    T* __restrict__ y = static_cast<T*>(a.y);
+    const float Dv = a.D ? a.D[h] : 0.f;
+    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
+        const int r = e / kTile, col = e % kTile, i = m0 + r, p = p0 + col;
+        if (i >= qc || p >= P) continue;
+        const size_t at_y = ((b * a.seqlen + c0 + i) * a.heads + h) * P + p;
+        const float acc_y = Ys[r * kLdY + col];
+        // D is optional: an absent D adds nothing, not 0 * x (NaN for an infinite x).
+        y[at_y] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at_y]), acc_y) : acc_y);
+    }
+}
+
+inline bool grid_fits(long long blocks) { return blocks > 0 && blocks <= 0x7fffffffLL; }
+
+// Queues the five phases on `stream`. `scratch` holds plan.bytes (ssd_scan.h SsdPlan); the launcher
+// (ssd_scan_impl.cuh launch_ssd_typed) has checked the params.
+template <typename T>
+cudaError_t launch_ssd_chunked(const SsdArgs& a, const SsdPlan& plan, char* scratch, cudaStream_t stream) {
+    ChunkArgs k{};
+    k.dtp = reinterpret_cast<float*>(scratch + plan.dtp);
+    k.cs = reinterpret_cast<float*>(scratch + plan.cs);
+    k.cb = reinterpret_cast<float*>(scratch + plan.cb);
+    k.st = reinterpret_cast<float*>(scratch + plan.st);
+    k.hs = scratch + plan.hs;
+    k.Q = static_cast<int>(plan.chunk);
+    k.nc = static_cast<long long>(plan.nchunks);
+    const long long batch = a.rows / a.head_dim / a.heads;
+    const long long tq = k.Q / kTile;
+    const long long ntp = (a.head_dim + kTile - 1) / kTile, ntn = (a.dstate + kTile - 1) / kTile;
+    const long long warps = batch * a.heads * k.nc;
+    const long long prep = (warps + kChunkThreads / 32 - 1) / (kChunkThreads / 32);
+    const long long cb = batch * k.nc * a.ngroups * tq * tq;
+    const long long state = batch * k.nc * a.heads * ntp * ntn;
+    const long long pass = (a.rows * a.dstate + kPassThreads - 1) / kPassThreads;
+    const long long scan = batch * k.nc * a.heads * tq * ntp;
+    if (!grid_fits(prep) || !grid_fits(cb) || !grid_fits(state) || !grid_fits(pass) || !grid_fits(scan))
+        return cudaErrorInvalidValue;
+    ssd_chunk_prep<T><<<static_cast<unsigned>(prep), kChunkThreads, 0, stream>>>(a, k);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    ssd_chunk_cb<T><<<static_cast<unsigned>(cb), kChunkThreads, 0, stream>>>(a, k);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    ssd_chunk_state<T><<<static_cast<unsigned>(state), kChunkThreads, 0, stream>>>(a, k);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    ssd_chunk_pass<T><<<static_cast<unsigned>(pass), kPassThreads, 0, stream>>>(a, k);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    ssd_chunk_scan<T><<<static_cast<unsigned>(scan), kChunkThreads, 0, stream>>>(a, k);
+    return cudaGetLastError();
+}
+
+}  // namespace mambac::cuda::detail
