@@ -27,11 +27,13 @@ from mambac_testing import ROOT
 from ops_reference import (
     CONV_INPUTS,
     LAYER_STEP_INPUTS,
+    MAMBA2_STEP_INPUTS,
     SCAN_INPUTS,
     SSD_INPUTS,
     assert_close,
     causal_conv1d_ref,
     f64,
+    mamba2_layer_step_ref,
     mamba_layer_step_ref,
     one_node_model,
     selective_scan_ref,
@@ -235,12 +237,30 @@ def layer_step_case(rng, dtype):
     return model, feeds, mamba_layer_step_ref(feeds, 1e-5)
 
 
+def mamba2_step_case(rng, dtype):
+    b, hid, heads, p, g, n, k = 2, 8, 4, 3, 2, 4, 4
+    inner = heads * p
+    conv_dim = inner + 2 * g * n
+    shapes = {"conv_state": (b, conv_dim, k - 1), "ssm_state": (b, heads, p, n), "residual": (b, 1, hid),
+              "norm_weight": (hid,), "in_proj_weight": (hid, inner + conv_dim + heads),
+              "in_proj_bias": (inner + conv_dim + heads,), "conv_weight": (conv_dim, k), "conv_bias": (conv_dim,),
+              "dt_bias": (heads,), "A": (heads,), "D": (heads,), "gate_norm_weight": (inner,),
+              "out_proj_weight": (inner, hid), "out_proj_bias": (hid,)}
+    feeds = {name: rand(rng, shapes[name], scale=0.5) for name in MAMBA2_STEP_INPUTS}
+    feeds["A"] = -np.exp(rand(rng, shapes["A"]))
+    attrs = {"epsilon": 1e-5, "dt_min": 0.01, "dt_max": 3.0, "norm_before_gate": 1}
+    model = one_node_model("Mamba2LayerStep", MAMBA2_STEP_INPUTS, feeds,
+                           ["residual_out", "conv_state_out", "ssm_state_out"], attrs)
+    return model, feeds, mamba2_layer_step_ref(feeds, 1e-5, 0.01, 3.0, True)
+
+
 CASES = {
     "SelectiveScan-float32": (scan_case, np.float32),
     "SelectiveScan-float16": (scan_case, np.float16),
     "SsdScan-float32": (ssd_case, np.float32),
     "CausalConv1d-float32": (conv_case, np.float32),
     "MambaLayerStep-float32": (layer_step_case, np.float32),
+    "Mamba2LayerStep-float32": (mamba2_step_case, np.float32),
 }
 
 
