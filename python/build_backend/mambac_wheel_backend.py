@@ -91,7 +91,8 @@ def _with_zig(config_settings):
     tag: maturin's PEP 517 hook passes `--compatibility off` (a plain linux tag) unless told."""
     settings = {k: v for k, v in (config_settings or {}).items() if k != "build-args"}
     tag = maturin.get_config()["compatibility"]
-    settings["maturin.build-args"] = [*maturin.get_maturin_pep517_args(config_settings), "--zig", "--compatibility", tag]
+    args = maturin.get_maturin_pep517_args(config_settings)
+    settings["maturin.build-args"] = [*args, "--zig", "--compatibility", tag]
     return settings
 
 

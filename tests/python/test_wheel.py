@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
 
 from mambac_testing import ROOT
 from ops_reference import (
@@ -63,7 +62,8 @@ so.register_custom_ops_library(mambac.get_library_path())
 sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 got = sess.run(names, feeds)
 evaluated = ReferenceEvaluator(model, new_ops=mambac.reference.OPS).run(names, feeds)
-np.savez(sys.argv[3], **{"ort_" + n: a for n, a in zip(names, got)}, **{"ref_" + n: a for n, a in zip(names, evaluated)})
+np.savez(sys.argv[3], **{"ort_" + n: a for n, a in zip(names, got)},
+         **{"ref_" + n: a for n, a in zip(names, evaluated)})
 """
 
 
@@ -78,7 +78,8 @@ def pinned(*names):
 def check(cmd, **kw):
     """subprocess.run that fails the test with the command's output."""
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    shown = " ".join(map(str, cmd))
+    assert proc.returncode == 0, f"{shown} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
@@ -184,7 +185,8 @@ def test_mambac_command_finds_the_package_library_and_onnxruntime(venv):
     """With no MAMBAC_OPS_LIB or ORT_DYLIB_PATH, the installed command takes the package's op
     library (found from its own prefix) and the venv's onnxruntime (its python3 is first on PATH)."""
     env_free = {k: v for k, v in venv.env.items() if k != "ORT_DYLIB_PATH"}
-    proc = check(["mambac", "conformance", "--ops", "causal-conv1d", "--dtypes", "float32"], cwd=venv.work, env=env_free)
+    proc = check(["mambac", "conformance", "--ops", "causal-conv1d", "--dtypes", "float32"],
+                 cwd=venv.work, env=env_free)
     assert re.search(r"^(\d+) cases, \1 pass, 0 fail$", proc.stdout, re.M), proc.stdout[-2000:]
 
 
@@ -228,12 +230,8 @@ def layer_step_case(rng, dtype):
               "out_proj_weight": (i, h), "out_proj_bias": (h,)}
     feeds = {name: rand(rng, shapes[name], scale=0.5) for name in LAYER_STEP_INPUTS}
     feeds["A"] = -np.exp(rand(rng, shapes["A"]))
-    outputs = ["residual_out", "conv_state_out", "ssm_state_out"]
-    node = helper.make_node("MambaLayerStep", LAYER_STEP_INPUTS, outputs, domain="mambac", epsilon=1e-5)
-    graph = helper.make_graph(
-        [node], "step", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in LAYER_STEP_INPUTS],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("mambac", 1)], ir_version=9)
+    model = one_node_model("MambaLayerStep", LAYER_STEP_INPUTS, feeds,
+                           ["residual_out", "conv_state_out", "ssm_state_out"], {"epsilon": 1e-5})
     return model, feeds, mamba_layer_step_ref(feeds, 1e-5)
 
 
