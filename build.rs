@@ -32,6 +32,12 @@ const CPP_SOURCES: &[&str] = &[
 const SANITIZE_FLAGS: &[&str] =
     &["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"];
 
+/// The wheel build (docs/python-package.md) links through zig (maturin/cargo-zigbuild), whose
+/// linker has no `--exclude-libs`.
+fn zig_linker() -> bool {
+    std::env::var("RUSTC_LINKER").is_ok_and(|l| l.contains("zig"))
+}
+
 fn sanitize() -> bool {
     std::env::var("MAMBAC_SANITIZE").is_ok_and(|v| v == "1")
 }
@@ -68,13 +74,22 @@ fn main() {
     // `#[no_mangle]` function of upstream crates, which brings in the cxx runtime's
     // `cxxbridge1$*` helpers (rust-lang/rust#73958). Those come from rlibs, which the linker
     // reads as archives, so hiding archive symbols leaves only this crate's entry point.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,--exclude-libs,ALL");
+    if zig_linker() {
+        // zig's linker has no --exclude-libs, and of several version scripts it keeps the last:
+        // this one, after rustc's (which would also export the cxx helpers).
+        let map = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("custom-ops/exports.map");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
+        println!("cargo:rerun-if-changed=custom-ops/exports.map");
+    } else {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--exclude-libs,ALL");
+    }
     println!("cargo:rerun-if-changed=custom-ops/src/kernel_abi.rs");
     for f in CPP_SOURCES {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CUDA");
     println!("cargo:rerun-if-env-changed=MAMBAC_SANITIZE");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     if sanitize() {
         // rustc links with -nodefaultlibs, so -fsanitize brings no runtime: name both, from the
         // compiler's own library folder.

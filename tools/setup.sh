@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import numpy, onnx, onnxruntime, safetensors, pytest, sympy" 2>/dev/null; then
+if ! { .venv/bin/python -c "import numpy, onnx, onnxruntime, safetensors, pytest, sympy, maturin, ziglang" 2>/dev/null &&
+  [[ -x .venv/bin/cargo-zigbuild ]]; }; then
   .venv/bin/pip install -q -r tools/requirements.txt
 fi
 # mambac finds ONNX Runtime through this variable, else through the absolute path recorded here

@@ -1,6 +1,7 @@
 """Shared helpers of the Python tests that drive the CLI and exported models: paths, the binary,
-the op library, sessions and the fixtures' reference logits. The float64 references of the ops,
-the tolerance tiers and the error metric are in ops_reference.py, their one home."""
+the op library, sessions and the fixtures' reference logits. The tolerance tiers and the error
+metric are in ops_reference.py, their one home; the ops' float64 references in
+python/mambac/reference.py (the Python package's), which ops_reference.py re-exports."""
 
 import os
 import subprocess

@@ -229,4 +229,6 @@ def test_mambac_generate_needs_no_library_for_a_standard_model(tmp_path):
     bad = run(custom)
     assert bad.returncode == 1 and "panicked" not in bad.stderr
     assert (f"cannot load {custom} (the mambac op library was not found: pass --ops-lib PATH or set MAMBAC_OPS_LIB "
-            f"(looked for {bin_dir / 'libmambac_ops.so'} beside the executable") in bad.stderr, bad.stderr
+            f"(looked for {bin_dir / 'libmambac_ops.so'} beside the executable, and for "
+            f"{tmp_path}/lib/python3*/site-packages/mambac/libmambac_ops.so; `cargo build --release` builds it, "
+            "`pip install .` installs it))") in bad.stderr, bad.stderr

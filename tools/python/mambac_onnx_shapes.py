@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import onnx
 from onnx import TensorProto, defs
+
+# The layer steps' input names have their Python home in the mambac package's references.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
+from mambac.reference import LAYER_STEP_INPUTS, MAMBA2_STEP_INPUTS  # noqa: E402
 
 DOMAIN = "mambac"
 VERSION = 1
@@ -169,23 +174,7 @@ _OPS = {
         _infer_ssd_scan,
     ),
     "MambaLayerStep": (
-        [
-            "conv_state",
-            "ssm_state",
-            "residual",
-            "norm_weight",
-            "in_proj_weight",
-            "in_proj_bias",
-            "conv_weight",
-            "conv_bias",
-            "x_proj_weight",
-            "dt_proj_weight",
-            "dt_bias",
-            "A",
-            "D",
-            "out_proj_weight",
-            "out_proj_bias",
-        ],
+        LAYER_STEP_INPUTS,
         {5, 7, 10, 12, 14},  # in_proj_bias, conv_bias, dt_bias, D, out_proj_bias
         ["residual_out", "conv_state_out", "ssm_state_out"],
         set(),
@@ -193,22 +182,7 @@ _OPS = {
         _infer_layer_step,
     ),
     "Mamba2LayerStep": (
-        [
-            "conv_state",
-            "ssm_state",
-            "residual",
-            "norm_weight",
-            "in_proj_weight",
-            "in_proj_bias",
-            "conv_weight",
-            "conv_bias",
-            "dt_bias",
-            "A",
-            "D",
-            "gate_norm_weight",
-            "out_proj_weight",
-            "out_proj_bias",
-        ],
+        MAMBA2_STEP_INPUTS,
         {5, 7, 8, 10, 13},  # in_proj_bias, conv_bias, dt_bias, D, out_proj_bias
         ["residual_out", "conv_state_out", "ssm_state_out"],
         set(),

@@ -37,7 +37,8 @@ pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), ort::E
     Err(ort::Error::new(msg))
 }
 
-/// The op library: `explicit` (`--ops-lib`), else `MAMBAC_OPS_LIB`, else beside the executable.
+/// The op library: `explicit` (`--ops-lib`), else `MAMBAC_OPS_LIB`, else beside the executable,
+/// else the `mambac` Python package's copy in the executable's prefix (the wheel, below).
 pub fn find_ops_lib(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if !p.is_file() {
@@ -58,10 +59,56 @@ pub fn find_ops_lib(explicit: Option<&Path>) -> Result<PathBuf> {
     if beside.is_file() {
         return Ok(beside);
     }
+    let prefix = exe.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+    if let Some(lib) = python_package_lib(prefix) {
+        return Ok(lib);
+    }
     fail!(
         Environment,
         "the mambac op library was not found: pass --ops-lib PATH or set MAMBAC_OPS_LIB \
-         (looked for {} beside the executable; `cargo build --release` builds it)",
-        beside.display()
+         (looked for {} beside the executable, and for {}/{PACKAGE_LIB_GLOB}; `cargo build --release` \
+         builds it, `pip install .` installs it)",
+        beside.display(),
+        prefix.display()
     )
+}
+
+/// Where the wheel (docs/python-package.md) puts the library, relative to the prefix whose `bin/`
+/// holds the command: a venv's, `pip install --user`'s and `--prefix`'s layout alike.
+const PACKAGE_LIB_GLOB: &str = "lib/python3*/site-packages/mambac/libmambac_ops.so";
+
+/// The `mambac` Python package's library under `prefix`, the first Python version's by name.
+fn python_package_lib(prefix: &Path) -> Option<PathBuf> {
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(prefix.join("lib"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path().join("site-packages/mambac").join(OPS_LIB_NAME))
+        .filter(|p| p.is_file())
+        .collect();
+    pythons.sort();
+    pythons.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_python_package_library_is_found_under_the_prefix_only_when_there() {
+        let prefix = tempfile::tempdir().unwrap();
+        assert_eq!(python_package_lib(prefix.path()), None, "no lib/ folder");
+        let other = prefix.path().join("lib/perl5/site-packages/mambac");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(OPS_LIB_NAME), b"").unwrap();
+        assert_eq!(python_package_lib(prefix.path()), None, "not a python3 folder");
+        let package = prefix.path().join("lib/python3.12/site-packages/mambac");
+        std::fs::create_dir_all(&package).unwrap();
+        assert_eq!(python_package_lib(prefix.path()), None, "the package without its library");
+        std::fs::write(package.join(OPS_LIB_NAME), b"").unwrap();
+        let older = prefix.path().join("lib/python3.11/site-packages/mambac");
+        std::fs::create_dir_all(&older).unwrap();
+        std::fs::write(older.join(OPS_LIB_NAME), b"").unwrap();
+        assert_eq!(python_package_lib(prefix.path()), Some(older.join(OPS_LIB_NAME)), "the first by name");
+    }
 }

@@ -33,8 +33,8 @@ pub struct SessionOptions {
     pub ep: Ep,
     /// ONNX Runtime intra-op threads (None: ORT's choice, one per physical core).
     pub threads: Option<usize>,
-    /// libmambac_ops.so (None: `MAMBAC_OPS_LIB`, else beside the executable; never the working
-    /// directory).
+    /// libmambac_ops.so (None: `MAMBAC_OPS_LIB`, else beside the executable, else the `mambac`
+    /// Python package's in the executable's prefix; never the working directory).
     pub ops_lib: Option<PathBuf>,
     /// On the CUDA EP, capture one-token decode steps as CUDA graphs and replay them (removes the
     /// per-node launch cost). A model ORT cannot capture runs without, with a warning.

@@ -22,7 +22,8 @@ ONNX Runtime (libonnxruntime.so) is looked for, in this order, in:
   2. the absolute path recorded in mambac-ort.path beside the mambac executable (tools/setup.sh writes it);
   3. the onnxruntime package of the first python3 in an absolute PATH directory (run from / with
      PYTHONSAFEPATH=1). Nothing in the working directory is run or loaded.
-The op library (libmambac_ops.so) is: --ops-lib, else MAMBAC_OPS_LIB, else beside the mambac executable.";
+The op library (libmambac_ops.so) is: --ops-lib, else MAMBAC_OPS_LIB, else beside the mambac executable,
+else the mambac Python package's (pip install .) in the executable's prefix.";
 
 /// What the search looks at, so that tests can give it their own.
 pub struct SearchPlaces {

@@ -83,7 +83,7 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
         return Err(Error::ModelNotFound(model.to_path_buf()));
     }
     // A standard-ONNX model (`export --ops standard`) needs no op library: when none was asked
-    // for (--ops-lib, MAMBAC_OPS_LIB) and none is beside the executable, the session opens
+    // for (--ops-lib, MAMBAC_OPS_LIB) and none is found (find_ops_lib), the session opens
     // without one, and a model that does use mambac's ops fails to load with the lookup's
     // message beside ONNX Runtime's.
     let (ops, missing) = match find_ops_lib(opts.ops_lib.as_deref()) {

@@ -18,8 +18,8 @@ pub enum EpArg {
 /// provider (one set of flags shared by run, generate and bench).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SessionArgs {
-    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable; never the
-    /// working directory).
+    /// libmambac_ops.so (default: MAMBAC_OPS_LIB, else beside the mambac executable, else the
+    /// mambac Python package's in the executable's prefix; never the working directory).
     #[arg(long)]
     pub ops_lib: Option<PathBuf>,
     /// ONNX Runtime intra-op threads, at most 1024 (default: ONNX Runtime's choice, one per
