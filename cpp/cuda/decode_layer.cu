@@ -15,6 +15,8 @@
 // output with atomics. K tiles are sized so the grid covers the GPU about six times over. The
 // roundings to T sit where the unfused graph stores a T tensor, so both agree to T's precision.
 // Float atomics make the last bits depend on the order the tiles land in.
+// From batch 4, 16-bit weights take the tensor-core GEMV instead (decode_gemv_tc_kernel): same
+// tiles, prologues and atomics, mma.sync for the products.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>

@@ -33,6 +33,25 @@ pub unsafe fn int_or(
     Ok(default)
 }
 
+/// A 0/1 int attribute (the ops' flags), or `default` when the node does not set it; any other
+/// value is refused with the value in the message.
+///
+/// # Safety
+/// As for [`int_or`].
+pub unsafe fn flag_or(
+    info: *const OrtKernelInfo,
+    op: &'static str,
+    name: &'static CStr,
+    default: bool,
+) -> Result<bool, OpError> {
+    // SAFETY: `info` is live (our contract).
+    match unsafe { int_or(info, op, name, i64::from(default))? } {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(attr_error(op, name, format!("is {v}, expected 0 or 1"))),
+    }
+}
+
 /// A float attribute, or `default` when the node does not set it.
 ///
 /// # Safety

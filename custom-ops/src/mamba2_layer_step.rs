@@ -26,7 +26,7 @@ use std::ffi::CStr;
 use half::{bf16, f16};
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, float_or, int_or};
+use crate::attributes::{attr_error, flag_or, float_or};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::layer_step::MambaLayerStep;
@@ -67,16 +67,13 @@ impl Kernel for Mamba2LayerStep {
             (
                 float_or(info, Self::OP, EPSILON, slot::DEFAULT_EPSILON)?,
                 dt_limit(info, Self::OP)?,
-                int_or(info, Self::OP, NORM_BEFORE_GATE, 0)?,
+                flag_or(info, Self::OP, NORM_BEFORE_GATE, false)?,
             )
         };
         if !(eps.is_finite() && eps > 0.0) {
             return Err(attr_error(Self::OP, EPSILON, format!("is {eps}, expected a positive number")));
         }
-        if nbg != 0 && nbg != 1 {
-            return Err(attr_error(Self::OP, NORM_BEFORE_GATE, format!("is {nbg}, expected 0 or 1")));
-        }
-        Ok(Mamba2LayerStep { eps, dt_min, dt_max, norm_before_gate: nbg == 1 })
+        Ok(Mamba2LayerStep { eps, dt_min, dt_max, norm_before_gate: nbg })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {

@@ -14,7 +14,7 @@ use std::ffi::CStr;
 
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, int_or};
+use crate::attributes::flag_or;
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
@@ -40,11 +40,8 @@ impl Kernel for SelectiveScan {
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract).
-        let v = unsafe { int_or(info, Self::OP, DELTA_SOFTPLUS, 1)? };
-        if v != 0 && v != 1 {
-            return Err(attr_error(Self::OP, DELTA_SOFTPLUS, format!("is {v}, expected 0 or 1")));
-        }
-        Ok(SelectiveScan { delta_softplus: v == 1 })
+        let delta_softplus = unsafe { flag_or(info, Self::OP, DELTA_SOFTPLUS, true)? };
+        Ok(SelectiveScan { delta_softplus })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {

@@ -13,7 +13,7 @@ use std::ffi::CStr;
 
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, float_or, int_or};
+use crate::attributes::{attr_error, flag_or, float_or};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
@@ -44,12 +44,9 @@ impl Kernel for SsdScan {
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract), for each read.
-        let (softplus, (dt_min, dt_max)) =
-            unsafe { (int_or(info, Self::OP, DT_SOFTPLUS, 1)?, dt_limit(info, Self::OP)?) };
-        if softplus != 0 && softplus != 1 {
-            return Err(attr_error(Self::OP, DT_SOFTPLUS, format!("is {softplus}, expected 0 or 1")));
-        }
-        Ok(SsdScan { dt_softplus: softplus == 1, dt_min, dt_max })
+        let (dt_softplus, (dt_min, dt_max)) =
+            unsafe { (flag_or(info, Self::OP, DT_SOFTPLUS, true)?, dt_limit(info, Self::OP)?) };
+        Ok(SsdScan { dt_softplus, dt_min, dt_max })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
