@@ -503,6 +503,15 @@ Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t c
   return p;
 }
 
+void check_ssd_scan_cuda_limits(const SsdScanParams& p) {
+  // The scan kernel keeps a head's dstate states in one warp's registers: 32 lanes x 16 states
+  // (kSsdMaxDstate, cpp/cuda/ssd_scan.h).
+  if (p.dstate > 512) {
+    throw std::invalid_argument("SsdScan: input 'B' has dstate " + std::to_string(p.dstate) +
+                                ", more than the CUDA kernel takes (512)");
+  }
+}
+
 void check_mamba_layer_step_cuda_limits(const MambaLayerStepParams& p) {
   // A grid dimension holds the batch; one block's shared memory holds dt_low, B and C (rounded
   // up to float4) and the norm's 8 x 32 partial sums, within the 48 KiB a block gets by default.

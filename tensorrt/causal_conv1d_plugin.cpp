@@ -27,6 +27,7 @@ struct CausalConv1dOp {
     }
     activation = v.s;
   }
+  void validate() const {}
   FieldValue get_field(const char*) const {
     FieldValue v;
     v.s = activation;
@@ -51,7 +52,7 @@ struct CausalConv1dOp {
     out[1].d[2] = b.operation(DimensionOperation::kSUB, *in[WEIGHT]->d[1], *b.constant(1));
   }
 
-  static size_t workspace(const Params&) { return 0; }
+  static size_t workspace(const Params&, const Params&) { return 0; }
 
   static int enqueue(Params& p, const void* const* in, void* const* out, void*, cudaStream_t stream) {
     auto addr = [](const void* ptr) { return reinterpret_cast<size_t>(ptr); };

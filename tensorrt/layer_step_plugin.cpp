@@ -1,7 +1,6 @@
 // MambaLayerStep as a TensorRT plugin (docs/decode-graph.md): one layer's decode step. Outputs
 // residual_out [B, 1, H] float32, conv_state_out [B, I, K-1] T, ssm_state_out [B, I, N] float32;
 // attribute epsilon. The kernels' float32 scratch is TensorRT's workspace.
-#include <charconv>
 #include <cmath>
 #include <stdexcept>
 
@@ -27,13 +26,12 @@ struct LayerStepOp {
   }
   void set_field(const char*, const FieldValue& v) {
     if (!(std::isfinite(v.f) && v.f > 0)) {
-      char buf[32];
-      std::string shown = std::isnan(v.f) ? "NaN" : std::isinf(v.f) ? (v.f > 0 ? "inf" : "-inf") : "";
-      if (shown.empty()) shown.assign(buf, std::to_chars(buf, buf + sizeof buf, v.f).ptr);
-      throw std::invalid_argument(std::string(kName) + ": attribute 'epsilon' is " + shown + ", expected a positive number");
+      throw std::invalid_argument(std::string(kName) + ": attribute 'epsilon' is " + float_text(v.f) +
+                                  ", expected a positive number");
     }
     epsilon = v.f;
   }
+  void validate() const {}
   FieldValue get_field(const char*) const {
     FieldValue v;
     v.f = epsilon;
@@ -61,7 +59,7 @@ struct LayerStepOp {
     out[2] = *in[SSM_STATE];
   }
 
-  static size_t workspace(const Params& p) { return mambac_cuda_decode_layer_scratch_bytes(&p); }
+  static size_t workspace(const Params&, const Params& max) { return mambac_cuda_decode_layer_scratch_bytes(&max); }
 
   static int enqueue(Params& p, const void* const* in, void* const* out, void* ws, cudaStream_t stream) {
     if (p.batch == 0) return 0;

@@ -1,5 +1,7 @@
 // Shared pieces of the plugins: logging, type codes, the input-slot map and field parsing.
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -60,6 +62,35 @@ std::vector<size_t> slot_map(const char* op, size_t slots, int64_t present_mask,
   }
   for (size_t s = 0; s < static_cast<size_t>(given); ++s) map.push_back(s);
   return map;
+}
+
+bool flag_field(const char* op, const char* name, const FieldValue& v) {
+  if (v.i != 0 && v.i != 1) {
+    throw std::invalid_argument(std::string(op) + ": attribute '" + name + "' is " + std::to_string(v.i) +
+                                ", expected 0 or 1");
+  }
+  return v.i == 1;
+}
+
+std::string float_text(float v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  // The shortest round-trip digits (to_chars), placed without an exponent as Rust places them.
+  char buf[64];
+  std::string s(buf, std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific).ptr);
+  std::string sign;
+  if (s[0] == '-') {
+    sign = "-";
+    s.erase(0, 1);
+  }
+  const size_t e = s.find('e');
+  const long point = std::stol(s.substr(e + 1)) + 1;  // digits before the decimal point
+  std::string digits = s.substr(0, e);
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  const long n = static_cast<long>(digits.size());
+  if (point <= 0) return sign + "0." + std::string(static_cast<size_t>(-point), '0') + digits;
+  if (point >= n) return sign + digits + std::string(static_cast<size_t>(point - n), '0');
+  return sign + digits.substr(0, static_cast<size_t>(point)) + "." + digits.substr(static_cast<size_t>(point));
 }
 
 FieldValue parse_field(const char* op, const PluginField& f, FieldKind kind) {

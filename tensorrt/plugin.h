@@ -1,6 +1,6 @@
 // The TensorRT side of the fused ops: one IPluginV3 class template (IPluginV3OneCore / OneBuild /
-// OneRuntime) over a small per-op description (selective_scan_plugin.cpp, causal_conv1d_plugin.cpp,
-// layer_step_plugin.cpp), and one IPluginCreatorV3One per op (entry.cpp).
+// OneRuntime) over a small per-op description (selective_scan_plugin.cpp, ssd_scan_plugin.cpp,
+// causal_conv1d_plugin.cpp, layer_step_plugin.cpp), and one IPluginCreatorV3One per op (entry.cpp).
 //
 // The shape and type rules are cpp/shape_check.cpp's, the kernels cpp/cuda's c_api.cu: this layer
 // only maps TensorRT's tensors onto the op's input slots, parses the node attributes (plugin
@@ -21,6 +21,8 @@
 // The CUDA kernels' C entry points (cpp/cuda/c_api.cu), linked in statically.
 extern "C" {
 int mambac_cuda_selective_scan(const mambac::SelectiveScanParams* p, void* stream) noexcept;
+int mambac_cuda_ssd_scan(const mambac::SsdScanParams* p, void* stream) noexcept;
+size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, size_t min_seqlen) noexcept;
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept;
 int mambac_cuda_decode_layer(const mambac::MambaLayerStepParams* p, void* stream) noexcept;
 size_t mambac_cuda_decode_layer_scratch_bytes(const mambac::MambaLayerStepParams* p) noexcept;
@@ -63,15 +65,24 @@ struct FieldValue {
 //   using Params = ...Params;
 //   static const std::vector<FieldSpec>& fields();
 //   void set_field(const char* name, const FieldValue& v);   // throws std::invalid_argument
+//   void validate() const;                                   // checks between fields, once all are set
 //   FieldValue get_field(const char* name) const;
 //   static Params check(const TensorDesc* slots);            // the shared shape check
 //   void finish(Params& p) const;                            // attributes into the params; limits
 //   static bool f32_input(size_t slot); static bool f32_output(int k);
 //   static void output_shapes(const DimsExprs* const* slot_dims, DimsExprs* out, IExprBuilder& b);
 //   static const std::vector<std::pair<size_t,int>>& indexed_ranks();  // (slot, rank) read by output_shapes
-//   static size_t workspace(const Params& p);
+//   static size_t workspace(const Params& min, const Params& max);  // at the profile's min and max shapes
 //   static int enqueue(Params& p, void const* const* slot_ptrs, void* const* outs, void* ws, cudaStream_t s);
 // The plugin class template is instantiated in each op's file (plugin_impl.h).
+
+// A 0/1 int field's value as a bool; any other value is refused as the ORT op's flags are
+// (custom-ops/src/attributes.rs `flag_or`).
+bool flag_field(const char* op, const char* name, const FieldValue& v);
+
+// A float as Rust's `{}` shows an f32 (the ORT op's attribute messages): the shortest digits that
+// read back the same, never an exponent ("0.00001", "100000000000000000000"), "NaN", "inf", "-inf".
+std::string float_text(float v);
 
 // Maps TensorRT's input positions onto the op's slots: with `present_inputs` given, its set bits
 // in order; else the first `given` slots. Throws with a message naming the op.

@@ -115,9 +115,12 @@ class Plugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3
                           int32_t nb_out) const noexcept override {
     return guarded([&]() -> size_t {
       std::vector<size_t> slots = counts(nb_in, nb_out);
-      std::array<TensorDesc, Op::kSlots> descs{};
-      for (size_t i = 0; i < slots.size(); ++i) descs[slots[i]] = desc_of(in[i].desc.type, in[i].max);
-      return Op::workspace(params(descs));
+      std::array<TensorDesc, Op::kSlots> lo{}, hi{};
+      for (size_t i = 0; i < slots.size(); ++i) {
+        lo[slots[i]] = desc_of(in[i].desc.type, in[i].min);
+        hi[slots[i]] = desc_of(in[i].desc.type, in[i].max);
+      }
+      return Op::workspace(params(lo), params(hi));
     }, size_t{0});
   }
 
@@ -256,6 +259,7 @@ class Creator final : public IPluginCreatorV3One {
         if (!spec) throw std::invalid_argument(std::string(Op::kName) + ": unknown attribute '" + f.name + "'");
         op.set_field(spec->name, parse_field(Op::kName, f, spec->kind));
       }
+      op.validate();
       return new Plugin<Op>(std::move(op), present);
     }, static_cast<IPluginV3*>(nullptr));
   }

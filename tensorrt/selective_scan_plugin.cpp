@@ -1,8 +1,6 @@
 // SelectiveScan as a TensorRT plugin (docs/op-contract.md): inputs u, delta, A, B, C, D, z,
 // delta_bias, initial_state; outputs y [batch, seqlen, dim] T and final_state [batch, dim, dstate]
 // float32; attribute delta_softplus.
-#include <stdexcept>
-
 #include "plugin_impl.h"
 
 namespace mambac::trt {
@@ -20,13 +18,8 @@ struct SelectiveScanOp {
     static const std::vector<FieldSpec> f = {{"delta_softplus", FieldKind::Int}};
     return f;
   }
-  void set_field(const char*, const FieldValue& v) {
-    if (v.i != 0 && v.i != 1) {
-      throw std::invalid_argument(std::string(kName) + ": attribute 'delta_softplus' is " + std::to_string(v.i) +
-                                  ", expected 0 or 1");
-    }
-    delta_softplus = v.i;
-  }
+  void set_field(const char* name, const FieldValue& v) { delta_softplus = flag_field(kName, name, v); }
+  void validate() const {}
   FieldValue get_field(const char*) const {
     FieldValue v;
     v.i = delta_softplus;
@@ -51,7 +44,7 @@ struct SelectiveScanOp {
     out[1].d[2] = in[A]->d[1];
   }
 
-  static size_t workspace(const Params&) { return 0; }
+  static size_t workspace(const Params&, const Params&) { return 0; }
 
   static int enqueue(Params& p, const void* const* in, void* const* out, void*, cudaStream_t stream) {
     auto addr = [](const void* ptr) { return reinterpret_cast<size_t>(ptr); };

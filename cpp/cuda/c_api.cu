@@ -27,6 +27,12 @@ size_t mambac_cuda_ssd_scan_scratch_bytes(const mambac::SsdScanParams* p) noexce
     return p ? mambac::cuda::ssd_scan_scratch_bytes(*p) : 0;
 }
 
+// The most of it any seqlen from min_seqlen to p->seqlen wants (the TensorRT plugin's workspace
+// over a profile's shapes).
+size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, size_t min_seqlen) noexcept {
+    return p ? mambac::cuda::ssd_scan_scratch_bytes_bound(*p, min_seqlen) : 0;
+}
+
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept {
     if (!p) return cudaErrorInvalidValue;
     return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream));

@@ -17,6 +17,12 @@ namespace {
 bool mul(size_t a, size_t b, size_t& out) { return !__builtin_mul_overflow(a, b, &out); }
 
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+// Chunk length: the extra padded steps of a short sequence against the per-chunk state traffic
+// of a long one (states are dstate x head_dim floats a head and chunk). Initial guesses, to be
+// settled by tools/gpu/bench_ssd.py's sweep. Never decreasing in seqlen
+// (ssd_scan_scratch_bytes_bound relies on it).
+size_t auto_chunk(size_t seqlen) { return seqlen <= 128 ? 64 : seqlen <= 512 ? 128 : 256; }
 }  // namespace
 
 SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
@@ -27,10 +33,7 @@ SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
     // Nothing to chunk: no steps, no state (y = D x), or no rows; the step kernel handles those.
     const bool work = p.seqlen > 0 && p.dstate > 0 && p.batch > 0 && p.heads > 0 && p.head_dim > 0;
     if (!work || (cfg.path == 0 && p.seqlen < kSsdChunkedMinSeqlen)) return plan;
-    // Chunk length: the extra padded steps of a short sequence against the per-chunk state traffic
-    // of a long one (states are dstate x head_dim floats a head and chunk). Initial guesses, to be
-    // settled by tools/gpu/bench_ssd.py's sweep.
-    plan.chunk = forced_chunk ? static_cast<size_t>(cfg.chunk) : p.seqlen <= 128 ? 64 : p.seqlen <= 512 ? 128 : 256;
+    plan.chunk = forced_chunk ? static_cast<size_t>(cfg.chunk) : auto_chunk(p.seqlen);
     plan.nchunks = (p.seqlen + plan.chunk - 1) / plan.chunk;
     size_t bh = 0, rows = 0, cb = 0, st = 0, hs = 0;
     const size_t elem = p.elem == ElemType::F32 ? 4 : 2;
@@ -57,6 +60,29 @@ SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
 size_t ssd_scan_scratch_bytes(const SsdScanParams& p, const SsdConfig& cfg) {
     const SsdPlan plan = ssd_plan(p, cfg);
     return plan.valid && plan.chunked ? plan.bytes : 0;
+}
+
+size_t ssd_scan_scratch_bytes_bound(const SsdScanParams& p, size_t min_seqlen) {
+    // For a fixed chunk length the scratch never shrinks as seqlen grows (more chunks or the
+    // same), so the most is at the longest seqlen of each chunk length the range reaches: found
+    // by bisection on auto_chunk, which never decreases.
+    if (min_seqlen > p.seqlen) min_seqlen = p.seqlen;
+    size_t most = 0;
+    SsdScanParams q = p;
+    for (size_t lo = min_seqlen; lo <= p.seqlen;) {
+        const size_t chunk = auto_chunk(lo);
+        size_t last = lo, hi = p.seqlen;  // the last seqlen in [lo, p.seqlen] with this chunk
+        while (last < hi) {
+            const size_t mid = last + (hi - last + 1) / 2;
+            if (auto_chunk(mid) == chunk) last = mid; else hi = mid - 1;
+        }
+        q.seqlen = last;
+        const size_t bytes = ssd_scan_scratch_bytes(q);
+        if (bytes > most) most = bytes;
+        if (last == p.seqlen) break;
+        lo = last + 1;
+    }
+    return most;
 }
 
 cudaError_t ssd_scan(const SsdScanParams& p, cudaStream_t stream, const SsdConfig& cfg) {

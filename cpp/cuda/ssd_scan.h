@@ -48,6 +48,12 @@ SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg = {});
 // runs the step kernel.
 size_t ssd_scan_scratch_bytes(const SsdScanParams& p, const SsdConfig& cfg = {});
 
+// The most scratch `ssd_scan_scratch_bytes` (automatic config) wants for any seqlen from
+// `min_seqlen` to `p.seqlen`, the other sizes as in `p`: what a caller that allocates once for a
+// range of shapes (TensorRT's workspace, sized at a profile's min and max) must give. Not simply
+// the value at `p.seqlen`: a longer sequence can take a longer chunk and need fewer chunk states.
+size_t ssd_scan_scratch_bytes_bound(const SsdScanParams& p, size_t min_seqlen);
+
 // Queues y (and final_state when given) for `p` on `stream`. Returns cudaSuccess (at once, with
 // nothing queued, when there is no output element to write), cudaErrorInvalidValue for what the
 // kernels cannot take (dstate > kSsdMaxDstate, heads not divisible by ngroups, a missing required

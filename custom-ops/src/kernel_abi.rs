@@ -225,6 +225,9 @@ pub mod ffi {
         fn check_selective_scan(inputs: &[TensorDesc]) -> Result<SelectiveScanParams>;
         /// Same for SsdScan's 8 inputs; the dt attributes are left false / 0.
         fn check_ssd_scan(inputs: &[TensorDesc]) -> Result<SsdScanParams>;
+        /// The CUDA scan's own limit on checked params (dstate <= 512, `kSsdMaxDstate`); Err
+        /// names input 'B'. The CPU kernel has none.
+        fn check_ssd_scan_cuda_limits(p: &SsdScanParams) -> Result<()>;
         /// Same for CausalConv1d's 4 inputs.
         fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
         /// Same for MambaLayerStep's 15 inputs (`layer_step::slot` order); `eps` is left 0.

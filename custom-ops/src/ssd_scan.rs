@@ -76,20 +76,10 @@ pub unsafe fn dt_limit(info: *const OrtKernelInfo, op: &'static str) -> Result<(
     Ok((dt_min, dt_max))
 }
 
-/// The largest dstate the CUDA kernel takes (`kSsdMaxDstate`, cpp/cuda/ssd_scan.h): 32 lanes of
-/// 16 states each in registers. The CPU kernel has no limit.
-pub const CUDA_MAX_DSTATE: usize = 512;
-
-/// The CUDA kernel's one limit past the op contract; Err names the input that carries dstate.
+/// The CUDA kernel's one limit past the op contract (dstate up to 512), checked in C++ so the
+/// TensorRT plugin refuses with the same message; Err names the input that carries dstate.
 pub fn check_cuda_limits(p: &ffi::SsdScanParams) -> Result<(), OpError> {
-    if p.dstate > CUDA_MAX_DSTATE {
-        return Err(OpError::Check(format!(
-            "{}: input 'B' has dstate {}, more than the CUDA kernel takes ({CUDA_MAX_DSTATE})",
-            SsdScan::OP,
-            p.dstate
-        )));
-    }
-    Ok(())
+    ffi::check_ssd_scan_cuda_limits(p).map_err(|e| OpError::Check(e.what().to_string()))
 }
 
 impl SsdScan {
@@ -157,14 +147,14 @@ mod tests {
 
     #[test]
     fn cuda_limit_takes_dstate_up_to_512() {
-        for n in [0, 1, 128, CUDA_MAX_DSTATE] {
+        for n in [0, 1, 128, 512] {
             assert!(check_cuda_limits(&params(n)).is_ok(), "dstate {n}");
         }
     }
 
     #[test]
     fn cuda_limit_names_b_and_the_limit() {
-        let err = check_cuda_limits(&params(CUDA_MAX_DSTATE + 1)).unwrap_err();
+        let err = check_cuda_limits(&params(513)).unwrap_err();
         assert_eq!(err.to_string(), "SsdScan: input 'B' has dstate 513, more than the CUDA kernel takes (512)");
     }
 }

@@ -117,6 +117,7 @@ size_t type_bytes(DataType t) { return t == DataType::kHALF || t == DataType::kB
 struct Input {
   DataType type;
   std::vector<std::string> dims;  // numbers or names
+  std::vector<std::string> min, max;  // the profile's bounds; empty = dims
 };
 
 struct Field {
@@ -142,12 +143,13 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
-Dims concrete(const Input& in) {
+Dims concrete(const std::vector<std::string>& dims) {
   Dims d{};
-  d.nbDims = static_cast<int32_t>(in.dims.size());
-  for (size_t k = 0; k < in.dims.size(); ++k) d.d[k] = std::stoll(in.dims[k]);
+  d.nbDims = static_cast<int32_t>(dims.size());
+  for (size_t k = 0; k < dims.size(); ++k) d.d[k] = std::stoll(dims[k]);
   return d;
 }
+Dims concrete(const Input& in) { return concrete(in.dims); }
 
 void print_fields(const char* what, const PluginFieldCollection* fc) {
   std::printf("%s:", what);
@@ -191,7 +193,8 @@ struct Session {
     if (rc != 0) throw std::runtime_error("getOutputDataTypes rc=" + std::to_string(rc));
     return out;
   }
-  // Inputs and outputs as TensorRT describes them at build time (min = opt = max = the dims).
+  // Inputs and outputs as TensorRT describes them at build time (opt = the dims; min and max the
+  // profile's bounds where the input gives them, else the dims).
   std::vector<DynamicPluginTensorDesc> io(const std::vector<std::vector<int64_t>>& out_dims) const {
     std::vector<DynamicPluginTensorDesc> v;
     for (auto& i : inputs) {
@@ -200,6 +203,8 @@ struct Session {
       d.desc.type = i.type;
       d.desc.format = TensorFormat::kLINEAR;
       d.min = d.opt = d.max = d.desc.dims;
+      if (!i.min.empty()) d.min = concrete(i.min);
+      if (!i.max.empty()) d.max = concrete(i.max);
       v.push_back(d);
     }
     std::vector<DataType> ot = output_types();
@@ -350,8 +355,15 @@ void command(Session& s, IPluginCreatorInterface* const* list, int32_t count, co
     PluginFieldCollection fc{static_cast<int32_t>(pf.size()), pf.data()};
     s.plugin = s.creator->createPlugin("node", &fc, TensorRTPhase::kBUILD);
     std::printf("create %s\n", s.plugin ? "ok" : "null");
-  } else if (c == "in") {  // in TYPE d0,d1,... (names are symbolic dims)
-    s.inputs.push_back({parse_type(w[1]), w.size() > 2 ? split(w[2], ',') : std::vector<std::string>{}});
+  } else if (c == "in") {  // in TYPE d0,d1,... [MIN:MAX] (names are symbolic dims; MIN, MAX: the profile's)
+    Input in{parse_type(w[1]), w.size() > 2 ? split(w[2], ',') : std::vector<std::string>{}, {}, {}};
+    if (w.size() > 3) {
+      auto bounds = split(w[3], ':');
+      if (bounds.size() != 2) throw std::runtime_error("profile bounds are MIN:MAX, got " + w[3]);
+      in.min = split(bounds[0], ',');
+      in.max = split(bounds[1], ',');
+    }
+    s.inputs.push_back(in);
   } else if (c == "types") {
     std::printf("types:");
     for (DataType t : s.output_types()) std::printf(" %s", type_name(t));

@@ -4,7 +4,8 @@ that loads libmambac_trt.so through its exported entry points. A script is one c
     op NAME                    pick the creator (prints its name, version, namespace, field names)
     field NAME KIND VALUE      a plugin field as the ONNX parser makes one (KIND: i32 i64 f32 f64 str)
     create                     createPlugin(kBUILD) from the fields so far
-    in TYPE d0,d1,...          an input (dims: numbers, or names for symbolic dims)
+    in TYPE d0,d1,... [MIN:MAX]  an input (dims: numbers, or names for symbolic dims); MIN and MAX,
+                               d0,d1,... each, are the profile's bounds (default: the dims)
     types | shapes | formats | configure | configure_raw | serialize | clone | run DIR
 
 Every message the plugin logs is printed as `log error: ...`."""
@@ -35,11 +36,11 @@ def require_built():
 
 
 def run(script: str, tmp_path: Path) -> list[str]:
-    """Runs a harness script; returns its output lines (the first, `creators 3`, dropped)."""
+    """Runs a harness script; returns its output lines (the first, `creators 4`, dropped)."""
     path = tmp_path / "script.txt"
     path.write_text(script)
     p = subprocess.run([str(trt_dir() / "trt_harness"), str(trt_lib()), str(path)], capture_output=True, text=True)
     lines = p.stdout.splitlines()
-    assert lines and lines[0] == "creators 3", (p.stdout, p.stderr)
+    assert lines and lines[0] == "creators 4", (p.stdout, p.stderr)
     assert "harness error" not in p.stdout, p.stdout
     return lines[1:]
