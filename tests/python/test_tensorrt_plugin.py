@@ -8,6 +8,10 @@ import subprocess
 
 import pytest
 
+from ops_reference import one_node_model, session
+from test_ops_errors import ERRORS
+from test_ops_ssd import SSD_BAD, good_feeds
+from test_ops_ssd import SSD_INPUTS as SSD_SLOTS
 from trt_harness import require_built, run, trt_lib
 
 pytestmark = pytest.mark.usefixtures("built")
@@ -53,7 +57,7 @@ def test_needs_no_tensorrt_or_cuda_library():
 
 
 def test_creators_name_version_namespace_and_fields(tmp_path):
-    out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\n", tmp_path)
+    out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\nop SsdScan\n", tmp_path)
     assert out == [
         "creator SelectiveScan version 1 namespace mambac",
         "field names: delta_softplus=<5> present_inputs=<5>",
@@ -61,6 +65,8 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
         "field names: activation=<6> present_inputs=<5>",
         "creator MambaLayerStep version 1 namespace mambac",
         "field names: epsilon=<1> present_inputs=<5>",
+        "creator SsdScan version 1 namespace mambac",
+        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> present_inputs=<5>",
     ]
 
 
@@ -159,6 +165,9 @@ def test_symbolic_shapes_with_a_wrong_rank_fail_cleanly(tmp_path):
         ("CausalConv1d", "activation i32 1", "CausalConv1d: attribute 'activation' must be a string"),
         ("MambaLayerStep", "epsilon f32 -1", "MambaLayerStep: attribute 'epsilon' is -1, expected a positive number"),
         ("MambaLayerStep", "epsilon i32 1", "MambaLayerStep: attribute 'epsilon' must be a float"),
+        # Rust's f32 Display, as the ORT op shows the value: no exponent.
+        ("MambaLayerStep", "epsilon f32 -1e-20",
+         "MambaLayerStep: attribute 'epsilon' is -0.00000000000000000001, expected a positive number"),
         ("MambaLayerStep", "present_inputs i32 2",
          "MambaLayerStep: field 'present_inputs' is 2, expected a bit mask of the 15 input slots with slot 0 set"),
     ],
@@ -207,3 +216,204 @@ def test_serialization_round_trip_and_clone(tmp_path, op, fields, serialized):
         f"clone {op} 1 mambac",
         f"clone fields: {serialized}",
     ]
+
+
+# SsdScan: x [b, s, heads 8, head_dim 4], dt, A, B and C with 2 groups of 16 states, D, dt_bias,
+# initial_state.
+SSD_INPUTS = """in float16 b,s,8,4
+in float16 b,s,8
+in float32 8
+in float16 b,s,2,16
+in float16 b,s,2,16
+in float32 8
+in float32 8
+in float32 b,8,4,16
+"""
+
+
+def test_ssd_scan_shapes_types_and_formats(tmp_path):
+    out = run("op SsdScan\ncreate\n" + SSD_INPUTS + "shapes\ntypes\nformats\n", tmp_path)
+    assert out[3:] == [
+        "shapes rc=0 [b, s, 8, 4] [b, 8, 4, 16]",
+        "types: float16 float32",
+        # T positions follow input 0; A, D, dt_bias, the states are float32 whatever T is.
+        "pos 0: float32 float16 bfloat16",
+        "pos 1: float16",
+        "pos 2: float32",
+        "pos 3: float16",
+        "pos 4: float16",
+        "pos 5: float32",
+        "pos 6: float32",
+        "pos 7: float32",
+        "pos 8: float16",
+        "pos 9: float32",
+    ]
+
+
+def test_ssd_scan_bfloat16_with_the_required_inputs_only(tmp_path):
+    script = "op SsdScan\ncreate\nin bfloat16 2,40,6,3\nin bfloat16 2,40,6\nin float32 6\n"
+    script += "in bfloat16 2,40,3,5\nin bfloat16 2,40,3,5\nshapes\ntypes\nconfigure\n"
+    out = run(script, tmp_path)
+    assert out[3:5] == ["shapes rc=0 [2, 40, 6, 3] [2, 6, 3, 5]", "types: bfloat16 float32"]
+    assert out[5].startswith("configure rc=0 workspace=") and out[5].endswith(" onShapeChange rc=0"), out
+
+
+def test_ssd_scan_wrong_ranks_fail_cleanly_with_symbolic_shapes(tmp_path):
+    script = "op SsdScan\ncreate\nin float16 b,s,32\nin float16 b,s,8\nin float32 8\n"
+    script += "in float16 b,s,2,16\nin float16 b,s,2,16\nshapes\n"
+    script += "op SsdScan\ncreate\nin float16 b,s,8,4\nin float16 b,s,8\nin float32 8\n"
+    script += "in float16 b,s,32\nin float16 b,s,32\nshapes\n"
+    out = run(script, tmp_path)
+    assert errors(out) == ["SsdScan: input slot 0 has 3 dims, expected 4", "SsdScan: input slot 3 has 3 dims, expected 4"]
+    assert [l for l in out if l.startswith("shapes")] == ["shapes rc=-1", "shapes rc=-1"]
+
+
+def harness_inputs(feeds, slots):
+    """`in` lines for the present slots of a feed dict (float32 / float16 arrays)."""
+    return "".join(f"in {feeds[n].dtype} {','.join(map(str, feeds[n].shape))}\n" for n in slots if n)
+
+
+# The ORT op's shape errors (test_ops_ssd.py), whole: the one its test matches by prefix gets its
+# end. TensorRT has no float64 tensor to pass, so the float64 case has no twin here.
+SSD_BAD_CASES = [(name, changes, message + (" divisible by ngroups" if name == "B_batch" else ""))
+                 for name, (changes, message) in SSD_BAD.items() if name != "B_type"]
+
+
+@pytest.mark.parametrize("name,changes,message", SSD_BAD_CASES, ids=[c[0] for c in SSD_BAD_CASES])
+def test_ssd_scan_shape_errors_are_the_ort_ops_messages(tmp_path, name, changes, message):
+    bad = dict(good_feeds(), **changes)
+    out = run("op SsdScan\ncreate\n" + harness_inputs(bad, SSD_SLOTS) + "configure_raw\n", tmp_path)
+    # configurePlugin, onShapeChange and enqueue each refuse, with the message, before any launch.
+    assert errors(out) == [message] * 3
+    assert out[-1] == "configure rc=-1 onShapeChange rc=-1 enqueue rc=-1"
+
+
+def test_ssd_scan_cuda_dstate_limit(tmp_path):
+    def script(n):
+        return f"op SsdScan\ncreate\nin float32 1,40,4,8\nin float32 1,40,4\nin float32 4\nin float32 1,40,1,{n}\n" \
+               f"in float32 1,40,1,{n}\nconfigure\n"
+
+    out = run(script(512) + script(513), tmp_path)
+    # configurePlugin, getWorkspaceSize and onShapeChange each refuse 513 with the ORT op's message.
+    assert errors(out) == ["SsdScan: input 'B' has dstate 513, more than the CUDA kernel takes (512)"] * 3
+    configured = [l for l in out if l.startswith("configure")]
+    assert configured[0].startswith("configure rc=0 workspace=") and configured[0].endswith(" onShapeChange rc=0")
+    assert configured[1] == "configure rc=-1 workspace=0 onShapeChange rc=-1"
+
+
+# (TensorRT field, the same attribute on the ORT node, the message both give).
+SSD_BAD_FIELDS = [
+    ("dt_softplus i32 2", dict(dt_softplus=2), "SsdScan: attribute 'dt_softplus' is 2, expected 0 or 1"),
+    ("dt_softplus f32 1", dict(dt_softplus=1.0), "SsdScan: attribute 'dt_softplus' must be an int"),
+    ("dt_min str x", dict(dt_min="x"), "SsdScan: attribute 'dt_min' must be a float"),
+    ("dt_max i32 1", dict(dt_max=1), "SsdScan: attribute 'dt_max' must be a float"),
+    ("dt_min f32 nan", dict(dt_min=float("nan")), "SsdScan: attribute 'dt_min' is NaN, expected a number below +inf"),
+    ("dt_min f32 inf", dict(dt_min=float("inf")), "SsdScan: attribute 'dt_min' is inf, expected a number below +inf"),
+    ("dt_max f32 nan", dict(dt_max=float("nan")), "SsdScan: attribute 'dt_max' is NaN, expected at least dt_min (0)"),
+    ("dt_min f32 0.5\nfield dt_max f32 0.1", dict(dt_min=0.5, dt_max=0.1),
+     "SsdScan: attribute 'dt_max' is 0.1, expected at least dt_min (0.5)"),
+    # Field order does not matter: the pair is checked once both are read.
+    ("dt_max f32 1e-21\nfield dt_min f32 1e-20", dict(dt_min=1e-20, dt_max=1e-21),
+     "SsdScan: attribute 'dt_max' is 0.000000000000000000001, expected at least dt_min (0.00000000000000000001)"),
+    ("dt_max f32 -inf", dict(dt_max=float("-inf")), "SsdScan: attribute 'dt_max' is -inf, expected at least dt_min (0)"),
+    ("time_step_limit f32 1", None, "SsdScan: unknown attribute 'time_step_limit'"),
+    ("present_inputs i32 256", None,
+     "SsdScan: field 'present_inputs' is 256, expected a bit mask of the 8 input slots with slot 0 set"),
+]
+
+
+@pytest.mark.parametrize("field,attrs,message", SSD_BAD_FIELDS, ids=[c[2].split(": ")[1] for c in SSD_BAD_FIELDS])
+def test_ssd_scan_bad_fields_give_the_ort_ops_messages(tmp_path, field, attrs, message):
+    out = run(f"op SsdScan\nfield {field}\ncreate\n", tmp_path)
+    assert errors(out) == [message]
+    assert out[-1] == "create null"
+    if attrs is not None:  # the ONNX Runtime op, on a node with the same attributes
+        with pytest.raises(ERRORS) as e:
+            session(one_node_model("SsdScan", SSD_SLOTS, good_feeds(), ["y"], attrs))
+        assert message in str(e.value), str(e.value)
+
+
+def test_ssd_scan_fields_that_are_accepted(tmp_path):
+    # A -inf floor, an equal pair, int64 and float64 fields: each read, as the ORT op reads them.
+    script = "op SsdScan\nfield dt_min f32 -inf\ncreate\nserialize\n"
+    script += "op SsdScan\nfield dt_min f64 0.25\nfield dt_max f64 0.25\nfield dt_softplus i64 0\ncreate\nserialize\n"
+    out = run(script, tmp_path)
+    assert errors(out) == []
+    assert "serialized: dt_softplus=1 dt_min=-inf dt_max=inf" in out
+    assert "serialized: dt_softplus=0 dt_min=0.25 dt_max=0.25" in out
+
+
+# D absent, dt_bias and initial_state present: the parser passes 7 inputs and the mask maps them.
+SSD_MASK = 0b11011111
+
+
+def test_ssd_scan_with_a_gap_in_its_inputs(tmp_path):
+    inputs = concrete(SSD_INPUTS, b=2, s=5).replace("in float32 8\n", "", 2)  # A, then D, dropped...
+    inputs = inputs.replace("in float16 2,5,8\n", "in float16 2,5,8\nin float32 8\n")  # ... A back after dt
+    script = f"op SsdScan\nfield present_inputs i32 {SSD_MASK}\ncreate\n" + inputs + "shapes\nconfigure\n"
+    # Without the mask the same 7 inputs fill slots 0-6: dt_bias lands on D's slot, the state on
+    # dt_bias's, and the check names the slot it finds wrong.
+    script += "op SsdScan\ncreate\n" + inputs + "configure\n"
+    out = run(script, tmp_path)
+    assert out[3] == "shapes rc=0 [2, 5, 8, 4] [2, 8, 4, 16]"
+    assert out[4].startswith("configure rc=0 workspace=0 onShapeChange rc=0"), out
+    assert errors(out) == [
+        "SsdScan: input 'dt_bias' has shape [2, 8, 4, 16], expected [8] (heads from 'x')"] * 3
+    assert out[-1] == "configure rc=-1 workspace=0 onShapeChange rc=-1"
+
+
+def test_ssd_scan_input_count_must_match_the_slot_map(tmp_path):
+    script = f"op SsdScan\nfield present_inputs i32 {SSD_MASK}\ncreate\n" + concrete(SSD_INPUTS, b=2, s=5) + "shapes\n"
+    script += "op SsdScan\ncreate\n" + concrete(SSD_INPUTS, b=2, s=5) + "in float32 8\nshapes\n"
+    out = run(script, tmp_path)
+    assert errors(out) == [
+        f"SsdScan: 8 inputs given, field 'present_inputs' = {SSD_MASK} names 7",
+        "SsdScan: 9 inputs given, expected 1 to 8",
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields,serialized",
+    [
+        ("", "dt_softplus=1 dt_min=0 dt_max=inf"),
+        ("field dt_softplus i32 0\nfield dt_min f32 0.001\nfield dt_max f32 0.1\n", "dt_softplus=0 dt_min=0.001 dt_max=0.1"),
+        (f"field present_inputs i32 {SSD_MASK}\nfield dt_max f32 2\n",
+         f"dt_softplus=1 dt_min=0 dt_max=2 present_inputs={SSD_MASK}"),
+    ],
+)
+def test_ssd_scan_serialization_round_trip_and_clone(tmp_path, fields, serialized):
+    out = run(f"op SsdScan\n{fields}create\nserialize\nclone\n", tmp_path)
+    assert out[2:] == [
+        "create ok",
+        f"serialized: {serialized}",
+        f"deserialized: {serialized}",
+        "clone SsdScan 1 mambac",
+        f"clone fields: {serialized}",
+    ]
+
+
+# A mamba2-sized head set (32 heads of 64 x 128 states, one group): the chunk states outweigh the
+# chunk-local matrices, so seqlen 512 (4 chunks of 128) wants more scratch than 513 to 768 (3 of 256).
+def ssd_profile_script(seqlen, lo=None, hi=None, t="float16"):
+    bounds = lambda *d: "" if lo is None else f" {','.join(map(str, (1, lo) + d))}:{','.join(map(str, (1, hi) + d))}"  # noqa: E731
+    return (f"op SsdScan\ncreate\nin {t} 1,{seqlen},32,64{bounds(32, 64)}\nin {t} 1,{seqlen},32{bounds(32)}\n"
+            f"in float32 32\nin {t} 1,{seqlen},1,128{bounds(1, 128)}\nin {t} 1,{seqlen},1,128{bounds(1, 128)}\nconfigure\n")
+
+
+def workspaces(out):
+    return [int(l.split("workspace=")[1].split()[0]) for l in out if l.startswith("configure rc=0")]
+
+
+def test_ssd_scan_workspace_covers_every_seqlen_of_the_profile(tmp_path):
+    lengths = range(1, 601)
+    each = workspaces(run("".join(ssd_profile_script(L) for L in lengths), tmp_path))
+    assert len(each) == len(lengths)
+    by_len = dict(zip(lengths, each))
+    # The step kernel below kSsdChunkedMinSeqlen (33) needs none; the chunked path some.
+    assert by_len[32] == 0 and by_len[33] > 0
+    assert by_len[512] > by_len[600]  # why the bound is not simply the max shape's
+    profiles = [(1, 600, 600), (1, 600, 40), (513, 600, 600), (1, 32, 32), (100, 130, 110)]
+    script = "".join(ssd_profile_script(opt, lo, hi) for lo, hi, opt in profiles)
+    got = workspaces(run(script, tmp_path))
+    assert got == [max(by_len[L] for L in range(lo, hi + 1)) for lo, hi, _ in profiles]
+    assert got[0] == by_len[512] and got[2] == by_len[600] and got[3] == 0
