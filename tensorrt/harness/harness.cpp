@@ -304,7 +304,11 @@ void run_on_device(Session& s, const std::string& dir) {
   if (s.build()->configurePlugin(io.data(), nin, io.data() + nin, nout) != 0) throw std::runtime_error("configurePlugin failed");
   size_t ws_bytes = s.build()->getWorkspaceSize(io.data(), nin, io.data() + nin, nout);
   void* ws = nullptr;
-  if (ws_bytes) cuda_ok(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+  if (ws_bytes) {
+    cuda_ok(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+    // NaN bytes too: scratch read before the plugin's kernels write it shows in the outputs.
+    cuda_ok(cudaMemset(ws, 0xff, ws_bytes), "cudaMemset workspace");
+  }
   // As TensorRT does: the runtime plugin is a clone attached to a context.
   IPluginV3* attached = s.runtime()->attachToContext(nullptr);
   auto* rt = static_cast<IPluginV3OneRuntime*>(attached->getCapabilityInterface(PluginCapabilityType::kRUNTIME));

@@ -1,8 +1,9 @@
 """The TensorRT plugins' enqueue on a CUDA device, through the harness that plays TensorRT's part
 (tests/python/trt_harness.py): fields -> createPlugin -> configurePlugin / getWorkspaceSize ->
 attachToContext -> onShapeChange -> enqueue on a stream of the harness's own, over an op grid,
-every output compared whole with the float64 references and tiers of ops_reference.py.
-MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
+every output compared whole with the float64 references and tiers of ops_reference.py (SsdScan
+with the CUDA kernels' scaled atol, `mismatch(scaled_atol=True)`, as tests/python/gpu/
+test_ssd_scan_cuda.py holds them). MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
 equations (its 16-bit path rounds intermediates to T, which that reference does not model).
 
 On the H200: tools/build-tensorrt.sh here, carry target/tensorrt, then
@@ -17,7 +18,16 @@ import pytest
 # The shared test modules live one folder up (this file needs no conftest of its own).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops_reference import DTYPES, assert_close, causal_conv1d_ref, f64, selective_scan_ref, softplus  # noqa: E402
+from ops_reference import (  # noqa: E402
+    DTYPES,
+    assert_close,
+    causal_conv1d_ref,
+    f64,
+    mismatch,
+    selective_scan_ref,
+    softplus,
+    ssd_scan_ref,
+)
 from trt_harness import require_built, run  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/nvidiactl"), reason="no CUDA device")
@@ -28,18 +38,22 @@ def built():
     require_built()
 
 
-def enqueue(tmp_path, op, fields, inputs):
-    """Runs one plugin on the device; `inputs` is a list of arrays (present inputs, in order)."""
+def enqueue(tmp_path, op, fields, inputs, profiles=None):
+    """Runs one plugin on the device; `inputs` is a list of arrays (present inputs, in order).
+    `profiles`: per input, None or the (min, max) shapes of the build profile (default: its shape)."""
     names = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
     if DTYPES.get("bfloat16"):
         names[np.dtype(DTYPES["bfloat16"][0])] = "bfloat16"
+    dims = lambda shape: ",".join(map(str, shape))  # noqa: E731
     script = f"op {op}\n" + "".join(f"field {f}\n" for f in fields) + "create\n"
     for i, a in enumerate(inputs):
-        script += f"in {names[a.dtype]} {','.join(map(str, a.shape))}\n"
+        bounds = (profiles or [None] * len(inputs))[i]
+        script += f"in {names[a.dtype]} {dims(a.shape)}" + (f" {dims(bounds[0])}:{dims(bounds[1])}" if bounds else "") + "\n"
         np.ascontiguousarray(a).tofile(tmp_path / f"in{i}.bin")
     out = run(script + f"run {tmp_path}\n", tmp_path)
     assert [l for l in out if l.startswith("log ")] == [], out
     assert out[-1].startswith("enqueue rc=0"), out
+    tmp_path.joinpath("workspace").write_text(out[-1].split("workspace=")[1])
     return tmp_path
 
 
@@ -78,6 +92,65 @@ def test_selective_scan(tmp_path, dtype, case):
     y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, **extra, delta_softplus=bool(softplus_on))
     assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
     assert_close(read(d, 1, np.float32, h_ref.shape), h_ref, "float32" if dtype == "float32" else dtype, "final_state")
+
+
+SSD_GRID = [
+    # batch, seqlen, heads, head_dim, ngroups, dstate, optional inputs, dt_softplus, (dt_min, dt_max)
+    (2, 20, 4, 16, 1, 16, "all", 1, None),            # below kSsdChunkedMinSeqlen: the step kernel
+    (3, 32, 6, 8, 3, 16, "none", 1, None),            # the last step-kernel length; no D, dt_bias, state
+    (1, 200, 8, 64, 2, 64, "all", 1, None),           # chunked: 2 chunks of 128, the last partial
+    (2, 77, 6, 24, 3, 32, "none", 1, (0.05, 0.5)),    # chunks of 64; a clamping time_step_limit
+    (1, 600, 4, 32, 4, 128, "all", 0, None),          # 3 chunks of 256; a group a head; no softplus
+]
+
+
+def ssd_arrays(batch, seqlen, heads, head_dim, ngroups, dstate, optional, softplus_on, t, seed):
+    """test_ops_ssd.py's distributions: A = -exp(N(0, 0.25)); dt ~ N(-1, 0.25) before softplus,
+    small and positive without it. Returns (present inputs in slot order, the reference's kwargs)."""
+    rng = np.random.default_rng(seed)
+    r = lambda *shape: rng.standard_normal(shape)  # noqa: E731
+    dt = 0.5 * r(batch, seqlen, heads) - 1.0 if softplus_on else np.abs(0.1 * r(batch, seqlen, heads))
+    inputs = [r(batch, seqlen, heads, head_dim).astype(t), dt.astype(t), -np.exp(0.5 * r(heads)).astype(np.float32),
+              r(batch, seqlen, ngroups, dstate).astype(t), r(batch, seqlen, ngroups, dstate).astype(t)]
+    extra = {}
+    if optional == "all":
+        extra = dict(D=r(heads).astype(np.float32), dt_bias=(0.5 * r(heads) - 1.0).astype(np.float32),
+                     initial_state=r(batch, heads, head_dim, dstate).astype(np.float32))
+    return inputs + list(extra.values()), extra
+
+
+def check_ssd(d, inputs, extra, dtype, t, softplus_on, limit=None):
+    lo, hi = limit or (0.0, np.inf)
+    y_ref, h_ref = ssd_scan_ref(*inputs[:5], **extra, dt_softplus=bool(softplus_on), dt_min=lo, dt_max=hi)
+    fails = [mismatch(read(d, 0, t, y_ref.shape), y_ref, dtype, "y", scaled_atol=True),
+             mismatch(read(d, 1, np.float32, h_ref.shape), h_ref, dtype, "final_state", scaled_atol=True)]
+    assert [f for f in fails if f] == []
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", SSD_GRID, ids=str)
+def test_ssd_scan(tmp_path, dtype, case):
+    batch, seqlen, heads, head_dim, ngroups, dstate, optional, softplus_on, limit = case
+    t = DTYPES[dtype][0]
+    inputs, extra = ssd_arrays(*case[:8], t, seed=seqlen * 31 + heads)
+    fields = [f"dt_softplus i32 {softplus_on}"] + ([f"dt_min f32 {limit[0]}", f"dt_max f32 {limit[1]}"] if limit else [])
+    d = enqueue(tmp_path, "SsdScan", fields, inputs)
+    # The chunked prefill runs exactly when the plugin asked TensorRT for its scratch.
+    assert (int(d.joinpath("workspace").read_text()) > 0) == (seqlen >= 33)
+    check_ssd(d, inputs, extra, dtype, t, softplus_on, limit)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_ssd_scan_below_the_profile_max(tmp_path, dtype):
+    """Built for seqlen 1 to 600, run at 512: 4 chunks of 128 want more scratch than 600's 3 of
+    256 (32 heads of 64 x 128 states), so a workspace sized at the max shape alone would be short."""
+    t = DTYPES[dtype][0]
+    inputs, extra = ssd_arrays(1, 512, 32, 64, 1, 128, "all", 1, t, seed=512)
+    # x, dt, B and C carry seqlen; A, D, dt_bias and the state (batch 1) have one shape.
+    profiles = [((1, 1) + a.shape[2:], (1, 600) + a.shape[2:]) if i in (0, 1, 3, 4) else None
+                for i, a in enumerate(inputs)]
+    d = enqueue(tmp_path, "SsdScan", [], inputs, profiles)
+    check_ssd(d, inputs, extra, dtype, t, 1)
 
 
 CONV_GRID = [(2, 40, 64, 4, True, "silu"), (1, 3, 32, 4, True, "none"), (2, 17, 16, 3, False, "silu")]
