@@ -49,8 +49,11 @@ struct SsdScanOp {
   }
   FieldValue get_field(const char* name) const {
     FieldValue v;
-    if (!std::strcmp(name, "dt_softplus")) v.i = dt_softplus;
-    v.f = !std::strcmp(name, "dt_min") ? dt_min : dt_max;
+    if (!std::strcmp(name, "dt_softplus")) {
+      v.i = dt_softplus;
+    } else {
+      v.f = !std::strcmp(name, "dt_min") ? dt_min : dt_max;
+    }
     return v;
   }
 
