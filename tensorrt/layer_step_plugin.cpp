@@ -1,9 +1,6 @@
 // MambaLayerStep as a TensorRT plugin (docs/decode-graph.md): one layer's decode step. Outputs
 // residual_out [B, 1, H] float32, conv_state_out [B, I, K-1] T, ssm_state_out [B, I, N] float32;
 // attribute epsilon. The kernels' float32 scratch is TensorRT's workspace.
-#include <cmath>
-#include <stdexcept>
-
 #include "plugin_impl.h"
 
 namespace mambac::trt {
@@ -25,10 +22,7 @@ struct LayerStepOp {
     return f;
   }
   void set_field(const char*, const FieldValue& v) {
-    if (!(std::isfinite(v.f) && v.f > 0)) {
-      throw std::invalid_argument(std::string(kName) + ": attribute 'epsilon' is " + float_text(v.f) +
-                                  ", expected a positive number");
-    }
+    check_epsilon(kName, v.f);
     epsilon = v.f;
   }
   void validate() const {}

@@ -93,6 +93,24 @@ std::string float_text(float v) {
   return sign + digits.substr(0, static_cast<size_t>(point)) + "." + digits.substr(static_cast<size_t>(point));
 }
 
+void check_epsilon(const char* op, float eps) {
+  if (!(std::isfinite(eps) && eps > 0)) {
+    throw std::invalid_argument(std::string(op) + ": attribute 'epsilon' is " + float_text(eps) +
+                                ", expected a positive number");
+  }
+}
+
+void check_dt_limit(const char* op, float dt_min, float dt_max) {
+  const std::string prefix = std::string(op) + ": attribute '";
+  if (std::isnan(dt_min) || (std::isinf(dt_min) && dt_min > 0)) {
+    throw std::invalid_argument(prefix + "dt_min' is " + float_text(dt_min) + ", expected a number below +inf");
+  }
+  if (std::isnan(dt_max) || dt_max < dt_min) {
+    throw std::invalid_argument(prefix + "dt_max' is " + float_text(dt_max) + ", expected at least dt_min (" +
+                                float_text(dt_min) + ")");
+  }
+}
+
 FieldValue parse_field(const char* op, const PluginField& f, FieldKind kind) {
   const std::string prefix = std::string(op) + ": attribute '" + f.name + "' ";
   FieldValue v;

@@ -80,6 +80,13 @@ struct FieldValue {
 // (custom-ops/src/attributes.rs `flag_or`).
 bool flag_field(const char* op, const char* name, const FieldValue& v);
 
+// The layer steps' `epsilon` field: finite and positive, as the ORT ops check it.
+void check_epsilon(const char* op, float eps);
+
+// The dt clamp's fields `dt_min` (below +inf) and `dt_max` (at least dt_min), checked as the ORT
+// ops check them (custom-ops/src/ssd_scan.rs `dt_limit`; SsdScan and Mamba2LayerStep).
+void check_dt_limit(const char* op, float dt_min, float dt_max);
+
 // A float as Rust's `{}` shows an f32 (the ORT op's attribute messages): the shortest digits that
 // read back the same, never an exponent ("0.00001", "100000000000000000000"), "NaN", "inf", "-inf".
 std::string float_text(float v);

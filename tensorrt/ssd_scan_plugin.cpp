@@ -2,10 +2,8 @@
 // B, C, D, dt_bias, initial_state; outputs y [batch, seqlen, heads, head_dim] T and final_state
 // [batch, heads, head_dim, dstate] float32; attributes dt_softplus, dt_min, dt_max. The chunked
 // prefill's scratch (cpp/cuda/ssd_scan.h) is TensorRT's workspace.
-#include <cmath>
 #include <cstring>
 #include <limits>
-#include <stdexcept>
 
 #include "plugin_impl.h"
 
@@ -36,17 +34,7 @@ struct SsdScanOp {
       dt_max = v.f;
     }
   }
-  // The pair's rules, in the ORT op's order (custom-ops/src/ssd_scan.rs `dt_limit`).
-  void validate() const {
-    const std::string prefix = std::string(kName) + ": attribute '";
-    if (std::isnan(dt_min) || dt_min == std::numeric_limits<float>::infinity()) {
-      throw std::invalid_argument(prefix + "dt_min' is " + float_text(dt_min) + ", expected a number below +inf");
-    }
-    if (std::isnan(dt_max) || dt_max < dt_min) {
-      throw std::invalid_argument(prefix + "dt_max' is " + float_text(dt_max) + ", expected at least dt_min (" +
-                                  float_text(dt_min) + ")");
-    }
-  }
+  void validate() const { check_dt_limit(kName, dt_min, dt_max); }
   FieldValue get_field(const char* name) const {
     FieldValue v;
     if (!std::strcmp(name, "dt_softplus")) {
