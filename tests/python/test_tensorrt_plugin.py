@@ -348,8 +348,7 @@ SSD_MASK = 0b11011111
 
 
 def test_ssd_scan_with_a_gap_in_its_inputs(tmp_path):
-    inputs = concrete(SSD_INPUTS, b=2, s=5).replace("in float32 8\n", "", 2)  # A, then D, dropped...
-    inputs = inputs.replace("in float16 2,5,8\n", "in float16 2,5,8\nin float32 8\n")  # ... A back after dt
+    inputs = "".join(l + "\n" for i, l in enumerate(concrete(SSD_INPUTS, b=2, s=5).splitlines()) if i != 5)  # no D
     script = f"op SsdScan\nfield present_inputs i32 {SSD_MASK}\ncreate\n" + inputs + "shapes\nconfigure\n"
     # Without the mask the same 7 inputs fill slots 0-6: dt_bias lands on D's slot, the state on
     # dt_bias's, and the check names the slot it finds wrong.
