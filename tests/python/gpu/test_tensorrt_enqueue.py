@@ -6,8 +6,10 @@ with the CUDA kernels' scaled atol, `mismatch(scaled_atol=True)`, as tests/pytho
 test_ssd_scan_cuda.py holds them). MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
 equations (its 16-bit path rounds intermediates to T, which that reference does not model).
 
-On the H200: tools/build-tensorrt.sh here, carry target/tensorrt, then
-`python3 -m pytest -q tests/python/gpu/test_tensorrt_enqueue.py`. Skips without a CUDA device."""
+On the H200: tools/build-tensorrt.sh here, carry target/tensorrt/libmambac_trt.so and
+target/tensorrt/trt_harness (not the whole folder: its obj/ is most of the 64 MiB a call takes)
+and pytest, then `python3 -m pytest -q tests/python/gpu/test_tensorrt_enqueue.py`. Skips without
+a CUDA device."""
 
 import os
 import sys
