@@ -44,6 +44,9 @@ pub const CPU_ONLY_OPS: [&str; 1] = [mamba2_layer_step::OP.str];
 pub mod graph {
     pub const INPUT_IDS: &str = "input_ids";
     pub const LOGITS: &str = "logits";
+    /// int64 `[batch, positions]`: the most likely token at each position `logits` has (the
+    /// first on ties), picked in the graph so a greedy decode loop copies ids, not logits.
+    pub const NEXT_TOKEN: &str = "next_token";
     pub const CONV_STATE: &str = "conv_state";
     pub const SSM_STATE: &str = "ssm_state";
     /// Every state kind, in the order the graph lists a layer's states.
