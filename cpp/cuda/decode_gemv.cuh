@@ -502,5 +502,64 @@ __global__ void __launch_bounds__(kThreads) decode_stats_kernel(const StatsArgs 
     }
 }
 
+// --- Host side both layers' launchers share ----------------------------------------------------
+// Their ABI structs (MambaLayerStepParams, Mamba2LayerStepParams) and kernel params
+// (DecodeLayerParams, Mamba2DecodeParams) name these fields alike, so one template serves both.
+
+// Copies the fields both layers have from the ABI struct `a` into the kernel params `k`: the
+// element type, batch, hidden, dstate, width, eps, the residual, the states, the norm, in_proj,
+// the conv, dt_bias, A, D, out_proj and the scratch. The caller has checked the sizes fit an int.
+template <typename Abi, typename K>
+void copy_common_params(const Abi& a, const DecodeTuning& tuning, K* k) {
+    k->elem = static_cast<int>(a.elem);
+    k->batch = static_cast<int>(a.batch);
+    k->hidden = static_cast<int>(a.hidden);
+    k->dstate = static_cast<int>(a.dstate);
+    k->width = static_cast<int>(a.width);
+    k->eps = a.eps;
+    const auto cptr = [](size_t v) { return reinterpret_cast<const void*>(v); };
+    const auto mptr = [](size_t v) { return reinterpret_cast<void*>(v); };
+    const auto fptr = [](size_t v) { return reinterpret_cast<const float*>(v); };
+    k->residual_in = fptr(a.residual_in);
+    k->residual_out = static_cast<float*>(mptr(a.residual_out));
+    k->conv_state_in = cptr(a.conv_state_in);
+    k->conv_state_out = mptr(a.conv_state_out);
+    k->ssm_state_in = fptr(a.ssm_state_in);
+    k->ssm_state_out = static_cast<float*>(mptr(a.ssm_state_out));
+    k->norm_w = fptr(a.norm_weight);
+    k->in_proj_t = cptr(a.in_proj_weight);
+    k->in_proj_b = cptr(a.in_proj_bias);
+    k->conv_w = cptr(a.conv_weight);
+    k->conv_b = cptr(a.conv_bias);
+    k->dt_bias = fptr(a.dt_bias);
+    k->A = fptr(a.a);
+    k->D = fptr(a.d);
+    k->out_proj_t = cptr(a.out_proj_weight);
+    k->out_proj_b = cptr(a.out_proj_bias);
+    k->scratch = mptr(a.scratch);
+    k->tuning = tuning;
+}
+
+// What the shape check guarantees of the fields copy_common_params copies, checked again before
+// anything is queued (the launchers are C entry points too): a batch the grids hold, sizes
+// >= 1, every required buffer present.
+template <typename K>
+bool common_params_ok(const K& p) {
+    return p.batch <= 65535 && p.hidden > 0 && p.dstate > 0 && p.width >= 1 && p.residual_in && p.residual_out &&
+           p.ssm_state_in && p.ssm_state_out && p.norm_w && p.in_proj_t && p.conv_w && p.A && p.out_proj_t &&
+           p.scratch && (p.width == 1 || (p.conv_state_in && p.conv_state_out));
+}
+
+// launch(T{}) for T the element code names (0 float32, 1 float16, 2 bfloat16).
+template <typename Launch>
+cudaError_t with_elem_type(int elem, Launch&& launch) {
+    switch (elem) {
+        case 0: return launch(float{});
+        case 1: return launch(__half{});
+        case 2: return launch(__nv_bfloat16{});
+        default: return cudaErrorInvalidValue;
+    }
+}
+
 }  // namespace
 }  // namespace mambac::cuda::detail

@@ -237,36 +237,11 @@ namespace {
 bool kernel_params(const MambaLayerStepParams& a, const DecodeTuning& tuning, DecodeLayerParams* k) {
     for (size_t v : {a.batch, a.hidden, a.inner, a.dstate, a.dt_rank, a.width})
         if (v > 0x7fffffff) return false;
-    k->elem = static_cast<int>(a.elem);
-    k->batch = static_cast<int>(a.batch);
-    k->hidden = static_cast<int>(a.hidden);
+    detail::copy_common_params(a, tuning, k);
     k->inner = static_cast<int>(a.inner);
-    k->dstate = static_cast<int>(a.dstate);
     k->dt_rank = static_cast<int>(a.dt_rank);
-    k->width = static_cast<int>(a.width);
-    k->eps = a.eps;
-    const auto cptr = [](size_t v) { return reinterpret_cast<const void*>(v); };
-    const auto mptr = [](size_t v) { return reinterpret_cast<void*>(v); };
-    k->residual_in = static_cast<const float*>(cptr(a.residual_in));
-    k->residual_out = static_cast<float*>(mptr(a.residual_out));
-    k->conv_state_in = cptr(a.conv_state_in);
-    k->conv_state_out = mptr(a.conv_state_out);
-    k->ssm_state_in = static_cast<const float*>(cptr(a.ssm_state_in));
-    k->ssm_state_out = static_cast<float*>(mptr(a.ssm_state_out));
-    k->norm_w = static_cast<const float*>(cptr(a.norm_weight));
-    k->in_proj_t = cptr(a.in_proj_weight);
-    k->in_proj_b = cptr(a.in_proj_bias);
-    k->conv_w = cptr(a.conv_weight);
-    k->conv_b = cptr(a.conv_bias);
-    k->x_proj_t = cptr(a.x_proj_weight);
-    k->dt_proj_t = cptr(a.dt_proj_weight);
-    k->dt_bias = static_cast<const float*>(cptr(a.dt_bias));
-    k->A = static_cast<const float*>(cptr(a.a));
-    k->D = static_cast<const float*>(cptr(a.d));
-    k->out_proj_t = cptr(a.out_proj_weight);
-    k->out_proj_b = cptr(a.out_proj_bias);
-    k->scratch = mptr(a.scratch);
-    k->tuning = tuning;
+    k->x_proj_t = reinterpret_cast<const void*>(a.x_proj_weight);
+    k->dt_proj_t = reinterpret_cast<const void*>(a.dt_proj_weight);
     return true;
 }
 
@@ -282,17 +257,9 @@ cudaError_t decode_layer(const MambaLayerStepParams& a, cudaStream_t stream, con
     DecodeLayerParams p{};
     if (!kernel_params(a, tuning, &p)) return cudaErrorInvalidValue;
     if (p.batch == 0) return cudaSuccess;
-    if (p.batch > 65535 || p.hidden <= 0 || p.inner <= 0 || p.dstate <= 0 || p.dt_rank <= 0 ||
-        p.width < 1 || !p.residual_in || !p.residual_out || !p.ssm_state_in || !p.ssm_state_out ||
-        !p.norm_w || !p.in_proj_t || !p.conv_w || !p.x_proj_t || !p.dt_proj_t || !p.A || !p.out_proj_t ||
-        !p.scratch || (p.width > 1 && (!p.conv_state_in || !p.conv_state_out)))
+    if (!detail::common_params_ok(p) || p.inner <= 0 || p.dt_rank <= 0 || !p.x_proj_t || !p.dt_proj_t)
         return cudaErrorInvalidValue;
-    switch (p.elem) {
-        case 0: return detail::launch_typed<float>(p, stream);
-        case 1: return detail::launch_typed<__half>(p, stream);
-        case 2: return detail::launch_typed<__nv_bfloat16>(p, stream);
-        default: return cudaErrorInvalidValue;
-    }
+    return detail::with_elem_type(p.elem, [&](auto t) { return detail::launch_typed<decltype(t)>(p, stream); });
 }
 
 }  // namespace mambac::cuda

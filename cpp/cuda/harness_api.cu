@@ -114,6 +114,15 @@ const char* elem_codes() {
     return text.c_str();
 }
 
+mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_per_sm, int tensor_cores) {
+    mambac::cuda::DecodeTuning t;
+    t.rows_per_pass = rows_per_pass;
+    t.k_tile_max = k_tile_max;
+    t.blocks_per_sm = blocks_per_sm;
+    t.tensor_cores = tensor_cores;
+    return t;
+}
+
 }  // namespace
 
 extern "C" {
@@ -182,11 +191,7 @@ int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* str
 int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* stream, int rows_per_pass,
                                    int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    mambac::cuda::DecodeTuning t;
-    t.rows_per_pass = rows_per_pass;
-    t.k_tile_max = k_tile_max;
-    t.blocks_per_sm = blocks_per_sm;
-    t.tensor_cores = tensor_cores;
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
     return mambac::cuda::decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 
@@ -194,11 +199,7 @@ int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* 
 int mambac_cuda_mamba2_decode_layer_tuned(const mambac::Mamba2LayerStepParams* p, void* stream, int rows_per_pass,
                                           int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    mambac::cuda::DecodeTuning t;
-    t.rows_per_pass = rows_per_pass;
-    t.k_tile_max = k_tile_max;
-    t.blocks_per_sm = blocks_per_sm;
-    t.tensor_cores = tensor_cores;
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
     return mambac::cuda::mamba2_decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 

@@ -245,43 +245,17 @@ bool kernel_params(const Mamba2LayerStepParams& a, const DecodeTuning& tuning, M
     const size_t inner = a.heads * a.head_dim, conv_dim = inner + 2 * a.ngroups * a.dstate;
     const size_t in_dim = inner + conv_dim + a.heads;
     if (in_dim > 0x7fffffff || a.ngroups == 0 || a.heads % a.ngroups != 0) return false;
-    k->elem = static_cast<int>(a.elem);
-    k->batch = static_cast<int>(a.batch);
-    k->hidden = static_cast<int>(a.hidden);
+    detail::copy_common_params(a, tuning, k);
     k->heads = static_cast<int>(a.heads);
     k->head_dim = static_cast<int>(a.head_dim);
     k->ngroups = static_cast<int>(a.ngroups);
-    k->dstate = static_cast<int>(a.dstate);
-    k->width = static_cast<int>(a.width);
     k->inner = static_cast<int>(inner);
     k->conv_dim = static_cast<int>(conv_dim);
     k->in_dim = static_cast<int>(in_dim);
-    k->eps = a.eps;
     k->dt_min = a.dt_min;
     k->dt_max = a.dt_max;
     k->norm_before_gate = a.norm_before_gate;
-    const auto cptr = [](size_t v) { return reinterpret_cast<const void*>(v); };
-    const auto mptr = [](size_t v) { return reinterpret_cast<void*>(v); };
-    const auto fptr = [](size_t v) { return reinterpret_cast<const float*>(v); };
-    k->residual_in = fptr(a.residual_in);
-    k->residual_out = static_cast<float*>(mptr(a.residual_out));
-    k->conv_state_in = cptr(a.conv_state_in);
-    k->conv_state_out = mptr(a.conv_state_out);
-    k->ssm_state_in = fptr(a.ssm_state_in);
-    k->ssm_state_out = static_cast<float*>(mptr(a.ssm_state_out));
-    k->norm_w = fptr(a.norm_weight);
-    k->in_proj_t = cptr(a.in_proj_weight);
-    k->in_proj_b = cptr(a.in_proj_bias);
-    k->conv_w = cptr(a.conv_weight);
-    k->conv_b = cptr(a.conv_bias);
-    k->dt_bias = fptr(a.dt_bias);
-    k->A = fptr(a.a);
-    k->D = fptr(a.d);
-    k->gate_norm_w = fptr(a.gate_norm_weight);
-    k->out_proj_t = cptr(a.out_proj_weight);
-    k->out_proj_b = cptr(a.out_proj_bias);
-    k->scratch = mptr(a.scratch);
-    k->tuning = tuning;
+    k->gate_norm_w = reinterpret_cast<const float*>(a.gate_norm_weight);
     return true;
 }
 
@@ -297,16 +271,8 @@ cudaError_t mamba2_decode_layer(const Mamba2LayerStepParams& a, cudaStream_t str
     Mamba2DecodeParams p{};
     if (!kernel_params(a, tuning, &p)) return cudaErrorInvalidValue;
     if (p.batch == 0) return cudaSuccess;
-    if (p.batch > 65535 || p.hidden <= 0 || p.inner <= 0 || p.dstate <= 0 || p.width < 1 || !p.residual_in ||
-        !p.residual_out || !p.ssm_state_in || !p.ssm_state_out || !p.norm_w || !p.in_proj_t || !p.conv_w || !p.A ||
-        !p.gate_norm_w || !p.out_proj_t || !p.scratch || (p.width > 1 && (!p.conv_state_in || !p.conv_state_out)))
-        return cudaErrorInvalidValue;
-    switch (p.elem) {
-        case 0: return detail::launch_typed<float>(p, stream);
-        case 1: return detail::launch_typed<__half>(p, stream);
-        case 2: return detail::launch_typed<__nv_bfloat16>(p, stream);
-        default: return cudaErrorInvalidValue;
-    }
+    if (!detail::common_params_ok(p) || p.inner <= 0 || !p.gate_norm_w) return cudaErrorInvalidValue;
+    return detail::with_elem_type(p.elem, [&](auto t) { return detail::launch_typed<decltype(t)>(p, stream); });
 }
 
 }  // namespace mambac::cuda

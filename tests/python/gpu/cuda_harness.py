@@ -244,21 +244,32 @@ def step_params(x, outs, dtype, eps=1e-5, scratch=None):
                       **{STEP_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
+def layer_outputs(x, poison):
+    """A decode step's outputs (residual, conv_state, ssm_state), shaped like its inputs and
+    filled with `poison`."""
+    return {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
+
+
+def launch_layer(p, name, poison, tuning):
+    """Runs layer `name` ("decode_layer" or "mamba2_decode_layer") on params `p` with the scratch
+    it asks for, poisoned, and DecodeTuning `tuning` when given. Returns the status."""
+    nbytes = getattr(lib, f"mambac_cuda_{name}_scratch_bytes")(ctypes.byref(p))
+    scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
+    p.scratch = ptr(scratch)
+    if tuning is None:
+        rc = getattr(lib, f"mambac_cuda_{name}")(ctypes.byref(p), stream())
+    else:
+        rc = getattr(lib, f"mambac_cuda_{name}_tuned")(ctypes.byref(p), stream(), *tuning)
+    torch.cuda.synchronize()
+    return rc
+
+
 def run_step(x, dtype, eps=1e-5, poison=float("nan"), tuning=None):
     """One decode step on poisoned outputs and scratch (stale values must not leak), with the
     GEMVs' DecodeTuning forced when `tuning` is given. Returns (status, {residual, conv_state,
     ssm_state})."""
-    outs = {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
-    p = step_params(x, outs, dtype, eps)
-    nbytes = lib.mambac_cuda_decode_layer_scratch_bytes(ctypes.byref(p))
-    scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
-    p.scratch = ptr(scratch)
-    if tuning is None:
-        rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
-    else:
-        rc = lib.mambac_cuda_decode_layer_tuned(ctypes.byref(p), stream(), *tuning)
-    torch.cuda.synchronize()
-    return rc, outs
+    outs = layer_outputs(x, poison)
+    return launch_layer(step_params(x, outs, dtype, eps), "decode_layer", poison, tuning), outs
 
 
 # --- Mamba2LayerStep ----------------------------------------------------------------------------
@@ -286,20 +297,10 @@ def step2_params(x, outs, dtype, attrs, scratch=None):
 
 
 def run_step2(x, dtype, attrs, poison=float("nan"), tuning=None):
-    """One Mamba-2 decode step on poisoned outputs and scratch (stale values must not leak), with
-    the GEMVs' DecodeTuning forced when `tuning` is given. Returns (status, {residual,
-    conv_state, ssm_state})."""
-    outs = {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
-    p = step2_params(x, outs, dtype, attrs)
-    nbytes = lib.mambac_cuda_mamba2_decode_layer_scratch_bytes(ctypes.byref(p))
-    scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
-    p.scratch = ptr(scratch)
-    if tuning is None:
-        rc = lib.mambac_cuda_mamba2_decode_layer(ctypes.byref(p), stream())
-    else:
-        rc = lib.mambac_cuda_mamba2_decode_layer_tuned(ctypes.byref(p), stream(), *tuning)
-    torch.cuda.synchronize()
-    return rc, outs
+    """One Mamba-2 decode step, as run_step. Returns (status, {residual, conv_state,
+    ssm_state})."""
+    outs = layer_outputs(x, poison)
+    return launch_layer(step2_params(x, outs, dtype, attrs), "mamba2_decode_layer", poison, tuning), outs
 
 
 # --- Comparing ---------------------------------------------------------------------------------
