@@ -224,6 +224,14 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             shape[1] = 1;
             vec![Tensor64::new(shape, data)]
         }
+        Op::ArgMaxLast => {
+            let t = x(0);
+            let last = *t.shape.last().expect("rank >= 1");
+            // ONNX's rule: the first index on ties.
+            let first_max = |row: &[f64]| (0..row.len()).fold(0, |m, i| if row[i] > row[m] { i } else { m }) as f64;
+            let data = t.data.chunks(last).map(first_max).collect();
+            vec![Tensor64::new(t.shape[..t.shape.len() - 1].to_vec(), data)]
+        }
         Op::Unsqueeze { axis } => {
             let t = x(0);
             let mut shape = t.shape.clone();
@@ -476,4 +484,17 @@ fn transpose(t: &Tensor64, perm: &[usize]) -> Tensor64 {
         *slot = t.data[src];
     }
     Tensor64 { shape, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_of_ties() {
+        let x = Tensor64::new(vec![3, 4], vec![1.0, 3.0, 3.0, 2.0, -1.0, 5.0, 5.0, 5.0, -2.0, -2.0, -2.0, -3.0]);
+        let out = eval("next_token", &Op::ArgMaxLast, &[Some(&x)]).unwrap();
+        assert_eq!(out[0].shape, vec![3]);
+        assert_eq!(out[0].data, vec![1.0, 1.0, 0.0]);
+    }
 }

@@ -95,7 +95,7 @@ impl Default for LowerOptions {
 /// Names of the graph's inputs and outputs (docs/op-contract.md "The exported model's interface").
 pub mod names {
     use mambac_op_schema::graph::{CONV_STATE, OUT_SUFFIX, SSM_STATE};
-    pub use mambac_op_schema::graph::{INPUT_IDS, LOGITS};
+    pub use mambac_op_schema::graph::{INPUT_IDS, LOGITS, NEXT_TOKEN};
 
     pub fn conv_state(i: usize) -> String {
         format!("{CONV_STATE}.{i}")
@@ -253,6 +253,13 @@ impl Lowerer<'_> {
             None => self.matmul_weight("lm_head".into(), normed, lm_head_tensor, h, v),
         };
         self.g.add_output(names::LOGITS, logits);
+        // The greedy pick in the graph: a decode loop reads [batch] ids instead of copying
+        // [batch, vocab] logits to the host (at batch 64 of a 50k vocabulary, converting and
+        // scanning those on the host took longer than the step on the GPU). ArgMax reads
+        // float32: ORT's CPU EP has no 16-bit ArgMax, its CUDA EP none for bfloat16.
+        let scores = self.cast("next_token.to_float".into(), logits, self.t(), Elem::F32);
+        let next = self.op(names::NEXT_TOKEN.into(), Op::ArgMaxLast, &[scores]);
+        self.g.add_output(names::NEXT_TOKEN, next);
         for (name, v) in std::mem::take(&mut self.state_outputs) {
             self.g.add_output(name, v);
         }

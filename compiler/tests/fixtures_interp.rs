@@ -160,3 +160,22 @@ fn last_position_logits() {
         assert!(err <= INTERP_TOL, "fuse={fuse}: {err:.3e}");
     }
 }
+
+/// `next_token` is the float64 argmax of every position's logits (the reference's own argmax at
+/// each position), `[batch, positions]`.
+#[test]
+fn next_token_is_the_argmax_of_the_reference_logits() {
+    let ckpt = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
+    let r = reference("mamba-tiny-hf");
+    let (batch, len) = (r["input_ids"].shape[0], r["input_ids"].shape[1]);
+    let o = CompileOptions { lower: LowerOptions::default(), fuse: true, max_rewrites: None };
+    let out = run_interp(&ckpt, &o, ids_input(&r["input_ids"]));
+    assert_eq!(out["next_token"].shape, vec![batch, len]);
+    let vocab = r["logits"].shape[2];
+    let want: Vec<f64> = r["logits"]
+        .data
+        .chunks(vocab)
+        .map(|row| (0..vocab).fold(0, |m, i| if row[i] > row[m] { i } else { m }) as f64)
+        .collect();
+    assert_eq!(out["next_token"].data, want);
+}

@@ -192,3 +192,28 @@ fn transpose_const_names_are_distinct() {
         .collect();
     assert!(names.iter().all(|n| n.ends_with(".weight.T")), "{names:?}");
 }
+
+fn argmax_graph(elem: Elem) -> Graph {
+    let mut g = Graph::new();
+    let x = input(&mut g, "logits", elem, vec![Dim::sym("batch"), Dim::Known(1), Dim::Known(10)]);
+    let a = g.add_op("next_token", Op::ArgMaxLast, &[x]);
+    g.add_output("next_token", a.into());
+    g
+}
+
+#[test]
+fn argmax_drops_the_last_axis_and_gives_int64() {
+    let g = argmax_graph(Elem::F32);
+    let vg = validate(&g).expect("valid");
+    assert_eq!(vg.type_of(g.outputs()[0].value).to_string(), "int64[batch, 1]");
+}
+
+#[test]
+fn argmax_reads_float32_only() {
+    let err = validate(&argmax_graph(Elem::F16)).err().expect("invalid");
+    assert_eq!(
+        err.to_string(),
+        "node 'next_token' (ArgMaxLast): input 'x' has element type float16, expected float32 (the exports cast \
+         16-bit logits first)"
+    );
+}

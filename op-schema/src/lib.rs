@@ -40,6 +40,9 @@ pub const DOMAIN_VERSION: i64 = 1;
 pub mod graph {
     pub const INPUT_IDS: &str = "input_ids";
     pub const LOGITS: &str = "logits";
+    /// int64 `[batch, positions]`: the most likely token at each position `logits` has (the
+    /// first on ties), picked in the graph so a greedy decode loop copies ids, not logits.
+    pub const NEXT_TOKEN: &str = "next_token";
     pub const CONV_STATE: &str = "conv_state";
     pub const SSM_STATE: &str = "ssm_state";
     /// Every state kind, in the order the graph lists a layer's states.

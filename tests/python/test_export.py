@@ -52,7 +52,7 @@ def test_export_matches_reference(tmp_path, fixture, fuse):
         # Everything the fused ops absorb is gone from the graph.
         assert "Softplus" not in ops and "Sigmoid" not in ops and "Exp" not in ops
     assert [i.name for i in model.graph.input] == ["input_ids"]
-    assert [o.name for o in model.graph.output] == ["logits"]
+    assert [o.name for o in model.graph.output] == ["logits", "next_token"]
     ref = load_reference()
     logits = evaluate(out, {"input_ids": ref["input_ids"]})["logits"]
     err = worst_rel(logits, ref["logits"])
@@ -132,8 +132,8 @@ def test_stateful_export_interface(tmp_path):
     assert dims(inputs["ssm_state.1"]) == ["batch", 128, 16]
     assert inputs["ssm_state.0"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     outputs = [o.name for o in model.graph.output]
-    assert outputs[0] == "logits"
-    assert set(outputs[1:]) == {"conv_state_out.0", "ssm_state_out.0", "conv_state_out.1", "ssm_state_out.1"}
+    assert outputs[:2] == ["logits", "next_token"]
+    assert set(outputs[2:]) == {"conv_state_out.0", "ssm_state_out.0", "conv_state_out.1", "ssm_state_out.1"}
 
 
 def test_export_error_names_the_problem(tmp_path):

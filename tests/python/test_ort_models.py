@@ -68,8 +68,9 @@ def test_mambac_run(exported, tmp_path, fixture):
     r = mambac("run", exported[fixture, "float32"], "--input", tmp_path / "in.safetensors", "-o", tmp_path / "out.safetensors",
                "--ops-lib", ops_lib(), "--threads", "2")
     out = load_file(str(tmp_path / "out.safetensors"))
-    assert set(out) == {"logits"}
+    assert set(out) == {"logits", "next_token"}
     assert worst_rel(out["logits"], ref["logits"]) <= 1e-4
+    np.testing.assert_array_equal(out["next_token"], np.argmax(out["logits"], axis=-1))
 
 
 def test_mambac_run_stateful_writes_every_output(tmp_path):

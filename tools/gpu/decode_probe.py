@@ -8,6 +8,7 @@ Two questions that decide how `mambac generate --ep cuda` should run a decode st
      One-node ORT models per 2.8b projection shape, both layouts, batch 1 and 8; GPU time from
      CUPTI (torch.profiler), so ORT's per-Run host cost is not in it; torch's F.linear and the
      weight bytes at the device copy bandwidth beside them.
+  P. Prefill: the GPU time of one 2048-token batch-1 prefill, kernel by kernel (CUPTI).
   S. Whole step. The stateful export through IoBinding with every input and output on the device:
      one ORT Run a step (states ping-pong between two buffer sets), and the same with the CUDA EP's
      graph capture, one graph per direction of the ping-pong (run option `gpu_graph_id` 1 and 2),
@@ -155,7 +156,7 @@ class Stderr:
         self.f.close()
 
 
-def part_s(R, big):
+def part_s(R, big, batches=(1, 8), top=40):
     import torch
 
     big.join()
@@ -182,6 +183,9 @@ def part_s(R, big):
         b = {k: torch.zeros_like(v) for k, v in a.items()}
         ids = torch.full((batch, 1), 17, dtype=torch.int64, device="cuda")
         logits = torch.empty((batch, 1, int(lo.shape[2])), dtype=tdt[lo.type], device="cuda")
+        # Exports since next_token have the greedy pick as an output: bound too, as generation does.
+        has_next = any(o.name == "next_token" for o in sess.get_outputs())
+        next_token = torch.empty((batch, 1), dtype=torch.int64, device="cuda")
 
         def bind(src, dst):
             io = sess.io_binding()
@@ -191,6 +195,8 @@ def part_s(R, big):
                 io.bind_input(i.name, "cuda", 0, ndt[i.type], list(t.shape), t.data_ptr())
                 io.bind_output(i.name.replace("_state.", "_state_out."), "cuda", 0, ndt[i.type], list(t.shape), dst[i.name].data_ptr())
             io.bind_output(lo.name, "cuda", 0, ndt[lo.type], list(logits.shape), logits.data_ptr())
+            if has_next:
+                io.bind_output("next_token", "cuda", 0, np.int64, [batch, 1], next_token.data_ptr())
             return io
 
         return bind(a, b), bind(b, a), ids, logits
@@ -220,22 +226,24 @@ def part_s(R, big):
 
     sess = make(False)
     plain = {}
-    for batch in (1, 8):
+    for batch in batches:
         ms, plain[batch] = timed(sess, batch, False)
         out[f"run_ms_b{batch}"] = ms
         ms2, _ = timed(sess, batch, False, host_io=True)
         out[f"run_hostio_ms_b{batch}"] = ms2
         log(f"  [S] ORT Run a step, batch {batch}: {ms:.2f} ms ({batch * 1e3 / ms:.0f} tok/s); with ids/logits through the host {ms2:.2f} ms")
     gpu_ms, _ = cupti_ms(lambda: None, 1)  # profiler warm-up
-    io_ab, io_ba, _, _ = setup(sess, 1)
-    gpu_ms, kern = cupti_ms(lambda: sess.run_with_iobinding(io_ab), 10)
-    out["gpu_ms_b1"] = gpu_ms
-    out["kernels_b1"] = {k: {"per_step": c, "us_per_step": us} for k, (c, us) in kern.items()}
-    log(f"  [S] GPU time of a batch-1 step (CUPTI): {gpu_ms:.2f} ms, {sum(c for c, _ in kern.values()):.0f} kernels")
-    for k, (c, us) in sorted(kern.items(), key=lambda kv: -kv[1][1]):
-        log(f"      {us:8.1f} us  {c:6.1f}x  {k}")
+    for batch in batches:
+        io_ab, io_ba, _, _ = setup(sess, batch)
+        gpu_ms, kern = cupti_ms(lambda: sess.run_with_iobinding(io_ab), 10)
+        out[f"gpu_ms_b{batch}"] = gpu_ms
+        out[f"kernels_b{batch}"] = {k: {"per_step": c, "us_per_step": us} for k, (c, us) in kern.items()}
+        n = sum(c for c, _ in kern.values())
+        log(f"  [S] GPU time of a batch-{batch} step (CUPTI): {gpu_ms:.2f} ms, {n:.0f} kernels")
+        for k, (c, us) in sorted(kern.items(), key=lambda kv: -kv[1][1])[:top]:
+            log(f"      {us:8.1f} us  {c:6.1f}x  {k}")
     del sess
-    for batch in (1, 8):
+    for batch in batches:
         try:
             with Stderr() as err:
                 sess = make(True)
@@ -258,12 +266,61 @@ def part_s(R, big):
     return out
 
 
+def part_p(R, big, seqlen=2048, top=30):
+    """Where a batch-1 prefill of `seqlen` tokens goes: GPU time per kernel (CUPTI), one plain
+    ORT Run on the general graph (what `mambac bench` times as prefill, less the host copies)."""
+    import torch
+
+    big.join()
+    if big.error:
+        raise big.error
+    ort = R.ort
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(R.lib)
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(big.model), so, providers=[("CUDAExecutionProvider", {"device_id": "0"})])
+    ndt = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    tdt = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
+    io = sess.io_binding()
+    keep = []
+    ids = torch.randint(0, 50000, (1, seqlen), dtype=torch.int64, device="cuda")
+    io.bind_input("input_ids", "cuda", 0, np.int64, [1, seqlen], ids.data_ptr())
+    for i in sess.get_inputs():
+        if i.name == "input_ids":
+            continue
+        t = torch.zeros([1] + list(i.shape[1:]), dtype=tdt[i.type], device="cuda")
+        o = torch.empty_like(t)
+        keep += [t, o]
+        io.bind_input(i.name, "cuda", 0, ndt[i.type], list(t.shape), t.data_ptr())
+        io.bind_output(i.name.replace("_state.", "_state_out."), "cuda", 0, ndt[i.type], list(o.shape), o.data_ptr())
+    for o in sess.get_outputs():
+        if not o.name.endswith(tuple(f".{k}" for k in range(1000))):
+            io.bind_output(o.name, "cuda")
+    for _ in range(3):
+        sess.run_with_iobinding(io)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(5):
+        sess.run_with_iobinding(io)
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t) / 5 * 1e3
+    gpu_ms, kern = cupti_ms(lambda: sess.run_with_iobinding(io), 3)
+    n = sum(c for c, _ in kern.values())
+    log(f"  [P] prefill {seqlen} tokens, batch 1: ORT Run {wall:.2f} ms ({seqlen / wall * 1e3:.0f} tok/s); "
+        f"GPU time (CUPTI) {gpu_ms:.2f} ms in {n:.0f} kernels")
+    for k, (c, us) in sorted(kern.items(), key=lambda kv: -kv[1][1])[:top]:
+        log(f"      {us:8.1f} us  {c:6.1f}x  {k}")
+    return {"run_ms": wall, "gpu_ms": gpu_ms, "kernels": {k: {"per_step": c, "us_per_step": us} for k, (c, us) in kern.items()}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default=str(e2e.REPO / ".device/e2e"))
     ap.add_argument("--work", default="/root/e2e")
     ap.add_argument("--parts", default="gs")
     ap.add_argument("--model", help="an existing stateful 2.8b export (else synth + export, ~35 s)")
+    ap.add_argument("--batches", default="1,8", help="batch sizes of part S, comma-separated")
+    ap.add_argument("--top", type=int, default=40, help="kernels listed per batch (the longest first)")
     args = ap.parse_args()
     import torch
 
@@ -273,7 +330,7 @@ def main():
     big = e2e.BigModel(R, "2.8b", "float16")
     if args.model:
         big.model = Path(args.model)
-    if "s" in args.parts:
+    if "s" in args.parts or "p" in args.parts:
         big.start()
     if "g" in args.parts:
         log("== G. GEMV layout ==")
@@ -285,10 +342,17 @@ def main():
     if "s" in args.parts:
         log("== S. whole decode step ==")
         try:
-            res["step"] = part_s(R, big)
+            res["step"] = part_s(R, big, [int(b) for b in args.batches.split(",")], args.top)
         except Exception as e:  # noqa: BLE001
             res["step_error"] = repr(e)
             log(f"  [S] {e!r}")
+    if "p" in args.parts:
+        log("== P. prefill ==")
+        try:
+            res["prefill"] = part_p(R, big, top=args.top)
+        except Exception as e:  # noqa: BLE001
+            res["prefill_error"] = repr(e)
+            log(f"  [P] {e!r}")
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "decode-probe.json").write_text(json.dumps(res, indent=1, default=str))
 

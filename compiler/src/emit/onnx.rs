@@ -419,6 +419,14 @@ impl Emitter<'_, '_> {
                 let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[1]));
                 self.push("Slice", "", &name, vec![req(0), starts, ends, axes], outs, vec![]);
             }
+            Op::ArgMaxLast => self.push(
+                "ArgMax",
+                "",
+                &name,
+                vec![req(0)],
+                outs,
+                vec![attr_int("axis", -1), attr_int("keepdims", 0), attr_int("select_last_index", 0)],
+            ),
             Op::Unsqueeze { axis } => {
                 let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[*axis as i64]));
                 self.push("Unsqueeze", "", &name, vec![req(0), axes], outs, vec![]);

@@ -175,6 +175,15 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             dims[1] = Dim::Known(1);
             Ok(vec![ValueType::new(x.elem, dims)])
         }
+        Op::ArgMaxLast => {
+            let x = required(op, inputs, 0)?;
+            expect_elem("x", x, Elem::F32, "the exports cast 16-bit logits first")?;
+            let mut dims = x.shape.0.clone();
+            if dims.pop().is_none() {
+                return Err(err("x", "is a scalar"));
+            }
+            Ok(vec![ValueType::new(Elem::I64, dims)])
+        }
         Op::Unsqueeze { axis } => {
             let x = required(op, inputs, 0)?;
             if *axis > x.shape.rank() {

@@ -198,6 +198,9 @@ pub enum Op {
     },
     /// `[B, L, ...] -> [B, 1, ...]`: the last position of the sequence axis.
     LastPosition,
+    /// ONNX's `ArgMax` over the last axis, that axis dropped, the first index on ties; int64
+    /// out, float32 in (the exports' `next_token`: the greedy pick, made where the logits are).
+    ArgMaxLast,
     /// `[d0, .., d(keep-1), rest...] -> [d0, .., d(keep-1), tail...]`, the rest's size unchanged.
     Reshape {
         keep: usize,
@@ -239,6 +242,7 @@ impl Op {
             Op::SplitLast { .. } => "SplitLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
+            Op::ArgMaxLast => "ArgMaxLast",
             Op::Reshape { .. } => "Reshape",
             Op::Expand { .. } => "Expand",
             Op::CausalConvWithState(_) => std_conv::OP,
@@ -266,6 +270,7 @@ impl Op {
             | Op::SplitLast { .. }
             | Op::Unsqueeze { .. }
             | Op::LastPosition
+            | Op::ArgMaxLast
             | Op::Reshape { .. }
             | Op::Expand { .. }
             | Op::Cast { .. } => &["x"],

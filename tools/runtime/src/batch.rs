@@ -132,6 +132,7 @@ pub fn generate<E: From<Error>>(
         sess.set_states(&stack_batch(&per_prompt_states)?)?;
     }
 
+    let greedy_in_graph = opts.sampling == Sampling::Greedy && sess.greedy_in_graph();
     // Decode: the whole batch, one token per sequence per step. A finished sequence stays in
     // the batch (its rows are computed and ignored) so the states keep their layout.
     let started = Instant::now();
@@ -140,12 +141,22 @@ pub fn generate<E: From<Error>>(
             break;
         }
         let ids: Vec<i64> = out.ids.iter().map(|s| *s.last().expect("one token per prompt after prefill")).collect();
-        let logits = sess.step(&ids, 1, Keep::Last)?;
+        // Greedy decoding takes the graph's own pick: `batch` ids leave the device, not
+        // `batch` x vocab logits.
+        let picked = if greedy_in_graph { Some(sess.step_greedy(&ids, 1)?) } else { None };
+        let logits = match picked {
+            Some(_) => None,
+            None => Some(sess.step(&ids, 1, Keep::Last)?),
+        };
         for (j, sampler) in samplers.iter_mut().enumerate() {
             if done[j] {
                 continue;
             }
-            let t = sampler.sample(logits.last(j))? as i64;
+            let t = match (&picked, &logits) {
+                (Some(p), _) => p[j],
+                (None, Some(l)) => sampler.sample(l.last(j))? as i64,
+                (None, None) => unreachable!("one of the two is made above"),
+            };
             out.ids[j].push(t);
             done[j] = opts.stop_ids.contains(&t);
             out.decode_tokens += 1;

@@ -53,6 +53,9 @@ pub struct ModelSignature {
     pub vocab: Option<usize>,
     /// Positions the logits hold when fixed (1 for `--logits last`), else one per input token.
     pub logits_positions: Option<usize>,
+    /// The graph picks the greedy token itself (output `next_token`, int64 `[batch, positions]`;
+    /// exports before it was added do not have it).
+    pub next_token: bool,
 }
 
 /// `conv_state.3` -> ("conv_state", 3); with `output`, `conv_state_out.3` -> ("conv_state", 3).
@@ -209,7 +212,18 @@ impl ModelSignature {
         }
         let vocab = (logits.shape[2] > 0).then_some(logits.shape[2] as usize);
         let logits_positions = (logits.shape[1] > 0).then_some(logits.shape[1] as usize);
-        Ok(ModelSignature { layers, states, logits_ty, vocab, logits_positions })
+        let next_token = match find(outputs, graph::NEXT_TOKEN) {
+            None => false,
+            Some(d) if d.ty == Some(TensorElementType::Int64) && d.shape.len() == 2 => true,
+            Some(d) => fail!(
+                Signature,
+                "output '{}' must be int64 [batch, positions], the model has {:?} {:?}",
+                graph::NEXT_TOKEN,
+                d.ty,
+                d.shape
+            ),
+        };
+        Ok(ModelSignature { layers, states, logits_ty, vocab, logits_positions, next_token })
     }
 
     /// Bytes of one sequence's states (all layers, one copy).
@@ -265,6 +279,25 @@ mod tests {
         assert_eq!(s.states[1].output, "ssm_state_out.0");
         assert_eq!(s.states[1].shape(8), vec![8, 128, 16]);
         assert_eq!(s.states[4].input, "conv_state.2");
+    }
+
+    #[test]
+    fn reads_the_next_token_output_when_there_is_one() {
+        let (i, mut o) = stateful(2);
+        assert!(!ModelSignature::from_io(&i, &o).unwrap().next_token, "an export from before next_token");
+        o.push(d("next_token", TensorElementType::Int64, &[-1, 1]));
+        assert!(ModelSignature::from_io(&i, &o).unwrap().next_token);
+        set_shape(&mut o, "next_token", &[-1]);
+        assert_eq!(
+            error(&i, &o),
+            "output 'next_token' must be int64 [batch, positions], the model has Some(Int64) [-1]"
+        );
+        o.retain(|x| x.name != "next_token");
+        o.push(d("next_token", TensorElementType::Float32, &[-1, 1]));
+        assert_eq!(
+            error(&i, &o),
+            "output 'next_token' must be int64 [batch, positions], the model has Some(Float32) [-1, 1]"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 
-use mambac_runtime::{argmax, memory, Keep, StatefulSession};
+use mambac_runtime::{memory, Keep, StatefulSession};
 
 use super::limits::{self, ranged};
 use super::session_args::{GraphArgs, SessionArgs};
@@ -81,13 +81,12 @@ struct Rep {
 fn one_rep(sess: &mut StatefulSession, a: &Args, prompt: &[i64]) -> Result<Rep> {
     sess.reset(a.batch)?;
     let t0 = Instant::now();
-    let logits = sess.step(prompt, a.prompt_len, Keep::Last)?;
+    // Greedy, picked in the graph when the model has `next_token` (only the ids come back).
+    let mut next = sess.step_greedy(prompt, a.prompt_len)?;
     let prefill_s = t0.elapsed().as_secs_f64();
-    let mut next: Vec<i64> = (0..a.batch).map(|b| argmax(logits.last(b)) as i64).collect();
     let t0 = Instant::now();
     for _ in 0..a.decode_tokens {
-        let logits = sess.step(&next, 1, Keep::Last)?;
-        next = (0..a.batch).map(|b| argmax(logits.last(b)) as i64).collect();
+        next = sess.step_greedy(&next, 1)?;
     }
     Ok(Rep { prefill_s, decode_s: t0.elapsed().as_secs_f64() })
 }

@@ -10,7 +10,7 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, Tensor, TensorElementType};
 
-use super::logits::{extract_logits, Keep, Logits};
+use super::logits::{extract_logits, extract_next_tokens, StepOut, Want};
 use crate::error::{Error, Result};
 use crate::signature::ModelSignature;
 
@@ -18,6 +18,8 @@ use crate::signature::ModelSignature;
 pub(super) struct GraphIo {
     ids: Tensor<i64>,
     logits: DynTensor,
+    /// The graph's greedy pick `[batch, 1]` and its host copy, when the model has `next_token`.
+    next_token: Option<(Tensor<i64>, Tensor<i64>)>,
     runs: [RunOptions; 2],
     /// The replay bindings, made once: `bindings[s]` reads set `s`, writes set `1 - s`, the ids
     /// and the logits. Rebinding ~2 x layers tensors every step cost the host more than a
@@ -46,6 +48,15 @@ impl GraphIo {
         let ids = Tensor::<i64>::new(alloc, [batch, 1]).map_err(Error::ort("allocating the device token ids"))?;
         let mut logits = DynTensor::new(alloc, sig.logits_ty, [batch, 1, vocab])
             .map_err(Error::ort("allocating the device logits"))?;
+        let mut next_token = if sig.next_token {
+            let dev =
+                Tensor::<i64>::new(alloc, [batch, 1]).map_err(Error::ort("allocating the device 'next_token'"))?;
+            let host = Tensor::<i64>::new(&Allocator::default(), [batch, 1])
+                .map_err(Error::ort("allocating the host 'next_token'"))?;
+            Some((dev, host))
+        } else {
+            None
+        };
         let bind_err = |name: &str| Error::ort(format!("binding '{name}'"));
         let mut bind = |s: usize| -> Result<IoBinding> {
             let mut b = session.create_binding().map_err(Error::ort("cannot create an IoBinding"))?;
@@ -59,28 +70,43 @@ impl GraphIo {
             }
             b.bind_input(graph::INPUT_IDS, &ids).map_err(bind_err(graph::INPUT_IDS))?;
             b.bind_output(graph::LOGITS, &mut logits).map_err(bind_err(graph::LOGITS))?;
+            if let Some((dev, _)) = next_token.as_mut() {
+                b.bind_output(graph::NEXT_TOKEN, dev).map_err(bind_err(graph::NEXT_TOKEN))?;
+            }
             Ok(b)
         };
         let bindings = [bind(0)?, bind(1)?];
         let host_logits = DynTensor::new(&Allocator::default(), sig.logits_ty, [batch, 1, vocab])
             .map_err(Error::ort("allocating the host logits"))?;
         let runs = [graph_run_options(first_id as i64)?, graph_run_options(first_id as i64 + 1)?];
-        Ok(GraphIo { ids, logits, runs, bindings, host_logits })
+        Ok(GraphIo { ids, logits, next_token, runs, bindings, host_logits })
     }
 
-    /// Replays the step that reads set `s` on `session` with `ids`, and returns its logits.
+    /// Replays the step that reads set `s` on `session` with `ids`, and copies to the host what
+    /// `want` asks for (`Want::NextTokens` only when the model has `next_token`).
     pub(super) fn replay(
         &mut self,
         session: &Session,
         s: usize,
         ids: &Tensor<i64>,
         ty: TensorElementType,
-        keep: Keep,
-    ) -> Result<Logits> {
+        want: Want,
+    ) -> Result<StepOut> {
         ids.copy_into(&mut self.ids).map_err(Error::ort("copying the token ids to the device"))?;
         run_bound(session, &self.bindings[s], &self.runs[s]).map_err(Error::ort("running the model (CUDA graph)"))?;
-        self.logits.copy_into(&mut self.host_logits).map_err(Error::ort("copying the logits to the host"))?;
-        extract_logits(&self.host_logits, ty, keep)
+        match (want, self.next_token.as_mut()) {
+            (Want::NextTokens, Some((dev, host))) => {
+                dev.copy_into(&mut *host).map_err(Error::ort("copying 'next_token' to the host"))?;
+                Ok(StepOut::Tokens(extract_next_tokens(host)?))
+            }
+            (Want::NextTokens, None) => {
+                Err(Error::Internal("a replay asked for next_token of a model without it".into()))
+            }
+            (Want::Logits(keep), _) => {
+                self.logits.copy_into(&mut self.host_logits).map_err(Error::ort("copying the logits to the host"))?;
+                Ok(StepOut::Logits(extract_logits(&self.host_logits, ty, keep)?))
+            }
+        }
     }
 }
 

@@ -37,6 +37,33 @@ impl Logits {
     }
 }
 
+/// What a step hands back to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Want {
+    Logits(Keep),
+    /// The greedy pick of each sequence's last position, from the graph's `next_token`.
+    NextTokens,
+}
+
+/// A step's result, as [`Want`] asked.
+pub(super) enum StepOut {
+    Logits(Logits),
+    Tokens(Vec<i64>),
+}
+
+/// The last position's ids of a `next_token` output `[batch, positions]`.
+pub(super) fn extract_next_tokens<V: ort::value::TensorValueTypeMarker + ?Sized>(
+    v: &ort::value::Value<V>,
+) -> Result<Vec<i64>> {
+    let (shape, data) = v.try_extract_tensor::<i64>().map_err(Error::ort("reading 'next_token'"))?;
+    let [b, p] = shape[..] else { fail!(BadOutput, "'next_token' has shape {shape:?}, expected [batch, positions]") };
+    let (batch, positions) = (b as usize, p as usize);
+    if positions == 0 || data.len() != batch * positions {
+        fail!(BadOutput, "'next_token' has shape {shape:?} but {} elements", data.len());
+    }
+    Ok((0..batch).map(|bi| data[(bi + 1) * positions - 1]).collect())
+}
+
 pub(super) fn extract_logits<V: ort::value::TensorValueTypeMarker + ?Sized>(
     v: &ort::value::Value<V>,
     ty: TensorElementType,

@@ -25,7 +25,7 @@ use self::buffers::{Current, StateSets};
 use self::cuda_graph::graph_run_options;
 pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
 use self::decode_route::{route, DecodeSession};
-use self::logits::{dtype_of, elem_size, extract_logits};
+use self::logits::{dtype_of, elem_size, extract_logits, extract_next_tokens, StepOut, Want};
 pub use self::logits::{Keep, Logits};
 use crate::error::{fail, Error, Result, Warning};
 use crate::memory;
@@ -217,10 +217,43 @@ impl StatefulSession {
     /// Runs `len` tokens of each of the `batch` sequences (`ids` row-major `[batch, len]`) from the
     /// current states, keeps the updated states, and returns the logits asked for.
     pub fn step(&mut self, ids: &[i64], len: usize, keep: Keep) -> Result<Logits> {
+        match self.run_step(ids, len, Want::Logits(keep))? {
+            StepOut::Logits(l) => Ok(l),
+            StepOut::Tokens(_) => Err(Error::Internal("a step asked for logits returned token ids".into())),
+        }
+    }
+
+    /// Like [`Self::step`], but returns each sequence's greedy next token (the most likely at
+    /// its last position, the first on ties). A model with the `next_token` output picks it in
+    /// the graph and only `batch` ids leave the device; an older export's logits are copied out
+    /// and picked on the host. NaN logits are not looked for on the device path (the graph's
+    /// ArgMax skips them), unlike [`crate::Sampler`]'s.
+    pub fn step_greedy(&mut self, ids: &[i64], len: usize) -> Result<Vec<i64>> {
+        if !self.sig.next_token {
+            let logits = self.step(ids, len, Keep::Last)?;
+            return Ok((0..logits.batch).map(|b| crate::argmax(logits.last(b)) as i64).collect());
+        }
+        match self.run_step(ids, len, Want::NextTokens)? {
+            StepOut::Tokens(t) => Ok(t),
+            StepOut::Logits(_) => Err(Error::Internal("a step asked for token ids returned logits".into())),
+        }
+    }
+
+    /// Whether [`Self::step_greedy`] picks on the device (the model has `next_token`).
+    pub fn greedy_in_graph(&self) -> bool {
+        self.sig.next_token
+    }
+
+    fn run_step(&mut self, ids: &[i64], len: usize, want: Want) -> Result<StepOut> {
         let batch = self.batch;
         if len == 0 || ids.len() != batch * len {
             fail!(InvalidArgument, "a step needs batch {batch} × len {len} token ids, got {}", ids.len());
         }
+        let keep = match want {
+            Want::Logits(k) => k,
+            // The logits stay where the graph made them; only the ids are copied.
+            Want::NextTokens => Keep::Last,
+        };
         // Prompts (any length) and the first step at a batch size; later one-token steps reuse
         // what those allocated.
         if len > 1 || self.state_sets.as_ref().is_none_or(|s| s.batch != batch) {
@@ -243,9 +276,9 @@ impl StatefulSession {
 
         let bind_err = |name: &str| Error::ort(format!("binding '{name}'"));
         let sets = self.state_sets.as_mut().expect("made above");
-        let logits = if let Some(s) = replay {
+        let out = if let Some(s) = replay {
             let g = sets.graph.as_mut().expect("graph buffers exist when cuda_graph is on");
-            g.replay(session, s, &ids_t, self.sig.logits_ty, keep)?
+            g.replay(session, s, &ids_t, self.sig.logits_ty, want)?
         } else {
             for (spec, v) in self.sig.states.iter().zip(sets.sets[write].iter_mut()) {
                 binding.bind_output(spec.output.as_str(), v).map_err(bind_err(&spec.output))?;
@@ -261,19 +294,43 @@ impl StatefulSession {
             binding.bind_input(graph::INPUT_IDS, &ids_t).map_err(bind_err(graph::INPUT_IDS))?;
             // Bound afresh every step: ORT reuses an output it filled before, and the logits'
             // shape changes between a prefill and a decode step.
-            binding.bind_output_to_device(graph::LOGITS, &self.host_mem).map_err(bind_err(graph::LOGITS))?;
+            // The output not asked for stays where the graph made it (the device on the CUDA
+            // EP); `next_token` is bound too when the model has it, so that no earlier step's
+            // value of it (of another shape) is reused.
+            let (logits_mem, next_mem) = match want {
+                Want::Logits(_) => (&self.host_mem, self.state_alloc.memory_info()),
+                Want::NextTokens => (self.state_alloc.memory_info(), &self.host_mem),
+            };
+            binding.bind_output_to_device(graph::LOGITS, logits_mem).map_err(bind_err(graph::LOGITS))?;
+            if self.sig.next_token {
+                binding.bind_output_to_device(graph::NEXT_TOKEN, next_mem).map_err(bind_err(graph::NEXT_TOKEN))?;
+            }
             let outs = match &self.skip_graph {
                 Some(ro) => session.run_binding_with_options(binding, ro),
                 None => session.run_binding(binding),
             }
             .map_err(Error::ort("running the model"))?;
-            let Some(v) = outs.get(graph::LOGITS) else { fail!(BadOutput, "the model returned no 'logits'") };
-            extract_logits(v, self.sig.logits_ty, keep)?
+            match want {
+                Want::Logits(keep) => {
+                    let Some(v) = outs.get(graph::LOGITS) else { fail!(BadOutput, "the model returned no 'logits'") };
+                    StepOut::Logits(extract_logits(v, self.sig.logits_ty, keep)?)
+                }
+                Want::NextTokens => {
+                    let Some(v) = outs.get(graph::NEXT_TOKEN) else {
+                        fail!(BadOutput, "the model returned no 'next_token'")
+                    };
+                    StepOut::Tokens(extract_next_tokens(v)?)
+                }
+            }
         };
         self.current = Current::Set(write);
-        if logits.batch != batch {
-            fail!(BadOutput, "the model returned logits for batch {}, expected {batch}", logits.batch);
+        let returned = match &out {
+            StepOut::Logits(l) => l.batch,
+            StepOut::Tokens(t) => t.len(),
+        };
+        if returned != batch {
+            fail!(BadOutput, "the model returned outputs for batch {returned}, expected {batch}");
         }
-        Ok(logits)
+        Ok(out)
     }
 }
