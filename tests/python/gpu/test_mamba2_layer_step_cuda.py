@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
-from cuda_harness import (error_string, lib, run_step2, step2_inputs, step2_params, stream,  # noqa: E402
-                          to_host)
+from cuda_harness import (error_string, layer_outputs, lib, run_step2, step2_inputs, step2_params,  # noqa: E402
+                          stream, to_host)
 from ops_reference import mamba2_layer_step_ref, mismatch, worst_rel  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
@@ -107,7 +107,7 @@ def prepared(batch=2):
     """Valid params of a small float32 step on NaN outputs and scratch: (params, outputs, keep),
     keep holding the buffers alive."""
     x = step2_inputs(batch, 32, 4, 8, 2, 16, 4, "float32", {}, seed=3)
-    outs = {k: torch.full_like(x[k], float("nan")) for k in ("residual", "conv_state", "ssm_state")}
+    outs = layer_outputs(x, float("nan"))
     p = step2_params(x, outs, "float32", attrs_of(False, NO_LIMIT))
     scratch = torch.full((lib.mambac_cuda_mamba2_decode_layer_scratch_bytes(ctypes.byref(p)) // 4,), float("nan"),
                          device=outs["residual"].device)
