@@ -526,4 +526,12 @@ void check_mamba_layer_step_cuda_limits(const MambaLayerStepParams& p) {
   }
 }
 
+void check_mamba2_layer_step_cuda_limits(const Mamba2LayerStepParams& p) {
+  // A grid dimension holds the batch (the scan kernel's rows).
+  if (p.batch > 65535) {
+    throw std::invalid_argument("Mamba2LayerStep: batch " + std::to_string(p.batch) +
+                                " is more than the CUDA kernels take (65535)");
+  }
+}
+
 }  // namespace mambac

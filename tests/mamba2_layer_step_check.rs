@@ -2,7 +2,7 @@
 //! returns for valid inputs (ngroups derived from the states), and the exact message for each way
 //! an input can be wrong.
 
-use mambac_ops::ffi::{check_mamba2_layer_step, ElemType, TensorDesc};
+use mambac_ops::ffi::{check_mamba2_layer_step, check_mamba2_layer_step_cuda_limits, ElemType, TensorDesc};
 
 const F32: i32 = 1;
 const I64: i32 = 7;
@@ -167,4 +167,20 @@ fn each_broken_input_is_named() {
         assert_eq!(error(&inputs), format!("Mamba2LayerStep: {message}"), "slot {slot}");
     }
     assert_eq!(error(&good(F16)[..13]), "Mamba2LayerStep: 14 input slots expected, got 13");
+}
+
+/// The CUDA decode layer's own limit: the largest batch it takes passes, one more is refused.
+#[test]
+fn cuda_limits_take_the_largest_batch_and_refuse_one_more() {
+    let p = check_mamba2_layer_step(&good(F16)).expect("valid inputs");
+    let limits = |batch: usize| {
+        let mut q = p;
+        q.batch = batch;
+        check_mamba2_layer_step_cuda_limits(&q).map_err(|e| e.what().to_string())
+    };
+    assert_eq!(limits(65535), Ok(()));
+    assert_eq!(
+        limits(65536),
+        Err("Mamba2LayerStep: batch 65536 is more than the CUDA kernels take (65535)".to_string())
+    );
 }

@@ -35,6 +35,7 @@ const CU_SOURCES: &[&str] = &[
     "causal_conv1d_f16.cu",
     "causal_conv1d_bf16.cu",
     "decode_layer.cu",
+    "mamba2_decode_layer.cu",
 ];
 
 const HEADERS: &[&str] = &[
@@ -52,6 +53,8 @@ const HEADERS: &[&str] = &[
     "causal_conv1d.h",
     "causal_conv1d_impl.cuh",
     "decode_layer.h",
+    "decode_gemv.cuh",
+    "mamba2_decode_layer.h",
 ];
 
 pub fn build() {

@@ -7,6 +7,7 @@
 #include "abi.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
+#include "mamba2_decode_layer.h"
 #include "selective_scan.h"
 #include "ssd_scan.h"
 
@@ -46,6 +47,16 @@ int mambac_cuda_decode_layer(const mambac::MambaLayerStepParams* p, void* stream
 
 size_t mambac_cuda_decode_layer_scratch_bytes(const mambac::MambaLayerStepParams* p) noexcept {
     return p ? mambac::cuda::decode_layer_scratch_bytes(*p) : 0;
+}
+
+// One Mamba-2 layer's fused decode step (mamba2_decode_layer.h); the scratch size it needs.
+int mambac_cuda_mamba2_decode_layer(const mambac::Mamba2LayerStepParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::mamba2_decode_layer(*p, static_cast<cudaStream_t>(stream));
+}
+
+size_t mambac_cuda_mamba2_decode_layer_scratch_bytes(const mambac::Mamba2LayerStepParams* p) noexcept {
+    return p ? mambac::cuda::mamba2_decode_layer_scratch_bytes(*p) : 0;
 }
 
 const char* mambac_cuda_error_string(int err) noexcept {

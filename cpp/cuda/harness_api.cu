@@ -9,6 +9,7 @@
 #include "abi.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
+#include "mamba2_decode_layer.h"
 #include "selective_scan.h"
 #include "ssd_scan.h"
 
@@ -87,6 +88,24 @@ const char* layer_step_layout() {
     return l.text.c_str();
 }
 
+const char* mamba2_step_layout() {
+    using S = mambac::Mamba2LayerStepParams;
+    static Layout<S> l;
+    if (l.text.empty()) {
+        MAMBAC_FIELD(S, batch) MAMBAC_FIELD(S, hidden) MAMBAC_FIELD(S, heads) MAMBAC_FIELD(S, head_dim)
+        MAMBAC_FIELD(S, ngroups) MAMBAC_FIELD(S, dstate) MAMBAC_FIELD(S, width) MAMBAC_FIELD(S, elem)
+        MAMBAC_FIELD(S, eps) MAMBAC_FIELD(S, dt_min) MAMBAC_FIELD(S, dt_max) MAMBAC_FIELD(S, norm_before_gate)
+        MAMBAC_FIELD(S, residual_in) MAMBAC_FIELD(S, residual_out) MAMBAC_FIELD(S, conv_state_in)
+        MAMBAC_FIELD(S, conv_state_out) MAMBAC_FIELD(S, ssm_state_in) MAMBAC_FIELD(S, ssm_state_out)
+        MAMBAC_FIELD(S, norm_weight) MAMBAC_FIELD(S, in_proj_weight) MAMBAC_FIELD(S, in_proj_bias)
+        MAMBAC_FIELD(S, conv_weight) MAMBAC_FIELD(S, conv_bias) MAMBAC_FIELD(S, dt_bias) MAMBAC_FIELD(S, a)
+        MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, gate_norm_weight) MAMBAC_FIELD(S, out_proj_weight)
+        MAMBAC_FIELD(S, out_proj_bias) MAMBAC_FIELD(S, scratch)
+        return l.done();
+    }
+    return l.text.c_str();
+}
+
 // "F32:0;F16:1;BF16:2": the element codes of the ABI's ElemType, from the enum itself.
 const char* elem_codes() {
     static const std::string text = "F32:" + std::to_string(int(mambac::ElemType::F32)) +
@@ -95,13 +114,22 @@ const char* elem_codes() {
     return text.c_str();
 }
 
+mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_per_sm, int tensor_cores) {
+    mambac::cuda::DecodeTuning t;
+    t.rows_per_pass = rows_per_pass;
+    t.k_tile_max = k_tile_max;
+    t.blocks_per_sm = blocks_per_sm;
+    t.tensor_cores = tensor_cores;
+    return t;
+}
+
 }  // namespace
 
 extern "C" {
 
 // The layout of a kernel ABI struct: which = "SelectiveScanParams", "SsdScanParams",
-// "CausalConv1dParams" or "MambaLayerStepParams"; or "ElemType", its codes; null for another name. Called once at
-// start-up (not thread-safe).
+// "CausalConv1dParams", "MambaLayerStepParams" or "Mamba2LayerStepParams"; or "ElemType", its codes;
+// null for another name. Called once at start-up (not thread-safe).
 const char* mambac_harness_abi_layout(const char* which) noexcept {
     const std::string w = which ? which : "";
     if (w == "ElemType") return elem_codes();
@@ -109,6 +137,7 @@ const char* mambac_harness_abi_layout(const char* which) noexcept {
     if (w == "SsdScanParams") return ssd_layout();
     if (w == "CausalConv1dParams") return conv_layout();
     if (w == "MambaLayerStepParams") return layer_step_layout();
+    if (w == "Mamba2LayerStepParams") return mamba2_step_layout();
     return nullptr;
 }
 
@@ -162,12 +191,16 @@ int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* str
 int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* stream, int rows_per_pass,
                                    int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    mambac::cuda::DecodeTuning t;
-    t.rows_per_pass = rows_per_pass;
-    t.k_tile_max = k_tile_max;
-    t.blocks_per_sm = blocks_per_sm;
-    t.tensor_cores = tensor_cores;
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
     return mambac::cuda::decode_layer(*p, static_cast<cudaStream_t>(stream), t);
+}
+
+// The Mamba-2 decode step with the GEMVs' work split forced, as mambac_cuda_decode_layer_tuned.
+int mambac_cuda_mamba2_decode_layer_tuned(const mambac::Mamba2LayerStepParams* p, void* stream, int rows_per_pass,
+                                          int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
+    return mambac::cuda::mamba2_decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 
 }  // extern "C"

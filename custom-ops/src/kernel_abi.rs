@@ -171,6 +171,7 @@ pub mod ffi {
     ///   gate_norm_weight                 [inner]                              f32
     ///   out_proj_weight                  [inner, hidden]                      T
     ///   out_proj_bias                    [hidden]                             T
+    ///   scratch                          the CUDA kernels' float32 work space
     #[derive(Debug, Clone, Copy)]
     struct Mamba2LayerStepParams {
         batch: usize,
@@ -202,6 +203,7 @@ pub mod ffi {
         gate_norm_weight: usize,
         out_proj_weight: usize,
         out_proj_bias: usize,
+        scratch: usize,
     }
 
     /// One input as the shape checks see it: presence, ONNX element type code
@@ -238,6 +240,9 @@ pub mod ffi {
         /// Same for Mamba2LayerStep's 14 inputs (`mamba2_layer_step::slot` order); the attributes
         /// (eps, dt_min, dt_max, norm_before_gate) are left 0 / false.
         fn check_mamba2_layer_step(inputs: &[TensorDesc]) -> Result<Mamba2LayerStepParams>;
+        /// The CUDA Mamba-2 decode layer's own limit on checked params (batch <= 65535); Err says
+        /// it is exceeded. The CPU kernel has none.
+        fn check_mamba2_layer_step_cuda_limits(p: &Mamba2LayerStepParams) -> Result<()>;
 
         /// Number of independent work items; run them in any order, on any threads.
         fn selective_scan_cpu_tasks(p: &SelectiveScanParams) -> usize;

@@ -11,8 +11,8 @@
 //!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
-//! * [`mamba2_layer_step`] — `Mamba2LayerStep`, the same for a Mamba-2 layer: CPU only (on the
-//!   CUDA EP, ORT places it on the CPU EP). `step_cpu` holds what the two CPU kernels share.
+//! * [`mamba2_layer_step`] — `Mamba2LayerStep`, the same for a Mamba-2 layer (CUDA kernels in
+//!   cpp/cuda too). `step_cpu` holds what the two CPU kernels share.
 //! * `cuda` (`--features cuda`) — `Cuda<K>`, op `K` on the CUDA execution provider.
 //! * [`kernel_abi`] — the cxx bridge to C++ (`cpp/`): params structs, shape checks, kernels.
 //!   The C++ knows nothing about ORT, so the TensorRT plugin can reuse it.

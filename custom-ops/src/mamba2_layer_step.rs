@@ -19,7 +19,8 @@
 //! The gated norm's groups are `inner / G` channels (mamba_ssm's `RMSNormGated(group_size =
 //! d_ssm / ngroups)`). Intermediates are rounded to T where the unfused graph stores a T tensor
 //! (the normed input, in_proj's output, the conv output, y and the gated norm's output), so both
-//! graphs agree to T's precision. The CUDA EP has no kernel of this op: ORT runs it on the CPU.
+//! graphs agree to T's precision. On the CUDA EP, five kernels (cpp/cuda/mamba2_decode_layer.cu,
+//! custom-ops/src/cuda) run it with MambaLayerStep's GEMVs.
 
 use std::ffi::CStr;
 
@@ -92,7 +93,8 @@ impl Kernel for Mamba2LayerStep {
 }
 
 impl Mamba2LayerStep {
-    /// Checks every input (the C++ check), allocates the outputs and fills the params.
+    /// Checks every input (the C++ check), allocates the outputs and fills the params; shared by
+    /// the CPU and CUDA kernels.
     ///
     /// # Safety
     /// `ctx` is the live kernel context of the current compute call.

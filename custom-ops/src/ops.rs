@@ -1,6 +1,5 @@
 //! Every op the library registers: one row per (op, execution provider), each row one table per
-//! T in [`FLOAT_TYPES`]. The CUDA rows exist only with the `cuda` feature; an op without one
-//! (Mamba2LayerStep) runs on the CPU EP in a CUDA session. Static: ORT keeps
+//! T in [`FLOAT_TYPES`]. The CUDA rows exist only with the `cuda` feature. Static: ORT keeps
 //! pointers to the tables for the life of the process.
 
 use crate::causal_conv1d::CausalConv1d;
@@ -17,8 +16,6 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<CausalConv1d>(),
     per_type::<MambaLayerStep>(),
     per_type::<SsdScan>(),
-    // CPU only: no CUDA row, so ORT's CUDA EP does not claim the node and the CPU EP runs it
-    // (ORT copies its inputs to the host and its outputs back).
     per_type::<Mamba2LayerStep>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SelectiveScan>>(),
@@ -28,6 +25,8 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<Cuda<MambaLayerStep>>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SsdScan>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<Mamba2LayerStep>>(),
 ];
 
 /// The tables of `K`, one per T.

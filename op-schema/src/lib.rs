@@ -34,10 +34,6 @@ pub const DOMAIN: Name = name!("mambac");
 /// The opset version the exports import the domain at.
 pub const DOMAIN_VERSION: i64 = 1;
 
-/// The ops `libmambac_ops` has no CUDA kernel of (no CUDA row in its op table): in a session on
-/// ORT's CUDA EP their nodes run on the CPU EP, with their inputs and outputs copied across.
-pub const CPU_ONLY_OPS: [&str; 1] = [mamba2_layer_step::OP.str];
-
 /// The exported model's inputs and outputs (docs/op-contract.md, "The exported model's
 /// interface"): `input_ids` int64 [batch, seqlen] in, `logits` out, and with `--stateful` per
 /// layer i the inputs `{kind}.{i}` and outputs `{kind}_out.{i}` of each state kind.

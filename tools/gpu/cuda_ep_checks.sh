@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CLI on ONNX Runtime's CUDA EP, on the H200: the op grid (`mambac conformance --ep cuda`) and
 # greedy generation on the CUDA EP against the CPU EP's ids, for exports the ORT end-to-end script
-# (ort_cuda_e2e.py) does not cover: Mamba-2, the bfloat16 export (CUDA only: the CPU EP refuses
-# it), the float16 decode graph.
+# (ort_cuda_e2e.py) does not cover: Mamba-2 (its decode graph too), the bfloat16 export (CUDA
+# only: the CPU EP refuses it), the float16 decode graphs.
 #
 #   tools/gpu/cuda_ep_checks.sh BUNDLE      # BUNDLE holds mambac and the CUDA-built libmambac_ops.so
 #
@@ -32,4 +32,6 @@ check mamba2-f32 "5,6,7;9" mamba2-tiny-hf --stateful
 check mamba2-f16 "5,6,7;9" mamba2-tiny-hf --stateful --dtype float16
 check mamba1-bf16 "1,2,3" mamba-tiny-hf --stateful --dtype bfloat16
 check mamba1-f16-decode-graph "1,2,3;4,5" mamba-tiny-hf --stateful --dtype float16 --decode-graph
+check mamba2-f32-decode-graph "5,6,7;9" mamba2-groups2 --stateful --decode-graph
+check mamba2-f16-decode-graph "5,6,7;9" mamba2-tiny-hf --stateful --dtype float16 --decode-graph
 echo "cuda_ep_checks: PASS"

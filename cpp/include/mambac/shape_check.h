@@ -50,6 +50,8 @@ Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inpu
 // The CUDA decode layer's own limits (the CPU kernel has none), on checked params: the ORT op's
 // CUDA kernel and the TensorRT plugin both call it, so both refuse with the same message.
 void check_mamba_layer_step_cuda_limits(const MambaLayerStepParams& p);
+// Same for the CUDA Mamba-2 decode layer (mamba2_decode_layer.h).
+void check_mamba2_layer_step_cuda_limits(const Mamba2LayerStepParams& p);
 // SsdScan's CUDA limit (dstate up to 512; the CPU kernel has none), likewise shared.
 void check_ssd_scan_cuda_limits(const SsdScanParams& p);
 

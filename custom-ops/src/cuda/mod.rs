@@ -15,7 +15,8 @@ use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo
 use crate::causal_conv1d::CausalConv1d;
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
-use crate::layer_step::{slot, MambaLayerStep};
+use crate::layer_step::MambaLayerStep;
+use crate::mamba2_layer_step::Mamba2LayerStep;
 use crate::op_table::Kernel;
 use crate::ort_api::{api, check};
 use crate::selective_scan::SelectiveScan;
@@ -29,6 +30,8 @@ extern "C" {
     fn mambac_cuda_causal_conv1d(p: *const ffi::CausalConv1dParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer(p: *const ffi::MambaLayerStepParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer_scratch_bytes(p: *const ffi::MambaLayerStepParams) -> usize;
+    fn mambac_cuda_mamba2_decode_layer(p: *const ffi::Mamba2LayerStepParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_mamba2_decode_layer_scratch_bytes(p: *const ffi::Mamba2LayerStepParams) -> usize;
     fn mambac_cuda_error_string(err: c_int) -> *const c_char;
 }
 
@@ -165,11 +168,42 @@ impl CudaLaunch for MambaLayerStep {
         // SAFETY: `ctx` is live (the trait's contract) and the shape check found its residual
         // input present.
         unsafe {
-            with_scratch(ctx, slot::RESIDUAL, bytes.max(16), Self::OP, |scratch| {
+            with_scratch(ctx, crate::layer_step::slot::RESIDUAL, bytes.max(16), Self::OP, |scratch| {
                 p.scratch = scratch;
                 // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
                 // kernels asked for until they have run.
                 launch_result(mambac_cuda_decode_layer(p, stream), Self::OP)
+            })
+        }
+    }
+}
+
+/// Mamba2LayerStep on the CUDA EP: five kernels (cpp/cuda/mamba2_decode_layer.cu, the GEMVs
+/// MambaLayerStep's) and a float32 scratch buffer as MambaLayerStep's.
+impl CudaLaunch for Mamba2LayerStep {
+    type Params = ffi::Mamba2LayerStepParams;
+
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
+        // SAFETY: `ctx` is live (the trait's contract).
+        let p = unsafe { self.params(ctx)? };
+        if p.batch == 0 {
+            return Ok(None);
+        }
+        ffi::check_mamba2_layer_step_cuda_limits(&p).map_err(|e| OpError::Check(e.what().to_string()))?;
+        Ok(Some(p))
+    }
+
+    unsafe fn launch(p: &mut Self::Params, ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        // SAFETY: `p` passed the shape check; the size depends on its dims alone.
+        let bytes = unsafe { mambac_cuda_mamba2_decode_layer_scratch_bytes(p) };
+        // SAFETY: `ctx` is live (the trait's contract) and the shape check found its residual
+        // input present.
+        unsafe {
+            with_scratch(ctx, crate::mamba2_layer_step::slot::RESIDUAL, bytes.max(16), Self::OP, |scratch| {
+                p.scratch = scratch;
+                // SAFETY: as for SelectiveScan's launch, with `scratch` holding the `bytes` the
+                // kernels asked for until they have run.
+                launch_result(mambac_cuda_mamba2_decode_layer(p, stream), Self::OP)
             })
         }
     }

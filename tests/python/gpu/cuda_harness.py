@@ -67,6 +67,7 @@ ScanParams = abi_struct("SelectiveScanParams")
 SsdParams = abi_struct("SsdScanParams")
 ConvParams = abi_struct("CausalConv1dParams")
 StepParams = abi_struct("MambaLayerStepParams")
+Step2Params = abi_struct("Mamba2LayerStepParams")
 vp = ctypes.c_void_p
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
 lib.mambac_cuda_ssd_scan.argtypes = [ctypes.POINTER(SsdParams), vp]
@@ -81,6 +82,9 @@ lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
 lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
 lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(StepParams)]
 lib.mambac_cuda_decode_layer_scratch_bytes.restype = ctypes.c_size_t
+lib.mambac_cuda_mamba2_decode_layer.argtypes = [ctypes.POINTER(Step2Params), vp]
+lib.mambac_cuda_mamba2_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(Step2Params)]
+lib.mambac_cuda_mamba2_decode_layer_scratch_bytes.restype = ctypes.c_size_t
 # (lanes, ch, w, s, cpt, step): ScanConfig (cpp/cuda/selective_scan.h); 0 = automatic.
 SCAN_CFG_LEN = 6
 lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(ScanParams), vp] + [ctypes.c_int] * SCAN_CFG_LEN
@@ -90,6 +94,7 @@ lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(ConvParams), vp] + 
 # (loads in flight a thread, longest K tile, blocks a multiprocessor, tensor cores 1/-1):
 # DecodeTuning; 0 = default.
 lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 4
+lib.mambac_cuda_mamba2_decode_layer_tuned.argtypes = [ctypes.POINTER(Step2Params), vp] + [ctypes.c_int] * 4
 
 
 def ptr(t):
@@ -239,21 +244,63 @@ def step_params(x, outs, dtype, eps=1e-5, scratch=None):
                       **{STEP_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
+def layer_outputs(x, poison):
+    """A decode step's outputs (residual, conv_state, ssm_state), shaped like its inputs and
+    filled with `poison`."""
+    return {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
+
+
+def launch_layer(p, name, poison, tuning):
+    """Runs layer `name` ("decode_layer" or "mamba2_decode_layer") on params `p` with the scratch
+    it asks for, poisoned, and DecodeTuning `tuning` when given. Returns the status."""
+    nbytes = getattr(lib, f"mambac_cuda_{name}_scratch_bytes")(ctypes.byref(p))
+    scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
+    p.scratch = ptr(scratch)
+    if tuning is None:
+        rc = getattr(lib, f"mambac_cuda_{name}")(ctypes.byref(p), stream())
+    else:
+        rc = getattr(lib, f"mambac_cuda_{name}_tuned")(ctypes.byref(p), stream(), *tuning)
+    torch.cuda.synchronize()
+    return rc
+
+
 def run_step(x, dtype, eps=1e-5, poison=float("nan"), tuning=None):
     """One decode step on poisoned outputs and scratch (stale values must not leak), with the
     GEMVs' DecodeTuning forced when `tuning` is given. Returns (status, {residual, conv_state,
     ssm_state})."""
-    outs = {k: torch.full_like(x[k], poison) for k in ("residual", "conv_state", "ssm_state")}
-    p = step_params(x, outs, dtype, eps)
-    nbytes = lib.mambac_cuda_decode_layer_scratch_bytes(ctypes.byref(p))
-    scratch = torch.full((max(1, nbytes // 4),), poison, device=dev)
-    p.scratch = ptr(scratch)
-    if tuning is None:
-        rc = lib.mambac_cuda_decode_layer(ctypes.byref(p), stream())
-    else:
-        rc = lib.mambac_cuda_decode_layer_tuned(ctypes.byref(p), stream(), *tuning)
-    torch.cuda.synchronize()
-    return rc, outs
+    outs = layer_outputs(x, poison)
+    return launch_layer(step_params(x, outs, dtype, eps), "decode_layer", poison, tuning), outs
+
+
+# --- Mamba2LayerStep ----------------------------------------------------------------------------
+# The op's input names (ops_reference.MAMBA2_STEP_INPUTS) -> the ABI struct's fields.
+STEP2_FIELDS = {"conv_state": "conv_state_in", "ssm_state": "ssm_state_in", "residual": "residual_in",
+                "norm_weight": "norm_weight", "in_proj_weight": "in_proj_weight", "in_proj_bias": "in_proj_bias",
+                "conv_weight": "conv_weight", "conv_bias": "conv_bias", "dt_bias": "dt_bias", "A": "a", "D": "d",
+                "gate_norm_weight": "gate_norm_weight", "out_proj_weight": "out_proj_weight",
+                "out_proj_bias": "out_proj_bias"}
+
+
+def step2_params(x, outs, dtype, attrs, scratch=None):
+    """x: the op's inputs by name; outs: residual, conv_state, ssm_state; attrs: eps, dt_min,
+    dt_max, norm_before_gate (the op's attributes). ngroups comes from the shapes, as the op's
+    check derives it."""
+    batch, heads, head_dim, dstate = x["ssm_state"].shape
+    conv_dim, width = x["conv_weight"].shape
+    ngroups = (conv_dim - heads * head_dim) // (2 * dstate)
+    return Step2Params(elem=DTYPES[dtype][1], batch=batch, hidden=x["residual"].shape[-1], heads=heads,
+                       head_dim=head_dim, ngroups=ngroups, dstate=dstate, width=width, eps=attrs["eps"],
+                       dt_min=attrs["dt_min"], dt_max=attrs["dt_max"], norm_before_gate=bool(attrs["norm_before_gate"]),
+                       residual_out=ptr(outs["residual"]), conv_state_out=ptr(outs["conv_state"]),
+                       ssm_state_out=ptr(outs["ssm_state"]), scratch=ptr(scratch),
+                       **{STEP2_FIELDS[k]: ptr(v) for k, v in x.items()})
+
+
+def run_step2(x, dtype, attrs, poison=float("nan"), tuning=None):
+    """One Mamba-2 decode step, as run_step. Returns (status, {residual, conv_state,
+    ssm_state})."""
+    outs = layer_outputs(x, poison)
+    return launch_layer(step2_params(x, outs, dtype, attrs), "mamba2_decode_layer", poison, tuning), outs
 
 
 # --- Comparing ---------------------------------------------------------------------------------
@@ -354,4 +401,34 @@ def step_inputs(batch, hidden, inner, dstate, rank, width, dtype, opts, seed):
         "D": r(inner) if on("D") else None,
         "out_proj_weight": (r(inner, hidden) / inner ** 0.5).to(t),
         "out_proj_bias": (0.1 * r(hidden)).to(t) if on("proj_bias", False) else None,
+    }
+
+
+def step2_inputs(batch, hidden, heads, head_dim, ngroups, dstate, width, dtype, opts, seed):
+    """test_decode_graph_mamba2.py's distributions (step_feeds): weights scaled like a trained
+    layer's, A = -exp(N(0, 1)), dt_bias ~ N(-1, 0.5) so softplus sees both signs. The residual,
+    ssm_state and the per-head / norm weights are float32, the rest T. opts: "bias" (in_proj and
+    out_proj biases, default on), "conv_bias", "dt_bias", "D" (default on)."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    t = DTYPES[dtype][0]
+    on = lambda k: opts.get(k, True)  # noqa: E731
+    inner = heads * head_dim
+    conv_dim = inner + 2 * ngroups * dstate
+    in_dim = inner + conv_dim + heads
+    return {
+        "conv_state": r(batch, conv_dim, width - 1).to(t),
+        "ssm_state": r(batch, heads, head_dim, dstate),
+        "residual": r(batch, 1, hidden),
+        "norm_weight": 1 + 0.1 * r(hidden),
+        "in_proj_weight": (r(hidden, in_dim) / hidden ** 0.5).to(t),
+        "in_proj_bias": (0.1 * r(in_dim)).to(t) if on("bias") else None,
+        "conv_weight": (0.5 * r(conv_dim, width)).to(t),
+        "conv_bias": (0.1 * r(conv_dim)).to(t) if on("conv_bias") else None,
+        "dt_bias": 0.5 * r(heads) - 1.0 if on("dt_bias") else None,
+        "A": -torch.exp(r(heads)),
+        "D": r(heads) if on("D") else None,
+        "gate_norm_weight": 1 + 0.1 * r(inner),
+        "out_proj_weight": (r(inner, hidden) / inner ** 0.5).to(t),
+        "out_proj_bias": (0.1 * r(hidden)).to(t) if on("bias") else None,
     }

@@ -96,10 +96,6 @@ pub enum DecodeGraphMismatch {
     NotDerived { model: PathBuf },
     #[error("ORT cannot capture it as a CUDA graph while it can the model")]
     CaptureDiffers,
-    /// Its layers are an op libmambac_ops has no CUDA kernel of (`Mamba2LayerStep`): on the CUDA
-    /// EP every step would copy the states to the host and back, and run the layers on the CPU.
-    #[error("its {op} nodes have no CUDA kernel (they would run on the CPU); use --decode-graph off on the CUDA EP")]
-    NoCudaKernel { op: String },
 }
 
 fn token_message(what: &str, id: i64, position: &str, vocab: Option<usize>) -> String {

@@ -14,13 +14,10 @@ pub enum Ep {
 /// --decode-graph`: one fused MambaLayerStep node a layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecodeGraphChoice {
-    /// On the CUDA EP when the file exists, up to [`crate::DECODE_GRAPH_MAX_BATCH`] sequences;
-    /// not a decode graph whose layers have no CUDA kernel (Mamba-2's), which is left out with a
-    /// warning.
+    /// On the CUDA EP when the file exists, up to [`crate::DECODE_GRAPH_MAX_BATCH`] sequences.
     #[default]
     Auto,
-    /// Required (an error when missing or unusable), on any EP, at any batch size; on the CUDA EP
-    /// not a decode graph whose layers have no CUDA kernel (Mamba-2's).
+    /// Required (an error when missing or unusable), on any EP, at any batch size.
     On,
     /// Never.
     Off,

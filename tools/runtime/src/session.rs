@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 
 use crate::environment::{find_ops_lib, init_ort};
-use crate::error::{DecodeGraphMismatch, Error, Result, Warning};
+use crate::error::{Error, Result, Warning};
 use crate::options::{DecodeGraphChoice, Ep, SessionOptions};
 use crate::ort_search::find_ort_library;
 use crate::shared_weights::SharedWeights;
@@ -41,14 +41,9 @@ pub(crate) fn open_generation_session(
     }
 }
 
-/// The decode graph to open beside `model`, if `opts.decode_graph` asks for one. On the CUDA EP,
-/// one whose layers have no CUDA kernel (Mamba-2's `Mamba2LayerStep`) is refused (`On`) or left
-/// out with a warning (`Auto`).
-pub(crate) fn decode_graph_for(
-    model: &Path,
-    opts: &SessionOptions,
-    warn: &mut dyn FnMut(Warning),
-) -> Result<Option<PathBuf>> {
+/// The decode graph to open beside `model`, if `opts.decode_graph` asks for one. Both layer ops
+/// (MambaLayerStep, Mamba2LayerStep) have CUDA kernels, so the choice does not depend on which.
+pub(crate) fn decode_graph_for(model: &Path, opts: &SessionOptions) -> Result<Option<PathBuf>> {
     let path = mambac_compiler::emit::decode_graph::decode_graph_path(model);
     let path = match opts.decode_graph {
         DecodeGraphChoice::Off => return Ok(None),
@@ -57,18 +52,6 @@ pub(crate) fn decode_graph_for(
         DecodeGraphChoice::On if path.is_file() => path,
         DecodeGraphChoice::On => return Err(Error::DecodeGraphMissing(path)),
     };
-    if opts.ep == Ep::Cuda {
-        // An unreadable file is left to the session, whose error names it.
-        let op = mambac_compiler::emit::decode_graph::layer_step_op(&path).ok().flatten();
-        if let Some(op) = op.filter(|op| mambac_op_schema::CPU_ONLY_OPS.contains(&op.as_str())) {
-            let reason = DecodeGraphMismatch::NoCudaKernel { op };
-            if opts.decode_graph == DecodeGraphChoice::On {
-                return Err(Error::DecodeGraphUnusable { path, reason });
-            }
-            warn(Warning::DecodeGraphUnused { path, reason });
-            return Ok(None);
-        }
-    }
     Ok(Some(path))
 }
 

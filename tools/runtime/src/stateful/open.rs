@@ -31,7 +31,7 @@ impl StatefulSession {
         opts: &SessionOptions,
         warn: &mut dyn FnMut(Warning),
     ) -> Result<StatefulSession> {
-        let decode_path = decode_graph_for(model, opts, warn)?;
+        let decode_path = decode_graph_for(model, opts)?;
         // On the CUDA EP both sessions get the large weights as one set of device values (else
         // each would load its own copy). If that fails, each session loads its own: more memory,
         // same results.
