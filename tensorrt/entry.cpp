@@ -18,12 +18,14 @@ namespace mambac::trt {
 extern std::atomic<ILoggerFinder*> g_logger_finder;
 IPluginCreatorInterface* selective_scan_creator();
 IPluginCreatorInterface* ssd_scan_creator();
+IPluginCreatorInterface* mamba2_layer_step_creator();
 IPluginCreatorInterface* causal_conv1d_creator();
 IPluginCreatorInterface* layer_step_creator();
 
 IPluginCreatorInterface* const* creators(int32_t& count) noexcept {
   static IPluginCreatorInterface* const list[] = {selective_scan_creator(), causal_conv1d_creator(),
-                                                  layer_step_creator(), ssd_scan_creator()};
+                                                  layer_step_creator(), ssd_scan_creator(),
+                                                  mamba2_layer_step_creator()};
   count = static_cast<int32_t>(sizeof list / sizeof list[0]);
   return list;
 }

@@ -1,6 +1,7 @@
 // The TensorRT side of the fused ops: one IPluginV3 class template (IPluginV3OneCore / OneBuild /
 // OneRuntime) over a small per-op description (selective_scan_plugin.cpp, ssd_scan_plugin.cpp,
-// causal_conv1d_plugin.cpp, layer_step_plugin.cpp), and one IPluginCreatorV3One per op (entry.cpp).
+// causal_conv1d_plugin.cpp, layer_step_plugin.cpp, mamba2_layer_step_plugin.cpp), and one
+// IPluginCreatorV3One per op (entry.cpp).
 //
 // The shape and type rules are cpp/shape_check.cpp's, the kernels cpp/cuda's c_api.cu: this layer
 // only maps TensorRT's tensors onto the op's input slots, parses the node attributes (plugin
@@ -26,6 +27,8 @@ size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, 
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept;
 int mambac_cuda_decode_layer(const mambac::MambaLayerStepParams* p, void* stream) noexcept;
 size_t mambac_cuda_decode_layer_scratch_bytes(const mambac::MambaLayerStepParams* p) noexcept;
+int mambac_cuda_mamba2_decode_layer(const mambac::Mamba2LayerStepParams* p, void* stream) noexcept;
+size_t mambac_cuda_mamba2_decode_layer_scratch_bytes(const mambac::Mamba2LayerStepParams* p) noexcept;
 const char* mambac_cuda_error_string(int err) noexcept;
 }
 

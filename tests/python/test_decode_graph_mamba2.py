@@ -223,7 +223,9 @@ def test_op_runs_on_good_inputs():
     assert res.shape == (2, 1, 8) and conv.shape == (2, 32, 3) and ssm.shape == (2, 4, 4, 4)
 
 
-@pytest.mark.parametrize("name,shape,dtype,message", [
+# Each input broken in turn, with the message naming it (the TensorRT plugin gives the same:
+# tests/python/test_tensorrt_plugin.py).
+BAD_INPUTS = [
     ("conv_state", [2, 32], np.float32,
      "input 'conv_state' has shape [2, 32], expected [batch, conv_dim, width - 1]"),
     ("conv_state", [2, 34, 3], np.float32,
@@ -259,7 +261,10 @@ def test_op_runs_on_good_inputs():
     ("out_proj_weight", [8, 16], np.float32,
      "input 'out_proj_weight' has shape [8, 16], expected [16, 8] ([inner, hidden])"),
     ("out_proj_bias", [16], np.float32, "input 'out_proj_bias' has shape [16], expected [8] (hidden from 'residual')"),
-])
+]
+
+
+@pytest.mark.parametrize("name,shape,dtype,message", BAD_INPUTS)
 def test_op_names_the_broken_input(name, shape, dtype, message):
     feeds = good()
     feeds[name] = np.ones(shape, dtype)
@@ -280,13 +285,16 @@ def test_op_needs_its_required_inputs_and_outputs():
     assert "Mamba2LayerStep: outputs 'residual_out', 'conv_state_out' and 'ssm_state_out' are required" in str(e.value)
 
 
-@pytest.mark.parametrize("attrs,message", [
+BAD_ATTRIBUTES = [
     ({"epsilon": -1.0}, "attribute 'epsilon' is -1, expected a positive number"),
     ({"epsilon": 0.0}, "attribute 'epsilon' is 0, expected a positive number"),
     ({"norm_before_gate": 2}, "attribute 'norm_before_gate' is 2, expected 0 or 1"),
     ({"dt_min": float("inf")}, "attribute 'dt_min' is inf, expected a number below +inf"),
     ({"dt_min": 0.5, "dt_max": 0.25}, "attribute 'dt_max' is 0.25, expected at least dt_min (0.5)"),
-])
+]
+
+
+@pytest.mark.parametrize("attrs,message", BAD_ATTRIBUTES)
 def test_op_names_the_bad_attribute(attrs, message):
     with pytest.raises(Exception) as e:
         run_step(good(), **attrs)

@@ -6,9 +6,11 @@ tests/python/gpu/test_tensorrt_enqueue.py."""
 
 import subprocess
 
+import numpy as np
 import pytest
 
-from ops_reference import one_node_model, session
+import test_decode_graph_mamba2 as mamba2
+from ops_reference import MAMBA2_STEP_INPUTS, one_node_model, session
 from test_ops_errors import ERRORS
 from test_ops_ssd import SSD_BAD, good_feeds
 from test_ops_ssd import SSD_INPUTS as SSD_SLOTS
@@ -57,7 +59,7 @@ def test_needs_no_tensorrt_or_cuda_library():
 
 
 def test_creators_name_version_namespace_and_fields(tmp_path):
-    out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\nop SsdScan\n", tmp_path)
+    out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\nop SsdScan\nop Mamba2LayerStep\n", tmp_path)
     assert out == [
         "creator SelectiveScan version 1 namespace mambac",
         "field names: delta_softplus=<5> present_inputs=<5>",
@@ -67,6 +69,8 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
         "field names: epsilon=<1> present_inputs=<5>",
         "creator SsdScan version 1 namespace mambac",
         "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> present_inputs=<5>",
+        "creator Mamba2LayerStep version 1 namespace mambac",
+        "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
     ]
 
 
@@ -416,3 +420,112 @@ def test_ssd_scan_workspace_covers_every_seqlen_of_the_profile(tmp_path):
     got = workspaces(run(script, tmp_path))
     assert got == [max(by_len[L] for L in range(lo, hi + 1)) for lo, hi, _ in profiles]
     assert got[0] == by_len[512] and got[2] == by_len[600] and got[3] == 0
+
+
+# Mamba2LayerStep at test_decode_graph_mamba2.py's error sizes: batch 2, hidden 8, 4 heads of 4,
+# 2 groups, dstate 4, width 4 (inner 16, conv_dim 32, in_dim 52).
+def mamba2_script(feeds, fields=""):
+    mask = sum(1 << k for k, n in enumerate(MAMBA2_STEP_INPUTS) if n in feeds)
+    return (f"op Mamba2LayerStep\nfield present_inputs i32 {mask}\n{fields}create\n"
+            + harness_inputs(feeds, [n for n in MAMBA2_STEP_INPUTS if n in feeds]))
+
+
+def test_mamba2_layer_step_shapes_types_formats_and_workspace(tmp_path):
+    feeds = mamba2.good()
+    for k in ("in_proj_bias", "conv_bias", "out_proj_bias"):  # as Mamba-2 checkpoints have them
+        del feeds[k]
+    symbolic = mamba2_script(feeds).replace("in float32 2,", "in float32 b,").replace("in float32 2,", "in float32 b,")
+    script = symbolic + "shapes\ntypes\n" + mamba2_script(feeds).replace("in float32", "in float16", 1) + "formats\n"
+    script += mamba2_script(feeds) + "configure\n"
+    out = run(script, tmp_path)
+    assert errors(out) == []
+    assert "shapes rc=0 [b, 1, 8] [b, 32, 3] [b, 4, 4, 4]" in out and "types: float32 float32 float32" in out
+    # conv_state (pos 0) sets T; the states, residual, norm weights, dt_bias, A and D are float32.
+    assert [l for l in out if l.startswith("pos ")] == [
+        "pos 0: float32 float16 bfloat16",
+        "pos 1: float32",   # ssm_state
+        "pos 2: float32",   # residual
+        "pos 3: float32",   # norm_weight
+        "pos 4: float16",   # in_proj_weight
+        "pos 5: float16",   # conv_weight
+        "pos 6: float32",   # dt_bias
+        "pos 7: float32",   # A
+        "pos 8: float32",   # D
+        "pos 9: float32",   # gate_norm_weight
+        "pos 10: float16",  # out_proj_weight
+        "pos 11: float32",  # residual_out
+        "pos 12: float16",  # conv_state_out
+        "pos 13: float32",  # ssm_state_out
+    ]
+    configured = out[-1]
+    assert configured.startswith("configure rc=0 workspace=") and configured.endswith(" onShapeChange rc=0"), out
+    assert int(configured.split("workspace=")[1].split()[0]) > 0
+
+
+# The ORT op's messages (test_decode_graph_mamba2.py), whole.
+MAMBA2_BAD_INPUTS = mamba2.BAD_INPUTS
+
+
+@pytest.mark.parametrize("name,shape,dtype,message", MAMBA2_BAD_INPUTS,
+                         ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}-{np.dtype(c[2])}" for c in MAMBA2_BAD_INPUTS])
+def test_mamba2_layer_step_shape_errors_are_the_ort_ops_messages(tmp_path, name, shape, dtype, message):
+    feeds = mamba2.good()
+    feeds[name] = np.ones(shape, dtype)
+    out = run(mamba2_script(feeds) + "configure_raw\n", tmp_path)
+    assert errors(out) == [f"Mamba2LayerStep: {message}"] * 3
+    assert out[-1] == "configure rc=-1 onShapeChange rc=-1 enqueue rc=-1"
+
+
+def test_mamba2_layer_step_cuda_batch_limit(tmp_path):
+    def script(batch):
+        feeds = mamba2.step_feeds(np.random.default_rng(0), np.float32, 1, 8, 4, 4, 2, 4, 4)
+        return mamba2_script(feeds).replace("in float32 1,", f"in float32 {batch},") + "configure\n"
+
+    out = run(script(65535) + script(65536), tmp_path)
+    assert errors(out) == ["Mamba2LayerStep: batch 65536 is more than the CUDA kernels take (65535)"] * 3
+    configured = [l for l in out if l.startswith("configure")]
+    assert configured[0].startswith("configure rc=0 workspace=") and configured[0].endswith(" onShapeChange rc=0")
+    assert configured[1] == "configure rc=-1 workspace=0 onShapeChange rc=-1"
+
+
+def attr_field(name, value):
+    kind = "i32" if isinstance(value, int) else "f32"
+    return f"field {name} {kind} {value}\n"
+
+
+MAMBA2_BAD_FIELDS = [(attrs, f"Mamba2LayerStep: {message}") for attrs, message in mamba2.BAD_ATTRIBUTES] + [
+    ({"epsilon": float("nan")}, "Mamba2LayerStep: attribute 'epsilon' is NaN, expected a positive number"),
+    ({"dt_max": float("nan")}, "Mamba2LayerStep: attribute 'dt_max' is NaN, expected at least dt_min (0)"),
+    ({"norm_before_gate": 1.0}, "Mamba2LayerStep: attribute 'norm_before_gate' must be an int"),
+    ({"epsilon": 1}, "Mamba2LayerStep: attribute 'epsilon' must be a float"),
+]
+
+
+@pytest.mark.parametrize("attrs,message", MAMBA2_BAD_FIELDS, ids=[m.split(": ")[1] for _, m in MAMBA2_BAD_FIELDS])
+def test_mamba2_layer_step_bad_fields_give_the_ort_ops_messages(tmp_path, attrs, message):
+    out = run("op Mamba2LayerStep\n" + "".join(attr_field(k, v) for k, v in attrs.items()) + "create\n", tmp_path)
+    assert errors(out) == [message]
+    assert out[-1] == "create null"
+    with pytest.raises(ERRORS) as e:  # the ONNX Runtime op, on a node with the same attributes
+        mamba2.run_step(mamba2.good(), **attrs)
+    assert message in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "fields,serialized",
+    [
+        ("", "epsilon=1e-05 dt_min=0 dt_max=inf norm_before_gate=0"),
+        ("field epsilon f32 0.001\nfield dt_min f32 0.01\nfield dt_max f32 0.5\nfield norm_before_gate i32 1\n"
+         "field present_inputs i32 8031\n",
+         "epsilon=0.001 dt_min=0.01 dt_max=0.5 norm_before_gate=1 present_inputs=8031"),
+    ],
+)
+def test_mamba2_layer_step_serialization_round_trip_and_clone(tmp_path, fields, serialized):
+    out = run(f"op Mamba2LayerStep\n{fields}create\nserialize\nclone\n", tmp_path)
+    assert out[2:] == [
+        "create ok",
+        f"serialized: {serialized}",
+        f"deserialized: {serialized}",
+        "clone Mamba2LayerStep 1 mambac",
+        f"clone fields: {serialized}",
+    ]

@@ -23,12 +23,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ops_reference import (  # noqa: E402
     DTYPES,
     assert_close,
+    MAMBA2_STEP_INPUTS,
     causal_conv1d_ref,
     f64,
+    mamba2_layer_step_ref,
     mismatch,
     selective_scan_ref,
     softplus,
     ssd_scan_ref,
+    worst_rel,
 )
 from trt_harness import require_built, run  # noqa: E402
 
@@ -220,3 +223,67 @@ def test_mamba_layer_step_float32(tmp_path, batch):
     refs = layer_step_ref(*arrays, eps)
     for k, (name, ref) in enumerate(zip(["residual_out", "conv_state_out", "ssm_state_out"], refs)):
         assert_close(read(d, k, np.float32, ref.shape), ref, "float32", name)
+
+
+MAMBA2_GRID = [
+    # batch, hidden, heads, head_dim, ngroups, dstate, width, biases, norm_before_gate, (dt_min, dt_max)
+    (2, 64, 4, 16, 2, 16, 4, True, False, None),
+    (3, 40, 6, 4, 3, 5, 3, False, True, (0.05, 0.5)),  # no in_proj / conv / out_proj bias: a gap in the slots
+]
+
+
+def mamba2_arrays(batch, hidden, heads, head_dim, ngroups, dstate, width, biases, t, seed):
+    """tests/python/gpu/cuda_harness.py step2_inputs' distributions: weights scaled like a trained
+    layer's, A = -exp(N(0, 1)), dt_bias ~ N(-1, 0.5). The residual, ssm_state, the per-head and
+    norm weights are float32, the rest T. Returns {name: array} of the present inputs."""
+    rng = np.random.default_rng(seed)
+    r = lambda *shape: rng.standard_normal(shape)  # noqa: E731
+    f = np.float32
+    inner = heads * head_dim
+    conv_dim = inner + 2 * ngroups * dstate
+    in_dim = inner + conv_dim + heads
+    a = {
+        "conv_state": r(batch, conv_dim, width - 1).astype(t),
+        "ssm_state": r(batch, heads, head_dim, dstate).astype(f),
+        "residual": r(batch, 1, hidden).astype(f),
+        "norm_weight": (1 + 0.1 * r(hidden)).astype(f),
+        "in_proj_weight": (r(hidden, in_dim) / hidden ** 0.5).astype(t),
+        "in_proj_bias": (0.1 * r(in_dim)).astype(t),
+        "conv_weight": (0.5 * r(conv_dim, width)).astype(t),
+        "conv_bias": (0.1 * r(conv_dim)).astype(t),
+        "dt_bias": (0.5 * r(heads) - 1.0).astype(f),
+        "A": -np.exp(r(heads)).astype(f),
+        "D": r(heads).astype(f),
+        "gate_norm_weight": (1 + 0.1 * r(inner)).astype(f),
+        "out_proj_weight": (r(inner, hidden) / inner ** 0.5).astype(t),
+        "out_proj_bias": (0.1 * r(hidden)).astype(t),
+    }
+    if not biases:
+        for k in ("in_proj_bias", "conv_bias", "out_proj_bias"):
+            del a[k]
+    return a
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", MAMBA2_GRID, ids=str)
+def test_mamba2_layer_step(tmp_path, dtype, case):
+    batch, hidden, heads, head_dim, ngroups, dstate, width, biases, nbg, limit = case
+    t = DTYPES[dtype][0]
+    feeds = mamba2_arrays(batch, hidden, heads, head_dim, ngroups, dstate, width, biases, t, seed=hidden + batch)
+    present = [n for n in MAMBA2_STEP_INPUTS if n in feeds]
+    mask = sum(1 << k for k, n in enumerate(MAMBA2_STEP_INPUTS) if n in feeds)
+    lo, hi = limit or (0.0, np.inf)
+    fields = [f"present_inputs i32 {mask}", "epsilon f32 1e-5", f"norm_before_gate i32 {int(nbg)}"]
+    fields += [f"dt_min f32 {lo}", f"dt_max f32 {hi}"] if limit else []
+    d = enqueue(tmp_path, "Mamba2LayerStep", fields, [feeds[n] for n in present])
+    res_ref, conv_ref, ssm_ref = mamba2_layer_step_ref(feeds, 1e-5, lo, hi, nbg)
+    residual = feeds["residual"]
+    got = [read(d, 0, np.float32, res_ref.shape), read(d, 1, t, conv_ref.shape), read(d, 2, np.float32, ssm_ref.shape)]
+    fails = [
+        # The layer's contribution, not residual_out itself: the residual would hide its error.
+        mismatch(got[0] - residual, res_ref - residual, dtype, "residual_out - residual", scaled_atol=True),
+        mismatch(got[1], conv_ref, dtype, "conv_state_out", scaled_atol=True),
+        mismatch(got[2], ssm_ref, dtype, "ssm_state_out", scaled_atol=True),
+    ]
+    assert [f for f in fails if f] == []
+    assert worst_rel(got[2], feeds["ssm_state"]) > 1e-2  # the state moved
