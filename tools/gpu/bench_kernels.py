@@ -76,9 +76,11 @@ def bench_decode():
     rows = []
     for op, dtype, B, D, L in [("scan", "float16", 1, 5120, 1), ("scan", "float16", 8, 5120, 1),
                                ("scan", "float16", 1, 1536, 1), ("scan", "float32", 1, 5120, 1),
-                               ("scan", "float16", 1, 5120, 2), ("scan", "float16", 1, 5120, 4),
+                               ("scan", "float16", 64, 5120, 1), ("scan", "float16", 1, 5120, 2),
+                               ("scan", "float16", 1, 5120, 4),
                                ("scan", "float16", 1, 5120, 8), ("scan", "float16", 8, 5120, 4),
                                ("conv", "float16", 1, 5120, 1), ("conv", "float16", 8, 5120, 1),
+                               ("conv", "float16", 64, 5120, 1),
                                ("conv", "float16", 1, 5120, 4), ("conv", "float16", 8, 5120, 4),
                                ("conv", "float16", 1, 5120, 16)]:
         sets = (scan_sets if op == "scan" else conv_sets)(B, L, D, dtype, True, 300)
