@@ -142,21 +142,18 @@ pub fn generate<E: From<Error>>(
         }
         let ids: Vec<i64> = out.ids.iter().map(|s| *s.last().expect("one token per prompt after prefill")).collect();
         // Greedy decoding takes the graph's own pick: `batch` ids leave the device, not
-        // `batch` x vocab logits.
-        let picked = if greedy_in_graph { Some(sess.step_greedy(&ids, 1)?) } else { None };
-        let logits = match picked {
-            Some(_) => None,
-            None => Some(sess.step(&ids, 1, Keep::Last)?),
-        };
-        for (j, sampler) in samplers.iter_mut().enumerate() {
-            if done[j] {
-                continue;
-            }
-            let t = match (&picked, &logits) {
-                (Some(p), _) => p[j],
-                (None, Some(l)) => sampler.sample(l.last(j))? as i64,
-                (None, None) => unreachable!("one of the two is made above"),
+        // `batch` x vocab logits. Finished sequences draw nothing (their samplers' RNGs stay put).
+        let next: Vec<Option<i64>> = if greedy_in_graph {
+            sess.step_greedy(&ids, 1)?.into_iter().map(Some).collect()
+        } else {
+            let logits = sess.step(&ids, 1, Keep::Last)?;
+            let sample = |(j, s): (usize, &mut Sampler)| -> Result<Option<i64>> {
+                Ok(if done[j] { None } else { Some(s.sample(logits.last(j))? as i64) })
             };
+            samplers.iter_mut().enumerate().map(sample).collect::<Result<_>>()?
+        };
+        for (j, t) in next.into_iter().enumerate() {
+            let Some(t) = t.filter(|_| !done[j]) else { continue };
             out.ids[j].push(t);
             done[j] = opts.stop_ids.contains(&t);
             out.decode_tokens += 1;
