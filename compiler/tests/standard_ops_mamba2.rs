@@ -225,7 +225,11 @@ fn a_custom_op_left_is_refused() {
     let w = constant(&mut g, "w", random(24, 1), &[6, 4]);
     let conv = g.add(
         "layers.3.conv",
-        Op::CausalConv1d(mambac_compiler::ir::CausalConv1dConfig { silu: true, final_state: false }),
+        Op::CausalConv1d(mambac_compiler::ir::CausalConv1dConfig {
+            silu: true,
+            final_state: false,
+            slices: Default::default(),
+        }),
         &[Some(x), Some(w), None, None],
     );
     g.add_output("y", conv.into());

@@ -32,6 +32,7 @@ from mambac.reference import (  # noqa: E402,F401  (re-exported: the tests impor
     mamba2_layer_step_ref,
     mamba_layer_step_ref,
     selective_scan_ref,
+    sliced,
     softplus,
     ssd_dt,
     ssd_scan_ref,
@@ -77,7 +78,8 @@ def one_node_model(op, input_names, feeds, outputs, attrs=None):
     """A model with one `mambac` node. `input_names` holds every slot in order ("" = absent);
     graph inputs take the types of `feeds`; shapes are left open so bad shapes reach the op."""
     node = helper.make_node(op, input_names, outputs, domain="mambac", **(attrs or {}))
-    inputs = [helper.make_tensor_value_info(n, onnx_type(feeds[n]), None) for n in input_names if n]
+    # One graph input per name: a packed tensor may feed several slots (sliced inputs).
+    inputs = [helper.make_tensor_value_info(n, onnx_type(feeds[n]), None) for n in dict.fromkeys(input_names) if n]
     types = output_types(op, feeds, input_names)
     outs = [helper.make_tensor_value_info(n, t, None) for n, t in zip(outputs, types) if n]
     graph = helper.make_graph([node], op, inputs, outs)
