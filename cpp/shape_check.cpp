@@ -266,6 +266,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   Checker ck("SsdScan", inputs, count, names, kSsdScanInputs);
 
   for (size_t i : {X, DT, A, B, C}) ck.require(i);
+  ck.not_sliced({X, A, B, C, D, DT_BIAS, INITIAL_STATE});
 
   const int32_t t = ck.float_type(X);
   ck.shape_is(X, {"batch", "seqlen", "heads", "head_dim"}, "");
@@ -274,7 +275,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   const char* same_as_x = " (same as 'x')";
 
   ck.type_is(DT, t, same_as_x);
-  ck.shape_is(DT, {batch, seqlen, heads}, " ([batch, seqlen, heads] from 'x')");
+  const int64_t dt_stride = ck.view_is(DT, {batch, seqlen, heads}, " ([batch, seqlen, heads] from 'x')");
 
   ck.type_is(A, kOnnxFloat, "");
   ck.shape_is(A, {heads}, " (heads from 'x')");
@@ -309,6 +310,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   p.ngroups = static_cast<size_t>(ngroups);
   p.dstate = static_cast<size_t>(dstate);
   p.elem = elem_of(t);
+  p.dt_stride = static_cast<size_t>(dt_stride);
   return p;
 }
 

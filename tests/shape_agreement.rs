@@ -316,7 +316,13 @@ fn ssd_scan_checks_agree() {
     for case in 0..3000 {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
         let final_state = (case / 3) % 2 == 1;
-        let op = Op::SsdScan(SsdScanConfig { dt_softplus: true, dt_min: 0.0, dt_max: f64::INFINITY, final_state });
+        let op = Op::SsdScan(SsdScanConfig {
+            dt_softplus: true,
+            dt_min: 0.0,
+            dt_max: f64::INFINITY,
+            final_state,
+            slices: Default::default(),
+        });
         let mut inputs = ssd_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
@@ -442,6 +448,42 @@ fn sliced_causal_conv1d_checks_agree() {
             })
             .map_err(|e| e.what().to_string());
         if compare(&format!("sliced conv case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn sliced_ssd_scan_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261204);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = ssd_inputs(&mut rng, elem);
+        let slices = slice_some(&mut rng, &mut inputs, &[1]);
+        let cfg = SsdScanConfig {
+            dt_softplus: true,
+            dt_min: 0.0,
+            dt_max: f64::INFINITY,
+            final_state: true,
+            slices: slices.clone(),
+        };
+        let op = Op::SsdScan(cfg);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
+        }
+        let cpp = check_ssd_scan(&sliced_descs(&inputs, &slices))
+            .map(|p| {
+                vec![
+                    out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
+                    out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
+                ]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("sliced ssd case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

@@ -144,6 +144,7 @@ fn ssd_scan_with_every_option() {
             dt_min: var.dt_min,
             dt_max: var.dt_max,
             final_state: var.optional,
+            slices: Default::default(),
         };
         let scan = g.add("scan", Op::SsdScan(cfg), &[Some(x), Some(dt), Some(a), Some(bb), Some(cc), d, dt_bias, h0]);
         g.add_output("y", scan.into());

@@ -58,7 +58,8 @@ pub mod ffi {
     /// buffer; 0 = absent.
     ///
     ///   x, y               [batch, seqlen, heads, head_dim]    T
-    ///   dt                 [batch, seqlen, heads]              T
+    ///   dt                 [batch, seqlen, heads]              T   (rows: dt_stride apart; heads
+    ///                                                              when contiguous, more when sliced)
     ///   a, d, dt_bias      [heads]                             f32 (a already negative)
     ///   b, c               [batch, seqlen, ngroups, dstate]    T
     ///   initial_state,
@@ -77,6 +78,7 @@ pub mod ffi {
         dt_softplus: bool,
         dt_min: f32,
         dt_max: f32,
+        dt_stride: usize,
         x: usize,
         dt: usize,
         a: usize,

@@ -132,6 +132,11 @@ pub mod ssd_scan {
     /// Float attributes: the clamp of dt (transformers' `time_step_limit`).
     pub const DT_MIN: Name = name!("dt_min");
     pub const DT_MAX: Name = name!("dt_max");
+    /// Int attribute: dt is read as channels `[dt_offset, dt_offset + heads)` of its packed last
+    /// axis (docs/op-contract.md "Sliced inputs").
+    pub const DT_OFFSET: Name = name!("dt_offset");
+    /// The inputs that may be read as a slice of a packed last axis, with their attributes.
+    pub const SLICEABLE: [(usize, Name); 1] = [(DT, DT_OFFSET)];
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
@@ -245,6 +250,7 @@ mod tests {
             ssd_scan::DT_SOFTPLUS,
             ssd_scan::DT_MIN,
             ssd_scan::DT_MAX,
+            ssd_scan::DT_OFFSET,
             mamba2_layer_step::OP,
             mamba2_layer_step::EPSILON,
             mamba2_layer_step::DT_MIN,
@@ -268,6 +274,9 @@ mod tests {
         }
         for (slot, attr) in causal_conv1d::SLICEABLE {
             assert_eq!(attr.str.strip_suffix("_offset"), Some(causal_conv1d::INPUT_NAMES[slot]));
+        }
+        for (slot, attr) in ssd_scan::SLICEABLE {
+            assert_eq!(attr.str.strip_suffix("_offset"), Some(ssd_scan::INPUT_NAMES[slot]));
         }
         use mamba2_layer_step as m2;
         assert_eq!(m2::INPUT_NAMES[m2::OUT_PROJ_BIAS], "out_proj_bias");

@@ -238,7 +238,8 @@ class SsdScan(OpRun):
     op_domain = DOMAIN
 
     def _run(self, x, dt, A, B, C, D=None, dt_bias=None, initial_state=None, dt_softplus=None, dt_min=None,
-             dt_max=None):
+             dt_max=None, dt_offset=None):
+        dt = sliced(dt, dt_offset, A.shape[0], "SsdScan: 'dt_offset'")
         y, h = ssd_scan_ref(
             x, dt, A, B, C, D, dt_bias, initial_state, bool(_attr(dt_softplus, 1)), _attr(dt_min, 0.0),
             _attr(dt_max, np.inf),

@@ -127,6 +127,19 @@ def run_op(op, slots, feeds, outputs, attrs=None, threads=None):
     return run(sess, {n: feeds[n] for n in slots if n}, [o for o in outputs if o])
 
 
+def run_under_isa(isa, module, lines):
+    """Runs `lines` (Python, after `import <module> as t`) in a fresh process whose kernels are
+    the `isa` build (MAMBAC_CPU_ISA, read once per process); asserts it succeeds."""
+    import os
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path.insert(0, {here!r})\nimport {module} as t\n" + "\n".join(lines) + "\n"
+    env = dict(os.environ, MAMBAC_CPU_ISA=isa, MAMBAC_OPS_LIB=LIB)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def worst_rel(out, ref):
     """max|out - ref| / max|ref| over the whole tensor, the figure docs/op-contract.md reports (op
     and model level alike); a NaN anywhere gives inf, an empty or all-zero reference the plain

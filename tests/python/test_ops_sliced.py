@@ -11,26 +11,20 @@ import numpy as np
 import pytest
 
 from ops_reference import (
-    CONV_INPUTS,
     DTYPES,
-    LIB,
-    SCAN_INPUTS,
     assert_close,
     causal_conv1d_ref,
     one_node_model,
     run,
     run_op,
+    run_under_isa,
     selective_scan_ref,
     session,
 )
+from test_ops import rand  # random normal data rounded to T, never zeros: a wrong offset reads other numbers
 from test_ops_errors import ERRORS
 
 DTYPE_NAMES = list(DTYPES)
-
-
-def rand(rng, shape, dtype, scale=1.0, shift=0.0):
-    """Random normal data rounded to `dtype` (never zeros: a wrong offset reads other numbers)."""
-    return (rng.standard_normal(shape).astype(np.float32) * scale + shift).astype(DTYPES[dtype][0])
 
 
 # (seqlen, dim, dstate, ngroups, dt_rank): decode steps (the short-sequence path) and prefills
@@ -146,16 +140,12 @@ def test_conv_reads_x_from_a_packed_tensor(dtype, shape):
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
 def test_lower_isa_builds_read_slices_too(isa):
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "import test_ops_sliced as t\n"
-        "for s in t.SCAN_SHAPES: t.test_scan_reads_z_b_c_from_packed_tensors('float16', s)\n"
-        "t.test_scan_slices_at_any_offset_and_row('float32')\n"
-        "for s in t.CONV_SHAPES: t.test_conv_reads_x_from_a_packed_tensor('float16', s)\n"
-    ) % os.path.dirname(__file__)
-    env = dict(os.environ, MAMBAC_CPU_ISA=isa, MAMBAC_OPS_LIB=LIB)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_under_isa(isa, "test_ops_sliced", [
+        "for s in t.SCAN_SHAPES: t.test_scan_reads_z_b_c_from_packed_tensors('float16', s)",
+        "t.test_scan_slices_at_any_offset_and_row('float32')",
+        "for s in t.CONV_SHAPES: t.test_conv_reads_x_from_a_packed_tensor('float16', s)",
+        "t.test_ssd_scan_reads_dt_from_a_packed_tensor('float16', 40, 6, 4, 3, 8, 3, 1)",
+    ])
 
 
 def expect_refused(op, slots, feeds, attrs, message):
@@ -246,3 +236,45 @@ def test_onnx_shape_inference_gives_the_sliced_dims():
     assert dims == {"y": [2, 3, 4], "final_state": [2, 4, 3]}
     y, _ = run(session(model), f)
     assert y.shape == (2, 3, 4)
+
+
+# SsdScan's dt from Mamba-2's in_proj output [z (I) | xBC (I + 2 G N) | dt (heads)] and odd
+# offsets; seqlen 1-8 and 40 (the CPU kernel is one path; the CUDA ones differ: gpu/).
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("seqlen,heads,head_dim,ngroups,dstate,offset,tail",
+                         [(1, 4, 8, 2, 16, 96, 0), (40, 6, 4, 3, 8, 3, 1), (8, 3, 5, 1, 4, 0, 2)])
+def test_ssd_scan_reads_dt_from_a_packed_tensor(dtype, seqlen, heads, head_dim, ngroups, dstate, offset, tail):
+    from ops_reference import SSD_INPUTS, ssd_scan_ref
+
+    rng = np.random.default_rng(seqlen + offset)
+    b = 2
+    f = {
+        "x": rand(rng, (b, seqlen, heads, head_dim), dtype),
+        "zxbcdt": rand(rng, (b, seqlen, offset + heads + tail), dtype, 0.5, -1.0),
+        "A": -np.exp(rand(rng, (heads,), "float32", 0.5)),
+        "B": rand(rng, (b, seqlen, ngroups, dstate), dtype),
+        "C": rand(rng, (b, seqlen, ngroups, dstate), dtype),
+        "D": rand(rng, (heads,), "float32"),
+        "dt_bias": rand(rng, (heads,), "float32", 0.5, -1.0),
+        "initial_state": rand(rng, (b, heads, head_dim, dstate), "float32"),
+    }
+    slots = ["x", "zxbcdt"] + list(SSD_INPUTS[2:])
+    y, h = run_op("SsdScan", slots, f, ["y", "final_state"], {"dt_offset": offset, "dt_max": 2.0})
+    dt = f["zxbcdt"][..., offset:offset + heads]
+    ref_y, ref_h = ssd_scan_ref(f["x"], dt, f["A"], f["B"], f["C"], f["D"], f["dt_bias"], f["initial_state"],
+                                dt_max=2.0)
+    assert_close(y, ref_y, dtype, "y")
+    assert_close(h, ref_h, dtype, "final_state")
+
+
+def test_ssd_scan_dt_offset_is_checked():
+    from ops_reference import SSD_INPUTS
+
+    rng = np.random.default_rng(4)
+    f = {"x": rand(rng, (2, 3, 4, 2), "float32"), "zxbcdt": rand(rng, (2, 3, 10), "float32"),
+         "A": -np.ones(4, np.float32), "B": rand(rng, (2, 3, 1, 8), "float32"), "C": rand(rng, (2, 3, 1, 8), "float32")}
+    slots = ["x", "zxbcdt"] + list(SSD_INPUTS[2:5])
+    expect_refused("SsdScan", slots, f, {"dt_offset": 7},
+                   "SsdScan: attribute 'dt_offset' = 7 reads channels [7, 11) of input 'dt' of shape [2, 3, 10], "
+                   "whose last dim is 10")
+    expect_refused("SsdScan", slots, f, {"dt_offset": -2}, "SsdScan: attribute 'dt_offset' is -2, expected >= 0")

@@ -68,7 +68,7 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
         "creator MambaLayerStep version 1 namespace mambac",
         "field names: epsilon=<1> present_inputs=<5>",
         "creator SsdScan version 1 namespace mambac",
-        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> present_inputs=<5>",
+        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> present_inputs=<5>",
         "creator Mamba2LayerStep version 1 namespace mambac",
         "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
     ]
@@ -210,6 +210,7 @@ def test_int64_and_float64_fields_are_read_too(tmp_path):
         # Slice offsets (docs/op-contract.md "Sliced inputs"): only those set are serialized.
         ("SelectiveScan", "field z_offset i32 48\nfield B_offset i64 8\n", "delta_softplus=1 B_offset=8 z_offset=48"),
         ("CausalConv1d", "field x_offset i32 0\n", 'activation="silu" x_offset=0'),
+        ("SsdScan", "field dt_offset i32 5\n", "dt_softplus=1 dt_min=0 dt_max=inf dt_offset=5"),
         ("MambaLayerStep", f"field epsilon f32 0.001\nfield present_inputs i32 {LAYER_MASK}\n",
          f"epsilon=0.001 present_inputs={LAYER_MASK}"),
     ],
@@ -554,6 +555,9 @@ def test_a_sliced_conv_takes_its_dim_from_the_weight(tmp_path):
         ("SelectiveScan", "C_offset i32 1", concrete(SCAN_INPUTS, b=2, s=5),
          "SelectiveScan: attribute 'C_offset' = 1 reads channels [1, 17) of input 'C' of shape [2, 5, 2, 16], "
          "whose last dim is 16"),
+        ("SsdScan", "dt_offset i32 1", concrete(SSD_INPUTS, b=2, s=5),
+         "SsdScan: attribute 'dt_offset' = 1 reads channels [1, 9) of input 'dt' of shape [2, 5, 8], "
+         "whose last dim is 8"),
     ],
 )
 def test_slice_offsets_are_checked_as_the_ort_op_checks_them(tmp_path, op, fields, inputs, message):

@@ -181,6 +181,7 @@ _OPS = {
             ("dt_softplus", defs.OpSchema.AttrType.INT),
             ("dt_min", defs.OpSchema.AttrType.FLOAT),
             ("dt_max", defs.OpSchema.AttrType.FLOAT),
+            ("dt_offset", defs.OpSchema.AttrType.INT),
         ],
         _infer_ssd_scan,
     ),

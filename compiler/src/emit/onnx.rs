@@ -477,11 +477,12 @@ impl Emitter<'_, '_> {
             }
             Op::GatedRmsNorm(cfg) => self.gated_rms_norm(&name, id, [req(0), req(1), req(2)], out, cfg),
             Op::SsdScan(cfg) => {
-                let attrs = vec![
+                let mut attrs = vec![
                     attr_int(ssd_slots::DT_SOFTPLUS.str, cfg.dt_softplus as i64),
                     attr_float(ssd_slots::DT_MIN.str, cfg.dt_min as f32),
                     attr_float(ssd_slots::DT_MAX.str, cfg.dt_max as f32),
                 ];
+                attrs.extend(slice_attrs(&cfg.slices, &ssd_slots::SLICEABLE));
                 self.push(ssd_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {

@@ -421,7 +421,7 @@ fn infer_ssd_scan<'a>(cfg: &Ssd, get: &dyn Fn(usize) -> Option<&'a ValueType>) -
     let [batch, seqlen, heads, head_dim] = <[Dim; 4]>::try_from(x.shape.0.clone()).expect("rank checked");
     let dt = req(ssd_slots::DT)?;
     expect_elem("dt", dt, t, "same as 'x'")?;
-    expect_shape("dt", dt, &[batch.clone(), seqlen.clone(), heads.clone()])?;
+    expect_view("dt", dt, &[batch.clone(), seqlen.clone(), heads.clone()], cfg.slices.offset(ssd_slots::DT))?;
     let a = req(ssd_slots::A)?;
     expect_elem("A", a, Elem::F32, "A is always float32")?;
     expect_shape("A", a, std::slice::from_ref(&heads))?;

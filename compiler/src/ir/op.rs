@@ -78,6 +78,8 @@ pub struct SsdScanConfig {
     pub dt_max: f64,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
+    /// dt read from a packed last axis (`dt_offset`).
+    pub slices: Slices,
 }
 
 /// Mamba-2's gated RMSNorm (mamba_ssm's `RMSNormGated`), over groups of `group_size` channels

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{conv_slots, scan_slots, Op, Slices, ValidatedGraph, ValueRef};
+use super::{conv_slots, scan_slots, ssd_slots, Op, Slices, ValidatedGraph, ValueRef};
 
 /// `, z_offset=48, ...` for a fused op's sliced inputs (docs/op-contract.md "Sliced inputs").
 fn slices(s: &Slices, names: &[&str]) -> String {
@@ -44,7 +44,13 @@ fn op_detail(op: &Op) -> String {
             c.eps, c.group_size, c.norm_before_gate as u8
         ),
         Op::SsdScan(c) => {
-            format!("mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}))", c.dt_softplus as u8, c.dt_min, c.dt_max)
+            format!(
+                "mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}){})",
+                c.dt_softplus as u8,
+                c.dt_min,
+                c.dt_max,
+                slices(&c.slices, &ssd_slots::INPUT_NAMES)
+            )
         }
         Op::Mamba2LayerStep(c) => format!(
             "mambac.Mamba2LayerStep(eps={:e}, dt_limit=({}, {}), norm_before_gate={})",

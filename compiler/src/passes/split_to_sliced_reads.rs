@@ -6,10 +6,13 @@
 //!
 //! Mamba-1: `SplitLast([I, I], xz)` goes (the conv reads x, the scan z); `SplitLast([R, N, N],
 //! x_proj)` becomes `SliceLast([0, R))` for dt_proj's MatMul, the scan reading B and C in place.
+//! Mamba-2: `SplitLast([I, I + 2 G N, heads], in_proj)` becomes `SliceLast` of z (the gated norm
+//! reads it, in float32), the conv reading xBC and SsdScan dt in place. The conv output's split
+//! into x, B and C stays: SsdScan reads them through reshapes to heads and groups.
 //! Only for `--ops mambac` graphs ([`super::SLICE_RULES`]): standard ONNX ops read whole tensors.
 
 use super::Rule;
-use crate::ir::{conv_slots, scan_slots};
+use crate::ir::{conv_slots, scan_slots, ssd_slots};
 use crate::ir::{Graph, NodeId, Op, ValueRef};
 
 pub struct SplitToSlicedReads;
@@ -31,6 +34,7 @@ fn sliceable(g: &Graph, node: NodeId, slot: usize, rank: usize) -> bool {
             let ok = if rank == 3 { slot == scan_slots::Z } else { slot == scan_slots::B || slot == scan_slots::C };
             ok && c.slices.offset(slot).is_none()
         }
+        Op::SsdScan(c) => rank == 3 && slot == ssd_slots::DT && c.slices.offset(slot).is_none(),
         _ => false,
     }
 }
@@ -65,6 +69,7 @@ fn read_slice(g: &mut Graph, node: NodeId, slot: usize, v: ValueRef, offset: usi
     let slices = match &mut g.node_mut(node).op {
         Op::CausalConv1d(c) => &mut c.slices,
         Op::SelectiveScan(c) => &mut c.slices,
+        Op::SsdScan(c) => &mut c.slices,
         _ => unreachable!("readers() admits only the sliceable ops"),
     };
     *slices = std::mem::take(slices).with(slot, offset);
@@ -82,9 +87,9 @@ impl Rule for SplitToSlicedReads {
         let Some(packed) = g.input(node, 0) else { return false };
         let parts: Vec<ValueRef> = (0..sizes.len()).map(|k| ValueRef { node, output: k }).collect();
         let read: Vec<Option<Vec<Reader>>> = parts.iter().map(|&p| readers(g, p)).collect();
-        // Parts something else reads (unread parts need nothing).
-        let kept: Vec<usize> =
-            (0..parts.len()).filter(|&k| read[k].is_none() && !g.users(parts[k]).is_empty()).collect();
+        // Parts something else reads, a graph output included (unread parts need nothing).
+        let used = |k: usize| !g.users(parts[k]).is_empty() || g.outputs().iter().any(|o| o.value == parts[k]);
+        let kept: Vec<usize> = (0..parts.len()).filter(|&k| read[k].is_none() && used(k)).collect();
         if kept.len() > 1 || read.iter().all(Option::is_none) {
             return false;
         }

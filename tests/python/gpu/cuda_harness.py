@@ -176,7 +176,8 @@ def ssd_params(x, y, final_state, dtype, dt_softplus, dt_min=0.0, dt_max=float("
     batch, seqlen, heads, head_dim = x["x"].shape
     _, _, ngroups, dstate = x["B"].shape
     return SsdParams(batch=batch, seqlen=seqlen, heads=heads, head_dim=head_dim, ngroups=ngroups, dstate=dstate,
-                     elem=DTYPES[dtype][1], dt_softplus=bool(dt_softplus), dt_min=dt_min, dt_max=dt_max, y=ptr(y),
+                     elem=DTYPES[dtype][1], dt_softplus=bool(dt_softplus), dt_min=dt_min, dt_max=dt_max,
+                     dt_stride=row_stride(x["dt"]), y=ptr(y),
                      final_state=ptr(final_state), **{SSD_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 

@@ -107,3 +107,28 @@ def test_slice_conv_reads_packed_x(case, dtype):
     # The conv's vectors are 4 or 8 channels (8 or 16 bytes): alignment to 8 channels covers both.
     fails = vector_refusals_only(fails, offset % 8 == 0 and row % 8 == 0)
     assert not fails, "\n".join(fails)
+
+
+# SsdScan's dt from Mamba-2's in_proj output [z | xBC | dt]: (batch, seqlen, heads, head_dim,
+# ngroups, dstate, offset, tail), through the step kernel and the chunked prefill.
+SSD_CASES = [(1, 300, 8, 64, 1, 128, 8448, 0), (2, 65, 6, 16, 2, 16, 3, 1), (4, 1, 24, 64, 1, 128, 6400, 0),
+             (1, 40, 3, 5, 1, 8, 1, 2)]
+SSD_PATHS = [None, (1, 0), (-1, 64), (-1, 128)]
+
+
+@pytest.mark.parametrize("dtype", ALL_T)
+@pytest.mark.parametrize("case", SSD_CASES, ids=lambda c: "B{}-L{}-H{}-P{}-G{}-N{}-O{}-T{}".format(*c))
+def test_slice_ssd_reads_packed_dt(case, dtype):
+    from cuda_harness import run_ssd, ssd_inputs
+    from ops_reference import SSD_INPUTS, ssd_scan_ref
+
+    batch, seqlen, heads, head_dim, ngroups, dstate, offset, tail = case
+    x = ssd_inputs(batch, seqlen, heads, head_dim, ngroups, dstate, dtype, {}, seed=seqlen + heads)
+    g = torch.Generator(device=x["x"].device).manual_seed(offset)
+    packed = torch.randn(batch, seqlen, offset + heads + tail, generator=g, device=x["x"].device).to(x["x"].dtype)
+    packed[..., offset:offset + heads] = x["dt"]
+    x["dt"] = packed[..., offset:offset + heads]
+    refs = ssd_scan_ref(*(to_host(x[n]) for n in SSD_INPUTS))
+    paths = [p for p in SSD_PATHS if p is None or p[0] == 1 or seqlen > 1]
+    fails = failures_over_splits(lambda cfg: run_ssd(x, dtype, True, True, cfg=cfg), paths, refs, dtype, True)
+    assert not fails, "\n".join(fails)
