@@ -240,16 +240,28 @@ __device__ __forceinline__ void store_tile(float* out, size_t ld, const float* Y
     }
 }
 
+// Two operand tiles of ELEMS elements of T and, once the products are done, the float result
+// tile in their place: one shared buffer (a block's own; the products' last reads must be behind
+// a barrier before the result is stored).
+template <typename T> struct PairThenResult {
+    T* a;
+    T* b;
+    float* y;
+};
+template <typename T, int ELEMS> __device__ __forceinline__ PairThenResult<T> pair_then_result() {
+    constexpr size_t kOperands = 2 * ELEMS * sizeof(T), kResult = kTile * kLdY * sizeof(float);
+    __shared__ __align__(128) unsigned char smem[kOperands > kResult ? kOperands : kResult];
+    return {reinterpret_cast<T*>(smem), reinterpret_cast<T*>(smem) + ELEMS, reinterpret_cast<float*>(smem)};
+}
+
 // 2. One block per 64 x 64 tile of CB at or below the diagonal, per (batch, chunk, group).
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, const ChunkArgs k) {
     constexpr int LDK = kLdK<T>, KB = kKb<T>;
-    // The result tile takes the operands' place once the products are done.
-    constexpr size_t kOperands = 2 * kTile * LDK * sizeof(T), kResult = kTile * kLdY * sizeof(float);
-    __shared__ __align__(128) unsigned char smem[kOperands > kResult ? kOperands : kResult];
-    T* Cs = reinterpret_cast<T*>(smem);
-    T* Bs = Cs + kTile * LDK;
-    float* Ys = reinterpret_cast<float*>(smem);
+    const PairThenResult<T> sm = pair_then_result<T, kTile * LDK>();
+    T* Cs = sm.a;
+    T* Bs = sm.b;
+    float* Ys = sm.y;
     const int tq = k.Q / kTile;
     long long id = blockIdx.x;
     const int tj = take(id, tq), ti = take(id, tq), g = take(id, a.ngroups);
@@ -292,12 +304,10 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
     constexpr int LDT = kLdT<T>, KB = kKb<T>;
-    // The result tile takes the operands' place once the products are done.
-    constexpr size_t kOperands = 2 * KB * LDT * sizeof(T), kResult = kTile * kLdY * sizeof(float);
-    __shared__ __align__(128) unsigned char smem[kOperands > kResult ? kOperands : kResult];
-    T* Xs = reinterpret_cast<T*>(smem);
-    T* Bs = Xs + KB * LDT;
-    float* Ys = reinterpret_cast<float*>(smem);
+    const PairThenResult<T> sm = pair_then_result<T, KB * LDT>();
+    T* Xs = sm.a;
+    T* Bs = sm.b;
+    float* Ys = sm.y;
     __shared__ float ws[kMaxChunk];
     const int P = a.head_dim, N = a.dstate;
     const int ntp = (P + kTile - 1) / kTile, ntn = (N + kTile - 1) / kTile;
