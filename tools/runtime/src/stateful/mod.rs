@@ -15,6 +15,7 @@ mod cuda_graph;
 mod decode_route;
 mod logits;
 mod open;
+mod zeros;
 
 use mambac_op_schema::graph;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -25,8 +26,9 @@ use self::buffers::{Current, StateSets};
 use self::cuda_graph::graph_run_options;
 pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
 use self::decode_route::{route, DecodeSession};
-use self::logits::{dtype_of, elem_size, extract_logits, extract_next_tokens, StepOut, Want};
+use self::logits::{dtype_of, extract_logits, extract_next_tokens, StepOut, Want};
 pub use self::logits::{Keep, Logits};
+use self::zeros::ZeroStates;
 use crate::error::{fail, Error, Result, Warning};
 use crate::memory;
 use crate::options::Ep;
@@ -47,6 +49,8 @@ pub struct StatefulSession {
     binding: IoBinding,
     /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
     state_alloc: Allocator,
+    /// Writes the zero states of new sequences into those buffers, on the same EP.
+    zeros: ZeroStates,
     /// Where the logits are copied to: the host.
     host_mem: MemoryInfo<'static>,
     /// The session was opened with CUDA graph capture (what [`Self::cuda_graph_capture`] says).
@@ -85,6 +89,7 @@ impl StatefulSession {
         };
         let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
             .map_err(Error::ort("CPU memory info"))?;
+        let zeros = ZeroStates::new(&sig, ep)?;
         // Replays need the logits' size to allocate their fixed buffer; a model that does not
         // state it runs every step the ordinary way.
         let opened_with_capture = cuda_graph;
@@ -97,6 +102,7 @@ impl StatefulSession {
             sig,
             binding,
             state_alloc,
+            zeros,
             host_mem,
             opened_with_capture,
             cuda_graph,
@@ -127,11 +133,12 @@ impl StatefulSession {
         self.batch
     }
 
-    /// Host memory the states of `batch` sequences take: the zeros (or stacked prefills) given
-    /// from the host, and on the CPU EP the two buffer sets as well.
+    /// Host memory the session's own states of `batch` sequences take: on the CPU EP the two
+    /// buffer sets ([`buffers`]), which [`Self::reset`] writes its zeros into; on the CUDA EP
+    /// none (the buffers and the zeros are device memory). States given to
+    /// [`Self::set_states`] take a host copy more until the next step.
     pub fn state_bytes(&self, batch: usize) -> u128 {
-        let copies = if self.state_alloc.memory_info().is_cpu_accessible() { 3 } else { 1 };
-        self.sig.state_bytes_per_sequence().saturating_mul(batch as u128).saturating_mul(copies)
+        host_state_bytes(self.sig.state_bytes_per_sequence(), batch, self.state_alloc.memory_info().is_cpu_accessible())
     }
 
     /// Host memory one step of `batch` x `len` tokens takes beyond the states: the ids, the
@@ -146,22 +153,27 @@ impl StatefulSession {
         tokens.saturating_mul(8).saturating_add(self.sig.logits_bytes(batch, len)).saturating_add(kept * vocab * 4)
     }
 
-    /// Zero states for `batch` new sequences.
+    /// Zero states for `batch` new sequences, written into the buffers the next step reads by
+    /// the zero-state session on the session's own EP ([`zeros`]): on the CUDA EP they are made
+    /// on the device, and no host memory is used or copied.
     pub fn reset(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            fail!(InvalidArgument, "reset: a batch of 0 sequences (at least 1 is needed)");
+        }
         memory::check(self.state_bytes(batch), || {
             let s = if batch == 1 { "" } else { "s" };
             format!("the states of {batch} sequence{s} ({} layers) need", self.sig.layers)
         })?;
-        let zeros: Vec<HostTensor> = self
-            .sig
-            .states
-            .iter()
-            .map(|s| {
-                let n: usize = s.shape(batch).iter().product();
-                HostTensor { dtype: dtype_of(s.ty), shape: s.shape(batch), bytes: vec![0u8; n * elem_size(s.ty)] }
-            })
-            .collect();
-        self.set_states(&zeros)
+        // The states being replaced may live in the buffers about to be remade (another batch
+        // size): let go of them first. Until the zeros are written there are no states, and a
+        // step says so.
+        self.current = Current::Host(Vec::new());
+        self.batch = batch;
+        self.ensure_state_sets()?;
+        let sets = self.state_sets.as_mut().expect("made above");
+        self.zeros.fill(&self.sig, batch, &mut sets.sets[0])?;
+        self.current = Current::Set(0);
+        Ok(())
     }
 
     /// Replaces the states (from the host; bound as inputs they are copied to the device by ORT
@@ -246,6 +258,12 @@ impl StatefulSession {
 
     fn run_step(&mut self, ids: &[i64], len: usize, want: Want) -> Result<StepOut> {
         let batch = self.batch;
+        if matches!(&self.current, Current::Host(v) if v.is_empty()) {
+            fail!(
+                InvalidArgument,
+                "no states to run from: the last reset or set_states failed; call one of them again"
+            );
+        }
         if len == 0 || ids.len() != batch * len {
             fail!(InvalidArgument, "a step needs batch {batch} × len {len} token ids, got {}", ids.len());
         }
@@ -333,4 +351,11 @@ impl StatefulSession {
         }
         Ok(out)
     }
+}
+
+/// [`StatefulSession::state_bytes`]: `per_sequence` bytes of states for each of `batch`
+/// sequences, twice (the buffer sets) when they are host memory (`on_host`), else none.
+fn host_state_bytes(per_sequence: u128, batch: usize, on_host: bool) -> u128 {
+    let copies = if on_host { 2 } else { 0 };
+    per_sequence.saturating_mul(batch as u128).saturating_mul(copies)
 }
