@@ -359,3 +359,68 @@ fn host_state_bytes(per_sequence: u128, batch: usize, on_host: bool) -> u128 {
     let copies = if on_host { 2 } else { 0 };
     per_sequence.saturating_mul(batch as u128).saturating_mul(copies)
 }
+
+#[cfg(test)]
+mod tests {
+    use mambac_compiler::emit::proto::{attr_int, i64_tensor, node, value_info};
+    use mambac_compiler::ir::{Dim, Elem, ValueType};
+    use onnx_protobuf::GraphProto;
+
+    use super::*;
+
+    /// A stateful model in standard ONNX (no op library): each state output is its input, and
+    /// every logit of a token is its id. States `[batch, 2, 3]` and `[batch, 2, 4]`, vocab 4.
+    fn toy_session() -> StatefulSession {
+        let ty = |e, dims: &[Dim]| ValueType::new(e, dims.to_vec());
+        let (b, t) = (Dim::sym("batch"), Dim::sym("seqlen"));
+        let mut g = GraphProto::new();
+        g.input.push(value_info(graph::INPUT_IDS, &ty(Elem::I64, &[b.clone(), t.clone()])));
+        g.output.push(value_info(graph::LOGITS, &ty(Elem::F32, &[b.clone(), t, Dim::Known(4)])));
+        for (kind, w) in [("conv_state", 3), ("ssm_state", 4)] {
+            let state = ty(Elem::F32, &[b.clone(), Dim::Known(2), Dim::Known(w)]);
+            g.input.push(value_info(&format!("{kind}.0"), &state));
+            g.output.push(value_info(&format!("{kind}_out.0"), &state));
+            g.node.push(node("Identity", "", kind, vec![format!("{kind}.0")], vec![format!("{kind}_out.0")]));
+        }
+        g.initializer.push(i64_tensor("axes", &[2]));
+        g.initializer.push(i64_tensor("to_vocab", &[1, 1, 4]));
+        let mut cast = node("Cast", "", "cast", vec![graph::INPUT_IDS.into()], vec!["ids_f".into()]);
+        cast.attribute.push(attr_int("to", 1));
+        g.node.push(cast);
+        g.node.push(node("Unsqueeze", "", "unsqueeze", vec!["ids_f".into(), "axes".into()], vec!["ids_3d".into()]));
+        g.node.push(node("Expand", "", "expand", vec!["ids_3d".into(), "to_vocab".into()], vec![graph::LOGITS.into()]));
+        let env = crate::environment::init_ort().unwrap();
+        let session = Session::builder(env).unwrap().commit_from_memory(&zeros::model_bytes(g).unwrap()).unwrap();
+        StatefulSession::new(session, Ep::Cpu, false).unwrap()
+    }
+
+    /// A reset whose zeros cannot be written (here: the zero-state session of other state
+    /// shapes) leaves no states, and a step says so instead of running from what was there;
+    /// the next reset that works makes the session usable again.
+    #[test]
+    fn a_step_after_a_failed_reset_says_there_are_no_states() {
+        let mut s = toy_session();
+        let mut other = s.sig.clone();
+        other.states[0].dims = vec![2, 5];
+        let good = std::mem::replace(&mut s.zeros, ZeroStates::new(&other, Ep::Cpu).unwrap());
+        s.step(&[2], 1, Keep::Last).expect("a step from the states new() made");
+        let e = s.reset(2).expect_err("zeros of another shape");
+        assert_eq!(e.to_string(), "writing zero states into the 2 state buffers");
+        let e = s.step(&[1, 3], 1, Keep::Last).expect_err("no states");
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert_eq!(e.to_string(), "no states to run from: the last reset or set_states failed; call one of them again");
+        s.zeros = good;
+        s.reset(2).unwrap();
+        assert!(s.states_to_host().unwrap().iter().all(|t| t.bytes.iter().all(|&b| b == 0)));
+        let l = s.step(&[1, 3], 1, Keep::Last).unwrap();
+        assert_eq!((l.last(0), l.last(1)), (&[1.0; 4][..], &[3.0; 4][..]));
+    }
+
+    /// The zeros of a reset are written into a buffer set: no copy of their own, on either EP.
+    #[test]
+    fn host_state_memory_is_the_two_buffer_sets_on_the_host_and_none_on_the_device() {
+        assert_eq!(host_state_bytes(1000, 5, true), 2 * 5 * 1000);
+        assert_eq!(host_state_bytes(1000, 5, false), 0);
+        assert_eq!(host_state_bytes(u128::MAX / 2, 3, true), u128::MAX);
+    }
+}

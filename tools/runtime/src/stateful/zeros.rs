@@ -141,12 +141,108 @@ fn model(sig: &ModelSignature, shapes: &[Vec<usize>]) -> Result<Vec<u8>> {
         let shape = std::iter::once(Dim::sym("batch")).chain(s.dims.iter().map(|&d| Dim::Known(d))).collect();
         g.output.push(value_info(&s.input, &ValueType::new(e, shape)));
     }
+    model_bytes(g)
+}
+
+/// `g` as a serialised model of the standard domain at [`OPSET`].
+pub(super) fn model_bytes(g: GraphProto) -> Result<Vec<u8>> {
     let mut m = ModelProto::new();
     m.ir_version = IR_VERSION;
     m.producer_name = "mambac-runtime".into();
     let mut op = OperatorSetIdProto::new();
     op.version = OPSET;
     m.opset_import.push(op);
+    let name = g.name.clone();
     m.graph = Some(g).into();
-    m.write_to_bytes().map_err(|e| Error::Internal(format!("serialising the zero-state model: {e}")))
+    m.write_to_bytes().map_err(|e| Error::Internal(format!("serialising the model '{name}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    //! On the CPU EP (ONNX Runtime from ORT_DYLIB_PATH, as tools/test.sh sets it); the model is
+    //! standard ONNX, so no op library is needed.
+
+    use super::*;
+    use crate::signature::StateSpec;
+    use crate::tensor::HostTensor;
+
+    /// Two layers whose conv states share dims but not element types (float16, bfloat16), and
+    /// Mamba-2-shaped float32 SSM states.
+    fn signature() -> ModelSignature {
+        let spec = |input: &str, ty, dims: &[usize]| StateSpec {
+            input: input.into(),
+            output: input.replacen('.', "_out.", 1),
+            ty,
+            dims: dims.to_vec(),
+        };
+        ModelSignature {
+            layers: 2,
+            states: vec![
+                spec("conv_state.0", TensorElementType::Float16, &[6, 3]),
+                spec("ssm_state.0", TensorElementType::Float32, &[4, 5, 2]),
+                spec("conv_state.1", TensorElementType::Bfloat16, &[6, 3]),
+                spec("ssm_state.1", TensorElementType::Float32, &[4, 5, 2]),
+            ],
+            logits_ty: TensorElementType::Float32,
+            vocab: Some(8),
+            logits_positions: None,
+            next_token: false,
+        }
+    }
+
+    /// Host buffers of `sig`'s states at `batch` (with `dims` for the first state when given),
+    /// every byte 0xFF: NaN in all three float types.
+    fn poisoned(sig: &ModelSignature, batch: usize, first_dims: Option<&[usize]>) -> Vec<DynTensor> {
+        sig.states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let dims = first_dims.filter(|_| i == 0).unwrap_or(&s.dims);
+                let shape: Vec<usize> = std::iter::once(batch).chain(dims.iter().copied()).collect();
+                let size = if s.ty == TensorElementType::Float32 { 4 } else { 2 };
+                // Made by an allocator, as the session's buffers are (ORT binds only such outputs).
+                let mut buffer = DynTensor::new(&ort::memory::Allocator::default(), s.ty, shape.clone()).unwrap();
+                let n = shape.iter().product::<usize>() * size;
+                // SAFETY: a CPU tensor of exactly `n` bytes, owned here and not shared.
+                unsafe { std::ptr::write_bytes(buffer.data_ptr_mut().cast::<u8>(), 0xFF, n) };
+                buffer
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_zeros_of_every_type_over_what_the_buffers_held_at_any_batch() {
+        let sig = signature();
+        assert_eq!(distinct_dims(&sig), vec![vec![6, 3], vec![4, 5, 2]]);
+        let z = ZeroStates::new(&sig, Ep::Cpu).unwrap();
+        for batch in [3, 1] {
+            let mut set = poisoned(&sig, batch, None);
+            z.fill(&sig, batch, &mut set).unwrap();
+            for (s, v) in sig.states.iter().zip(&set) {
+                let h = HostTensor::from_ort(&s.input, v).unwrap();
+                assert_eq!(h.shape, s.shape(batch), "{}", s.input);
+                assert!(h.bytes.iter().all(|&b| b == 0), "{} at batch {batch}: not all zero", s.input);
+            }
+        }
+    }
+
+    #[test]
+    fn a_buffer_of_another_shape_is_an_error_naming_the_write() {
+        let sig = signature();
+        let z = ZeroStates::new(&sig, Ep::Cpu).unwrap();
+        let mut set = poisoned(&sig, 2, Some(&[6, 4]));
+        let e = z.fill(&sig, 2, &mut set).expect_err("refused");
+        assert!(matches!(e, Error::Ort { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "writing zero states into the 4 state buffers");
+        let why = crate::error::report(&e);
+        // ORT's cause names the state (the model's output is named after it).
+        assert!(why.contains("conv_state.0"), "{why}");
+    }
+
+    #[test]
+    fn a_model_ort_cannot_load_is_an_error_naming_the_zero_state_session() {
+        let e = ZeroStates::from_model(b"not an onnx model", vec![], Ep::Cpu).err().expect("refused");
+        assert!(matches!(e, Error::Ort { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "cannot create the session that writes zero states");
+    }
 }
