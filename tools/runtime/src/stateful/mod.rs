@@ -5,10 +5,12 @@
 //! ([`buffers`]), so on the GPU the states never leave the device; only the ids go in and the
 //! logits come out. One-token steps may be replayed as CUDA graphs ([`cuda_graph`]) and may run
 //! on the decode graph's session ([`decode_route`]); [`open`] sets all of that up from
-//! [`SessionOptions`](crate::SessionOptions).
+//! [`SessionOptions`](crate::SessionOptions). New sequences' zero states are written into the
+//! buffers where they are, by a one-op-a-state session of their own on the same EP ([`zeros`]).
 //!
 //! The same code runs on the CPU EP (where the tests exercise it); the CUDA path differs only in
-//! which allocator makes the buffers and in copying states to the host when asked for them.
+//! which allocator makes the buffers, the EP the zeros are written by, and in copying states to
+//! the host when asked for them.
 
 mod buffers;
 mod cuda_graph;
