@@ -32,7 +32,7 @@ use crate::signature::ModelSignature;
 const OPSET: i64 = 21;
 const IR_VERSION: i64 = 10;
 
-/// What the session that makes zero states could not be made from, in every message about it.
+/// The zero-state session, as the messages about it name it.
 const WHAT: &str = "the session that writes zero states";
 
 /// The zero-state session of one model's states.
@@ -78,7 +78,8 @@ impl ZeroStates {
             .iter()
             .map(|dims| {
                 let full: Vec<i64> = std::iter::once(batch).chain(dims.iter().copied()).map(|d| d as i64).collect();
-                Tensor::from_array(([full.len()], full)).map_err(Error::ort(format!("{WHAT}: a shape")))
+                let what = format!("{WHAT}: shape {full:?}");
+                Tensor::from_array(([full.len()], full)).map_err(Error::ort(what))
             })
             .collect::<Result<Vec<_>>>()?;
         for (k, t) in shapes.iter().enumerate() {
