@@ -62,9 +62,20 @@ __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k,
 // columns past ncols are zeros. 16-byte loads where a vector lies inside the row and is 16-byte
 // aligned (head_dim and dstate multiples of 8 for 16-bit T, of 4 for float32), element loads
 // otherwise; 16-byte shared stores for 16-bit T (kLdK / kLdT keep their rows 16-byte aligned).
-// CHECK: returns whether any element this thread staged is not finite.
-template <typename T, int ROWS, int COLS, bool CHECK = false, typename Row>
-__device__ __forceinline__ bool stage(T* dst, int ld, const Row& row, int ncols) {
+// CHECK: returns whether any element this thread staged is not finite. SCALE: each element of
+// tile row r becomes T(float(element) * scale(r)) (NoScale: stored as read).
+struct NoScale {
+    static constexpr bool kOn = false;
+    __device__ float operator()(int) const { return 1.f; }
+};
+struct RowScale {
+    static constexpr bool kOn = true;
+    const float* w;  // shared memory: the scale of tile row r is w[r]
+    __device__ float operator()(int r) const { return w[r]; }
+};
+
+template <typename T, int ROWS, int COLS, bool CHECK = false, typename Row, typename Scale = NoScale>
+__device__ __forceinline__ bool stage(T* dst, int ld, const Row& row, int ncols, const Scale& scale = Scale{}) {
     constexpr int V = kVec<T>, PER_ROW = COLS / V;
     static_assert(COLS % V == 0, "whole vectors a row");
     bool bad = false;
@@ -77,6 +88,11 @@ __device__ __forceinline__ bool stage(T* dst, int ld, const Row& row, int ncols)
         } else {
 #pragma unroll
             for (int e = 0; e < V; ++e) v.e[e] = src && c + e < ncols ? src[c + e] : zero_of<T>();
+        }
+        if constexpr (Scale::kOn) {
+            const float w = scale(r);
+#pragma unroll
+            for (int e = 0; e < V; ++e) v.e[e] = from_f32<T>(to_f32(v.e[e]) * w);
         }
         if constexpr (std::is_same_v<T, float>) {
 #pragma unroll
@@ -218,6 +234,26 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
     }
 }
 
+// Writes the float [64][64] result tile Ys (leading dimension kLdY) to out (row stride ld
+// elements), rows below `rows` and columns below `cols` only: 16-byte stores where the row stays
+// 16-byte aligned, element stores otherwise.
+__device__ __forceinline__ void store_tile(float* out, size_t ld, const float* Ys, int rows, int cols) {
+    for (int q = threadIdx.x; q < kTile * kTile / 4; q += kChunkThreads) {
+        const int r = q / (kTile / 4), col = (q % (kTile / 4)) * 4;
+        if (r >= rows) continue;
+        float* dst = out + r * ld + col;
+        const float4 v = *reinterpret_cast<const float4*>(Ys + r * kLdY + col);
+        if (col + 4 <= cols && (reinterpret_cast<size_t>(dst) & 15) == 0) {
+            *reinterpret_cast<float4*>(dst) = v;
+        } else {
+            const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (col + j < cols) dst[j] = e[j];
+        }
+    }
+}
+
 // 3. One block per 64 x 64 tile of S (head_dim x dstate), per (batch, chunk, head).
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
@@ -243,14 +279,16 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a
     const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
     WarpTile<T> acc;
     acc.zero();
+    // x of this head and p tile at the chunk's first step; consecutive steps are heads x P apart.
+    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + tp * kTile;
+    const size_t x_step = static_cast<size_t>(a.heads) * P;
     for (int i0 = 0; i0 < qc; i0 += kKb) {
         __syncthreads();
-        for (int e = threadIdx.x; e < kKb * kTile; e += kChunkThreads) {
-            const int kk = e / kTile, col = e % kTile, i = i0 + kk, p = tp * kTile + col;
-            const size_t tok = b * a.seqlen + c0 + i;
-            Xs[kk * LDT + col] =
-                i < qc && p < P ? from_f32<T>(to_f32(x[(tok * a.heads + h) * P + p]) * ws[i]) : zero_of<T>();
-        }
+        const auto x_row = [&](int r) -> const T* {
+            const int i = i0 + r;
+            return i < qc ? x0 + i * x_step : nullptr;
+        };
+        stage<T, kKb, kTile>(Xs, LDT, x_row, P - tp * kTile, RowScale{ws + i0});
         const auto b_row = [&](int r) -> const T* {
             const int i = i0 + r;
             return i < qc ? Bm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + tn * kTile : nullptr;
@@ -262,10 +300,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a
     acc.store(Ys + wr * 32 * kLdY + wc * 32, kLdY);
     __syncthreads();
     float* out = k.st + ((b * k.nc + c) * a.heads + h) * static_cast<size_t>(P) * N;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile, p = tp * kTile + r, n = tn * kTile + col;
-        if (p < P && n < N) out[static_cast<size_t>(p) * N + n] = Ys[r * kLdY + col];
-    }
+    store_tile(out + static_cast<size_t>(tp * kTile) * N + tn * kTile, N, Ys, P - tp * kTile, N - tn * kTile);
 }
 
 // 4. One thread per state element (batch, head, p, n), sequential over the chunks; the next
@@ -298,7 +333,7 @@ __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, 
 // 5. One block per (batch, chunk, head, 64 rows of the chunk, 64 columns of head_dim).
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
-    constexpr int LDK = kLdK<T>, LDT = kLdT<T>;
+    constexpr int LDK = kLdK<T>, LDT = kLdT<T>, V = kVec<T>;
     __shared__ __align__(128) T As[kTile * LDK];  // C, then M: [64 rows][kKb]
     __shared__ __align__(128) T Hs[kTile * LDK];  // H_c: [64 p][kKb n]
     __shared__ __align__(128) T Xs[kKb * LDT];    // x: [kKb j][64 p]
@@ -345,9 +380,11 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     // ... decayed to each row's step: times exp(cs[i]), through the result tile.
     acc.store(yw, kLdY);
     __syncthreads();
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile;
-        Ys[r * kLdY + col] *= ex2(css[m0 + r] * kLog2e);
+    for (int q = threadIdx.x; q < kTile * kTile / 4; q += kChunkThreads) {
+        const int r = q / (kTile / 4), col = (q % (kTile / 4)) * 4;
+        const float d = ex2(css[m0 + r] * kLog2e);
+        float4* v = reinterpret_cast<float4*>(Ys + r * kLdY + col);
+        *v = make_float4(v->x * d, v->y * d, v->z * d, v->w * d);
     }
     __syncthreads();
     acc.load(yw, kLdY);
@@ -356,11 +393,36 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     const int jend = m0 + kTile < qc ? m0 + kTile : qc;
     for (int j0 = 0; j0 < jend; j0 += kKb) {
         __syncthreads();
-        for (int e = threadIdx.x; e < kTile * kKb; e += kChunkThreads) {
-            const int r = e / kKb, kk = e % kKb, i = m0 + r, j = j0 + kk;
-            float m = 0.f;
-            if (j <= i && i < qc) m = cb[static_cast<size_t>(i) * k.Q + j] * ex2((css[i] - css[j]) * kLog2e) * dts[j];
-            As[r * LDK + kk] = from_f32<T>(m);
+        // V consecutive columns of one row a thread: CB's row segment in 16-byte loads (Q and
+        // the scratch offsets keep it aligned), one exp an element, one 16-byte store (16-bit T).
+        for (int q = threadIdx.x; q < kTile * (kKb / V); q += kChunkThreads) {
+            const int r = q / (kKb / V), kk = (q % (kKb / V)) * V, i = m0 + r, j = j0 + kk;
+            Vec16<T> v;
+            if (i < qc && j <= i) {
+                float cbv[V];
+                const float4* src = reinterpret_cast<const float4*>(cb + static_cast<size_t>(i) * k.Q + j);
+#pragma unroll
+                for (int f = 0; f < V / 4; ++f) {
+                    const float4 t = src[f];
+                    cbv[4 * f] = t.x, cbv[4 * f + 1] = t.y, cbv[4 * f + 2] = t.z, cbv[4 * f + 3] = t.w;
+                }
+                const float ci = css[i];
+#pragma unroll
+                for (int e = 0; e < V; ++e) {
+                    const float m = cbv[e] * ex2((ci - css[j + e]) * kLog2e) * dts[j + e];
+                    // Above the diagonal: a selected 0, whatever CB holds there (never written).
+                    v.e[e] = from_f32<T>(j + e <= i ? m : 0.f);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < V; ++e) v.e[e] = zero_of<T>();
+            }
+            if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+                for (int e = 0; e < V; ++e) As[r * LDK + kk + e] = v.e[e];
+            } else {
+                *reinterpret_cast<uint4*>(As + r * LDK + kk) = v.raw;
+            }
         }
         const auto x_row = [&](int r) -> const T* {
             const int j = j0 + r;
@@ -392,13 +454,24 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     __syncthreads();
     T* __restrict__ y = static_cast<T*>(a.y);
     const float Dv = a.D ? a.D[h] : 0.f;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile, i = m0 + r, p = p0 + col;
-        if (i >= qc || p >= P) continue;
-        const size_t at_y = ((b * a.seqlen + c0 + i) * a.heads + h) * P + p;
-        const float acc_y = Ys[r * kLdY + col];
+    // y of this head and p tile at the chunk's first step (x has the same layout).
+    const size_t at0 = ((b * a.seqlen + c0) * a.heads + h) * P + p0, step = static_cast<size_t>(a.heads) * P;
+    for (int q = threadIdx.x; q < kTile * (kTile / V); q += kChunkThreads) {
+        const int r = q / (kTile / V), col = (q % (kTile / V)) * V, i = m0 + r;
+        if (i >= qc || p0 + col >= P) continue;
+        const size_t at = at0 + i * step + col;
+        const float* acc_y = Ys + r * kLdY + col;
         // D is optional: an absent D adds nothing, not 0 * x (NaN for an infinite x).
-        y[at_y] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at_y]), acc_y) : acc_y);
+        if (p0 + col + V <= P && ((reinterpret_cast<size_t>(y + at) | reinterpret_cast<size_t>(x + at)) & 15) == 0) {
+            Vec16<T> xv, yv;
+            xv.raw = *reinterpret_cast<const uint4*>(x + at);
+#pragma unroll
+            for (int e = 0; e < V; ++e) yv.e[e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(xv.e[e]), acc_y[e]) : acc_y[e]);
+            *reinterpret_cast<uint4*>(y + at) = yv.raw;
+        } else {
+            for (int e = 0; e < V && p0 + col + e < P; ++e)
+                y[at + e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at + e]), acc_y[e]) : acc_y[e]);
+        }
     }
 }
 
