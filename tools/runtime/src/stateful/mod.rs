@@ -136,8 +136,8 @@ impl StatefulSession {
     }
 
     /// Host memory the session's own states of `batch` sequences take: on the CPU EP the two
-    /// buffer sets ([`buffers`]), which [`Self::reset`] writes its zeros into; on the CUDA EP
-    /// none (the buffers and the zeros are device memory). States given to
+    /// ping-pong buffer sets (stateful/buffers.rs), which [`Self::reset`] writes its zeros
+    /// into; on the CUDA EP none (the buffers and the zeros are device memory). States given to
     /// [`Self::set_states`] take a host copy more until the next step.
     pub fn state_bytes(&self, batch: usize) -> u128 {
         host_state_bytes(self.sig.state_bytes_per_sequence(), batch, self.state_alloc.memory_info().is_cpu_accessible())
@@ -156,8 +156,8 @@ impl StatefulSession {
     }
 
     /// Zero states for `batch` new sequences, written into the buffers the next step reads by
-    /// the zero-state session on the session's own EP ([`zeros`]): on the CUDA EP they are made
-    /// on the device, and no host memory is used or copied.
+    /// the zero-state session on the session's own EP (stateful/zeros.rs): on the CUDA EP they
+    /// are made on the device, and no host memory is used or copied.
     pub fn reset(&mut self, batch: usize) -> Result<()> {
         if batch == 0 {
             fail!(InvalidArgument, "reset: a batch of 0 sequences (at least 1 is needed)");
