@@ -28,6 +28,16 @@
 
 namespace mambac::cuda::detail {
 
+// Blocks a multiprocessor must hold of the scan and state phases (register caps of 96 and 80):
+// uncapped, the scan took 128 registers (4 blocks, 16 warps) and both waited on latency. H200,
+// same call, fp16 batch 1 at mamba2-2.7b's shape: scan 101 -> 88 us, state 35 -> 31 us (the
+// scan spills 28 bytes). Overridable at build time for measuring other caps.
+#ifndef MAMBAC_SSD_SCAN_BLOCKS
+#define MAMBAC_SSD_SCAN_BLOCKS 5
+#endif
+#ifndef MAMBAC_SSD_STATE_BLOCKS
+#define MAMBAC_SSD_STATE_BLOCKS 6
+#endif
 constexpr int kChunkThreads = 128;  // 4 warps, 2 x 2 over a 64 x 64 output tile
 constexpr int kTile = 64;
 // The K extent of one staged operand pair. 64 for 16-bit T was measured and dropped (half the
@@ -302,7 +312,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
 
 // 3. One block per 64 x 64 tile of S (head_dim x dstate), per (batch, chunk, head).
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
+__global__ void __launch_bounds__(kChunkThreads, MAMBAC_SSD_STATE_BLOCKS) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
     constexpr int LDT = kLdT<T>, KB = kKb<T>;
     const PairThenResult<T> sm = pair_then_result<T, KB * LDT>();
     T* Xs = sm.a;
@@ -393,7 +403,7 @@ __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, 
 
 // 5. One block per (batch, chunk, head, 64 rows of the chunk, 64 columns of head_dim).
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
+__global__ void __launch_bounds__(kChunkThreads, MAMBAC_SSD_SCAN_BLOCKS) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
     constexpr int LDK = kLdK<T>, LDT = kLdT<T>, V = kVec<T>, KB = kKb<T>;
     // H_c (the first products) and x (the second) take turns in one buffer.
     constexpr int kHx = kTile * LDK > KB * LDT ? kTile * LDK : KB * LDT;
