@@ -38,6 +38,9 @@ namespace mambac::cuda::detail {
 #ifndef MAMBAC_SSD_STATE_BLOCKS
 #define MAMBAC_SSD_STATE_BLOCKS 6
 #endif
+// float32 tiles (CUDA cores, 32 accumulators a thread) would spill under the caps: uncapped.
+template <typename T> constexpr int kScanMinBlocks = std::is_same_v<T, float> ? 1 : MAMBAC_SSD_SCAN_BLOCKS;
+template <typename T> constexpr int kStateMinBlocks = std::is_same_v<T, float> ? 1 : MAMBAC_SSD_STATE_BLOCKS;
 constexpr int kChunkThreads = 128;  // 4 warps, 2 x 2 over a 64 x 64 output tile
 constexpr int kTile = 64;
 // The K extent of one staged operand pair. 64 for 16-bit T was measured and dropped (half the
@@ -312,7 +315,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
 
 // 3. One block per 64 x 64 tile of S (head_dim x dstate), per (batch, chunk, head).
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads, MAMBAC_SSD_STATE_BLOCKS) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
+__global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
     constexpr int LDT = kLdT<T>, KB = kKb<T>;
     const PairThenResult<T> sm = pair_then_result<T, KB * LDT>();
     T* Xs = sm.a;
@@ -403,7 +406,7 @@ __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, 
 
 // 5. One block per (batch, chunk, head, 64 rows of the chunk, 64 columns of head_dim).
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads, MAMBAC_SSD_SCAN_BLOCKS) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
+__global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
     constexpr int LDK = kLdK<T>, LDT = kLdT<T>, V = kVec<T>, KB = kKb<T>;
     // H_c (the first products) and x (the second) take turns in one buffer.
     constexpr int kHx = kTile * LDK > KB * LDT ? kTile * LDK : KB * LDT;
