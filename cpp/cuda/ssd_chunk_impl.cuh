@@ -18,6 +18,9 @@
 // run on tensor cores for float16 / bfloat16 (their operands rounded to T: the scaled x of 3,
 // H_c and M of 5, as mamba_ssm does; float32 accumulators), on CUDA cores for float32
 // (ssd_chunk_tile.cuh says why). Scratch (ssd_scan.h SsdPlan) is float32 but for H_c, in T.
+// Operand tiles go global -> registers -> shared in 16-byte vectors (Staged), the next K block's
+// loads issued before the current block's product, so a block waits on one load latency per K
+// block, not two (cpp/cuda/README.md "The chunked prefill" has the figures).
 #pragma once
 
 #include "ssd_chunk_tile.cuh"
@@ -25,16 +28,32 @@
 
 namespace mambac::cuda::detail {
 
+// Blocks a multiprocessor must hold of the scan and state phases (register caps of 96 and 80):
+// uncapped, the scan took 128 registers (4 blocks, 16 warps) and both waited on latency. H200,
+// same call, fp16 batch 1 at mamba2-2.7b's shape: scan 101 -> 88 us, state 35 -> 31 us (the
+// scan spills 28 bytes). Overridable at build time for measuring other caps.
+#ifndef MAMBAC_SSD_SCAN_BLOCKS
+#define MAMBAC_SSD_SCAN_BLOCKS 5
+#endif
+#ifndef MAMBAC_SSD_STATE_BLOCKS
+#define MAMBAC_SSD_STATE_BLOCKS 6
+#endif
+// float32 tiles (CUDA cores, 32 accumulators a thread) would spill under the caps: uncapped.
+template <typename T> constexpr int kScanMinBlocks = std::is_same_v<T, float> ? 1 : MAMBAC_SSD_SCAN_BLOCKS;
+template <typename T> constexpr int kStateMinBlocks = std::is_same_v<T, float> ? 1 : MAMBAC_SSD_STATE_BLOCKS;
 constexpr int kChunkThreads = 128;  // 4 warps, 2 x 2 over a 64 x 64 output tile
 constexpr int kTile = 64;
-constexpr int kKb = 32;  // the K extent of one staged operand pair
+// The K extent of one staged operand pair. 64 for 16-bit T was measured and dropped (half the
+// barriers, twice the loads a stage: the scan phase 111 -> 117 us, state 43 -> 43 us at
+// mamba2-2.7b's shape on the H200); float32 tiles of 64 would pass 48 KB of static shared memory.
+template <typename T> constexpr int kKb = 32;
 constexpr int kMaxChunk = 256;
 constexpr int kPassThreads = 256;
 // Leading dimensions of the staged tiles, in elements. 16-bit tiles: a multiple of 8 (WMMA), with
 // 16-byte padding against bank conflicts; float32 tiles (CUDA cores): odd, so a column read along
 // the lanes hits 32 banks.
 template <typename T> constexpr int kPad = std::is_same_v<T, float> ? 1 : 8;
-template <typename T> constexpr int kLdK = kKb + kPad<T>;     // [64][kKb] tiles
+template <typename T> constexpr int kLdK = kKb<T> + kPad<T>;  // [64][kKb] tiles
 template <typename T> constexpr int kLdT = kTile + kPad<T>;   // [kKb][64] tiles
 constexpr int kLdY = kTile + 4;                                // the float [64][64] result tile
 
@@ -57,39 +76,82 @@ __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k,
     return left < static_cast<size_t>(k.Q) ? static_cast<int>(left) : k.Q;
 }
 
-// Stages a ROWS x COLS tile of T into shared memory at dst (leading dimension ld): tile row r is
-// row(r), a pointer to its first element with `ncols` elements readable (null: a row of zeros);
-// columns past ncols are zeros. 16-byte loads where a vector lies inside the row and is 16-byte
-// aligned (head_dim and dstate multiples of 8 for 16-bit T, of 4 for float32), element loads
-// otherwise; 16-byte shared stores for 16-bit T (kLdK / kLdT keep their rows 16-byte aligned).
-// CHECK: returns whether any element this thread staged is not finite.
-template <typename T, int ROWS, int COLS, bool CHECK = false, typename Row>
-__device__ __forceinline__ bool stage(T* dst, int ld, const Row& row, int ncols) {
-    constexpr int V = kVec<T>, PER_ROW = COLS / V;
+// A ROWS x COLS tile of T on its way into shared memory, in two halves so that a K loop can load
+// the next tile into registers while the current one is multiplied: load() reads it (tile row r
+// is row(r), a pointer to its first element with `ncols` elements readable, null: a row of zeros;
+// columns past ncols are zeros), store() writes it at dst (leading dimension ld). 16-byte loads
+// where a vector lies inside the row and is 16-byte aligned (head_dim and dstate multiples of 8
+// for 16-bit T, of 4 for float32), element loads otherwise; 16-byte shared stores for 16-bit T
+// (kLdK / kLdT keep their rows 16-byte aligned). store()'s SCALE: each element of tile row r
+// becomes T(float(element) * scale(r)) (NoScale: stored as read); CHECK: it returns whether any
+// element this thread staged is not finite.
+struct NoScale {
+    static constexpr bool kOn = false;
+    __device__ float operator()(int) const { return 1.f; }
+};
+struct RowScale {
+    static constexpr bool kOn = true;
+    const float* w;  // shared memory: the scale of tile row r is w[r]
+    __device__ float operator()(int r) const { return w[r]; }
+};
+
+template <typename T, int ROWS, int COLS> struct Staged {
+    static constexpr int V = kVec<T>, PER_ROW = COLS / V, COUNT = ROWS * PER_ROW;
+    static constexpr int PER_THREAD = (COUNT + kChunkThreads - 1) / kChunkThreads;
     static_assert(COLS % V == 0, "whole vectors a row");
-    bool bad = false;
-    for (int q = threadIdx.x; q < ROWS * PER_ROW; q += kChunkThreads) {
-        const int r = q / PER_ROW, c = (q % PER_ROW) * V;
-        const T* src = row(r);
-        Vec16<T> v;
-        if (src && c + V <= ncols && (reinterpret_cast<size_t>(src + c) & 15) == 0) {
-            v.raw = *reinterpret_cast<const uint4*>(src + c);
-        } else {
+    Vec16<T> v[PER_THREAD];
+
+    template <typename Row> __device__ __forceinline__ void load(const Row& row, int ncols) {
 #pragma unroll
-            for (int e = 0; e < V; ++e) v.e[e] = src && c + e < ncols ? src[c + e] : zero_of<T>();
-        }
-        if constexpr (std::is_same_v<T, float>) {
+        for (int u = 0; u < PER_THREAD; ++u) {
+            const int q = threadIdx.x + u * kChunkThreads;
+            if (q >= COUNT) break;
+            const int r = q / PER_ROW, c = (q % PER_ROW) * V;
+            const T* src = row(r);
+            if (src && c + V <= ncols && (reinterpret_cast<size_t>(src + c) & 15) == 0) {
+                v[u].raw = *reinterpret_cast<const uint4*>(src + c);
+            } else {
 #pragma unroll
-            for (int e = 0; e < V; ++e) dst[r * ld + c + e] = v.e[e];
-        } else {
-            *reinterpret_cast<uint4*>(dst + r * ld + c) = v.raw;
-        }
-        if constexpr (CHECK) {
-#pragma unroll
-            for (int e = 0; e < V; ++e) bad |= !isfinite(to_f32(v.e[e]));
+                for (int e = 0; e < V; ++e) v[u].e[e] = src && c + e < ncols ? src[c + e] : zero_of<T>();
+            }
         }
     }
-    return bad;
+
+    template <bool CHECK = false, typename Scale = NoScale>
+    __device__ __forceinline__ bool store(T* dst, int ld, const Scale& scale = Scale{}) {
+        bool bad = false;
+#pragma unroll
+        for (int u = 0; u < PER_THREAD; ++u) {
+            const int q = threadIdx.x + u * kChunkThreads;
+            if (q >= COUNT) break;
+            const int r = q / PER_ROW, c = (q % PER_ROW) * V;
+            Vec16<T> w = v[u];
+            if constexpr (Scale::kOn) {
+                const float f = scale(r);
+#pragma unroll
+                for (int e = 0; e < V; ++e) w.e[e] = from_f32<T>(to_f32(w.e[e]) * f);
+            }
+            if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+                for (int e = 0; e < V; ++e) dst[r * ld + c + e] = w.e[e];
+            } else {
+                *reinterpret_cast<uint4*>(dst + r * ld + c) = w.raw;
+            }
+            if constexpr (CHECK) {
+#pragma unroll
+                for (int e = 0; e < V; ++e) bad |= !isfinite(to_f32(w.e[e]));
+            }
+        }
+        return bad;
+    }
+};
+
+// Both halves at once, where nothing is left to overlap.
+template <typename T, int ROWS, int COLS, typename Row>
+__device__ __forceinline__ void stage(T* dst, int ld, const Row& row, int ncols) {
+    Staged<T, ROWS, COLS> t;
+    t.load(row, ncols);
+    t.store(dst, ld);
 }
 
 // The next tile index of a block's linear index: id % n, with n taken off id.
@@ -171,13 +233,48 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_prep(const SsdArgs a,
     }
 }
 
+// Writes the float [64][64] result tile Ys (leading dimension kLdY) to out (row stride ld
+// elements), rows below `rows` and columns below `cols` only: 16-byte stores where the row stays
+// 16-byte aligned, element stores otherwise.
+__device__ __forceinline__ void store_tile(float* out, size_t ld, const float* Ys, int rows, int cols) {
+    for (int q = threadIdx.x; q < kTile * kTile / 4; q += kChunkThreads) {
+        const int r = q / (kTile / 4), col = (q % (kTile / 4)) * 4;
+        if (r >= rows) continue;
+        float* dst = out + r * ld + col;
+        const float4 v = *reinterpret_cast<const float4*>(Ys + r * kLdY + col);
+        if (col + 4 <= cols && (reinterpret_cast<size_t>(dst) & 15) == 0) {
+            *reinterpret_cast<float4*>(dst) = v;
+        } else {
+            const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (col + j < cols) dst[j] = e[j];
+        }
+    }
+}
+
+// Two operand tiles of ELEMS elements of T and, once the products are done, the float result
+// tile in their place: one shared buffer (a block's own; the products' last reads must be behind
+// a barrier before the result is stored).
+template <typename T> struct PairThenResult {
+    T* a;
+    T* b;
+    float* y;
+};
+template <typename T, int ELEMS> __device__ __forceinline__ PairThenResult<T> pair_then_result() {
+    constexpr size_t kOperands = 2 * ELEMS * sizeof(T), kResult = kTile * kLdY * sizeof(float);
+    __shared__ __align__(128) unsigned char smem[kOperands > kResult ? kOperands : kResult];
+    return {reinterpret_cast<T*>(smem), reinterpret_cast<T*>(smem) + ELEMS, reinterpret_cast<float*>(smem)};
+}
+
 // 2. One block per 64 x 64 tile of CB at or below the diagonal, per (batch, chunk, group).
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, const ChunkArgs k) {
-    constexpr int LDK = kLdK<T>;
-    __shared__ __align__(128) T Cs[kTile * LDK];
-    __shared__ __align__(128) T Bs[kTile * LDK];
-    __shared__ __align__(128) float Ys[kTile * kLdY];
+    constexpr int LDK = kLdK<T>, KB = kKb<T>;
+    const PairThenResult<T> sm = pair_then_result<T, kTile * LDK>();
+    T* Cs = sm.a;
+    T* Bs = sm.b;
+    float* Ys = sm.y;
     const int tq = k.Q / kTile;
     long long id = blockIdx.x;
     const int tj = take(id, tq), ti = take(id, tq), g = take(id, a.ngroups);
@@ -193,7 +290,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
     const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
     WarpTile<T> acc;
     acc.zero();
-    for (int n0 = 0; n0 < N; n0 += kKb) {
+    for (int n0 = 0; n0 < N; n0 += KB) {
         __syncthreads();
         // Row r of the C tile is step ti * 64 + r, of the B tile step tj * 64 + r.
         const auto c_row = [&](int r) -> const T* {
@@ -204,27 +301,26 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
             const int j = tj * kTile + r;
             return j < qc ? Bm + ((b * a.seqlen + c0 + j) * a.ngroups + g) * N + n0 : nullptr;
         };
-        stage<T, kTile, kKb>(Cs, LDK, c_row, N - n0);
-        stage<T, kTile, kKb>(Bs, LDK, b_row, N - n0);
+        stage<T, kTile, KB>(Cs, LDK, c_row, N - n0);
+        stage<T, kTile, KB>(Bs, LDK, b_row, N - n0);
         __syncthreads();
-        acc.template mma<RowMajor, ColMajor>(Cs + wr * 32 * LDK, LDK, Bs + wc * 32 * LDK, LDK, kKb);
+        acc.template mma<RowMajor, ColMajor>(Cs + wr * 32 * LDK, LDK, Bs + wc * 32 * LDK, LDK, KB);
     }
+    __syncthreads();  // every warp's products are done before Ys overwrites the operands
     acc.store(Ys + wr * 32 * kLdY + wc * 32, kLdY);
     __syncthreads();
     float* out = k.cb + ((static_cast<size_t>(b) * k.nc + c) * a.ngroups + g) * k.Q * k.Q;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile;
-        out[static_cast<size_t>(ti * kTile + r) * k.Q + tj * kTile + col] = Ys[r * kLdY + col];
-    }
+    store_tile(out + static_cast<size_t>(ti * kTile) * k.Q + tj * kTile, k.Q, Ys, kTile, kTile);
 }
 
 // 3. One block per 64 x 64 tile of S (head_dim x dstate), per (batch, chunk, head).
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
-    constexpr int LDT = kLdT<T>;
-    __shared__ __align__(128) T Xs[kKb * LDT];
-    __shared__ __align__(128) T Bs[kKb * LDT];
-    __shared__ __align__(128) float Ys[kTile * kLdY];
+__global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_state(const SsdArgs a, const ChunkArgs k) {
+    constexpr int LDT = kLdT<T>, KB = kKb<T>;
+    const PairThenResult<T> sm = pair_then_result<T, KB * LDT>();
+    T* Xs = sm.a;
+    T* Bs = sm.b;
+    float* Ys = sm.y;
     __shared__ float ws[kMaxChunk];
     const int P = a.head_dim, N = a.dstate;
     const int ntp = (P + kTile - 1) / kTile, ntn = (N + kTile - 1) / kTile;
@@ -243,29 +339,42 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_state(const SsdArgs a
     const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
     WarpTile<T> acc;
     acc.zero();
-    for (int i0 = 0; i0 < qc; i0 += kKb) {
+    // x of this head and p tile at the chunk's first step; consecutive steps are heads x P apart.
+    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + tp * kTile;
+    const size_t x_step = static_cast<size_t>(a.heads) * P;
+    // Rows of the K block starting at step `next`; the next block is loaded into registers
+    // while this one is multiplied.
+    int next = 0;
+    const auto x_row = [&](int r) -> const T* {
+        const int i = next + r;
+        return i < qc ? x0 + i * x_step : nullptr;
+    };
+    const T* B0 = Bm + ((b * a.seqlen + c0) * a.ngroups + g) * N + tn * kTile;
+    const size_t b_step = static_cast<size_t>(a.ngroups) * N;
+    const auto b_row = [&](int r) -> const T* {
+        const int i = next + r;
+        return i < qc ? B0 + i * b_step : nullptr;
+    };
+    Staged<T, KB, kTile> xt, bt;
+    xt.load(x_row, P - tp * kTile);
+    bt.load(b_row, N - tn * kTile);
+    for (int i0 = 0; i0 < qc; i0 += KB) {
         __syncthreads();
-        for (int e = threadIdx.x; e < kKb * kTile; e += kChunkThreads) {
-            const int kk = e / kTile, col = e % kTile, i = i0 + kk, p = tp * kTile + col;
-            const size_t tok = b * a.seqlen + c0 + i;
-            Xs[kk * LDT + col] =
-                i < qc && p < P ? from_f32<T>(to_f32(x[(tok * a.heads + h) * P + p]) * ws[i]) : zero_of<T>();
+        xt.store(Xs, LDT, RowScale{ws + i0});
+        bt.store(Bs, LDT);
+        next = i0 + KB;
+        if (next < qc) {
+            xt.load(x_row, P - tp * kTile);
+            bt.load(b_row, N - tn * kTile);
         }
-        const auto b_row = [&](int r) -> const T* {
-            const int i = i0 + r;
-            return i < qc ? Bm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + tn * kTile : nullptr;
-        };
-        stage<T, kKb, kTile>(Bs, LDT, b_row, N - tn * kTile);
         __syncthreads();
-        acc.template mma<ColMajor, RowMajor>(Xs + wr * 32, LDT, Bs + wc * 32, LDT, kKb);
+        acc.template mma<ColMajor, RowMajor>(Xs + wr * 32, LDT, Bs + wc * 32, LDT, KB);
     }
+    __syncthreads();  // every warp's products are done before Ys overwrites the operands
     acc.store(Ys + wr * 32 * kLdY + wc * 32, kLdY);
     __syncthreads();
     float* out = k.st + ((b * k.nc + c) * a.heads + h) * static_cast<size_t>(P) * N;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile, p = tp * kTile + r, n = tn * kTile + col;
-        if (p < P && n < N) out[static_cast<size_t>(p) * N + n] = Ys[r * kLdY + col];
-    }
+    store_tile(out + static_cast<size_t>(tp * kTile) * N + tn * kTile, N, Ys, P - tp * kTile, N - tn * kTile);
 }
 
 // 4. One thread per state element (batch, head, p, n), sequential over the chunks; the next
@@ -297,11 +406,14 @@ __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, 
 
 // 5. One block per (batch, chunk, head, 64 rows of the chunk, 64 columns of head_dim).
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
-    constexpr int LDK = kLdK<T>, LDT = kLdT<T>;
-    __shared__ __align__(128) T As[kTile * LDK];  // C, then M: [64 rows][kKb]
-    __shared__ __align__(128) T Hs[kTile * LDK];  // H_c: [64 p][kKb n]
-    __shared__ __align__(128) T Xs[kKb * LDT];    // x: [kKb j][64 p]
+__global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_scan(const SsdArgs a, const ChunkArgs k) {
+    constexpr int LDK = kLdK<T>, LDT = kLdT<T>, V = kVec<T>, KB = kKb<T>;
+    // H_c (the first products) and x (the second) take turns in one buffer.
+    constexpr int kHx = kTile * LDK > KB * LDT ? kTile * LDK : KB * LDT;
+    __shared__ __align__(128) T As[kTile * LDK];  // C, then M: [64 rows][KB]
+    __shared__ __align__(128) T HXs[kHx];
+    T* Hs = HXs;  // H_c: [64 p][KB n]
+    T* Xs = HXs;  // x: [KB j][64 p]
     __shared__ __align__(128) float Ys[kTile * kLdY];
     __shared__ float css[kMaxChunk], dts[kMaxChunk];
     const int P = a.head_dim, N = a.dstate;
@@ -326,65 +438,131 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     float* yw = Ys + wr * 32 * kLdY + wc * 32;  // this warp's part of the result tile
     WarpTile<T> acc;
     acc.zero();
-    // The carried-in state: (C H_c^T)[i, p], K = dstate.
-    for (int n0 = 0; n0 < N; n0 += kKb) {
-        __syncthreads();
-        const auto c_row = [&](int r) -> const T* {
-            const int i = m0 + r;
-            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
-        };
+    // The carried-in state: (C H_c^T)[i, p], K = dstate; the K block from state `nn` on is
+    // loaded into registers while the previous one is multiplied.
+    {
+        int nn = 0;
+        const T* C0 = Cm + ((b * a.seqlen + c0 + m0) * a.ngroups + g) * N;
+        const size_t c_step = static_cast<size_t>(a.ngroups) * N;
+        const auto c_row = [&](int r) -> const T* { return m0 + r < qc ? C0 + r * c_step + nn : nullptr; };
         const auto h_row = [&](int r) -> const T* {
-            const int p = p0 + r;
-            return p < P ? Hc + static_cast<size_t>(p) * N + n0 : nullptr;
+            return p0 + r < P ? Hc + static_cast<size_t>(p0 + r) * N + nn : nullptr;
         };
-        stage<T, kTile, kKb>(As, LDK, c_row, N - n0);
-        stage<T, kTile, kKb>(Hs, LDK, h_row, N - n0);
-        __syncthreads();
-        acc.template mma<RowMajor, ColMajor>(As + wr * 32 * LDK, LDK, Hs + wc * 32 * LDK, LDK, kKb);
+        Staged<T, kTile, KB> ct, ht;
+        ct.load(c_row, N);
+        ht.load(h_row, N);
+        for (int n0 = 0; n0 < N; n0 += KB) {
+            __syncthreads();
+            ct.store(As, LDK);
+            ht.store(Hs, LDK);
+            nn = n0 + KB;
+            if (nn < N) {
+                ct.load(c_row, N - nn);
+                ht.load(h_row, N - nn);
+            }
+            __syncthreads();
+            acc.template mma<RowMajor, ColMajor>(As + wr * 32 * LDK, LDK, Hs + wc * 32 * LDK, LDK, KB);
+        }
     }
     // ... decayed to each row's step: times exp(cs[i]), through the result tile.
     acc.store(yw, kLdY);
     __syncthreads();
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile;
-        Ys[r * kLdY + col] *= ex2(css[m0 + r] * kLog2e);
+    for (int q = threadIdx.x; q < kTile * kTile / 4; q += kChunkThreads) {
+        const int r = q / (kTile / 4), col = (q % (kTile / 4)) * 4;
+        const float d = ex2(css[m0 + r] * kLog2e);
+        float4* v = reinterpret_cast<float4*>(Ys + r * kLdY + col);
+        *v = make_float4(v->x * d, v->y * d, v->z * d, v->w * d);
     }
     __syncthreads();
     acc.load(yw, kLdY);
     // The chunk's own steps: sum_{j <= i} M[i, j] x[j, p], over the K blocks at or left of the
     // diagonal.
     const int jend = m0 + kTile < qc ? m0 + kTile : qc;
-    for (int j0 = 0; j0 < jend; j0 += kKb) {
-        __syncthreads();
-        for (int e = threadIdx.x; e < kTile * kKb; e += kChunkThreads) {
-            const int r = e / kKb, kk = e % kKb, i = m0 + r, j = j0 + kk;
-            float m = 0.f;
-            if (j <= i && i < qc) m = cb[static_cast<size_t>(i) * k.Q + j] * ex2((css[i] - css[j]) * kLog2e) * dts[j];
-            As[r * LDK + kk] = from_f32<T>(m);
+    // V consecutive columns of one row a thread: CB's row segment in 16-byte loads (Q and the
+    // scratch offsets keep it aligned), one exp an element, one 16-byte store (16-bit T). A K
+    // block's CB segments are loaded into registers during the previous block's product.
+    constexpr int kPer = kTile * (KB / V) / kChunkThreads;
+    static_assert(kPer * kChunkThreads == kTile * (KB / V), "whole vectors a thread");
+    float4 cb_next[kPer][V / 4];
+    const auto load_cb = [&](int j0) {
+#pragma unroll
+        for (int u = 0; u < kPer; ++u) {
+            const int q = threadIdx.x + u * kChunkThreads;
+            const int r = q / (KB / V), kk = (q % (KB / V)) * V, i = m0 + r, j = j0 + kk;
+            if (i < qc && j <= i) {
+                const float4* src = reinterpret_cast<const float4*>(cb + static_cast<size_t>(i) * k.Q + j);
+#pragma unroll
+                for (int f = 0; f < V / 4; ++f) cb_next[u][f] = src[f];
+            }
         }
-        const auto x_row = [&](int r) -> const T* {
-            const int j = j0 + r;
-            return j < qc ? x + ((b * a.seqlen + c0 + j) * a.heads + h) * P + p0 : nullptr;
-        };
-        const bool bad = stage<T, kKb, kTile, true>(Xs, LDT, x_row, P - p0);
+    };
+    // x of the K block starting at step `next`, loaded during the previous block's product.
+    int next = 0;
+    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + p0;
+    const size_t x_step = static_cast<size_t>(a.heads) * P;
+    const auto x_row = [&](int r) -> const T* {
+        const int j = next + r;
+        return j < qc ? x0 + j * x_step : nullptr;
+    };
+    Staged<T, KB, kTile> xt;
+    load_cb(0);
+    xt.load(x_row, P - p0);
+    for (int j0 = 0; j0 < jend; j0 += KB) {
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < kPer; ++u) {
+            const int q = threadIdx.x + u * kChunkThreads;
+            const int r = q / (KB / V), kk = (q % (KB / V)) * V, i = m0 + r, j = j0 + kk;
+            Vec16<T> v;
+            if (i < qc && j <= i) {
+                float cbv[V];
+#pragma unroll
+                for (int f = 0; f < V / 4; ++f) {
+                    const float4 t = cb_next[u][f];
+                    cbv[4 * f] = t.x, cbv[4 * f + 1] = t.y, cbv[4 * f + 2] = t.z, cbv[4 * f + 3] = t.w;
+                }
+                const float ci = css[i];
+#pragma unroll
+                for (int e = 0; e < V; ++e) {
+                    const float m = cbv[e] * ex2((ci - css[j + e]) * kLog2e) * dts[j + e];
+                    // Above the diagonal: a selected 0, whatever CB holds there (never written).
+                    v.e[e] = from_f32<T>(j + e <= i ? m : 0.f);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < V; ++e) v.e[e] = zero_of<T>();
+            }
+            if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+                for (int e = 0; e < V; ++e) As[r * LDK + kk + e] = v.e[e];
+            } else {
+                *reinterpret_cast<uint4*>(As + r * LDK + kk) = v.raw;
+            }
+        }
+        const bool bad = xt.template store<true>(Xs, LDT);
+        if (j0 + KB < jend) {
+            load_cb(j0 + KB);
+            next = j0 + KB;
+            xt.load(x_row, P - p0);
+        }
         // A non-finite x above the diagonal would meet M's zeros there in the product (0 * inf =
         // NaN in rows the equations keep finite): such a block is summed on CUDA cores, skipping
         // those terms. Only blocks that cross the diagonal can hold them.
-        const bool crosses = j0 + kKb - 1 > m0;
+        const bool crosses = j0 + KB - 1 > m0;
         if (__syncthreads_or(crosses && bad)) {
             acc.store(yw, kLdY);
             __syncthreads();
             for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
                 const int r = e / kTile, col = e % kTile, i = m0 + r;
                 float s = Ys[r * kLdY + col];
-                for (int kk = 0; kk < kKb && j0 + kk <= i; ++kk)
+                for (int kk = 0; kk < KB && j0 + kk <= i; ++kk)
                     s = fmaf(to_f32(As[r * LDK + kk]), to_f32(Xs[kk * LDT + col]), s);
                 Ys[r * kLdY + col] = s;
             }
             __syncthreads();
             acc.load(yw, kLdY);
         } else {
-            acc.template mma<RowMajor, RowMajor>(As + wr * 32 * LDK, LDK, Xs + wc * 32, LDT, kKb);
+            acc.template mma<RowMajor, RowMajor>(As + wr * 32 * LDK, LDK, Xs + wc * 32, LDT, KB);
         }
     }
     __syncthreads();
@@ -392,13 +570,24 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_scan(const SsdArgs a,
     __syncthreads();
     T* __restrict__ y = static_cast<T*>(a.y);
     const float Dv = a.D ? a.D[h] : 0.f;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kChunkThreads) {
-        const int r = e / kTile, col = e % kTile, i = m0 + r, p = p0 + col;
-        if (i >= qc || p >= P) continue;
-        const size_t at_y = ((b * a.seqlen + c0 + i) * a.heads + h) * P + p;
-        const float acc_y = Ys[r * kLdY + col];
+    // y of this head and p tile at the chunk's first step (x has the same layout).
+    const size_t at0 = ((b * a.seqlen + c0) * a.heads + h) * P + p0, step = static_cast<size_t>(a.heads) * P;
+    for (int q = threadIdx.x; q < kTile * (kTile / V); q += kChunkThreads) {
+        const int r = q / (kTile / V), col = (q % (kTile / V)) * V, i = m0 + r;
+        if (i >= qc || p0 + col >= P) continue;
+        const size_t at = at0 + i * step + col;
+        const float* acc_y = Ys + r * kLdY + col;
         // D is optional: an absent D adds nothing, not 0 * x (NaN for an infinite x).
-        y[at_y] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at_y]), acc_y) : acc_y);
+        if (p0 + col + V <= P && ((reinterpret_cast<size_t>(y + at) | reinterpret_cast<size_t>(x + at)) & 15) == 0) {
+            Vec16<T> xv, yv;
+            xv.raw = *reinterpret_cast<const uint4*>(x + at);
+#pragma unroll
+            for (int e = 0; e < V; ++e) yv.e[e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(xv.e[e]), acc_y[e]) : acc_y[e]);
+            *reinterpret_cast<uint4*>(y + at) = yv.raw;
+        } else {
+            for (int e = 0; e < V && p0 + col + e < P; ++e)
+                y[at + e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at + e]), acc_y[e]) : acc_y[e]);
+        }
     }
 }
 

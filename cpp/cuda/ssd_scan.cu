@@ -92,6 +92,8 @@ cudaError_t ssd_scan(const SsdScanParams& p, cudaStream_t stream, const SsdConfi
         if (cfg.path == -1) return cudaErrorInvalidValue;
         plan = SsdPlan{};  // no scratch given: the step kernel
     }
+    // The chunked kernels read the scratch in 16-byte vectors: a misaligned pointer would fault.
+    if (plan.chunked && (static_cast<size_t>(p.scratch) & 15) != 0) return cudaErrorInvalidValue;
     switch (p.elem) {
         case ElemType::F32: return detail::launch_ssd_typed<float>(p, plan, stream);
         case ElemType::F16: return detail::launch_ssd_typed<__half>(p, plan, stream);

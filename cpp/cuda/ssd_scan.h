@@ -6,7 +6,9 @@
 // Two paths, chosen by shape (cpp/cuda/README.md "SsdScan"): the step-by-step kernel
 // (ssd_scan_impl.cuh; decode and short sequences) and the chunked prefill (ssd_chunk_impl.cuh;
 // five kernels, tensor cores for 16-bit types), which needs `ssd_scan_scratch_bytes` of device
-// scratch in `SsdScanParams::scratch`. Without that scratch the step kernel runs.
+// scratch in `SsdScanParams::scratch`, 16-byte aligned (its kernels read it in 16-byte vectors;
+// ORT's, torch's and TensorRT's allocations are 256-byte aligned). Without that scratch the step
+// kernel runs; misaligned scratch is refused (cudaErrorInvalidValue).
 #pragma once
 
 #include <cstddef>

@@ -20,6 +20,7 @@ if len(sys.argv) > 1:
     os.environ["MAMBAC_CUDA_HARNESS"] = sys.argv[1]
 import bench_kernels as bk  # noqa: E402  (puts tests/python/gpu on the path)
 from cuda_harness import check_rc, dev, lib, step_inputs, step_params, stream, torch  # noqa: E402
+from gpu_timing import kernel_profile  # noqa: E402
 
 log = bk.log
 # (loads in flight a thread, longest K tile, blocks a multiprocessor) swept beside the default.
@@ -28,20 +29,6 @@ SWEEP = {1: [(r, k, b, 0) for r in (4, 8, 16) for k in (128, 256) for b in (4, 6
          16: [(0, k, b, 1) for k in (256, 512) for b in (1, 2, 3)],
          64: [(0, k, b, 1) for k in (256, 512) for b in (1, 2, 3)]}
 BATCHES = (1, 8, 16, 64)
-
-
-def kernel_profile(step, reps=64):
-    """Per-kernel GPU time of the step (CUPTI through torch.profiler), averaged over reps."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            step()
-        torch.cuda.synchronize()
-    for ev in sorted(prof.key_averages(), key=lambda e: -(getattr(e, "device_time_total", 0) or 0)):
-        t = getattr(ev, "device_time_total", 0) or 0
-        if t:
-            log(f"      {t / reps:7.2f} us  {ev.count / reps:4.1f}x  {ev.key[:110]}")
 
 
 def bench():
@@ -70,7 +57,7 @@ def bench():
         other_us = bk.graph_time_us(step, per_graph=64)
         tuning[0] = (0, 0, 0, 0)
         if os.environ.get("MAMBAC_PROFILE"):
-            kernel_profile(step)
+            kernel_profile(step, log)
         if os.environ.get("MAMBAC_SWEEP"):
             for t in SWEEP[B]:
                 tuning[0] = t

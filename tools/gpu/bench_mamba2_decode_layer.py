@@ -18,7 +18,7 @@ sys.path.insert(0, HERE)
 if len(sys.argv) > 1:
     os.environ["MAMBAC_CUDA_HARNESS"] = sys.argv[1]
 import bench_kernels as bk  # noqa: E402  (puts tests/python/gpu on the path)
-from bench_decode_layer import kernel_profile  # noqa: E402
+from gpu_timing import kernel_profile  # noqa: E402
 from cuda_harness import check_rc, dev, lib, step2_inputs, step2_params, stream, torch  # noqa: E402
 
 log = bk.log
@@ -51,7 +51,7 @@ def bench():
         other_us = bk.graph_time_us(step, per_graph=64)
         tuning[0] = (0, 0, 0, 0)
         if os.environ.get("MAMBAC_PROFILE"):
-            kernel_profile(step)
+            kernel_profile(step, log)
         log(f"  batch {B}: {layer_us:.1f} us a layer ({wbytes / layer_us / 1e6:.2f} TB/s of weights; the other "
             f"GEMV kernel {other_us:.1f} us)")
         del sets, ps

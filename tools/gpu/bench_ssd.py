@@ -28,13 +28,17 @@ ap = argparse.ArgumentParser()
 ap.add_argument("harness", nargs="?", help="libmambac_cuda_harness.so (default: .device/gpu/)")
 ap.add_argument("--anchor", default=os.path.join(ROOT, ".device", "anchor"), help="mamba_ssm's anchor tree")
 ap.add_argument("--quick", action="store_true", help="seqlen 2048 only")
+ap.add_argument("--profile", action="store_true",
+                help="per-kernel CUPTI breakdown of ours and mamba_ssm's at fp16 batch 1 seqlen 2048, then stop")
+ap.add_argument("--once", action="store_true",
+                help="6 calls of ours (auto) at fp16 batch 1 seqlen 2048 and stop: for ncu --launch-skip 5")
 args = ap.parse_args()
 sys.path[:0] = [HERE, os.path.join(ROOT, "tests", "python"), os.path.join(ROOT, "tests", "python", "gpu")]
 if args.harness:
     os.environ["MAMBAC_CUDA_HARNESS"] = args.harness
 import cuda_harness as h  # noqa: E402
 from cuda_harness import check_rc, ptr, ssd_inputs, ssd_params, ssd_scratch, torch  # noqa: E402
-from gpu_timing import graph_time_us, time_us  # noqa: E402
+from gpu_timing import graph_time_us, kernel_profile, time_us  # noqa: E402
 
 LOG = []
 HEADS, HEAD_DIM, DSTATE, NGROUPS, CHUNK = 80, 64, 128, 1, 256
@@ -128,9 +132,36 @@ def crossover():
         log(f"  b{batch}  " + "  ".join(cells))
 
 
+def profile(anchor):
+    """Where each implementation's time goes, kernel by kernel (fp16, batch 1, seqlen 2048)."""
+    x = ssd_inputs(1, 2048, HEADS, HEAD_DIM, NGROUPS, DSTATE, "float16", {"initial_state": False}, seed=7)
+    with torch.inference_mode():
+        for name, cfg in (("auto", None), ("Q128", (-1, 128)), ("Q256", (-1, 256))):
+            log(f"  ours ({name}):")
+            kernel_profile(Ours(x, "float16", cfg), log, reps=20)
+        if anchor is not None:
+            def theirs():
+                return anchor(x["x"], x["dt"], x["A"], x["B"], x["C"], CHUNK, D=x["D"], dt_bias=x["dt_bias"],
+                              dt_softplus=True, return_final_states=True)
+            for _ in range(3):  # Triton autotunes on its first calls
+                theirs()
+            log("  mamba_ssm:")
+            kernel_profile(theirs, log, reps=20)
+
+
 def main():
     log(f"device: {torch.cuda.get_device_name()}; harness {h.LIB_PATH}")
-    anchor = load_anchor()
+    anchor = None if args.once else load_anchor()
+    if args.profile:
+        profile(anchor)
+        return
+    if args.once:
+        x = ssd_inputs(1, 2048, HEADS, HEAD_DIM, NGROUPS, DSTATE, "float16", {"initial_state": False}, seed=7)
+        f = Ours(x, "float16", None)
+        for _ in range(6):
+            f()
+        torch.cuda.synchronize()
+        return
     rows = []
     for seqlen in (2048,) if args.quick else (2048, 8192):
         for batch in (1, 8):

@@ -1,4 +1,4 @@
-"""CUDA-event timings shared by the tools/gpu benchmarks (bench_kernels.py, bench_ssd.py)."""
+"""CUDA-event timings and the CUPTI per-kernel breakdown shared by the tools/gpu benchmarks."""
 import statistics
 
 import torch
@@ -41,3 +41,22 @@ def graph_time_us(fn, per_graph=50, reps=11):
         e1.synchronize()
         ts.append(e0.elapsed_time(e1) * 1000.0 / per_graph)
     return statistics.median(ts)
+
+
+def kernel_profile(step, log, reps=64):
+    """Per-kernel GPU time of step() (CUPTI through torch.profiler), averaged over reps, logged
+    longest first; returns the total in us."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    total = 0.0
+    for ev in sorted(prof.key_averages(), key=lambda e: -(getattr(e, "device_time_total", 0) or 0)):
+        t = getattr(ev, "device_time_total", 0) or 0
+        if t:
+            total += t / reps
+            log(f"      {t / reps:7.2f} us  {ev.count / reps:4.1f}x  {ev.key[:110]}")
+    log(f"      {total:7.2f} us  total")
+    return total

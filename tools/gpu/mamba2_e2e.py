@@ -58,7 +58,10 @@ def main():
         j = e2e.last_json(r.stdout)
         j["peak_gpu_mem_mib"] = mem.peak
         res[f"b{batch}"] = j
-        e2e.log(f"  mamba2 bench batch {batch}: prefill {j['prefill']['tokens_per_s']['median']:.0f} tok/s, "
+        # The reset to zero states before each prefill (bench reports it from 45981a5 on).
+        reset = f"reset {j['reset']['ms']['median']:.2f} ms, " if j.get("reset") else ""
+        e2e.log(f"  mamba2 bench batch {batch}: {reset}prefill {j['prefill']['tokens_per_s']['median']:.0f} tok/s "
+                f"({j['prefill']['ms']['median']:.1f} ms), "
                 f"decode {j['decode']['tokens_per_s']['median']:.1f} tok/s ({j['decode']['ms']['median']:.3f} ms a step), "
                 f"decode graph {j.get('decode_graph')}, peak {mem.peak} MiB")
     print(json.dumps(res))

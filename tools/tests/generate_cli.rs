@@ -344,6 +344,11 @@ fn bench_reports_a_table_and_json() {
     assert_eq!(j["layers"], 2);
     assert_eq!(j["prefill"]["tokens"], 48.0);
     assert_eq!(j["decode"]["tokens"], 15.0);
+    let reset = &j["reset"]["ms"];
+    let (lo, mid, hi) =
+        (reset["min"].as_f64().unwrap(), reset["median"].as_f64().unwrap(), reset["max"].as_f64().unwrap());
+    assert!(0.0 < lo && lo <= mid && mid <= hi, "reset: {reset}");
+    assert!(table.lines().any(|l| l.starts_with("reset ") && l.ends_with(" /batch")), "{table}");
     // CUDA graphs are a CUDA EP matter: the CPU EP never captures, with or without the flag (the
     // graph path itself runs only on the GPU: tools/gpu/ort_cuda_e2e.py part B).
     assert_eq!(j["cuda_graph"], false);

@@ -82,6 +82,14 @@ pub fn attr_string(name: &str, v: &str) -> AttributeProto {
     a
 }
 
+pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    a.type_ = AttributeType::TENSOR.into();
+    a.t = Some(t).into();
+    a
+}
+
 /// A tensor with its data inline.
 pub fn tensor(name: &str, elem: Elem, dims: &[usize], raw: Vec<u8>) -> TensorProto {
     let mut t = TensorProto::new();

@@ -9,7 +9,7 @@
 2. The chunked prefill (cpp/cuda/ssd_chunk_impl.cuh) forced, at chunk 64, 128 and 256: chunks that
    do and do not divide seqlen, long sequences (1000-4096), groups 1 / 2 / 8, head_dim 64 and
    odd ones, dstate 64 / 128 and odd ones up to 512, every dtype, initial state on and off; its
-   scratch and config errors; NaN and infinities in x.
+   scratch (missing, misaligned) and config errors; NaN and infinities in x.
 
 Outputs and the chunked path's scratch are NaN-poisoned so an element not written (or read
 before it is written) fails. Tier: ops_reference.TIERS with atol taken relative to the tensor's
@@ -22,7 +22,8 @@ import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
-from cuda_harness import error_string, failures_over_splits, lib, run_ssd, ssd_inputs, ssd_params, to_host  # noqa: E402
+from cuda_harness import (error_string, failures_over_splits, launch_ssd, lib, run_ssd, ssd_inputs, ssd_params,  # noqa: E402
+                          to_host)
 from ops_reference import SSD_INPUTS, mismatch, ssd_scan_ref  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
@@ -173,6 +174,21 @@ def test_the_chunked_path_starts_at_33_steps():
 def test_chunked_without_scratch_is_refused_untouched():
     x = ssd_inputs(1, 100, 4, 16, 2, 16, "float16", ALL, seed=10)
     rc, y, fs = run_ssd(x, "float16", True, True, cfg=chunked(64), scratch=False)
+    assert error_string(rc) == "invalid argument"
+    assert torch.isnan(y).all() and torch.isnan(fs).all()
+
+
+def test_chunked_with_misaligned_scratch_is_refused_untouched():
+    # The chunked kernels read their scratch in 16-byte vectors (cpp/cuda/ssd_scan.h).
+    x = ssd_inputs(1, 100, 4, 16, 2, 16, "float16", ALL, seed=11)
+    y = torch.full(x["x"].shape, float("nan"), dtype=x["x"].dtype, device=x["x"].device)
+    fs = torch.full((1, 4, 16, 16), float("nan"), device=x["x"].device)
+    p = ssd_params(x, y, fs, "float16", True)
+    nbytes = lib.mambac_cuda_ssd_scan_cfg_scratch_bytes(ctypes.byref(p), *chunked(64))
+    buf = torch.full((nbytes // 4 + 4,), float("nan"), device=x["x"].device)
+    p.scratch = buf.data_ptr() + 4
+    rc = launch_ssd(p, chunked(64))
+    torch.cuda.synchronize()
     assert error_string(rc) == "invalid argument"
     assert torch.isnan(y).all() and torch.isnan(fs).all()
 

@@ -93,11 +93,12 @@ pub fn generate<E: From<Error>>(
         sess.sig.check_ids(p, &format!("prompt {}", j + 1))?;
     }
     // Each prompt's states are kept on the host until all are prefilled, then stacked into one
-    // batch: a copy per prompt on top of the batch's own.
+    // batch (a second copy) and given to the session (a third, until the first decode step):
+    // three host copies on top of the session's own buffers.
     if prompts.len() > 1 {
         let n = prompts.len();
-        let per_prompt = sess.sig.state_bytes_per_sequence().saturating_mul(n as u128);
-        memory::check(per_prompt.saturating_add(sess.state_bytes(n)), || {
+        let host_copies = sess.sig.state_bytes_per_sequence().saturating_mul(n as u128).saturating_mul(3);
+        memory::check(host_copies.saturating_add(sess.state_bytes(n)), || {
             format!("{n} prompts decoded as one batch: their states need")
         })?;
     }

@@ -37,8 +37,9 @@
 //! * [`signature`] — what the model's inputs and outputs say: layer count, state shapes, dtypes,
 //!   vocabulary; rejects models without state inputs.
 //! * [`StatefulSession`] — one ORT session plus the states between steps, held in an IoBinding
-//!   (on the CUDA EP they stay on the device; only the token ids go in and the logits come out),
-//!   with CUDA-graph replay and the decode graph for one-token steps.
+//!   (on the CUDA EP they stay on the device, and new sequences' zero states are made there;
+//!   only the token ids go in and the logits come out), with CUDA-graph replay and the decode
+//!   graph for one-token steps.
 //! * [`shared_weights`] — the weights a model and its decode graph share, loaded once on the
 //!   device for both sessions.
 //! * [`sampler`] — greedy and temperature / top-k / top-p sampling with a seeded RNG (no ORT).

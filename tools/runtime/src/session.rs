@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 
 use crate::environment::{find_ops_lib, init_ort};
@@ -78,16 +79,7 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(|e| Error::ort(format!("--threads {n}"))(e.into()))?;
     }
-    if opts.ep == Ep::Cuda {
-        use ort::ep::ExecutionProvider;
-        let cuda = ort::ep::CUDA::default().with_cuda_graph(cuda_graph);
-        if !ort::ep::CUDA::is_available().unwrap_or(false) {
-            return Err(Error::CudaUnavailable { ort_lib: find_ort_library()? });
-        }
-        b = b
-            .with_execution_providers([cuda.build().error_on_failure()])
-            .map_err(|e| Error::ort("cannot enable the CUDA execution provider")(e.into()))?;
-    }
+    b = with_ep(b, opts.ep, cuda_graph)?;
     if let Some(ops) = &ops {
         b = b
             .with_operator_library(ops)
@@ -108,6 +100,21 @@ fn open_session_with(model: &Path, opts: &SessionOptions, cuda_graph: bool, shar
             Error::Ort { what: format!("cannot load {}", model.display()), source }
         }
     })
+}
+
+/// `b` with `ep` (and, on the CUDA EP, graph capture as `cuda_graph` says). Every session of one
+/// [`crate::StatefulSession`] takes the CUDA EP's default device, 0, where its state buffers are.
+pub(crate) fn with_ep(b: SessionBuilder, ep: Ep, cuda_graph: bool) -> Result<SessionBuilder> {
+    if ep != Ep::Cuda {
+        return Ok(b);
+    }
+    use ort::ep::ExecutionProvider;
+    let cuda = ort::ep::CUDA::default().with_cuda_graph(cuda_graph);
+    if !ort::ep::CUDA::is_available().unwrap_or(false) {
+        return Err(Error::CudaUnavailable { ort_lib: find_ort_library()? });
+    }
+    b.with_execution_providers([cuda.build().error_on_failure()])
+        .map_err(|e| Error::ort("cannot enable the CUDA execution provider")(e.into()))
 }
 
 /// Whether `model` is a mambac export in bfloat16 (its `mambac.dtype` metadata). Read only once

@@ -25,7 +25,8 @@ pub(super) struct StateSets {
 
 /// Where the states the next step reads are.
 pub(super) enum Current {
-    /// Given by the caller (zeros for new sequences, or stacked prefills), in host memory.
+    /// Given by the caller ([`StatefulSession::set_states`]: stacked prefills, states of its
+    /// own), in host memory; none while a reset is under way, or after one failed.
     Host(Vec<DynTensor>),
     /// Set `s` of [`StateSets`].
     Set(usize),
@@ -47,8 +48,8 @@ impl StatefulSession {
             return Ok(());
         }
         if matches!(self.current, Current::Set(_)) {
-            // The states live in the sets about to be replaced: set_states always comes first
-            // when the batch size changes, so this does not happen.
+            // The states live in the sets about to be replaced: reset and set_states let go of
+            // them first when the batch size changes, so this does not happen.
             return Err(Error::Internal(
                 "the batch size changed while the states were in the session's buffers".into(),
             ));

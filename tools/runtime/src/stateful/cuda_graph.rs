@@ -112,7 +112,7 @@ impl GraphIo {
 
 /// Runs `binding` with its outputs left where they are bound. (The ort crate's `run_binding`
 /// also fetches every bound output back as a value, ~2 x layers of them, on each run.)
-fn run_bound(session: &Session, binding: &IoBinding, ro: &RunOptions) -> Result<(), ort::Error> {
+pub(super) fn run_bound(session: &Session, binding: &IoBinding, ro: &RunOptions) -> Result<(), ort::Error> {
     use ort::AsPointer;
     let api = ort::api();
     // SAFETY: the three pointers are live ORT objects owned by their wrappers for the call.

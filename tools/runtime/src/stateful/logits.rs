@@ -111,10 +111,3 @@ pub(super) fn dtype_of(t: TensorElementType) -> Dtype {
         _ => Dtype::F32,
     }
 }
-
-pub(super) fn elem_size(t: TensorElementType) -> usize {
-    match t {
-        TensorElementType::Float16 | TensorElementType::Bfloat16 => 2,
-        _ => 4,
-    }
-}

@@ -5,16 +5,19 @@
 //! ([`buffers`]), so on the GPU the states never leave the device; only the ids go in and the
 //! logits come out. One-token steps may be replayed as CUDA graphs ([`cuda_graph`]) and may run
 //! on the decode graph's session ([`decode_route`]); [`open`] sets all of that up from
-//! [`SessionOptions`](crate::SessionOptions).
+//! [`SessionOptions`](crate::SessionOptions). New sequences' zero states are written into the
+//! buffers where they are, by a one-op-a-state session of their own on the same EP ([`zeros`]).
 //!
 //! The same code runs on the CPU EP (where the tests exercise it); the CUDA path differs only in
-//! which allocator makes the buffers and in copying states to the host when asked for them.
+//! which allocator makes the buffers, the EP the zeros are written by, and in copying states to
+//! the host when asked for them.
 
 mod buffers;
 mod cuda_graph;
 mod decode_route;
 mod logits;
 mod open;
+mod zeros;
 
 use mambac_op_schema::graph;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -25,8 +28,9 @@ use self::buffers::{Current, StateSets};
 use self::cuda_graph::graph_run_options;
 pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
 use self::decode_route::{route, DecodeSession};
-use self::logits::{dtype_of, elem_size, extract_logits, extract_next_tokens, StepOut, Want};
+use self::logits::{dtype_of, extract_logits, extract_next_tokens, StepOut, Want};
 pub use self::logits::{Keep, Logits};
+use self::zeros::ZeroStates;
 use crate::error::{fail, Error, Result, Warning};
 use crate::memory;
 use crate::options::Ep;
@@ -47,6 +51,8 @@ pub struct StatefulSession {
     binding: IoBinding,
     /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
     state_alloc: Allocator,
+    /// Writes the zero states of new sequences into those buffers, on the same EP.
+    zeros: ZeroStates,
     /// Where the logits are copied to: the host.
     host_mem: MemoryInfo<'static>,
     /// The session was opened with CUDA graph capture (what [`Self::cuda_graph_capture`] says).
@@ -85,6 +91,7 @@ impl StatefulSession {
         };
         let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
             .map_err(Error::ort("CPU memory info"))?;
+        let zeros = ZeroStates::new(&sig, ep)?;
         // Replays need the logits' size to allocate their fixed buffer; a model that does not
         // state it runs every step the ordinary way.
         let opened_with_capture = cuda_graph;
@@ -97,6 +104,7 @@ impl StatefulSession {
             sig,
             binding,
             state_alloc,
+            zeros,
             host_mem,
             opened_with_capture,
             cuda_graph,
@@ -127,11 +135,12 @@ impl StatefulSession {
         self.batch
     }
 
-    /// Host memory the states of `batch` sequences take: the zeros (or stacked prefills) given
-    /// from the host, and on the CPU EP the two buffer sets as well.
+    /// Host memory the session's own states of `batch` sequences take: on the CPU EP the two
+    /// ping-pong buffer sets (stateful/buffers.rs), which [`Self::reset`] writes its zeros
+    /// into; on the CUDA EP none (the buffers and the zeros are device memory). States given to
+    /// [`Self::set_states`] take a host copy more until the next step.
     pub fn state_bytes(&self, batch: usize) -> u128 {
-        let copies = if self.state_alloc.memory_info().is_cpu_accessible() { 3 } else { 1 };
-        self.sig.state_bytes_per_sequence().saturating_mul(batch as u128).saturating_mul(copies)
+        host_state_bytes(self.sig.state_bytes_per_sequence(), batch, self.state_alloc.memory_info().is_cpu_accessible())
     }
 
     /// Host memory one step of `batch` x `len` tokens takes beyond the states: the ids, the
@@ -146,22 +155,27 @@ impl StatefulSession {
         tokens.saturating_mul(8).saturating_add(self.sig.logits_bytes(batch, len)).saturating_add(kept * vocab * 4)
     }
 
-    /// Zero states for `batch` new sequences.
+    /// Zero states for `batch` new sequences, written into the buffers the next step reads by
+    /// the zero-state session on the session's own EP (stateful/zeros.rs): on the CUDA EP they
+    /// are made on the device, and no host memory is used or copied.
     pub fn reset(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            fail!(InvalidArgument, "reset: a batch of 0 sequences (at least 1 is needed)");
+        }
         memory::check(self.state_bytes(batch), || {
             let s = if batch == 1 { "" } else { "s" };
             format!("the states of {batch} sequence{s} ({} layers) need", self.sig.layers)
         })?;
-        let zeros: Vec<HostTensor> = self
-            .sig
-            .states
-            .iter()
-            .map(|s| {
-                let n: usize = s.shape(batch).iter().product();
-                HostTensor { dtype: dtype_of(s.ty), shape: s.shape(batch), bytes: vec![0u8; n * elem_size(s.ty)] }
-            })
-            .collect();
-        self.set_states(&zeros)
+        // The states being replaced may live in the buffers about to be remade (another batch
+        // size): let go of them first. Until the zeros are written there are no states, and a
+        // step says so.
+        self.current = Current::Host(Vec::new());
+        self.batch = batch;
+        self.ensure_state_sets()?;
+        let sets = self.state_sets.as_mut().expect("made above");
+        self.zeros.fill(&self.sig, batch, &mut sets.sets[0])?;
+        self.current = Current::Set(0);
+        Ok(())
     }
 
     /// Replaces the states (from the host; bound as inputs they are copied to the device by ORT
@@ -246,6 +260,12 @@ impl StatefulSession {
 
     fn run_step(&mut self, ids: &[i64], len: usize, want: Want) -> Result<StepOut> {
         let batch = self.batch;
+        if matches!(&self.current, Current::Host(v) if v.is_empty()) {
+            fail!(
+                InvalidArgument,
+                "no states to run from: the last reset or set_states failed; call one of them again"
+            );
+        }
         if len == 0 || ids.len() != batch * len {
             fail!(InvalidArgument, "a step needs batch {batch} × len {len} token ids, got {}", ids.len());
         }
@@ -332,5 +352,77 @@ impl StatefulSession {
             fail!(BadOutput, "the model returned outputs for batch {returned}, expected {batch}");
         }
         Ok(out)
+    }
+}
+
+/// [`StatefulSession::state_bytes`]: `per_sequence` bytes of states for each of `batch`
+/// sequences, twice (the buffer sets) when they are host memory (`on_host`), else none.
+fn host_state_bytes(per_sequence: u128, batch: usize, on_host: bool) -> u128 {
+    let copies = if on_host { 2 } else { 0 };
+    per_sequence.saturating_mul(batch as u128).saturating_mul(copies)
+}
+
+#[cfg(test)]
+mod tests {
+    use mambac_compiler::emit::proto::{attr_int, i64_tensor, node, value_info};
+    use mambac_compiler::ir::{Dim, Elem, ValueType};
+    use onnx_protobuf::GraphProto;
+
+    use super::*;
+
+    /// A stateful model in standard ONNX (no op library): each state output is its input, and
+    /// every logit of a token is its id. States `[batch, 2, 3]` and `[batch, 2, 4]`, vocab 4.
+    fn toy_session() -> StatefulSession {
+        let ty = |e, dims: &[Dim]| ValueType::new(e, dims.to_vec());
+        let (b, t) = (Dim::sym("batch"), Dim::sym("seqlen"));
+        let mut g = GraphProto::new();
+        g.input.push(value_info(graph::INPUT_IDS, &ty(Elem::I64, &[b.clone(), t.clone()])));
+        g.output.push(value_info(graph::LOGITS, &ty(Elem::F32, &[b.clone(), t, Dim::Known(4)])));
+        for (kind, w) in [("conv_state", 3), ("ssm_state", 4)] {
+            let state = ty(Elem::F32, &[b.clone(), Dim::Known(2), Dim::Known(w)]);
+            g.input.push(value_info(&format!("{kind}.0"), &state));
+            g.output.push(value_info(&format!("{kind}_out.0"), &state));
+            g.node.push(node("Identity", "", kind, vec![format!("{kind}.0")], vec![format!("{kind}_out.0")]));
+        }
+        g.initializer.push(i64_tensor("axes", &[2]));
+        g.initializer.push(i64_tensor("to_vocab", &[1, 1, 4]));
+        let mut cast = node("Cast", "", "cast", vec![graph::INPUT_IDS.into()], vec!["ids_f".into()]);
+        cast.attribute.push(attr_int("to", 1));
+        g.node.push(cast);
+        g.node.push(node("Unsqueeze", "", "unsqueeze", vec!["ids_f".into(), "axes".into()], vec!["ids_3d".into()]));
+        g.node.push(node("Expand", "", "expand", vec!["ids_3d".into(), "to_vocab".into()], vec![graph::LOGITS.into()]));
+        let env = crate::environment::init_ort().unwrap();
+        let session = Session::builder(env).unwrap().commit_from_memory(&zeros::model_bytes(g).unwrap()).unwrap();
+        StatefulSession::new(session, Ep::Cpu, false).unwrap()
+    }
+
+    /// A reset whose zeros cannot be written (here: the zero-state session of other state
+    /// shapes) leaves no states, and a step says so instead of running from what was there;
+    /// the next reset that works makes the session usable again.
+    #[test]
+    fn a_step_after_a_failed_reset_says_there_are_no_states() {
+        let mut s = toy_session();
+        let mut other = s.sig.clone();
+        other.states[0].dims = vec![2, 5];
+        let good = std::mem::replace(&mut s.zeros, ZeroStates::new(&other, Ep::Cpu).unwrap());
+        s.step(&[2], 1, Keep::Last).expect("a step from the states new() made");
+        let e = s.reset(2).expect_err("zeros of another shape");
+        assert_eq!(e.to_string(), "writing zero states into the 2 state buffers");
+        let e = s.step(&[1, 3], 1, Keep::Last).expect_err("no states");
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert_eq!(e.to_string(), "no states to run from: the last reset or set_states failed; call one of them again");
+        s.zeros = good;
+        s.reset(2).unwrap();
+        assert!(s.states_to_host().unwrap().iter().all(|t| t.bytes.iter().all(|&b| b == 0)));
+        let l = s.step(&[1, 3], 1, Keep::Last).unwrap();
+        assert_eq!((l.last(0), l.last(1)), (&[1.0; 4][..], &[3.0; 4][..]));
+    }
+
+    /// The zeros of a reset are written into a buffer set: no copy of their own, on either EP.
+    #[test]
+    fn host_state_memory_is_the_two_buffer_sets_on_the_host_and_none_on_the_device() {
+        assert_eq!(host_state_bytes(1000, 5, true), 2 * 5 * 1000);
+        assert_eq!(host_state_bytes(1000, 5, false), 0);
+        assert_eq!(host_state_bytes(u128::MAX / 2, 3, true), u128::MAX);
     }
 }
