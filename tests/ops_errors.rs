@@ -171,6 +171,44 @@ fn cxx_shape_check_direct() {
     assert!(ffi::check_causal_conv1d(&conv[..3]).unwrap_err().what().contains("4 input slots expected, got 3"));
 }
 
+/// The checks' slice rules (docs/op-contract.md "Sliced inputs") as a direct caller meets them:
+/// the strides they return, and the inputs no attribute can slice, refused by name.
+#[test]
+fn cxx_shape_check_slices() {
+    let scan = |u: TensorDesc, z: TensorDesc| {
+        let packed = desc(&[2, 7, 1, 40]);
+        let inputs = [
+            u,
+            desc(&[2, 7, 48]),
+            desc(&[48, 16]),
+            packed.sliced_at(Some(8)),
+            packed.sliced_at(Some(24)),
+            TensorDesc::absent(),
+            z,
+            TensorDesc::absent(),
+            TensorDesc::absent(),
+        ];
+        ffi::check_selective_scan(&inputs)
+    };
+    let p = scan(desc(&[2, 7, 48]), desc(&[2, 7, 96]).sliced_at(Some(48))).unwrap();
+    assert_eq!((p.z_stride, p.b_stride, p.c_stride, p.dim, p.dstate), (96, 40, 40, 48, 16));
+    let p = scan(desc(&[2, 7, 48]), desc(&[2, 7, 48])).unwrap();
+    assert_eq!((p.z_stride, p.b_stride), (48, 40));
+    let err = scan(desc(&[2, 7, 48]).sliced_at(Some(0)), desc(&[2, 7, 48])).unwrap_err();
+    assert_eq!(err.what(), "SelectiveScan: input 'u' cannot be read as a slice (the op has no attribute 'u_offset')");
+
+    let conv = [desc(&[1, 3, 20]).sliced_at(Some(12)), desc(&[8, 4]), TensorDesc::absent(), TensorDesc::absent()];
+    let p = ffi::check_causal_conv1d(&conv).unwrap();
+    assert_eq!((p.dim, p.x_stride, p.width), (8, 20, 4));
+    let mut bad = conv;
+    bad[1] = desc(&[8, 4]).sliced_at(Some(0));
+    let err = ffi::check_causal_conv1d(&bad).unwrap_err();
+    assert_eq!(
+        err.what(),
+        "CausalConv1d: input 'weight' cannot be read as a slice (the op has no attribute 'weight_offset')"
+    );
+}
+
 #[test]
 fn cxx_shape_check_rejects_inputs_whose_byte_size_overflows() {
     // u of 2^62 x 2 x 16 float32s: 2^69 bytes. No ORT tensor can be this, but a plugin's shapes can.

@@ -278,3 +278,14 @@ def test_ssd_scan_dt_offset_is_checked():
                    "SsdScan: attribute 'dt_offset' = 7 reads channels [7, 11) of input 'dt' of shape [2, 3, 10], "
                    "whose last dim is 10")
     expect_refused("SsdScan", slots, f, {"dt_offset": -2}, "SsdScan: attribute 'dt_offset' is -2, expected >= 0")
+
+
+def test_the_reference_refuses_a_slice_past_the_axis():
+    from ops_reference import sliced
+
+    x = np.arange(30.0).reshape(2, 3, 5)
+    assert np.array_equal(sliced(x, 3, 2, "X: 'x_offset'"), x[..., 3:5])
+    assert sliced(x, None, 9, "X: 'x_offset'") is x
+    with pytest.raises(ValueError) as e:
+        sliced(x, 4, 2, "CausalConv1d: 'x_offset'")
+    assert str(e.value) == "CausalConv1d: 'x_offset' = 4 reads channels [4, 6) of a last axis of 5"
