@@ -2,6 +2,7 @@
 #include "mambac/shape_check.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -137,6 +138,43 @@ class Checker {
     if (v > INT32_MAX) fail("input " + name(i) + " gives " + what + " = " + std::to_string(v) + ", more than 2^31 - 1");
   }
 
+  // Input i read whole, as shape_is; or, when the node slices it (its `<name>_offset`
+  // attribute, docs/op-contract.md "Sliced inputs"), as channels [offset, offset + count) of a
+  // longer last axis, count = expected's last dim (a number). Returns the row stride in elements:
+  // the last dim of the tensor read.
+  int64_t view_is(size_t i, std::vector<Dim> expected, const std::string& why) const {
+    const TensorDesc& t = at(i);
+    if (!t.sliced) {
+      shape_is(i, expected, why);
+      return expected.back().value;
+    }
+    offset_sign(i);
+    const int64_t count = expected.back().value;
+    expected.back() = Dim("row");
+    shape_is(i, expected, why);
+    const int64_t row = t.dims[t.rank - 1];
+    if (t.offset > row - count) {
+      fail("attribute " + attr(i) + " = " + std::to_string(t.offset) + " reads channels [" +
+           std::to_string(t.offset) + ", " + std::to_string(t.offset + count) + ") of input " + name(i) +
+           " of shape " + shape_str(t) + ", whose last dim is " + std::to_string(row));
+    }
+    return row;
+  }
+
+  void offset_sign(size_t i) const {
+    if (at(i).offset < 0) fail("attribute " + attr(i) + " is " + std::to_string(at(i).offset) + ", expected >= 0");
+  }
+
+  // Inputs the op cannot read as a slice: only a direct caller (not the ORT op, not the TensorRT
+  // plugin, which slice only the inputs the op lists) can ask for it.
+  void not_sliced(std::initializer_list<size_t> slots) const {
+    for (size_t i : slots) {
+      if (at(i).sliced) fail("input " + name(i) + " cannot be read as a slice (the op has no attribute " + attr(i) + ")");
+    }
+  }
+
+  std::string attr(size_t i) const { return std::string("'") + names_[i] + "_offset'"; }
+
   [[noreturn]] void shape_fail(size_t i, const std::vector<Dim>& expected, const std::string& why) const {
     fail("input " + name(i) + " has shape " + shape_str(at(i)) + ", expected " + dims_str(expected) + why);
   }
@@ -164,6 +202,7 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   Checker ck("SelectiveScan", inputs, count, names, kSelectiveScanInputs);
 
   for (size_t i : {U, DELTA, A, B, C}) ck.require(i);
+  ck.not_sliced({U, DELTA, A, D, DELTA_BIAS, INITIAL_STATE});
 
   const int32_t t = ck.float_type(U);
   ck.shape_is(U, {"batch", "seqlen", "dim"}, "");
@@ -181,20 +220,22 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   ck.type_is(B, t, same_as_u);
   const std::vector<Dim> bc = {batch, seqlen, "ngroups", dstate};
   const std::string bc_why = " with dim " + std::to_string(dim) + " divisible by ngroups";
-  ck.shape_is(B, bc, bc_why);
+  const int64_t b_stride = ck.view_is(B, bc, bc_why);
   const int64_t ngroups = ck.at(B).dims[2];
   if (ngroups < 1 || dim % ngroups != 0) ck.shape_fail(B, bc, bc_why);
 
   ck.type_is(C, t, same_as_u);
-  ck.shape_is(C, {batch, seqlen, ngroups, dstate}, " (same as 'B')");
+  const int64_t c_stride = ck.view_is(C, {batch, seqlen, ngroups, dstate},
+                                      ck.at(C).sliced ? " ([batch, seqlen, ngroups] as 'B')" : " (same as 'B')");
 
   if (ck.present(D)) {
     ck.type_is(D, kOnnxFloat, "");
     ck.shape_is(D, {dim}, " (dim from 'u')");
   }
+  int64_t z_stride = dim;
   if (ck.present(Z)) {
     ck.type_is(Z, t, same_as_u);
-    ck.shape_is(Z, {batch, seqlen, dim}, same_as_u);
+    z_stride = ck.view_is(Z, {batch, seqlen, dim}, same_as_u);
   }
   if (ck.present(DELTA_BIAS)) {
     ck.type_is(DELTA_BIAS, kOnnxFloat, "");
@@ -213,6 +254,9 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   p.ngroups = static_cast<size_t>(ngroups);
   p.elem = elem_of(t);
   p.delta_softplus = true;
+  p.z_stride = static_cast<size_t>(z_stride);
+  p.b_stride = static_cast<size_t>(b_stride);
+  p.c_stride = static_cast<size_t>(c_stride);
   return p;
 }
 
@@ -222,6 +266,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   Checker ck("SsdScan", inputs, count, names, kSsdScanInputs);
 
   for (size_t i : {X, DT, A, B, C}) ck.require(i);
+  ck.not_sliced({X, A, B, C, D, DT_BIAS, INITIAL_STATE});
 
   const int32_t t = ck.float_type(X);
   ck.shape_is(X, {"batch", "seqlen", "heads", "head_dim"}, "");
@@ -230,7 +275,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   const char* same_as_x = " (same as 'x')";
 
   ck.type_is(DT, t, same_as_x);
-  ck.shape_is(DT, {batch, seqlen, heads}, " ([batch, seqlen, heads] from 'x')");
+  const int64_t dt_stride = ck.view_is(DT, {batch, seqlen, heads}, " ([batch, seqlen, heads] from 'x')");
 
   ck.type_is(A, kOnnxFloat, "");
   ck.shape_is(A, {heads}, " (heads from 'x')");
@@ -265,6 +310,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   p.ngroups = static_cast<size_t>(ngroups);
   p.dstate = static_cast<size_t>(dstate);
   p.elem = elem_of(t);
+  p.dt_stride = static_cast<size_t>(dt_stride);
   return p;
 }
 
@@ -274,20 +320,32 @@ CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count) {
   Checker ck("CausalConv1d", inputs, count, names, kCausalConv1dInputs);
 
   for (size_t i : {X, WEIGHT}) ck.require(i);
+  ck.not_sliced({WEIGHT, BIAS, INITIAL_STATE});
 
   const int32_t t = ck.float_type(X);
-  ck.shape_is(X, {"batch", "seqlen", "dim"}, "");
-  const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1], dim = ck.at(X).dims[2];
   const char* same_as_x = " (same as 'x')";
+  // A sliced x has no dim of its own: 'weight' gives it, and x is checked against it.
+  const bool sliced = ck.at(X).sliced;
+  if (sliced) ck.offset_sign(X);
+  ck.shape_is(X, {"batch", "seqlen", sliced ? "row" : "dim"}, "");
+  const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
+  int64_t dim = ck.at(X).dims[2];
 
   ck.type_is(WEIGHT, t, same_as_x);
-  ck.shape_is(WEIGHT, {dim, "width"}, " (dim from 'x')");
+  if (sliced) {
+    ck.shape_is(WEIGHT, {"dim", "width"}, "");
+    dim = ck.at(WEIGHT).dims[0];
+  } else {
+    ck.shape_is(WEIGHT, {dim, "width"}, " (dim from 'x')");
+  }
   const int64_t width = ck.at(WEIGHT).dims[1];
   if (width < 1) ck.shape_fail(WEIGHT, {dim, "width"}, " with width >= 1");
+  const int64_t x_stride = sliced ? ck.view_is(X, {batch, seqlen, dim}, "") : dim;
+  const char* dim_from = sliced ? " (dim from 'weight')" : " (dim from 'x')";
 
   if (ck.present(BIAS)) {
     ck.type_is(BIAS, t, same_as_x);
-    ck.shape_is(BIAS, {dim}, " (dim from 'x')");
+    ck.shape_is(BIAS, {dim}, dim_from);
   }
   if (ck.present(INITIAL_STATE)) {
     ck.type_is(INITIAL_STATE, t, same_as_x);
@@ -301,6 +359,7 @@ CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count) {
   p.width = static_cast<size_t>(width);
   p.elem = elem_of(t);
   p.silu = true;
+  p.x_stride = static_cast<size_t>(x_stride);
   return p;
 }
 

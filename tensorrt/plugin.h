@@ -61,6 +61,7 @@ struct FieldValue {
   int32_t i = 0;
   float f = 0;
   std::string s;
+  bool absent = false;  // an optional field the node does not set: not serialized
 };
 
 // The op-specific part of a plugin. `Op` (a plain struct) provides:
@@ -70,13 +71,13 @@ struct FieldValue {
 //   void set_field(const char* name, const FieldValue& v);   // throws std::invalid_argument
 //   void validate() const;                                   // checks between fields, once all are set
 //   FieldValue get_field(const char* name) const;
-//   static Params check(const TensorDesc* slots);            // the shared shape check
+//   Params check(const TensorDesc* slots) const;             // the shared shape check (may be static)
 //   void finish(Params& p) const;                            // attributes into the params; limits
 //   static bool f32_input(size_t slot); static bool f32_output(int k);
 //   static void output_shapes(const DimsExprs* const* slot_dims, DimsExprs* out, IExprBuilder& b);
 //   static const std::vector<std::pair<size_t,int>>& indexed_ranks();  // (slot, rank) read by output_shapes
 //   static size_t workspace(const Params& min, const Params& max);  // at the profile's min and max shapes
-//   static int enqueue(Params& p, void const* const* slot_ptrs, void* const* outs, void* ws, cudaStream_t s);
+//   int enqueue(Params& p, void const* const* slot_ptrs, void* const* outs, void* ws, cudaStream_t s) const;  // or static
 // The plugin class template is instantiated in each op's file (plugin_impl.h).
 
 // A 0/1 int field's value as a bool; any other value is refused as the ORT op's flags are
@@ -93,6 +94,27 @@ void check_dt_limit(const char* op, float dt_min, float dt_max);
 // A float as Rust's `{}` shows an f32 (the ORT op's attribute messages): the shortest digits that
 // read back the same, never an exponent ("0.00001", "100000000000000000000"), "NaN", "inf", "-inf".
 std::string float_text(float v);
+
+// The `<input>_offset` fields of SelectiveScan and CausalConv1d (docs/op-contract.md "Sliced
+// inputs"). A plugin serializes every field it declares, so an input read whole is stored as
+// kWhole (INT32_MIN, never a valid offset); the ORT op's "attribute absent".
+constexpr int32_t kWhole = INT32_MIN;
+
+// Marks slot `d` as read from channel `offset` of its last axis (unless kWhole), for the shape
+// check, which validates the offset.
+inline void mark_slice(TensorDesc& d, int32_t offset) {
+  if (offset == kWhole) return;
+  d.sliced = true;
+  d.offset = offset;
+}
+
+// The address of the first element the op reads of a (checked) input: the buffer's, moved on
+// by the offset. Null stays null (an absent input).
+inline size_t slice_addr(const void* ptr, int32_t offset, ElemType e) {
+  const size_t addr = reinterpret_cast<size_t>(ptr);
+  if (!ptr || offset == kWhole) return addr;
+  return addr + static_cast<size_t>(offset) * (e == ElemType::F32 ? 4 : 2);
+}
 
 // Maps TensorRT's input positions onto the op's slots: with `present_inputs` given, its set bits
 // in order; else the first `given` slots. Throws with a message naming the op.

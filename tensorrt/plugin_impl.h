@@ -139,7 +139,7 @@ class Plugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3
       typename Op::Params p = run_params(in, nb_in_, Op::kOutputs);
       std::array<const void*, Op::kSlots> ptrs{};
       for (size_t i = 0; i < slots_.size(); ++i) ptrs[slots_[i]] = inputs[i];
-      int err = Op::enqueue(p, ptrs.data(), outputs, workspace, stream);
+      int err = op_.enqueue(p, ptrs.data(), outputs, workspace, stream);
       if (err != 0) {
         throw std::runtime_error(std::string(Op::kName) + ": CUDA error " + std::to_string(err) + " (" +
                                  mambac_cuda_error_string(err) + ")");
@@ -159,6 +159,7 @@ class Plugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3
       for (size_t k = 0; k < Op::fields().size(); ++k) {
         const FieldSpec& f = Op::fields()[k];
         const FieldValue& v = values_[k];
+        if (v.absent) continue;
         switch (f.kind) {
           case FieldKind::Int: fields_.emplace_back(f.name, &v.i, PluginFieldType::kINT32, 1); break;
           case FieldKind::Float: fields_.emplace_back(f.name, &v.f, PluginFieldType::kFLOAT32, 1); break;
@@ -198,7 +199,7 @@ class Plugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3
   }
 
   typename Op::Params params(const std::array<TensorDesc, Op::kSlots>& descs) const {
-    typename Op::Params p = Op::check(descs.data());
+    typename Op::Params p = op_.check(descs.data());
     op_.finish(p);
     return p;
   }

@@ -1,6 +1,11 @@
 // SelectiveScan as a TensorRT plugin (docs/op-contract.md): inputs u, delta, A, B, C, D, z,
 // delta_bias, initial_state; outputs y [batch, seqlen, dim] T and final_state [batch, dim, dstate]
-// float32; attribute delta_softplus.
+// float32; attributes delta_softplus and B_offset, C_offset, z_offset (inputs read as slices of a
+// packed last axis: docs/op-contract.md "Sliced inputs").
+#include <algorithm>
+#include <array>
+#include <cstring>
+
 #include "plugin_impl.h"
 
 namespace mambac::trt {
@@ -12,21 +17,48 @@ struct SelectiveScanOp {
   enum { U, DELTA, A, B, C, D, Z, DELTA_BIAS, INITIAL_STATE };
   using Params = SelectiveScanParams;
 
+  // The sliceable slots, their fields, and the offsets set (kWhole: read whole).
+  static constexpr std::array<size_t, 3> kSliceable = {B, C, Z};
+  static constexpr std::array<const char*, 3> kOffsetFields = {"B_offset", "C_offset", "z_offset"};
+
   int32_t delta_softplus = 1;
+  std::array<int32_t, 3> offsets = {kWhole, kWhole, kWhole};
 
   static const std::vector<FieldSpec>& fields() {
-    static const std::vector<FieldSpec> f = {{"delta_softplus", FieldKind::Int}};
+    static const std::vector<FieldSpec> f = {{"delta_softplus", FieldKind::Int},
+                                             {kOffsetFields[0], FieldKind::Int},
+                                             {kOffsetFields[1], FieldKind::Int},
+                                             {kOffsetFields[2], FieldKind::Int}};
     return f;
   }
-  void set_field(const char* name, const FieldValue& v) { delta_softplus = flag_field(kName, name, v); }
+  void set_field(const char* name, const FieldValue& v) {
+    for (size_t k = 0; k < kSliceable.size(); ++k) {
+      if (!std::strcmp(name, kOffsetFields[k])) {
+        offsets[k] = v.i;
+        return;
+      }
+    }
+    delta_softplus = flag_field(kName, name, v);
+  }
   void validate() const {}
-  FieldValue get_field(const char*) const {
+  FieldValue get_field(const char* name) const {
     FieldValue v;
     v.i = delta_softplus;
+    for (size_t k = 0; k < kSliceable.size(); ++k) {
+      if (!std::strcmp(name, kOffsetFields[k])) {
+        v.i = offsets[k];
+        v.absent = offsets[k] == kWhole;
+      }
+    }
     return v;
   }
 
-  static Params check(const TensorDesc* slots) { return check_selective_scan(slots, kSlots); }
+  Params check(const TensorDesc* slots) const {
+    std::array<TensorDesc, kSlots> d;
+    std::copy(slots, slots + kSlots, d.begin());
+    for (size_t k = 0; k < kSliceable.size(); ++k) mark_slice(d[kSliceable[k]], offsets[k]);
+    return check_selective_scan(d.data(), kSlots);
+  }
   void finish(Params& p) const { p.delta_softplus = delta_softplus == 1; }
 
   static bool f32_input(size_t s) { return s == A || s == D || s == DELTA_BIAS || s == INITIAL_STATE; }
@@ -46,15 +78,15 @@ struct SelectiveScanOp {
 
   static size_t workspace(const Params&, const Params&) { return 0; }
 
-  static int enqueue(Params& p, const void* const* in, void* const* out, void*, cudaStream_t stream) {
+  int enqueue(Params& p, const void* const* in, void* const* out, void*, cudaStream_t stream) const {
     auto addr = [](const void* ptr) { return reinterpret_cast<size_t>(ptr); };
     p.u = addr(in[U]);
     p.delta = addr(in[DELTA]);
     p.a = addr(in[A]);
-    p.b = addr(in[B]);
-    p.c = addr(in[C]);
+    p.b = slice_addr(in[B], offsets[0], p.elem);
+    p.c = slice_addr(in[C], offsets[1], p.elem);
     p.d = addr(in[D]);
-    p.z = addr(in[Z]);
+    p.z = slice_addr(in[Z], offsets[2], p.elem);
     p.delta_bias = addr(in[DELTA_BIAS]);
     p.initial_state = addr(in[INITIAL_STATE]);
     p.y = addr(out[0]);

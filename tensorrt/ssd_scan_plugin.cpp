@@ -2,6 +2,8 @@
 // B, C, D, dt_bias, initial_state; outputs y [batch, seqlen, heads, head_dim] T and final_state
 // [batch, heads, head_dim, dstate] float32; attributes dt_softplus, dt_min, dt_max. The chunked
 // prefill's scratch (cpp/cuda/ssd_scan.h) is TensorRT's workspace.
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 
@@ -19,14 +21,19 @@ struct SsdScanOp {
   int32_t dt_softplus = 1;
   float dt_min = 0;
   float dt_max = std::numeric_limits<float>::infinity();
+  int32_t dt_offset = kWhole;  // docs/op-contract.md "Sliced inputs"
 
   static const std::vector<FieldSpec>& fields() {
-    static const std::vector<FieldSpec> f = {
-        {"dt_softplus", FieldKind::Int}, {"dt_min", FieldKind::Float}, {"dt_max", FieldKind::Float}};
+    static const std::vector<FieldSpec> f = {{"dt_softplus", FieldKind::Int},
+                                             {"dt_min", FieldKind::Float},
+                                             {"dt_max", FieldKind::Float},
+                                             {"dt_offset", FieldKind::Int}};
     return f;
   }
   void set_field(const char* name, const FieldValue& v) {
-    if (!std::strcmp(name, "dt_softplus")) {
+    if (!std::strcmp(name, "dt_offset")) {
+      dt_offset = v.i;
+    } else if (!std::strcmp(name, "dt_softplus")) {
       dt_softplus = flag_field(kName, name, v);
     } else if (!std::strcmp(name, "dt_min")) {
       dt_min = v.f;
@@ -37,7 +44,10 @@ struct SsdScanOp {
   void validate() const { check_dt_limit(kName, dt_min, dt_max); }
   FieldValue get_field(const char* name) const {
     FieldValue v;
-    if (!std::strcmp(name, "dt_softplus")) {
+    if (!std::strcmp(name, "dt_offset")) {
+      v.i = dt_offset;
+      v.absent = dt_offset == kWhole;
+    } else if (!std::strcmp(name, "dt_softplus")) {
       v.i = dt_softplus;
     } else {
       v.f = !std::strcmp(name, "dt_min") ? dt_min : dt_max;
@@ -45,7 +55,12 @@ struct SsdScanOp {
     return v;
   }
 
-  static Params check(const TensorDesc* slots) { return check_ssd_scan(slots, kSlots); }
+  Params check(const TensorDesc* slots) const {
+    std::array<TensorDesc, kSlots> d;
+    std::copy(slots, slots + kSlots, d.begin());
+    mark_slice(d[DT], dt_offset);
+    return check_ssd_scan(d.data(), kSlots);
+  }
   void finish(Params& p) const {
     p.dt_softplus = dt_softplus == 1;
     p.dt_min = dt_min;
@@ -74,10 +89,10 @@ struct SsdScanOp {
     return mambac_cuda_ssd_scan_scratch_bytes_bound(&max, min.seqlen);
   }
 
-  static int enqueue(Params& p, const void* const* in, void* const* out, void* ws, cudaStream_t stream) {
+  int enqueue(Params& p, const void* const* in, void* const* out, void* ws, cudaStream_t stream) const {
     auto addr = [](const void* ptr) { return reinterpret_cast<size_t>(ptr); };
     p.x = addr(in[X]);
-    p.dt = addr(in[DT]);
+    p.dt = slice_addr(in[DT], dt_offset, p.elem);
     p.a = addr(in[A]);
     p.b = addr(in[B]);
     p.c = addr(in[C]);

@@ -6,7 +6,7 @@
 
 use mambac_compiler::ir::{
     infer_node, CausalConv1dConfig, Dim, Elem, Mamba2LayerStepConfig, MambaLayerStepConfig, Op, SelectiveScanConfig,
-    SsdScanConfig, ValueType,
+    Slices, SsdScanConfig, ValueType,
 };
 use mambac_compiler::ir::{step2_slots, step_slots};
 use mambac_ops::ffi::{
@@ -221,7 +221,8 @@ fn selective_scan_checks_agree() {
     for case in 0..3000 {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
         let final_state = (case / 3) % 2 == 1;
-        let op = Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state });
+        let op =
+            Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state, slices: Default::default() });
         let mut inputs = scan_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
@@ -252,7 +253,7 @@ fn causal_conv1d_checks_agree() {
     for case in 0..3000 {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
         let final_state = (case / 3) % 2 == 1;
-        let op = Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state });
+        let op = Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state, slices: Default::default() });
         let mut inputs = conv_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1]);
@@ -315,7 +316,13 @@ fn ssd_scan_checks_agree() {
     for case in 0..3000 {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
         let final_state = (case / 3) % 2 == 1;
-        let op = Op::SsdScan(SsdScanConfig { dt_softplus: true, dt_min: 0.0, dt_max: f64::INFINITY, final_state });
+        let op = Op::SsdScan(SsdScanConfig {
+            dt_softplus: true,
+            dt_min: 0.0,
+            dt_max: f64::INFINITY,
+            final_state,
+            slices: Default::default(),
+        });
         let mut inputs = ssd_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
@@ -368,6 +375,115 @@ fn mamba2_layer_step_checks_agree() {
             })
             .map_err(|e| e.what().to_string());
         if compare(&format!("mamba2 step case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+/// Reads some of the `sliceable` inputs as slices (docs/op-contract.md "Sliced inputs"): each
+/// present one, half the time, gets an offset of 0-2 and a last axis 0-2 channels longer than the
+/// slice on either side, so the later mutations may push the slice out of range or keep it in.
+fn slice_some(rng: &mut StdRng, inputs: &mut [Option<Input>], sliceable: &[usize]) -> Slices {
+    let mut slices = Slices::default();
+    for &slot in sliceable {
+        if let Some(i) = inputs[slot].as_mut().filter(|_| rng.gen_bool(0.5)) {
+            let (offset, extra) = (rng.gen_range(0..3), rng.gen_range(0..3));
+            *i.dims.last_mut().expect("sliceable inputs have rank 3 or 4") += offset + extra;
+            slices = slices.with(slot, offset);
+        }
+    }
+    slices
+}
+
+fn sliced_descs(inputs: &[Option<Input>], slices: &Slices) -> Vec<TensorDesc> {
+    inputs.iter().enumerate().map(|(slot, i)| to_desc(i).sliced_at(slices.offset(slot).map(|o| o as i64))).collect()
+}
+
+#[test]
+fn sliced_selective_scan_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261203);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = scan_inputs(&mut rng, elem);
+        let slices = slice_some(&mut rng, &mut inputs, &[3, 4, 6]);
+        let op =
+            Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: true, slices: slices.clone() });
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
+        }
+        let cpp = check_selective_scan(&sliced_descs(&inputs, &slices))
+            .map(|p| {
+                vec![out(elem_of(p.elem), &[p.batch, p.seqlen, p.dim]), out(Elem::F32, &[p.batch, p.dim, p.dstate])]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("sliced scan case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn sliced_causal_conv1d_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = conv_inputs(&mut rng, elem);
+        let slices = slice_some(&mut rng, &mut inputs, &[0]);
+        let op = Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: true, slices: slices.clone() });
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1]);
+        }
+        let cpp = check_causal_conv1d(&sliced_descs(&inputs, &slices))
+            .map(|p| {
+                let t = elem_of(p.elem);
+                vec![out(t, &[p.batch, p.seqlen, p.dim]), out(t, &[p.batch, p.dim, p.width - 1])]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("sliced conv case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn sliced_ssd_scan_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261204);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = ssd_inputs(&mut rng, elem);
+        let slices = slice_some(&mut rng, &mut inputs, &[1]);
+        let cfg = SsdScanConfig {
+            dt_softplus: true,
+            dt_min: 0.0,
+            dt_max: f64::INFINITY,
+            final_state: true,
+            slices: slices.clone(),
+        };
+        let op = Op::SsdScan(cfg);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
+        }
+        let cpp = check_ssd_scan(&sliced_descs(&inputs, &slices))
+            .map(|p| {
+                vec![
+                    out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
+                    out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
+                ]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("sliced ssd case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

@@ -98,6 +98,17 @@ fn bind_shape(
     Ok(())
 }
 
+/// Channels `[offset, offset + count)` of `t`'s last axis when `offset` is given (a fused op's
+/// sliced input, docs/op-contract.md "Sliced inputs"), else `t` itself.
+fn view(t: &Tensor64, offset: Option<usize>, count: usize) -> std::borrow::Cow<'_, Tensor64> {
+    let Some(offset) = offset else { return std::borrow::Cow::Borrowed(t) };
+    let last = *t.shape.last().expect("rank >= 1");
+    let data = t.data.chunks(last).flat_map(|row| row[offset..offset + count].iter().copied()).collect();
+    let mut shape = t.shape.clone();
+    *shape.last_mut().expect("rank >= 1") = count;
+    std::borrow::Cow::Owned(Tensor64 { shape, data })
+}
+
 fn map(x: &Tensor64, f: impl Fn(f64) -> f64) -> Tensor64 {
     Tensor64 { shape: x.shape.clone(), data: x.data.iter().map(|&v| f(v)).collect() }
 }
@@ -214,6 +225,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             }
             outs
         }
+        Op::SliceLast { start, len } => vec![view(x(0), Some(*start), *len).into_owned()],
         Op::LastPosition => {
             let t = x(0);
             let (b, l) = (t.shape[0], t.shape[1]);
@@ -304,7 +316,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 ngroups: b.shape[2],
                 dstate: b.shape[3],
                 x: &xs.data,
-                dt: &x(ssd_slots::DT).data,
+                dt: &view(x(ssd_slots::DT), cfg.slices.offset(ssd_slots::DT), heads).data,
                 a: &x(ssd_slots::A).data,
                 b: &b.data,
                 c: &x(ssd_slots::C).data,
@@ -322,7 +334,8 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             outs
         }
         Op::CausalConv1d(cfg) => {
-            let (xs, w) = (x(conv_slots::X), x(conv_slots::WEIGHT));
+            let w = x(conv_slots::WEIGHT);
+            let xs = &view(x(conv_slots::X), cfg.slices.offset(conv_slots::X), w.shape[0]);
             let (y, fin) = reference::causal_conv1d(&reference::CausalConv1dInputs {
                 batch: xs.shape[0],
                 seqlen: xs.shape[1],
@@ -341,7 +354,12 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             outs
         }
         Op::SelectiveScan(cfg) => {
-            let (u, b) = (x(scan_slots::U), x(scan_slots::B));
+            let (u, dstate) = (x(scan_slots::U), x(scan_slots::A).shape[1]);
+            // Sliced inputs as the op reads them (docs/op-contract.md "Sliced inputs").
+            let sliced = |slot: usize, count: usize| ins[slot].map(|t| view(t, cfg.slices.offset(slot), count));
+            let (b, c, z) =
+                (sliced(scan_slots::B, dstate), sliced(scan_slots::C, dstate), sliced(scan_slots::Z, u.shape[2]));
+            let b = b.as_deref().expect("required input");
             let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
             let (y, fin) = reference::selective_scan(&reference::SelectiveScanInputs {
                 batch: u.shape[0],
@@ -353,9 +371,9 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 delta: &x(scan_slots::DELTA).data,
                 a: &x(scan_slots::A).data,
                 b: &b.data,
-                c: &x(scan_slots::C).data,
+                c: &c.as_deref().expect("required input").data,
                 d: opt(scan_slots::D),
-                z: opt(scan_slots::Z),
+                z: z.as_deref().map(|t| t.data.as_slice()),
                 delta_bias: opt(scan_slots::DELTA_BIAS),
                 initial_state: opt(scan_slots::INITIAL_STATE),
                 delta_softplus: cfg.delta_softplus,

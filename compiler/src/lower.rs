@@ -310,7 +310,11 @@ impl Lowerer<'_> {
         });
         let scan = self.g.add(
             format!("{m}.scan"),
-            Op::SelectiveScan(SelectiveScanConfig { delta_softplus: false, final_state: self.opts.stateful }),
+            Op::SelectiveScan(SelectiveScanConfig {
+                delta_softplus: false,
+                final_state: self.opts.stateful,
+                slices: Default::default(),
+            }),
             &[Some(xc), Some(delta), Some(a), Some(b), Some(c), None, None, None, ssm_state],
         );
         if self.opts.stateful {
@@ -338,7 +342,11 @@ impl Lowerer<'_> {
         });
         let conv = self.g.add(
             format!("{m}.conv1d"),
-            Op::CausalConv1d(CausalConv1dConfig { silu: false, final_state: self.opts.stateful }),
+            Op::CausalConv1d(CausalConv1dConfig {
+                silu: false,
+                final_state: self.opts.stateful,
+                slices: Default::default(),
+            }),
             &[Some(x), Some(conv_w), None, conv_state],
         );
         if self.opts.stateful {

@@ -81,9 +81,46 @@ fn fusion_leaves_only_fused_ops_around_the_scan() {
             "fuse_scan_softplus",
             "fuse_scan_delta_bias",
             "fuse_scan_d_skip",
-            "fuse_scan_gate"
+            "fuse_scan_gate",
+            "split_to_sliced_reads"
         ]
     );
+}
+
+/// The fused ops read x and z from in_proj's output and B and C from x_proj's in place
+/// (docs/op-contract.md "Sliced inputs"): no split is left, dt_proj reads a slice of dt_rank
+/// columns, and the offsets are those of the packed layouts.
+#[test]
+fn fused_ops_read_the_projections_in_place() {
+    use mambac_compiler::ir::{conv_slots, scan_slots, Op, Slices};
+    let ckpt = Checkpoint::open(&testdata("mamba-tiny-hf")).unwrap();
+    let cfg = &ckpt.config;
+    let (inner, n, r) = (cfg.intermediate_size, cfg.state_size, cfg.time_step_rank);
+    for stateful in [false, true] {
+        let compiled = compile(&ckpt, &opts(true, stateful)).unwrap();
+        let g = &compiled.graph;
+        let layers = cfg.num_hidden_layers;
+        assert!(nodes_of_kind(g, "SplitLast").is_empty(), "a split is left");
+        let slices = nodes_of_kind(g, "SliceLast");
+        assert_eq!(slices.len(), layers);
+        for id in slices {
+            assert!(matches!(g.op(id), Op::SliceLast { start: 0, len } if *len == r));
+        }
+        let want = Slices::default().with(scan_slots::B, r).with(scan_slots::C, r + n).with(scan_slots::Z, inner);
+        for id in nodes_of_kind(g, "SelectiveScan") {
+            assert!(matches!(g.op(id), Op::SelectiveScan(c) if c.slices == want), "{:?}", g.op(id));
+            let b = g.input(id, scan_slots::B).unwrap();
+            assert_eq!(g.input(id, scan_slots::C), Some(b), "B and C read one packed tensor");
+            assert!(matches!(g.op(b.node), Op::Unsqueeze { axis: 2 }));
+        }
+        for id in nodes_of_kind(g, "CausalConv1d") {
+            let want = Slices::default().with(conv_slots::X, 0);
+            assert!(matches!(g.op(id), Op::CausalConv1d(c) if c.slices == want));
+            let x = g.input(id, conv_slots::X).unwrap();
+            let scan = nodes_of_kind(g, "SelectiveScan").into_iter().find(|&s| g.input(s, scan_slots::Z) == Some(x));
+            assert!(scan.is_some(), "the conv's x and a scan's z are one tensor");
+        }
+    }
 }
 
 /// Zero states as input, the whole sequence: the final states equal the reference's.

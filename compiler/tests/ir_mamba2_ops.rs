@@ -22,7 +22,13 @@ fn ssd_graph(groups: usize, final_state: bool) -> Graph {
     let a = input(&mut g, "A", Elem::F32, vec![Dim::Known(6)]);
     let b = input(&mut g, "B", Elem::F16, bl(&[groups, 8]));
     let c = input(&mut g, "C", Elem::F16, bl(&[groups, 8]));
-    let cfg = SsdScanConfig { dt_softplus: true, dt_min: 0.0, dt_max: f64::INFINITY, final_state };
+    let cfg = SsdScanConfig {
+        dt_softplus: true,
+        dt_min: 0.0,
+        dt_max: f64::INFINITY,
+        final_state,
+        slices: Default::default(),
+    };
     let s = g.add("ssd", Op::SsdScan(cfg), &[Some(x), Some(dt), Some(a), Some(b), Some(c)]);
     g.add_output("y", s.into());
     if final_state {

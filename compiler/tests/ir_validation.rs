@@ -35,7 +35,7 @@ fn scan_graph(b_dims: Vec<Dim>, a_elem: Elem) -> Graph {
     let c = input(&mut g, "C", Elem::F32, b_dims);
     let s = g.add(
         "scan",
-        Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: false }),
+        Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: false, slices: Default::default() }),
         &[Some(u), Some(delta), Some(a), Some(b), Some(c)],
     );
     g.add_output("y", s.into());
@@ -84,7 +84,11 @@ fn b_with_wrong_dstate_is_named() {
 fn missing_required_input_is_named() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", Elem::F32, vec![Dim::sym("batch"), Dim::sym("seqlen"), Dim::Known(8)]);
-    let conv = g.add("conv", Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false }), &[Some(x), None]);
+    let conv = g.add(
+        "conv",
+        Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false, slices: Default::default() }),
+        &[Some(x), None],
+    );
     g.add_output("y", conv.into());
     let err = validate(&g).err().expect("invalid");
     assert_eq!(err.to_string(), "node 'conv' (CausalConv1d): input 'weight' is required but missing");
@@ -98,7 +102,7 @@ fn conv_state_shape_follows_width() {
     let s = input(&mut g, "state", Elem::F32, vec![Dim::sym("batch"), Dim::Known(8), Dim::Known(4)]);
     let conv = g.add(
         "conv",
-        Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: true }),
+        Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: true, slices: Default::default() }),
         &[Some(x), Some(w), None, Some(s)],
     );
     g.add_output("y", conv.into());
@@ -114,8 +118,11 @@ fn reading_a_missing_output_is_refused() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", Elem::F32, vec![Dim::Known(2), Dim::Known(3), Dim::Known(8)]);
     let w = constant(&mut g, "w", Elem::F32, &[8, 4]);
-    let conv =
-        g.add("conv", Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false }), &[Some(x), Some(w)]);
+    let conv = g.add(
+        "conv",
+        Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: false, slices: Default::default() }),
+        &[Some(x), Some(w)],
+    );
     g.add_output("state", ValueRef { node: conv, output: 1 });
     assert!(matches!(validate(&g), Err(ValidationError::NoSuchGraphOutput { output: 1, available: 1, .. })));
 }
@@ -215,5 +222,95 @@ fn argmax_reads_float32_only() {
         err.to_string(),
         "node 'next_token' (ArgMaxLast): input 'x' has element type float16, expected float32 (the exports cast \
          16-bit logits first)"
+    );
+}
+
+/// A conv reading x from channel 8 of a packed [batch, seqlen, 20] (docs/op-contract.md "Sliced
+/// inputs"): y and the state take weight's dim; a slice past the end names x and the attribute.
+fn sliced_conv(x_last: usize, offset: usize) -> Result<String, String> {
+    use mambac_compiler::ir::{conv_slots, Slices};
+    let mut g = Graph::new();
+    let x = input(&mut g, "xz", Elem::F32, vec![Dim::sym("batch"), Dim::sym("seqlen"), Dim::Known(x_last)]);
+    let w = constant(&mut g, "w", Elem::F32, &[8, 4]);
+    let slices = Slices::default().with(conv_slots::X, offset);
+    let conv = g.add(
+        "conv",
+        Op::CausalConv1d(CausalConv1dConfig { silu: true, final_state: true, slices }),
+        &[Some(x), Some(w)],
+    );
+    g.add_output("y", conv.into());
+    g.add_output("state", ValueRef { node: conv, output: 1 });
+    let vg = validate(&g).map_err(|e| e.to_string())?;
+    Ok(format!("{} {}", vg.type_of(g.outputs()[0].value), vg.type_of(g.outputs()[1].value)))
+}
+
+#[test]
+fn a_sliced_conv_input_types_its_outputs_by_the_weight() {
+    assert_eq!(sliced_conv(20, 8), Ok("float32[batch, seqlen, 8] float32[batch, 8, 3]".into()));
+    assert_eq!(sliced_conv(16, 8), Ok("float32[batch, seqlen, 8] float32[batch, 8, 3]".into()));
+    assert_eq!(
+        sliced_conv(15, 8),
+        Err("node 'conv' (CausalConv1d): input 'x' has shape [batch, seqlen, 15], whose last dim must hold \
+             x_offset 8 + 8 channels"
+            .into())
+    );
+}
+
+#[test]
+fn sliced_scan_inputs_keep_their_other_dims_checked() {
+    use mambac_compiler::ir::Slices;
+    let packed = |g: &mut Graph, name: &str, dims: Vec<Dim>| input(g, name, Elem::F32, dims);
+    let run = |b_last: usize, b_groups: usize, z_dims: Vec<Dim>| {
+        let mut g = Graph::new();
+        let bl = || vec![Dim::sym("batch"), Dim::sym("seqlen")];
+        let udims = [bl(), vec![Dim::Known(48)]].concat();
+        let u = input(&mut g, "u", Elem::F32, udims.clone());
+        let delta = input(&mut g, "delta", Elem::F32, udims);
+        let a = constant(&mut g, "A", Elem::F32, &[48, 16]);
+        let dbc = packed(&mut g, "dbc", [bl(), vec![Dim::Known(b_groups), Dim::Known(b_last)]].concat());
+        let z = packed(&mut g, "xz", z_dims);
+        let slices = Slices::default().with(scan_slots::B, 3).with(scan_slots::C, 19).with(scan_slots::Z, 48);
+        let s = g.add(
+            "scan",
+            Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: false, slices }),
+            &[Some(u), Some(delta), Some(a), Some(dbc), Some(dbc), None, Some(z)],
+        );
+        g.add_output("y", s.into());
+        validate(&g).map(|vg| vg.type_of(g.outputs()[0].value).to_string()).map_err(|e| e.to_string())
+    };
+    let xz = |last: usize| vec![Dim::sym("batch"), Dim::sym("seqlen"), Dim::Known(last)];
+    assert_eq!(run(35, 1, xz(96)), Ok("float32[batch, seqlen, 48]".into()));
+    assert_eq!(
+        run(34, 1, xz(96)),
+        Err("node 'scan' (SelectiveScan): input 'C' has shape [batch, seqlen, 1, 34], whose last dim must hold \
+             C_offset 19 + 16 channels"
+            .into())
+    );
+    assert_eq!(
+        run(35, 5, xz(96)),
+        Err(
+            "node 'scan' (SelectiveScan): input 'B' has shape [batch, seqlen, 5, 35], ngroups 5 does not divide dim 48"
+                .into()
+        )
+    );
+    assert_eq!(
+        run(35, 1, vec![Dim::sym("batch"), Dim::Known(2), Dim::Known(96)]),
+        Err("node 'scan' (SelectiveScan): input 'z' has shape [batch, 2, 96], expected [batch, seqlen, row]".into())
+    );
+}
+
+#[test]
+fn slice_last_takes_its_channels() {
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", Elem::F16, vec![Dim::sym("batch"), Dim::Known(40)]);
+    let ok = g.add_op("ok", Op::SliceLast { start: 8, len: 32 }, &[x]);
+    g.add_output("ok", ok.into());
+    let vg = validate(&g).expect("valid");
+    assert_eq!(vg.type_of(g.outputs()[0].value).to_string(), "float16[batch, 32]");
+    let bad = g.add_op("bad", Op::SliceLast { start: 9, len: 32 }, &[x]);
+    g.add_output("bad", bad.into());
+    assert_eq!(
+        validate(&g).err().unwrap().to_string(),
+        "node 'bad' (SliceLast): input 'x' has shape [batch, 40], expected a last dim of at least 41"
     );
 }

@@ -103,5 +103,36 @@ fn fusion_folds_the_conv_and_a() {
     for kind in ["Exp", "Neg", "Silu", "Softplus"] {
         assert!(nodes_of_kind(g, kind).is_empty(), "{kind} left after fusion");
     }
-    assert_eq!(compiled.passes.rules_applied, vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu"]);
+    assert_eq!(
+        compiled.passes.rules_applied,
+        vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "split_to_sliced_reads"]
+    );
+}
+
+/// in_proj's output [z | xBC | dt] is read in place (docs/op-contract.md "Sliced inputs"): the
+/// conv takes xBC at offset I, SsdScan dt at offset I + conv_dim, and z alone is sliced out (the
+/// gated norm reads it); the conv output's split into x, B and C stays (reshaped to heads).
+#[test]
+fn the_ops_read_in_projs_output_in_place() {
+    use mambac_compiler::ir::{conv_slots, ssd_slots, Op, Slices};
+    let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
+    let cfg = &ckpt.config;
+    let m2 = cfg.mamba2.as_ref().unwrap();
+    let (inner, conv_dim) = (cfg.intermediate_size, m2.conv_dim(cfg));
+    let compiled = compile(&ckpt, &opts(true, true)).unwrap();
+    let g = &compiled.graph;
+    let layers = cfg.num_hidden_layers;
+    assert_eq!(nodes_of_kind(g, "SplitLast").len(), layers, "one split a layer left: x, B, C");
+    for id in nodes_of_kind(g, "SliceLast") {
+        assert!(matches!(g.op(id), Op::SliceLast { start: 0, len } if *len == inner));
+    }
+    assert_eq!(nodes_of_kind(g, "SliceLast").len(), layers);
+    for id in nodes_of_kind(g, "CausalConv1d") {
+        let want = Slices::default().with(conv_slots::X, inner);
+        assert!(matches!(g.op(id), Op::CausalConv1d(c) if c.slices == want));
+    }
+    for id in nodes_of_kind(g, "SsdScan") {
+        let want = Slices::default().with(ssd_slots::DT, inner + conv_dim);
+        assert!(matches!(g.op(id), Op::SsdScan(c) if c.slices == want));
+    }
 }

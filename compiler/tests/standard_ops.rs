@@ -99,7 +99,11 @@ fn grouped_scan_and_conv_with_every_option() {
     let conv_s = input(&mut g, "conv_s", Elem::F32, &[b, dim, k - 1]);
     let conv = g.add(
         "conv",
-        Op::CausalConv1d(mambac_compiler::ir::CausalConv1dConfig { silu: true, final_state: true }),
+        Op::CausalConv1d(mambac_compiler::ir::CausalConv1dConfig {
+            silu: true,
+            final_state: true,
+            slices: Default::default(),
+        }),
         &[Some(u), Some(conv_w), Some(conv_b), Some(conv_s)],
     );
     let delta = input(&mut g, "delta", Elem::F32, &[b, l, dim]);
@@ -113,7 +117,7 @@ fn grouped_scan_and_conv_with_every_option() {
     let h0 = input(&mut g, "h0", Elem::F32, &[b, dim, n]);
     let scan = g.add(
         "scan",
-        Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: true }),
+        Op::SelectiveScan(SelectiveScanConfig { delta_softplus: true, final_state: true, slices: Default::default() }),
         &[Some(conv.into()), Some(delta), Some(a), Some(bb), Some(cc), Some(d), Some(z), Some(bias), Some(h0)],
     );
     g.add_output("y", scan.into());

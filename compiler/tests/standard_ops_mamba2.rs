@@ -144,6 +144,7 @@ fn ssd_scan_with_every_option() {
             dt_min: var.dt_min,
             dt_max: var.dt_max,
             final_state: var.optional,
+            slices: Default::default(),
         };
         let scan = g.add("scan", Op::SsdScan(cfg), &[Some(x), Some(dt), Some(a), Some(bb), Some(cc), d, dt_bias, h0]);
         g.add_output("y", scan.into());
@@ -225,7 +226,11 @@ fn a_custom_op_left_is_refused() {
     let w = constant(&mut g, "w", random(24, 1), &[6, 4]);
     let conv = g.add(
         "layers.3.conv",
-        Op::CausalConv1d(mambac_compiler::ir::CausalConv1dConfig { silu: true, final_state: false }),
+        Op::CausalConv1d(mambac_compiler::ir::CausalConv1dConfig {
+            silu: true,
+            final_state: false,
+            slices: Default::default(),
+        }),
         &[Some(x), Some(w), None, None],
     );
     g.add_output("y", conv.into());

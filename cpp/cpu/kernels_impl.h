@@ -1,6 +1,7 @@
 // SelectiveScan and CausalConv1d on the CPU, written once over simd.h and instantiated per ISA
 // by isa_*.cpp. Layouts are docs/op-contract.md's token-major ones, so the VW channels of one vector are
-// contiguous in u, delta, z, y and x.
+// contiguous in u, delta, z, y and x. z, B, C and x may be slices of a packed last axis
+// (docs/op-contract.md "Sliced inputs"): their rows are p.*_stride elements apart.
 //
 // Work split: one task = one batch row x one block of VW channels (of one group, for the scan),
 // for the whole sequence. Tasks share nothing but read-only inputs, so any thread may run any.
@@ -87,8 +88,9 @@ static inline ScanBlock scan_block_of(const SelectiveScanParams& p, size_t task)
 struct RowPrefetch {
   const char* read[3] = {nullptr, nullptr, nullptr};
   const char* write = nullptr;
-  size_t stride = 0;  // bytes between consecutive rows
-  size_t count = 0;   // rows to touch
+  size_t stride = 0;   // bytes between consecutive rows
+  size_t stride2 = 0;  // the same for read[2] (z, whose rows may be a packed tensor's)
+  size_t count = 0;    // rows to touch
 };
 
 // The sequence is cut into tiles of kTile steps. Per tile: (1) dt = softplus(delta + bias),
@@ -101,12 +103,13 @@ constexpr size_t kTile = 2048 / VW;           // steps per tile: 3 buffers of kT
 constexpr int kChunk = VW == 16 ? 16 : 8;     // states per register-resident chunk
 
 // Steps [0, tl) for states [0, NC) of one chunk; NCH is NC at compile time, or 0 for any count
-// with the state left in memory. b[t * stride + n], c[...]: the chunk's B and C as float32.
+// with the state left in memory. b[t * stride + n], c[t * cstride + n]: the chunk's B and C as float32.
 // kExact: vexp2_exact for tiles whose dt or A hold a NaN or an infinity (vexp2's clamps would
 // turn exp(NaN) into a number and exp(-inf) into 2^-126, so that 0 * inf states lose their NaN).
 template <int NCH, bool kClampHigh, bool kExact = false>
 static inline void scan_chunk(size_t tl, int nc_rt, const vf* dtb, const vf* dub, vf* yb, const float* b,
-                              const float* c, size_t stride, const vf* a2, vf* state, const RowPrefetch& pf) {
+                              const float* c, size_t stride, size_t cstride, const vf* a2, vf* state,
+                              const RowPrefetch& pf) {
   const int NC = NCH ? NCH : nc_rt;
   vf regs[NCH ? NCH : 1];
   vf* h = NCH ? regs : state;
@@ -114,19 +117,19 @@ static inline void scan_chunk(size_t tl, int nc_rt, const vf* dtb, const vf* dub
     for (int n = 0; n < NC; ++n) regs[n] = state[n];
   }
   const char *pf_r0 = pf.read[0], *pf_r1 = pf.read[1], *pf_r2 = pf.read[2], *pf_w = pf.write;
-  const size_t pf_stride = pf.stride, pf_count = pf.count;
+  const size_t pf_stride = pf.stride, pf_stride2 = pf.stride2, pf_count = pf.count;
   for (size_t t = 0; t < tl; ++t) {
     if (t < pf_count) {
       const size_t o = t * pf_stride;
       if (pf_r0) __builtin_prefetch(pf_r0 + o, 0, 3);
       if (pf_r1) __builtin_prefetch(pf_r1 + o, 0, 3);
-      if (pf_r2) __builtin_prefetch(pf_r2 + o, 0, 3);
+      if (pf_r2) __builtin_prefetch(pf_r2 + t * pf_stride2, 0, 3);
       if (pf_w) __builtin_prefetch(pf_w + o, 1, 3);
     }
     const vf dt = dtb[t], du = dub[t];
     const auto ex = [](vf x) { return kExact ? vexp2_exact(x) : vexp2<kClampHigh>(x); };
     const float* bt = b + t * stride;
-    const float* ct = c + t * stride;
+    const float* ct = c + t * cstride;
     // Two accumulators halve the add chain through y.
     vf y0 = yb[t], y1 = splat(0.0f);
     int n = 0;
@@ -153,6 +156,7 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
   using T = typename E::T;
   constexpr bool kF32 = std::is_same<E, F32>::value;
   const size_t N = p.dstate, L = p.seqlen, dim = p.dim, G = p.ngroups;
+  const size_t zs = p.z_stride, bs = p.b_stride, cs = p.c_stride;
   const int nd = blk.nd;
   const auto [u, delta, B, C, z, y, A, D, delta_bias, h0, h_out] = ScanBuffers<T>(p);
 
@@ -206,52 +210,55 @@ static void scan_block(const SelectiveScanParams& p, const ScanBlock& blk) {
       const int nc = static_cast<int>(std::min<size_t>(kChunk, N - n0));
       RowPrefetch pf;
       pf.stride = dim * sizeof(T);
+      pf.stride2 = zs * sizeof(T);
       if (n0 == 0 && next_rows > 0) {
         const size_t off = (row0 + kTile) * dim + blk.d0;
         pf.read[0] = reinterpret_cast<const char*>(u + off);
         pf.read[1] = reinterpret_cast<const char*>(delta + off);
-        pf.read[2] = z ? reinterpret_cast<const char*>(z + off) : nullptr;
+        pf.read[2] = z ? reinterpret_cast<const char*>(z + (row0 + kTile) * zs + blk.d0) : nullptr;
         pf.count = next_rows;
       } else if (n0 + kChunk >= N) {
         pf.write = reinterpret_cast<const char*>(y + row0 * dim + blk.d0);
         pf.count = tl;
       }
       const float *bp, *cp;
-      size_t stride;
+      size_t stride, cstride;
       if constexpr (kF32) {
-        bp = reinterpret_cast<const float*>(B) + (row0 * G + blk.g) * N + n0;
-        cp = reinterpret_cast<const float*>(C) + (row0 * G + blk.g) * N + n0;
-        stride = G * N;
+        // Read in place, packed or not: a row of the chunk's B (C) is G * bs (G * cs) floats on.
+        bp = reinterpret_cast<const float*>(B) + (row0 * G + blk.g) * bs + n0;
+        cp = reinterpret_cast<const float*>(C) + (row0 * G + blk.g) * cs + n0;
+        stride = G * bs;
+        cstride = G * cs;
       } else {
         float* bw = bcb;
         float* cw = bcb + kTile * kChunk;
         for (size_t t = 0; t < tl; ++t) {
-          const size_t src = ((row0 + t) * G + blk.g) * N + n0;
+          const size_t row = (row0 + t) * G + blk.g;
           for (int n = 0; n < nc; ++n) {
-            bw[t * kChunk + n] = E::to_f32(B[src + n]);
-            cw[t * kChunk + n] = E::to_f32(C[src + n]);
+            bw[t * kChunk + n] = E::to_f32(B[row * bs + n0 + n]);
+            cw[t * kChunk + n] = E::to_f32(C[row * cs + n0 + n]);
           }
         }
         bp = bw;
         cp = cw;
-        stride = kChunk;
+        stride = cstride = kChunk;
       }
       if (exact) {
-        scan_chunk<0, true, true>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
+        scan_chunk<0, true, true>(tl, nc, dtb, dub, yb, bp, cp, stride, cstride, a2 + n0, state + n0, pf);
       } else if (!x_nonpositive) {
-        scan_chunk<0, true>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
+        scan_chunk<0, true>(tl, nc, dtb, dub, yb, bp, cp, stride, cstride, a2 + n0, state + n0, pf);
       } else if (nc == kChunk) {
-        scan_chunk<kChunk, false>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
+        scan_chunk<kChunk, false>(tl, nc, dtb, dub, yb, bp, cp, stride, cstride, a2 + n0, state + n0, pf);
       } else if (nc == 4) {
-        scan_chunk<4, false>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
+        scan_chunk<4, false>(tl, nc, dtb, dub, yb, bp, cp, stride, cstride, a2 + n0, state + n0, pf);
       } else {
-        scan_chunk<0, false>(tl, nc, dtb, dub, yb, bp, cp, stride, a2 + n0, state + n0, pf);
+        scan_chunk<0, false>(tl, nc, dtb, dub, yb, bp, cp, stride, cstride, a2 + n0, state + n0, pf);
       }
     }
     for (size_t t = 0; t < tl; ++t) {
       const size_t off = (row0 + t) * dim + blk.d0;
       vf yv = yb[t];
-      if (z) yv *= vsilu(load_n<E>(z + off, nd));
+      if (z) yv *= vsilu(load_n<E>(z + (row0 + t) * zs + blk.d0, nd));
       store_n<E>(y + off, yv, nd);
     }
   }
@@ -286,6 +293,7 @@ template <class E>
 static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d_begin, size_t d_end) {
   using T = typename E::T;
   const size_t N = p.dstate, L = p.seqlen, dim = p.dim, G = p.ngroups, dpg = dim / G;
+  const size_t zs = p.z_stride, bs = p.b_stride, cs = p.c_stride;
   const auto [u, delta, B, C, z, y, A, D, delta_bias, h0, h_out] = ScanBuffers<T>(p);
   const size_t nd = d_end - d_begin;
 
@@ -303,7 +311,7 @@ static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d
       store_n<F32>(&dt_s[t][c], dt, cnt);
       store_n<F32>(&du_s[t][c], dt * uv, cnt);
       store_n<F32>(&skip_s[t][c], D ? load_n<F32>(D + d_begin + c, cnt) * uv : splat(0.0f), cnt);
-      store_n<F32>(&gate_s[t][c], z ? vsilu(load_n<E>(z + off, cnt)) : splat(1.0f), cnt);
+      store_n<F32>(&gate_s[t][c], z ? vsilu(load_n<E>(z + (b * L + t) * zs + d_begin + c, cnt)) : splat(1.0f), cnt);
     }
   }
 
@@ -318,14 +326,16 @@ static void scan_short_channels(const SelectiveScanParams& p, size_t b, size_t d
   auto steps = [&](auto exact, size_t c, size_t d, size_t g) {
     for (size_t t = 0; t < L; ++t) {
       const float dt = dt_s[t][c], du = du_s[t][c];
-      const size_t bc = ((b * L + t) * G + g) * N;
+      const size_t row = (b * L + t) * G + g;
+      const T* bt = B + row * bs;
+      const T* ct = C + row * cs;
       vf acc = splat(0.0f);
       for (size_t v = 0; v < nv; ++v) {
         const vf x = a2[v] * dt;
         h[v] = (decltype(exact)::value ? vexp2_exact(x) : vexp2<true>(x)) * h[v] +
-               load_n<E>(B + bc + v * VW, lanes(v)) * du;
+               load_n<E>(bt + v * VW, lanes(v)) * du;
         if (v + 1 == nv) h[v] = (vf)((vi)h[v] & live);
-        acc += h[v] * load_n<E>(C + bc + v * VW, lanes(v));
+        acc += h[v] * load_n<E>(ct + v * VW, lanes(v));
       }
       y[(b * L + t) * dim + d] = E::from_f32((hsum(acc) + skip_s[t][c]) * gate_s[t][c]);
     }
@@ -413,7 +423,7 @@ static void conv_block(const CausalConv1dParams& p, size_t b, size_t d0, int nd,
 
   for (size_t t = 0; t < L; ++t) {
     const size_t off = (b * L + t) * dim + d0;
-    win[S] = load_n<E>(x + off, nd);
+    win[S] = load_n<E>(x + (b * L + t) * p.x_stride + d0, nd);
     vf acc = bv;
 #pragma GCC unroll 8
     for (size_t k = 0; k < K; ++k) acc += w[k] * win[k];

@@ -56,7 +56,7 @@ void run(const SsdScanParams& p, size_t task) {
   std::vector<float> bt(n), ct(n);
   for (size_t t = 0; t < p.seqlen; ++t) {
     const size_t row = b * p.seqlen + t;
-    const float dt = step_dt(E::to_f32(dtp[row * nh + h]), bias, p);
+    const float dt = step_dt(E::to_f32(dtp[row * p.dt_stride + h]), bias, p);
     const float decay = std::exp(dt * a);
     for (size_t k = 0; k < n; ++k) {
       bt[k] = E::to_f32(B[(row * g + grp) * n + k]);

@@ -19,6 +19,9 @@ struct ConvArgs {
     void* y;
     void* final_state;  // nullable, [batch, dim, K-1]
     int batch, seqlen, dim, width;
+    // Elements between consecutive rows of x: dim, or a packed tensor's row (docs/op-contract.md
+    // "Sliced inputs"). Vector loads need it a multiple of the vector (host checks).
+    int x_stride;
     bool silu;
     bool param_vec;  // weight 16-byte aligned, bias aligned to one V-channel vector (host checks)
 };
@@ -110,15 +113,15 @@ __global__ void __launch_bounds__(128) causal_conv1d_kernel(const ConvArgs a) {
     // last of a batch row): loaded and computed without per-row or per-step checks.
     const bool full = t0 >= K - 1 && t0 + LT <= L;
     if (full) {
-        const T* base = x + (row0 + t0 - (K - 1)) * D + d;
+        const T* base = x + (row0 + t0 - (K - 1)) * a.x_stride + d;
 #pragma unroll
-        for (int r = 0; r < R; ++r) raw[r] = *reinterpret_cast<const Raw*>(base + static_cast<size_t>(r) * D);
+        for (int r = 0; r < R; ++r) raw[r] = *reinterpret_cast<const Raw*>(base + static_cast<size_t>(r) * a.x_stride);
     } else {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const int gt = t0 - (K - 1) + r;
             if (gt >= 0 && gt < L) {
-                raw[r] = *reinterpret_cast<const Raw*>(x + (row0 + gt) * D + d);
+                raw[r] = *reinterpret_cast<const Raw*>(x + (row0 + gt) * a.x_stride + d);
             } else {
                 if constexpr (V == 1) {
                     raw[r] = from_f32<T>(0.f);
@@ -212,7 +215,7 @@ __global__ void causal_conv1d_generic_kernel(const ConvArgs a) {
         for (int k = 0; k < K; ++k) {
             const int gt = t - (K - 1) + k;
             float xv = 0.f;
-            if (gt >= 0) xv = to_f32(x[(static_cast<size_t>(b) * L + gt) * D + d]);
+            if (gt >= 0) xv = to_f32(x[(static_cast<size_t>(b) * L + gt) * a.x_stride + d]);
             else if (init) xv = to_f32(init[(static_cast<size_t>(b) * D + d) * (K - 1) + gt + K - 1]);
             acc = fmaf(to_f32(wt[static_cast<size_t>(d) * K + k]), xv, acc);
         }
@@ -235,7 +238,7 @@ __global__ void causal_conv1d_final_state_kernel(const ConvArgs a) {
         const int b = static_cast<int>(bd / D);
         const int gt = L - K1 + j;
         T v = from_f32<T>(0.f);
-        if (gt >= 0) v = x[(static_cast<size_t>(b) * L + gt) * D + d];
+        if (gt >= 0) v = x[(static_cast<size_t>(b) * L + gt) * a.x_stride + d];
         else if (init) v = init[(static_cast<size_t>(b) * D + d) * K1 + gt + K1];
         static_cast<T*>(a.final_state)[i] = v;
     }
@@ -266,7 +269,7 @@ __global__ void __launch_bounds__(kConvStepThreads) causal_conv1d_step_kernel(co
     T* y = static_cast<T*>(a.y);
     for (int t = 0; t < L; ++t) {
         const size_t at = (static_cast<size_t>(b) * L + t) * D + d;
-        win[K - 1] = x[at];
+        win[K - 1] = x[(static_cast<size_t>(b) * L + t) * a.x_stride + d];
         float acc = bias;
 #pragma unroll
         for (int k = 0; k < K; ++k) acc = fmaf(w[k], to_f32(win[k]), acc);
@@ -314,7 +317,8 @@ cudaError_t launch_conv_vec(const ConvArgs& args, cudaStream_t stream, const Con
     const int v = cfg.v > 0 ? cfg.v : 4;
     const int lt = cfg.lt > 0 ? cfg.lt : kConvLT;
     const unsigned align = sizeof(T) * v - 1;
-    const bool vec = v > 1 && args.dim % v == 0 && (reinterpret_cast<uintptr_t>(args.x) & align) == 0 &&
+    const bool vec = v > 1 && args.dim % v == 0 && args.x_stride % v == 0 &&
+                     (reinterpret_cast<uintptr_t>(args.x) & align) == 0 &&
                      (reinterpret_cast<uintptr_t>(args.y) & align) == 0;
     ConvArgs a = args;
     a.param_vec = vec && (reinterpret_cast<uintptr_t>(a.weight) & 15u) == 0 &&
@@ -356,6 +360,9 @@ cudaError_t launch_conv_typed(const CausalConv1dParams& p, cudaStream_t stream, 
     a.seqlen = static_cast<int>(p.seqlen);
     a.dim = static_cast<int>(p.dim);
     a.width = static_cast<int>(p.width);
+    // 0 from a caller that predates the field: contiguous.
+    if (p.x_stride > 0x7fffffffull) return cudaErrorInvalidValue;
+    a.x_stride = p.x_stride ? static_cast<int>(p.x_stride) : a.dim;
     a.silu = p.silu;
     if (a.width == 1) a.final_state = nullptr;  // [batch, dim, 0]: nothing to write
     if (a.seqlen > 0 && (!a.x || !a.weight || !a.y)) return cudaErrorInvalidValue;

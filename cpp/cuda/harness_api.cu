@@ -39,7 +39,7 @@ const char* scan_layout() {
         MAMBAC_FIELD(S, ngroups) MAMBAC_FIELD(S, elem) MAMBAC_FIELD(S, delta_softplus) MAMBAC_FIELD(S, u)
         MAMBAC_FIELD(S, delta) MAMBAC_FIELD(S, a) MAMBAC_FIELD(S, b) MAMBAC_FIELD(S, c) MAMBAC_FIELD(S, d)
         MAMBAC_FIELD(S, z) MAMBAC_FIELD(S, delta_bias) MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y)
-        MAMBAC_FIELD(S, final_state)
+        MAMBAC_FIELD(S, final_state) MAMBAC_FIELD(S, z_stride) MAMBAC_FIELD(S, b_stride) MAMBAC_FIELD(S, c_stride)
         return l.done();
     }
     return l.text.c_str();
@@ -54,6 +54,7 @@ const char* ssd_layout() {
         MAMBAC_FIELD(S, dt_min) MAMBAC_FIELD(S, dt_max) MAMBAC_FIELD(S, x) MAMBAC_FIELD(S, dt) MAMBAC_FIELD(S, a)
         MAMBAC_FIELD(S, b) MAMBAC_FIELD(S, c) MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, dt_bias)
         MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state) MAMBAC_FIELD(S, scratch)
+        MAMBAC_FIELD(S, dt_stride)
         return l.done();
     }
     return l.text.c_str();
@@ -66,6 +67,7 @@ const char* conv_layout() {
         MAMBAC_FIELD(S, batch) MAMBAC_FIELD(S, seqlen) MAMBAC_FIELD(S, dim) MAMBAC_FIELD(S, width)
         MAMBAC_FIELD(S, elem) MAMBAC_FIELD(S, silu) MAMBAC_FIELD(S, x) MAMBAC_FIELD(S, weight)
         MAMBAC_FIELD(S, bias) MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state)
+        MAMBAC_FIELD(S, x_stride)
         return l.done();
     }
     return l.text.c_str();

@@ -34,6 +34,10 @@ struct ScanArgs {
     void* y;
     float* final_state;  // nullable
     int batch, seqlen, dim, dstate, ngroups, group_size;
+    // Elements between consecutive rows of z ([batch, seqlen] rows) and of B and C ([batch,
+    // seqlen, ngroups] rows): dim and dstate, or a packed tensor's row (docs/op-contract.md
+    // "Sliced inputs"). The VEC paths need them multiples of the vector (host checks).
+    int z_stride, b_stride, c_stride;
     bool softplus;
     bool param_vec;  // D and delta_bias null or 16-byte aligned: read as float4 (host checks)
     // Configuration chosen by the host.
@@ -282,7 +286,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
                     const size_t off = (row0 + gt) * D + d0 + pv * V;
                     cp_async16(rU + t * CH + pv * V, gU + off);
                     cp_async16(rDl + t * CH + pv * V, gDelta + off);
-                    if (has_z) cp_async16(rZ + t * CH + pv * V, gZ + off);
+                    if (has_z) cp_async16(rZ + t * CH + pv * V, gZ + (row0 + gt) * a.z_stride + d0 + pv * V);
                 }
             }
         }
@@ -291,9 +295,11 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
             const int v = i % RV;
             const int gt = t0 + t;
             const bool ok = gt < L && v * V < ngb * N;
-            const size_t off = ok ? ((row0 + gt) * G + g0) * N + v * V : 0;
-            cp_async16_zfill(rB + (t * RV + v) * V, gB + off, ok);
-            cp_async16_zfill(rC + (t * RV + v) * V, gC + off, ok);
+            // Vector v holds states n.. of group gg (N == NP here, a multiple of V: one group a vector).
+            const int gg = v * V / NP, n = v * V - gg * NP;
+            const size_t row = ok ? (row0 + gt) * G + g0 + gg : 0;
+            cp_async16_zfill(rB + (t * RV + v) * V, gB + (ok ? row * a.b_stride + n : 0), ok);
+            cp_async16_zfill(rC + (t * RV + v) * V, gC + (ok ? row * a.c_stride + n : 0), ok);
         }
     };
 
@@ -398,7 +404,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
                     if (a.softplus) dt = softplus(dt);
                     dtu = dt * u;
                     du = a.D ? a.D[dd] * u : 0.f;
-                    zg = has_z ? silu(to_f32(gZ[off])) : 1.f;
+                    zg = has_z ? silu(to_f32(gZ[(row0 + gt) * a.z_stride + dd])) : 1.f;
                 }
                 sDT2[i] = make_float2(dt, dtu);
                 sDU[i] = du;
@@ -412,9 +418,9 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
                 const int gt = t0 + t;
                 float bv = 0.f, cv = 0.f;
                 if (gt < L && gg < ngb && n < N) {
-                    const size_t off = ((row0 + gt) * G + g0 + gg) * N + n;
-                    bv = to_f32(gB[off]);
-                    cv = to_f32(gC[off]);
+                    const size_t row = (row0 + gt) * G + g0 + gg;
+                    bv = to_f32(gB[row * a.b_stride + n]);
+                    cv = to_f32(gC[row * a.c_stride + n]);
                 }
                 sB[i] = bv;
                 sC[i] = cv;

@@ -206,14 +206,24 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     a.dstate = static_cast<int>(p.dstate);
     a.ngroups = static_cast<int>(p.ngroups);
     a.group_size = a.dim / a.ngroups;
+    // Row strides (docs/op-contract.md "Sliced inputs"); 0 from a caller that predates them
+    // means contiguous.
+    if (p.z_stride > 0x7fffffffull || p.b_stride > 0x7fffffffull || p.c_stride > 0x7fffffffull)
+        return cudaErrorInvalidValue;
+    a.z_stride = p.z_stride ? static_cast<int>(p.z_stride) : a.dim;
+    a.b_stride = p.b_stride ? static_cast<int>(p.b_stride) : a.dstate;
+    a.c_stride = p.c_stride ? static_cast<int>(p.c_stride) : a.dstate;
     a.softplus = p.delta_softplus;
     a.param_vec = (!a.D || aligned16(a.D)) && (!a.delta_bias || aligned16(a.delta_bias));
     // An empty sequence's tensors may have no buffer at all; only A and the states are read then.
     if (!a.A || (a.seqlen > 0 && (!a.u || !a.delta || !a.B || !a.C || !a.y))) return cudaErrorInvalidValue;
 
     constexpr int V = kVec<T>;
+    // 16-byte vectors need every row 16-byte aligned: a sliced input's offset and row stride
+    // must keep it so (Mamba-1's packed xz and x_proj outputs do), else the scalar loads.
     const bool vec = a.dim % V == 0 && a.dstate % V == 0 && aligned16(a.u) && aligned16(a.delta) &&
-                     (!a.z || aligned16(a.z)) && aligned16(a.B) && aligned16(a.C) && aligned16(a.y);
+                     (!a.z || (aligned16(a.z) && a.z_stride % V == 0)) && aligned16(a.B) && aligned16(a.C) &&
+                     a.b_stride % V == 0 && a.c_stride % V == 0 && aligned16(a.y);
     // Decode steps: the per-step kernel (no tiles, no split; selective_scan_step.cuh). Measured
     // on the H200 against the tiled kernels (cpp/cuda/README.md, "Decode steps"); cfg.step forces one or the other.
     // An empty sequence with a final state: the per-step kernel, which runs no step and copies

@@ -67,22 +67,24 @@ __global__ void __launch_bounds__(kStepThreads) selective_scan_step_kernel(const
             dt = to_f32(dl[at]) + bias;
             if (a.softplus) dt = softplus(dt);
         }
-        const size_t bc = (tok * a.ngroups + g) * N;
+        const size_t bc_row = tok * a.ngroups + g;
+        const T* Bt = Bm + bc_row * a.b_stride;
+        const T* Ct = Cm + bc_row * a.c_stride;
         const float du = dt * uv;
         float acc = 0.f;
 #pragma unroll
         for (int k = 0; k < KN; ++k) {
             const int n = lane + kStepLanes * k;
             if (live && n < N) {
-                h[k] = fmaf(ex2(dt * A2[k]), h[k], du * to_f32(Bm[bc + n]));
-                acc = fmaf(to_f32(Cm[bc + n]), h[k], acc);
+                h[k] = fmaf(ex2(dt * A2[k]), h[k], du * to_f32(Bt[n]));
+                acc = fmaf(to_f32(Ct[n]), h[k], acc);
             }
         }
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
         if (live && lane == 0) {
             float out = fmaf(Dv, uv, acc);
-            if (z) out *= silu(to_f32(z[at]));
+            if (z) out *= silu(to_f32(z[tok * a.z_stride + d]));
             y[at] = from_f32<T>(out);
         }
     }

@@ -146,16 +146,16 @@ __global__ void __launch_bounds__(WsKernel<T, S, W, CH_>::THREADS, WsKernel<T, S
                 const size_t off = (row0 + t0 + t) * D + d0 + v * EU;
                 copy_unit(rU + t * CH + v * EU, gU + off);
                 copy_unit(rDl + t * CH + v * EU, gDelta + off);
-                if (has_z) copy_unit(rZ + t * CH + v * EU, gZ + off);
+                if (has_z) copy_unit(rZ + t * CH + v * EU, gZ + (row0 + t0 + t) * a.z_stride + d0 + v * EU);
             }
         }
         constexpr int BPR = 16 / V;  // 16-byte vectors of a B / C row (16 states)
         for (int i = tid; i < TT * BPR; i += NT) {
             const int t = i / BPR, v = i % BPR;
             const bool ok = t0 + t < L;
-            const size_t off = ok ? ((row0 + t0 + t) * G + g) * 16 + v * V : 0;
-            cp_async16_zfill(rB + t * 16 + v * V, gB + off, ok);
-            cp_async16_zfill(rC + t * 16 + v * V, gC + off, ok);
+            const size_t row = ok ? (row0 + t0 + t) * G + g : 0;
+            cp_async16_zfill(rB + t * 16 + v * V, gB + (ok ? row * a.b_stride + v * V : 0), ok);
+            cp_async16_zfill(rC + t * 16 + v * V, gC + (ok ? row * a.c_stride + v * V : 0), ok);
         }
     };
 

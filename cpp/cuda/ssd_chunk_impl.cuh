@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_prep(const SsdArgs a,
         float d = 0.f, la = 0.f;
         if (t < a.seqlen) {
             // As the step kernel and the reference: softplus, then the clamp; a NaN passes both.
-            d = to_f32(dt[(b * a.seqlen + t) * a.heads + h]) + bias;
+            d = to_f32(dt[(b * a.seqlen + t) * a.dt_stride + h]) + bias;
             if (a.softplus) d = softplus(d);
             if (d < a.dt_min) d = a.dt_min;
             if (d > a.dt_max) d = a.dt_max;

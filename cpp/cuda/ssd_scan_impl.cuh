@@ -36,6 +36,9 @@ struct SsdArgs {
     long long rows;  // batch * heads * head_dim
     size_t seqlen;
     int heads, head_dim, ngroups, dstate, heads_per_group;
+    // Elements between consecutive tokens' dt rows: heads, or a packed tensor's row
+    // (docs/op-contract.md "Sliced inputs").
+    size_t dt_stride;
     bool softplus;
     float dt_min, dt_max;
 };
@@ -54,7 +57,7 @@ __device__ __forceinline__ void ssd_load(SsdStepIn<T, KN>& in, const SsdArgs& a,
     const T* __restrict__ Bm = static_cast<const T*>(a.B);
     const T* __restrict__ Cm = static_cast<const T*>(a.C);
     in.x = to_f32(x[(tok * a.heads + h) * a.head_dim + p]);
-    in.dt = to_f32(dt[tok * a.heads + h]);
+    in.dt = to_f32(dt[tok * a.dt_stride + h]);
     const size_t bc = (tok * a.ngroups + g) * a.dstate;
 #pragma unroll
     for (int k = 0; k < KN; ++k) {
@@ -175,6 +178,7 @@ cudaError_t launch_ssd_typed(const SsdScanParams& p, const SsdPlan& plan, cudaSt
     a.ngroups = static_cast<int>(p.ngroups);
     a.dstate = static_cast<int>(p.dstate);
     a.heads_per_group = a.heads / a.ngroups;
+    a.dt_stride = p.dt_stride ? p.dt_stride : p.heads;  // 0 from a caller that predates it: contiguous
     a.softplus = p.dt_softplus;
     a.dt_min = p.dt_min;
     a.dt_max = p.dt_max;

@@ -19,18 +19,31 @@ pub unsafe fn int_or(
     name: &'static CStr,
     default: i64,
 ) -> Result<i64, OpError> {
+    // SAFETY: `info` is live (our contract).
+    Ok(unsafe { int_opt(info, op, name)? }.unwrap_or(default))
+}
+
+/// An int attribute, or `None` when the node does not set it.
+///
+/// # Safety
+/// As for [`int_or`].
+pub unsafe fn int_opt(
+    info: *const OrtKernelInfo,
+    op: &'static str,
+    name: &'static CStr,
+) -> Result<Option<i64>, OpError> {
     let api = api();
     let mut value = 0i64;
     // SAFETY: `info` is live (our contract), `name` is NUL-terminated and `value` is the int64
     // the call writes; `discard` gets the status that call returned.
     if unsafe { discard((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut value)) } {
-        return Ok(value);
+        return Ok(Some(value));
     }
     // SAFETY: `info` is live (our contract).
     if unsafe { has_other_kind(info, name, Kind::Int) } {
         return Err(attr_error(op, name, "must be an int".into()));
     }
-    Ok(default)
+    Ok(None)
 }
 
 /// A 0/1 int attribute (the ops' flags), or `default` when the node does not set it; any other

@@ -16,6 +16,7 @@ use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
+use crate::slices::Slices;
 use crate::tensor::{elem_bytes, input, output};
 
 use mambac_op_schema::causal_conv1d as schema;
@@ -24,12 +25,15 @@ const ACTIVATION: &CStr = schema::ACTIVATION.c;
 
 pub struct CausalConv1d {
     silu: bool,
+    slices: Slices,
 }
 
 impl Kernel for CausalConv1d {
     const NAME: &'static CStr = schema::OP.c;
     const OP: &'static str = schema::OP.str;
     const INPUTS: usize = schema::INPUT_NAMES.len();
+    /// y has weight's dim channels, which a sliced x (`x_offset`) does not.
+    const OUTPUT0_LAST_DIM_FROM: Option<usize> = Some(schema::WEIGHT);
 
     fn output_types(t: Elem) -> &'static [Elem] {
         match t {
@@ -46,11 +50,16 @@ impl Kernel for CausalConv1d {
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract).
         let activation = unsafe { string_or(info, Self::OP, ACTIVATION, "silu")? };
-        match activation.as_str() {
-            "silu" => Ok(CausalConv1d { silu: true }),
-            "none" => Ok(CausalConv1d { silu: false }),
-            other => Err(attr_error(Self::OP, ACTIVATION, format!("is \"{other}\", expected \"silu\" or \"none\""))),
-        }
+        let silu = match activation.as_str() {
+            "silu" => true,
+            "none" => false,
+            other => {
+                return Err(attr_error(Self::OP, ACTIVATION, format!("is \"{other}\", expected \"silu\" or \"none\"")))
+            }
+        };
+        // SAFETY: as above.
+        let slices = unsafe { Slices::read(info, Self::OP, &schema::SLICEABLE)? };
+        Ok(CausalConv1d { silu, slices })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
@@ -74,14 +83,14 @@ impl CausalConv1d {
         // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
         // was told.
         let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
-        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let descs = self.slices.descs(&inputs);
         let mut p = ffi::check_causal_conv1d(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
         p.silu = self.silu;
-        p.x = inputs[0].addr;
+        let t = elem_bytes(p.elem);
+        p.x = self.slices.addr(schema::X, &inputs[schema::X], t);
         p.weight = inputs[1].addr;
         p.bias = inputs[2].addr;
         p.initial_state = inputs[3].addr;
-        let t = elem_bytes(p.elem);
         // SAFETY: `ctx` is live (our contract).
         p.y = unsafe { output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], t, op)? };
         // SAFETY: as above.

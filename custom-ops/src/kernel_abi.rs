@@ -2,7 +2,10 @@
 //! (ORT registration, tests) and the C++/CUDA kernels cannot drift apart.
 //!
 //! The kernels know nothing about ONNX Runtime, TensorRT or Rust: they take a params struct whose
-//! pointers address contiguous, token-major buffers (docs/op-contract.md's layouts) and run.
+//! pointers address token-major buffers (docs/op-contract.md's layouts) and run. The buffers are
+//! contiguous but for the `*_stride` fields: an input read as a slice of a packed last axis
+//! (docs/op-contract.md "Sliced inputs") has its pointer at the slice's first element and its
+//! row stride set to the packed row's length.
 
 #[cxx::bridge(namespace = "mambac")]
 pub mod ffi {
@@ -15,11 +18,13 @@ pub mod ffi {
         BF16 = 2,
     }
 
-    /// SelectiveScan, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.
+    /// SelectiveScan, docs/op-contract.md. Every pointer is the address of a buffer's first
+    /// element read; 0 = absent. All are contiguous but z, b and c, whose rows are `*_stride`
+    /// elements apart (dim, dstate, dstate when contiguous; more when sliced).
     ///
-    ///   u, delta, z, y     [batch, seqlen, dim]            T
+    ///   u, delta, z, y     [batch, seqlen, dim]            T   (z rows: z_stride apart)
     ///   a                  [dim, dstate]                    f32 (already negative)
-    ///   b, c               [batch, seqlen, ngroups, dstate] T
+    ///   b, c               [batch, seqlen, ngroups, dstate] T   (rows of dstate: b_stride, c_stride apart)
     ///   d, delta_bias      [dim]                            f32
     ///   initial_state,
     ///   final_state        [batch, dim, dstate]             f32
@@ -32,6 +37,9 @@ pub mod ffi {
         ngroups: usize,
         elem: ElemType,
         delta_softplus: bool,
+        z_stride: usize,
+        b_stride: usize,
+        c_stride: usize,
         u: usize,
         delta: usize,
         a: usize,
@@ -50,7 +58,8 @@ pub mod ffi {
     /// buffer; 0 = absent.
     ///
     ///   x, y               [batch, seqlen, heads, head_dim]    T
-    ///   dt                 [batch, seqlen, heads]              T
+    ///   dt                 [batch, seqlen, heads]              T   (rows: dt_stride apart; heads
+    ///                                                              when contiguous, more when sliced)
     ///   a, d, dt_bias      [heads]                             f32 (a already negative)
     ///   b, c               [batch, seqlen, ngroups, dstate]    T
     ///   initial_state,
@@ -69,6 +78,7 @@ pub mod ffi {
         dt_softplus: bool,
         dt_min: f32,
         dt_max: f32,
+        dt_stride: usize,
         x: usize,
         dt: usize,
         a: usize,
@@ -82,9 +92,11 @@ pub mod ffi {
         scratch: usize,
     }
 
-    /// CausalConv1d, docs/op-contract.md. Every pointer is the address of a contiguous buffer; 0 = absent.
+    /// CausalConv1d, docs/op-contract.md. Every pointer is the address of a buffer's first
+    /// element read; 0 = absent. All are contiguous but x, whose rows are `x_stride` elements
+    /// apart (dim when contiguous; more when sliced).
     ///
-    ///   x, y               [batch, seqlen, dim]   T
+    ///   x, y               [batch, seqlen, dim]   T   (x rows: x_stride apart)
     ///   weight             [dim, width]           T
     ///   bias               [dim]                  T
     ///   initial_state,
@@ -97,6 +109,7 @@ pub mod ffi {
         width: usize,
         elem: ElemType,
         silu: bool,
+        x_stride: usize,
         x: usize,
         weight: usize,
         bias: usize,
@@ -209,12 +222,16 @@ pub mod ffi {
     /// One input as the shape checks see it: presence, ONNX element type code
     /// (`TensorProto.DataType`: 1 float, 10 float16, 16 bfloat16, ...) and dims. Dims past
     /// `MAX_RANK` are not stored; `rank` is always the true rank, so a rank error still reads right.
+    /// `sliced`: the op reads channels `[offset, offset + count)` of the last axis (its
+    /// `<input>_offset` attribute; docs/op-contract.md "Sliced inputs"), count set by the op.
     #[derive(Debug, Clone, Copy)]
     struct TensorDesc {
         present: bool,
         elem: i32,
         rank: usize,
         dims: [i64; 8],
+        sliced: bool,
+        offset: i64,
     }
 
     unsafe extern "C++" {
@@ -266,7 +283,7 @@ pub const MAX_RANK: usize = 8;
 impl ffi::TensorDesc {
     /// An absent optional input.
     pub fn absent() -> Self {
-        ffi::TensorDesc { present: false, elem: 0, rank: 0, dims: [0; MAX_RANK] }
+        ffi::TensorDesc { present: false, elem: 0, rank: 0, dims: [0; MAX_RANK], sliced: false, offset: 0 }
     }
 
     /// A present input of ONNX element type `elem` and shape `shape`.
@@ -275,6 +292,15 @@ impl ffi::TensorDesc {
         for (d, s) in dims.iter_mut().zip(shape) {
             *d = *s;
         }
-        ffi::TensorDesc { present: true, elem, rank: shape.len(), dims }
+        ffi::TensorDesc { present: true, elem, rank: shape.len(), dims, sliced: false, offset: 0 }
+    }
+
+    /// The same input read from channel `offset` of its last axis on (an `<input>_offset`
+    /// attribute); `None` leaves it whole.
+    pub fn sliced_at(self, offset: Option<i64>) -> Self {
+        match offset {
+            Some(offset) => ffi::TensorDesc { sliced: true, offset, ..self },
+            None => self,
+        }
     }
 }

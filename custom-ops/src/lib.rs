@@ -9,6 +9,7 @@
 //!   into ORT.
 //! * [`selective_scan`], [`causal_conv1d`], [`ssd_scan`] — per-op attributes and compute: read the inputs,
 //!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
+//!   [`slices`] carries their `<input>_offset` attributes (inputs read from a packed last axis).
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
 //! * [`mamba2_layer_step`] — `Mamba2LayerStep`, the same for a Mamba-2 layer (CUDA kernels in
@@ -36,6 +37,7 @@ pub mod ort_api;
 pub mod parallel;
 pub mod register;
 pub mod selective_scan;
+pub mod slices;
 pub mod ssd_scan;
 mod step_cpu;
 pub mod tensor;

@@ -36,6 +36,9 @@ pub trait Kernel: Sized + Send + Sync + 'static {
     const EP: &'static CStr = c"";
     /// Whether output 0 has input 0's type and shape (ORT's shape inference is told so).
     const INFER_OUTPUT0: bool = true;
+    /// With `INFER_OUTPUT0`: the input whose first dim is output 0's last one, when input 0 may
+    /// be read as a slice of a longer last axis (CausalConv1d's `x_offset`: its weight's dim).
+    const OUTPUT0_LAST_DIM_FROM: Option<usize> = None;
     /// The output element types given T (outputs past index 0 are optional).
     fn output_types(t: Elem) -> &'static [Elem];
 
@@ -95,7 +98,7 @@ pub const fn op_def<K: Kernel>(t: Elem) -> OpDef {
             GetVariadicOutputHomogeneity: Some(variadic_homogeneity),
             CreateKernelV2: Some(create_kernel::<K>),
             KernelComputeV2: Some(kernel_compute::<K>),
-            InferOutputShapeFn: if K::INFER_OUTPUT0 { Some(infer_output_shape) } else { None },
+            InferOutputShapeFn: if K::INFER_OUTPUT0 { Some(infer_output_shape::<K>) } else { None },
             GetStartVersion: Some(start_version),
             GetEndVersion: None,
             GetMayInplace: None,
@@ -204,17 +207,21 @@ unsafe extern "system" fn kernel_destroy<K: Kernel>(kernel: *mut c_void) {
 /// Output 0 has the type and shape of input 0 (the scan and the conv), symbolic dims included. Outputs past
 /// 0 are left to ORT: this API version cannot tell how many outputs the node has, and naming
 /// one it lacks is undefined behaviour inside ORT. Never fails: errors belong to compute.
-unsafe extern "system" fn infer_output_shape(_op: *const OrtCustomOp, ctx: *mut OrtShapeInferContext) -> OrtStatusPtr {
+unsafe extern "system" fn infer_output_shape<K: Kernel>(
+    _op: *const OrtCustomOp,
+    ctx: *mut OrtShapeInferContext,
+) -> OrtStatusPtr {
     // SAFETY: ORT passes the live shape-inference context of this call.
-    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { infer_output0(ctx) }));
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { infer_output0(ctx, K::OUTPUT0_LAST_DIM_FROM) }));
     OrtStatusPtr(ptr::null_mut())
 }
 
-/// Shape inference for output 0: the element type and shape (symbolic dims included) of input 0.
+/// Shape inference for output 0: the element type and shape (symbolic dims included) of input 0,
+/// the last dim taken from input `last_from`'s first when given.
 ///
 /// # Safety
 /// `ctx` is the live shape-inference context ORT passed to `InferOutputShapeFn`.
-unsafe fn infer_output0(ctx: *mut OrtShapeInferContext) -> Result<(), OpError> {
+unsafe fn infer_output0(ctx: *mut OrtShapeInferContext, last_from: Option<usize>) -> Result<(), OpError> {
     let api = api();
     let op = "InferOutputShapeFn";
     let mut count = 0usize;
@@ -248,6 +255,16 @@ unsafe fn infer_output0(ctx: *mut OrtShapeInferContext) -> Result<(), OpError> {
         check((api.GetDimensions)(input, dims.as_mut_ptr(), rank), op, "GetDimensions")?;
         check((api.GetSymbolicDimensions)(input, names.as_mut_ptr(), rank), op, "GetSymbolicDimensions")?;
     }
+    if let Some(slot) = last_from.filter(|&s| s < count) {
+        // SAFETY: `ctx` is live and has input `slot`.
+        match unsafe { first_dim(ctx, slot)? } {
+            Some(d) => {
+                dims[rank - 1] = d;
+                names[rank - 1] = c"".as_ptr();
+            }
+            None => return Ok(()), // unknown: leave the output to the model's value_info
+        }
+    }
 
     let mut out = ptr::null_mut();
     // SAFETY: the call writes `out`, which we own from here.
@@ -263,6 +280,34 @@ unsafe fn infer_output0(ctx: *mut OrtShapeInferContext) -> Result<(), OpError> {
     // SAFETY: `out` is ours (the context copies it) and released once, after its last use.
     unsafe { (api.ReleaseTensorTypeAndShapeInfo)(out) };
     result
+}
+
+/// The first dim of input `slot` when known (rank >= 1, not symbolic).
+///
+/// # Safety
+/// `ctx` is the live shape-inference context ORT passed to `InferOutputShapeFn`, with an input `slot`.
+unsafe fn first_dim(ctx: *mut OrtShapeInferContext, slot: usize) -> Result<Option<i64>, OpError> {
+    let api = api();
+    let op = "InferOutputShapeFn";
+    let mut info = ptr::null_mut();
+    let mut rank = 0usize;
+    // SAFETY: `ctx` is live with input `slot` (our contract); `info` is then the context's (not
+    // released here), and each call writes the variable it is given.
+    unsafe {
+        check(
+            (api.ShapeInferContext_GetInputTypeShape)(ctx, slot, &mut info),
+            op,
+            "ShapeInferContext_GetInputTypeShape",
+        )?;
+        check((api.GetDimensionsCount)(info, &mut rank), op, "GetDimensionsCount")?;
+    }
+    if rank == 0 {
+        return Ok(None);
+    }
+    let mut dims = vec![0i64; rank];
+    // SAFETY: as above; `dims` has the `rank` slots the call fills.
+    unsafe { check((api.GetDimensions)(info, dims.as_mut_ptr(), rank), op, "GetDimensions")? };
+    Ok((dims[0] >= 0).then_some(dims[0]))
 }
 
 /// Runs `f`, turning an error or a panic into an OrtStatus (null on success).

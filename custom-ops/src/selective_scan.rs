@@ -19,6 +19,7 @@ use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
+use crate::slices::Slices;
 use crate::tensor::{elem_bytes, input, output};
 
 use mambac_op_schema::selective_scan as schema;
@@ -27,6 +28,7 @@ const DELTA_SOFTPLUS: &CStr = schema::DELTA_SOFTPLUS.c;
 
 pub struct SelectiveScan {
     delta_softplus: bool,
+    slices: Slices,
 }
 
 impl Kernel for SelectiveScan {
@@ -41,7 +43,9 @@ impl Kernel for SelectiveScan {
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract).
         let delta_softplus = unsafe { flag_or(info, Self::OP, DELTA_SOFTPLUS, true)? };
-        Ok(SelectiveScan { delta_softplus })
+        // SAFETY: as above.
+        let slices = unsafe { Slices::read(info, Self::OP, &schema::SLICEABLE)? };
+        Ok(SelectiveScan { delta_softplus, slices })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
@@ -65,20 +69,21 @@ impl SelectiveScan {
         // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
         // was told.
         let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
-        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let descs = self.slices.descs(&inputs);
         let mut p = ffi::check_selective_scan(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
         p.delta_softplus = self.delta_softplus;
+        let t = elem_bytes(p.elem);
         p.u = inputs[0].addr;
         p.delta = inputs[1].addr;
         p.a = inputs[2].addr;
-        p.b = inputs[3].addr;
-        p.c = inputs[4].addr;
+        p.b = self.slices.addr(schema::B, &inputs[schema::B], t);
+        p.c = self.slices.addr(schema::C, &inputs[schema::C], t);
         p.d = inputs[5].addr;
-        p.z = inputs[6].addr;
+        p.z = self.slices.addr(schema::Z, &inputs[schema::Z], t);
         p.delta_bias = inputs[7].addr;
         p.initial_state = inputs[8].addr;
         // SAFETY: `ctx` is live (our contract).
-        p.y = unsafe { output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], elem_bytes(p.elem), op)? };
+        p.y = unsafe { output(ctx, 0, "y", &[p.batch, p.seqlen, p.dim], t, op)? };
         // SAFETY: as above.
         p.final_state = unsafe { output(ctx, 1, "final_state", &[p.batch, p.dim, p.dstate], 4, op)? };
         Ok(p)

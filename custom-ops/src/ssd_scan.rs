@@ -19,6 +19,7 @@ use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
 use crate::parallel::parallel_for;
 use crate::selective_scan::y_and_f32_state;
+use crate::slices::Slices;
 use crate::tensor::{elem_bytes, input, output};
 
 use mambac_op_schema::ssd_scan as schema;
@@ -31,6 +32,7 @@ pub struct SsdScan {
     dt_softplus: bool,
     dt_min: f32,
     dt_max: f32,
+    slices: Slices,
 }
 
 impl Kernel for SsdScan {
@@ -46,7 +48,9 @@ impl Kernel for SsdScan {
         // SAFETY: `info` is live (the trait's contract), for each read.
         let (dt_softplus, (dt_min, dt_max)) =
             unsafe { (flag_or(info, Self::OP, DT_SOFTPLUS, true)?, dt_limit(info, Self::OP)?) };
-        Ok(SsdScan { dt_softplus, dt_min, dt_max })
+        // SAFETY: as above.
+        let slices = unsafe { Slices::read(info, Self::OP, &schema::SLICEABLE)? };
+        Ok(SsdScan { dt_softplus, dt_min, dt_max, slices })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
@@ -92,13 +96,13 @@ impl SsdScan {
         // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
         // was told.
         let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
-        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
+        let descs = self.slices.descs(&inputs);
         let mut p = ffi::check_ssd_scan(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
         p.dt_softplus = self.dt_softplus;
         p.dt_min = self.dt_min;
         p.dt_max = self.dt_max;
         p.x = inputs[0].addr;
-        p.dt = inputs[1].addr;
+        p.dt = self.slices.addr(schema::DT, &inputs[schema::DT], elem_bytes(p.elem));
         p.a = inputs[2].addr;
         p.b = inputs[3].addr;
         p.c = inputs[4].addr;
@@ -131,6 +135,7 @@ mod tests {
             dt_softplus: true,
             dt_min: 0.0,
             dt_max: f32::INFINITY,
+            dt_stride: 1,
             x: 0,
             dt: 0,
             a: 0,

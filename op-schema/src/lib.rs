@@ -78,6 +78,11 @@ pub mod causal_conv1d {
     pub const FIRST_OPTIONAL: usize = BIAS;
     /// String attribute: "silu" or "none".
     pub const ACTIVATION: Name = name!("activation");
+    /// Int attribute: `x` is a packed `[batch, seqlen, row]` tensor and the op reads channels
+    /// `[x_offset, x_offset + dim)` of each row, dim from `weight` (docs/op-contract.md "Sliced inputs").
+    pub const X_OFFSET: Name = name!("x_offset");
+    /// The inputs that may be read as a slice of a packed last axis, with their attributes.
+    pub const SLICEABLE: [(usize, Name); 1] = [(X, X_OFFSET)];
 }
 
 /// SelectiveScan (docs/op-contract.md).
@@ -98,6 +103,13 @@ pub mod selective_scan {
     pub const FIRST_OPTIONAL: usize = D;
     /// Int attribute, 0 or 1.
     pub const DELTA_SOFTPLUS: Name = name!("delta_softplus");
+    /// Int attributes: the input is read as channels `[offset, offset + count)` of its packed
+    /// last axis (z: count = dim; B, C: count = dstate), docs/op-contract.md "Sliced inputs".
+    pub const Z_OFFSET: Name = name!("z_offset");
+    pub const B_OFFSET: Name = name!("B_offset");
+    pub const C_OFFSET: Name = name!("C_offset");
+    /// The inputs that may be read as a slice of a packed last axis, with their attributes.
+    pub const SLICEABLE: [(usize, Name); 3] = [(B, B_OFFSET), (C, C_OFFSET), (Z, Z_OFFSET)];
 }
 
 /// SsdScan (docs/op-contract.md "SsdScan"): Mamba-2's scan, one scalar decay a head.
@@ -120,6 +132,11 @@ pub mod ssd_scan {
     /// Float attributes: the clamp of dt (transformers' `time_step_limit`).
     pub const DT_MIN: Name = name!("dt_min");
     pub const DT_MAX: Name = name!("dt_max");
+    /// Int attribute: dt is read as channels `[dt_offset, dt_offset + heads)` of its packed last
+    /// axis (docs/op-contract.md "Sliced inputs").
+    pub const DT_OFFSET: Name = name!("dt_offset");
+    /// The inputs that may be read as a slice of a packed last axis, with their attributes.
+    pub const SLICEABLE: [(usize, Name); 1] = [(DT, DT_OFFSET)];
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
@@ -221,14 +238,19 @@ mod tests {
             DOMAIN,
             causal_conv1d::OP,
             causal_conv1d::ACTIVATION,
+            causal_conv1d::X_OFFSET,
             selective_scan::OP,
             selective_scan::DELTA_SOFTPLUS,
+            selective_scan::Z_OFFSET,
+            selective_scan::B_OFFSET,
+            selective_scan::C_OFFSET,
             mamba_layer_step::OP,
             mamba_layer_step::EPSILON,
             ssd_scan::OP,
             ssd_scan::DT_SOFTPLUS,
             ssd_scan::DT_MIN,
             ssd_scan::DT_MAX,
+            ssd_scan::DT_OFFSET,
             mamba2_layer_step::OP,
             mamba2_layer_step::EPSILON,
             mamba2_layer_step::DT_MIN,
@@ -246,6 +268,16 @@ mod tests {
         assert_eq!(m::INPUT_NAMES[m::A], "A");
         assert_eq!(selective_scan::INPUT_NAMES[selective_scan::INITIAL_STATE], "initial_state");
         assert_eq!(causal_conv1d::INPUT_NAMES[causal_conv1d::INITIAL_STATE], "initial_state");
+        // A slice attribute is its input's name + "_offset": the C++ checks' messages build it so.
+        for (slot, attr) in selective_scan::SLICEABLE {
+            assert_eq!(attr.str.strip_suffix("_offset"), Some(selective_scan::INPUT_NAMES[slot]));
+        }
+        for (slot, attr) in causal_conv1d::SLICEABLE {
+            assert_eq!(attr.str.strip_suffix("_offset"), Some(causal_conv1d::INPUT_NAMES[slot]));
+        }
+        for (slot, attr) in ssd_scan::SLICEABLE {
+            assert_eq!(attr.str.strip_suffix("_offset"), Some(ssd_scan::INPUT_NAMES[slot]));
+        }
         use mamba2_layer_step as m2;
         assert_eq!(m2::INPUT_NAMES[m2::OUT_PROJ_BIAS], "out_proj_bias");
         assert_eq!(m2::INPUT_NAMES[m2::GATE_NORM_WEIGHT], "gate_norm_weight");

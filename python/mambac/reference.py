@@ -201,6 +201,19 @@ def mamba2_layer_step_ref(feeds, eps=1e-5, dt_min=0.0, dt_max=np.inf, norm_befor
     out = r + y @ d["out_proj_weight"] + d.get("out_proj_bias", 0)
     return out[:, None], win[:, :, 1:], h
 
+def sliced(x, offset, count, what):
+    """Channels [offset, offset + count) of x's last axis: a fused op's input read as a slice of
+    a packed last axis (its `<input>_offset` attribute, docs/op-contract.md "Sliced inputs");
+    x itself when offset is None or x is absent. `what` ("SelectiveScan: 'z_offset'") names
+    the attribute in the error."""
+    if x is None or offset is None:
+        return x
+    if offset < 0 or offset + count > x.shape[-1]:
+        raise ValueError(f"{what} = {offset} reads channels [{offset}, {offset + count}) of a last axis of "
+                         f"{x.shape[-1]}")
+    return x[..., offset:offset + count]
+
+
 def _attr(value, default):
     """An attribute the node may leave out (None from onnx when a schema is registered too)."""
     return default if value is None else value
@@ -209,7 +222,12 @@ def _attr(value, default):
 class SelectiveScan(OpRun):
     op_domain = DOMAIN
 
-    def _run(self, u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=None):
+    def _run(self, u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=None,
+             z_offset=None, B_offset=None, C_offset=None):
+        dstate = A.shape[1]
+        B = sliced(B, B_offset, dstate, "SelectiveScan: 'B_offset'")
+        C = sliced(C, C_offset, dstate, "SelectiveScan: 'C_offset'")
+        z = sliced(z, z_offset, u.shape[2], "SelectiveScan: 'z_offset'")
         y, h = selective_scan_ref(
             u, delta, A, B, C, D, z, delta_bias, initial_state, bool(_attr(delta_softplus, 1))
         )
@@ -220,7 +238,8 @@ class SsdScan(OpRun):
     op_domain = DOMAIN
 
     def _run(self, x, dt, A, B, C, D=None, dt_bias=None, initial_state=None, dt_softplus=None, dt_min=None,
-             dt_max=None):
+             dt_max=None, dt_offset=None):
+        dt = sliced(dt, dt_offset, A.shape[0], "SsdScan: 'dt_offset'")
         y, h = ssd_scan_ref(
             x, dt, A, B, C, D, dt_bias, initial_state, bool(_attr(dt_softplus, 1)), _attr(dt_min, 0.0),
             _attr(dt_max, np.inf),
@@ -231,7 +250,8 @@ class SsdScan(OpRun):
 class CausalConv1d(OpRun):
     op_domain = DOMAIN
 
-    def _run(self, x, weight, bias=None, initial_state=None, activation=None):
+    def _run(self, x, weight, bias=None, initial_state=None, activation=None, x_offset=None):
+        x = sliced(x, x_offset, weight.shape[0], "CausalConv1d: 'x_offset'")
         activation = _attr(activation, "silu")
         if activation not in ("silu", "none"):
             raise ValueError(f"CausalConv1d: attribute activation is {activation!r}; expected \"silu\" or \"none\"")

@@ -32,6 +32,7 @@ from mambac.reference import (  # noqa: E402,F401  (re-exported: the tests impor
     mamba2_layer_step_ref,
     mamba_layer_step_ref,
     selective_scan_ref,
+    sliced,
     softplus,
     ssd_dt,
     ssd_scan_ref,
@@ -77,7 +78,8 @@ def one_node_model(op, input_names, feeds, outputs, attrs=None):
     """A model with one `mambac` node. `input_names` holds every slot in order ("" = absent);
     graph inputs take the types of `feeds`; shapes are left open so bad shapes reach the op."""
     node = helper.make_node(op, input_names, outputs, domain="mambac", **(attrs or {}))
-    inputs = [helper.make_tensor_value_info(n, onnx_type(feeds[n]), None) for n in input_names if n]
+    # One graph input per name: a packed tensor may feed several slots (sliced inputs).
+    inputs = [helper.make_tensor_value_info(n, onnx_type(feeds[n]), None) for n in dict.fromkeys(input_names) if n]
     types = output_types(op, feeds, input_names)
     outs = [helper.make_tensor_value_info(n, t, None) for n, t in zip(outputs, types) if n]
     graph = helper.make_graph([node], op, inputs, outs)
@@ -123,6 +125,19 @@ def run_op(op, slots, feeds, outputs, attrs=None, threads=None):
     """Runs one node; `slots` is the full input list ("" = absent). Returns the outputs."""
     sess = session(one_node_model(op, slots, feeds, outputs, attrs), threads)
     return run(sess, {n: feeds[n] for n in slots if n}, [o for o in outputs if o])
+
+
+def run_under_isa(isa, module, lines):
+    """Runs `lines` (Python, after `import <module> as t`) in a fresh process whose kernels are
+    the `isa` build (MAMBAC_CPU_ISA, read once per process); asserts it succeeds."""
+    import os
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path.insert(0, {here!r})\nimport {module} as t\n" + "\n".join(lines) + "\n"
+    env = dict(os.environ, MAMBAC_CPU_ISA=isa, MAMBAC_OPS_LIB=LIB)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def worst_rel(out, ref):

@@ -12,10 +12,12 @@ from mambac_testing import TESTDATA, export_files, mambac
 
 def test_inspect_fused_lists_fused_ops_with_types():
     r = mambac("inspect", TESTDATA / "mamba-tiny-hf")
-    assert "mambac.SelectiveScan(delta_softplus=1)" in r.stdout
-    assert "mambac.CausalConv1d(activation=silu)" in r.stdout
+    # The ops read their parts of in_proj's (x, z) and x_proj's (B, C) outputs in place.
+    assert "mambac.SelectiveScan(delta_softplus=1, B_offset=4, C_offset=20, z_offset=128)" in r.stdout
+    assert "mambac.CausalConv1d(activation=silu, x_offset=0)" in r.stdout
+    assert "SliceLast([0, 4))" in r.stdout and "SplitLast" not in r.stdout
     assert "float32[batch, seqlen, 128]" in r.stdout
-    assert "fuse_scan_gate/1" in r.stdout
+    assert "fuse_scan_gate/1" in r.stdout and "split_to_sliced_reads/3" in r.stdout
     assert "Softplus(" not in r.stdout
 
 

@@ -9,15 +9,19 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from mambac_testing import MAMBA1_FIXTURES, TESTDATA, export_files, load_reference, mambac
-from ops_reference import causal_conv1d_ref, selective_scan_ref, worst_rel
+from ops_reference import causal_conv1d_ref, selective_scan_ref, sliced, worst_rel
 
 
 class SelectiveScan(OpRun):
     op_domain = "mambac"
 
     # plugin_namespace, plugin_version, present_inputs: TensorRT's lookup keys (docs/tensorrt.md).
+    # *_offset: inputs read from a packed last axis (docs/op-contract.md "Sliced inputs").
     def _run(self, u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=1,
-             plugin_namespace=None, plugin_version=None, present_inputs=None):
+             plugin_namespace=None, plugin_version=None, present_inputs=None, z_offset=None, B_offset=None,
+             C_offset=None):
+        B, C = sliced(B, B_offset, A.shape[1], "B_offset"), sliced(C, C_offset, A.shape[1], "C_offset")
+        z = sliced(z, z_offset, u.shape[2], "z_offset")
         y, h = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus))
         return (y.astype(u.dtype), h.astype(np.float32))
 
@@ -26,7 +30,8 @@ class CausalConv1d(OpRun):
     op_domain = "mambac"
 
     def _run(self, x, weight, bias=None, initial_state=None, activation="silu", plugin_namespace=None,
-             plugin_version=None, present_inputs=None):
+             plugin_version=None, present_inputs=None, x_offset=None):
+        x = sliced(x, x_offset, weight.shape[0], "x_offset")
         act = activation.decode() if isinstance(activation, bytes) else activation
         y, state = causal_conv1d_ref(x, weight, bias, initial_state, silu=act == "silu")
         return (y.astype(x.dtype), state.astype(x.dtype))
@@ -49,8 +54,12 @@ def test_export_matches_reference(tmp_path, fixture, fuse):
     assert "Loop" not in ops and "Scan" not in ops
     assert ops.count("SelectiveScan") == 2 and ops.count("CausalConv1d") == 2
     if fuse:
-        # Everything the fused ops absorb is gone from the graph.
+        # Everything the fused ops absorb is gone from the graph, and the splits of in_proj's and
+        # x_proj's outputs too: the ops read them in place; dt_proj reads a Slice of dt_rank columns.
         assert "Softplus" not in ops and "Sigmoid" not in ops and "Exp" not in ops
+        assert ops.count("Split") == 0 and ops.count("Slice") == 2, ops
+    else:
+        assert ops.count("Split") == 4 and ops.count("Slice") == 0, ops
     assert [i.name for i in model.graph.input] == ["input_ids"]
     assert [o.name for o in model.graph.output] == ["logits", "next_token"]
     ref = load_reference()
@@ -76,7 +85,7 @@ def test_metadata_props(tmp_path):
     assert '"hidden_size":64' in meta["mambac.config"].replace(" ", "")
     assert meta["mambac.passes"].split(",") == [
         "fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "fuse_scan_softplus",
-        "fuse_scan_delta_bias", "fuse_scan_d_skip", "fuse_scan_gate",
+        "fuse_scan_delta_bias", "fuse_scan_d_skip", "fuse_scan_gate", "split_to_sliced_reads",
     ]
 
 

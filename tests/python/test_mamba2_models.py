@@ -126,8 +126,9 @@ class _OrtOp(OpRun):
 class SsdScan(_OrtOp):
     slots = SSD_INPUTS
 
-    def _run(self, *inputs, dt_softplus=None, dt_min=None, dt_max=None):
-        return super()._run(*inputs, dt_softplus=dt_softplus, dt_min=dt_min, dt_max=dt_max)
+    # dt_offset: dt read from in_proj's packed output (docs/op-contract.md "Sliced inputs").
+    def _run(self, *inputs, dt_softplus=None, dt_min=None, dt_max=None, dt_offset=None):
+        return super()._run(*inputs, dt_softplus=dt_softplus, dt_min=dt_min, dt_max=dt_max, dt_offset=dt_offset)
 
 
 class CausalConv1d(_OrtOp):
@@ -135,8 +136,9 @@ class CausalConv1d(_OrtOp):
 
     # The TensorRT keys every export writes (docs/tensorrt.md) are the plugin's business: ORT's
     # op ignores them, and so does this stand-in.
-    def _run(self, *inputs, activation=None, plugin_namespace=None, plugin_version=None, present_inputs=None):
-        return super()._run(*inputs, activation=activation)
+    def _run(self, *inputs, activation=None, plugin_namespace=None, plugin_version=None, present_inputs=None,
+             x_offset=None):
+        return super()._run(*inputs, activation=activation, x_offset=x_offset)
 
 
 @pytest.mark.skipif(BF16 is None, reason="ml_dtypes is not installed")

@@ -26,6 +26,7 @@ from ops_reference import (
     selective_scan_ref,
     session,
     one_node_model,
+    run_under_isa,
 )
 
 DTYPE_NAMES = list(DTYPES)
@@ -265,15 +266,10 @@ def test_thread_counts_agree():
 def test_lower_isa_builds(isa):
     """The kernels' baseline and AVX2 builds (picked with MAMBAC_CPU_ISA, read once per process)
     pass a sample of the grid too; the default run covers the widest build this CPU has."""
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "import test_ops as t\n"
-        "for i, c in enumerate(t.scan_cases()[::5]): t.check_scan(c, seed=i)\n"
-        "for i, c in enumerate(t.conv_cases()[::4]): t.check_conv(c, seed=i)\n"
-    ) % os.path.dirname(__file__)
-    env = dict(os.environ, MAMBAC_CPU_ISA=isa, MAMBAC_OPS_LIB=LIB)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_under_isa(isa, "test_ops", [
+        "for i, c in enumerate(t.scan_cases()[::5]): t.check_scan(c, seed=i)",
+        "for i, c in enumerate(t.conv_cases()[::4]): t.check_conv(c, seed=i)",
+    ])
 
 
 # The decode path (seqlen < 8: each channel vectorised over its states) for dstate values around

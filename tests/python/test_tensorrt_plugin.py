@@ -62,13 +62,13 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
     out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\nop SsdScan\nop Mamba2LayerStep\n", tmp_path)
     assert out == [
         "creator SelectiveScan version 1 namespace mambac",
-        "field names: delta_softplus=<5> present_inputs=<5>",
+        "field names: delta_softplus=<5> B_offset=<5> C_offset=<5> z_offset=<5> present_inputs=<5>",
         "creator CausalConv1d version 1 namespace mambac",
-        "field names: activation=<6> present_inputs=<5>",
+        "field names: activation=<6> x_offset=<5> present_inputs=<5>",
         "creator MambaLayerStep version 1 namespace mambac",
         "field names: epsilon=<1> present_inputs=<5>",
         "creator SsdScan version 1 namespace mambac",
-        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> present_inputs=<5>",
+        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> present_inputs=<5>",
         "creator Mamba2LayerStep version 1 namespace mambac",
         "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
     ]
@@ -207,6 +207,10 @@ def test_int64_and_float64_fields_are_read_too(tmp_path):
         ("SelectiveScan", "", "delta_softplus=1"),
         ("CausalConv1d", "field activation str none\n", 'activation="none"'),
         ("CausalConv1d", "", 'activation="silu"'),
+        # Slice offsets (docs/op-contract.md "Sliced inputs"): only those set are serialized.
+        ("SelectiveScan", "field z_offset i32 48\nfield B_offset i64 8\n", "delta_softplus=1 B_offset=8 z_offset=48"),
+        ("CausalConv1d", "field x_offset i32 0\n", 'activation="silu" x_offset=0'),
+        ("SsdScan", "field dt_offset i32 5\n", "dt_softplus=1 dt_min=0 dt_max=inf dt_offset=5"),
         ("MambaLayerStep", f"field epsilon f32 0.001\nfield present_inputs i32 {LAYER_MASK}\n",
          f"epsilon=0.001 present_inputs={LAYER_MASK}"),
     ],
@@ -529,3 +533,34 @@ def test_mamba2_layer_step_serialization_round_trip_and_clone(tmp_path, fields, 
         "clone Mamba2LayerStep 1 mambac",
         f"clone fields: {serialized}",
     ]
+
+
+def test_a_sliced_conv_takes_its_dim_from_the_weight(tmp_path):
+    """x_offset: x is a packed [batch, seqlen, row]; y and the state have the weight's dim."""
+    script = "op CausalConv1d\nfield x_offset i32 8\ncreate\nin float16 b,s,20\nin float16 8,4\nshapes\n"
+    script += "op CausalConv1d\nfield x_offset i32 8\ncreate\nin float16 2,5,20\nin float16 8,4\nconfigure\n"
+    out = run(script, tmp_path)
+    assert out[3] == "shapes rc=0 [b, s, 8] [b, 8, 3]"
+    assert out[-1].startswith("configure rc=0"), out
+
+
+@pytest.mark.parametrize(
+    "op,fields,inputs,message",
+    [
+        ("CausalConv1d", "x_offset i32 15", "in float16 2,5,20\nin float16 8,4\n",
+         "CausalConv1d: attribute 'x_offset' = 15 reads channels [15, 23) of input 'x' of shape [2, 5, 20], "
+         "whose last dim is 20"),
+        ("CausalConv1d", "x_offset i32 -1", "in float16 2,5,20\nin float16 8,4\n",
+         "CausalConv1d: attribute 'x_offset' is -1, expected >= 0"),
+        ("SelectiveScan", "C_offset i32 1", concrete(SCAN_INPUTS, b=2, s=5),
+         "SelectiveScan: attribute 'C_offset' = 1 reads channels [1, 17) of input 'C' of shape [2, 5, 2, 16], "
+         "whose last dim is 16"),
+        ("SsdScan", "dt_offset i32 1", concrete(SSD_INPUTS, b=2, s=5),
+         "SsdScan: attribute 'dt_offset' = 1 reads channels [1, 9) of input 'dt' of shape [2, 5, 8], "
+         "whose last dim is 8"),
+    ],
+)
+def test_slice_offsets_are_checked_as_the_ort_op_checks_them(tmp_path, op, fields, inputs, message):
+    out = run(f"op {op}\nfield {fields}\ncreate\n" + inputs + "configure_raw\n", tmp_path)
+    assert errors(out) == [message] * 3
+    assert out[-1] == "configure rc=-1 onShapeChange rc=-1 enqueue rc=-1"

@@ -78,14 +78,20 @@ def _width_minus_one(weight):
 
 
 def _y_and_final_state(ctx, sizes_slot, state_elem, last_dim):
-    """Both sequence ops: `y` is input 0's type; `final_state` is `[batch, dim, last_dim(sizes)]`
-    of `state_elem` (None: input 0's type), with `sizes` the `[dim, n]` input `sizes_slot`."""
+    """Both sequence ops: `y` is input 0's type, its last dim `sizes`' first; `final_state` is
+    `[batch, dim, last_dim(sizes)]` of `state_elem` (None: input 0's type), with `sizes` the
+    `[dim, n]` input `sizes_slot`. dim comes from `sizes`, never from input 0, which may be a
+    slice of a packed last axis (CausalConv1d's `x_offset`, docs/op-contract.md "Sliced inputs")."""
     x, sizes = _input(ctx, 0), _input(ctx, sizes_slot)
     if x is None:
         return
-    _set(ctx, 0, x.tensor_type.elem_type, _dims(x))
-    if ctx.get_num_outputs() > 1 and sizes is not None and len(_dims(x)) == 3 and len(_dims(sizes)) == 2:
-        batch, _, dim = _dims(x)
+    if sizes is None or len(_dims(x)) != 3 or len(_dims(sizes)) != 2:
+        _set(ctx, 0, x.tensor_type.elem_type, _dims(x))
+        return
+    batch, seqlen, _ = _dims(x)
+    dim = _dims(sizes)[0]
+    _set(ctx, 0, x.tensor_type.elem_type, [batch, seqlen, dim])
+    if ctx.get_num_outputs() > 1:
         _set(ctx, 1, state_elem or x.tensor_type.elem_type, [batch, dim, last_dim(sizes)])
 
 
@@ -150,7 +156,7 @@ _OPS = {
         {2, 3},
         ["y", "final_state"],
         {1},
-        [("activation", defs.OpSchema.AttrType.STRING)],
+        [("activation", defs.OpSchema.AttrType.STRING), ("x_offset", defs.OpSchema.AttrType.INT)],
         _infer_causal_conv1d,
     ),
     "SelectiveScan": (
@@ -158,7 +164,12 @@ _OPS = {
         {5, 6, 7, 8},
         ["y", "final_state"],
         {1},
-        [("delta_softplus", defs.OpSchema.AttrType.INT)],
+        [
+            ("delta_softplus", defs.OpSchema.AttrType.INT),
+            ("z_offset", defs.OpSchema.AttrType.INT),
+            ("B_offset", defs.OpSchema.AttrType.INT),
+            ("C_offset", defs.OpSchema.AttrType.INT),
+        ],
         _infer_selective_scan,
     ),
     "SsdScan": (
@@ -170,6 +181,7 @@ _OPS = {
             ("dt_softplus", defs.OpSchema.AttrType.INT),
             ("dt_min", defs.OpSchema.AttrType.FLOAT),
             ("dt_max", defs.OpSchema.AttrType.FLOAT),
+            ("dt_offset", defs.OpSchema.AttrType.INT),
         ],
         _infer_ssd_scan,
     ),

@@ -413,6 +413,12 @@ impl Emitter<'_, '_> {
                 let split = self.helper_const(i64_tensor(&format!("{name}.sizes"), &sizes));
                 self.push("Split", "", &name, vec![req(0), split], outs, vec![attr_int("axis", -1)]);
             }
+            Op::SliceLast { start, len } => {
+                let starts = self.helper_const(i64_tensor(&format!("{name}.starts"), &[*start as i64]));
+                let ends = self.helper_const(i64_tensor(&format!("{name}.ends"), &[(start + len) as i64]));
+                let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[-1]));
+                self.push("Slice", "", &name, vec![req(0), starts, ends, axes], outs, vec![]);
+            }
             Op::LastPosition => {
                 let starts = self.helper_const(i64_tensor(&format!("{name}.starts"), &[-1]));
                 let ends = self.helper_const(i64_tensor(&format!("{name}.ends"), &[i64::MAX]));
@@ -452,12 +458,15 @@ impl Emitter<'_, '_> {
             }
             Op::CausalConv1d(cfg) => {
                 let act = if cfg.silu { "silu" } else { "none" };
-                let attrs = with_tensorrt_keys(vec![attr_string(conv_slots::ACTIVATION.str, act)], &ins);
+                let mut attrs = vec![attr_string(conv_slots::ACTIVATION.str, act)];
+                attrs.extend(slice_attrs(&cfg.slices, &conv_slots::SLICEABLE));
+                let attrs = with_tensorrt_keys(attrs, &ins);
                 self.push(conv_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::SelectiveScan(cfg) => {
-                let softplus = attr_int(scan_slots::DELTA_SOFTPLUS.str, cfg.delta_softplus as i64);
-                let attrs = with_tensorrt_keys(vec![softplus], &ins);
+                let mut attrs = vec![attr_int(scan_slots::DELTA_SOFTPLUS.str, cfg.delta_softplus as i64)];
+                attrs.extend(slice_attrs(&cfg.slices, &scan_slots::SLICEABLE));
+                let attrs = with_tensorrt_keys(attrs, &ins);
                 self.push(scan_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::Reshape { keep, tail } => {
@@ -468,11 +477,12 @@ impl Emitter<'_, '_> {
             }
             Op::GatedRmsNorm(cfg) => self.gated_rms_norm(&name, id, [req(0), req(1), req(2)], out, cfg),
             Op::SsdScan(cfg) => {
-                let attrs = vec![
+                let mut attrs = vec![
                     attr_int(ssd_slots::DT_SOFTPLUS.str, cfg.dt_softplus as i64),
                     attr_float(ssd_slots::DT_MIN.str, cfg.dt_min as f32),
                     attr_float(ssd_slots::DT_MAX.str, cfg.dt_max as f32),
                 ];
+                attrs.extend(slice_attrs(&cfg.slices, &ssd_slots::SLICEABLE));
                 self.push(ssd_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {
@@ -579,6 +589,15 @@ impl Emitter<'_, '_> {
             self.push("Mul", "", name, vec![t("flat"), w], vec![out], vec![]);
         }
     }
+}
+
+/// The `<input>_offset` attributes of a fused op's sliced inputs (docs/op-contract.md "Sliced
+/// inputs"), by the op's table of sliceable slots and their attribute names.
+fn slice_attrs(
+    slices: &crate::ir::Slices,
+    sliceable: &[(usize, mambac_op_schema::Name)],
+) -> Vec<onnx_protobuf::AttributeProto> {
+    sliceable.iter().filter_map(|&(slot, name)| slices.offset(slot).map(|o| attr_int(name.str, o as i64))).collect()
 }
 
 /// ONNX optional inputs: absent ones are empty names; trailing absent ones are dropped.

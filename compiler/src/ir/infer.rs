@@ -166,6 +166,19 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
                 })
                 .collect())
         }
+        Op::SliceLast { start, len } => {
+            let x = required(op, inputs, 0)?;
+            match x.shape.last().and_then(Dim::known) {
+                Some(last) if start + len <= last => {}
+                _ => {
+                    let end = start + len;
+                    return Err(err("x", format!("has shape {}, expected a last dim of at least {end}", x.shape)));
+                }
+            }
+            let mut dims = x.shape.0.clone();
+            *dims.last_mut().expect("rank >= 1") = Dim::Known(*len);
+            Ok(vec![ValueType::new(x.elem, dims)])
+        }
         Op::LastPosition => {
             let x = required(op, inputs, 0)?;
             if x.shape.rank() < 2 {
@@ -277,6 +290,25 @@ pub(super) fn broadcast(a: &Shape, b: &Shape) -> Result<Vec<Dim>, InferError> {
     Ok(out)
 }
 
+/// Input `name` read whole: `want`; read as a slice from channel `offset` of its last axis
+/// (docs/op-contract.md "Sliced inputs"): `want` but for a last dim of at least `offset` + want's
+/// last. The rule of `cpp/shape_check.cpp`'s `view_is`.
+fn expect_view(name: &str, t: &ValueType, want: &[Dim], offset: Option<usize>) -> Result<(), InferError> {
+    let Some(offset) = offset else { return expect_shape(name, t, want) };
+    let (count, lead) = want.split_last().expect("ops' inputs have rank >= 1");
+    if t.shape.rank() != want.len() || t.shape.0[..lead.len()] != *lead {
+        let shown: Vec<String> = lead.iter().map(Dim::to_string).chain(["row".to_string()]).collect();
+        return Err(err(name, format!("has shape {}, expected [{}]", t.shape, shown.join(", "))));
+    }
+    match (count.known(), t.shape.0[lead.len()].known()) {
+        (Some(c), Some(row)) if offset + c <= row => Ok(()),
+        _ => Err(err(
+            name,
+            format!("has shape {}, whose last dim must hold {name}_offset {offset} + {count} channels", t.shape),
+        )),
+    }
+}
+
 fn infer_causal_conv1d(
     cfg: &Conv,
     x: &ValueType,
@@ -286,9 +318,12 @@ fn infer_causal_conv1d(
 ) -> Result<Vec<ValueType>, InferError> {
     expect_rank("x", x, 3)?;
     expect_float("x", x)?;
-    let (batch, dim) = (x.shape.0[0].clone(), x.shape.0[2].clone());
+    let x_offset = cfg.slices.offset(conv_slots::X);
     expect_rank("weight", w, 2)?;
     expect_elem("weight", w, x.elem, "same as 'x'")?;
+    // A sliced x has no dim of its own: weight gives it (as the C++ check does).
+    let dim = if x_offset.is_some() { w.shape.0[0].clone() } else { x.shape.0[2].clone() };
+    let batch = x.shape.0[0].clone();
     if w.shape.0[0] != dim {
         return Err(err("weight", format!("has shape {}, expected [{dim}, width]", w.shape)));
     }
@@ -296,6 +331,8 @@ fn infer_causal_conv1d(
     if width < 1 {
         return Err(err("weight", format!("has shape {}, width must be at least 1", w.shape)));
     }
+    let y_dims = vec![batch.clone(), x.shape.0[1].clone(), dim.clone()];
+    expect_view("x", x, &y_dims, x_offset)?;
     if let Some(b) = bias {
         expect_elem("bias", b, x.elem, "same as 'x'")?;
         expect_shape("bias", b, std::slice::from_ref(&dim))?;
@@ -305,7 +342,7 @@ fn infer_causal_conv1d(
         expect_elem("initial_state", s, x.elem, "same as 'x'")?;
         expect_shape("initial_state", s, &state_dims)?;
     }
-    let mut outs = vec![x.clone()];
+    let mut outs = vec![ValueType::new(x.elem, y_dims)];
     if cfg.final_state {
         outs.push(ValueType::new(x.elem, state_dims));
     }
@@ -336,7 +373,8 @@ fn infer_selective_scan<'a>(
     expect_elem("B", b, t, "same as 'u'")?;
     expect_rank("B", b, 4)?;
     let ngroups = b.shape.0[2].clone();
-    expect_shape("B", b, &[batch.clone(), seqlen.clone(), ngroups.clone(), dstate.clone()])?;
+    let bc_dims = [batch.clone(), seqlen.clone(), ngroups.clone(), dstate.clone()];
+    expect_view("B", b, &bc_dims, cfg.slices.offset(scan_slots::B))?;
     if let (Some(d), Some(g)) = (dim.known(), ngroups.known()) {
         if g == 0 || d % g != 0 {
             return Err(err("B", format!("has shape {}, ngroups {g} does not divide dim {d}", b.shape)));
@@ -344,7 +382,7 @@ fn infer_selective_scan<'a>(
     }
     let c = req(scan_slots::C)?;
     expect_elem("C", c, t, "same as 'u'")?;
-    expect_shape("C", c, &b.shape.0)?;
+    expect_view("C", c, &bc_dims, cfg.slices.offset(scan_slots::C))?;
     // Optional inputs in slot order, as the C++ check does (tests/shape_agreement.rs).
     let vector_f32 = |name: &str, v: &ValueType| -> Result<(), InferError> {
         expect_elem(name, v, Elem::F32, "always float32")?;
@@ -355,7 +393,7 @@ fn infer_selective_scan<'a>(
     }
     if let Some(z) = get(scan_slots::Z) {
         expect_elem("z", z, t, "same as 'u'")?;
-        expect_shape("z", z, &u.shape.0)?;
+        expect_view("z", z, &u.shape.0, cfg.slices.offset(scan_slots::Z))?;
     }
     if let Some(v) = get(scan_slots::DELTA_BIAS) {
         vector_f32("delta_bias", v)?;
@@ -383,7 +421,7 @@ fn infer_ssd_scan<'a>(cfg: &Ssd, get: &dyn Fn(usize) -> Option<&'a ValueType>) -
     let [batch, seqlen, heads, head_dim] = <[Dim; 4]>::try_from(x.shape.0.clone()).expect("rank checked");
     let dt = req(ssd_slots::DT)?;
     expect_elem("dt", dt, t, "same as 'x'")?;
-    expect_shape("dt", dt, &[batch.clone(), seqlen.clone(), heads.clone()])?;
+    expect_view("dt", dt, &[batch.clone(), seqlen.clone(), heads.clone()], cfg.slices.offset(ssd_slots::DT))?;
     let a = req(ssd_slots::A)?;
     expect_elem("A", a, Elem::F32, "A is always float32")?;
     expect_shape("A", a, std::slice::from_ref(&heads))?;

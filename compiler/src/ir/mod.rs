@@ -28,7 +28,7 @@ pub use infer::infer_node;
 pub use op::{
     conv_slots, scan_slots, ssd_slots, step2_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig,
     GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op,
-    SelectiveScanConfig, SsdScanConfig,
+    SelectiveScanConfig, Slices, SsdScanConfig,
 };
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};

@@ -10,6 +10,29 @@ pub use mambac_op_schema::{
     selective_scan as scan_slots, ssd_scan as ssd_slots,
 };
 
+/// Inputs a fused op reads as a slice of a packed last axis (docs/op-contract.md "Sliced
+/// inputs"), as (slot, offset) pairs in slot order: the op reads channels `[offset, offset +
+/// count)` of that input's last axis, the count set by the op (SelectiveScan's z: dim, B and C:
+/// dstate; CausalConv1d's x: dim). Emitted as the `<input>_offset` attributes; empty = every
+/// input whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Slices(pub Vec<(usize, usize)>);
+
+impl Slices {
+    /// The offset input `slot` is read from, if sliced.
+    pub fn offset(&self, slot: usize) -> Option<usize> {
+        self.0.iter().find(|(s, _)| *s == slot).map(|(_, o)| *o)
+    }
+
+    /// The same with input `slot` read from channel `offset` on.
+    pub fn with(mut self, slot: usize, offset: usize) -> Self {
+        self.0.retain(|(s, _)| *s != slot);
+        self.0.push((slot, offset));
+        self.0.sort_unstable();
+        self
+    }
+}
+
 /// CausalConv1d (docs/op-contract.md): depthwise causal conv over the sequence, optional bias, activation.
 ///
 /// `y[b, t, d] = act(bias[d] + sum_k w[d, k] * x[b, t - (K-1) + k, d])`, with x before t = 0
@@ -19,6 +42,8 @@ pub struct CausalConv1dConfig {
     pub silu: bool,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
+    /// `x` read from a packed last axis (`x_offset`); its dim is then `weight`'s.
+    pub slices: Slices,
 }
 
 /// SelectiveScan (docs/op-contract.md):
@@ -33,6 +58,8 @@ pub struct SelectiveScanConfig {
     pub delta_softplus: bool,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
+    /// z, B and C read from a packed last axis (`z_offset`, `B_offset`, `C_offset`).
+    pub slices: Slices,
 }
 
 /// SsdScan (docs/op-contract.md "SsdScan"): Mamba-2's state-space recurrence, one scalar decay
@@ -51,6 +78,8 @@ pub struct SsdScanConfig {
     pub dt_max: f64,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
+    /// dt read from a packed last axis (`dt_offset`).
+    pub slices: Slices,
 }
 
 /// Mamba-2's gated RMSNorm (mamba_ssm's `RMSNormGated`), over groups of `group_size` channels
@@ -192,6 +221,12 @@ pub enum Op {
     SplitLast {
         sizes: Vec<usize>,
     },
+    /// Channels `[start, start + len)` of the last axis (ONNX `Slice`): the one part of a split
+    /// whose other parts the fused ops read in place (passes/split_to_sliced_reads.rs).
+    SliceLast {
+        start: usize,
+        len: usize,
+    },
     /// Inserts a dim of size 1 at `axis`.
     Unsqueeze {
         axis: usize,
@@ -240,6 +275,7 @@ impl Op {
             Op::Neg => "Neg",
             Op::Clip { .. } => "Clip",
             Op::SplitLast { .. } => "SplitLast",
+            Op::SliceLast { .. } => "SliceLast",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
             Op::ArgMaxLast => "ArgMaxLast",
@@ -268,6 +304,7 @@ impl Op {
             | Op::Neg
             | Op::Clip { .. }
             | Op::SplitLast { .. }
+            | Op::SliceLast { .. }
             | Op::Unsqueeze { .. }
             | Op::LastPosition
             | Op::ArgMaxLast

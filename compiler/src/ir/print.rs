@@ -2,7 +2,12 @@
 
 use std::fmt::Write;
 
-use super::{Op, ValidatedGraph, ValueRef};
+use super::{conv_slots, scan_slots, ssd_slots, Op, Slices, ValidatedGraph, ValueRef};
+
+/// `, z_offset=48, ...` for a fused op's sliced inputs (docs/op-contract.md "Sliced inputs").
+fn slices(s: &Slices, names: &[&str]) -> String {
+    s.0.iter().map(|&(slot, o)| format!(", {}_offset={o}", names.get(slot).copied().unwrap_or("?"))).collect()
+}
 
 fn op_detail(op: &Op) -> String {
     match op {
@@ -13,6 +18,7 @@ fn op_detail(op: &Op) -> String {
         Op::RmsNorm { eps } => format!("RmsNorm(eps={eps:e})"),
         Op::Cast { to } => format!("Cast(to={to})"),
         Op::SplitLast { sizes } => format!("SplitLast({sizes:?})"),
+        Op::SliceLast { start, len } => format!("SliceLast([{start}, {}))", start + len),
         Op::Unsqueeze { axis } => format!("Unsqueeze(axis={axis})"),
         Op::Expand { shape } => format!("Expand({shape:?})"),
         Op::Clip { min, max } => format!("Clip({min}, {max})"),
@@ -20,15 +26,31 @@ fn op_detail(op: &Op) -> String {
             format!("CausalConvWithState(activation={})", if c.silu { "silu" } else { "none" })
         }
         Op::LinearAttention(c) => format!("LinearAttention(gated, heads={}, scale={})", c.heads, c.scale),
-        Op::CausalConv1d(c) => format!("mambac.CausalConv1d(activation={})", if c.silu { "silu" } else { "none" }),
-        Op::SelectiveScan(c) => format!("mambac.SelectiveScan(delta_softplus={})", c.delta_softplus as u8),
+        Op::CausalConv1d(c) => format!(
+            "mambac.CausalConv1d(activation={}{})",
+            if c.silu { "silu" } else { "none" },
+            slices(&c.slices, &conv_slots::INPUT_NAMES)
+        ),
+        Op::SelectiveScan(c) => {
+            format!(
+                "mambac.SelectiveScan(delta_softplus={}{})",
+                c.delta_softplus as u8,
+                slices(&c.slices, &scan_slots::INPUT_NAMES)
+            )
+        }
         Op::Reshape { keep, tail } => format!("Reshape(keep={keep}, tail={tail:?})"),
         Op::GatedRmsNorm(c) => format!(
             "GatedRmsNorm(eps={:e}, group_size={}, norm_before_gate={})",
             c.eps, c.group_size, c.norm_before_gate as u8
         ),
         Op::SsdScan(c) => {
-            format!("mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}))", c.dt_softplus as u8, c.dt_min, c.dt_max)
+            format!(
+                "mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}){})",
+                c.dt_softplus as u8,
+                c.dt_min,
+                c.dt_max,
+                slices(&c.slices, &ssd_slots::INPUT_NAMES)
+            )
         }
         Op::Mamba2LayerStep(c) => format!(
             "mambac.Mamba2LayerStep(eps={:e}, dt_limit=({}, {}), norm_before_gate={})",

@@ -60,7 +60,13 @@ impl Lowerer<'_> {
         let (dt_min, dt_max) = m2.time_step_limit;
         let scan = self.g.add(
             format!("{m}.ssd_scan"),
-            Op::SsdScan(SsdScanConfig { dt_softplus: true, dt_min, dt_max, final_state: self.opts.stateful }),
+            Op::SsdScan(SsdScanConfig {
+                dt_softplus: true,
+                dt_min,
+                dt_max,
+                final_state: self.opts.stateful,
+                slices: Default::default(),
+            }),
             &[Some(x), Some(dt), Some(a), Some(b), Some(c), Some(d), Some(dt_bias), ssm_state],
         );
         if self.opts.stateful {

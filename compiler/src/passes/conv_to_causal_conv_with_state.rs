@@ -15,6 +15,11 @@ impl Rule for ConvToCausalConvWithState {
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
         let Op::CausalConv1d(cfg) = g.op(node).clone() else { return false };
+        // Standard ops read whole tensors: a sliced read (never in a --ops standard export) stays,
+        // and pipeline::standard_ops_only refuses it.
+        if !cfg.slices.0.is_empty() {
+            return false;
+        }
         let ins = g.node_inputs(node);
         let (Some(x), Some(w)) = (ins[conv_slots::X], ins[conv_slots::WEIGHT]) else { return false };
         let name = g.node(node).name.clone();

@@ -17,6 +17,7 @@ mod fuse_scan_gate;
 mod fuse_scan_softplus;
 mod layer_match;
 mod scan_to_linear_attention;
+mod split_to_sliced_reads;
 mod ssd_scan_to_linear_attention;
 mod standard_lowering;
 
@@ -42,6 +43,10 @@ pub const RULES: &[&dyn Rule] = &[
     &fuse_layer_step::FuseLayerStep,
     &fuse_mamba2_layer_step::FuseMamba2LayerStep,
 ];
+
+/// `--ops mambac` only, after the fusion rules (whose patterns read the split parts): the fused
+/// ops read their parts of a projection's output in place, and the copying splits go.
+pub const SLICE_RULES: &[&dyn Rule] = &[&split_to_sliced_reads::SplitToSlicedReads];
 
 /// `--ops standard`: after the fusion rules, the fused ops become opset 27's standard ops (and
 /// ordinary ones around them), so the model needs no custom op library.

@@ -25,6 +25,11 @@ impl Rule for ScanToLinearAttention {
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
         let Op::SelectiveScan(cfg) = g.op(node).clone() else { return false };
+        // Standard ops read whole tensors: a sliced read (never in a --ops standard export) stays,
+        // and pipeline::standard_ops_only refuses it.
+        if !cfg.slices.0.is_empty() {
+            return false;
+        }
         let ins = g.node_inputs(node);
         let req = |slot: usize| ins[slot];
         let (Some(u), Some(delta), Some(a), Some(b), Some(c)) =

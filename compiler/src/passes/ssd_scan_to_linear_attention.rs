@@ -30,6 +30,11 @@ impl Rule for SsdScanToLinearAttention {
 
     fn apply(&self, g: &mut Graph, node: NodeId) -> bool {
         let Op::SsdScan(cfg) = g.op(node).clone() else { return false };
+        // Standard ops read whole tensors: a sliced read (never in a --ops standard export) stays,
+        // and pipeline::standard_ops_only refuses it.
+        if !cfg.slices.0.is_empty() {
+            return false;
+        }
         let ins = g.node_inputs(node);
         let req = |slot: usize| ins[slot];
         let (Some(x), Some(dt), Some(a), Some(b), Some(c)) =

@@ -65,6 +65,7 @@ impl<K: CudaLaunch> Kernel for Cuda<K> {
     const OP: &'static str = K::OP;
     const INPUTS: usize = K::INPUTS;
     const INFER_OUTPUT0: bool = K::INFER_OUTPUT0;
+    const OUTPUT0_LAST_DIM_FROM: Option<usize> = K::OUTPUT0_LAST_DIM_FROM;
     const EP: &'static CStr = CUDA_EP;
 
     fn output_types(t: Elem) -> &'static [Elem] {

@@ -125,11 +125,25 @@ SCAN_FIELDS = {"u": "u", "delta": "delta", "A": "a", "B": "b", "C": "c", "D": "d
                "delta_bias": "delta_bias", "initial_state": "initial_state"}
 
 
+def row_stride(t):
+    """Elements between consecutive rows of `t`'s last axis: its length for a contiguous tensor,
+    the packed row's for a view of channels of a packed last axis (docs/op-contract.md "Sliced
+    inputs"), which is what the ABI's `*_stride` fields hold. 0 (contiguous) for an absent input."""
+    if t is None:
+        return 0
+    rows = t.reshape(-1, t.shape[-1]) if t.is_contiguous() else t
+    assert t.stride(-1) == 1, "rows must be contiguous"
+    assert all(t.stride(k) == t.stride(k + 1) * t.shape[k + 1] for k in range(t.dim() - 2)), "rows evenly spaced"
+    return rows.stride(-2) if t.dim() >= 2 else t.shape[-1]
+
+
 def scan_params(x, y, final_state, dtype, delta_softplus):
-    """x: the op's inputs by name (None = absent), on the device."""
+    """x: the op's inputs by name (None = absent), on the device; z, B and C may be views of
+    channels of packed tensors (their row strides go into the params)."""
     batch, seqlen, dim = x["u"].shape
     return ScanParams(batch=batch, seqlen=seqlen, dim=dim, dstate=x["A"].shape[1], ngroups=x["B"].shape[2],
                       elem=DTYPES[dtype][1], delta_softplus=bool(delta_softplus), y=ptr(y), final_state=ptr(final_state),
+                      z_stride=row_stride(x.get("z")), b_stride=row_stride(x["B"]), c_stride=row_stride(x["C"]),
                       **{SCAN_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
@@ -162,7 +176,8 @@ def ssd_params(x, y, final_state, dtype, dt_softplus, dt_min=0.0, dt_max=float("
     batch, seqlen, heads, head_dim = x["x"].shape
     _, _, ngroups, dstate = x["B"].shape
     return SsdParams(batch=batch, seqlen=seqlen, heads=heads, head_dim=head_dim, ngroups=ngroups, dstate=dstate,
-                     elem=DTYPES[dtype][1], dt_softplus=bool(dt_softplus), dt_min=dt_min, dt_max=dt_max, y=ptr(y),
+                     elem=DTYPES[dtype][1], dt_softplus=bool(dt_softplus), dt_min=dt_min, dt_max=dt_max,
+                     dt_stride=row_stride(x["dt"]), y=ptr(y),
                      final_state=ptr(final_state), **{SSD_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
@@ -203,7 +218,7 @@ def run_ssd(x, dtype, dt_softplus, want_final, dt_min=0.0, dt_max=float("inf"), 
 def conv_params(x, y, final_state, dtype, silu):
     batch, seqlen, dim = x["x"].shape
     return ConvParams(batch=batch, seqlen=seqlen, dim=dim, width=x["weight"].shape[1], elem=DTYPES[dtype][1],
-                      silu=bool(silu), x=ptr(x["x"]), weight=ptr(x["weight"]), bias=ptr(x.get("bias")),
+                      silu=bool(silu), x=ptr(x["x"]), x_stride=row_stride(x["x"]), weight=ptr(x["weight"]), bias=ptr(x.get("bias")),
                       initial_state=ptr(x.get("initial_state")), y=ptr(y), final_state=ptr(final_state))
 
 
