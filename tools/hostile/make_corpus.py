@@ -390,8 +390,9 @@ def onnx_family(d):
     variant("logits-rank2", "output 'logits' must be [batch, seqlen, vocab]", states=st, logits_shape=("batch", 64))
     variant("state-int32", "state input 'conv_state.0' has element type", states=st, state_type=TensorProto.INT32)
     # Memory: states of 4 GiB a sequence (2 copies: the CPU EP's two buffer sets; the zeros are
-    # written into one of them), and a batch or prompt too large to hold.
-    variant("states-4gib", "the states of 1 sequence (1 layers) need 8.0 GiB of memory, more than the", states=[("conv_state", 0, ("batch", 65536, 16384), ("batch", 65536, 16384)),
+    # written into one of them; reset adds a one-token step's few bytes), and a batch or prompt
+    # too large to hold.
+    variant("states-4gib", "the states of 1 sequence (1 layer) and a one-token step's token ids and logits need 8.0 GiB of memory, more than the", states=[("conv_state", 0, ("batch", 65536, 16384), ("batch", 65536, 16384)),
                                                                ("ssm_state", 0, ("batch", 16, 4), ("batch", 16, 4))])
     variant("bench-batch-memory", "--batch 65536 --prompt-len 128: the prefill step needs", states=layer_states(4, (1024, 3), (1024, 16)),
             cmd=["bench", None, "--batch", "65536", "--reps", "1", "--warmup", "0"])

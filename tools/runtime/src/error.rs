@@ -138,6 +138,15 @@ pub enum Warning {
     /// The decode graph beside the model is not used (`DecodeGraphChoice::Auto`).
     #[error("{} is not used: {reason}", .path.display())]
     DecodeGraphUnused { path: PathBuf, reason: DecodeGraphMismatch },
+    /// The zero states of new sequences cannot be made on the CUDA EP (an ONNX Runtime whose
+    /// CUDA EP lacks the fill kernel for the model's opset): they are made in host memory and
+    /// copied to the device by the first step after each reset, as before zero states were
+    /// made on the device.
+    #[error(
+        "zero states of new sequences will be made in host memory and copied to the device at each reset: {}",
+        report(.cause)
+    )]
+    ZerosFromHost { cause: Error },
 }
 
 /// `e` and its causes, `": "` between them (as anyhow's `{:#}` prints them).

@@ -65,7 +65,7 @@ pub fn check(need: u128, what: impl FnOnce() -> String) -> Result<()> {
     check_against(need, available(), what)
 }
 
-fn check_against(need: u128, avail: Option<Available>, what: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn check_against(need: u128, avail: Option<Available>, what: impl FnOnce() -> String) -> Result<()> {
     match avail {
         Some(available) if need > available.bytes => Err(Error::OutOfMemory { what: what(), need, available }),
         _ => Ok(()),

@@ -3,7 +3,8 @@
 //! `set_states` (the former path), on the Mamba-1 and Mamba-2 fixtures, at batch 1 and 5,
 //! prefill then decode; a reset after use zeroes what the buffers held (same logits as a fresh
 //! session); the states read back right after a reset are zeros; the host memory counted is the
-//! two buffer sets, not a third copy for the zeros.
+//! two buffer sets, not a third copy for the zeros. Zeros from the host (the CUDA EP's fallback
+//! where it cannot make them) run bitwise as the zeros written by the zero-state session.
 
 mod common;
 
@@ -118,18 +119,58 @@ fn the_host_memory_counted_for_the_states_is_the_two_buffer_sets() {
         assert!(per_sequence > 0);
         assert_eq!(s.state_bytes(5), 2 * 5 * per_sequence, "{fixture}");
         // A batch no host can hold is refused before anything is allocated or let go of, with
-        // the figure reset checks: two copies.
+        // the figure reset checks: two copies, and the first one-token step's ids and logits.
         let batch = 1usize << 40;
         let e = s.reset(batch).expect_err("more than any host has");
         let Error::OutOfMemory { need, .. } = &e else { panic!("{fixture}: {e:?}") };
-        assert_eq!(*need, 2 * per_sequence * (1u128 << 40), "{fixture}");
+        let step = s.step_bytes(batch, 1, Keep::Last);
+        assert!(step > 0);
+        assert_eq!(*need, 2 * per_sequence * (1u128 << 40) + step, "{fixture}");
         let layers = s.sig.layers;
         let msg = e.to_string();
-        let head = format!("the states of {batch} sequences ({layers} layers) need ");
+        let head = format!(
+            "the states of {batch} sequences ({layers} layers) and a one-token step's token ids and logits need "
+        );
         assert!(msg.starts_with(&head) && msg.contains(" of memory, more than the "), "{fixture}: {msg}");
         // The session is as it was: batch 1, its states usable.
         assert_eq!(s.batch(), 1);
         run(&mut s, 1, 3);
+    }
+}
+
+/// A session whose zeros come from the host (what the CUDA EP falls back to when it cannot run
+/// the zero-state session) runs every sequence bitwise as one whose zeros are written on its EP,
+/// says why in its warnings, and counts the host zeros: a third copy on the CPU EP.
+#[test]
+fn zeros_from_the_host_run_bitwise_as_zeros_written_on_the_ep() {
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in FIXTURES {
+        let model = export(fixture, dir.path());
+        let mut on_ep = session(&model);
+        let mut from_host = session(&model);
+        assert!(on_ep.warnings().is_empty(), "{fixture}");
+        from_host.fall_back_to_host_zeros(Error::InvalidArgument("forced by the test".into()));
+        let w: Vec<String> = from_host.warnings().iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            w,
+            ["zero states of new sequences will be made in host memory and copied to the device at each reset: \
+              forced by the test"],
+            "{fixture}"
+        );
+        let per_sequence = on_ep.sig.state_bytes_per_sequence();
+        assert_eq!(from_host.state_bytes(5), 3 * 5 * per_sequence, "{fixture}");
+        // 1 -> 5 -> 5 -> 1: buffers remade, and reused after holding a run's states.
+        for (i, batch) in [5, 5, 1].into_iter().enumerate() {
+            let seed = 40 + i as u64;
+            on_ep.reset(batch).unwrap();
+            from_host.reset(batch).unwrap();
+            assert!(from_host.states_to_host().unwrap() == host_zeros(&from_host, batch), "{fixture}");
+            let (want_logits, want_states) = run(&mut on_ep, batch, seed);
+            let (logits, states) = run(&mut from_host, batch, seed);
+            assert!(!all_zero(&want_states), "{fixture} batch {batch}: the run moved the states");
+            assert!(logits == want_logits, "{fixture} batch {batch}: logits from host zeros differ");
+            assert!(states == want_states, "{fixture} batch {batch}: states from host zeros differ");
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! logits come out. One-token steps may be replayed as CUDA graphs ([`cuda_graph`]) and may run
 //! on the decode graph's session ([`decode_route`]); [`open`] sets all of that up from
 //! [`SessionOptions`](crate::SessionOptions). New sequences' zero states are written into the
-//! buffers where they are, by a one-op-a-state session of their own on the same EP ([`zeros`]).
+//! buffers where they are, by a one-op-a-state session of their own on the same EP ([`zeros`]),
+//! or, where the CUDA EP cannot run that session, given from the host with a warning.
 //!
 //! The same code runs on the CPU EP (where the tests exercise it); the CUDA path differs only in
 //! which allocator makes the buffers, the EP the zeros are written by, and in copying states to
@@ -30,7 +31,7 @@ pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
 use self::decode_route::{route, DecodeSession};
 use self::logits::{dtype_of, extract_logits, extract_next_tokens, StepOut, Want};
 pub use self::logits::{Keep, Logits};
-use self::zeros::ZeroStates;
+use self::zeros::{host_zeros, ZeroStates};
 use crate::error::{fail, Error, Result, Warning};
 use crate::memory;
 use crate::options::Ep;
@@ -51,7 +52,8 @@ pub struct StatefulSession {
     binding: IoBinding,
     /// Makes the state buffers: CPU memory, or device memory on the CUDA EP.
     state_alloc: Allocator,
-    /// Writes the zero states of new sequences into those buffers, on the same EP.
+    /// Writes the zero states of new sequences into those buffers, on the same EP (or makes
+    /// them on the host where it cannot).
     zeros: ZeroStates,
     /// Where the logits are copied to: the host.
     host_mem: MemoryInfo<'static>,
@@ -80,6 +82,19 @@ impl StatefulSession {
     /// capture on. [`StatefulSession::open`] opens and sets up everything instead.
     pub fn new(session: Session, ep: Ep, cuda_graph: bool) -> Result<StatefulSession> {
         let sig = ModelSignature::of_session(&session)?;
+        let zeros = ZeroStates::new(&sig, ep)?;
+        StatefulSession::with_zeros(session, sig, ep, cuda_graph, zeros)
+    }
+
+    /// [`Self::new`] with the zero states' source (and the warning, if any, that came with it)
+    /// made already.
+    fn with_zeros(
+        session: Session,
+        sig: ModelSignature,
+        ep: Ep,
+        cuda_graph: bool,
+        (zeros, warning): (ZeroStates, Option<Warning>),
+    ) -> Result<StatefulSession> {
         let binding = session.create_binding().map_err(Error::ort("cannot create an IoBinding"))?;
         let state_alloc = match ep {
             Ep::Cpu => Allocator::default(),
@@ -91,7 +106,6 @@ impl StatefulSession {
         };
         let host_mem = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
             .map_err(Error::ort("CPU memory info"))?;
-        let zeros = ZeroStates::new(&sig, ep)?;
         // Replays need the logits' size to allocate their fixed buffer; a model that does not
         // state it runs every step the ordinary way.
         let opened_with_capture = cuda_graph;
@@ -113,11 +127,21 @@ impl StatefulSession {
             batch: 0,
             current: Current::Host(vec![]),
             state_sets: None,
-            warnings: Vec::new(),
+            warnings: warning.into_iter().collect(),
             shared: SharedWeights::default(),
         };
         s.reset(1)?;
         Ok(s)
+    }
+
+    /// What [`Self::new`] does on the CUDA EP when the zero-state session cannot be created
+    /// there (`cause`): zeros from the host from now on, and a warning. For tests, which run on
+    /// the CPU EP, where that session is always created; not part of the API.
+    #[doc(hidden)]
+    pub fn fall_back_to_host_zeros(&mut self, cause: Error) {
+        let (zeros, warning) = ZeroStates::from_host(cause);
+        self.zeros = zeros;
+        self.warnings.extend(warning);
     }
 
     /// Whether the session was opened with CUDA graph capture on.
@@ -125,7 +149,7 @@ impl StatefulSession {
         self.opened_with_capture
     }
 
-    /// What [`StatefulSession::open`] left out, and why.
+    /// What [`StatefulSession::open`] (or [`Self::new`]) left out, and why.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }
@@ -137,10 +161,16 @@ impl StatefulSession {
 
     /// Host memory the session's own states of `batch` sequences take: on the CPU EP the two
     /// ping-pong buffer sets (stateful/buffers.rs), which [`Self::reset`] writes its zeros
-    /// into; on the CUDA EP none (the buffers and the zeros are device memory). States given to
-    /// [`Self::set_states`] take a host copy more until the next step.
+    /// into; on the CUDA EP none (the buffers and the zeros are device memory), except the
+    /// zeros of a reset where they are made on the host (see [`Warning::ZerosFromHost`]).
+    /// States given to [`Self::set_states`] take a host copy more until the next step.
     pub fn state_bytes(&self, batch: usize) -> u128 {
-        host_state_bytes(self.sig.state_bytes_per_sequence(), batch, self.state_alloc.memory_info().is_cpu_accessible())
+        host_state_bytes(
+            self.sig.state_bytes_per_sequence(),
+            batch,
+            self.state_alloc.memory_info().is_cpu_accessible(),
+            matches!(self.zeros, ZeroStates::FromHost),
+        )
     }
 
     /// Host memory one step of `batch` x `len` tokens takes beyond the states: the ids, the
@@ -157,15 +187,16 @@ impl StatefulSession {
 
     /// Zero states for `batch` new sequences, written into the buffers the next step reads by
     /// the zero-state session on the session's own EP (stateful/zeros.rs): on the CUDA EP they
-    /// are made on the device, and no host memory is used or copied.
+    /// are made on the device, and no host memory is used or copied (unless they cannot be,
+    /// see [`Warning::ZerosFromHost`]).
     pub fn reset(&mut self, batch: usize) -> Result<()> {
         if batch == 0 {
             fail!(InvalidArgument, "reset: a batch of 0 sequences (at least 1 is needed)");
         }
-        memory::check(self.state_bytes(batch), || {
-            let s = if batch == 1 { "" } else { "s" };
-            format!("the states of {batch} sequence{s} ({} layers) need", self.sig.layers)
-        })?;
+        self.check_reset(batch, memory::available())?;
+        if matches!(self.zeros, ZeroStates::FromHost) {
+            return self.set_states(&host_zeros(&self.sig, batch));
+        }
         // The states being replaced may live in the buffers about to be remade (another batch
         // size): let go of them first. Until the zeros are written there are no states, and a
         // step says so.
@@ -173,9 +204,24 @@ impl StatefulSession {
         self.batch = batch;
         self.ensure_state_sets()?;
         let sets = self.state_sets.as_mut().expect("made above");
-        self.zeros.fill(&self.sig, batch, &mut sets.sets[0])?;
+        let ZeroStates::OnEp(z) = &self.zeros else {
+            return Err(Error::Internal("zeros from the host are given above".into()));
+        };
+        z.fill(&self.sig, batch, &mut sets.sets[0])?;
         self.current = Current::Set(0);
         Ok(())
+    }
+
+    /// Whether `avail` (see [`memory::available`]) holds `batch` sequences' states and the
+    /// first one-token step's token ids and logits: a reset makes the buffers of a new batch
+    /// size, so that step does not check its own (see [`Self::run_step`]).
+    fn check_reset(&self, batch: usize, avail: Option<memory::Available>) -> Result<()> {
+        let need = self.state_bytes(batch).saturating_add(self.step_bytes(batch, 1, Keep::Last));
+        memory::check_against(need, avail, || {
+            let (s, layers) = (if batch == 1 { "" } else { "s" }, self.sig.layers);
+            let ls = if layers == 1 { "" } else { "s" };
+            format!("the states of {batch} sequence{s} ({layers} layer{ls}) and a one-token step's token ids and logits need")
+        })
     }
 
     /// Replaces the states (from the host; bound as inputs they are copied to the device by ORT
@@ -275,7 +321,7 @@ impl StatefulSession {
             Want::NextTokens => Keep::Last,
         };
         // Prompts (any length) and the first step at a batch size; later one-token steps reuse
-        // what those allocated.
+        // what those allocated. A reset checks its batch's first one-token step itself.
         if len > 1 || self.state_sets.as_ref().is_none_or(|s| s.batch != batch) {
             memory::check(self.step_bytes(batch, len, keep), || {
                 format!("a step of {batch} sequences x {len} tokens (token ids and logits) needs")
@@ -356,9 +402,10 @@ impl StatefulSession {
 }
 
 /// [`StatefulSession::state_bytes`]: `per_sequence` bytes of states for each of `batch`
-/// sequences, twice (the buffer sets) when they are host memory (`on_host`), else none.
-fn host_state_bytes(per_sequence: u128, batch: usize, on_host: bool) -> u128 {
-    let copies = if on_host { 2 } else { 0 };
+/// sequences, twice (the buffer sets) when they are host memory (`on_host`), and once more when
+/// a reset's zeros are made on the host (`zeros_from_host`).
+fn host_state_bytes(per_sequence: u128, batch: usize, on_host: bool, zeros_from_host: bool) -> u128 {
+    let copies = if on_host { 2 } else { 0 } + u128::from(zeros_from_host);
     per_sequence.saturating_mul(batch as u128).saturating_mul(copies)
 }
 
@@ -392,7 +439,7 @@ mod tests {
         g.node.push(node("Unsqueeze", "", "unsqueeze", vec!["ids_f".into(), "axes".into()], vec!["ids_3d".into()]));
         g.node.push(node("Expand", "", "expand", vec!["ids_3d".into(), "to_vocab".into()], vec![graph::LOGITS.into()]));
         let env = crate::environment::init_ort().unwrap();
-        let session = Session::builder(env).unwrap().commit_from_memory(&zeros::model_bytes(g).unwrap()).unwrap();
+        let session = Session::builder(env).unwrap().commit_from_memory(&zeros::model_bytes(g, 19).unwrap()).unwrap();
         StatefulSession::new(session, Ep::Cpu, false).unwrap()
     }
 
@@ -404,7 +451,8 @@ mod tests {
         let mut s = toy_session();
         let mut other = s.sig.clone();
         other.states[0].dims = vec![2, 5];
-        let good = std::mem::replace(&mut s.zeros, ZeroStates::new(&other, Ep::Cpu).unwrap());
+        let other = ZeroStates::OnEp(zeros::ZeroSession::new(&other, Ep::Cpu).unwrap());
+        let good = std::mem::replace(&mut s.zeros, other);
         s.step(&[2], 1, Keep::Last).expect("a step from the states new() made");
         let e = s.reset(2).expect_err("zeros of another shape");
         assert_eq!(e.to_string(), "writing zero states into the 2 state buffers");
@@ -418,11 +466,47 @@ mod tests {
         assert_eq!((l.last(0), l.last(1)), (&[1.0; 4][..], &[3.0; 4][..]));
     }
 
-    /// The zeros of a reset are written into a buffer set: no copy of their own, on either EP.
+    /// The zeros of a reset are written into a buffer set: no copy of their own, on either EP;
+    /// zeros from the host are one copy more (on the CUDA EP the only one).
     #[test]
     fn host_state_memory_is_the_two_buffer_sets_on_the_host_and_none_on_the_device() {
-        assert_eq!(host_state_bytes(1000, 5, true), 2 * 5 * 1000);
-        assert_eq!(host_state_bytes(1000, 5, false), 0);
-        assert_eq!(host_state_bytes(u128::MAX / 2, 3, true), u128::MAX);
+        assert_eq!(host_state_bytes(1000, 5, true, false), 2 * 5 * 1000);
+        assert_eq!(host_state_bytes(1000, 5, false, false), 0);
+        assert_eq!(host_state_bytes(1000, 5, false, true), 5 * 1000);
+        assert_eq!(host_state_bytes(1000, 5, true, true), 3 * 5 * 1000);
+        assert_eq!(host_state_bytes(u128::MAX / 2, 3, true, false), u128::MAX);
+    }
+
+    /// A reset at a new batch size counts the first one-token step's ids and logits with the
+    /// states (that step, on buffers the reset made, checks nothing itself): refused with 1
+    /// byte less than both need, though the states alone fit.
+    #[test]
+    fn a_reset_checks_the_states_and_the_first_one_token_step() {
+        let mut s = toy_session();
+        let batch = 6;
+        // States [6, 2, 3] and [6, 2, 4] float32, two host buffer sets: 2 * 6 * 56 bytes.
+        let states = 2 * 6 * (6 + 8) * 4;
+        assert_eq!(s.state_bytes(batch), states);
+        // Ids 6 * 8, logits [6, 1, 4] float32 twice (the graph's and the copy kept).
+        let step = 6 * 8 + 2 * 6 * 4 * 4;
+        assert_eq!(s.step_bytes(batch, 1, Keep::Last), step);
+        let avail = |bytes| Some(memory::Available { bytes, source: "a test's figure".into() });
+        let e = s.check_reset(batch, avail(states + step - 1)).expect_err("1 byte short");
+        assert_eq!(
+            e.to_string(),
+            "the states of 6 sequences (1 layer) and a one-token step's token ids and logits need 912 B of memory, \
+             more than the 911 B available (a test's figure)"
+        );
+        let Error::OutOfMemory { need, .. } = e else { unreachable!() };
+        assert_eq!(need, states + step);
+        s.check_reset(batch, avail(states + step)).unwrap();
+        // With zeros from the host, their copy counts too.
+        s.fall_back_to_host_zeros(Error::Internal("forced".into()));
+        let e = s.check_reset(1, avail(3 * 56 + 8 + 2 * 4 * 4 - 1)).expect_err("1 byte short");
+        assert_eq!(
+            e.to_string(),
+            "the states of 1 sequence (1 layer) and a one-token step's token ids and logits need 208 B of memory, \
+             more than the 207 B available (a test's figure)"
+        );
     }
 }

@@ -31,6 +31,14 @@ impl StatefulSession {
         opts: &SessionOptions,
         warn: &mut dyn FnMut(Warning),
     ) -> Result<StatefulSession> {
+        let mut sess = StatefulSession::open_sessions(model, opts, warn)?;
+        // Those of the session that was kept ([`StatefulSession::new`]'s), once: a session
+        // opened again without shared weights would say them twice.
+        sess.warnings.drain(..).for_each(&mut *warn);
+        Ok(sess)
+    }
+
+    fn open_sessions(model: &Path, opts: &SessionOptions, warn: &mut dyn FnMut(Warning)) -> Result<StatefulSession> {
         let decode_path = decode_graph_for(model, opts)?;
         // On the CUDA EP both sessions get the large weights as one set of device values (else
         // each would load its own copy). If that fails, each session loads its own: more memory,
