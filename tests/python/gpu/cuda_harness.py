@@ -42,7 +42,8 @@ def abi_struct(name):
     total = int(parts[-1][1])
     kinds = {8: ctypes.c_size_t, 4: ctypes.c_float, 1: ctypes.c_uint8}
     fields, at = [], 0
-    for i, (fname, off, size) in enumerate(parts[:-1]):
+    # In offset order: the library lists fields as they were added, not as they lie.
+    for i, (fname, off, size) in enumerate(sorted(parts[:-1], key=lambda f: int(f[1]))):
         off, size = int(off), int(size)
         if off > at:
             fields.append((f"_pad{i}", ctypes.c_uint8 * (off - at)))
