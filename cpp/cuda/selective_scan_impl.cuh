@@ -181,7 +181,6 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
     const int W = SPLIT ? a.w : 1;
     const int TT = W * S;
     const int CL = CH / CPT * LANES;  // threads of one group
-    const int nthreads = CL * W;
     const int tid = threadIdx.x;
     const int w = tid / CL;
     const int cl = tid - w * CL;
@@ -257,7 +256,7 @@ __global__ void __launch_bounds__(ScanKernel<T, KN, LANES, S, SPLIT, VEC, CPT>::
     const int ntiles = (L + TT - 1) / TT;
 
     // Fixed (vector column, first row, row stride) of this thread in the tile's [Tt][CH] arrays:
-    // CH / V vectors a row, and nthreads is a multiple of that, so no division per item.
+    // CH / V vectors a row, and CL (a group's threads) is a multiple of that, so no division per item.
     // Each group of CL threads (one sub-chunk w) stages, preps and writes its own S rows of the
     // tile, so only the fold needs the whole block; the rest syncs on the group's own barrier.
     const int VPR = CH / V;

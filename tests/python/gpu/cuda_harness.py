@@ -132,7 +132,9 @@ def row_stride(t):
     inputs"), which is what the ABI's `*_stride` fields hold. 0 (contiguous) for an absent input."""
     if t is None:
         return 0
-    rows = t.reshape(-1, t.shape[-1]) if t.is_contiguous() else t
+    if t.is_contiguous():
+        return t.shape[-1]  # also for an empty last axis, which no reshape takes
+    rows = t
     assert t.stride(-1) == 1, "rows must be contiguous"
     assert all(t.stride(k) == t.stride(k + 1) * t.shape[k + 1] for k in range(t.dim() - 2)), "rows evenly spaced"
     return rows.stride(-2) if t.dim() >= 2 else t.shape[-1]
