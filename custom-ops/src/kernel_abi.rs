@@ -5,7 +5,9 @@
 //! pointers address token-major buffers (docs/op-contract.md's layouts) and run. The buffers are
 //! contiguous but for the `*_stride` fields: an input read as a slice of a packed last axis
 //! (docs/op-contract.md "Sliced inputs") has its pointer at the slice's first element and its
-//! row stride set to the packed row's length.
+//! row stride set to the packed row's length. The shape checks (cpp/shape_check.cpp) always set
+//! every stride, and the CPU kernels use them as given; the CUDA entry points also take 0 as
+//! "contiguous", for callers built before the fields existed.
 
 #[cxx::bridge(namespace = "mambac")]
 pub mod ffi {
