@@ -3,7 +3,7 @@
 attachToContext -> onShapeChange -> enqueue on a stream of the harness's own, over an op grid,
 every output compared whole with the float64 references and tiers of ops_reference.py (SsdScan
 with the CUDA kernels' scaled atol, `mismatch(scaled_atol=True)`, as tests/python/gpu/
-test_ssd_scan_cuda.py holds them). MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
+test_ssd_scan_cuda.py holds them), and the sliced inputs' offset fields. MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
 equations (its 16-bit path rounds intermediates to T, which that reference does not model).
 
 On the H200: tools/build-tensorrt.sh here, carry target/tensorrt/libmambac_trt.so and
@@ -177,6 +177,61 @@ def test_causal_conv1d(tmp_path, dtype, case):
     y_ref, s_ref = causal_conv1d_ref(x, w, **extra, silu=act == "silu")
     assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
     assert_close(read(d, 1, t, s_ref.shape), s_ref, dtype, "final_state")
+
+
+# Sliced inputs (docs/op-contract.md "Sliced inputs"): the packed tensors go in whole with the
+# offset fields; the references take the slices. dt_rank 8 keeps Mamba-1's 16-byte rows (the
+# vector paths), 5 breaks them (the scalar paths).
+SLICED_SCAN_GRID = [(2, 37, 64, 16, 1, 8), (1, 300, 128, 16, 2, 5), (3, 2, 48, 16, 1, 8)]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", SLICED_SCAN_GRID, ids=str)
+def test_selective_scan_reads_slices(tmp_path, dtype, case):
+    batch, seqlen, dim, dstate, ngroups, rank = case
+    t = DTYPES[dtype][0]
+    rng = np.random.default_rng(seqlen * 17 + rank)
+    r = lambda *shape: rng.standard_normal(shape)  # noqa: E731
+    u, delta = r(batch, seqlen, dim).astype(t), (0.5 * r(batch, seqlen, dim)).astype(t)
+    A = -np.exp(0.5 * r(dim, dstate)).astype(np.float32)
+    xz = r(batch, seqlen, 2 * dim).astype(t)  # in_proj's output: x, then z
+    dbc = r(batch, seqlen, ngroups, rank + 2 * dstate).astype(t)  # x_proj's: dt, B, C
+    D, delta_bias = r(dim).astype(np.float32), (0.3 * r(dim)).astype(np.float32)
+    state = r(batch, dim, dstate).astype(np.float32)
+    fields = ["delta_softplus i32 1", f"z_offset i32 {dim}", f"B_offset i32 {rank}", f"C_offset i32 {rank + dstate}"]
+    d = enqueue(tmp_path, "SelectiveScan", fields, [u, delta, A, dbc, dbc, D, xz, delta_bias, state])
+    y_ref, h_ref = selective_scan_ref(u, delta, A, dbc[..., rank:rank + dstate], dbc[..., rank + dstate:], D=D,
+                                      z=xz[..., dim:], delta_bias=delta_bias, initial_state=state, delta_softplus=True)
+    assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
+    assert_close(read(d, 1, np.float32, h_ref.shape), h_ref, "float32" if dtype == "float32" else dtype, "final_state")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", [(2, 40, 64, 4, 0, 128), (1, 17, 24, 3, 5, 31)], ids=str)
+def test_causal_conv1d_reads_a_slice(tmp_path, dtype, case):
+    batch, seqlen, dim, width, offset, row = case
+    t = DTYPES[dtype][0]
+    rng = np.random.default_rng(seqlen * 13 + offset)
+    packed = rng.standard_normal((batch, seqlen, row)).astype(t)
+    w, bias = rng.standard_normal((dim, width)).astype(t), rng.standard_normal(dim).astype(t)
+    state = rng.standard_normal((batch, dim, width - 1)).astype(t)
+    d = enqueue(tmp_path, "CausalConv1d", ["activation str silu", f"x_offset i32 {offset}"], [packed, w, bias, state])
+    y_ref, s_ref = causal_conv1d_ref(packed[..., offset:offset + dim], w, bias=bias, initial_state=state, silu=True)
+    assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
+    assert_close(read(d, 1, t, s_ref.shape), s_ref, dtype, "final_state")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("seqlen", [20, 200])  # the step kernel, the chunked prefill
+def test_ssd_scan_reads_a_dt_slice(tmp_path, dtype, seqlen):
+    t = DTYPES[dtype][0]
+    inputs, extra = ssd_arrays(2, seqlen, 8, 16, 2, 32, "all", 1, t, seed=seqlen + 3)
+    offset, tail = 40, 3  # Mamba-2's in_proj output: [z | xBC | dt], here with numbers around dt
+    rng = np.random.default_rng(seqlen)
+    packed = rng.standard_normal((2, seqlen, offset + 8 + tail)).astype(t)
+    packed[..., offset:offset + 8] = inputs[1]
+    d = enqueue(tmp_path, "SsdScan", [f"dt_offset i32 {offset}"], [inputs[0], packed] + inputs[2:])
+    check_ssd(d, inputs, extra, dtype, t, 1)
 
 
 def layer_step_ref(conv_state, h, r, norm_w, in_w, conv_w, conv_b, x_w, dt_w, dt_b, A, D, out_w, eps):
