@@ -290,6 +290,28 @@ def launch_layer(p, name, poison, tuning):
     return rc
 
 
+def run_chained(name, layers, make_params, dependent):
+    """Layer `name`'s step ("decode_layer" or "mamba2_decode_layer") for each input set of
+    `layers`, queued back to back on one stream with no synchronisation in between, each reading
+    the residual_out of the one before (as in a decode graph) and all sharing one NaN-poisoned
+    scratch (ORT may hand each layer the same block); dependent launches on (`dependent` 0) or
+    off (-1). make_params(x, outs) builds a layer's ABI struct. Rewires layers[i]["residual"]
+    to the previous layer's output. Returns (statuses, outputs a layer)."""
+    outs = [layer_outputs(x, float("nan")) for x in layers]
+    for i in range(1, len(layers)):
+        layers[i]["residual"] = outs[i - 1]["residual"]
+    params = [make_params(x, o) for x, o in zip(layers, outs)]
+    nbytes = max(getattr(lib, f"mambac_cuda_{name}_scratch_bytes")(ctypes.byref(p)) for p in params)
+    scratch = torch.full((max(1, nbytes // 4),), float("nan"), device=dev)
+    for p in params:
+        p.scratch = ptr(scratch)
+    torch.cuda.synchronize()
+    launch = getattr(lib, f"mambac_cuda_{name}_tuned")
+    rcs = [launch(ctypes.byref(p), stream(), *tuning_args((0, 0, 0, 0, dependent))) for p in params]
+    torch.cuda.synchronize()
+    return rcs, outs
+
+
 def run_step(x, dtype, eps=1e-5, poison=float("nan"), tuning=None):
     """One decode step on poisoned outputs and scratch (stale values must not leak), with the
     GEMVs' DecodeTuning forced when `tuning` is given. Returns (status, {residual, conv_state,
