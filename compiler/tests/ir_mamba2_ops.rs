@@ -28,6 +28,7 @@ fn ssd_graph(groups: usize, final_state: bool) -> Graph {
         dt_max: f64::INFINITY,
         final_state,
         slices: Default::default(),
+        dims: Default::default(),
     };
     let s = g.add("ssd", Op::SsdScan(cfg), &[Some(x), Some(dt), Some(a), Some(b), Some(c)]);
     g.add_output("y", s.into());

@@ -68,7 +68,8 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
         "creator MambaLayerStep version 1 namespace mambac",
         "field names: epsilon=<1> present_inputs=<5>",
         "creator SsdScan version 1 namespace mambac",
-        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> present_inputs=<5>",
+        ("field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> x_offset=<5> B_offset=<5> C_offset=<5> "
+         "head_dim=<5> ngroups=<5> dstate=<5> present_inputs=<5>"),
         "creator Mamba2LayerStep version 1 namespace mambac",
         "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
     ]
