@@ -457,6 +457,29 @@ fn sliced_causal_conv1d_checks_agree() {
     assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
 }
 
+/// Both verdicts on one SsdScan with final_state (the inputs mutated after the node was made, so
+/// they may no longer fit it): true if both accept.
+fn compare_ssd(label: &str, inputs: &[Option<Input>], slices: &Slices, dims: SsdDims) -> bool {
+    let cfg = SsdScanConfig {
+        dt_softplus: true,
+        dt_min: 0.0,
+        dt_max: f64::INFINITY,
+        final_state: true,
+        slices: slices.clone(),
+        dims,
+    };
+    let attrs = SsdScanDims::from_attrs(dims.as_array().map(|d| d.map(|d| d as i64)));
+    let cpp = check_ssd_scan(&sliced_descs(inputs, slices), &attrs)
+        .map(|p| {
+            vec![
+                out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
+                out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
+            ]
+        })
+        .map_err(|e| e.what().to_string());
+    compare(label, &Op::SsdScan(cfg), inputs, cpp)
+}
+
 #[test]
 fn sliced_ssd_scan_checks_agree() {
     let mut rng = StdRng::seed_from_u64(20261204);
@@ -465,27 +488,10 @@ fn sliced_ssd_scan_checks_agree() {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
         let mut inputs = ssd_inputs(&mut rng, elem);
         let slices = slice_some(&mut rng, &mut inputs, &[1]);
-        let cfg = SsdScanConfig {
-            dt_softplus: true,
-            dt_min: 0.0,
-            dt_max: f64::INFINITY,
-            final_state: true,
-            slices: slices.clone(),
-            dims: Default::default(),
-        };
-        let op = Op::SsdScan(cfg);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
         }
-        let cpp = check_ssd_scan(&sliced_descs(&inputs, &slices), &SsdScanDims::unset())
-            .map(|p| {
-                vec![
-                    out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
-                    out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
-                ]
-            })
-            .map_err(|e| e.what().to_string());
-        if compare(&format!("sliced ssd case {case}"), &op, &inputs, cpp) {
+        if compare_ssd(&format!("sliced ssd case {case}"), &inputs, &slices, SsdDims::default()) {
             accepted += 1;
         } else {
             rejected += 1;
@@ -527,28 +533,10 @@ fn packed_ssd_scan_checks_agree() {
                 }
             }
         }
-        let cfg = SsdScanConfig {
-            dt_softplus: true,
-            dt_min: 0.0,
-            dt_max: f64::INFINITY,
-            final_state: true,
-            slices: slices.clone(),
-            dims,
-        };
-        let op = Op::SsdScan(cfg);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
         }
-        let attrs = SsdScanDims::from_attrs(dims.as_array().map(|d| d.map(|d| d as i64)));
-        let cpp = check_ssd_scan(&sliced_descs(&inputs, &slices), &attrs)
-            .map(|p| {
-                vec![
-                    out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
-                    out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
-                ]
-            })
-            .map_err(|e| e.what().to_string());
-        if compare(&format!("packed ssd case {case}"), &op, &inputs, cpp) {
+        if compare_ssd(&format!("packed ssd case {case}"), &inputs, &slices, dims) {
             accepted += 1;
         } else {
             rejected += 1;

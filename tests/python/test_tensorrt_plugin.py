@@ -545,9 +545,38 @@ def test_a_sliced_conv_takes_its_dim_from_the_weight(tmp_path):
     assert out[-1].startswith("configure rc=0"), out
 
 
+PACKED_SSD_FIELDS = ("field x_offset i32 0\nfield B_offset i32 32\nfield C_offset i32 64\nfield head_dim i32 4\n"
+                     "field ngroups i32 2\nfield dstate i32 16\n")
+PACKED_SSD_INPUTS = "in float16 {x}\nin float16 {b},{s},8\nin float32 8\nin float16 {x}\nin float16 {x}\n"
+
+
+def test_a_packed_ssd_scan_takes_heads_from_a_and_dims_from_fields(tmp_path):
+    """x, B and C one packed [batch, seqlen, row] (Mamba-2's conv output): y and the state take
+    heads from A, head_dim and dstate from the fields."""
+    script = f"op SsdScan\n{PACKED_SSD_FIELDS}create\n" + PACKED_SSD_INPUTS.format(x="b,s,96", b="b", s="s")
+    script += "shapes\n"
+    script += f"op SsdScan\n{PACKED_SSD_FIELDS}create\n" + PACKED_SSD_INPUTS.format(x="2,5,96", b=2, s=5)
+    script += "configure\n"
+    out = run(script, tmp_path)
+    assert out[3] == "shapes rc=0 [b, s, 8, 4] [b, 8, 4, 16]", out
+    assert out[-1].startswith("configure rc=0"), out
+
+
+def test_a_packed_ssd_scan_without_its_dim_fields_is_refused(tmp_path):
+    script = "op SsdScan\nfield x_offset i32 0\ncreate\n" + PACKED_SSD_INPUTS.format(x="b,s,96", b="b", s="s")
+    out = run(script + "shapes\n", tmp_path)
+    assert errors(out) == ["SsdScan: attribute 'x_offset' needs attribute 'head_dim': input 'x' read packed as "
+                           "[batch, seqlen, row] has no head_dim axis"], out
+
+
 @pytest.mark.parametrize(
     "op,fields,inputs,message",
     [
+        ("SsdScan", "C_offset i32 65\nfield x_offset i32 0\nfield B_offset i32 32\nfield head_dim i32 4\n"
+         "field ngroups i32 2\nfield dstate i32 16",
+         PACKED_SSD_INPUTS.format(x="2,5,96", b=2, s=5),
+         "SsdScan: attribute 'C_offset' = 65 reads channels [65, 97) of input 'C' of shape [2, 5, 96], "
+         "whose last dim is 96"),
         ("CausalConv1d", "x_offset i32 15", "in float16 2,5,20\nin float16 8,4\n",
          "CausalConv1d: attribute 'x_offset' = 15 reads channels [15, 23) of input 'x' of shape [2, 5, 20], "
          "whose last dim is 20"),

@@ -31,12 +31,13 @@ pub(super) fn infer_ssd_scan<'a>(
     for (value, input, name) in
         [(cfg.dims.head_dim, "x", "head_dim"), (cfg.dims.ngroups, "B", "ngroups"), (cfg.dims.dstate, "B", "dstate")]
     {
-        if value.is_some_and(|v| v == 0 || v > MAX_DIM) {
-            return Err(err(input, format!("is read with attribute '{name}' = {value:?}, expected 1 to 2^31 - 1")));
+        if let Some(v) = value.filter(|&v| v == 0 || v > MAX_DIM) {
+            return Err(err(input, format!("is read with attribute '{name}' = {v}, expected 1 to 2^31 - 1")));
         }
     }
     let missing = |input: &str, attr: &str| {
-        err(input, format!("is read packed as [batch, seqlen, row], which has no {attr} axis: '{input}_offset' needs attribute '{attr}'"))
+        let why = format!("'{input}_offset' needs attribute '{attr}'");
+        err(input, format!("is read packed as [batch, seqlen, row], which has no {attr} axis: {why}"))
     };
     let (x_packed, b_packed) = (packed(ssd_slots::X).is_some(), packed(ssd_slots::B).is_some());
     if x_packed && cfg.dims.head_dim.is_none() {
