@@ -116,8 +116,11 @@ const char* elem_codes() {
     return text.c_str();
 }
 
-mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_per_sm, int tensor_cores) {
+mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_per_sm, int tensor_cores,
+                                  int dependent_launch, int loads_ahead) {
     mambac::cuda::DecodeTuning t;
+    t.dependent_launch = dependent_launch;
+    t.loads_ahead = loads_ahead;
     t.rows_per_pass = rows_per_pass;
     t.k_tile_max = k_tile_max;
     t.blocks_per_sm = blocks_per_sm;
@@ -191,17 +194,19 @@ int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* str
 // The decode step with the GEMVs' work split forced (decode_layer.h DecodeTuning; zeros = the
 // defaults).
 int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* stream, int rows_per_pass,
-                                   int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
+                                   int k_tile_max, int blocks_per_sm, int tensor_cores, int dependent_launch,
+                                   int loads_ahead) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores, dependent_launch, loads_ahead);
     return mambac::cuda::decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 
 // The Mamba-2 decode step with the GEMVs' work split forced, as mambac_cuda_decode_layer_tuned.
 int mambac_cuda_mamba2_decode_layer_tuned(const mambac::Mamba2LayerStepParams* p, void* stream, int rows_per_pass,
-                                          int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
+                                          int k_tile_max, int blocks_per_sm, int tensor_cores, int dependent_launch,
+                                   int loads_ahead) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores, dependent_launch, loads_ahead);
     return mambac::cuda::mamba2_decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 

@@ -70,6 +70,25 @@ struct ChunkArgs {
 
 template <typename T> __device__ __forceinline__ T zero_of() { return from_f32<T>(0.f); }
 
+// kVec<T> floats rounded to T, two at a time for the 16-bit types (one conversion instruction a
+// pair).
+template <typename T> __device__ __forceinline__ Vec16<T> pack_vec(const float (&m)[kVec<T>]) {
+    Vec16<T> v;
+    if constexpr (std::is_same_v<T, __half>) {
+        __half2* h2 = reinterpret_cast<__half2*>(&v.raw);
+#pragma unroll
+        for (int e = 0; e < kVec<T> / 2; ++e) h2[e] = __floats2half2_rn(m[2 * e], m[2 * e + 1]);
+    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        __nv_bfloat162* h2 = reinterpret_cast<__nv_bfloat162*>(&v.raw);
+#pragma unroll
+        for (int e = 0; e < kVec<T> / 2; ++e) h2[e] = __floats2bfloat162_rn(m[2 * e], m[2 * e + 1]);
+    } else {
+#pragma unroll
+        for (int e = 0; e < kVec<T>; ++e) v.e[e] = from_f32<T>(m[e]);
+    }
+    return v;
+}
+
 // Steps of chunk c inside the sequence: Q, or fewer in the last chunk.
 __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k, size_t c0) {
     const size_t left = a.seqlen - c0;
@@ -416,7 +435,10 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     T* Hs = HXs;  // H_c: [64 p][KB n]
     T* Xs = HXs;  // x: [KB j][64 p]
     __shared__ __align__(128) float Ys[kTile * kLdY];
-    __shared__ float css[kMaxChunk], dts[kMaxChunk];
+    // cs in log2 units (times log2 e, once here rather than once per element of M) and dt',
+    // read V at a time below (16-byte aligned).
+    __shared__ __align__(16) float css[kMaxChunk];
+    __shared__ __align__(16) float dts[kMaxChunk];
     const int P = a.head_dim, N = a.dstate;
     const int ntp = (P + kTile - 1) / kTile, tq = k.Q / kTile;
     long long id = blockIdx.x;
@@ -428,7 +450,7 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     const int m0 = tm * kTile, p0 = tp * kTile;
     if (m0 >= qc) return;
     for (int i = threadIdx.x; i < k.Q; i += kChunkThreads) {
-        css[i] = k.cs[row * k.Q + i];
+        css[i] = k.cs[row * k.Q + i] * kLog2e;
         dts[i] = k.dtp[row * k.Q + i];
     }
     const T* __restrict__ x = static_cast<const T*>(a.x);
@@ -470,7 +492,7 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     __syncthreads();
     for (int q = threadIdx.x; q < kTile * kTile / 4; q += kChunkThreads) {
         const int r = q / (kTile / 4), col = (q % (kTile / 4)) * 4;
-        const float d = ex2(css[m0 + r] * kLog2e);
+        const float d = ex2(css[m0 + r]);  // css is in log2 units
         float4* v = reinterpret_cast<float4*>(Ys + r * kLdY + col);
         *v = make_float4(v->x * d, v->y * d, v->z * d, v->w * d);
     }
@@ -522,13 +544,27 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
                     const float4 t = cb_next[u][f];
                     cbv[4 * f] = t.x, cbv[4 * f + 1] = t.y, cbv[4 * f + 2] = t.z, cbv[4 * f + 3] = t.w;
                 }
-                const float ci = css[i];
+                // The vector's cs and dt' in 16-byte shared loads (the compiler made V scalar
+                // ones of each): ncu had building M at most of the kernel's 35 M instructions.
+                float csj[V], dtj[V];
 #pragma unroll
-                for (int e = 0; e < V; ++e) {
-                    const float m = cbv[e] * ex2((ci - css[j + e]) * kLog2e) * dts[j + e];
-                    // Above the diagonal: a selected 0, whatever CB holds there (never written).
-                    v.e[e] = from_f32<T>(j + e <= i ? m : 0.f);
+                for (int f = 0; f < V / 4; ++f) {
+                    const float4 c4 = *reinterpret_cast<const float4*>(css + j + 4 * f);
+                    const float4 d4 = *reinterpret_cast<const float4*>(dts + j + 4 * f);
+                    csj[4 * f] = c4.x, csj[4 * f + 1] = c4.y, csj[4 * f + 2] = c4.z, csj[4 * f + 3] = c4.w;
+                    dtj[4 * f] = d4.x, dtj[4 * f + 1] = d4.y, dtj[4 * f + 2] = d4.z, dtj[4 * f + 3] = d4.w;
                 }
+                const float ci = css[i];
+                float m[V];
+#pragma unroll
+                for (int e = 0; e < V; ++e) m[e] = cbv[e] * ex2(ci - csj[e]) * dtj[e];
+                // Where the diagonal crosses the vector, a selected 0 above it, whatever CB holds
+                // there (never written); left of the diagonal no select at all.
+                if (j + V - 1 > i) {
+#pragma unroll
+                    for (int e = 0; e < V; ++e) m[e] = j + e <= i ? m[e] : 0.f;
+                }
+                v = pack_vec<T>(m);
             } else {
 #pragma unroll
                 for (int e = 0; e < V; ++e) v.e[e] = zero_of<T>();

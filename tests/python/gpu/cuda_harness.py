@@ -92,10 +92,18 @@ lib.mambac_cuda_selective_scan_cfg.argtypes = [ctypes.POINTER(ScanParams), vp] +
 # (v, lt, step): ConvConfig (cpp/cuda/causal_conv1d.h); 0 = automatic.
 CONV_CFG_LEN = 3
 lib.mambac_cuda_causal_conv1d_cfg.argtypes = [ctypes.POINTER(ConvParams), vp] + [ctypes.c_int] * CONV_CFG_LEN
-# (loads in flight a thread, longest K tile, blocks a multiprocessor, tensor cores 1/-1):
-# DecodeTuning; 0 = default.
-lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * 4
-lib.mambac_cuda_mamba2_decode_layer_tuned.argtypes = [ctypes.POINTER(Step2Params), vp] + [ctypes.c_int] * 4
+# (loads in flight a thread, longest K tile, blocks a multiprocessor, tensor cores 1/-1,
+# dependent launches -1 = off, batch 1's next-pass loads ahead -1 = off): DecodeTuning;
+# 0 = default. A shorter tuple is padded with 0.
+TUNING_LEN = 6
+lib.mambac_cuda_decode_layer_tuned.argtypes = [ctypes.POINTER(StepParams), vp] + [ctypes.c_int] * TUNING_LEN
+lib.mambac_cuda_mamba2_decode_layer_tuned.argtypes = [ctypes.POINTER(Step2Params), vp] + [ctypes.c_int] * TUNING_LEN
+
+
+def tuning_args(tuning):
+    """DecodeTuning's fields as the _tuned entry points take them, defaults (0) filled in."""
+    assert len(tuning) <= TUNING_LEN, tuning
+    return tuple(tuning) + (0,) * (TUNING_LEN - len(tuning))
 
 
 def ptr(t):
@@ -290,7 +298,7 @@ def launch_layer(p, name, poison, tuning):
     if tuning is None:
         rc = getattr(lib, f"mambac_cuda_{name}")(ctypes.byref(p), stream())
     else:
-        rc = getattr(lib, f"mambac_cuda_{name}_tuned")(ctypes.byref(p), stream(), *tuning)
+        rc = getattr(lib, f"mambac_cuda_{name}_tuned")(ctypes.byref(p), stream(), *tuning_args(tuning))
     torch.cuda.synchronize()
     return rc
 
