@@ -126,7 +126,8 @@ fn packed_ssd_scan_takes_heads_from_a_and_dims_from_its_attributes() {
 #[test]
 fn packed_ssd_scan_errors_name_the_input() {
     use mambac_compiler::ir::ssd_slots;
-    let cases: Vec<(usize, Box<dyn FnOnce(&mut SsdScanConfig)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut SsdScanConfig)>;
+    let cases: Vec<(usize, Edit, &str)> = vec![
         (
             71,
             Box::new(|_| {}),
