@@ -219,14 +219,19 @@ def test_onnx_shape_inference_gives_the_packed_scans_dims():
     sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "..", "tools", "python")))
     import mambac_onnx_shapes
 
-    mambac_onnx_shapes.register()
     f = error_feeds()
     model = one_node_model("SsdScan", PACKED_SLOTS, f, ["y", "final_state"], BASE)
     for v in model.graph.input:
         v.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in f[v.name].shape)
     for o in model.graph.output:
         o.type.tensor_type.ClearField("shape")
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    # The schemas are process-wide: removed again, as test_onnx_shapes.py expects them absent.
+    mambac_onnx_shapes.register()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    finally:
+        for name in mambac_onnx_shapes._OPS:
+            onnx.defs.deregister_schema(name, mambac_onnx_shapes.VERSION, mambac_onnx_shapes.DOMAIN)
     dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.output}
     assert dims == {"y": [2, 3, 4, 2], "final_state": [2, 4, 2, 8]}
     y, h = run(session(model), {n: f[n] for n in dict.fromkeys(PACKED_SLOTS)})
