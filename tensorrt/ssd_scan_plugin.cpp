@@ -100,13 +100,15 @@ struct SsdScanOp {
 
   // A packed x is [batch, seqlen, row] (heads from A, head_dim from its field); a packed B is
   // [batch, seqlen, row] (dstate from its field).
+  // Called first (getOutputShapes): a packed input's missing dim field is the error to report,
+  // before the ranks it would make look wrong.
   std::vector<std::pair<size_t, int>> indexed_ranks() const {
+    const std::string missing = ssd_scan_missing_dim(packed(X), packed(B), dim_attrs());
+    if (!missing.empty()) throw std::invalid_argument(std::string(kName) + ": " + missing);
     if (packed(X)) return {{X, 3}, {A, 1}, {B, packed(B) ? 3 : 4}};
     return {{X, 4}, {B, packed(B) ? 3 : 4}};
   }
   void output_shapes(const DimsExprs* const* in, DimsExprs* out, IExprBuilder& b) const {
-    const std::string missing = ssd_scan_missing_dim(packed(X), packed(B), dim_attrs());
-    if (!missing.empty()) throw std::invalid_argument(std::string(kName) + ": " + missing);
     const IDimensionExpr* heads = packed(X) ? in[A]->d[0] : in[X]->d[2];
     const IDimensionExpr* head_dim = packed(X) ? b.constant(ints[HEAD_DIM]) : in[X]->d[3];
     const IDimensionExpr* dstate = packed(B) ? b.constant(ints[DSTATE]) : in[B]->d[3];

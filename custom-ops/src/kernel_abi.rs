@@ -231,7 +231,7 @@ pub mod ffi {
 
     /// SsdScan's `head_dim`, `ngroups` and `dstate` attributes: the dims a packed (rank-3) x, B
     /// or C does not carry (docs/op-contract.md "Sliced inputs"). `i64::MIN` (`UNSET`) = the node
-    /// does not set it; a set one is that dim, checked (>= 1) by `check_ssd_scan`.
+    /// does not set it; a set one is that dim, checked (1 to 2^31 - 1) by `check_ssd_scan`.
     // No PartialEq: cxx would export its C++ operator== from the library (test_library_symbols).
     #[derive(Debug, Clone, Copy)]
     struct SsdScanDims {

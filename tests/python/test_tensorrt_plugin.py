@@ -563,7 +563,8 @@ def test_a_packed_ssd_scan_takes_heads_from_a_and_dims_from_fields(tmp_path):
 
 
 def test_a_packed_ssd_scan_without_its_dim_fields_is_refused(tmp_path):
-    script = "op SsdScan\nfield x_offset i32 0\ncreate\n" + PACKED_SSD_INPUTS.format(x="b,s,96", b="b", s="s")
+    """x packed, B and C whole: head_dim has no other source (reported before the ranks)."""
+    script = "op SsdScan\nfield x_offset i32 0\ncreate\n" + SSD_INPUTS.replace("b,s,8,4", "b,s,96")
     out = run(script + "shapes\n", tmp_path)
     assert errors(out) == ["SsdScan: attribute 'x_offset' needs attribute 'head_dim': input 'x' read packed as "
                            "[batch, seqlen, row] has no head_dim axis"], out
