@@ -155,6 +155,8 @@ def token_stride(t):
     "Sliced inputs"): the ABI's x/b/c_stride. 0 (contiguous) for an absent input."""
     if t is None:
         return 0
+    if t.is_contiguous():
+        return t.shape[2] * t.shape[3]  # also for empty dims, whose strides torch rounds up
     assert t.stride(3) == 1 and t.stride(2) == t.shape[3], "a token's row must be contiguous"
     assert t.stride(0) == t.stride(1) * t.shape[1], "tokens evenly spaced"
     return t.stride(1)
