@@ -318,6 +318,9 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdSc
                 given ? " (head_dim from attribute 'head_dim')" : "");
     batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
     heads = ck.at(X).dims[2], head_dim = ck.at(X).dims[3];
+    // Bounded before the product: an empty x may carry any dims (bytes_fit skips it).
+    ck.fits_int(X, heads, "heads");
+    ck.fits_int(X, head_dim, "head_dim");
     x_stride = heads * head_dim;
   }
   const char* same_as_x = " (same as 'x')";
@@ -351,6 +354,8 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdSc
     ck.shape_is(B, bc, bc_why);
     ngroups = ck.at(B).dims[2], dstate = ck.at(B).dims[3];
     if (ngroups < 1 || heads % ngroups != 0) ck.shape_fail(B, bc, bc_why);
+    ck.fits_int(B, ngroups, "ngroups");
+    ck.fits_int(B, dstate, "dstate");
     b_stride = ngroups * dstate;
   }
 

@@ -59,7 +59,17 @@ struct SsdScanOp {
       dt_max = v.f;
     }
   }
-  void validate() const { check_dt_limit(kName, dt_min, dt_max); }
+  // The dim fields are range-checked here, at createPlugin: getOutputShapes hands them to
+  // TensorRT as constants before any shape check could refuse a 0 or a negative one.
+  void validate() const {
+    check_dt_limit(kName, dt_min, dt_max);
+    for (int k = HEAD_DIM; k <= DSTATE; ++k) {
+      if (ints[k] != kWhole && ints[k] < 1) {
+        throw std::invalid_argument(std::string(kName) + ": attribute '" + kIntFields[k] + "' is " +
+                                    std::to_string(ints[k]) + ", expected 1 to 2^31 - 1");
+      }
+    }
+  }
   FieldValue get_field(const char* name) const {
     FieldValue v;
     if (const int k = int_field(name); k >= 0) {

@@ -212,6 +212,21 @@ fn cxx_shape_check_slices() {
 /// SsdScan's packed x, B and C through the cxx bridge: the token strides the check returns, the
 /// dims it takes from A and the attributes, and what it refuses.
 #[test]
+fn cxx_shape_check_ssd_bounds_dims_before_their_products() {
+    // Empty tensors may carry any dims (no bytes to overflow), so the dims that multiply into
+    // row strides are bounded first.
+    let inputs = |x: TensorDesc, b: TensorDesc| {
+        let c = b.clone();
+        [x, desc(&[0, 3, 4]), desc(&[4]), b, c, TensorDesc::absent(), TensorDesc::absent(), TensorDesc::absent()]
+    };
+    let check = |ins: [TensorDesc; 8]| ffi::check_ssd_scan(&ins, &ffi::SsdScanDims::from_attrs([None, None, None]));
+    let err = check(inputs(desc(&[0, 3, 4, 1 << 40]), desc(&[0, 3, 1, 8]))).unwrap_err();
+    assert_eq!(err.what(), "SsdScan: input 'x' gives head_dim = 1099511627776, more than 2^31 - 1");
+    let err = check(inputs(desc(&[0, 3, 4, 2]), desc(&[0, 3, 1, 1 << 40]))).unwrap_err();
+    assert_eq!(err.what(), "SsdScan: input 'B' gives dstate = 1099511627776, more than 2^31 - 1");
+}
+
+#[test]
 fn cxx_shape_check_ssd_packed_inputs() {
     // Mamba-2's conv output: 4 heads of 2 at 0, 1 group of 8 at 8 (B) and 16 (C), row 27.
     let xbc = desc(&[2, 3, 27]);

@@ -315,11 +315,11 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
         // Row r of the C tile is step ti * 64 + r, of the B tile step tj * 64 + r.
         const auto c_row = [&](int r) -> const T* {
             const int i = ti * kTile + r;
-            return i < qc ? Cm + (b * a.seqlen + c0 + i) * a.c_stride + g * N + n0 : nullptr;
+            return i < qc ? Cm + (b * a.seqlen + c0 + i) * a.c_stride + static_cast<size_t>(g) * N + n0 : nullptr;
         };
         const auto b_row = [&](int r) -> const T* {
             const int j = tj * kTile + r;
-            return j < qc ? Bm + (b * a.seqlen + c0 + j) * a.b_stride + g * N + n0 : nullptr;
+            return j < qc ? Bm + (b * a.seqlen + c0 + j) * a.b_stride + static_cast<size_t>(g) * N + n0 : nullptr;
         };
         stage<T, kTile, KB>(Cs, LDK, c_row, N - n0);
         stage<T, kTile, KB>(Bs, LDK, b_row, N - n0);

@@ -326,6 +326,10 @@ SSD_BAD_FIELDS = [
      "SsdScan: attribute 'dt_max' is 0.000000000000000000001, expected at least dt_min (0.00000000000000000001)"),
     ("dt_max f32 -inf", dict(dt_max=float("-inf")), "SsdScan: attribute 'dt_max' is -inf, expected at least dt_min (0)"),
     ("time_step_limit f32 1", None, "SsdScan: unknown attribute 'time_step_limit'"),
+    # Range-checked at createPlugin: getOutputShapes would hand TensorRT these as dims.
+    ("head_dim i32 0", None, "SsdScan: attribute 'head_dim' is 0, expected 1 to 2^31 - 1"),
+    ("ngroups i32 -2", None, "SsdScan: attribute 'ngroups' is -2, expected 1 to 2^31 - 1"),
+    ("dstate i32 0", None, "SsdScan: attribute 'dstate' is 0, expected 1 to 2^31 - 1"),
     ("present_inputs i32 256", None,
      "SsdScan: field 'present_inputs' is 256, expected a bit mask of the 8 input slots with slot 0 set"),
 ]
@@ -387,6 +391,9 @@ def test_ssd_scan_input_count_must_match_the_slot_map(tmp_path):
         ("field dt_softplus i32 0\nfield dt_min f32 0.001\nfield dt_max f32 0.1\n", "dt_softplus=0 dt_min=0.001 dt_max=0.1"),
         (f"field present_inputs i32 {SSD_MASK}\nfield dt_max f32 2\n",
          f"dt_softplus=1 dt_min=0 dt_max=2 present_inputs={SSD_MASK}"),
+        ("field x_offset i32 0\nfield B_offset i32 32\nfield C_offset i32 64\nfield head_dim i32 4\n"
+         "field ngroups i32 2\nfield dstate i32 16\n",
+         "dt_softplus=1 dt_min=0 dt_max=inf x_offset=0 B_offset=32 C_offset=64 head_dim=4 ngroups=2 dstate=16"),
     ],
 )
 def test_ssd_scan_serialization_round_trip_and_clone(tmp_path, fields, serialized):

@@ -168,10 +168,12 @@ def test_slice_ssd_reads_packed_dt(case, dtype):
 # odd offsets and rows that break the chunked path's 16-byte tile loads: (batch, seqlen, heads,
 # head_dim, ngroups, dstate, (x, B, C offsets) or None, tail), through the step kernel and the
 # chunked prefill at chunks 64 and 128. mamba2-2.7b's layer (80 heads of 64, 1 group of 128) at
-# decode and prefill, 2 groups, odd sizes.
+# decode and prefill, 2 groups, odd sizes, tiles past the first.
 SSD_PACKED_CASES = [(1, 300, 80, 64, 1, 128, None, 0), (4, 1, 80, 64, 1, 128, None, 0),
                     (2, 65, 6, 16, 2, 16, None, 0), (2, 65, 6, 16, 2, 16, (3, 101, 133), 5),
-                    (1, 40, 3, 5, 1, 8, (9, 0, 30), 1), (1, 130, 4, 32, 2, 64, (256, 0, 128), 8)]
+                    (1, 40, 3, 5, 1, 8, (9, 0, 30), 1), (1, 130, 4, 32, 2, 64, (256, 0, 128), 8),
+                    # head_dim 96 and dstate 80: second p and n tiles (tp, tn > 0) read through slices
+                    (1, 200, 2, 96, 1, 80, (5, 197, 283), 3)]
 
 
 @pytest.mark.parametrize("dtype", ALL_T)

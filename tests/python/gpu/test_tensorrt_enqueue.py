@@ -253,6 +253,7 @@ def test_ssd_scan_reads_packed_x_b_c(tmp_path, dtype, seqlen, layout):
     fields = [f"x_offset i32 {x_o}", f"B_offset i32 {b_o}", f"C_offset i32 {c_o}", f"head_dim i32 {head_dim}",
               f"ngroups i32 {ngroups}", f"dstate i32 {dstate}"]
     d = enqueue(tmp_path, "SsdScan", fields, [packed, inputs[1], inputs[2], packed, packed] + inputs[5:])
+    assert (int(d.joinpath("workspace").read_text()) > 0) == (seqlen >= 33)  # 200: the chunked prefill ran
     check_ssd(d, inputs, extra, dtype, t, 1)
 
 
