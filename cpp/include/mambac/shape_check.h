@@ -21,6 +21,7 @@ struct TensorDesc;
 struct SelectiveScanParams;
 struct SsdScanParams;
 struct CausalConv1dParams;
+struct AddRmsNormParams;
 struct MambaLayerStepParams;
 struct Mamba2LayerStepParams;
 
@@ -32,18 +33,21 @@ constexpr int32_t kOnnxBFloat16 = 16;
 constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kSsdScanInputs = 8;
 constexpr size_t kCausalConv1dInputs = 4;
+constexpr size_t kAddRmsNormInputs = 3;
 constexpr size_t kMambaLayerStepInputs = 15;
 constexpr size_t kMamba2LayerStepInputs = 14;
 
 SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count);
 SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count);
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
+AddRmsNormParams check_add_rms_norm(const TensorDesc* inputs, size_t count);
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count);
 Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count);
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
+AddRmsNormParams check_add_rms_norm(rust::Slice<const TensorDesc> inputs);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
 Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inputs);
 
