@@ -1,8 +1,9 @@
-// Device helpers shared by the mambac CUDA kernels: element conversions, fast exp2, cp.async.
-// Nothing here knows about ONNX Runtime or Rust.
+// Device helpers shared by the mambac CUDA kernels: element conversions, fast exp2, cp.async,
+// programmatic dependent launch. Nothing here knows about ONNX Runtime or Rust.
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -98,6 +99,47 @@ __device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Programmatic dependent launch (sm_90). A kernel queued by launch_kernel(..., dependent = true)
+// may start while the kernel before it on the stream is still running, so its launch latency and
+// ramp overlap that kernel's tail: a decode step is hundreds of short kernels in a row, each a few
+// microseconds (cpp/cuda/README.md, "Decode steps"). Rules for such a kernel, every block:
+//   - before wait_for_prior_grids(), read only what no kernel writes (the layer's weights) and
+//     write nothing: the kernel before may still be reading or writing any buffer, and so may the
+//     ones before it, which may also have started early;
+//   - call wait_for_prior_grids() on every path, early returns included: it returns once the
+//     kernel before has completed and its writes are visible, and a kernel that completes
+//     without waiting would break that chain for the kernels after it.
+// allow_dependent_grids() lets the next kernel start as soon as every block of this one has
+// called it (or exited). Both are no-ops for a kernel launched without the attribute.
+__device__ __forceinline__ void wait_for_prior_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependent_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Queues kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch of
+// the kernel before it when `dependent` (the kernel must then follow the rules above).
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(bool dependent, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t stream, Args&&... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = dependent ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace mambac::cuda::detail

@@ -135,7 +135,10 @@ __device__ __forceinline__ void fma_pass(float (&acc)[BB][V], const float (*xs)[
     }
 }
 
-template <typename T, int V, int BB, int RPP, typename Pro>
+// AHEAD: the next pass's weights are requested before this pass's FMAs, into a second register
+// set, so a thread always has loads in flight; otherwise they go out after the FMAs and each
+// pass waits a whole memory latency (batch 1's GEMVs read 2.1-2.5 TB/s that way).
+template <typename T, int V, int BB, int RPP, bool AHEAD, typename Pro>
 __global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const Pro pro, const GemvArgs g) {
     __shared__ float xs[BB][kKTileMax];
     __shared__ float red[kWarps][32 * V];
@@ -152,8 +155,12 @@ __global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const Pro pro, co
     // The first pass's weights are requested before the prologue, so their latency and the
     // prologue's overlap; each thread has up to rows_per_pass 16-byte loads in flight.
     constexpr int kPassRows = kWarps * RPP;
+    // Launched as a dependent of the kernel before (common.cuh): the weights are read before
+    // waiting for it, x (the prologue reads the activations it wrote) after.
+    allow_dependent_grids();
     WRow<T, V> w[RPP];
     load_pass<T, V, RPP>(w, wp, g.N, warp, kt, col_ok);
+    wait_for_prior_grids();
     pro.template fill<T, BB, float, kKTileMax>(xs, b0, nb, k0, kt, blockIdx.x == 0);
     __syncthreads();
 
@@ -162,10 +169,22 @@ __global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const Pro pro, co
     for (int b = 0; b < BB; ++b)
 #pragma unroll
         for (int e = 0; e < V; ++e) acc[b][e] = 0.f;
-    for (int i0 = warp;; i0 += kPassRows) {
-        fma_pass<T, V, BB, RPP>(acc, xs, w, i0, kt);
-        if (i0 + kPassRows >= kt) break;
-        load_pass<T, V, RPP>(w, wp, g.N, i0 + kPassRows, kt, col_ok);
+    if constexpr (AHEAD) {
+        WRow<T, V> next[RPP];
+        for (int i0 = warp;; i0 += kPassRows) {
+            const bool more = i0 + kPassRows < kt;
+            if (more) load_pass<T, V, RPP>(next, wp, g.N, i0 + kPassRows, kt, col_ok);
+            fma_pass<T, V, BB, RPP>(acc, xs, w, i0, kt);
+            if (!more) break;
+#pragma unroll
+            for (int r = 0; r < RPP; ++r) w[r] = next[r];
+        }
+    } else {
+        for (int i0 = warp;; i0 += kPassRows) {
+            fma_pass<T, V, BB, RPP>(acc, xs, w, i0, kt);
+            if (i0 + kPassRows >= kt) break;
+            load_pass<T, V, RPP>(w, wp, g.N, i0 + kPassRows, kt, col_ok);
+        }
     }
     // Sum the 8 warps' partials per output, then one atomic per (row, output) and tile.
     const T* bias = static_cast<const T*>(g.bias);
@@ -298,8 +317,10 @@ __global__ void __launch_bounds__(kThreads) decode_gemv_tc_kernel(const Pro pro,
     const int steps = (kt + 15) / 16;
 
     // The warp's first step is requested before the prologue, as in the FMA kernel.
+    allow_dependent_grids();
     uint4 cur[8], nxt[8];
     if (warp < steps) load_tc_step<T>(cur, W, g.N, k0, kt, warp, tig, ca, cb);
+    wait_for_prior_grids();  // the weights above before, x after (as in the FMA kernel)
     pro.template fill<T, BB, T, kTcLd>(xs, b0, nb, k0, kt, blockIdx.y == 0);
     // x past the tile up to the last step's 16 rows: zeros (shared memory holds anything).
     for (int j = threadIdx.x; j < BB * (steps * 16 - kt); j += kThreads) {
@@ -395,7 +416,7 @@ inline int pick_k_tile(int K, int col_blocks, int batch_chunks, int sms, int per
 
 inline bool aligned16(const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15u) == 0; }
 
-template <typename T, int V, int BB, int RPP, typename Pro>
+template <typename T, int V, int BB, int RPP, bool AHEAD, typename Pro>
 cudaError_t launch_gemv_v(const Pro& pro, GemvArgs g, const DecodeTuning& tuning, cudaStream_t s, int sms) {
     const int col_blocks = (g.N + 32 * V - 1) / (32 * V);
     const int chunks = (g.batch + BB - 1) / BB;
@@ -405,18 +426,23 @@ cudaError_t launch_gemv_v(const Pro& pro, GemvArgs g, const DecodeTuning& tuning
     g.k_tile = pick_k_tile(g.K, col_blocks, chunks, sms, per_sm, kt_max);
     const dim3 grid(col_blocks, (g.K + g.k_tile - 1) / g.k_tile, chunks);
     if (grid.z > 65535 || grid.y > 65535) return cudaErrorInvalidValue;
-    decode_gemv_kernel<T, V, BB, RPP, Pro><<<grid, kThreads, 0, s>>>(pro, g);
-    return cudaGetLastError();
+    return launch_kernel(tuning.dependent(), decode_gemv_kernel<T, V, BB, RPP, AHEAD, Pro>, grid, kThreads, 0, s, pro,
+                         g);
 }
 
 template <typename T, int V, int BB, typename Pro>
 cudaError_t launch_gemv_rpp(const Pro& pro, const GemvArgs& g, const DecodeTuning& tuning, cudaStream_t s, int sms) {
     if constexpr (BB == 1) {
+        // Batch 1 is bound by the weights' latency: the next pass's loads go out ahead.
+        // 16 loads in flight never go ahead: twice 16 vectors took too many registers.
         const int rpp = tuning.rows_per_pass > 0 ? tuning.rows_per_pass : 4;
-        if (rpp == 4) return launch_gemv_v<T, V, BB, 4>(pro, g, tuning, s, sms);
-        if (rpp == 16) return launch_gemv_v<T, V, BB, 16>(pro, g, tuning, s, sms);
+        const bool ahead = tuning.loads_ahead >= 0;
+        if (rpp == 4) return ahead ? launch_gemv_v<T, V, BB, 4, true>(pro, g, tuning, s, sms)
+                                   : launch_gemv_v<T, V, BB, 4, false>(pro, g, tuning, s, sms);
+        if (rpp == 16) return launch_gemv_v<T, V, BB, 16, false>(pro, g, tuning, s, sms);
+        if (ahead) return launch_gemv_v<T, V, BB, 8, true>(pro, g, tuning, s, sms);
     }
-    return launch_gemv_v<T, V, BB, 8>(pro, g, tuning, s, sms);
+    return launch_gemv_v<T, V, BB, 8, false>(pro, g, tuning, s, sms);
 }
 
 template <typename T, int BB, typename Pro>
@@ -440,9 +466,8 @@ cudaError_t launch_gemv_tc(const Pro& pro, GemvArgs g, const DecodeTuning& tunin
     g.k_tile = pick_k_tile(g.K, col_blocks, chunks, sms, per_sm, kt_max);
     const dim3 grid(chunks, col_blocks, (g.K + g.k_tile - 1) / g.k_tile);
     if (grid.z > 65535 || grid.y > 65535) return cudaErrorInvalidValue;
-    if (nt == 1) decode_gemv_tc_kernel<T, 1, Pro><<<grid, kThreads, 0, s>>>(pro, g);
-    else decode_gemv_tc_kernel<T, 2, Pro><<<grid, kThreads, 0, s>>>(pro, g);
-    return cudaGetLastError();
+    if (nt == 1) return launch_kernel(tuning.dependent(), decode_gemv_tc_kernel<T, 1, Pro>, grid, kThreads, 0, s, pro, g);
+    return launch_kernel(tuning.dependent(), decode_gemv_tc_kernel<T, 2, Pro>, grid, kThreads, 0, s, pro, g);
 }
 
 // Queues out[b, :] += x[b, :] W (+ bias) for b < g.batch, x made by `pro`; g.k_tile is chosen
@@ -481,6 +506,9 @@ struct StatsArgs {
 
 __global__ void __launch_bounds__(kThreads) decode_stats_kernel(const StatsArgs a) {
     __shared__ float part[kWarps];
+    // A dependent launch (common.cuh): everything it reads and writes is the layer before's.
+    allow_dependent_grids();
+    wait_for_prior_grids();
     const size_t b = blockIdx.x;
     const int j0 = blockIdx.y * kThreads + threadIdx.x, js = kStatsSplit * kThreads;
     const float* r = a.residual_in + b * a.hidden;
@@ -500,6 +528,11 @@ __global__ void __launch_bounds__(kThreads) decode_stats_kernel(const StatsArgs 
         // The unfused graph's x / sqrt(mean(x^2) + eps).
         a.inv_rms[b] = 1.f / sqrtf(t / a.hidden + a.eps);
     }
+}
+
+// Queues the stats kernel: grid batch x kStatsSplit.
+cudaError_t launch_stats(const StatsArgs& a, int batch, const DecodeTuning& tuning, cudaStream_t s) {
+    return launch_kernel(tuning.dependent(), decode_stats_kernel, dim3(batch, kStatsSplit), kThreads, 0, s, a);
 }
 
 // --- Host side both layers' launchers share ----------------------------------------------------

@@ -94,6 +94,7 @@ constexpr int kDtRowsMax = 32;                   // dt_proj rows a thread holds 
 template <typename T, int NPL>
 __global__ void __launch_bounds__(kThreads) decode_scan_kernel(const DecodeLayerParams p, int rows_per_block) {
     extern __shared__ float sm[];  // [R + 2N] dt_low, B, C; then [kWarps][kScanCh] partials
+    allow_dependent_grids();
     const ScratchLayout L = scratch_layout(p);
     const float* scratch = static_cast<const float*>(p.scratch);
     float* y_out = static_cast<float*>(p.scratch) + L.y;
@@ -123,6 +124,9 @@ __global__ void __launch_bounds__(kThreads) decode_scan_kernel(const DecodeLayer
         const int r = grp + kWarps * q;
         wv[q] = (dc < I && r < R) ? Wd[size_t(r) * I] : from_f32<T>(0.f);
     }
+    // A dependent launch (common.cuh): A and the dt_proj weights above are read before waiting
+    // for the kernel before, the states and activations below after.
+    wait_for_prior_grids();
     float* part = sm + ((E + 3) & ~3);
     const int b_end = min(p.batch, (blockIdx.y + 1) * rows_per_block);
     for (int bi = blockIdx.y * rows_per_block; bi < b_end; ++bi) {
@@ -205,8 +209,7 @@ cudaError_t launch_typed(const DecodeLayerParams& p, cudaStream_t s) {
     if (smem > 48 * 1024) return cudaErrorInvalidValue;
 
     const StatsArgs stats{p.residual_in, p.residual_out, scratch + L.stats, scratch, L.zero_end, H, p.eps};
-    decode_stats_kernel<<<dim3(p.batch, kStatsSplit), kThreads, 0, s>>>(stats);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = launch_stats(stats, p.batch, p.tuning, s);
     if (e != cudaSuccess) return e;
     const NormPrologue norm{p.residual_in, scratch + L.stats, p.norm_w, H};
     const int B = p.batch;
@@ -218,10 +221,9 @@ cudaError_t launch_typed(const DecodeLayerParams& p, cudaStream_t s) {
     const int ch_blocks = (I + kScanCh - 1) / kScanCh;
     const int rpb = std::clamp((p.batch * ch_blocks + 4 * sms - 1) / (4 * sms), 1, 8);
     const dim3 sgrid(ch_blocks, (p.batch + rpb - 1) / rpb);
-    if (p.dstate <= 16) decode_scan_kernel<T, 2><<<sgrid, kThreads, smem, s>>>(p, rpb);
-    else if (p.dstate <= 32) decode_scan_kernel<T, 4><<<sgrid, kThreads, smem, s>>>(p, rpb);
-    else decode_scan_kernel<T, 0><<<sgrid, kThreads, smem, s>>>(p, rpb);
-    e = cudaGetLastError();
+    const auto scan = p.dstate <= 16 ? decode_scan_kernel<T, 2> : p.dstate <= 32 ? decode_scan_kernel<T, 4>
+                                                                                 : decode_scan_kernel<T, 0>;
+    e = launch_kernel(p.tuning.dependent(), scan, sgrid, kThreads, smem, s, p, rpb);
     if (e != cudaSuccess) return e;
     const PlainPrologue y{scratch + L.y, I};
     return launch_gemv<T>(y, GemvArgs{p.out_proj_t, p.out_proj_b, p.residual_out, I, H, H, 0, B}, p.tuning, s, sms);

@@ -21,13 +21,20 @@ namespace mambac::cuda {
 
 // Work split of the GEMVs (0 = the default): 16-byte loads a thread keeps in flight (4, 8 or 16;
 // batch 1 only), the longest K tile (rows, <= 512), the blocks a multiprocessor the K tiles are
-// sized for, and whether 16-bit weights go through the tensor-core kernel. Only the benchmark
-// harness (harness_api.cu) sets it.
+// sized for, whether 16-bit weights go through the tensor-core kernel, and whether the step's
+// kernels are dependent launches. Only the benchmark harness (harness_api.cu) sets it.
 struct DecodeTuning {
     int rows_per_pass = 0;
     int k_tile_max = 0;
     int blocks_per_sm = 0;
     int tensor_cores = 0;  // 16-bit GEMVs on tensor cores: 1 = at every batch, -1 = never
+    // Each kernel of the step a programmatic dependent launch of the one before (common.cuh):
+    // 0 or 1 = yes, -1 = no (plain stream order).
+    int dependent_launch = 0;
+    bool dependent() const { return dependent_launch >= 0; }
+    // Batch 1's FMA GEMV requests the next pass's weights before this pass's FMAs: 0 or 1 = yes,
+    // -1 = no (then 4 or 8 loads in flight; 16 takes too many registers twice over).
+    int loads_ahead = 0;
 };
 
 // Bytes of device scratch the step needs (float32 accumulators and activations).

@@ -55,7 +55,7 @@ const char* ssd_layout() {
         MAMBAC_FIELD(S, dt_min) MAMBAC_FIELD(S, dt_max) MAMBAC_FIELD(S, x) MAMBAC_FIELD(S, dt) MAMBAC_FIELD(S, a)
         MAMBAC_FIELD(S, b) MAMBAC_FIELD(S, c) MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, dt_bias)
         MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state) MAMBAC_FIELD(S, scratch)
-        MAMBAC_FIELD(S, dt_stride)
+        MAMBAC_FIELD(S, dt_stride) MAMBAC_FIELD(S, x_stride) MAMBAC_FIELD(S, b_stride) MAMBAC_FIELD(S, c_stride)
         return l.done();
     }
     return l.text.c_str();
@@ -128,8 +128,11 @@ const char* elem_codes() {
     return text.c_str();
 }
 
-mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_per_sm, int tensor_cores) {
+mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_per_sm, int tensor_cores,
+                                  int dependent_launch, int loads_ahead) {
     mambac::cuda::DecodeTuning t;
+    t.dependent_launch = dependent_launch;
+    t.loads_ahead = loads_ahead;
     t.rows_per_pass = rows_per_pass;
     t.k_tile_max = k_tile_max;
     t.blocks_per_sm = blocks_per_sm;
@@ -213,17 +216,19 @@ int mambac_cuda_add_rms_norm_cfg(const mambac::AddRmsNormParams* p, void* stream
 // The decode step with the GEMVs' work split forced (decode_layer.h DecodeTuning; zeros = the
 // defaults).
 int mambac_cuda_decode_layer_tuned(const mambac::MambaLayerStepParams* p, void* stream, int rows_per_pass,
-                                   int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
+                                   int k_tile_max, int blocks_per_sm, int tensor_cores, int dependent_launch,
+                                   int loads_ahead) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores, dependent_launch, loads_ahead);
     return mambac::cuda::decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 
 // The Mamba-2 decode step with the GEMVs' work split forced, as mambac_cuda_decode_layer_tuned.
 int mambac_cuda_mamba2_decode_layer_tuned(const mambac::Mamba2LayerStepParams* p, void* stream, int rows_per_pass,
-                                          int k_tile_max, int blocks_per_sm, int tensor_cores) noexcept {
+                                          int k_tile_max, int blocks_per_sm, int tensor_cores, int dependent_launch,
+                                   int loads_ahead) noexcept {
     if (!p) return cudaErrorInvalidValue;
-    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores);
+    const auto t = tuning(rows_per_pass, k_tile_max, blocks_per_sm, tensor_cores, dependent_launch, loads_ahead);
     return mambac::cuda::mamba2_decode_layer(*p, static_cast<cudaStream_t>(stream), t);
 }
 

@@ -50,6 +50,9 @@ __host__ __device__ inline Mamba2Scratch mamba2_scratch(const Mamba2DecodeParams
 // x = T(proj[row, inner + c]).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) mamba2_conv_kernel(const Mamba2DecodeParams p) {
+    // A dependent launch (common.cuh): it waits before its early return too.
+    allow_dependent_grids();
+    wait_for_prior_grids();
     const Mamba2Scratch L = mamba2_scratch(p);
     float* scratch = static_cast<float*>(p.scratch);
     const size_t j = size_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -82,6 +85,10 @@ constexpr int kScanLanes = kThreads / kScanCh;  // 8
 template <typename T, int NPL>
 __global__ void __launch_bounds__(kThreads) mamba2_scan_kernel(const Mamba2DecodeParams p) {
     __shared__ float sq[kScanCh];
+    // A dependent launch (common.cuh): the states and activations it reads are written by the
+    // kernels before (the states by the previous step's).
+    allow_dependent_grids();
+    wait_for_prior_grids();
     const Mamba2Scratch L = mamba2_scratch(p);
     float* scratch = static_cast<float*>(p.scratch);
     const int I = p.inner, N = p.dstate;
@@ -217,24 +224,23 @@ cudaError_t launch_typed(const Mamba2DecodeParams& p, cudaStream_t s) {
     if ((size_t(B) * p.conv_dim + kThreads - 1) / kThreads > 0x7fffffff) return cudaErrorInvalidValue;
 
     const StatsArgs stats{p.residual_in, p.residual_out, scratch + L.stats, scratch, L.zero_end, H, p.eps};
-    decode_stats_kernel<<<dim3(B, kStatsSplit), kThreads, 0, s>>>(stats);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = launch_stats(stats, B, p.tuning, s);
     if (e != cudaSuccess) return e;
     const NormPrologue norm{p.residual_in, scratch + L.stats, p.norm_w, H};
     e = launch_gemv<T>(norm, GemvArgs{p.in_proj_t, p.in_proj_b, scratch + L.proj, H, p.in_dim, p.in_dim, 0, B},
                        p.tuning, s, sms);
     if (e != cudaSuccess) return e;
     const size_t conv_blocks = (size_t(B) * p.conv_dim + kThreads - 1) / kThreads;
-    mamba2_conv_kernel<T><<<unsigned(conv_blocks), kThreads, 0, s>>>(p);
-    e = cudaGetLastError();
+    const bool dep = p.tuning.dependent();
+    e = launch_kernel(dep, mamba2_conv_kernel<T>, unsigned(conv_blocks), kThreads, 0, s, p);
     if (e != cudaSuccess) return e;
     const dim3 sgrid((I + kScanCh - 1) / kScanCh, B);
-    if (p.dstate <= 16) mamba2_scan_kernel<T, 2><<<sgrid, kThreads, 0, s>>>(p);
-    else if (p.dstate <= 32) mamba2_scan_kernel<T, 4><<<sgrid, kThreads, 0, s>>>(p);
-    else if (p.dstate <= 64) mamba2_scan_kernel<T, 8><<<sgrid, kThreads, 0, s>>>(p);
-    else if (p.dstate <= 128) mamba2_scan_kernel<T, 16><<<sgrid, kThreads, 0, s>>>(p);
-    else mamba2_scan_kernel<T, 0><<<sgrid, kThreads, 0, s>>>(p);
-    e = cudaGetLastError();
+    const auto scan = p.dstate <= 16    ? mamba2_scan_kernel<T, 2>
+                      : p.dstate <= 32  ? mamba2_scan_kernel<T, 4>
+                      : p.dstate <= 64  ? mamba2_scan_kernel<T, 8>
+                      : p.dstate <= 128 ? mamba2_scan_kernel<T, 16>
+                                        : mamba2_scan_kernel<T, 0>;
+    e = launch_kernel(dep, scan, sgrid, kThreads, 0, s, p);
     if (e != cudaSuccess) return e;
     const GatedNormPrologue gated{scratch + L.g, scratch + L.proj, scratch + L.ss, p.gate_norm_w, I, p.in_dim,
                                   p.ngroups, p.eps, p.norm_before_gate};

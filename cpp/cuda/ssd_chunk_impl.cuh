@@ -70,6 +70,25 @@ struct ChunkArgs {
 
 template <typename T> __device__ __forceinline__ T zero_of() { return from_f32<T>(0.f); }
 
+// kVec<T> floats rounded to T, two at a time for the 16-bit types (one conversion instruction a
+// pair).
+template <typename T> __device__ __forceinline__ Vec16<T> pack_vec(const float (&m)[kVec<T>]) {
+    Vec16<T> v;
+    if constexpr (std::is_same_v<T, __half>) {
+        __half2* h2 = reinterpret_cast<__half2*>(&v.raw);
+#pragma unroll
+        for (int e = 0; e < kVec<T> / 2; ++e) h2[e] = __floats2half2_rn(m[2 * e], m[2 * e + 1]);
+    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        __nv_bfloat162* h2 = reinterpret_cast<__nv_bfloat162*>(&v.raw);
+#pragma unroll
+        for (int e = 0; e < kVec<T> / 2; ++e) h2[e] = __floats2bfloat162_rn(m[2 * e], m[2 * e + 1]);
+    } else {
+#pragma unroll
+        for (int e = 0; e < kVec<T>; ++e) v.e[e] = from_f32<T>(m[e]);
+    }
+    return v;
+}
+
 // Steps of chunk c inside the sequence: Q, or fewer in the last chunk.
 __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k, size_t c0) {
     const size_t left = a.seqlen - c0;
@@ -81,7 +100,8 @@ __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k,
 // is row(r), a pointer to its first element with `ncols` elements readable, null: a row of zeros;
 // columns past ncols are zeros), store() writes it at dst (leading dimension ld). 16-byte loads
 // where a vector lies inside the row and is 16-byte aligned (head_dim and dstate multiples of 8
-// for 16-bit T, of 4 for float32), element loads otherwise; 16-byte shared stores for 16-bit T
+// for 16-bit T, of 4 for float32, and so a packed input's offset and row: docs/op-contract.md
+// "Sliced inputs"), element loads otherwise; 16-byte shared stores for 16-bit T
 // (kLdK / kLdT keep their rows 16-byte aligned). store()'s SCALE: each element of tile row r
 // becomes T(float(element) * scale(r)) (NoScale: stored as read); CHECK: it returns whether any
 // element this thread staged is not finite.
@@ -295,11 +315,11 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
         // Row r of the C tile is step ti * 64 + r, of the B tile step tj * 64 + r.
         const auto c_row = [&](int r) -> const T* {
             const int i = ti * kTile + r;
-            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
+            return i < qc ? Cm + (b * a.seqlen + c0 + i) * a.c_stride + g * N + n0 : nullptr;
         };
         const auto b_row = [&](int r) -> const T* {
             const int j = tj * kTile + r;
-            return j < qc ? Bm + ((b * a.seqlen + c0 + j) * a.ngroups + g) * N + n0 : nullptr;
+            return j < qc ? Bm + (b * a.seqlen + c0 + j) * a.b_stride + g * N + n0 : nullptr;
         };
         stage<T, kTile, KB>(Cs, LDK, c_row, N - n0);
         stage<T, kTile, KB>(Bs, LDK, b_row, N - n0);
@@ -339,9 +359,9 @@ __global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_s
     const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
     WarpTile<T> acc;
     acc.zero();
-    // x of this head and p tile at the chunk's first step; consecutive steps are heads x P apart.
-    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + tp * kTile;
-    const size_t x_step = static_cast<size_t>(a.heads) * P;
+    // x of this head and p tile at the chunk's first step; consecutive steps are x_stride apart.
+    const T* x0 = x + (b * a.seqlen + c0) * a.x_stride + static_cast<size_t>(h) * P + tp * kTile;
+    const size_t x_step = a.x_stride;
     // Rows of the K block starting at step `next`; the next block is loaded into registers
     // while this one is multiplied.
     int next = 0;
@@ -349,8 +369,8 @@ __global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_s
         const int i = next + r;
         return i < qc ? x0 + i * x_step : nullptr;
     };
-    const T* B0 = Bm + ((b * a.seqlen + c0) * a.ngroups + g) * N + tn * kTile;
-    const size_t b_step = static_cast<size_t>(a.ngroups) * N;
+    const T* B0 = Bm + (b * a.seqlen + c0) * a.b_stride + static_cast<size_t>(g) * N + tn * kTile;
+    const size_t b_step = a.b_stride;
     const auto b_row = [&](int r) -> const T* {
         const int i = next + r;
         return i < qc ? B0 + i * b_step : nullptr;
@@ -377,31 +397,86 @@ __global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_s
     store_tile(out + static_cast<size_t>(tp * kTile) * N + tn * kTile, N, Ys, P - tp * kTile, N - tn * kTile);
 }
 
-// 4. One thread per state element (batch, head, p, n), sequential over the chunks; the next
-// chunk's S and decay are loaded before this chunk's update, so a chunk waits on one load latency.
-// H_c goes out in T, as the scan's product takes it (half the bytes of float32 for 16-bit T).
-template <typename T>
+// 4. VEC consecutive state elements a thread (batch, head, p, n..), sequential over the chunks.
+// Each chunk waits on nothing: the S and decays of kPassAhead chunks are requested together
+// before their updates (one load latency per kPassAhead chunks; one chunk ahead, with one element
+// a thread, took 16.1 us at mamba2-2.7b's shape against mamba_ssm's 7.9). H_c goes out in T, as
+// the scan's product takes it (half the bytes of float32 for 16-bit T). VEC = 4 takes 16-byte
+// loads of S (the launcher checks PN % 4 and the alignment of init and final_state).
+constexpr int kPassAhead = 4;
+
+template <int VEC> struct PassVec {
+    float v[VEC];
+    __device__ __forceinline__ void load(const float* p) {
+        if constexpr (VEC == 4) {
+            const float4 q = *reinterpret_cast<const float4*>(p);
+            v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+        } else {
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) v[i] = p[i];
+        }
+    }
+    __device__ __forceinline__ void store(float* p) const {
+        if constexpr (VEC == 4) {
+            *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) p[i] = v[i];
+        }
+    }
+    template <typename T> __device__ __forceinline__ void store_as(T* p) const {
+        if constexpr (VEC == 4 && sizeof(T) == 2) {
+            T t[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) t[i] = from_f32<T>(v[i]);
+            *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(t);
+        } else if constexpr (VEC == 4 && sizeof(T) == 4) {
+            store(reinterpret_cast<float*>(p));
+        } else {
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) p[i] = from_f32<T>(v[i]);
+        }
+    }
+};
+
+template <typename T, int VEC>
 __global__ void __launch_bounds__(kPassThreads) ssd_chunk_pass(const SsdArgs a, const ChunkArgs k) {
     const size_t PN = static_cast<size_t>(a.head_dim) * a.dstate;
-    const size_t id = static_cast<size_t>(blockIdx.x) * kPassThreads + threadIdx.x;
+    const size_t id = (static_cast<size_t>(blockIdx.x) * kPassThreads + threadIdx.x) * VEC;
     if (id >= static_cast<size_t>(a.rows) * a.dstate) return;
-    const size_t e = id % PN, bh = id / PN;
+    const size_t e = id % PN, bh = id / PN;  // VEC divides PN: a thread's elements share bh
     const size_t h = bh % a.heads, b = bh / a.heads;
     const float* __restrict__ st = k.st;
     T* __restrict__ hs = static_cast<T*>(k.hs);
     const auto slot = [&](long long c) { return ((b * k.nc + c) * a.heads + h) * PN + e; };
-    const auto log_decay = [&](long long c) { return k.cs[(bh * k.nc + c + 1) * k.Q - 1]; };
-    float s = a.init ? a.init[id] : 0.f;
-    float add = st[slot(0)], ld = log_decay(0);
-    for (long long c = 0; c < k.nc; ++c) {
-        const bool more = c + 1 < k.nc;
-        const float add_next = more ? st[slot(c + 1)] : 0.f, ld_next = more ? log_decay(c + 1) : 0.f;
-        hs[slot(c)] = from_f32<T>(s);
-        s = fmaf(ex2(ld * kLog2e), s, add);
-        add = add_next;
-        ld = ld_next;
+    PassVec<VEC> s;
+    if (a.init) {
+        s.load(a.init + id);
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) s.v[i] = 0.f;
     }
-    if (a.final_state) a.final_state[id] = s;
+    for (long long c0 = 0; c0 < k.nc; c0 += kPassAhead) {
+        PassVec<VEC> add[kPassAhead];
+        float ld[kPassAhead];
+#pragma unroll
+        for (int u = 0; u < kPassAhead; ++u) {
+            if (c0 + u < k.nc) {
+                add[u].load(st + slot(c0 + u));
+                ld[u] = k.cs[(bh * k.nc + c0 + u + 1) * k.Q - 1];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kPassAhead; ++u) {
+            if (c0 + u < k.nc) {
+                s.template store_as<T>(hs + slot(c0 + u));
+                const float d = ex2(ld[u] * kLog2e);
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) s.v[i] = fmaf(d, s.v[i], add[u].v[i]);
+            }
+        }
+    }
+    if (a.final_state) s.store(a.final_state + id);
 }
 
 // 5. One block per (batch, chunk, head, 64 rows of the chunk, 64 columns of head_dim).
@@ -415,7 +490,10 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     T* Hs = HXs;  // H_c: [64 p][KB n]
     T* Xs = HXs;  // x: [KB j][64 p]
     __shared__ __align__(128) float Ys[kTile * kLdY];
-    __shared__ float css[kMaxChunk], dts[kMaxChunk];
+    // cs in log2 units (times log2 e, once here rather than once per element of M) and dt',
+    // read V at a time below (16-byte aligned).
+    __shared__ __align__(16) float css[kMaxChunk];
+    __shared__ __align__(16) float dts[kMaxChunk];
     const int P = a.head_dim, N = a.dstate;
     const int ntp = (P + kTile - 1) / kTile, tq = k.Q / kTile;
     long long id = blockIdx.x;
@@ -427,7 +505,7 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     const int m0 = tm * kTile, p0 = tp * kTile;
     if (m0 >= qc) return;
     for (int i = threadIdx.x; i < k.Q; i += kChunkThreads) {
-        css[i] = k.cs[row * k.Q + i];
+        css[i] = k.cs[row * k.Q + i] * kLog2e;
         dts[i] = k.dtp[row * k.Q + i];
     }
     const T* __restrict__ x = static_cast<const T*>(a.x);
@@ -442,8 +520,8 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     // loaded into registers while the previous one is multiplied.
     {
         int nn = 0;
-        const T* C0 = Cm + ((b * a.seqlen + c0 + m0) * a.ngroups + g) * N;
-        const size_t c_step = static_cast<size_t>(a.ngroups) * N;
+        const T* C0 = Cm + (b * a.seqlen + c0 + m0) * a.c_stride + static_cast<size_t>(g) * N;
+        const size_t c_step = a.c_stride;
         const auto c_row = [&](int r) -> const T* { return m0 + r < qc ? C0 + r * c_step + nn : nullptr; };
         const auto h_row = [&](int r) -> const T* {
             return p0 + r < P ? Hc + static_cast<size_t>(p0 + r) * N + nn : nullptr;
@@ -469,7 +547,7 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     __syncthreads();
     for (int q = threadIdx.x; q < kTile * kTile / 4; q += kChunkThreads) {
         const int r = q / (kTile / 4), col = (q % (kTile / 4)) * 4;
-        const float d = ex2(css[m0 + r] * kLog2e);
+        const float d = ex2(css[m0 + r]);  // css is in log2 units
         float4* v = reinterpret_cast<float4*>(Ys + r * kLdY + col);
         *v = make_float4(v->x * d, v->y * d, v->z * d, v->w * d);
     }
@@ -498,8 +576,8 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     };
     // x of the K block starting at step `next`, loaded during the previous block's product.
     int next = 0;
-    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + p0;
-    const size_t x_step = static_cast<size_t>(a.heads) * P;
+    const T* x0 = x + (b * a.seqlen + c0) * a.x_stride + static_cast<size_t>(h) * P + p0;
+    const size_t x_step = a.x_stride;
     const auto x_row = [&](int r) -> const T* {
         const int j = next + r;
         return j < qc ? x0 + j * x_step : nullptr;
@@ -521,13 +599,27 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
                     const float4 t = cb_next[u][f];
                     cbv[4 * f] = t.x, cbv[4 * f + 1] = t.y, cbv[4 * f + 2] = t.z, cbv[4 * f + 3] = t.w;
                 }
-                const float ci = css[i];
+                // The vector's cs and dt' in 16-byte shared loads (the compiler made V scalar
+                // ones of each): ncu had building M at most of the kernel's 35 M instructions.
+                float csj[V], dtj[V];
 #pragma unroll
-                for (int e = 0; e < V; ++e) {
-                    const float m = cbv[e] * ex2((ci - css[j + e]) * kLog2e) * dts[j + e];
-                    // Above the diagonal: a selected 0, whatever CB holds there (never written).
-                    v.e[e] = from_f32<T>(j + e <= i ? m : 0.f);
+                for (int f = 0; f < V / 4; ++f) {
+                    const float4 c4 = *reinterpret_cast<const float4*>(css + j + 4 * f);
+                    const float4 d4 = *reinterpret_cast<const float4*>(dts + j + 4 * f);
+                    csj[4 * f] = c4.x, csj[4 * f + 1] = c4.y, csj[4 * f + 2] = c4.z, csj[4 * f + 3] = c4.w;
+                    dtj[4 * f] = d4.x, dtj[4 * f + 1] = d4.y, dtj[4 * f + 2] = d4.z, dtj[4 * f + 3] = d4.w;
                 }
+                const float ci = css[i];
+                float m[V];
+#pragma unroll
+                for (int e = 0; e < V; ++e) m[e] = cbv[e] * ex2(ci - csj[e]) * dtj[e];
+                // Where the diagonal crosses the vector, a selected 0 above it, whatever CB holds
+                // there (never written); left of the diagonal no select at all.
+                if (j + V - 1 > i) {
+#pragma unroll
+                    for (int e = 0; e < V; ++e) m[e] = j + e <= i ? m[e] : 0.f;
+                }
+                v = pack_vec<T>(m);
             } else {
 #pragma unroll
                 for (int e = 0; e < V; ++e) v.e[e] = zero_of<T>();
@@ -570,23 +662,25 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     __syncthreads();
     T* __restrict__ y = static_cast<T*>(a.y);
     const float Dv = a.D ? a.D[h] : 0.f;
-    // y of this head and p tile at the chunk's first step (x has the same layout).
-    const size_t at0 = ((b * a.seqlen + c0) * a.heads + h) * P + p0, step = static_cast<size_t>(a.heads) * P;
+    // y (contiguous) and x (token rows x_stride apart) of this head and p tile at the chunk's
+    // first step.
+    const size_t y0 = ((b * a.seqlen + c0) * a.heads + h) * P + p0, y_step = static_cast<size_t>(a.heads) * P;
     for (int q = threadIdx.x; q < kTile * (kTile / V); q += kChunkThreads) {
         const int r = q / (kTile / V), col = (q % (kTile / V)) * V, i = m0 + r;
         if (i >= qc || p0 + col >= P) continue;
-        const size_t at = at0 + i * step + col;
+        T* yo = y + y0 + i * y_step + col;
+        const T* xi = x0 + i * x_step + col;
         const float* acc_y = Ys + r * kLdY + col;
         // D is optional: an absent D adds nothing, not 0 * x (NaN for an infinite x).
-        if (p0 + col + V <= P && ((reinterpret_cast<size_t>(y + at) | reinterpret_cast<size_t>(x + at)) & 15) == 0) {
+        if (p0 + col + V <= P && ((reinterpret_cast<size_t>(yo) | reinterpret_cast<size_t>(xi)) & 15) == 0) {
             Vec16<T> xv, yv;
-            xv.raw = *reinterpret_cast<const uint4*>(x + at);
+            xv.raw = *reinterpret_cast<const uint4*>(xi);
 #pragma unroll
             for (int e = 0; e < V; ++e) yv.e[e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(xv.e[e]), acc_y[e]) : acc_y[e]);
-            *reinterpret_cast<uint4*>(y + at) = yv.raw;
+            *reinterpret_cast<uint4*>(yo) = yv.raw;
         } else {
             for (int e = 0; e < V && p0 + col + e < P; ++e)
-                y[at + e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at + e]), acc_y[e]) : acc_y[e]);
+                yo[e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(xi[e]), acc_y[e]) : acc_y[e]);
         }
     }
 }
@@ -612,7 +706,11 @@ cudaError_t launch_ssd_chunked(const SsdArgs& a, const SsdPlan& plan, char* scra
     const long long prep = (warps + kChunkThreads / 32 - 1) / (kChunkThreads / 32);
     const long long cb = batch * k.nc * a.ngroups * tq * tq;
     const long long state = batch * k.nc * a.heads * ntp * ntn;
-    const long long pass = (a.rows * a.dstate + kPassThreads - 1) / kPassThreads;
+    // Four state elements a pass thread where whole float4s line up (the scratch is aligned).
+    const auto al16 = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15u) == 0; };
+    const bool pass4 = (static_cast<long long>(a.head_dim) * a.dstate) % 4 == 0 && al16(a.init) && al16(a.final_state);
+    const long long pass_vec = pass4 ? 4 : 1;
+    const long long pass = (a.rows * a.dstate / pass_vec + kPassThreads - 1) / kPassThreads;
     const long long scan = batch * k.nc * a.heads * tq * ntp;
     if (!grid_fits(prep) || !grid_fits(cb) || !grid_fits(state) || !grid_fits(pass) || !grid_fits(scan))
         return cudaErrorInvalidValue;
@@ -623,7 +721,8 @@ cudaError_t launch_ssd_chunked(const SsdArgs& a, const SsdPlan& plan, char* scra
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
     ssd_chunk_state<T><<<static_cast<unsigned>(state), kChunkThreads, 0, stream>>>(a, k);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
-    ssd_chunk_pass<T><<<static_cast<unsigned>(pass), kPassThreads, 0, stream>>>(a, k);
+    if (pass4) ssd_chunk_pass<T, 4><<<static_cast<unsigned>(pass), kPassThreads, 0, stream>>>(a, k);
+    else ssd_chunk_pass<T, 1><<<static_cast<unsigned>(pass), kPassThreads, 0, stream>>>(a, k);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
     ssd_chunk_scan<T><<<static_cast<unsigned>(scan), kChunkThreads, 0, stream>>>(a, k);
     return cudaGetLastError();

@@ -69,7 +69,8 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
         "creator MambaLayerStep version 1 namespace mambac",
         "field names: epsilon=<1> present_inputs=<5>",
         "creator SsdScan version 1 namespace mambac",
-        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> present_inputs=<5>",
+        ("field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> x_offset=<5> B_offset=<5> C_offset=<5> "
+         "head_dim=<5> ngroups=<5> dstate=<5> present_inputs=<5>"),
         "creator Mamba2LayerStep version 1 namespace mambac",
         "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
         "creator AddRmsNorm version 1 namespace mambac",
@@ -547,9 +548,39 @@ def test_a_sliced_conv_takes_its_dim_from_the_weight(tmp_path):
     assert out[-1].startswith("configure rc=0"), out
 
 
+PACKED_SSD_FIELDS = ("field x_offset i32 0\nfield B_offset i32 32\nfield C_offset i32 64\nfield head_dim i32 4\n"
+                     "field ngroups i32 2\nfield dstate i32 16\n")
+PACKED_SSD_INPUTS = "in float16 {x}\nin float16 {b},{s},8\nin float32 8\nin float16 {x}\nin float16 {x}\n"
+
+
+def test_a_packed_ssd_scan_takes_heads_from_a_and_dims_from_fields(tmp_path):
+    """x, B and C one packed [batch, seqlen, row] (Mamba-2's conv output): y and the state take
+    heads from A, head_dim and dstate from the fields."""
+    script = f"op SsdScan\n{PACKED_SSD_FIELDS}create\n" + PACKED_SSD_INPUTS.format(x="b,s,96", b="b", s="s")
+    script += "shapes\n"
+    script += f"op SsdScan\n{PACKED_SSD_FIELDS}create\n" + PACKED_SSD_INPUTS.format(x="2,5,96", b=2, s=5)
+    script += "configure\n"
+    out = run(script, tmp_path)
+    assert out[3] == "shapes rc=0 [b, s, 8, 4] [b, 8, 4, 16]", out
+    assert out[-1].startswith("configure rc=0"), out
+
+
+def test_a_packed_ssd_scan_without_its_dim_fields_is_refused(tmp_path):
+    """x packed, B and C whole: head_dim has no other source (reported before the ranks)."""
+    script = "op SsdScan\nfield x_offset i32 0\ncreate\n" + SSD_INPUTS.replace("b,s,8,4", "b,s,96")
+    out = run(script + "shapes\n", tmp_path)
+    assert errors(out) == ["SsdScan: attribute 'x_offset' needs attribute 'head_dim': input 'x' read packed as "
+                           "[batch, seqlen, row] has no head_dim axis"], out
+
+
 @pytest.mark.parametrize(
     "op,fields,inputs,message",
     [
+        ("SsdScan", "C_offset i32 65\nfield x_offset i32 0\nfield B_offset i32 32\nfield head_dim i32 4\n"
+         "field ngroups i32 2\nfield dstate i32 16",
+         PACKED_SSD_INPUTS.format(x="2,5,96", b=2, s=5),
+         "SsdScan: attribute 'C_offset' = 65 reads channels [65, 97) of input 'C' of shape [2, 5, 96], "
+         "whose last dim is 96"),
         ("CausalConv1d", "x_offset i32 15", "in float16 2,5,20\nin float16 8,4\n",
          "CausalConv1d: attribute 'x_offset' = 15 reads channels [15, 23) of input 'x' of shape [2, 5, 20], "
          "whose last dim is 20"),

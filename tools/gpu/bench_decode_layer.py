@@ -19,7 +19,7 @@ sys.path.insert(0, HERE)
 if len(sys.argv) > 1:
     os.environ["MAMBAC_CUDA_HARNESS"] = sys.argv[1]
 import bench_kernels as bk  # noqa: E402  (puts tests/python/gpu on the path)
-from cuda_harness import check_rc, dev, lib, step_inputs, step_params, stream, torch  # noqa: E402
+from cuda_harness import check_rc, dev, lib, step_inputs, step_params, stream, torch, tuning_args  # noqa: E402
 from gpu_timing import kernel_profile  # noqa: E402
 
 log = bk.log
@@ -47,7 +47,7 @@ def bench():
         tuning = [(0, 0, 0, 0)]  # DecodeTuning; zeros = the defaults
 
         def step():
-            check_rc(lib.mambac_cuda_decode_layer_tuned(ctypes.byref(ps[k[0] % len(ps)]), stream(), *tuning[0]),
+            check_rc(lib.mambac_cuda_decode_layer_tuned(ctypes.byref(ps[k[0] % len(ps)]), stream(), *tuning_args(tuning[0])),
                      "decode_layer")
             k[0] += 1
 
@@ -55,6 +55,10 @@ def bench():
         # The other GEMV kernel (tensor cores from batch 4 by default; cuda/decode_layer.cu).
         tuning[0] = (0, 0, 0, -1 if B >= 4 else 1)
         other_us = bk.graph_time_us(step, per_graph=64)
+        tuning[0] = (0, 0, 0, 0, -1)  # plain stream order instead of dependent launches
+        plain_us = bk.graph_time_us(step, per_graph=64)
+        tuning[0] = (0, 0, 0, 0, 0, -1)  # batch 1's FMA GEMVs: next pass's loads after the FMAs
+        in_turn_us = bk.graph_time_us(step, per_graph=64)
         tuning[0] = (0, 0, 0, 0)
         if os.environ.get("MAMBAC_PROFILE"):
             kernel_profile(step, log)
@@ -69,7 +73,8 @@ def bench():
         step_ms = (64 * layer_us + lm_us) / 1e3
         res[B] = (layer_us, lm_us, step_ms)
         log(f"  batch {B}: {layer_us:.1f} us a layer ({wbytes / layer_us / 1e6:.2f} TB/s of weights; the other "
-            f"GEMV kernel {other_us:.1f} us), lm_head "
+            f"GEMV kernel {other_us:.1f} us; without dependent launches {plain_us:.1f} us; "
+            f"loads in turn {in_turn_us:.1f} us), lm_head "
             f"{lm_us:.1f} us; projected 64-layer step {step_ms:.2f} ms = {B * 1e3 / step_ms:.0f} tok/s")
         del sets, ps
     return res

@@ -19,7 +19,7 @@ if len(sys.argv) > 1:
     os.environ["MAMBAC_CUDA_HARNESS"] = sys.argv[1]
 import bench_kernels as bk  # noqa: E402  (puts tests/python/gpu on the path)
 from gpu_timing import kernel_profile  # noqa: E402
-from cuda_harness import check_rc, dev, lib, step2_inputs, step2_params, stream, torch  # noqa: E402
+from cuda_harness import check_rc, dev, lib, step2_inputs, step2_params, stream, torch, tuning_args  # noqa: E402
 
 log = bk.log
 ATTRS = {"eps": 1e-5, "dt_min": 0.0, "dt_max": math.inf, "norm_before_gate": False}
@@ -42,18 +42,23 @@ def bench():
 
         def step():
             p = ps[k[0] % len(ps)]
-            check_rc(lib.mambac_cuda_mamba2_decode_layer_tuned(ctypes.byref(p), stream(), *tuning[0]),
+            check_rc(lib.mambac_cuda_mamba2_decode_layer_tuned(ctypes.byref(p), stream(), *tuning_args(tuning[0])),
                      "mamba2_decode_layer")
             k[0] += 1
 
         layer_us = bk.graph_time_us(step, per_graph=64)
         tuning[0] = (0, 0, 0, -1 if B >= 4 else 1)  # the other GEMV kernel
         other_us = bk.graph_time_us(step, per_graph=64)
+        tuning[0] = (0, 0, 0, 0, -1)  # plain stream order instead of dependent launches
+        plain_us = bk.graph_time_us(step, per_graph=64)
+        tuning[0] = (0, 0, 0, 0, 0, -1)  # batch 1's FMA GEMVs: next pass's loads after the FMAs
+        in_turn_us = bk.graph_time_us(step, per_graph=64)
         tuning[0] = (0, 0, 0, 0)
         if os.environ.get("MAMBAC_PROFILE"):
             kernel_profile(step, log)
         log(f"  batch {B}: {layer_us:.1f} us a layer ({wbytes / layer_us / 1e6:.2f} TB/s of weights; the other "
-            f"GEMV kernel {other_us:.1f} us)")
+            f"GEMV kernel {other_us:.1f} us; without dependent launches {plain_us:.1f} us; "
+            f"loads in turn {in_turn_us:.1f} us)")
         del sets, ps
 
 

@@ -8,7 +8,7 @@ to the tensor's scale."""
 import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
-from cuda_harness import error_string, run_step, step_inputs, to_host  # noqa: E402
+from cuda_harness import error_string, run_chained, run_step, step_inputs, step_params, to_host  # noqa: E402
 from ops_reference import mamba_layer_step_ref, mismatch  # noqa: E402
 
 EPS = 1e-5
@@ -31,8 +31,9 @@ CASES = [
     (13, 768, 1536, 16, 48, 4, {"proj_bias": True}, ("float16", "bfloat16")),
     (37, 200, 328, 16, 12, 4, {"conv_bias": False}, ("float16", "bfloat16")),
 ]
-# Forced GEMV kernels for the 16-bit dtypes: the tensor-core one at every batch, and the FMA one.
-FORCED = [(0, 0, 0, 1), (0, 0, 0, -1)]
+# Forced GEMV kernels for the 16-bit dtypes: the tensor-core one at every batch, and the FMA one;
+# the FMA one with its next pass's loads issued after this pass's FMAs (not ahead).
+FORCED = [(0, 0, 0, 1), (0, 0, 0, -1), (0, 0, 0, -1, 0, -1)]
 
 
 def case_id(c):
@@ -40,18 +41,25 @@ def case_id(c):
     return f"B{b}-H{h}-I{i}-N{n}-R{rk}-K{k}-" + (",".join(f"{key}={int(v)}" for key, v in opts.items()) or "default")
 
 
-def check_step(x, dtype, tuning=None):
+def step_failures(x, o, dtype, what=""):
+    """What of the step's outputs `o` differs from the float64 step on inputs `x` beyond the tier."""
     res_ref, conv_ref, ssm_ref = mamba_layer_step_ref({k: to_host(v) for k, v in x.items()}, EPS)
-    rc, o = run_step(x, dtype, EPS, tuning=tuning)
-    assert rc == 0, f"{error_string(rc)} ({rc})"
     residual = to_host(x["residual"])
     fails = [
         # The layer's contribution, not residual_out itself: the residual would hide its error.
-        mismatch(to_host(o["residual"]) - residual, res_ref - residual, dtype, "residual_out - residual", scaled_atol=True),
-        mismatch(to_host(o["conv_state"]), conv_ref, dtype, "conv_state_out", scaled_atol=True),
-        mismatch(to_host(o["ssm_state"]), ssm_ref, dtype, "ssm_state_out", scaled_atol=True),
+        mismatch(to_host(o["residual"]) - residual, res_ref - residual, dtype, f"{what}residual_out - residual",
+                 scaled_atol=True),
+        mismatch(to_host(o["conv_state"]), conv_ref, dtype, f"{what}conv_state_out", scaled_atol=True),
+        mismatch(to_host(o["ssm_state"]), ssm_ref, dtype, f"{what}ssm_state_out", scaled_atol=True),
     ]
-    assert not any(fails), "\n".join(f for f in fails if f)
+    return [f for f in fails if f]
+
+
+def check_step(x, dtype, tuning=None):
+    rc, o = run_step(x, dtype, EPS, tuning=tuning)
+    assert rc == 0, f"{error_string(rc)} ({rc})"
+    fails = step_failures(x, o, dtype)
+    assert not fails, "\n".join(fails)
 
 
 PARAMS = [pytest.param(c, t, id=f"{case_id(c)}-{t}") for c in CASES for t in c[7]]
@@ -64,10 +72,27 @@ def test_layer_step_matches_float64(case, dtype):
     check_step(x, dtype)
 
 
-@pytest.mark.parametrize("tuning", FORCED, ids=["tensor-cores", "fma"])
+@pytest.mark.parametrize("tuning", FORCED, ids=["tensor-cores", "fma", "fma-in-turn"])
 @pytest.mark.parametrize("batch,hidden,inner,dtype", [(1, 2560, 5120, "float16"), (3, 200, 328, "bfloat16"),
                                                       (8, 768, 1536, "bfloat16"), (9, 64, 136, "float16")])
 def test_layer_step_gemv_kernels_agree_with_float64(batch, hidden, inner, dtype, tuning):
     """Each GEMV kernel forced where the default would pick the other one."""
     x = step_inputs(batch, hidden, inner, 16, 12, 4, dtype, {"proj_bias": True}, seed=7 * batch + inner)
     check_step(x, dtype, tuning)
+
+
+@pytest.mark.parametrize("dependent", [0, -1], ids=["dependent-launches", "stream-order"])
+@pytest.mark.parametrize("batch,hidden,inner,dtype", [(1, 2560, 5120, "float16"), (8, 256, 512, "bfloat16"),
+                                                      (3, 200, 328, "float32"), (16, 768, 1536, "float16")])
+def test_layers_chained_on_one_stream_match_float64(batch, hidden, inner, dtype, dependent):
+    """Four layers queued back to back with no synchronisation in between, sharing one NaN-poisoned
+    scratch buffer (ORT may hand each layer the same block), each reading the residual_out of the
+    one before, as in a decode graph. With dependent launches (common.cuh) a kernel may start
+    before the one before it has ended; one touching a buffer before its wait would show here.
+    Each layer is checked against float64 on the residual it actually read."""
+    layers = [step_inputs(batch, hidden, inner, 16, 12, 4, dtype, {"proj_bias": True}, seed=31 * i + batch)
+              for i in range(4)]
+    rcs, outs = run_chained("decode_layer", layers, lambda x, o: step_params(x, o, dtype, EPS), dependent)
+    assert rcs == [0] * len(layers), [error_string(rc) for rc in rcs]
+    fails = [f for i, (x, o) in enumerate(zip(layers, outs)) for f in step_failures(x, o, dtype, f"layer {i}: ")]
+    assert not fails, "\n".join(fails)

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
 from cuda_harness import (error_string, failures_over_splits, launch_ssd, lib, run_ssd, ssd_inputs, ssd_params,  # noqa: E402
-                          to_host)
+                          ssd_scratch, to_host)
 from ops_reference import SSD_INPUTS, mismatch, ssd_scan_ref  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
@@ -191,6 +191,31 @@ def test_chunked_with_misaligned_scratch_is_refused_untouched():
     torch.cuda.synchronize()
     assert error_string(rc) == "invalid argument"
     assert torch.isnan(y).all() and torch.isnan(fs).all()
+
+
+@pytest.mark.parametrize("dtype", ALL_T)
+def test_chunked_with_states_off_16_bytes_matches_float64(dtype):
+    """initial_state and final_state 4 bytes past a 16-byte boundary: the state pass reads and
+    writes them one element a thread instead of in float4s (cpp/cuda/ssd_chunk_impl.cuh)."""
+    x = ssd_inputs(1, 300, 4, 16, 2, 16, dtype, ALL, seed=12)
+    refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
+    shape = x["initial_state"].shape
+    n = x["initial_state"].numel()
+    init_buf = torch.empty(n + 1, device=x["x"].device)
+    init_buf[1:].copy_(x["initial_state"].reshape(-1))
+    x = dict(x, initial_state=init_buf[1:].view(shape))
+    fs_buf = torch.full((n + 1,), float("nan"), device=x["x"].device)
+    fs = fs_buf[1:].view(shape)
+    y = torch.full(x["x"].shape, float("nan"), dtype=x["x"].dtype, device=x["x"].device)
+    p = ssd_params(x, y, fs, dtype, True)
+    buf = ssd_scratch(p, chunked(64))
+    p.scratch = buf.data_ptr()
+    rc = launch_ssd(p, chunked(64))
+    torch.cuda.synchronize()
+    assert rc == 0, error_string(rc)
+    fails = [mismatch(to_host(y), refs[0], dtype, "y", scaled_atol=True),
+             mismatch(to_host(fs), refs[1], dtype, "final_state", scaled_atol=True)]
+    assert not any(fails), "\n".join(f for f in fails if f)
 
 
 def test_automatic_without_scratch_takes_the_step_kernel():
