@@ -439,6 +439,37 @@ CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count) {
   return p;
 }
 
+AddRmsNormParams check_add_rms_norm(const TensorDesc* inputs, size_t count) {
+  enum { X, RESIDUAL, WEIGHT };
+  static const char* const names[kAddRmsNormInputs] = {"x", "residual", "weight"};
+  Checker ck("AddRmsNorm", inputs, count, names, kAddRmsNormInputs);
+
+  for (size_t i : {X, WEIGHT}) ck.require(i);
+  ck.not_sliced({X, RESIDUAL, WEIGHT});
+
+  // x defines the sizes; the stream (residual) and the weight are float32 whatever T is, as the
+  // exports keep them (compiler/src/lower.rs `stream`, `rms_norm`).
+  const int32_t t = ck.float_type(X);
+  ck.shape_is(X, {"batch", "seqlen", "hidden"}, "");
+  const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1], hidden = ck.at(X).dims[2];
+  // The kernels index a row with 32-bit ints.
+  ck.fits_int(X, hidden, "hidden");
+  if (ck.present(RESIDUAL)) {
+    ck.type_is(RESIDUAL, kOnnxFloat, "");
+    ck.shape_is(RESIDUAL, {batch, seqlen, hidden}, " (same as 'x')");
+  }
+  ck.type_is(WEIGHT, kOnnxFloat, "");
+  ck.shape_is(WEIGHT, {hidden}, " (hidden from 'x')");
+
+  AddRmsNormParams p{};
+  // x's size in bytes fits in 63 bits (shape_is), so batch * seqlen does too unless hidden is 0:
+  // then there is no work, whatever the other dims.
+  p.rows = hidden == 0 ? 0 : static_cast<size_t>(batch) * static_cast<size_t>(seqlen);
+  p.hidden = static_cast<size_t>(hidden);
+  p.elem = elem_of(t);
+  return p;
+}
+
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count) {
   enum {
     CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, IN_PROJ_BIAS, CONV_WEIGHT, CONV_BIAS,

@@ -5,7 +5,7 @@
 
 namespace mambac::trt {
 
-struct LayerStepOp {
+struct LayerStepOp : EpsilonField<LayerStepOp> {
   static constexpr const char* kName = "MambaLayerStep";
   static constexpr size_t kSlots = kMambaLayerStepInputs;
   static constexpr int kOutputs = 3;
@@ -14,23 +14,6 @@ struct LayerStepOp {
     X_PROJ_WEIGHT, DT_PROJ_WEIGHT, DT_BIAS, A, D, OUT_PROJ_WEIGHT, OUT_PROJ_BIAS
   };
   using Params = MambaLayerStepParams;
-
-  float epsilon = 1e-5f;
-
-  static const std::vector<FieldSpec>& fields() {
-    static const std::vector<FieldSpec> f = {{"epsilon", FieldKind::Float}};
-    return f;
-  }
-  void set_field(const char*, const FieldValue& v) {
-    check_epsilon(kName, v.f);
-    epsilon = v.f;
-  }
-  void validate() const {}
-  FieldValue get_field(const char*) const {
-    FieldValue v;
-    v.f = epsilon;
-    return v;
-  }
 
   static Params check(const TensorDesc* slots) { return check_mamba_layer_step(slots, kSlots); }
   void finish(Params& p) const {

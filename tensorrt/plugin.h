@@ -1,6 +1,7 @@
 // The TensorRT side of the fused ops: one IPluginV3 class template (IPluginV3OneCore / OneBuild /
 // OneRuntime) over a small per-op description (selective_scan_plugin.cpp, ssd_scan_plugin.cpp,
-// causal_conv1d_plugin.cpp, layer_step_plugin.cpp, mamba2_layer_step_plugin.cpp), and one
+// causal_conv1d_plugin.cpp, layer_step_plugin.cpp, mamba2_layer_step_plugin.cpp,
+// add_rms_norm_plugin.cpp), and one
 // IPluginCreatorV3One per op (entry.cpp).
 //
 // The shape and type rules are cpp/shape_check.cpp's, the kernels cpp/cuda's c_api.cu: this layer
@@ -25,6 +26,7 @@ int mambac_cuda_selective_scan(const mambac::SelectiveScanParams* p, void* strea
 int mambac_cuda_ssd_scan(const mambac::SsdScanParams* p, void* stream) noexcept;
 size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, size_t min_seqlen) noexcept;
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept;
+int mambac_cuda_add_rms_norm(const mambac::AddRmsNormParams* p, void* stream) noexcept;
 int mambac_cuda_decode_layer(const mambac::MambaLayerStepParams* p, void* stream) noexcept;
 size_t mambac_cuda_decode_layer_scratch_bytes(const mambac::MambaLayerStepParams* p) noexcept;
 int mambac_cuda_mamba2_decode_layer(const mambac::Mamba2LayerStepParams* p, void* stream) noexcept;
@@ -84,8 +86,30 @@ struct FieldValue {
 // (custom-ops/src/attributes.rs `flag_or`).
 bool flag_field(const char* op, const char* name, const FieldValue& v);
 
-// The layer steps' `epsilon` field: finite and positive, as the ORT ops check it.
+// The `epsilon` field (the layer steps', AddRmsNorm's): finite and positive, as the ORT ops check it.
 void check_epsilon(const char* op, float eps);
+
+// The fields of an op whose one attribute is `epsilon` (MambaLayerStep, AddRmsNorm): the Op
+// description's fields, set_field, validate and get_field, for `struct XOp : EpsilonField<XOp>`.
+template <class Op>
+struct EpsilonField {
+  float epsilon = 1e-5f;
+
+  static const std::vector<FieldSpec>& fields() {
+    static const std::vector<FieldSpec> f = {{"epsilon", FieldKind::Float}};
+    return f;
+  }
+  void set_field(const char*, const FieldValue& v) {
+    check_epsilon(Op::kName, v.f);
+    epsilon = v.f;
+  }
+  void validate() const {}
+  FieldValue get_field(const char*) const {
+    FieldValue v;
+    v.f = epsilon;
+    return v;
+  }
+};
 
 // The dt clamp's fields `dt_min` (below +inf) and `dt_max` (at least dt_min), checked as the ORT
 // ops check them (custom-ops/src/ssd_scan.rs `dt_limit`; SsdScan and Mamba2LayerStep).

@@ -310,3 +310,44 @@ fn cxx_shape_check_rejects_inputs_whose_byte_size_overflows() {
     let p = ffi::check_causal_conv1d(&ok).unwrap();
     assert_eq!((p.batch, p.seqlen, p.dim, p.width), (1 << 30, 0, 1 << 40, 4));
 }
+
+/// AddRmsNorm's check as the TensorRT plugin and direct callers meet it: the errors ORT's own
+/// typing of input 0 keeps the ORT op from reaching (x's type), the slot count, a sliced input,
+/// and the sizes it returns (rows 0 for an empty x, however large the other dims).
+#[test]
+fn cxx_add_rms_norm_check_direct() {
+    let ok = [TensorDesc::new(10, &[2, 7, 48]), desc(&[2, 7, 48]), desc(&[48])];
+    let p = ffi::check_add_rms_norm(&ok).unwrap();
+    assert_eq!((p.rows, p.hidden, p.elem), (14, 48, ElemType::F16));
+    assert_eq!((p.x, p.residual, p.weight, p.y, p.residual_out), (0, 0, 0, 0, 0));
+
+    let no_residual = [desc(&[2, 7, 48]), TensorDesc::absent(), desc(&[48])];
+    assert_eq!(ffi::check_add_rms_norm(&no_residual).unwrap().rows, 14);
+
+    let f64_x = [TensorDesc::new(11, &[2, 7, 48]), TensorDesc::absent(), desc(&[48])];
+    assert_eq!(
+        ffi::check_add_rms_norm(&f64_x).unwrap_err().what(),
+        "AddRmsNorm: input 'x' has element type float64, expected float32, float16 or bfloat16"
+    );
+    assert_eq!(ffi::check_add_rms_norm(&ok[..2]).unwrap_err().what(), "AddRmsNorm: 3 input slots expected, got 2");
+    let no_weight = [desc(&[2, 7, 48]), desc(&[2, 7, 48]), TensorDesc::absent()];
+    assert_eq!(
+        ffi::check_add_rms_norm(&no_weight).unwrap_err().what(),
+        "AddRmsNorm: required input 'weight' is missing"
+    );
+    let sliced = [desc(&[2, 7, 48]).sliced_at(Some(0)), TensorDesc::absent(), desc(&[48])];
+    assert_eq!(
+        ffi::check_add_rms_norm(&sliced).unwrap_err().what(),
+        "AddRmsNorm: input 'x' cannot be read as a slice (the op has no attribute 'x_offset')"
+    );
+
+    let empty = [desc(&[i64::MAX / 2, 4, 0]), TensorDesc::absent(), desc(&[0])];
+    assert_eq!(ffi::check_add_rms_norm(&empty).unwrap().rows, 0);
+    let huge = [desc(&[i64::MAX / 2, 4, 1]), TensorDesc::absent(), desc(&[1])];
+    assert!(ffi::check_add_rms_norm(&huge).unwrap_err().what().contains("whose size in bytes exceeds 2^63 - 1"));
+    let wide = [desc(&[1, 1, 1 << 31]), TensorDesc::absent(), desc(&[1 << 31])];
+    assert_eq!(
+        ffi::check_add_rms_norm(&wide).unwrap_err().what(),
+        "AddRmsNorm: input 'x' gives hidden = 2147483648, more than 2^31 - 1"
+    );
+}

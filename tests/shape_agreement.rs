@@ -5,13 +5,13 @@
 //! naming the same input. Optional outputs (`final_state`) are on in half the cases.
 
 use mambac_compiler::ir::{
-    infer_node, CausalConv1dConfig, Dim, Elem, Mamba2LayerStepConfig, MambaLayerStepConfig, Op, SelectiveScanConfig,
-    Slices, SsdDims, SsdScanConfig, ValueType,
+    infer_node, AddRmsNormConfig, CausalConv1dConfig, Dim, Elem, Mamba2LayerStepConfig, MambaLayerStepConfig, Op,
+    SelectiveScanConfig, Slices, SsdDims, SsdScanConfig, ValueType,
 };
 use mambac_compiler::ir::{step2_slots, step_slots};
 use mambac_ops::ffi::{
-    check_causal_conv1d, check_mamba2_layer_step, check_mamba_layer_step, check_selective_scan, check_ssd_scan,
-    ElemType, SsdScanDims, TensorDesc,
+    check_add_rms_norm, check_causal_conv1d, check_mamba2_layer_step, check_mamba_layer_step, check_selective_scan,
+    check_ssd_scan, ElemType, SsdScanDims, TensorDesc,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -133,6 +133,13 @@ fn conv_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
     let t = |dims: Vec<usize>| Some(Input { elem, dims });
     let mut opt = |x: Option<Input>| if rng.gen_bool(0.5) { x } else { None };
     vec![t(vec![b, l, d]), t(vec![d, w]), opt(t(vec![d])), opt(t(vec![b, d, w - 1]))]
+}
+
+fn add_norm_inputs(rng: &mut StdRng, elem: Elem) -> Vec<Option<Input>> {
+    let (b, l, h) = (rng.gen_range(1..4), rng.gen_range(1..6), rng.gen_range(1..9));
+    let f = |dims: Vec<usize>| Some(Input { elem: Elem::F32, dims });
+    let residual = if rng.gen_bool(0.5) { f(vec![b, l, h]) } else { None };
+    vec![Some(Input { elem, dims: vec![b, l, h] }), residual, f(vec![h])]
 }
 
 /// The C++ verdict: every output's type from its sizes, or its message.
@@ -537,6 +544,40 @@ fn packed_ssd_scan_checks_agree() {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
         }
         if compare_ssd(&format!("packed ssd case {case}"), &inputs, &slices, dims) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+#[test]
+fn add_rms_norm_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261203);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let residual_out = (case / 3) % 2 == 1;
+        let op = Op::AddRmsNorm(AddRmsNormConfig { eps: 1e-5, residual_out });
+        let mut inputs = add_norm_inputs(&mut rng, elem);
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 2]);
+        }
+        let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
+        let cpp = check_add_rms_norm(&descs)
+            .map(|p| {
+                // The sizes are x's (the check returns rows = batch * seqlen): its dims, checked.
+                let dims = &inputs[0].as_ref().expect("accepted: x present").dims;
+                assert_eq!((p.rows, p.hidden), (dims[0] * dims[1], dims[2]));
+                let mut outs = vec![out(elem_of(p.elem), dims)];
+                if residual_out {
+                    outs.push(out(Elem::F32, dims));
+                }
+                outs
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("add_rms_norm case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

@@ -3,7 +3,7 @@
 //! checkpoint can each be checked against the fixtures' reference logits.
 
 use crate::ir::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
-use crate::ir::{conv_slots, scan_slots, ssd_slots, step2_slots, step_slots};
+use crate::ir::{conv_slots, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots};
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -159,14 +159,7 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
         Op::Transpose { perm } => vec![transpose(x(0), perm)],
         Op::RmsNorm { eps } => {
             let (t, w) = (x(0), x(1));
-            let h = *t.shape.last().expect("rank >= 1");
-            let mut data = Vec::with_capacity(t.data.len());
-            for row in t.data.chunks(h) {
-                let ms = row.iter().map(|v| v * v).sum::<f64>() / h as f64;
-                let inv = 1.0 / (ms + eps).sqrt();
-                data.extend(row.iter().zip(&w.data).map(|(v, wk)| v * inv * wk));
-            }
-            vec![Tensor64 { shape: t.shape.clone(), data }]
+            vec![Tensor64::new(t.shape.clone(), reference::rms_norm(&t.data, &w.data, *eps))]
         }
         Op::Cast { .. } => vec![x(0).clone()],
         Op::MatMul => {
@@ -297,6 +290,16 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let mut shape = t.shape[..*keep].to_vec();
             shape.extend_from_slice(tail);
             vec![Tensor64::new(shape, t.data.clone())]
+        }
+        Op::AddRmsNorm(cfg) => {
+            let (xs, w) = (x(norm_slots::X), x(norm_slots::WEIGHT));
+            let residual = ins[norm_slots::RESIDUAL].map(|t| t.data.as_slice());
+            let (y, sum) = reference::add_rms_norm(&xs.data, residual, &w.data, cfg.eps);
+            let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
+            if cfg.residual_out {
+                outs.push(Tensor64::new(xs.shape.clone(), sum));
+            }
+            outs
         }
         Op::GatedRmsNorm(cfg) => {
             let (t, z, w) = (x(0), x(1), x(2));

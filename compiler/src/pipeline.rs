@@ -11,7 +11,7 @@ use crate::emit::external_data::previous_data_files;
 use crate::emit::{emit_onnx_models, EmitError, EmitReport, EmitTarget, ExternalData};
 use crate::ir::{scan_slots, ssd_slots, step2_slots, step_slots, validate, Elem, Graph, ValidationError};
 use crate::lower::{lower, LowerOptions, OpSet};
-use crate::passes::{run_passes, run_rules, PassError, PassReport, SLICE_RULES, STANDARD_RULES};
+use crate::passes::{run_passes, run_rules, PassError, PassReport, NORM_RULES, SLICE_RULES, STANDARD_RULES};
 
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
@@ -61,6 +61,8 @@ pub fn compile(ckpt: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, Com
     if opts.fuse && opts.lower.ops == OpSet::Mambac {
         let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));
         passes.extend(run_rules(&mut graph, SLICE_RULES, left)?);
+        let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));
+        passes.extend(run_rules(&mut graph, NORM_RULES, left)?);
     }
     if opts.lower.ops == OpSet::Standard {
         let left = opts.max_rewrites.map(|m| m.saturating_sub(passes.rewrites.len()));

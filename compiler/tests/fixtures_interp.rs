@@ -82,7 +82,8 @@ fn fusion_leaves_only_fused_ops_around_the_scan() {
             "fuse_scan_delta_bias",
             "fuse_scan_d_skip",
             "fuse_scan_gate",
-            "split_to_sliced_reads"
+            "split_to_sliced_reads",
+            "fuse_add_rms_norm"
         ]
     );
 }

@@ -105,7 +105,7 @@ fn fusion_folds_the_conv_and_a() {
     }
     assert_eq!(
         compiled.passes.rules_applied,
-        vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "split_to_sliced_reads"]
+        vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "split_to_sliced_reads", "fuse_add_rms_norm"]
     );
 }
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 
 #include "abi.h"
+#include "add_rms_norm.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
 #include "mamba2_decode_layer.h"
@@ -37,6 +38,11 @@ size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, 
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept {
     if (!p) return cudaErrorInvalidValue;
     return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream));
+}
+
+int mambac_cuda_add_rms_norm(const mambac::AddRmsNormParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::add_rms_norm(*p, static_cast<cudaStream_t>(stream));
 }
 
 // One layer's fused decode step (decode_layer.h); the scratch size it needs.

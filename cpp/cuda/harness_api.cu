@@ -7,6 +7,7 @@
 #include <string>
 
 #include "abi.h"
+#include "add_rms_norm.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
 #include "mamba2_decode_layer.h"
@@ -108,6 +109,17 @@ const char* mamba2_step_layout() {
     return l.text.c_str();
 }
 
+const char* add_norm_layout() {
+    using S = mambac::AddRmsNormParams;
+    static Layout<S> l;
+    if (l.text.empty()) {
+        MAMBAC_FIELD(S, rows) MAMBAC_FIELD(S, hidden) MAMBAC_FIELD(S, elem) MAMBAC_FIELD(S, eps) MAMBAC_FIELD(S, x)
+        MAMBAC_FIELD(S, residual) MAMBAC_FIELD(S, weight) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, residual_out)
+        return l.done();
+    }
+    return l.text.c_str();
+}
+
 // "F32:0;F16:1;BF16:2": the element codes of the ABI's ElemType, from the enum itself.
 const char* elem_codes() {
     static const std::string text = "F32:" + std::to_string(int(mambac::ElemType::F32)) +
@@ -133,7 +145,8 @@ mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_
 extern "C" {
 
 // The layout of a kernel ABI struct: which = "SelectiveScanParams", "SsdScanParams",
-// "CausalConv1dParams", "MambaLayerStepParams" or "Mamba2LayerStepParams"; or "ElemType", its codes;
+// "CausalConv1dParams", "MambaLayerStepParams", "Mamba2LayerStepParams" or "AddRmsNormParams"; or
+// "ElemType", its codes;
 // null for another name. Called once at start-up (not thread-safe).
 const char* mambac_harness_abi_layout(const char* which) noexcept {
     const std::string w = which ? which : "";
@@ -143,6 +156,7 @@ const char* mambac_harness_abi_layout(const char* which) noexcept {
     if (w == "CausalConv1dParams") return conv_layout();
     if (w == "MambaLayerStepParams") return layer_step_layout();
     if (w == "Mamba2LayerStepParams") return mamba2_step_layout();
+    if (w == "AddRmsNormParams") return add_norm_layout();
     return nullptr;
 }
 
@@ -189,6 +203,14 @@ int mambac_cuda_causal_conv1d_cfg(const mambac::CausalConv1dParams* p, void* str
     cfg.lt = lt;
     cfg.step = step;
     return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream), cfg);
+}
+
+// AddRmsNorm with scalar loads forced (scalar 1) or the vector width by alignment (0).
+int mambac_cuda_add_rms_norm_cfg(const mambac::AddRmsNormParams* p, void* stream, int scalar) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    mambac::cuda::AddRmsNormConfig cfg;
+    cfg.scalar = scalar;
+    return mambac::cuda::add_rms_norm(*p, static_cast<cudaStream_t>(stream), cfg);
 }
 
 // The decode step with the GEMVs' work split forced (decode_layer.h DecodeTuning; zeros = the

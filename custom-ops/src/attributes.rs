@@ -89,6 +89,25 @@ pub unsafe fn float_or(
     Ok(default)
 }
 
+/// An RMSNorm's `epsilon` (float), or `default` when the node does not set it; anything but a
+/// positive finite number is an error naming the attribute.
+///
+/// # Safety
+/// As for [`int_or`].
+pub unsafe fn epsilon_or(
+    info: *const OrtKernelInfo,
+    op: &'static str,
+    name: &'static CStr,
+    default: f32,
+) -> Result<f32, OpError> {
+    // SAFETY: `info` is live (our contract).
+    let eps = unsafe { float_or(info, op, name, default)? };
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(attr_error(op, name, format!("is {eps}, expected a positive number")));
+    }
+    Ok(eps)
+}
+
 /// A string attribute, or `default` when the node does not set it.
 ///
 /// # Safety

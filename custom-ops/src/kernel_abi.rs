@@ -128,6 +128,28 @@ pub mod ffi {
         final_state: usize,
     }
 
+    /// AddRmsNorm (docs/op-contract.md "AddRmsNorm"): the residual add and the RMSNorm between two
+    /// layers, over `rows = batch * seqlen` rows of `hidden`. Every pointer is the address of a
+    /// contiguous buffer; 0 = absent (residual: the stream starts at x; residual_out: not wanted).
+    ///
+    /// rows is 0 when x is empty (hidden 0 included: no work, whatever batch and seqlen are).
+    ///
+    ///   x, y                   [rows, hidden]   T
+    ///   residual, residual_out [rows, hidden]   f32
+    ///   weight                 [hidden]         f32
+    #[derive(Debug, Clone, Copy)]
+    struct AddRmsNormParams {
+        rows: usize,
+        hidden: usize,
+        elem: ElemType,
+        eps: f32,
+        x: usize,
+        residual: usize,
+        weight: usize,
+        y: usize,
+        residual_out: usize,
+    }
+
     /// MambaLayerStep (custom-ops/src/layer_step.rs has its equations): one layer's decode step,
     /// one token a sequence. Every pointer is the address of a contiguous buffer; 0 = absent.
     ///
@@ -271,6 +293,8 @@ pub mod ffi {
         fn check_ssd_scan_cuda_limits(p: &SsdScanParams) -> Result<()>;
         /// Same for CausalConv1d's 4 inputs.
         fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
+        /// Same for AddRmsNorm's 3 inputs (x, residual, weight); `eps` is left 0.
+        fn check_add_rms_norm(inputs: &[TensorDesc]) -> Result<AddRmsNormParams>;
         /// Same for MambaLayerStep's 15 inputs (`layer_step::slot` order); `eps` is left 0.
         fn check_mamba_layer_step(inputs: &[TensorDesc]) -> Result<MambaLayerStepParams>;
         /// The CUDA decode layer's own limits on checked params (batch <= 65535, dt_rank +
@@ -293,6 +317,9 @@ pub mod ffi {
         fn ssd_scan_cpu_run(p: &SsdScanParams, task: usize) -> Result<()>;
         fn causal_conv1d_cpu_tasks(p: &CausalConv1dParams) -> usize;
         fn causal_conv1d_cpu_run(p: &CausalConv1dParams, task: usize) -> Result<()>;
+        /// One work item per block of rows (`kAddRmsNormTaskElems` elements or one row).
+        fn add_rms_norm_cpu_tasks(p: &AddRmsNormParams) -> usize;
+        fn add_rms_norm_cpu_run(p: &AddRmsNormParams, task: usize) -> Result<()>;
         /// The CPU kernel build in use: "avx512", "avx2" or "generic" (env `MAMBAC_CPU_ISA`
         /// can lower it, for tests and benchmarks).
         fn cpu_isa_name() -> &'static str;

@@ -24,7 +24,7 @@ use std::ffi::CStr;
 use half::{bf16, f16};
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, float_or};
+use crate::attributes::epsilon_or;
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
@@ -59,10 +59,7 @@ impl Kernel for MambaLayerStep {
 
     unsafe fn create(info: *const OrtKernelInfo) -> Result<Self, OpError> {
         // SAFETY: `info` is live (the trait's contract).
-        let eps = unsafe { float_or(info, Self::OP, EPSILON, slot::DEFAULT_EPSILON)? };
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(attr_error(Self::OP, EPSILON, format!("is {eps}, expected a positive number")));
-        }
+        let eps = unsafe { epsilon_or(info, Self::OP, EPSILON, slot::DEFAULT_EPSILON)? };
         Ok(MambaLayerStep { eps })
     }
 

@@ -10,6 +10,8 @@
 //! * [`selective_scan`], [`causal_conv1d`], [`ssd_scan`] — per-op attributes and compute: read the inputs,
 //!   call the C++ shape check, allocate outputs, run the C++ kernel over ORT's thread pool.
 //!   [`slices`] carries their `<input>_offset` attributes (inputs read from a packed last axis).
+//! * [`add_rms_norm`] — `AddRmsNorm`, the residual add and RMSNorm between two layers (a C++
+//!   kernel like the scans').
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
 //! * [`mamba2_layer_step`] — `Mamba2LayerStep`, the same for a Mamba-2 layer (CUDA kernels in
@@ -23,6 +25,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod add_rms_norm;
 pub mod attributes;
 pub mod causal_conv1d;
 #[cfg(feature = "cuda")]

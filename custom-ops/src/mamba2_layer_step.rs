@@ -27,7 +27,7 @@ use std::ffi::CStr;
 use half::{bf16, f16};
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, flag_or, float_or};
+use crate::attributes::{epsilon_or, flag_or};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::layer_step::MambaLayerStep;
@@ -66,14 +66,11 @@ impl Kernel for Mamba2LayerStep {
         // SAFETY: `info` is live (the trait's contract), for each read.
         let (eps, (dt_min, dt_max), nbg) = unsafe {
             (
-                float_or(info, Self::OP, EPSILON, slot::DEFAULT_EPSILON)?,
+                epsilon_or(info, Self::OP, EPSILON, slot::DEFAULT_EPSILON)?,
                 dt_limit(info, Self::OP)?,
                 flag_or(info, Self::OP, NORM_BEFORE_GATE, false)?,
             )
         };
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(attr_error(Self::OP, EPSILON, format!("is {eps}, expected a positive number")));
-        }
         Ok(Mamba2LayerStep { eps, dt_min, dt_max, norm_before_gate: nbg })
     }
 

@@ -2,6 +2,7 @@
 //! T in [`FLOAT_TYPES`]. The CUDA rows exist only with the `cuda` feature. Static: ORT keeps
 //! pointers to the tables for the life of the process.
 
+use crate::add_rms_norm::AddRmsNorm;
 use crate::causal_conv1d::CausalConv1d;
 #[cfg(feature = "cuda")]
 use crate::cuda::Cuda;
@@ -17,6 +18,7 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<MambaLayerStep>(),
     per_type::<SsdScan>(),
     per_type::<Mamba2LayerStep>(),
+    per_type::<AddRmsNorm>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SelectiveScan>>(),
     #[cfg(feature = "cuda")]
@@ -27,6 +29,8 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<Cuda<SsdScan>>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<Mamba2LayerStep>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<AddRmsNorm>>(),
 ];
 
 /// The tables of `K`, one per T.

@@ -152,6 +152,25 @@ pub mod ssd_scan {
     pub const PACKED_DIMS: [Name; 3] = [HEAD_DIM, NGROUPS, DSTATE];
 }
 
+/// AddRmsNorm (docs/op-contract.md "AddRmsNorm"): the residual add and the next RMSNorm between
+/// two layers, one kernel. `residual_out = residual + float32(x)` (float32(x) alone when
+/// `residual` is absent), `y = T(residual_out / sqrt(mean(residual_out^2) + epsilon) * weight)`.
+pub mod add_rms_norm {
+    use super::Name;
+    pub const OP: Name = name!("AddRmsNorm");
+    pub const X: usize = 0;
+    pub const RESIDUAL: usize = 1;
+    pub const WEIGHT: usize = 2;
+    pub const INPUT_NAMES: [&str; 3] = ["x", "residual", "weight"];
+    /// `residual` may be left empty (the first layer: the stream starts at the embedding).
+    pub const OPTIONAL: [usize; 1] = [RESIDUAL];
+    /// Output 0 `y` (T), output 1 `residual_out` (float32, optional).
+    pub const OUTPUT_NAMES: [&str; 2] = ["y", "residual_out"];
+    /// Float attribute, the RMSNorm's epsilon (default 1e-5).
+    pub const EPSILON: Name = name!("epsilon");
+    pub const DEFAULT_EPSILON: f32 = 1e-5;
+}
+
 /// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
 pub mod mamba_layer_step {
     use super::Name;
@@ -275,6 +294,8 @@ mod tests {
             mamba2_layer_step::DT_MIN,
             mamba2_layer_step::DT_MAX,
             mamba2_layer_step::NORM_BEFORE_GATE,
+            add_rms_norm::OP,
+            add_rms_norm::EPSILON,
         ] {
             assert_eq!(n.c.to_str(), Ok(n.str));
         }
@@ -301,5 +322,8 @@ mod tests {
         assert_eq!(m2::INPUT_NAMES[m2::OUT_PROJ_BIAS], "out_proj_bias");
         assert_eq!(m2::INPUT_NAMES[m2::GATE_NORM_WEIGHT], "gate_norm_weight");
         assert_eq!(m2::INPUT_NAMES[m2::DT_BIAS], "dt_bias");
+        use add_rms_norm as an;
+        assert_eq!(an::INPUT_NAMES[an::RESIDUAL], "residual");
+        assert_eq!(an::INPUT_NAMES[an::WEIGHT], "weight");
     }
 }

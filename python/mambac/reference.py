@@ -138,6 +138,19 @@ def causal_conv1d_ref(x, weight, bias=None, initial_state=None, silu=True):
     return y, final
 
 
+def rms_norm_ref(r, w, eps=1e-5):
+    """RMSNorm over the last axis, float64: r / sqrt(mean(r^2) + eps) * w."""
+    r, w = map(f64, (r, w))
+    return r / np.sqrt((r * r).mean(-1, keepdims=True) + eps) * w
+
+
+def add_rms_norm_ref(x, residual, weight, eps=1e-5):
+    """AddRmsNorm (docs/op-contract.md) in float64. Returns (y, residual_out): residual_out =
+    residual + x (x alone when residual is None), y its RMSNorm times weight."""
+    s = f64(x) if residual is None else f64(residual) + f64(x)
+    return rms_norm_ref(s, weight, eps), s
+
+
 def mamba_layer_step_ref(feeds, eps=1e-5):
     """MambaLayerStep (docs/decode-graph.md) in float64. `feeds` maps LAYER_STEP_INPUTS names to
     arrays as the op receives them (absent optional inputs left out); returns (residual_out
@@ -147,7 +160,7 @@ def mamba_layer_step_ref(feeds, eps=1e-5):
     i = d["conv_weight"].shape[0]
     n = d["A"].shape[1]
     rk = d["dt_proj_weight"].shape[0]
-    v = r / np.sqrt((r * r).mean(-1, keepdims=True) + eps) * d["norm_weight"]
+    v = rms_norm_ref(r, d["norm_weight"], eps)
     xz = v @ d["in_proj_weight"] + d.get("in_proj_bias", 0)
     x, z = xz[:, :i], xz[:, i:]
     win = np.concatenate([d["conv_state"], x[:, :, None]], axis=2)
@@ -305,5 +318,13 @@ class Mamba2LayerStep(OpRun):
         return out.astype(np.float32), conv.astype(feeds["conv_state"].dtype), ssm.astype(np.float32)
 
 
+class AddRmsNorm(OpRun):
+    op_domain = DOMAIN
+
+    def _run(self, x, residual=None, weight=None, epsilon=None):
+        y, s = add_rms_norm_ref(x, residual, weight, _attr(epsilon, 1e-5))
+        return y.astype(x.dtype), s.astype(np.float32)
+
+
 # For ReferenceEvaluator(new_ops=OPS).
-OPS = [SelectiveScan, SsdScan, CausalConv1d, MambaLayerStep, Mamba2LayerStep]
+OPS = [SelectiveScan, SsdScan, CausalConv1d, MambaLayerStep, Mamba2LayerStep, AddRmsNorm]

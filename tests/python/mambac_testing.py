@@ -14,6 +14,12 @@ MAMBA1_FIXTURES = ["mamba-tiny-hf", "mamba-tiny-ssm"]
 SIDE_FILES = {"config.json", "generation_config.json", "tokenizer.json"}
 
 
+def is_final_norm_helper(name):
+    """A scalar of a plain final RMSNorm (`backbone.norm_f.two`, `.eps`, `.axes`): the decode
+    graph's own, as the stateful graph's final norm is an AddRmsNorm (docs/op-contract.md)."""
+    return name.startswith("backbone.norm_f.") and name != "backbone.norm_f.weight"
+
+
 def export_files(folder):
     """The names in `folder` other than the side files an export copies: the models and data."""
     return sorted(p.name for p in Path(folder).iterdir() if p.name not in SIDE_FILES)

@@ -26,6 +26,7 @@ from mambac_onnx_shapes import OP_INPUTS  # noqa: E402  (the ops' input names ha
 
 sys.path.insert(0, str(ROOT / "python"))
 from mambac.reference import (  # noqa: E402,F401  (re-exported: the tests import them from here)
+    add_rms_norm_ref,
     causal_conv1d_ref,
     f64,
     gated_rms_norm_ref,
@@ -56,6 +57,7 @@ CONV_INPUTS = OP_INPUTS["CausalConv1d"]
 LAYER_STEP_INPUTS = OP_INPUTS["MambaLayerStep"]
 SSD_INPUTS = OP_INPUTS["SsdScan"]
 MAMBA2_STEP_INPUTS = OP_INPUTS["Mamba2LayerStep"]
+ADD_NORM_INPUTS = OP_INPUTS["AddRmsNorm"]
 
 
 def onnx_type(array):
@@ -66,12 +68,12 @@ def onnx_type(array):
 
 def output_types(op, feeds, slots):
     """ONNX types of (y, final_state): y has T (the type of input 0); SelectiveScan's state is
-    float32, SsdScan's too, CausalConv1d's is T. The layer steps: (residual_out float32,
+    float32, SsdScan's too, CausalConv1d's is T; AddRmsNorm's residual_out is float32. The layer steps: (residual_out float32,
     conv_state_out T, ssm_state_out float32)."""
     t = onnx_type(feeds[slots[0]]) if slots and slots[0] else TensorProto.FLOAT
     if op in ("MambaLayerStep", "Mamba2LayerStep"):  # residual_out, conv_state_out, ssm_state_out
         return [TensorProto.FLOAT, t, TensorProto.FLOAT]
-    return [t, TensorProto.FLOAT if op in ("SelectiveScan", "SsdScan") else t]
+    return [t, TensorProto.FLOAT if op in ("SelectiveScan", "SsdScan", "AddRmsNorm") else t]
 
 
 def one_node_model(op, input_names, feeds, outputs, attrs=None):

@@ -9,7 +9,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from mambac_testing import MAMBA1_FIXTURES, TESTDATA, export_files, load_reference, mambac
-from ops_reference import causal_conv1d_ref, selective_scan_ref, sliced, worst_rel
+from ops_reference import add_rms_norm_ref, causal_conv1d_ref, selective_scan_ref, sliced, worst_rel
 
 
 class SelectiveScan(OpRun):
@@ -37,8 +37,17 @@ class CausalConv1d(OpRun):
         return (y.astype(x.dtype), state.astype(x.dtype))
 
 
+class AddRmsNorm(OpRun):
+    op_domain = "mambac"
+
+    def _run(self, x, residual=None, weight=None, epsilon=1e-5, plugin_namespace=None, plugin_version=None,
+             present_inputs=None):
+        y, s = add_rms_norm_ref(x, residual, weight, epsilon)
+        return (y.astype(x.dtype), s.astype(np.float32))
+
+
 def evaluate(model_path, feeds):
-    sess = ReferenceEvaluator(str(model_path), new_ops=[SelectiveScan, CausalConv1d])
+    sess = ReferenceEvaluator(str(model_path), new_ops=[SelectiveScan, CausalConv1d, AddRmsNorm])
     names = [o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output]
     return dict(zip(names, sess.run(None, feeds)))
 
@@ -58,6 +67,10 @@ def test_export_matches_reference(tmp_path, fixture, fuse):
         # x_proj's outputs too: the ops read them in place; dt_proj reads a Slice of dt_rank columns.
         assert "Softplus" not in ops and "Sigmoid" not in ops and "Exp" not in ops
         assert ops.count("Split") == 0 and ops.count("Slice") == 2, ops
+        # The second layer's residual add and norm, and the final ones, are AddRmsNorm nodes; a
+        # float32 export's first norm (no cast to fold) stays the standard-op pattern.
+        # (Its one Add is that norm's epsilon: no residual add is left.)
+        assert ops.count("AddRmsNorm") == 2 and ops.count("Pow") == 1 and ops.count("Add") == 1, ops
     else:
         assert ops.count("Split") == 4 and ops.count("Slice") == 0, ops
     assert [i.name for i in model.graph.input] == ["input_ids"]
@@ -86,6 +99,7 @@ def test_metadata_props(tmp_path):
     assert meta["mambac.passes"].split(",") == [
         "fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "fuse_scan_softplus",
         "fuse_scan_delta_bias", "fuse_scan_d_skip", "fuse_scan_gate", "split_to_sliced_reads",
+        "fuse_add_rms_norm",
     ]
 
 
@@ -167,9 +181,10 @@ def test_bfloat16_export_types(tmp_path):
     # SimplifiedLayerNormalization, which has no mixed float32/bfloat16 CUDA kernel).
     for name in ["backbone.norm_f.weight", "backbone.layers.0.norm.weight"]:
         assert inits[name].data_type == onnx.TensorProto.FLOAT, name
-    mul = next(n for n in model.graph.node if n.name == "backbone.norm_f")
-    cast = next(n for n in model.graph.node if mul.output[0] in n.input)
-    assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.BFLOAT16
+    # The final norm is an AddRmsNorm (float32 stream and weight in, T out) feeding the lm_head.
+    norm = next(n for n in model.graph.node if n.op_type == "AddRmsNorm" and "backbone.norm_f.weight" in n.input)
+    lm_head = next(n for n in model.graph.node if n.name == "lm_head")
+    assert norm.output[0] in lm_head.input
     # Values survive the conversion: bfloat16 of the float32 checkpoint, bit for bit.
     from safetensors.numpy import load_file
 

@@ -4,7 +4,7 @@ references within the model-level tiers (float32 1e-4, float16 1e-2, bfloat16 5e
 relative), stateful exports' final states, and chunked prefill through the states.
 
 bfloat16: ORT's CPU EP has no bfloat16 MatMul, so that export runs in onnx's ReferenceEvaluator
-with the two mambac ops executed by ONNX Runtime and libmambac_ops.so (the kernels under test);
+with the mambac ops executed by ONNX Runtime and libmambac_ops.so (the kernels under test);
 the standard ops run in the evaluator in bfloat16 (ml_dtypes).
 """
 
@@ -17,7 +17,7 @@ from onnx.reference.op_run import OpRun
 from safetensors.numpy import load_file
 
 from mambac_testing import TESTDATA, groups2_variant, mambac, model_session
-from ops_reference import BF16, CONV_INPUTS, SSD_INPUTS, from_ort, run_op, worst_rel
+from ops_reference import ADD_NORM_INPUTS, BF16, CONV_INPUTS, SSD_INPUTS, from_ort, run_op, worst_rel
 
 MAMBA2_FIXTURES = ["mamba2-tiny-hf", "mamba2-groups2"]
 TIERS = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -125,12 +125,15 @@ class _OrtOp(OpRun):
 
     op_domain = "mambac"
     slots: list = []
+    outputs = ["y", "final_state"]
 
     def _run(self, *inputs, **attrs):
         feeds = {n: v for n, v in zip(self.slots, inputs) if v is not None and n}
         slots = [n if n in feeds else "" for n in self.slots]
         given = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items() if v is not None}
-        return tuple(run_op(self.op_type, slots, feeds, ["y", "final_state"], given))
+        # As many outputs as the node has (the final norm's AddRmsNorm has no residual_out).
+        outputs = self.outputs[: len(self.onnx_node.output)]
+        return tuple(run_op(self.op_type, slots, feeds, outputs, given))
 
 
 class SsdScan(_OrtOp):
@@ -143,6 +146,14 @@ class SsdScan(_OrtOp):
         return super()._run(*inputs, dt_softplus=dt_softplus, dt_min=dt_min, dt_max=dt_max, dt_offset=dt_offset,
                             x_offset=x_offset, B_offset=B_offset, C_offset=C_offset, head_dim=head_dim,
                             ngroups=ngroups, dstate=dstate)
+
+
+class AddRmsNorm(_OrtOp):
+    slots = ADD_NORM_INPUTS
+    outputs = ["y", "residual_out"]
+
+    def _run(self, *inputs, epsilon=None, plugin_namespace=None, plugin_version=None, present_inputs=None):
+        return super()._run(*inputs, epsilon=epsilon)
 
 
 class CausalConv1d(_OrtOp):
@@ -159,7 +170,7 @@ class CausalConv1d(_OrtOp):
 @pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
 def test_bfloat16_logits(exported, fixture):
     ref = reference(fixture)
-    sess = ReferenceEvaluator(str(exported[fixture, "bfloat16", False]), new_ops=[SsdScan, CausalConv1d])
+    sess = ReferenceEvaluator(str(exported[fixture, "bfloat16", False]), new_ops=[SsdScan, CausalConv1d, AddRmsNorm])
     (logits,) = sess.run(["logits"], {"input_ids": ref["input_ids"]})
     err = worst_rel(np.asarray(logits).astype(np.float64), ref["logits"])
     assert err <= TIERS["bfloat16"], f"{fixture} bfloat16: worst rel {err:.3e}"

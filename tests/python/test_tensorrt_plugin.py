@@ -59,7 +59,8 @@ def test_needs_no_tensorrt_or_cuda_library():
 
 
 def test_creators_name_version_namespace_and_fields(tmp_path):
-    out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\nop SsdScan\nop Mamba2LayerStep\n", tmp_path)
+    out = run("op SelectiveScan\nop CausalConv1d\nop MambaLayerStep\nop SsdScan\nop Mamba2LayerStep\nop AddRmsNorm\n",
+              tmp_path)
     assert out == [
         "creator SelectiveScan version 1 namespace mambac",
         "field names: delta_softplus=<5> B_offset=<5> C_offset=<5> z_offset=<5> present_inputs=<5>",
@@ -72,6 +73,8 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
          "head_dim=<5> ngroups=<5> dstate=<5> present_inputs=<5>"),
         "creator Mamba2LayerStep version 1 namespace mambac",
         "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
+        "creator AddRmsNorm version 1 namespace mambac",
+        "field names: epsilon=<1> present_inputs=<5>",
     ]
 
 

@@ -238,13 +238,13 @@ class Runner:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                 continue
             placement.setdefault(args.get("provider"), set()).add(args.get("op_name"))
-            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep", "SsdScan"):
+            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep", "SsdScan", "AddRmsNorm"):
                 seen.setdefault(args["op_name"], set()).add(args.get("provider"))
         os.unlink(path)
         Runner.last_placement = {k: sorted(v) for k, v in placement.items()}
         return seen
 
-    def check_fused(self, part, what, sess, expect_ops=("SelectiveScan", "CausalConv1d")):
+    def check_fused(self, part, what, sess, expect_ops=("SelectiveScan", "CausalConv1d", "AddRmsNorm")):
         seen = self.fused_providers(sess)
         ok = all(seen.get(op) == {self.want} for op in expect_ops)
         record(part, f"{what}: fused nodes on {self.want}", ok,

@@ -151,6 +151,16 @@ def _infer_mamba2_layer_step(ctx):
     _infer_layer_step(ctx)
 
 
+def _infer_add_rms_norm(ctx):
+    # y: x's type and shape; residual_out: x's shape, float32.
+    x = _input(ctx, 0)
+    if x is None:
+        return
+    _set(ctx, 0, x.tensor_type.elem_type, _dims(x))
+    if ctx.get_num_outputs() > 1:
+        _set(ctx, 1, TensorProto.FLOAT, _dims(x))
+
+
 def _params(prefix, names, optional):
     """Formal parameters, each with its own type variable `<prefix><index>`."""
     opt = defs.OpSchema.FormalParameterOption
@@ -229,6 +239,14 @@ _OPS = {
             ("norm_before_gate", defs.OpSchema.AttrType.INT),
         ],
         _infer_mamba2_layer_step,
+    ),
+    "AddRmsNorm": (
+        ["x", "residual", "weight"],
+        {1},
+        ["y", "residual_out"],
+        {1},
+        [("epsilon", defs.OpSchema.AttrType.FLOAT)],
+        _infer_add_rms_norm,
     ),
 }
 

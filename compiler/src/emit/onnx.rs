@@ -14,8 +14,8 @@ use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::standard_ops::{self as std_ops, causal_conv_with_state as std_conv, linear_attention as std_la};
 use crate::ir::{
-    conv_slots, encode_f64, scan_slots, ssd_slots, step2_slots, step_slots, ConstTensor, Dim, Op, ValidatedGraph,
-    ValueRef, ValueType,
+    conv_slots, encode_f64, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots, ConstTensor, Dim, Op,
+    ValidatedGraph, ValueRef, ValueType,
 };
 
 pub const OPSET: i64 = 18;
@@ -486,6 +486,10 @@ impl Emitter<'_, '_> {
                 let dims = ssd_slots::PACKED_DIMS.iter().zip(cfg.dims.as_array());
                 attrs.extend(dims.filter_map(|(name, d)| d.map(|d| attr_int(name.str, d as i64))));
                 self.push(ssd_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
+            Op::AddRmsNorm(cfg) => {
+                let attrs = with_tensorrt_keys(vec![attr_float(norm_slots::EPSILON.str, cfg.eps as f32)], &ins);
+                self.push(norm_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {
                 let attrs = with_tensorrt_keys(vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)], &ins);

@@ -251,6 +251,7 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
         }
         Op::SelectiveScan(cfg) => infer_selective_scan(cfg, &|s| get(s)),
         Op::SsdScan(cfg) => super::infer_ssd_scan::infer_ssd_scan(cfg, &|s| get(s)),
+        Op::AddRmsNorm(cfg) => super::infer_add_rms_norm::infer_add_rms_norm(cfg, &|s| get(s)),
         Op::Expand { shape } => std_infer::infer_expand(required(op, inputs, 0)?, shape),
         Op::CausalConvWithState(cfg) => std_infer::infer_causal_conv_with_state(
             cfg,

@@ -7,6 +7,7 @@
 
 mod consts;
 mod infer;
+mod infer_add_rms_norm;
 mod infer_mamba2_step;
 mod infer_ssd_scan;
 mod infer_standard;
@@ -27,9 +28,9 @@ use petgraph::Direction;
 pub use consts::{encode_f32, encode_f64, ConstSource, ConstTensor, ConstTransform, UnaryFn};
 pub use infer::infer_node;
 pub use op::{
-    conv_slots, scan_slots, ssd_slots, step2_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig,
-    GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op,
-    SelectiveScanConfig, Slices, SsdDims, SsdScanConfig,
+    conv_slots, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots, AddRmsNormConfig, CausalConv1dConfig,
+    CausalConvWithStateConfig, GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig,
+    MatMulNBitsConfig, Op, SelectiveScanConfig, Slices, SsdDims, SsdScanConfig,
 };
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};

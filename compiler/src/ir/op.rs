@@ -6,8 +6,8 @@ use super::types::ValueType;
 
 /// Input slots, names and attributes of the mambac ops: one home shared with the op library.
 pub use mambac_op_schema::{
-    causal_conv1d as conv_slots, mamba2_layer_step as step2_slots, mamba_layer_step as step_slots,
-    selective_scan as scan_slots, ssd_scan as ssd_slots,
+    add_rms_norm as norm_slots, causal_conv1d as conv_slots, mamba2_layer_step as step2_slots,
+    mamba_layer_step as step_slots, selective_scan as scan_slots, ssd_scan as ssd_slots,
 };
 
 /// Inputs a fused op reads as a slice of a packed last axis (docs/op-contract.md "Sliced
@@ -113,6 +113,20 @@ pub struct GatedRmsNormConfig {
     pub eps: f64,
     pub group_size: usize,
     pub norm_before_gate: bool,
+}
+
+/// AddRmsNorm (docs/op-contract.md "AddRmsNorm"): the residual add and the next RMSNorm between
+/// two layers, inputs (x T, residual f32?, weight f32):
+///
+/// ```text
+/// residual_out = residual + f32(x)         (f32(x) when residual is absent)
+/// y            = T(residual_out / sqrt(mean(residual_out^2) + eps) * weight)
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddRmsNormConfig {
+    pub eps: f64,
+    /// Whether the node produces `residual_out` (output 1): the final norm's has no reader.
+    pub residual_out: bool,
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
@@ -270,6 +284,7 @@ pub enum Op {
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
     SsdScan(SsdScanConfig),
+    AddRmsNorm(AddRmsNormConfig),
     MambaLayerStep(MambaLayerStepConfig),
     Mamba2LayerStep(Mamba2LayerStepConfig),
 }
@@ -306,6 +321,7 @@ impl Op {
             Op::CausalConv1d(_) => conv_slots::OP.str,
             Op::SelectiveScan(_) => scan_slots::OP.str,
             Op::SsdScan(_) => ssd_slots::OP.str,
+            Op::AddRmsNorm(_) => norm_slots::OP.str,
             Op::MambaLayerStep(_) => step_slots::OP.str,
             Op::Mamba2LayerStep(_) => step2_slots::OP.str,
         }
@@ -340,6 +356,7 @@ impl Op {
             Op::CausalConv1d(_) => &conv_slots::INPUT_NAMES,
             Op::SelectiveScan(_) => &scan_slots::INPUT_NAMES,
             Op::SsdScan(_) => &ssd_slots::INPUT_NAMES,
+            Op::AddRmsNorm(_) => &norm_slots::INPUT_NAMES,
             Op::MambaLayerStep(_) => &step_slots::INPUT_NAMES,
             Op::Mamba2LayerStep(_) => &step2_slots::INPUT_NAMES,
         }
@@ -351,6 +368,7 @@ impl Op {
             Op::CausalConv1d(_) => slot >= conv_slots::FIRST_OPTIONAL,
             Op::SelectiveScan(_) => slot >= scan_slots::FIRST_OPTIONAL,
             Op::SsdScan(_) => slot >= ssd_slots::FIRST_OPTIONAL,
+            Op::AddRmsNorm(_) => norm_slots::OPTIONAL.contains(&slot),
             Op::MambaLayerStep(_) => step_slots::OPTIONAL.contains(&slot),
             Op::Mamba2LayerStep(_) => step2_slots::OPTIONAL.contains(&slot),
             Op::CausalConvWithState(_) => slot >= std_conv::FIRST_OPTIONAL,
@@ -366,6 +384,7 @@ impl Op {
             Op::CausalConv1d(c) => 1 + c.final_state as usize,
             Op::SelectiveScan(c) => 1 + c.final_state as usize,
             Op::SsdScan(c) => 1 + c.final_state as usize,
+            Op::AddRmsNorm(c) => 1 + c.residual_out as usize,
             Op::MambaLayerStep(_) | Op::Mamba2LayerStep(_) => 3,
             // Both are required outputs of the ONNX ops: a node always has its state output.
             Op::CausalConvWithState(_) | Op::LinearAttention(_) => 2,
@@ -380,6 +399,7 @@ impl Op {
             Op::CausalConv1d(_)
                 | Op::SelectiveScan(_)
                 | Op::SsdScan(_)
+                | Op::AddRmsNorm(_)
                 | Op::MambaLayerStep(_)
                 | Op::Mamba2LayerStep(_)
         )

@@ -59,6 +59,7 @@ fn op_detail(op: &Op) -> String {
                 packed_dims(&c.dims)
             )
         }
+        Op::AddRmsNorm(c) => format!("mambac.AddRmsNorm(eps={:e}, residual_out={})", c.eps, c.residual_out as u8),
         Op::Mamba2LayerStep(c) => format!(
             "mambac.Mamba2LayerStep(eps={:e}, dt_limit=({}, {}), norm_before_gate={})",
             c.eps, c.dt_min, c.dt_max, c.norm_before_gate as u8

@@ -7,6 +7,7 @@
 
 mod conv_to_causal_conv_with_state;
 mod fold_const_unary;
+mod fuse_add_rms_norm;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
 mod fuse_layer_step;
@@ -15,6 +16,7 @@ mod fuse_scan_d_skip;
 mod fuse_scan_delta_bias;
 mod fuse_scan_gate;
 mod fuse_scan_softplus;
+mod last_position_first;
 mod layer_match;
 mod scan_to_linear_attention;
 mod split_to_sliced_reads;
@@ -47,6 +49,12 @@ pub const RULES: &[&dyn Rule] = &[
 /// `--ops mambac` only, after the fusion rules (whose patterns read the split parts): the fused
 /// ops read their parts of a projection's output in place, and the copying splits go.
 pub const SLICE_RULES: &[&dyn Rule] = &[&split_to_sliced_reads::SplitToSlicedReads];
+
+/// `--ops mambac` only, after the layer-step rules (whose decode-graph layers fold their norms
+/// themselves): the residual add and the next norm become one `AddRmsNorm` between every two
+/// layers, and before the final norm (with `--logits last`, once its slice has moved through the
+/// add).
+pub const NORM_RULES: &[&dyn Rule] = &[&last_position_first::LastPositionFirst, &fuse_add_rms_norm::FuseAddRmsNorm];
 
 /// `--ops standard`: after the fusion rules, the fused ops become opset 27's standard ops (and
 /// ordinary ones around them), so the model needs no custom op library.

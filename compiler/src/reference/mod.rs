@@ -1,6 +1,7 @@
 //! Float64 reference implementations of the fused ops, written straight from docs/op-contract.md's
 //! equations. The IR interpreter uses them, and so do the op library's tests.
 
+mod add_rms_norm;
 mod causal_conv1d;
 mod layer_step;
 mod linear_attention;
@@ -8,6 +9,7 @@ mod mamba2_layer_step;
 mod selective_scan;
 mod ssd_scan;
 
+pub use add_rms_norm::{add_rms_norm, rms_norm};
 pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
 pub use layer_step::{layer_step, LayerStepInputs};
 pub use linear_attention::{linear_attention, LinearAttentionInputs};

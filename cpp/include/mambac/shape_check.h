@@ -22,6 +22,7 @@ struct SelectiveScanParams;
 struct SsdScanParams;
 struct SsdScanDims;
 struct CausalConv1dParams;
+struct AddRmsNormParams;
 struct MambaLayerStepParams;
 struct Mamba2LayerStepParams;
 
@@ -36,6 +37,7 @@ constexpr int64_t kUnsetDim = INT64_MIN;
 constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kSsdScanInputs = 8;
 constexpr size_t kCausalConv1dInputs = 4;
+constexpr size_t kAddRmsNormInputs = 3;
 constexpr size_t kMambaLayerStepInputs = 15;
 constexpr size_t kMamba2LayerStepInputs = 14;
 
@@ -43,12 +45,14 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
 // `dims`: SsdScan's head_dim / ngroups / dstate attributes (kUnsetDim: not set).
 SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdScanDims& dims);
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
+AddRmsNormParams check_add_rms_norm(const TensorDesc* inputs, size_t count);
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count);
 Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count);
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs, const SsdScanDims& dims);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
+AddRmsNormParams check_add_rms_norm(rust::Slice<const TensorDesc> inputs);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
 Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inputs);
 

@@ -69,6 +69,7 @@ SsdParams = abi_struct("SsdScanParams")
 ConvParams = abi_struct("CausalConv1dParams")
 StepParams = abi_struct("MambaLayerStepParams")
 Step2Params = abi_struct("Mamba2LayerStepParams")
+NormParams = abi_struct("AddRmsNormParams")
 vp = ctypes.c_void_p
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
 lib.mambac_cuda_ssd_scan.argtypes = [ctypes.POINTER(SsdParams), vp]
@@ -81,6 +82,8 @@ lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.argtypes = [ctypes.POINTER(SsdParams)
 lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.restype = ctypes.c_size_t
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
 lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
+lib.mambac_cuda_add_rms_norm.argtypes = [ctypes.POINTER(NormParams), vp]
+lib.mambac_cuda_add_rms_norm_cfg.argtypes = [ctypes.POINTER(NormParams), vp, ctypes.c_int]
 lib.mambac_cuda_decode_layer_scratch_bytes.argtypes = [ctypes.POINTER(StepParams)]
 lib.mambac_cuda_decode_layer_scratch_bytes.restype = ctypes.c_size_t
 lib.mambac_cuda_mamba2_decode_layer.argtypes = [ctypes.POINTER(Step2Params), vp]
@@ -264,6 +267,29 @@ def run_conv(x, dtype, silu, want_final, cfg=None, poison=float("nan")):
     return rc, y, fs
 
 
+# --- AddRmsNorm ----------------------------------------------------------------------------------
+def add_norm_params(x, y, residual_out, dtype, eps):
+    """x: the op's inputs by name (x [batch, seqlen, hidden] T, residual or None, weight)."""
+    batch, seqlen, hidden = x["x"].shape
+    return NormParams(rows=batch * seqlen, hidden=hidden, elem=DTYPES[dtype][1], eps=eps, x=ptr(x["x"]),
+                      residual=ptr(x.get("residual")), weight=ptr(x["weight"]), y=ptr(y),
+                      residual_out=ptr(residual_out))
+
+
+def run_add_norm(x, dtype, eps=1e-5, want_residual_out=True, scalar=None, poison=float("nan")):
+    """AddRmsNorm on NaN-poisoned outputs; `scalar` 1 forces the scalar loads, 0 the choice by
+    alignment, None the plain entry point. Returns (status, y, residual_out)."""
+    y = torch.full_like(x["x"], poison)
+    r_out = torch.full(x["x"].shape, poison, dtype=torch.float32, device=dev) if want_residual_out else None
+    p = add_norm_params(x, y, r_out, dtype, eps)
+    if scalar is None:
+        rc = lib.mambac_cuda_add_rms_norm(ctypes.byref(p), stream())
+    else:
+        rc = lib.mambac_cuda_add_rms_norm_cfg(ctypes.byref(p), stream(), scalar)
+    torch.cuda.synchronize()
+    return rc, y, r_out
+
+
 # --- MambaLayerStep -----------------------------------------------------------------------------
 # The op's input names (ops_reference.LAYER_STEP_INPUTS) -> the ABI struct's fields.
 STEP_FIELDS = {"conv_state": "conv_state_in", "ssm_state": "ssm_state_in", "residual": "residual_in",
@@ -425,6 +451,21 @@ def ssd_inputs(batch, seqlen, heads, head_dim, ngroups, dstate, dtype, opts, see
         "D": r(heads) if on("D") else None,
         "dt_bias": 0.5 * r(heads) - 1.0 if on("dt_bias") else None,
         "initial_state": r(batch, heads, head_dim, dstate) if on("initial_state") else None,
+    }
+
+
+def add_norm_inputs(batch, seqlen, hidden, dtype, opts, seed):
+    """x ~ N(0, 1) in T, the float32 stream ~ N(0, 4^2) (a deep model's is larger than a mixer
+    output), weight ~ 1 + N(0, 0.5^2). opts: residual (default on); shift: every buffer one element
+    past an aligned address (the kernel's scalar path)."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    sh = 1 if opts.get("shift") else 0
+    n = batch * seqlen * hidden
+    return {
+        "x": r(n + sh).to(DTYPES[dtype][0])[sh:].view(batch, seqlen, hidden),
+        "residual": (4.0 * r(n + sh))[sh:].view(batch, seqlen, hidden) if opts.get("residual", True) else None,
+        "weight": (1.0 + 0.5 * r(hidden + sh))[sh:],
     }
 
 

@@ -1,7 +1,8 @@
 """The TensorRT plugins' enqueue on a CUDA device, through the harness that plays TensorRT's part
 (tests/python/trt_harness.py): fields -> createPlugin -> configurePlugin / getWorkspaceSize ->
 attachToContext -> onShapeChange -> enqueue on a stream of the harness's own, over an op grid,
-every output compared whole with the float64 references and tiers of ops_reference.py (SsdScan
+every output compared whole with the float64 references and tiers of ops_reference.py (AddRmsNorm
+too, with and without its residual) (SsdScan
 with the CUDA kernels' scaled atol, `mismatch(scaled_atol=True)`, as tests/python/gpu/
 test_ssd_scan_cuda.py holds them), and the sliced inputs' offset fields. MambaLayerStep is compared in float32 with a float64 reference of docs/decode-graph.md's
 equations (its 16-bit path rounds intermediates to T, which that reference does not model).
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops_reference import (  # noqa: E402
     DTYPES,
+    add_rms_norm_ref,
     assert_close,
     MAMBA2_STEP_INPUTS,
     causal_conv1d_ref,
@@ -365,3 +367,28 @@ def test_mamba2_layer_step(tmp_path, dtype, case):
     ]
     assert [f for f in fails if f] == []
     assert worst_rel(got[2], feeds["ssm_state"]) > 1e-2  # the state moved
+
+
+ADD_NORM_GRID = [
+    # batch, seqlen, hidden, residual present
+    (2, 7, 2560, True),
+    (1, 64, 768, False),   # the first layer's node: no residual (present_inputs 0b101)
+    (3, 5, 13, True),      # odd hidden: the kernel's scalar path
+    (64, 1, 2560, True),   # a decode batch
+]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", ADD_NORM_GRID, ids=str)
+def test_add_rms_norm(tmp_path, dtype, case):
+    batch, seqlen, hidden, residual = case
+    t = DTYPES[dtype][0]
+    rng = np.random.default_rng(hidden + seqlen)
+    x = rng.standard_normal((batch, seqlen, hidden)).astype(t)
+    r = (4.0 * rng.standard_normal((batch, seqlen, hidden))).astype(np.float32)
+    w = (1.0 + 0.5 * rng.standard_normal(hidden)).astype(np.float32)
+    fields = ["epsilon f32 0.00001"] + ([] if residual else ["present_inputs i32 5"])
+    d = enqueue(tmp_path, "AddRmsNorm", fields, [x, r, w] if residual else [x, w])
+    y_ref, s_ref = add_rms_norm_ref(x, r if residual else None, w, 1e-5)
+    assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
+    assert_close(read(d, 1, np.float32, s_ref.shape), s_ref, "float32", "residual_out")

@@ -1,0 +1,213 @@
+// AddRmsNorm on the GPU (docs/op-contract.md "AddRmsNorm"):
+//
+//   s            = residual + float32(x)        (float32(x) when residual is absent)
+//   residual_out = s                            float32
+//   y            = T(s / sqrt(mean(s^2) + eps) * weight)
+//
+// One block a row (grid-striding past the grid's size), float32 throughout. A thread owns the
+// vectors v = threadIdx.x + k * blockDim.x of its row: 16-byte loads of x (kVec<T> elements) and
+// the matching float4s of residual, weight and residual_out. Pass 1 writes residual_out and sums
+// s^2; the block reduces the sum (warp shuffles, then one warp over the warps' partials); pass 2
+// scales. The first kCache vectors a thread owns stay in registers between the passes (2.8b's
+// hidden 2560 is 320 float16 vectors, 640 float32 ones: all cached at 256 threads); any past them
+// are read back from residual_out (or recomputed from x and residual), an L2 hit, so a row
+// costs one read of x and residual and one write of y and residual_out in DRAM. Rows whose
+// buffers are not 16-byte aligned (hidden not a multiple of kVec<T>, or an offset pointer) take
+// the same kernel with one element a vector.
+#include "abi.h"
+#include "add_rms_norm.h"
+#include "common.cuh"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace mambac::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kCache = 4;
+// Rows a grid covers before striding (grid-stride keeps any row count launchable).
+constexpr size_t kMaxBlocks = size_t(1) << 20;
+
+// V elements of T at p, widened to float: one 16-byte load when V = kVec<T>.
+template <typename T, int V>
+__device__ __forceinline__ void load_t(const T* p, float (&out)[V]) {
+    if constexpr (V == kVec<T>) {
+        Vec16<T> u;
+        u.raw = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = to_f32<T>(u.e[i]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = to_f32<T>(p[i]);
+    }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_t(T* p, const float (&v)[V]) {
+    if constexpr (V == kVec<T>) {
+        Vec16<T> u;
+#pragma unroll
+        for (int i = 0; i < V; ++i) u.e[i] = from_f32<T>(v[i]);
+        *reinterpret_cast<uint4*>(p) = u.raw;
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) p[i] = from_f32<T>(v[i]);
+    }
+}
+
+// V floats at p: float4 loads when V is a multiple of 4 (the vector path's alignment holds).
+template <int V>
+__device__ __forceinline__ void load_f32(const float* p, float (&out)[V]) {
+    if constexpr (V % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < V / 4; ++j) {
+            const float4 f = reinterpret_cast<const float4*>(p)[j];
+            out[4 * j] = f.x, out[4 * j + 1] = f.y, out[4 * j + 2] = f.z, out[4 * j + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = p[i];
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void store_f32(float* p, const float (&v)[V]) {
+    if constexpr (V % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < V / 4; ++j) {
+            reinterpret_cast<float4*>(p)[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) p[i] = v[i];
+    }
+}
+
+// s = residual + x for the V elements at element offset `e` of a row.
+template <typename T, int V>
+__device__ __forceinline__ void row_sum(const T* x, const float* r, size_t e, float (&s)[V]) {
+    load_t<T, V>(x + e, s);
+    if (r) {
+        float rv[V];
+        load_f32<V>(r + e, rv);
+#pragma unroll
+        for (int i = 0; i < V; ++i) s[i] += rv[i];
+    }
+}
+
+// The sum of `v` over the block, returned to every thread. `partials` holds one float a warp;
+// the trailing barrier lets the next row reuse it.
+__device__ __forceinline__ float block_sum(float v, float* partials) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) partials[warp] = v;
+    __syncthreads();
+    v = lane < warps ? partials[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    return v;
+}
+
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) add_rms_norm_kernel(const AddRmsNormParams p) {
+    __shared__ float partials[kThreads / 32];
+    const size_t H = p.hidden;
+    const size_t nv = H / V;
+    const float* w = reinterpret_cast<const float*>(p.weight);
+    for (size_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+        const T* x = reinterpret_cast<const T*>(p.x) + row * H;
+        const float* r = p.residual ? reinterpret_cast<const float*>(p.residual) + row * H : nullptr;
+        float* r_out = p.residual_out ? reinterpret_cast<float*>(p.residual_out) + row * H : nullptr;
+        T* y = reinterpret_cast<T*>(p.y) + row * H;
+
+        float cache[kCache][V];
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < kCache; ++k) {
+            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
+            if (v < nv) {
+                row_sum<T, V>(x, r, v * V, cache[k]);
+                if (r_out) store_f32<V>(r_out + v * V, cache[k]);
+#pragma unroll
+                for (int i = 0; i < V; ++i) ss = fmaf(cache[k][i], cache[k][i], ss);
+            }
+        }
+        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
+            float s[V];
+            row_sum<T, V>(x, r, v * V, s);
+            if (r_out) store_f32<V>(r_out + v * V, s);
+#pragma unroll
+            for (int i = 0; i < V; ++i) ss = fmaf(s[i], s[i], ss);
+        }
+        // A NaN anywhere makes the row NaN; an infinite sum gives inv = 0 and inf * 0 = NaN
+        // where the equations have inf / inf (docs/op-contract.md).
+        const float inv = rsqrtf(block_sum(ss, partials) / static_cast<float>(H) + p.eps);
+
+#pragma unroll
+        for (int k = 0; k < kCache; ++k) {
+            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
+            if (v < nv) {
+                float wv[V];
+                load_f32<V>(w + v * V, wv);
+#pragma unroll
+                for (int i = 0; i < V; ++i) cache[k][i] = cache[k][i] * inv * wv[i];
+                store_t<T, V>(y + v * V, cache[k]);
+            }
+        }
+        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
+            // This thread wrote these residual_out elements in pass 1: program order makes them
+            // visible to it without a barrier.
+            float s[V], wv[V];
+            if (r_out) {
+                load_f32<V>(r_out + v * V, s);
+            } else {
+                row_sum<T, V>(x, r, v * V, s);
+            }
+            load_f32<V>(w + v * V, wv);
+#pragma unroll
+            for (int i = 0; i < V; ++i) s[i] = s[i] * inv * wv[i];
+            store_t<T, V>(y + v * V, s);
+        }
+    }
+}
+
+bool aligned16(size_t addr) { return addr % 16 == 0; }
+
+template <typename T>
+cudaError_t launch(const AddRmsNormParams& p, cudaStream_t stream, const AddRmsNormConfig& cfg) {
+    constexpr int V = kVec<T>;
+    // The vector path reads whole rows in 16-byte pieces: every row start must be aligned, which
+    // hidden % V == 0 gives for x and y (and, V being a multiple of 4, for the float32 buffers).
+    const bool vec = !cfg.scalar && p.hidden % V == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.weight) &&
+                     aligned16(p.residual) && aligned16(p.residual_out);
+    const size_t nv = vec ? p.hidden / V : p.hidden;
+    // Enough threads for the row's vectors, in whole warps, at most kThreads.
+    const int threads = static_cast<int>(std::min<size_t>(kThreads, std::max<size_t>(32, (nv + 31) / 32 * 32)));
+    const unsigned blocks = static_cast<unsigned>(std::min(p.rows, kMaxBlocks));
+    if (vec) {
+        add_rms_norm_kernel<T, V><<<blocks, threads, 0, stream>>>(p);
+    } else {
+        add_rms_norm_kernel<T, 1><<<blocks, threads, 0, stream>>>(p);
+    }
+    return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace detail
+
+cudaError_t add_rms_norm(const AddRmsNormParams& p, cudaStream_t stream, const AddRmsNormConfig& cfg) {
+    if (p.rows == 0 || p.hidden == 0) return cudaSuccess;
+    if (!p.x || !p.weight || !p.y) return cudaErrorInvalidValue;
+    switch (p.elem) {
+        case ElemType::F32: return detail::launch<float>(p, stream, cfg);
+        case ElemType::F16: return detail::launch<__half>(p, stream, cfg);
+        case ElemType::BF16: return detail::launch<__nv_bfloat16>(p, stream, cfg);
+    }
+    return cudaErrorInvalidValue;
+}
+
+}  // namespace mambac::cuda
