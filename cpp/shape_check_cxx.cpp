@@ -19,6 +19,10 @@ CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {
   return check_causal_conv1d(inputs.data(), inputs.size());
 }
 
+GatedRmsNormParams check_gated_rms_norm(rust::Slice<const TensorDesc> inputs, int64_t group_size) {
+  return check_gated_rms_norm(inputs.data(), inputs.size(), group_size);
+}
+
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs) {
   return check_mamba_layer_step(inputs.data(), inputs.size());
 }

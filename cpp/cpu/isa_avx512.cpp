@@ -2,3 +2,4 @@
 #define MAMBAC_ISA avx512
 #define MAMBAC_VW 16
 #include "kernels_impl.h"
+#include "gated_rms_norm_impl.h"

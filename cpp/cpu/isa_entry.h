@@ -7,6 +7,7 @@ namespace mambac {
 
 struct SelectiveScanParams;
 struct CausalConv1dParams;
+struct GatedRmsNormParams;
 
 #define MAMBAC_DECLARE_ISA(ns)                                    \
   namespace ns {                                                  \
@@ -14,6 +15,8 @@ struct CausalConv1dParams;
   void scan_run(const SelectiveScanParams& p, size_t task);       \
   size_t conv_tasks(const CausalConv1dParams& p);                 \
   void conv_run(const CausalConv1dParams& p, size_t task);        \
+  size_t gated_rms_norm_tasks(const GatedRmsNormParams& p);       \
+  void gated_rms_norm_run(const GatedRmsNormParams& p, size_t task); \
   }
 
 MAMBAC_DECLARE_ISA(generic)

@@ -2,3 +2,4 @@
 #define MAMBAC_ISA generic
 #define MAMBAC_VW 4
 #include "kernels_impl.h"
+#include "gated_rms_norm_impl.h"

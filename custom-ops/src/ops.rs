@@ -5,6 +5,7 @@
 use crate::causal_conv1d::CausalConv1d;
 #[cfg(feature = "cuda")]
 use crate::cuda::Cuda;
+use crate::gated_rms_norm::GatedRmsNorm;
 use crate::layer_step::MambaLayerStep;
 use crate::mamba2_layer_step::Mamba2LayerStep;
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
@@ -17,6 +18,7 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<MambaLayerStep>(),
     per_type::<SsdScan>(),
     per_type::<Mamba2LayerStep>(),
+    per_type::<GatedRmsNorm>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SelectiveScan>>(),
     #[cfg(feature = "cuda")]

@@ -133,6 +133,13 @@ def _infer_mamba2_layer_step(ctx):
     _infer_layer_step(ctx)
 
 
+def _infer_gated_rms_norm(ctx):
+    # out: y's type and shape (z may be a wider slice source, weight float32).
+    y = _input(ctx, 0)
+    if y is not None:
+        _set(ctx, 0, y.tensor_type.elem_type, _dims(y))
+
+
 def _params(prefix, names, optional):
     """Formal parameters, each with its own type variable `<prefix><index>`."""
     opt = defs.OpSchema.FormalParameterOption
@@ -205,6 +212,19 @@ _OPS = {
             ("norm_before_gate", defs.OpSchema.AttrType.INT),
         ],
         _infer_mamba2_layer_step,
+    ),
+    "GatedRmsNorm": (
+        ["y", "z", "weight"],
+        set(),
+        ["out"],
+        set(),
+        [
+            ("epsilon", defs.OpSchema.AttrType.FLOAT),
+            ("group_size", defs.OpSchema.AttrType.INT),
+            ("norm_before_gate", defs.OpSchema.AttrType.INT),
+            ("z_offset", defs.OpSchema.AttrType.INT),
+        ],
+        _infer_gated_rms_norm,
     ),
 }
 

@@ -12,6 +12,7 @@ namespace mambac {
 struct SelectiveScanParams;
 struct SsdScanParams;
 struct CausalConv1dParams;
+struct GatedRmsNormParams;
 
 size_t selective_scan_cpu_tasks(const SelectiveScanParams& p);
 // Throws std::bad_alloc only (large dstate needs heap scratch).
@@ -24,6 +25,10 @@ void ssd_scan_cpu_run(const SsdScanParams& p, size_t task);
 
 size_t causal_conv1d_cpu_tasks(const CausalConv1dParams& p);
 void causal_conv1d_cpu_run(const CausalConv1dParams& p, size_t task);
+
+// One task per block of whole rows (cpp/cpu/gated_rms_norm_impl.h); float32 sums.
+size_t gated_rms_norm_cpu_tasks(const GatedRmsNormParams& p);
+void gated_rms_norm_cpu_run(const GatedRmsNormParams& p, size_t task);
 
 // Which build of the kernels runs: "avx512", "avx2" or "generic".
 rust::Str cpu_isa_name();

@@ -21,6 +21,7 @@ struct TensorDesc;
 struct SelectiveScanParams;
 struct SsdScanParams;
 struct CausalConv1dParams;
+struct GatedRmsNormParams;
 struct MambaLayerStepParams;
 struct Mamba2LayerStepParams;
 
@@ -32,18 +33,22 @@ constexpr int32_t kOnnxBFloat16 = 16;
 constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kSsdScanInputs = 8;
 constexpr size_t kCausalConv1dInputs = 4;
+constexpr size_t kGatedRmsNormInputs = 3;
 constexpr size_t kMambaLayerStepInputs = 15;
 constexpr size_t kMamba2LayerStepInputs = 14;
 
 SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count);
 SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count);
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
+// group_size: the node's attribute (d / ngroups); it must divide y's last dim.
+GatedRmsNormParams check_gated_rms_norm(const TensorDesc* inputs, size_t count, int64_t group_size);
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count);
 Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count);
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
+GatedRmsNormParams check_gated_rms_norm(rust::Slice<const TensorDesc> inputs, int64_t group_size);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
 Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inputs);
 
