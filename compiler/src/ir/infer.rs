@@ -268,6 +268,12 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             required(op, inputs, std_la::DECAY)?,
         ),
         Op::MambaLayerStep(_) => infer_layer_step(&|s| get(s)),
+        Op::FusedGatedRmsNorm(cfg) => super::infer_gated_norm::infer_fused_gated_rms_norm(
+            cfg,
+            required(op, inputs, 0)?,
+            required(op, inputs, 1)?,
+            required(op, inputs, 2)?,
+        ),
         Op::Mamba2LayerStep(_) => super::infer_mamba2_step::infer_mamba2_layer_step(&|s| get(s)),
     }
 }
@@ -293,7 +299,7 @@ pub(super) fn broadcast(a: &Shape, b: &Shape) -> Result<Vec<Dim>, InferError> {
 /// Input `name` read whole: `want`; read as a slice from channel `offset` of its last axis
 /// (docs/op-contract.md "Sliced inputs"): `want` but for a last dim of at least `offset` + want's
 /// last. The rule of `cpp/shape_check.cpp`'s `view_is`.
-fn expect_view(name: &str, t: &ValueType, want: &[Dim], offset: Option<usize>) -> Result<(), InferError> {
+pub(super) fn expect_view(name: &str, t: &ValueType, want: &[Dim], offset: Option<usize>) -> Result<(), InferError> {
     let Some(offset) = offset else { return expect_shape(name, t, want) };
     let (count, lead) = want.split_last().expect("ops' inputs have rank >= 1");
     if t.shape.rank() != want.len() || t.shape.0[..lead.len()] != *lead {

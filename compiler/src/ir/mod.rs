@@ -7,6 +7,7 @@
 
 mod consts;
 mod infer;
+mod infer_gated_norm;
 mod infer_mamba2_step;
 mod infer_standard;
 mod op;
@@ -30,6 +31,7 @@ pub use op::{
     GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op,
     SelectiveScanConfig, Slices, SsdScanConfig,
 };
+pub use op::{gated_norm_slots, FusedGatedRmsNormConfig};
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};
 pub use validate::{validate, ValidatedGraph, ValidationError};

@@ -4,6 +4,8 @@ use super::consts::ConstTensor;
 use super::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
 use super::types::ValueType;
 
+/// GatedRmsNorm's slots (the fused op; the IR's primitive `Op::GatedRmsNorm` names its own).
+pub use mambac_op_schema::gated_rms_norm as gated_norm_slots;
 /// Input slots, names and attributes of the mambac ops: one home shared with the op library.
 pub use mambac_op_schema::{
     causal_conv1d as conv_slots, mamba2_layer_step as step2_slots, mamba_layer_step as step_slots,
@@ -94,6 +96,17 @@ pub struct GatedRmsNormConfig {
     pub eps: f64,
     pub group_size: usize,
     pub norm_before_gate: bool,
+}
+
+/// The fused op `mambac.GatedRmsNorm` (docs/op-contract.md "GatedRmsNorm"): `Op::GatedRmsNorm`
+/// with y and z read in T (not cast to float32 first), weight float32, the output in T, computed
+/// in float32 in between; z may be read from a packed last axis (`z_offset`). `--ops mambac`
+/// exports only (pass `fuse_gated_norm_casts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedGatedRmsNormConfig {
+    pub norm: GatedRmsNormConfig,
+    /// z read from a packed last axis (`z_offset`); its count is y's last dim.
+    pub slices: Slices,
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
@@ -251,6 +264,7 @@ pub enum Op {
     CausalConv1d(CausalConv1dConfig),
     SelectiveScan(SelectiveScanConfig),
     SsdScan(SsdScanConfig),
+    FusedGatedRmsNorm(FusedGatedRmsNormConfig),
     MambaLayerStep(MambaLayerStepConfig),
     Mamba2LayerStep(Mamba2LayerStepConfig),
 }
@@ -287,6 +301,8 @@ impl Op {
             Op::CausalConv1d(_) => conv_slots::OP.str,
             Op::SelectiveScan(_) => scan_slots::OP.str,
             Op::SsdScan(_) => ssd_slots::OP.str,
+            // Not the ONNX op type: the IR's `GatedRmsNorm` is the float32 primitive.
+            Op::FusedGatedRmsNorm(_) => "FusedGatedRmsNorm",
             Op::MambaLayerStep(_) => step_slots::OP.str,
             Op::Mamba2LayerStep(_) => step2_slots::OP.str,
         }
@@ -321,6 +337,7 @@ impl Op {
             Op::CausalConv1d(_) => &conv_slots::INPUT_NAMES,
             Op::SelectiveScan(_) => &scan_slots::INPUT_NAMES,
             Op::SsdScan(_) => &ssd_slots::INPUT_NAMES,
+            Op::FusedGatedRmsNorm(_) => &gated_norm_slots::INPUT_NAMES,
             Op::MambaLayerStep(_) => &step_slots::INPUT_NAMES,
             Op::Mamba2LayerStep(_) => &step2_slots::INPUT_NAMES,
         }
@@ -361,6 +378,7 @@ impl Op {
             Op::CausalConv1d(_)
                 | Op::SelectiveScan(_)
                 | Op::SsdScan(_)
+                | Op::FusedGatedRmsNorm(_)
                 | Op::MambaLayerStep(_)
                 | Op::Mamba2LayerStep(_)
         )

@@ -9,6 +9,7 @@ mod conv_to_causal_conv_with_state;
 mod fold_const_unary;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
+mod fuse_gated_norm_casts;
 mod fuse_layer_step;
 mod fuse_mamba2_layer_step;
 mod fuse_scan_d_skip;
@@ -44,9 +45,11 @@ pub const RULES: &[&dyn Rule] = &[
     &fuse_mamba2_layer_step::FuseMamba2LayerStep,
 ];
 
-/// `--ops mambac` only, after the fusion rules (whose patterns read the split parts): the fused
-/// ops read their parts of a projection's output in place, and the copying splits go.
-pub const SLICE_RULES: &[&dyn Rule] = &[&split_to_sliced_reads::SplitToSlicedReads];
+/// `--ops mambac` only, after the fusion rules (whose patterns read the split parts and the
+/// float32 gated norm): Mamba-2's gated norm becomes the fused op reading T, then the fused ops
+/// read their parts of a projection's output in place, and the copying splits go.
+pub const SLICE_RULES: &[&dyn Rule] =
+    &[&fuse_gated_norm_casts::FuseGatedNormCasts, &split_to_sliced_reads::SplitToSlicedReads];
 
 /// `--ops standard`: after the fusion rules, the fused ops become opset 27's standard ops (and
 /// ordinary ones around them), so the model needs no custom op library.
