@@ -36,6 +36,7 @@ const CU_SOURCES: &[&str] = &[
     "causal_conv1d_bf16.cu",
     "decode_layer.cu",
     "mamba2_decode_layer.cu",
+    "gated_rms_norm.cu",
 ];
 
 const HEADERS: &[&str] = &[
@@ -55,6 +56,7 @@ const HEADERS: &[&str] = &[
     "decode_layer.h",
     "decode_gemv.cuh",
     "mamba2_decode_layer.h",
+    "gated_rms_norm.h",
 ];
 
 pub fn build() {

@@ -7,6 +7,7 @@
 #include "abi.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
+#include "gated_rms_norm.h"
 #include "mamba2_decode_layer.h"
 #include "selective_scan.h"
 #include "ssd_scan.h"
@@ -37,6 +38,11 @@ size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, 
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept {
     if (!p) return cudaErrorInvalidValue;
     return mambac::cuda::causal_conv1d(*p, static_cast<cudaStream_t>(stream));
+}
+
+int mambac_cuda_gated_rms_norm(const mambac::GatedRmsNormParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::gated_rms_norm(*p, static_cast<cudaStream_t>(stream));
 }
 
 // One layer's fused decode step (decode_layer.h); the scratch size it needs.

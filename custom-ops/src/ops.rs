@@ -29,6 +29,8 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<Cuda<SsdScan>>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<Mamba2LayerStep>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<GatedRmsNorm>>(),
 ];
 
 /// The tables of `K`, one per T.
