@@ -20,7 +20,7 @@ from ops_reference import (
     run_under_isa,
     session,
 )
-from test_ops_errors import ERRORS
+from test_ops_errors import ERRORS, with_
 
 DTYPE_NAMES = list(DTYPES)
 # (d, group_size): one group, many groups, odd sizes, groups shorter than a vector, 2.7b's shape.
@@ -165,12 +165,6 @@ def expect_error(feeds, message, attrs=None, slots=GATED_NORM_INPUTS):
     with pytest.raises(ERRORS) as e:
         run(sess, {n: feeds[n] for n in slots if n})
     assert message in str(e.value), str(e.value)
-
-
-def with_(feeds, **changes):
-    f = dict(feeds)
-    f.update(changes)
-    return f
 
 
 BAD = {
