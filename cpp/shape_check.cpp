@@ -260,46 +260,119 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   return p;
 }
 
-SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
+namespace {
+
+// One of SsdScan's dim attributes (head_dim, ngroups, dstate): kUnsetDim, or a dim the kernels
+// can index with.
+int64_t dim_attr(const Checker& ck, const char* name, int64_t v) {
+  if (v != kUnsetDim && (v < 1 || v > INT32_MAX)) {
+    ck.fail(std::string("attribute '") + name + "' is " + std::to_string(v) + ", expected 1 to 2^31 - 1");
+  }
+  return v;
+}
+
+}  // namespace
+
+std::string ssd_scan_missing_dim(bool x_packed, bool b_packed, const SsdScanDims& dims) {
+  const auto missing = [](const char* input, const char* attr) {
+    return std::string("attribute '") + input + "_offset' needs attribute '" + attr + "': input '" + input +
+           "' read packed as [batch, seqlen, row] has no " + attr + " axis";
+  };
+  if (x_packed && dims.head_dim == kUnsetDim) return missing("x", "head_dim");
+  if (b_packed && dims.ngroups == kUnsetDim) return missing("B", "ngroups");
+  if (b_packed && dims.dstate == kUnsetDim) return missing("B", "dstate");
+  return "";
+}
+
+SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdScanDims& dims) {
   enum { X, DT, A, B, C, D, DT_BIAS, INITIAL_STATE };
   static const char* const names[kSsdScanInputs] = {"x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"};
   Checker ck("SsdScan", inputs, count, names, kSsdScanInputs);
 
   for (size_t i : {X, DT, A, B, C}) ck.require(i);
-  ck.not_sliced({X, A, B, C, D, DT_BIAS, INITIAL_STATE});
+  ck.not_sliced({A, D, DT_BIAS, INITIAL_STATE});
+  const int64_t head_dim_attr = dim_attr(ck, "head_dim", dims.head_dim);
+  const int64_t ngroups_attr = dim_attr(ck, "ngroups", dims.ngroups);
+  const int64_t dstate_attr = dim_attr(ck, "dstate", dims.dstate);
+  const std::string missing = ssd_scan_missing_dim(ck.at(X).sliced, ck.at(B).sliced, dims);
+  if (!missing.empty()) ck.fail(missing);
 
+  // x whole [batch, seqlen, heads, head_dim], or packed [batch, seqlen, row] (x_offset): then
+  // heads comes from A and head_dim from its attribute (docs/op-contract.md "Sliced inputs").
   const int32_t t = ck.float_type(X);
-  ck.shape_is(X, {"batch", "seqlen", "heads", "head_dim"}, "");
-  const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
-  const int64_t heads = ck.at(X).dims[2], head_dim = ck.at(X).dims[3];
+  const bool x_packed = ck.at(X).sliced;
+  int64_t batch, seqlen, heads, head_dim, x_stride;
+  if (x_packed) {
+    ck.offset_sign(X);
+    ck.shape_is(X, {"batch", "seqlen", "row"}, " (x read packed: 'x_offset' is set)");
+    batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
+    head_dim = head_dim_attr;
+    ck.type_is(A, kOnnxFloat, "");
+    ck.shape_is(A, {"heads"}, "");
+    heads = ck.at(A).dims[0];
+    ck.fits_int(A, heads, "heads");
+    x_stride = ck.view_is(X, {batch, seqlen, heads * head_dim}, " (heads from 'A', head_dim from attribute 'head_dim')");
+  } else {
+    const bool given = head_dim_attr != kUnsetDim;
+    ck.shape_is(X, {"batch", "seqlen", "heads", given ? Dim(head_dim_attr) : Dim("head_dim")},
+                given ? " (head_dim from attribute 'head_dim')" : "");
+    batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
+    heads = ck.at(X).dims[2], head_dim = ck.at(X).dims[3];
+    // Bounded before the product: an empty x may carry any dims (bytes_fit skips it).
+    ck.fits_int(X, heads, "heads");
+    ck.fits_int(X, head_dim, "head_dim");
+    x_stride = heads * head_dim;
+  }
   const char* same_as_x = " (same as 'x')";
+  const char* heads_from = x_packed ? " (heads from 'A')" : " (heads from 'x')";
 
   ck.type_is(DT, t, same_as_x);
-  const int64_t dt_stride = ck.view_is(DT, {batch, seqlen, heads}, " ([batch, seqlen, heads] from 'x')");
+  const int64_t dt_stride = ck.view_is(DT, {batch, seqlen, heads},
+                                       x_packed ? " ([batch, seqlen] from 'x', heads from 'A')"
+                                                : " ([batch, seqlen, heads] from 'x')");
 
-  ck.type_is(A, kOnnxFloat, "");
-  ck.shape_is(A, {heads}, " (heads from 'x')");
+  if (!x_packed) {
+    ck.type_is(A, kOnnxFloat, "");
+    ck.shape_is(A, {heads}, heads_from);
+  }
 
+  // B whole [batch, seqlen, ngroups, dstate] (which it defines, or the attributes when set), or
+  // packed [batch, seqlen, row] (B_offset): then both attributes give them.
   ck.type_is(B, t, same_as_x);
-  const std::vector<Dim> bc = {batch, seqlen, "ngroups", "dstate"};
-  const std::string bc_why = " with heads " + std::to_string(heads) + " divisible by ngroups";
-  ck.shape_is(B, bc, bc_why);
-  const int64_t ngroups = ck.at(B).dims[2], dstate = ck.at(B).dims[3];
-  if (ngroups < 1 || heads % ngroups != 0) ck.shape_fail(B, bc, bc_why);
+  const bool b_packed = ck.at(B).sliced;
+  int64_t ngroups = ngroups_attr, dstate = dstate_attr, b_stride;
+  if (b_packed) {
+    b_stride = ck.view_is(B, {batch, seqlen, ngroups * dstate}, " (ngroups * dstate from attributes 'ngroups', 'dstate')");
+    if (heads % ngroups != 0) {
+      ck.fail("input 'B' has ngroups " + std::to_string(ngroups) + " (attribute 'ngroups'), which does not divide heads " +
+              std::to_string(heads));
+    }
+  } else {
+    const std::vector<Dim> bc = {batch, seqlen, ngroups != kUnsetDim ? Dim(ngroups) : Dim("ngroups"),
+                                 dstate != kUnsetDim ? Dim(dstate) : Dim("dstate")};
+    const std::string bc_why = " with heads " + std::to_string(heads) + " divisible by ngroups";
+    ck.shape_is(B, bc, bc_why);
+    ngroups = ck.at(B).dims[2], dstate = ck.at(B).dims[3];
+    if (ngroups < 1 || heads % ngroups != 0) ck.shape_fail(B, bc, bc_why);
+    ck.fits_int(B, ngroups, "ngroups");
+    ck.fits_int(B, dstate, "dstate");
+    b_stride = ngroups * dstate;
+  }
 
   ck.type_is(C, t, same_as_x);
-  ck.shape_is(C, {batch, seqlen, ngroups, dstate}, " (same as 'B')");
+  const char* c_why = b_packed ? " (ngroups, dstate from attributes 'ngroups', 'dstate')" : " (same as 'B')";
+  const int64_t c_stride = ck.at(C).sliced ? ck.view_is(C, {batch, seqlen, ngroups * dstate}, c_why)
+                                           : (ck.shape_is(C, {batch, seqlen, ngroups, dstate}, c_why), ngroups * dstate);
 
   for (size_t i : {D, DT_BIAS}) {
     if (ck.present(i)) {
       ck.type_is(i, kOnnxFloat, "");
-      ck.shape_is(i, {heads}, " (heads from 'x')");
+      ck.shape_is(i, {heads}, heads_from);
     }
   }
   if (ck.present(INITIAL_STATE)) {
     ck.type_is(INITIAL_STATE, kOnnxFloat, "");
-    ck.shape_is(INITIAL_STATE, {batch, heads, head_dim, dstate},
-                " ([batch, heads, head_dim, dstate] from 'x' and 'B')");
+    ck.shape_is(INITIAL_STATE, {batch, heads, head_dim, dstate}, " ([batch, heads, head_dim, dstate] from 'x' and 'B')");
   }
 
   SsdScanParams p{};
@@ -311,6 +384,9 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count) {
   p.dstate = static_cast<size_t>(dstate);
   p.elem = elem_of(t);
   p.dt_stride = static_cast<size_t>(dt_stride);
+  p.x_stride = static_cast<size_t>(x_stride);
+  p.b_stride = static_cast<size_t>(b_stride);
+  p.c_stride = static_cast<size_t>(c_stride);
   return p;
 }
 

@@ -11,8 +11,8 @@ SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs) {
   return check_selective_scan(inputs.data(), inputs.size());
 }
 
-SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs) {
-  return check_ssd_scan(inputs.data(), inputs.size());
+SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs, const SsdScanDims& dims) {
+  return check_ssd_scan(inputs.data(), inputs.size(), dims);
 }
 
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs) {

@@ -76,8 +76,8 @@ struct FieldValue {
 //   Params check(const TensorDesc* slots) const;             // the shared shape check (may be static)
 //   void finish(Params& p) const;                            // attributes into the params; limits
 //   static bool f32_input(size_t slot); static bool f32_output(int k);
-//   static void output_shapes(const DimsExprs* const* slot_dims, DimsExprs* out, IExprBuilder& b);
-//   static const std::vector<std::pair<size_t,int>>& indexed_ranks();  // (slot, rank) read by output_shapes
+//   static void output_shapes(const DimsExprs* const* slot_dims, DimsExprs* out, IExprBuilder& b);  // or const
+//   static const std::vector<std::pair<size_t,int>>& indexed_ranks();  // (slot, rank) read by output_shapes; or const
 //   static size_t workspace(const Params& min, const Params& max);  // at the profile's min and max shapes
 //   int enqueue(Params& p, void const* const* slot_ptrs, void* const* outs, void* ws, cudaStream_t s) const;  // or static
 // The plugin class template is instantiated in each op's file (plugin_impl.h).
@@ -97,7 +97,7 @@ void check_dt_limit(const char* op, float dt_min, float dt_max);
 // read back the same, never an exponent ("0.00001", "100000000000000000000"), "NaN", "inf", "-inf".
 std::string float_text(float v);
 
-// The `<input>_offset` fields of SelectiveScan, CausalConv1d and GatedRmsNorm (docs/op-contract.md "Sliced
+// The `<input>_offset` fields of SelectiveScan, SsdScan, CausalConv1d and GatedRmsNorm (docs/op-contract.md "Sliced
 // inputs"). A plugin serializes every field it declares, so an input read whole is stored as
 // kWhole (INT32_MIN, never a valid offset); the ORT op's "attribute absent".
 constexpr int32_t kWhole = INT32_MIN;

@@ -70,7 +70,7 @@ class Plugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3
       for (size_t i = 0; i < slots.size(); ++i) by_slot[slots[i]] = &in[i];
       // Only the ranks the output shapes index are checked here (dims may be symbolic); the full
       // check runs on concrete shapes in configurePlugin, onShapeChange and enqueue.
-      for (auto [slot, rank] : Op::indexed_ranks()) {
+      for (auto [slot, rank] : op_.indexed_ranks()) {
         const DimsExprs* d = by_slot[slot];
         if (!d) throw std::invalid_argument(std::string(Op::kName) + ": input slot " + std::to_string(slot) + " is required");
         if (d->nbDims != rank) {
@@ -78,7 +78,7 @@ class Plugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3
                                       std::to_string(d->nbDims) + " dims, expected " + std::to_string(rank));
         }
       }
-      Op::output_shapes(by_slot.data(), out, b);
+      op_.output_shapes(by_slot.data(), out, b);
       return 0;
     }, -1);
   }

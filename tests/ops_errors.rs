@@ -209,6 +209,68 @@ fn cxx_shape_check_slices() {
     );
 }
 
+/// SsdScan's packed x, B and C through the cxx bridge: the token strides the check returns, the
+/// dims it takes from A and the attributes, and what it refuses.
+#[test]
+fn cxx_shape_check_ssd_bounds_dims_before_their_products() {
+    // Empty tensors may carry any dims (no bytes to overflow), so the dims that multiply into
+    // row strides are bounded first.
+    let inputs = |x: TensorDesc, b: TensorDesc| {
+        let c = b.clone();
+        [x, desc(&[0, 3, 4]), desc(&[4]), b, c, TensorDesc::absent(), TensorDesc::absent(), TensorDesc::absent()]
+    };
+    let check = |ins: [TensorDesc; 8]| ffi::check_ssd_scan(&ins, &ffi::SsdScanDims::from_attrs([None, None, None]));
+    let err = check(inputs(desc(&[0, 3, 4, 1 << 40]), desc(&[0, 3, 1, 8]))).unwrap_err();
+    assert_eq!(err.what(), "SsdScan: input 'x' gives head_dim = 1099511627776, more than 2^31 - 1");
+    let err = check(inputs(desc(&[0, 3, 4, 2]), desc(&[0, 3, 1, 1 << 40]))).unwrap_err();
+    assert_eq!(err.what(), "SsdScan: input 'B' gives dstate = 1099511627776, more than 2^31 - 1");
+}
+
+#[test]
+fn cxx_shape_check_ssd_packed_inputs() {
+    // Mamba-2's conv output: 4 heads of 2 at 0, 1 group of 8 at 8 (B) and 16 (C), row 27.
+    let xbc = desc(&[2, 3, 27]);
+    let inputs = |x: TensorDesc| {
+        [
+            x,
+            desc(&[2, 3, 4]),
+            desc(&[4]),
+            xbc.sliced_at(Some(8)),
+            xbc.sliced_at(Some(16)),
+            TensorDesc::absent(),
+            TensorDesc::absent(),
+            TensorDesc::absent(),
+        ]
+    };
+    let packed = || inputs(xbc.sliced_at(Some(0)));
+    let check = |ins: [TensorDesc; 8], dims| ffi::check_ssd_scan(&ins, &ffi::SsdScanDims::from_attrs(dims));
+    let dims = [Some(2), Some(1), Some(8)];
+    let p = check(packed(), dims).unwrap();
+    assert_eq!((p.heads, p.head_dim, p.ngroups, p.dstate), (4, 2, 1, 8));
+    assert_eq!((p.x_stride, p.b_stride, p.c_stride, p.dt_stride), (27, 27, 27, 4));
+    let p = check(inputs(desc(&[2, 3, 4, 2])), dims).unwrap();
+    assert_eq!(p.x_stride, 8, "a whole x: its token rows are contiguous");
+
+    let err = check(packed(), [None, Some(1), Some(8)]).unwrap_err();
+    assert_eq!(
+        err.what(),
+        "SsdScan: attribute 'x_offset' needs attribute 'head_dim': input 'x' read packed as [batch, seqlen, row] \
+         has no head_dim axis"
+    );
+    let err = check(packed(), [Some(2), None, None]).unwrap_err();
+    assert_eq!(
+        err.what(),
+        "SsdScan: attribute 'B_offset' needs attribute 'ngroups': input 'B' read packed as [batch, seqlen, row] \
+         has no ngroups axis"
+    );
+    let mut bad = packed();
+    bad[2] = desc(&[4]).sliced_at(Some(0));
+    let err = check(bad, dims).unwrap_err();
+    assert_eq!(err.what(), "SsdScan: input 'A' cannot be read as a slice (the op has no attribute 'A_offset')");
+    let err = check(packed(), [Some(2), Some(1), Some(1 << 31)]).unwrap_err();
+    assert_eq!(err.what(), "SsdScan: attribute 'dstate' is 2147483648, expected 1 to 2^31 - 1");
+}
+
 #[test]
 fn cxx_shape_check_rejects_inputs_whose_byte_size_overflows() {
     // u of 2^62 x 2 x 16 float32s: 2^69 bytes. No ORT tensor can be this, but a plugin's shapes can.

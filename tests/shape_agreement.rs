@@ -7,12 +7,12 @@
 use mambac_compiler::ir::{gated_norm_slots, FusedGatedRmsNormConfig, GatedRmsNormConfig};
 use mambac_compiler::ir::{
     infer_node, CausalConv1dConfig, Dim, Elem, Mamba2LayerStepConfig, MambaLayerStepConfig, Op, SelectiveScanConfig,
-    Slices, SsdScanConfig, ValueType,
+    Slices, SsdDims, SsdScanConfig, ValueType,
 };
 use mambac_compiler::ir::{step2_slots, step_slots};
 use mambac_ops::ffi::{
     check_causal_conv1d, check_gated_rms_norm, check_mamba2_layer_step, check_mamba_layer_step, check_selective_scan,
-    check_ssd_scan, ElemType, TensorDesc,
+    check_ssd_scan, ElemType, SsdScanDims, TensorDesc,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -323,13 +323,14 @@ fn ssd_scan_checks_agree() {
             dt_max: f64::INFINITY,
             final_state,
             slices: Default::default(),
+            dims: Default::default(),
         });
         let mut inputs = ssd_inputs(&mut rng, elem);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
         }
         let descs: Vec<TensorDesc> = inputs.iter().map(to_desc).collect();
-        let cpp = check_ssd_scan(&descs)
+        let cpp = check_ssd_scan(&descs, &SsdScanDims::unset())
             .map(|p| {
                 let mut outs = vec![out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim])];
                 if final_state {
@@ -457,6 +458,29 @@ fn sliced_causal_conv1d_checks_agree() {
     assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
 }
 
+/// Both verdicts on one SsdScan with final_state (the inputs mutated after the node was made, so
+/// they may no longer fit it): true if both accept.
+fn compare_ssd(label: &str, inputs: &[Option<Input>], slices: &Slices, dims: SsdDims) -> bool {
+    let cfg = SsdScanConfig {
+        dt_softplus: true,
+        dt_min: 0.0,
+        dt_max: f64::INFINITY,
+        final_state: true,
+        slices: slices.clone(),
+        dims,
+    };
+    let attrs = SsdScanDims::from_attrs(dims.as_array().map(|d| d.map(|d| d as i64)));
+    let cpp = check_ssd_scan(&sliced_descs(inputs, slices), &attrs)
+        .map(|p| {
+            vec![
+                out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
+                out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
+            ]
+        })
+        .map_err(|e| e.what().to_string());
+    compare(label, &Op::SsdScan(cfg), inputs, cpp)
+}
+
 #[test]
 fn sliced_ssd_scan_checks_agree() {
     let mut rng = StdRng::seed_from_u64(20261204);
@@ -465,26 +489,55 @@ fn sliced_ssd_scan_checks_agree() {
         let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
         let mut inputs = ssd_inputs(&mut rng, elem);
         let slices = slice_some(&mut rng, &mut inputs, &[1]);
-        let cfg = SsdScanConfig {
-            dt_softplus: true,
-            dt_min: 0.0,
-            dt_max: f64::INFINITY,
-            final_state: true,
-            slices: slices.clone(),
-        };
-        let op = Op::SsdScan(cfg);
         for _ in 0..rng.gen_range(0..3) {
             mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
         }
-        let cpp = check_ssd_scan(&sliced_descs(&inputs, &slices))
-            .map(|p| {
-                vec![
-                    out(elem_of(p.elem), &[p.batch, p.seqlen, p.heads, p.head_dim]),
-                    out(Elem::F32, &[p.batch, p.heads, p.head_dim, p.dstate]),
-                ]
-            })
-            .map_err(|e| e.what().to_string());
-        if compare(&format!("sliced ssd case {case}"), &op, &inputs, cpp) {
+        if compare_ssd(&format!("sliced ssd case {case}"), &inputs, &slices, SsdDims::default()) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+/// x, B and C packed into rank-3 rows (docs/op-contract.md "Sliced inputs"): each with its dims
+/// as attributes mostly, missing now and then; whole inputs with the attributes set sometimes.
+#[test]
+fn packed_ssd_scan_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261205);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let mut inputs = ssd_inputs(&mut rng, elem);
+        let (p, g, n) = {
+            let (x, b) = (inputs[0].as_ref().unwrap(), inputs[3].as_ref().unwrap());
+            (x.dims[3], b.dims[2], b.dims[3])
+        };
+        let mut slices = Slices::default();
+        let mut dims = SsdDims::default();
+        for slot in [0, 3, 4] {
+            let packed = rng.gen_bool(0.5);
+            if packed {
+                let i = inputs[slot].as_mut().unwrap();
+                let (offset, extra) = (rng.gen_range(0..3), rng.gen_range(0..3));
+                let count = i.dims.pop().unwrap() * i.dims.pop().unwrap();
+                i.dims.push(offset + count + extra);
+                slices = slices.with(slot, offset);
+            }
+            if rng.gen_bool(if packed { 0.9 } else { 0.2 }) {
+                if slot == 0 {
+                    dims.head_dim = Some(p);
+                } else {
+                    dims.ngroups = Some(g);
+                    dims.dstate = Some(n);
+                }
+            }
+        }
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1, 2, 3, 4]);
+        }
+        if compare_ssd(&format!("packed ssd case {case}"), &inputs, &slices, dims) {
             accepted += 1;
         } else {
             rejected += 1;

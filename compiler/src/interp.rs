@@ -312,21 +312,27 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             vec![Tensor64::new(t.shape.clone(), data)]
         }
         Op::SsdScan(cfg) => {
-            let (xs, b) = (x(ssd_slots::X), x(ssd_slots::B));
+            // x, B and C may be packed rows (docs/op-contract.md "Sliced inputs"): their dims
+            // then come from A and the node's attributes, and the view reads them contiguous.
+            let (xw, b) = (x(ssd_slots::X), x(ssd_slots::B));
             let opt = |k: usize| ins[k].map(|t| t.data.as_slice());
-            let (batch, seqlen, heads, head_dim) = (xs.shape[0], xs.shape[1], xs.shape[2], xs.shape[3]);
+            let (batch, seqlen, heads) = (xw.shape[0], xw.shape[1], x(ssd_slots::A).shape[0]);
+            let head_dim = cfg.dims.head_dim.unwrap_or_else(|| xw.shape[3]);
+            let ngroups = cfg.dims.ngroups.unwrap_or_else(|| b.shape[2]);
+            let dstate = cfg.dims.dstate.unwrap_or_else(|| b.shape[3]);
+            let read = |slot: usize, count: usize| view(x(slot), cfg.slices.offset(slot), count);
             let (y, fin) = reference::ssd_scan(&reference::SsdScanInputs {
                 batch,
                 seqlen,
                 heads,
                 head_dim,
-                ngroups: b.shape[2],
-                dstate: b.shape[3],
-                x: &xs.data,
-                dt: &view(x(ssd_slots::DT), cfg.slices.offset(ssd_slots::DT), heads).data,
+                ngroups,
+                dstate,
+                x: &read(ssd_slots::X, heads * head_dim).data,
+                dt: &read(ssd_slots::DT, heads).data,
                 a: &x(ssd_slots::A).data,
-                b: &b.data,
-                c: &x(ssd_slots::C).data,
+                b: &read(ssd_slots::B, ngroups * dstate).data,
+                c: &read(ssd_slots::C, ngroups * dstate).data,
                 d: opt(ssd_slots::D),
                 dt_bias: opt(ssd_slots::DT_BIAS),
                 initial_state: opt(ssd_slots::INITIAL_STATE),
@@ -334,9 +340,9 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
                 dt_min: cfg.dt_min,
                 dt_max: cfg.dt_max,
             });
-            let mut outs = vec![Tensor64::new(xs.shape.clone(), y)];
+            let mut outs = vec![Tensor64::new(vec![batch, seqlen, heads, head_dim], y)];
             if cfg.final_state {
-                outs.push(Tensor64::new(vec![batch, heads, head_dim, b.shape[3]], fin));
+                outs.push(Tensor64::new(vec![batch, heads, head_dim, dstate], fin));
             }
             outs
         }

@@ -113,19 +113,20 @@ fn fusion_folds_the_conv_and_a() {
 
 /// in_proj's output [z | xBC | dt] is read in place (docs/op-contract.md "Sliced inputs"): the
 /// fused gated norm takes z at offset 0, the conv xBC at offset I, SsdScan dt at offset
-/// I + conv_dim, so no copy of a part is made; the conv output's split into x, B and C stays
-/// (reshaped to heads).
+/// I + conv_dim; the conv output [x | B | C] is read in place too, SsdScan taking x at 0, B at I
+/// and C at I + G N, with head_dim, ngroups and dstate as attributes. No split or slice is left,
+/// nor the reshapes to heads and groups.
 #[test]
 fn the_ops_read_in_projs_output_in_place() {
-    use mambac_compiler::ir::{conv_slots, gated_norm_slots, ssd_slots, Op, Slices};
+    use mambac_compiler::ir::{conv_slots, gated_norm_slots, ssd_slots, Op, Slices, SsdDims};
     let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
     let cfg = &ckpt.config;
     let m2 = cfg.mamba2.as_ref().unwrap();
-    let (inner, conv_dim) = (cfg.intermediate_size, m2.conv_dim(cfg));
+    let (inner, conv_dim, gn) = (cfg.intermediate_size, m2.conv_dim(cfg), m2.n_groups * cfg.state_size);
     let compiled = compile(&ckpt, &opts(true, true)).unwrap();
     let g = &compiled.graph;
     let layers = cfg.num_hidden_layers;
-    assert_eq!(nodes_of_kind(g, "SplitLast").len(), layers, "one split a layer left: x, B, C");
+    assert!(nodes_of_kind(g, "SplitLast").is_empty(), "no split left");
     assert!(nodes_of_kind(g, "SliceLast").is_empty(), "z is read in place, not sliced out");
     for id in nodes_of_kind(g, "FusedGatedRmsNorm") {
         let want = Slices::default().with(gated_norm_slots::Z, 0);
@@ -135,12 +136,23 @@ fn the_ops_read_in_projs_output_in_place() {
         let conv = nodes_of_kind(g, "CausalConv1d").into_iter().find(|&c| g.input(c, conv_slots::X) == Some(z));
         assert!(conv.is_some(), "the gated norm's z is in_proj's output");
     }
+    // x_heads, B_groups and C_groups go; y_flat (the scan's output to the norm) stays.
+    assert_eq!(nodes_of_kind(g, "Reshape").len(), layers);
     for id in nodes_of_kind(g, "CausalConv1d") {
         let want = Slices::default().with(conv_slots::X, inner);
         assert!(matches!(g.op(id), Op::CausalConv1d(c) if c.slices == want));
     }
+    let conv_out = |id| g.input(id, ssd_slots::X).map(|v| g.op(v.node).kind());
     for id in nodes_of_kind(g, "SsdScan") {
-        let want = Slices::default().with(ssd_slots::DT, inner + conv_dim);
-        assert!(matches!(g.op(id), Op::SsdScan(c) if c.slices == want));
+        let want = Slices::default()
+            .with(ssd_slots::X, 0)
+            .with(ssd_slots::DT, inner + conv_dim)
+            .with(ssd_slots::B, inner)
+            .with(ssd_slots::C, inner + gn);
+        let dims = SsdDims { head_dim: Some(m2.head_dim), ngroups: Some(m2.n_groups), dstate: Some(cfg.state_size) };
+        assert!(matches!(g.op(id), Op::SsdScan(c) if c.slices == want && c.dims == dims), "{:?}", g.op(id));
+        assert_eq!(conv_out(id), Some("CausalConv1d"));
+        assert_eq!(g.input(id, ssd_slots::B), g.input(id, ssd_slots::X));
+        assert_eq!(g.input(id, ssd_slots::C), g.input(id, ssd_slots::X));
     }
 }

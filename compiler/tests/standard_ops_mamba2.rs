@@ -145,6 +145,7 @@ fn ssd_scan_with_every_option() {
             dt_max: var.dt_max,
             final_state: var.optional,
             slices: Default::default(),
+            dims: Default::default(),
         };
         let scan = g.add("scan", Op::SsdScan(cfg), &[Some(x), Some(dt), Some(a), Some(bb), Some(cc), d, dt_bias, h0]);
         g.add_output("y", scan.into());

@@ -58,13 +58,14 @@ void run(const SsdScanParams& p, size_t task) {
     const size_t row = b * p.seqlen + t;
     const float dt = step_dt(E::to_f32(dtp[row * p.dt_stride + h]), bias, p);
     const float decay = std::exp(dt * a);
+    // Token rows are *_stride elements apart (more than the row when sliced from a packed axis).
     for (size_t k = 0; k < n; ++k) {
-      bt[k] = E::to_f32(B[(row * g + grp) * n + k]);
-      ct[k] = E::to_f32(C[(row * g + grp) * n + k]);
+      bt[k] = E::to_f32(B[row * p.b_stride + grp * n + k]);
+      ct[k] = E::to_f32(C[row * p.c_stride + grp * n + k]);
     }
     for (size_t q = 0; q < hd; ++q) {
       const size_t xi = (row * nh + h) * hd + q;
-      const float xv = E::to_f32(x[xi]);
+      const float xv = E::to_f32(x[row * p.x_stride + h * hd + q]);
       const float dx = dt * xv;
       float* sq = s.data() + q * n;
       // kLanes independent partial sums: the compiler vectorises the loop (one sum would be a

@@ -55,7 +55,7 @@ const char* ssd_layout() {
         MAMBAC_FIELD(S, dt_min) MAMBAC_FIELD(S, dt_max) MAMBAC_FIELD(S, x) MAMBAC_FIELD(S, dt) MAMBAC_FIELD(S, a)
         MAMBAC_FIELD(S, b) MAMBAC_FIELD(S, c) MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, dt_bias)
         MAMBAC_FIELD(S, initial_state) MAMBAC_FIELD(S, y) MAMBAC_FIELD(S, final_state) MAMBAC_FIELD(S, scratch)
-        MAMBAC_FIELD(S, dt_stride)
+        MAMBAC_FIELD(S, dt_stride) MAMBAC_FIELD(S, x_stride) MAMBAC_FIELD(S, b_stride) MAMBAC_FIELD(S, c_stride)
         return l.done();
     }
     return l.text.c_str();

@@ -100,7 +100,8 @@ __device__ __forceinline__ int chunk_steps(const SsdArgs& a, const ChunkArgs& k,
 // is row(r), a pointer to its first element with `ncols` elements readable, null: a row of zeros;
 // columns past ncols are zeros), store() writes it at dst (leading dimension ld). 16-byte loads
 // where a vector lies inside the row and is 16-byte aligned (head_dim and dstate multiples of 8
-// for 16-bit T, of 4 for float32), element loads otherwise; 16-byte shared stores for 16-bit T
+// for 16-bit T, of 4 for float32, and so a packed input's offset and row: docs/op-contract.md
+// "Sliced inputs"), element loads otherwise; 16-byte shared stores for 16-bit T
 // (kLdK / kLdT keep their rows 16-byte aligned). store()'s SCALE: each element of tile row r
 // becomes T(float(element) * scale(r)) (NoScale: stored as read); CHECK: it returns whether any
 // element this thread staged is not finite.
@@ -314,11 +315,11 @@ __global__ void __launch_bounds__(kChunkThreads) ssd_chunk_cb(const SsdArgs a, c
         // Row r of the C tile is step ti * 64 + r, of the B tile step tj * 64 + r.
         const auto c_row = [&](int r) -> const T* {
             const int i = ti * kTile + r;
-            return i < qc ? Cm + ((b * a.seqlen + c0 + i) * a.ngroups + g) * N + n0 : nullptr;
+            return i < qc ? Cm + (b * a.seqlen + c0 + i) * a.c_stride + static_cast<size_t>(g) * N + n0 : nullptr;
         };
         const auto b_row = [&](int r) -> const T* {
             const int j = tj * kTile + r;
-            return j < qc ? Bm + ((b * a.seqlen + c0 + j) * a.ngroups + g) * N + n0 : nullptr;
+            return j < qc ? Bm + (b * a.seqlen + c0 + j) * a.b_stride + static_cast<size_t>(g) * N + n0 : nullptr;
         };
         stage<T, kTile, KB>(Cs, LDK, c_row, N - n0);
         stage<T, kTile, KB>(Bs, LDK, b_row, N - n0);
@@ -358,9 +359,9 @@ __global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_s
     const int w = threadIdx.x / 32, wr = w / 2, wc = w % 2;
     WarpTile<T> acc;
     acc.zero();
-    // x of this head and p tile at the chunk's first step; consecutive steps are heads x P apart.
-    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + tp * kTile;
-    const size_t x_step = static_cast<size_t>(a.heads) * P;
+    // x of this head and p tile at the chunk's first step; consecutive steps are x_stride apart.
+    const T* x0 = x + (b * a.seqlen + c0) * a.x_stride + static_cast<size_t>(h) * P + tp * kTile;
+    const size_t x_step = a.x_stride;
     // Rows of the K block starting at step `next`; the next block is loaded into registers
     // while this one is multiplied.
     int next = 0;
@@ -368,8 +369,8 @@ __global__ void __launch_bounds__(kChunkThreads, kStateMinBlocks<T>) ssd_chunk_s
         const int i = next + r;
         return i < qc ? x0 + i * x_step : nullptr;
     };
-    const T* B0 = Bm + ((b * a.seqlen + c0) * a.ngroups + g) * N + tn * kTile;
-    const size_t b_step = static_cast<size_t>(a.ngroups) * N;
+    const T* B0 = Bm + (b * a.seqlen + c0) * a.b_stride + static_cast<size_t>(g) * N + tn * kTile;
+    const size_t b_step = a.b_stride;
     const auto b_row = [&](int r) -> const T* {
         const int i = next + r;
         return i < qc ? B0 + i * b_step : nullptr;
@@ -519,8 +520,8 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     // loaded into registers while the previous one is multiplied.
     {
         int nn = 0;
-        const T* C0 = Cm + ((b * a.seqlen + c0 + m0) * a.ngroups + g) * N;
-        const size_t c_step = static_cast<size_t>(a.ngroups) * N;
+        const T* C0 = Cm + (b * a.seqlen + c0 + m0) * a.c_stride + static_cast<size_t>(g) * N;
+        const size_t c_step = a.c_stride;
         const auto c_row = [&](int r) -> const T* { return m0 + r < qc ? C0 + r * c_step + nn : nullptr; };
         const auto h_row = [&](int r) -> const T* {
             return p0 + r < P ? Hc + static_cast<size_t>(p0 + r) * N + nn : nullptr;
@@ -575,8 +576,8 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     };
     // x of the K block starting at step `next`, loaded during the previous block's product.
     int next = 0;
-    const T* x0 = x + ((b * a.seqlen + c0) * a.heads + h) * P + p0;
-    const size_t x_step = static_cast<size_t>(a.heads) * P;
+    const T* x0 = x + (b * a.seqlen + c0) * a.x_stride + static_cast<size_t>(h) * P + p0;
+    const size_t x_step = a.x_stride;
     const auto x_row = [&](int r) -> const T* {
         const int j = next + r;
         return j < qc ? x0 + j * x_step : nullptr;
@@ -661,23 +662,25 @@ __global__ void __launch_bounds__(kChunkThreads, kScanMinBlocks<T>) ssd_chunk_sc
     __syncthreads();
     T* __restrict__ y = static_cast<T*>(a.y);
     const float Dv = a.D ? a.D[h] : 0.f;
-    // y of this head and p tile at the chunk's first step (x has the same layout).
-    const size_t at0 = ((b * a.seqlen + c0) * a.heads + h) * P + p0, step = static_cast<size_t>(a.heads) * P;
+    // y (contiguous) and x (token rows x_stride apart) of this head and p tile at the chunk's
+    // first step.
+    const size_t y0 = ((b * a.seqlen + c0) * a.heads + h) * P + p0, y_step = static_cast<size_t>(a.heads) * P;
     for (int q = threadIdx.x; q < kTile * (kTile / V); q += kChunkThreads) {
         const int r = q / (kTile / V), col = (q % (kTile / V)) * V, i = m0 + r;
         if (i >= qc || p0 + col >= P) continue;
-        const size_t at = at0 + i * step + col;
+        T* yo = y + y0 + i * y_step + col;
+        const T* xi = x0 + i * x_step + col;
         const float* acc_y = Ys + r * kLdY + col;
         // D is optional: an absent D adds nothing, not 0 * x (NaN for an infinite x).
-        if (p0 + col + V <= P && ((reinterpret_cast<size_t>(y + at) | reinterpret_cast<size_t>(x + at)) & 15) == 0) {
+        if (p0 + col + V <= P && ((reinterpret_cast<size_t>(yo) | reinterpret_cast<size_t>(xi)) & 15) == 0) {
             Vec16<T> xv, yv;
-            xv.raw = *reinterpret_cast<const uint4*>(x + at);
+            xv.raw = *reinterpret_cast<const uint4*>(xi);
 #pragma unroll
             for (int e = 0; e < V; ++e) yv.e[e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(xv.e[e]), acc_y[e]) : acc_y[e]);
-            *reinterpret_cast<uint4*>(y + at) = yv.raw;
+            *reinterpret_cast<uint4*>(yo) = yv.raw;
         } else {
             for (int e = 0; e < V && p0 + col + e < P; ++e)
-                y[at + e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(x[at + e]), acc_y[e]) : acc_y[e]);
+                yo[e] = from_f32<T>(a.D ? fmaf(Dv, to_f32(xi[e]), acc_y[e]) : acc_y[e]);
         }
     }
 }

@@ -36,9 +36,10 @@ struct SsdArgs {
     long long rows;  // batch * heads * head_dim
     size_t seqlen;
     int heads, head_dim, ngroups, dstate, heads_per_group;
-    // Elements between consecutive tokens' dt rows: heads, or a packed tensor's row
-    // (docs/op-contract.md "Sliced inputs").
-    size_t dt_stride;
+    // Elements between consecutive tokens' dt, x, B and C rows: heads, heads * head_dim,
+    // ngroups * dstate, or a packed tensor's row (docs/op-contract.md "Sliced inputs"). y is
+    // always contiguous.
+    size_t dt_stride, x_stride, b_stride, c_stride;
     bool softplus;
     float dt_min, dt_max;
 };
@@ -56,14 +57,16 @@ __device__ __forceinline__ void ssd_load(SsdStepIn<T, KN>& in, const SsdArgs& a,
     const T* __restrict__ dt = static_cast<const T*>(a.dt);
     const T* __restrict__ Bm = static_cast<const T*>(a.B);
     const T* __restrict__ Cm = static_cast<const T*>(a.C);
-    in.x = to_f32(x[(tok * a.heads + h) * a.head_dim + p]);
+    in.x = to_f32(x[tok * a.x_stride + static_cast<size_t>(h) * a.head_dim + p]);
     in.dt = to_f32(dt[tok * a.dt_stride + h]);
-    const size_t bc = (tok * a.ngroups + g) * a.dstate;
+    const size_t group = static_cast<size_t>(g) * a.dstate;
+    const T* __restrict__ bt = Bm + tok * a.b_stride + group;
+    const T* __restrict__ ct = Cm + tok * a.c_stride + group;
 #pragma unroll
     for (int k = 0; k < KN; ++k) {
         const int n = lane + LN * k;
-        in.b[k] = n < a.dstate ? to_f32(Bm[bc + n]) : 0.f;
-        in.c[k] = n < a.dstate ? to_f32(Cm[bc + n]) : 0.f;
+        in.b[k] = n < a.dstate ? to_f32(bt[n]) : 0.f;
+        in.c[k] = n < a.dstate ? to_f32(ct[n]) : 0.f;
     }
 }
 
@@ -178,7 +181,11 @@ cudaError_t launch_ssd_typed(const SsdScanParams& p, const SsdPlan& plan, cudaSt
     a.ngroups = static_cast<int>(p.ngroups);
     a.dstate = static_cast<int>(p.dstate);
     a.heads_per_group = a.heads / a.ngroups;
-    a.dt_stride = p.dt_stride ? p.dt_stride : p.heads;  // 0 from a caller that predates it: contiguous
+    // 0 from a caller that predates the strides: contiguous.
+    a.dt_stride = p.dt_stride ? p.dt_stride : p.heads;
+    a.x_stride = p.x_stride ? p.x_stride : p.heads * p.head_dim;
+    a.b_stride = p.b_stride ? p.b_stride : p.ngroups * p.dstate;
+    a.c_stride = p.c_stride ? p.c_stride : p.ngroups * p.dstate;
     a.softplus = p.dt_softplus;
     a.dt_min = p.dt_min;
     a.dt_max = p.dt_max;

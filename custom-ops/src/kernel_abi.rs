@@ -56,14 +56,19 @@ pub mod ffi {
     }
 
     /// SsdScan (docs/op-contract.md "SsdScan"), Mamba-2's scan: one scalar decay a head; head h
-    /// reads group h / (heads / ngroups) of B and C. Every pointer is the address of a contiguous
-    /// buffer; 0 = absent.
+    /// reads group h / (heads / ngroups) of B and C. Every pointer is the address of a buffer's
+    /// first element read; 0 = absent. All are contiguous but x, dt, b and c, whose token rows
+    /// are `*_stride` elements apart (the contiguous row's length, or more when sliced; within a
+    /// token row the heads, groups and states are contiguous).
     ///
-    ///   x, y               [batch, seqlen, heads, head_dim]    T
+    ///   x                  [batch, seqlen, heads, head_dim]    T   (token rows: x_stride apart;
+    ///                                                              heads * head_dim when contiguous)
+    ///   y                  [batch, seqlen, heads, head_dim]    T
     ///   dt                 [batch, seqlen, heads]              T   (rows: dt_stride apart; heads
     ///                                                              when contiguous, more when sliced)
     ///   a, d, dt_bias      [heads]                             f32 (a already negative)
-    ///   b, c               [batch, seqlen, ngroups, dstate]    T
+    ///   b, c               [batch, seqlen, ngroups, dstate]    T   (token rows: b_stride, c_stride
+    ///                                                              apart; ngroups * dstate when contiguous)
     ///   initial_state,
     ///   final_state        [batch, heads, head_dim, dstate]    f32
     ///   scratch            device scratch of the CUDA chunked prefill (`ssd_scan_scratch_bytes`
@@ -81,6 +86,9 @@ pub mod ffi {
         dt_min: f32,
         dt_max: f32,
         dt_stride: usize,
+        x_stride: usize,
+        b_stride: usize,
+        c_stride: usize,
         x: usize,
         dt: usize,
         a: usize,
@@ -246,6 +254,17 @@ pub mod ffi {
         scratch: usize,
     }
 
+    /// SsdScan's `head_dim`, `ngroups` and `dstate` attributes: the dims a packed (rank-3) x, B
+    /// or C does not carry (docs/op-contract.md "Sliced inputs"). `i64::MIN` (`UNSET`) = the node
+    /// does not set it; a set one is that dim, checked (1 to 2^31 - 1) by `check_ssd_scan`.
+    // No PartialEq: cxx would export its C++ operator== from the library (test_library_symbols).
+    #[derive(Debug, Clone, Copy)]
+    struct SsdScanDims {
+        head_dim: i64,
+        ngroups: i64,
+        dstate: i64,
+    }
+
     /// One input as the shape checks see it: presence, ONNX element type code
     /// (`TensorProto.DataType`: 1 float, 10 float16, 16 bfloat16, ...) and dims. Dims past
     /// `MAX_RANK` are not stored; `rank` is always the true rank, so a rank error still reads right.
@@ -269,8 +288,9 @@ pub mod ffi {
         /// returns the sizes and element type with every pointer 0. Err names the input, the
         /// expected and the actual shape or type.
         fn check_selective_scan(inputs: &[TensorDesc]) -> Result<SelectiveScanParams>;
-        /// Same for SsdScan's 8 inputs; the dt attributes are left false / 0.
-        fn check_ssd_scan(inputs: &[TensorDesc]) -> Result<SsdScanParams>;
+        /// Same for SsdScan's 8 inputs and its dim attributes; the dt attributes are left
+        /// false / 0.
+        fn check_ssd_scan(inputs: &[TensorDesc], dims: &SsdScanDims) -> Result<SsdScanParams>;
         /// The CUDA scan's own limit on checked params (dstate <= 512, `kSsdMaxDstate`); Err
         /// names input 'B'. The CPU kernel has none.
         fn check_ssd_scan_cuda_limits(p: &SsdScanParams) -> Result<()>;
@@ -335,5 +355,21 @@ impl ffi::TensorDesc {
             Some(offset) => ffi::TensorDesc { sliced: true, offset, ..self },
             None => self,
         }
+    }
+}
+
+impl ffi::SsdScanDims {
+    /// The value of an attribute the node does not set.
+    pub const UNSET: i64 = i64::MIN;
+
+    /// No dim attribute set (every input whole, or only dt sliced).
+    pub fn unset() -> Self {
+        ffi::SsdScanDims { head_dim: Self::UNSET, ngroups: Self::UNSET, dstate: Self::UNSET }
+    }
+
+    /// From the node's attributes, in `head_dim`, `ngroups`, `dstate` order; `None` = not set.
+    pub fn from_attrs([head_dim, ngroups, dstate]: [Option<i64>; 3]) -> Self {
+        let v = |d: Option<i64>| d.unwrap_or(Self::UNSET);
+        ffi::SsdScanDims { head_dim: v(head_dim), ngroups: v(ngroups), dstate: v(dstate) }
     }
 }

@@ -1,4 +1,4 @@
-//! The `<input>_offset` attributes of SelectiveScan and CausalConv1d (docs/op-contract.md "Sliced
+//! The `<input>_offset` attributes of SelectiveScan, SsdScan and CausalConv1d (docs/op-contract.md "Sliced
 //! inputs"): an input read as channels `[offset, offset + count)` of a packed last axis, so a
 //! graph can feed the op one projection's output without copying its parts apart.
 //!

@@ -13,7 +13,7 @@ use std::ffi::CStr;
 
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, flag_or, float_or};
+use crate::attributes::{attr_error, flag_or, float_or, int_opt};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
@@ -33,12 +33,17 @@ pub struct SsdScan {
     dt_min: f32,
     dt_max: f32,
     slices: Slices,
+    /// `head_dim`, `ngroups`, `dstate`: the dims packed x, B and C do not carry.
+    dims: ffi::SsdScanDims,
 }
 
 impl Kernel for SsdScan {
     const NAME: &'static CStr = schema::OP.c;
     const OP: &'static str = schema::OP.str;
     const INPUTS: usize = schema::INPUT_NAMES.len();
+    // y is [batch, seqlen, heads, head_dim]: x's shape when x is whole, not when x is packed
+    // (rank 3, x_offset); the output's type comes from the model's value_info instead.
+    const INFER_OUTPUT0: bool = false;
 
     fn output_types(t: Elem) -> &'static [Elem] {
         y_and_f32_state(t)
@@ -50,7 +55,12 @@ impl Kernel for SsdScan {
             unsafe { (flag_or(info, Self::OP, DT_SOFTPLUS, true)?, dt_limit(info, Self::OP)?) };
         // SAFETY: as above.
         let slices = unsafe { Slices::read(info, Self::OP, &schema::SLICEABLE)? };
-        Ok(SsdScan { dt_softplus, dt_min, dt_max, slices })
+        let mut dims = [None; 3];
+        for (d, name) in dims.iter_mut().zip(schema::PACKED_DIMS) {
+            // SAFETY: as above.
+            *d = unsafe { int_opt(info, Self::OP, name.c)? };
+        }
+        Ok(SsdScan { dt_softplus, dt_min, dt_max, slices, dims: ffi::SsdScanDims::from_attrs(dims) })
     }
 
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
@@ -97,15 +107,16 @@ impl SsdScan {
         // was told.
         let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
         let descs = self.slices.descs(&inputs);
-        let mut p = ffi::check_ssd_scan(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
+        let mut p = ffi::check_ssd_scan(&descs, &self.dims).map_err(|e| OpError::Check(e.what().to_string()))?;
         p.dt_softplus = self.dt_softplus;
         p.dt_min = self.dt_min;
         p.dt_max = self.dt_max;
-        p.x = inputs[0].addr;
-        p.dt = self.slices.addr(schema::DT, &inputs[schema::DT], elem_bytes(p.elem));
+        let sliced = |slot: usize| self.slices.addr(slot, &inputs[slot], elem_bytes(p.elem));
+        p.x = sliced(schema::X);
+        p.dt = sliced(schema::DT);
         p.a = inputs[2].addr;
-        p.b = inputs[3].addr;
-        p.c = inputs[4].addr;
+        p.b = sliced(schema::B);
+        p.c = sliced(schema::C);
         p.d = inputs[5].addr;
         p.dt_bias = inputs[6].addr;
         p.initial_state = inputs[7].addr;
@@ -136,6 +147,9 @@ mod tests {
             dt_min: 0.0,
             dt_max: f32::INFINITY,
             dt_stride: 1,
+            x_stride: 1,
+            b_stride: dstate,
+            c_stride: dstate,
             x: 0,
             dt: 0,
             a: 0,

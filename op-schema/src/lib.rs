@@ -135,8 +135,21 @@ pub mod ssd_scan {
     /// Int attribute: dt is read as channels `[dt_offset, dt_offset + heads)` of its packed last
     /// axis (docs/op-contract.md "Sliced inputs").
     pub const DT_OFFSET: Name = name!("dt_offset");
+    /// Int attributes: x, B and C read packed, as rank-3 `[batch, seqlen, row]` tensors (the
+    /// conv output of a Mamba-2 layer): x as channels `[x_offset, x_offset + heads * head_dim)`,
+    /// B and C as `[o, o + ngroups * dstate)`.
+    pub const X_OFFSET: Name = name!("x_offset");
+    pub const B_OFFSET: Name = name!("B_offset");
+    pub const C_OFFSET: Name = name!("C_offset");
+    /// Int attributes: the dims a packed x, B or C does not carry (x's head_dim; B's and C's
+    /// ngroups and dstate). When set they are those dims, whole inputs included.
+    pub const HEAD_DIM: Name = name!("head_dim");
+    pub const NGROUPS: Name = name!("ngroups");
+    pub const DSTATE: Name = name!("dstate");
     /// The inputs that may be read as a slice of a packed last axis, with their attributes.
-    pub const SLICEABLE: [(usize, Name); 1] = [(DT, DT_OFFSET)];
+    pub const SLICEABLE: [(usize, Name); 4] = [(X, X_OFFSET), (DT, DT_OFFSET), (B, B_OFFSET), (C, C_OFFSET)];
+    /// The dims a packed input leaves to attributes, in `SsdScanDims` order.
+    pub const PACKED_DIMS: [Name; 3] = [HEAD_DIM, NGROUPS, DSTATE];
 }
 
 /// GatedRmsNorm (docs/op-contract.md "GatedRmsNorm"): Mamba-2's gated RMSNorm over groups of
@@ -277,6 +290,12 @@ mod tests {
             ssd_scan::DT_MIN,
             ssd_scan::DT_MAX,
             ssd_scan::DT_OFFSET,
+            ssd_scan::X_OFFSET,
+            ssd_scan::B_OFFSET,
+            ssd_scan::C_OFFSET,
+            ssd_scan::HEAD_DIM,
+            ssd_scan::NGROUPS,
+            ssd_scan::DSTATE,
             mamba2_layer_step::OP,
             mamba2_layer_step::EPSILON,
             mamba2_layer_step::DT_MIN,

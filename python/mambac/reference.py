@@ -214,6 +214,30 @@ def sliced(x, offset, count, what):
     return x[..., offset:offset + count]
 
 
+def unpack_ssd_inputs(x, heads, B, C, x_offset=None, B_offset=None, C_offset=None, head_dim=None, ngroups=None,
+                      dstate=None):
+    """SsdScan's x, B and C as rank-4 arrays: a packed one ([batch, seqlen, row], its
+    `<input>_offset` set; docs/op-contract.md "Sliced inputs") is sliced and reshaped to
+    [batch, seqlen, heads, head_dim] or [batch, seqlen, ngroups, dstate], those dims from the
+    attributes (dstate and ngroups from a whole B when unset); whole ones pass as they are."""
+    if x_offset is not None:
+        if head_dim is None:
+            raise ValueError("SsdScan: 'x_offset' needs attribute 'head_dim'")
+        x = sliced(x, x_offset, heads * head_dim, "SsdScan: 'x_offset'").reshape(*x.shape[:2], heads, head_dim)
+    if B_offset is None and B is not None:
+        ngroups, dstate = B.shape[2], B.shape[3]
+    if B_offset is not None or C_offset is not None:
+        if ngroups is None or dstate is None:
+            raise ValueError("SsdScan: a packed B needs attributes 'ngroups' and 'dstate'")
+
+    def groups(t, offset, name):
+        if offset is None:
+            return t
+        return sliced(t, offset, ngroups * dstate, f"SsdScan: '{name}'").reshape(*t.shape[:2], ngroups, dstate)
+
+    return x, groups(B, B_offset, "B_offset"), groups(C, C_offset, "C_offset")
+
+
 def _attr(value, default):
     """An attribute the node may leave out (None from onnx when a schema is registered too)."""
     return default if value is None else value
@@ -238,7 +262,9 @@ class SsdScan(OpRun):
     op_domain = DOMAIN
 
     def _run(self, x, dt, A, B, C, D=None, dt_bias=None, initial_state=None, dt_softplus=None, dt_min=None,
-             dt_max=None, dt_offset=None):
+             dt_max=None, dt_offset=None, x_offset=None, B_offset=None, C_offset=None, head_dim=None, ngroups=None,
+             dstate=None):
+        x, B, C = unpack_ssd_inputs(x, A.shape[0], B, C, x_offset, B_offset, C_offset, head_dim, ngroups, dstate)
         dt = sliced(dt, dt_offset, A.shape[0], "SsdScan: 'dt_offset'")
         y, h = ssd_scan_ref(
             x, dt, A, B, C, D, dt_bias, initial_state, bool(_attr(dt_softplus, 1)), _attr(dt_min, 0.0),

@@ -86,6 +86,16 @@ def test_the_graph_uses_the_fused_ops(exported):
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in scan.attribute}
     assert attrs["dt_softplus"] == 1
     assert attrs["dt_min"] == pytest.approx(0.05) and attrs["dt_max"] == pytest.approx(0.5)
+    # The scan reads x, B and C from the conv output in place (docs/op-contract.md "Sliced
+    # inputs"): heads 4 x head_dim 16 = I = 64, 2 groups x dstate 8; dt from in_proj's output at
+    # I + conv_dim = 64 + 96. No Split is left; z alone is a Slice.
+    assert {k: attrs[k] for k in ("x_offset", "B_offset", "C_offset", "dt_offset")} == {
+        "x_offset": 0, "B_offset": 64, "C_offset": 80, "dt_offset": 160}
+    assert (attrs["head_dim"], attrs["ngroups"], attrs["dstate"]) == (16, 2, 8)
+    conv = next(n for n in nodes if n.op_type == "CausalConv1d")
+    assert scan.input[0] == scan.input[3] == scan.input[4] == conv.output[0]
+    ops = [n.op_type for n in nodes]
+    assert ops.count("Split") == 0 and ops.count("Slice") == 2, ops
 
 
 @pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
@@ -135,9 +145,13 @@ class _OrtOp(OpRun):
 class SsdScan(_OrtOp):
     slots = SSD_INPUTS
 
-    # dt_offset: dt read from in_proj's packed output (docs/op-contract.md "Sliced inputs").
-    def _run(self, *inputs, dt_softplus=None, dt_min=None, dt_max=None, dt_offset=None):
-        return super()._run(*inputs, dt_softplus=dt_softplus, dt_min=dt_min, dt_max=dt_max, dt_offset=dt_offset)
+    # *_offset: dt read from in_proj's packed output, x, B and C from the conv's, the dims they
+    # do not carry as attributes (docs/op-contract.md "Sliced inputs").
+    def _run(self, *inputs, dt_softplus=None, dt_min=None, dt_max=None, dt_offset=None, x_offset=None,
+             B_offset=None, C_offset=None, head_dim=None, ngroups=None, dstate=None):
+        return super()._run(*inputs, dt_softplus=dt_softplus, dt_min=dt_min, dt_max=dt_max, dt_offset=dt_offset,
+                            x_offset=x_offset, B_offset=B_offset, C_offset=C_offset, head_dim=head_dim,
+                            ngroups=ngroups, dstate=dstate)
 
 
 class CausalConv1d(_OrtOp):

@@ -68,7 +68,8 @@ def test_creators_name_version_namespace_and_fields(tmp_path):
         "creator MambaLayerStep version 1 namespace mambac",
         "field names: epsilon=<1> present_inputs=<5>",
         "creator SsdScan version 1 namespace mambac",
-        "field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> present_inputs=<5>",
+        ("field names: dt_softplus=<5> dt_min=<1> dt_max=<1> dt_offset=<5> x_offset=<5> B_offset=<5> C_offset=<5> "
+         "head_dim=<5> ngroups=<5> dstate=<5> present_inputs=<5>"),
         "creator Mamba2LayerStep version 1 namespace mambac",
         "field names: epsilon=<1> dt_min=<1> dt_max=<1> norm_before_gate=<5> present_inputs=<5>",
     ]
@@ -325,6 +326,10 @@ SSD_BAD_FIELDS = [
      "SsdScan: attribute 'dt_max' is 0.000000000000000000001, expected at least dt_min (0.00000000000000000001)"),
     ("dt_max f32 -inf", dict(dt_max=float("-inf")), "SsdScan: attribute 'dt_max' is -inf, expected at least dt_min (0)"),
     ("time_step_limit f32 1", None, "SsdScan: unknown attribute 'time_step_limit'"),
+    # Range-checked at createPlugin: getOutputShapes would hand TensorRT these as dims.
+    ("head_dim i32 0", None, "SsdScan: attribute 'head_dim' is 0, expected 1 to 2^31 - 1"),
+    ("ngroups i32 -2", None, "SsdScan: attribute 'ngroups' is -2, expected 1 to 2^31 - 1"),
+    ("dstate i32 0", None, "SsdScan: attribute 'dstate' is 0, expected 1 to 2^31 - 1"),
     ("present_inputs i32 256", None,
      "SsdScan: field 'present_inputs' is 256, expected a bit mask of the 8 input slots with slot 0 set"),
 ]
@@ -386,6 +391,9 @@ def test_ssd_scan_input_count_must_match_the_slot_map(tmp_path):
         ("field dt_softplus i32 0\nfield dt_min f32 0.001\nfield dt_max f32 0.1\n", "dt_softplus=0 dt_min=0.001 dt_max=0.1"),
         (f"field present_inputs i32 {SSD_MASK}\nfield dt_max f32 2\n",
          f"dt_softplus=1 dt_min=0 dt_max=2 present_inputs={SSD_MASK}"),
+        ("field x_offset i32 0\nfield B_offset i32 32\nfield C_offset i32 64\nfield head_dim i32 4\n"
+         "field ngroups i32 2\nfield dstate i32 16\n",
+         "dt_softplus=1 dt_min=0 dt_max=inf x_offset=0 B_offset=32 C_offset=64 head_dim=4 ngroups=2 dstate=16"),
     ],
 )
 def test_ssd_scan_serialization_round_trip_and_clone(tmp_path, fields, serialized):
@@ -544,9 +552,39 @@ def test_a_sliced_conv_takes_its_dim_from_the_weight(tmp_path):
     assert out[-1].startswith("configure rc=0"), out
 
 
+PACKED_SSD_FIELDS = ("field x_offset i32 0\nfield B_offset i32 32\nfield C_offset i32 64\nfield head_dim i32 4\n"
+                     "field ngroups i32 2\nfield dstate i32 16\n")
+PACKED_SSD_INPUTS = "in float16 {x}\nin float16 {b},{s},8\nin float32 8\nin float16 {x}\nin float16 {x}\n"
+
+
+def test_a_packed_ssd_scan_takes_heads_from_a_and_dims_from_fields(tmp_path):
+    """x, B and C one packed [batch, seqlen, row] (Mamba-2's conv output): y and the state take
+    heads from A, head_dim and dstate from the fields."""
+    script = f"op SsdScan\n{PACKED_SSD_FIELDS}create\n" + PACKED_SSD_INPUTS.format(x="b,s,96", b="b", s="s")
+    script += "shapes\n"
+    script += f"op SsdScan\n{PACKED_SSD_FIELDS}create\n" + PACKED_SSD_INPUTS.format(x="2,5,96", b=2, s=5)
+    script += "configure\n"
+    out = run(script, tmp_path)
+    assert out[3] == "shapes rc=0 [b, s, 8, 4] [b, 8, 4, 16]", out
+    assert out[-1].startswith("configure rc=0"), out
+
+
+def test_a_packed_ssd_scan_without_its_dim_fields_is_refused(tmp_path):
+    """x packed, B and C whole: head_dim has no other source (reported before the ranks)."""
+    script = "op SsdScan\nfield x_offset i32 0\ncreate\n" + SSD_INPUTS.replace("b,s,8,4", "b,s,96")
+    out = run(script + "shapes\n", tmp_path)
+    assert errors(out) == ["SsdScan: attribute 'x_offset' needs attribute 'head_dim': input 'x' read packed as "
+                           "[batch, seqlen, row] has no head_dim axis"], out
+
+
 @pytest.mark.parametrize(
     "op,fields,inputs,message",
     [
+        ("SsdScan", "C_offset i32 65\nfield x_offset i32 0\nfield B_offset i32 32\nfield head_dim i32 4\n"
+         "field ngroups i32 2\nfield dstate i32 16",
+         PACKED_SSD_INPUTS.format(x="2,5,96", b=2, s=5),
+         "SsdScan: attribute 'C_offset' = 65 reads channels [65, 97) of input 'C' of shape [2, 5, 96], "
+         "whose last dim is 96"),
         ("CausalConv1d", "x_offset i32 15", "in float16 2,5,20\nin float16 8,4\n",
          "CausalConv1d: attribute 'x_offset' = 15 reads channels [15, 23) of input 'x' of shape [2, 5, 20], "
          "whose last dim is 20"),

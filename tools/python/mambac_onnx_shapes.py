@@ -106,15 +106,33 @@ def _infer_selective_scan(ctx):
 
 
 def _infer_ssd_scan(ctx):
-    # y: x's type and shape; final_state: [batch, heads, head_dim, dstate] float32, dstate from
-    # B [batch, seqlen, ngroups, dstate].
-    x, b = _input(ctx, 0), _input(ctx, 3)
+    # y: [batch, seqlen, heads, head_dim] of T; final_state: [batch, heads, head_dim, dstate]
+    # float32. A whole x [batch, seqlen, heads, head_dim] gives heads and head_dim, a packed one
+    # [batch, seqlen, row] (x_offset) takes heads from A and head_dim from its attribute; dstate
+    # from the attribute, else from a whole B [batch, seqlen, ngroups, dstate]
+    # (docs/op-contract.md "Sliced inputs").
+    x, a, b = _input(ctx, 0), _input(ctx, 2), _input(ctx, 3)
     if x is None:
         return
-    _set(ctx, 0, x.tensor_type.elem_type, _dims(x))
-    if ctx.get_num_outputs() > 1 and b is not None and len(_dims(x)) == 4 and len(_dims(b)) == 4:
-        batch, _, heads, head_dim = _dims(x)
-        _set(ctx, 1, TensorProto.FLOAT, [batch, heads, head_dim, _dims(b)[3]])
+    attrs = {n: at.i for n in ("head_dim", "dstate") if (at := ctx.get_attribute(n)) is not None}
+    dims = _dims(x)
+    if len(dims) == 4:
+        batch, seqlen, heads, head_dim = dims
+    elif len(dims) == 3 and a is not None and len(_dims(a)) == 1 and "head_dim" in attrs:
+        batch, seqlen, _ = dims
+        heads, head_dim = _dims(a)[0], attrs["head_dim"]
+    else:
+        return  # compute reports it
+    _set(ctx, 0, x.tensor_type.elem_type, [batch, seqlen, heads, head_dim])
+    if ctx.get_num_outputs() < 2:
+        return
+    if "dstate" in attrs:
+        dstate = attrs["dstate"]
+    elif b is not None and len(_dims(b)) == 4:
+        dstate = _dims(b)[3]
+    else:
+        return
+    _set(ctx, 1, TensorProto.FLOAT, [batch, heads, head_dim, dstate])
 
 
 def _infer_layer_step(ctx):
@@ -189,6 +207,12 @@ _OPS = {
             ("dt_min", defs.OpSchema.AttrType.FLOAT),
             ("dt_max", defs.OpSchema.AttrType.FLOAT),
             ("dt_offset", defs.OpSchema.AttrType.INT),
+            ("x_offset", defs.OpSchema.AttrType.INT),
+            ("B_offset", defs.OpSchema.AttrType.INT),
+            ("C_offset", defs.OpSchema.AttrType.INT),
+            ("head_dim", defs.OpSchema.AttrType.INT),
+            ("ngroups", defs.OpSchema.AttrType.INT),
+            ("dstate", defs.OpSchema.AttrType.INT),
         ],
         _infer_ssd_scan,
     ),

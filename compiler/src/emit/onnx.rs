@@ -484,6 +484,8 @@ impl Emitter<'_, '_> {
                     attr_float(ssd_slots::DT_MAX.str, cfg.dt_max as f32),
                 ];
                 attrs.extend(slice_attrs(&cfg.slices, &ssd_slots::SLICEABLE));
+                let dims = ssd_slots::PACKED_DIMS.iter().zip(cfg.dims.as_array());
+                attrs.extend(dims.filter_map(|(name, d)| d.map(|d| attr_int(name.str, d as i64))));
                 self.push(ssd_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::FusedGatedRmsNorm(cfg) => {

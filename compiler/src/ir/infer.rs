@@ -2,8 +2,8 @@
 //! shape rules (the C++ half is `cpp/include/mambac/shape_check.h`; a test checks they agree).
 
 use super::infer_standard as std_infer;
-use super::op::{conv_slots, scan_slots, ssd_slots, step_slots};
-use super::op::{CausalConv1dConfig as Conv, Op, SelectiveScanConfig as Scan, SsdScanConfig as Ssd};
+use super::op::{conv_slots, scan_slots, step_slots};
+use super::op::{CausalConv1dConfig as Conv, Op, SelectiveScanConfig as Scan};
 use super::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
 use super::types::{Dim, Elem, Shape, ValueType};
 
@@ -250,7 +250,7 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             Ok(vec![x.clone()])
         }
         Op::SelectiveScan(cfg) => infer_selective_scan(cfg, &|s| get(s)),
-        Op::SsdScan(cfg) => infer_ssd_scan(cfg, &|s| get(s)),
+        Op::SsdScan(cfg) => super::infer_ssd_scan::infer_ssd_scan(cfg, &|s| get(s)),
         Op::Expand { shape } => std_infer::infer_expand(required(op, inputs, 0)?, shape),
         Op::CausalConvWithState(cfg) => std_infer::infer_causal_conv_with_state(
             cfg,
@@ -410,53 +410,6 @@ fn infer_selective_scan<'a>(
         expect_shape("initial_state", s, &state_dims)?;
     }
     let mut outs = vec![u.clone()];
-    if cfg.final_state {
-        outs.push(ValueType::new(Elem::F32, state_dims));
-    }
-    Ok(outs)
-}
-
-/// The rule of `cpp/shape_check.cpp` `check_ssd_scan`, input for input in its order (x defines
-/// batch, seqlen, heads and head_dim; B defines ngroups and dstate).
-fn infer_ssd_scan<'a>(cfg: &Ssd, get: &dyn Fn(usize) -> Option<&'a ValueType>) -> Result<Vec<ValueType>, InferError> {
-    let req = |slot: usize| get(slot).ok_or_else(|| err(ssd_slots::INPUT_NAMES[slot], "is required but missing"));
-    let x = req(ssd_slots::X)?;
-    expect_rank("x", x, 4)?;
-    expect_float("x", x)?;
-    let t = x.elem;
-    let [batch, seqlen, heads, head_dim] = <[Dim; 4]>::try_from(x.shape.0.clone()).expect("rank checked");
-    let dt = req(ssd_slots::DT)?;
-    expect_elem("dt", dt, t, "same as 'x'")?;
-    expect_view("dt", dt, &[batch.clone(), seqlen.clone(), heads.clone()], cfg.slices.offset(ssd_slots::DT))?;
-    let a = req(ssd_slots::A)?;
-    expect_elem("A", a, Elem::F32, "A is always float32")?;
-    expect_shape("A", a, std::slice::from_ref(&heads))?;
-    let b = req(ssd_slots::B)?;
-    expect_elem("B", b, t, "same as 'x'")?;
-    expect_rank("B", b, 4)?;
-    let (ngroups, dstate) = (b.shape.0[2].clone(), b.shape.0[3].clone());
-    expect_shape("B", b, &[batch.clone(), seqlen.clone(), ngroups.clone(), dstate.clone()])?;
-    if let (Some(h), Some(g)) = (heads.known(), ngroups.known()) {
-        if g == 0 || h % g != 0 {
-            return Err(err("B", format!("has shape {}, ngroups {g} does not divide heads {h}", b.shape)));
-        }
-    }
-    let c = req(ssd_slots::C)?;
-    expect_elem("C", c, t, "same as 'x'")?;
-    expect_shape("C", c, &b.shape.0)?;
-    for slot in [ssd_slots::D, ssd_slots::DT_BIAS] {
-        if let Some(v) = get(slot) {
-            let name = ssd_slots::INPUT_NAMES[slot];
-            expect_elem(name, v, Elem::F32, "always float32")?;
-            expect_shape(name, v, std::slice::from_ref(&heads))?;
-        }
-    }
-    let state_dims = vec![batch, heads, head_dim, dstate];
-    if let Some(s) = get(ssd_slots::INITIAL_STATE) {
-        expect_elem("initial_state", s, Elem::F32, "the state is always float32")?;
-        expect_shape("initial_state", s, &state_dims)?;
-    }
-    let mut outs = vec![x.clone()];
     if cfg.final_state {
         outs.push(ValueType::new(Elem::F32, state_dims));
     }

@@ -9,6 +9,7 @@ mod consts;
 mod infer;
 mod infer_gated_norm;
 mod infer_mamba2_step;
+mod infer_ssd_scan;
 mod infer_standard;
 mod op;
 pub mod print;
@@ -29,7 +30,7 @@ pub use infer::infer_node;
 pub use op::{
     conv_slots, scan_slots, ssd_slots, step2_slots, step_slots, CausalConv1dConfig, CausalConvWithStateConfig,
     GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig, MatMulNBitsConfig, Op,
-    SelectiveScanConfig, Slices, SsdScanConfig,
+    SelectiveScanConfig, Slices, SsdDims, SsdScanConfig,
 };
 pub use op::{gated_norm_slots, FusedGatedRmsNormConfig};
 pub use quant::BlockQuant;

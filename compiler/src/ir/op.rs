@@ -80,8 +80,27 @@ pub struct SsdScanConfig {
     pub dt_max: f64,
     /// Whether the node produces `final_state` (output 1).
     pub final_state: bool,
-    /// dt read from a packed last axis (`dt_offset`).
+    /// x, dt, B and C read from a packed last axis (`x_offset`, `dt_offset`, `B_offset`,
+    /// `C_offset`); x, B and C are then rank 3, their other dims in `dims`.
     pub slices: Slices,
+    /// The `head_dim`, `ngroups` and `dstate` attributes (docs/op-contract.md "Sliced inputs").
+    pub dims: SsdDims,
+}
+
+/// SsdScan's dims that a packed (rank-3) x, B or C does not carry; `None`: not set (the whole
+/// input gives it). Set, each is that dim, whole inputs included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SsdDims {
+    pub head_dim: Option<usize>,
+    pub ngroups: Option<usize>,
+    pub dstate: Option<usize>,
+}
+
+impl SsdDims {
+    /// In the op's attribute order (`ssd_slots::PACKED_DIMS`).
+    pub fn as_array(&self) -> [Option<usize>; 3] {
+        [self.head_dim, self.ngroups, self.dstate]
+    }
 }
 
 /// Mamba-2's gated RMSNorm (mamba_ssm's `RMSNormGated`), over groups of `group_size` channels

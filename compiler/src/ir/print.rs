@@ -2,11 +2,17 @@
 
 use std::fmt::Write;
 
-use super::{conv_slots, gated_norm_slots, scan_slots, ssd_slots, Op, Slices, ValidatedGraph, ValueRef};
+use super::{conv_slots, gated_norm_slots, scan_slots, ssd_slots, Op, Slices, SsdDims, ValidatedGraph, ValueRef};
 
 /// `, z_offset=48, ...` for a fused op's sliced inputs (docs/op-contract.md "Sliced inputs").
 fn slices(s: &Slices, names: &[&str]) -> String {
     s.0.iter().map(|&(slot, o)| format!(", {}_offset={o}", names.get(slot).copied().unwrap_or("?"))).collect()
+}
+
+/// `, head_dim=64, ngroups=1, dstate=128`: the SsdScan dims its packed inputs do not carry.
+fn packed_dims(d: &SsdDims) -> String {
+    let names = ssd_slots::PACKED_DIMS.map(|n| n.str);
+    names.iter().zip(d.as_array()).filter_map(|(n, v)| v.map(|v| format!(", {n}={v}"))).collect()
 }
 
 fn op_detail(op: &Op) -> String {
@@ -52,11 +58,12 @@ fn op_detail(op: &Op) -> String {
         ),
         Op::SsdScan(c) => {
             format!(
-                "mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}){})",
+                "mambac.SsdScan(dt_softplus={}, dt_limit=({}, {}){}{})",
                 c.dt_softplus as u8,
                 c.dt_min,
                 c.dt_max,
-                slices(&c.slices, &ssd_slots::INPUT_NAMES)
+                slices(&c.slices, &ssd_slots::INPUT_NAMES),
+                packed_dims(&c.dims)
             )
         }
         Op::Mamba2LayerStep(c) => format!(

@@ -66,6 +66,7 @@ impl Lowerer<'_> {
                 dt_max,
                 final_state: self.opts.stateful,
                 slices: Default::default(),
+                dims: Default::default(),
             }),
             &[Some(x), Some(dt), Some(a), Some(b), Some(c), Some(d), Some(dt_bias), ssm_state],
         );

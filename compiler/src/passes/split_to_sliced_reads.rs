@@ -3,13 +3,16 @@
 //! so the split's copy goes. B and C come through `Unsqueeze(axis 2)` (Mamba-1's one group): the
 //! op then reads `Unsqueeze(p, 2)`, a view in ONNX Runtime. A part some other op reads stays, as
 //! a `SliceLast` of its own; with more than one such part the split stays whole (nothing saved).
+//! SsdScan's x, B and C come through `Reshape(keep 2, [heads, head_dim])` and `Reshape(keep 2,
+//! [ngroups, dstate])`: the op then reads the packed rank-3 tensor itself, the reshape's tail
+//! becoming its `head_dim` (or `ngroups`, `dstate`) attributes.
 //!
 //! Mamba-1: `SplitLast([I, I], xz)` goes (the conv reads x, the scan z); `SplitLast([R, N, N],
 //! x_proj)` becomes `SliceLast([0, R))` for dt_proj's MatMul, the scan reading B and C in place.
 //! Mamba-2: `SplitLast([I, I + 2 G N, heads], in_proj)` goes: the fused gated norm reads z, the
 //! conv xBC and SsdScan dt in place (where the gated norm is still the float32 primitive, as
-//! `fuse_gated_norm_casts` leaves it when it cannot fire, z stays a `SliceLast`). The conv output's split
-//! into x, B and C stays: SsdScan reads them through reshapes to heads and groups.
+//! `fuse_gated_norm_casts` leaves it when it cannot fire, z stays a `SliceLast`); the conv
+//! output's `SplitLast([I, G N, G N])` goes, SsdScan reading x, B and C from it in place.
 //! Only for `--ops mambac` graphs ([`super::SLICE_RULES`]): standard ONNX ops read whole tensors.
 
 use super::Rule;
@@ -25,6 +28,9 @@ enum Reader {
     /// Through an `Unsqueeze(axis 2)` whose every reader, listed, is a rank-4 sliceable slot
     /// (SelectiveScan's B, C).
     Groups(Vec<(NodeId, usize)>),
+    /// Through a `Reshape(keep 2, tail)` whose every reader, listed, is a slot that can read the
+    /// packed rank-3 tensor with `tail` as its dim attributes (SsdScan's x, B, C).
+    Packed(Vec<(NodeId, usize)>, [usize; 2]),
 }
 
 /// Whether slot `slot` of `node` can read a slice of a rank-`rank` packed tensor and does not yet.
@@ -41,6 +47,29 @@ fn sliceable(g: &Graph, node: NodeId, slot: usize, rank: usize) -> bool {
     }
 }
 
+/// Whether slot `slot` of `node` can read a packed rank-3 tensor where it reads `Reshape(keep 2,
+/// tail)` of it (SsdScan's x: tail `[heads, head_dim]`; B, C: `[ngroups, dstate]`) and does not
+/// yet; the dims it already has set must agree with the tail.
+fn packable(g: &Graph, node: NodeId, slot: usize, tail: [usize; 2]) -> bool {
+    let Op::SsdScan(c) = g.op(node) else { return false };
+    let agrees = |have: Option<usize>, want: usize| have.is_none_or(|h| h == want);
+    c.slices.offset(slot).is_none()
+        && match slot {
+            ssd_slots::X => agrees(c.dims.head_dim, tail[1]),
+            ssd_slots::B | ssd_slots::C => agrees(c.dims.ngroups, tail[0]) && agrees(c.dims.dstate, tail[1]),
+            _ => false,
+        }
+}
+
+/// The readers of `value` (a node's output 0), if there are some and all satisfy `ok`; never a
+/// graph output.
+fn all_readers(g: &Graph, value: ValueRef, ok: impl Fn(NodeId, usize) -> bool) -> Option<Vec<(NodeId, usize)>> {
+    let inner = g.users(value);
+    let fits =
+        !inner.is_empty() && !g.outputs().iter().any(|o| o.value == value) && inner.iter().all(|&(n, s)| ok(n, s));
+    fits.then_some(inner)
+}
+
 /// The readers of `part`, if every one of them can read a slice (and there is one).
 fn readers(g: &Graph, part: ValueRef) -> Option<Vec<Reader>> {
     if g.outputs().iter().any(|o| o.value == part) {
@@ -54,12 +83,12 @@ fn readers(g: &Graph, part: ValueRef) -> Option<Vec<Reader>> {
         .into_iter()
         .map(|(node, slot)| match g.op(node) {
             Op::Unsqueeze { axis: 2 } => {
-                let out = ValueRef { node, output: 0 };
-                let inner = g.users(out);
-                let ok = !inner.is_empty()
-                    && !g.outputs().iter().any(|o| o.value == out)
-                    && inner.iter().all(|&(n, s)| sliceable(g, n, s, 4));
-                ok.then_some(Reader::Groups(inner))
+                all_readers(g, ValueRef { node, output: 0 }, |n, s| sliceable(g, n, s, 4)).map(Reader::Groups)
+            }
+            Op::Reshape { keep: 2, tail } if tail.len() == 2 => {
+                let tail = [tail[0], tail[1]];
+                let inner = all_readers(g, ValueRef { node, output: 0 }, |n, s| packable(g, n, s, tail))?;
+                Some(Reader::Packed(inner, tail))
             }
             _ => sliceable(g, node, slot, 3).then_some(Reader::Direct(node, slot)),
         })
@@ -77,6 +106,18 @@ fn read_slice(g: &mut Graph, node: NodeId, slot: usize, v: ValueRef, offset: usi
     };
     *slices = std::mem::take(slices).with(slot, offset);
     g.set_input(node, slot, Some(v));
+}
+
+/// Sets SsdScan `node`'s input `slot` to the packed `v`, read from channel `offset` on, its dims
+/// (`tail` of the reshape it read before) as attributes.
+fn read_packed(g: &mut Graph, node: NodeId, slot: usize, v: ValueRef, offset: usize, tail: [usize; 2]) {
+    let Op::SsdScan(c) = &mut g.node_mut(node).op else { unreachable!("packable() admits only SsdScan") };
+    if slot == ssd_slots::X {
+        c.dims.head_dim = Some(tail[1]);
+    } else {
+        (c.dims.ngroups, c.dims.dstate) = (Some(tail[0]), Some(tail[1]));
+    }
+    read_slice(g, node, slot, v, offset);
 }
 
 impl Rule for SplitToSlicedReads {
@@ -109,6 +150,11 @@ impl Rule for SplitToSlicedReads {
                         });
                         for (n, slot) in inner {
                             read_slice(g, n, slot, v, starts[k]);
+                        }
+                    }
+                    Reader::Packed(inner, tail) => {
+                        for (n, slot) in inner {
+                            read_packed(g, n, slot, packed, starts[k], tail);
                         }
                     }
                 }

@@ -20,6 +20,7 @@ namespace mambac {
 struct TensorDesc;
 struct SelectiveScanParams;
 struct SsdScanParams;
+struct SsdScanDims;
 struct CausalConv1dParams;
 struct GatedRmsNormParams;
 struct MambaLayerStepParams;
@@ -30,6 +31,9 @@ constexpr int32_t kOnnxFloat = 1;
 constexpr int32_t kOnnxFloat16 = 10;
 constexpr int32_t kOnnxBFloat16 = 16;
 
+// SsdScanDims' value of an attribute the node does not set (Rust: SsdScanDims::UNSET).
+constexpr int64_t kUnsetDim = INT64_MIN;
+
 constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kSsdScanInputs = 8;
 constexpr size_t kCausalConv1dInputs = 4;
@@ -38,7 +42,8 @@ constexpr size_t kMambaLayerStepInputs = 15;
 constexpr size_t kMamba2LayerStepInputs = 14;
 
 SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count);
-SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count);
+// `dims`: SsdScan's head_dim / ngroups / dstate attributes (kUnsetDim: not set).
+SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdScanDims& dims);
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
 // group_size: the node's attribute (d / ngroups); it must divide y's last dim.
 GatedRmsNormParams check_gated_rms_norm(const TensorDesc* inputs, size_t count, int64_t group_size);
@@ -46,7 +51,7 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
 Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count);
 
 SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
-SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs);
+SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs, const SsdScanDims& dims);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
 GatedRmsNormParams check_gated_rms_norm(rust::Slice<const TensorDesc> inputs, int64_t group_size);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
@@ -59,6 +64,11 @@ void check_mamba_layer_step_cuda_limits(const MambaLayerStepParams& p);
 void check_mamba2_layer_step_cuda_limits(const Mamba2LayerStepParams& p);
 // SsdScan's CUDA limit (dstate up to 512; the CPU kernel has none), likewise shared.
 void check_ssd_scan_cuda_limits(const SsdScanParams& p);
+
+// SsdScan's message (without the op's name) for a packed x or B (its `<input>_offset` set)
+// whose dim attributes are not all set; "" when none is missing. check_ssd_scan refuses with
+// it, and the TensorRT plugin's output shapes too.
+std::string ssd_scan_missing_dim(bool x_packed, bool b_packed, const SsdScanDims& dims);
 
 // "float32", "float16", ... for messages; "type code N" for codes it does not know.
 std::string onnx_type_name(int32_t code);

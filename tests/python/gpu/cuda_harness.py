@@ -151,6 +151,20 @@ def row_stride(t):
     return rows.stride(-2) if t.dim() >= 2 else t.shape[-1]
 
 
+def token_stride(t):
+    """Elements between consecutive tokens of a [batch, seqlen, a, b] tensor whose token rows are
+    contiguous: a * b when all of it is, the packed row's length for a view of channels of a
+    packed [batch, seqlen, row] tensor reshaped to [.., a, b] (SsdScan's x, B, C, docs/op-contract.md
+    "Sliced inputs"): the ABI's x/b/c_stride. 0 (contiguous) for an absent input."""
+    if t is None:
+        return 0
+    if t.is_contiguous():
+        return t.shape[2] * t.shape[3]  # also for empty dims, whose strides torch rounds up
+    assert t.stride(3) == 1 and t.stride(2) == t.shape[3], "a token's row must be contiguous"
+    assert t.stride(0) == t.stride(1) * t.shape[1], "tokens evenly spaced"
+    return t.stride(1)
+
+
 def scan_params(x, y, final_state, dtype, delta_softplus):
     """x: the op's inputs by name (None = absent), on the device; z, B and C may be views of
     channels of packed tensors (their row strides go into the params)."""
@@ -191,7 +205,8 @@ def ssd_params(x, y, final_state, dtype, dt_softplus, dt_min=0.0, dt_max=float("
     _, _, ngroups, dstate = x["B"].shape
     return SsdParams(batch=batch, seqlen=seqlen, heads=heads, head_dim=head_dim, ngroups=ngroups, dstate=dstate,
                      elem=DTYPES[dtype][1], dt_softplus=bool(dt_softplus), dt_min=dt_min, dt_max=dt_max,
-                     dt_stride=row_stride(x["dt"]), y=ptr(y),
+                     dt_stride=row_stride(x["dt"]), x_stride=token_stride(x["x"]),
+                     b_stride=token_stride(x["B"]), c_stride=token_stride(x["C"]), y=ptr(y),
                      final_state=ptr(final_state), **{SSD_FIELDS[k]: ptr(v) for k, v in x.items()})
 
 
@@ -334,6 +349,28 @@ def launch_layer(p, name, poison, tuning):
         rc = getattr(lib, f"mambac_cuda_{name}_tuned")(ctypes.byref(p), stream(), *tuning_args(tuning))
     torch.cuda.synchronize()
     return rc
+
+
+def run_chained(name, layers, make_params, dependent):
+    """Layer `name`'s step ("decode_layer" or "mamba2_decode_layer") for each input set of
+    `layers`, queued back to back on one stream with no synchronisation in between, each reading
+    the residual_out of the one before (as in a decode graph) and all sharing one NaN-poisoned
+    scratch (ORT may hand each layer the same block); dependent launches on (`dependent` 0) or
+    off (-1). make_params(x, outs) builds a layer's ABI struct. Rewires layers[i]["residual"]
+    to the previous layer's output. Returns (statuses, outputs a layer)."""
+    outs = [layer_outputs(x, float("nan")) for x in layers]
+    for i in range(1, len(layers)):
+        layers[i]["residual"] = outs[i - 1]["residual"]
+    params = [make_params(x, o) for x, o in zip(layers, outs)]
+    nbytes = max(getattr(lib, f"mambac_cuda_{name}_scratch_bytes")(ctypes.byref(p)) for p in params)
+    scratch = torch.full((max(1, nbytes // 4),), float("nan"), device=dev)
+    for p in params:
+        p.scratch = ptr(scratch)
+    torch.cuda.synchronize()
+    launch = getattr(lib, f"mambac_cuda_{name}_tuned")
+    rcs = [launch(ctypes.byref(p), stream(), *tuning_args((0, 0, 0, 0, dependent))) for p in params]
+    torch.cuda.synchronize()
+    return rcs, outs
 
 
 def run_step(x, dtype, eps=1e-5, poison=float("nan"), tuning=None):

@@ -5,14 +5,10 @@ float32 / float16 / bfloat16, outputs and scratch NaN-poisoned. Checked: the lay
 contribution (residual_out - residual), conv_state_out and ssm_state_out, tier atol relative
 to the tensor's scale."""
 
-import ctypes
-
 import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
-import torch  # noqa: E402
-from cuda_harness import (dev, error_string, layer_outputs, lib, ptr, run_step, step_inputs, step_params,  # noqa: E402
-                          stream, to_host, tuning_args)
+from cuda_harness import error_string, run_chained, run_step, step_inputs, step_params, to_host  # noqa: E402
 from ops_reference import mamba_layer_step_ref, mismatch  # noqa: E402
 
 EPS = 1e-5
@@ -96,18 +92,7 @@ def test_layers_chained_on_one_stream_match_float64(batch, hidden, inner, dtype,
     Each layer is checked against float64 on the residual it actually read."""
     layers = [step_inputs(batch, hidden, inner, 16, 12, 4, dtype, {"proj_bias": True}, seed=31 * i + batch)
               for i in range(4)]
-    outs = [layer_outputs(x, float("nan")) for x in layers]
-    for i in range(1, len(layers)):
-        layers[i]["residual"] = outs[i - 1]["residual"]
-    params = [step_params(x, o, dtype, EPS) for x, o in zip(layers, outs)]
-    nbytes = max(lib.mambac_cuda_decode_layer_scratch_bytes(ctypes.byref(p)) for p in params)
-    scratch = torch.full((max(1, nbytes // 4),), float("nan"), device=dev)
-    for p in params:
-        p.scratch = ptr(scratch)
-    torch.cuda.synchronize()
-    for i, p in enumerate(params):
-        rc = lib.mambac_cuda_decode_layer_tuned(ctypes.byref(p), stream(), *tuning_args((0, 0, 0, 0, dependent)))
-        assert rc == 0, f"layer {i}: {error_string(rc)} ({rc})"
-    torch.cuda.synchronize()
+    rcs, outs = run_chained("decode_layer", layers, lambda x, o: step_params(x, o, dtype, EPS), dependent)
+    assert rcs == [0] * len(layers), [error_string(rc) for rc in rcs]
     fails = [f for i, (x, o) in enumerate(zip(layers, outs)) for f in step_failures(x, o, dtype, f"layer {i}: ")]
     assert not fails, "\n".join(fails)

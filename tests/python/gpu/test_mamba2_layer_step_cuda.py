@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
-from cuda_harness import (dev, error_string, layer_outputs, lib, ptr, run_step2, step2_inputs,  # noqa: E402
-                          step2_params, stream, to_host, tuning_args)
+from cuda_harness import (error_string, layer_outputs, lib, run_chained, run_step2, step2_inputs,  # noqa: E402
+                          step2_params, stream, to_host)
 from ops_reference import mamba2_layer_step_ref, mismatch, worst_rel  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
@@ -121,19 +121,8 @@ def test_mamba2_layers_chained_on_one_stream_match_float64(batch, hidden, heads,
     with dependent launches a kernel touching a buffer before its wait would show here)."""
     attrs = attrs_of(False, NO_LIMIT)
     layers = [step2_inputs(batch, hidden, heads, 64, 1, 128, 4, dtype, {}, seed=17 * i + batch) for i in range(4)]
-    outs = [layer_outputs(x, float("nan")) for x in layers]
-    for i in range(1, len(layers)):
-        layers[i]["residual"] = outs[i - 1]["residual"]
-    params = [step2_params(x, o, dtype, attrs) for x, o in zip(layers, outs)]
-    nbytes = max(lib.mambac_cuda_mamba2_decode_layer_scratch_bytes(ctypes.byref(p)) for p in params)
-    scratch = torch.full((max(1, nbytes // 4),), float("nan"), device=dev)
-    for p in params:
-        p.scratch = ptr(scratch)
-    torch.cuda.synchronize()
-    for i, p in enumerate(params):
-        rc = lib.mambac_cuda_mamba2_decode_layer_tuned(ctypes.byref(p), stream(), *tuning_args((0, 0, 0, 0, dependent)))
-        assert rc == 0, f"layer {i}: {error_string(rc)} ({rc})"
-    torch.cuda.synchronize()
+    rcs, outs = run_chained("mamba2_decode_layer", layers, lambda x, o: step2_params(x, o, dtype, attrs), dependent)
+    assert rcs == [0] * len(layers), [error_string(rc) for rc in rcs]
     fails = [f for i, (x, o) in enumerate(zip(layers, outs)) for f in step2_failures(x, o, dtype, attrs, f"layer {i}: ")]
     assert not fails, "\n".join(fails)
 

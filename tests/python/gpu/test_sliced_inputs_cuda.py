@@ -1,4 +1,5 @@
-"""Sliced inputs on the CUDA kernels (docs/op-contract.md "Sliced inputs"): SelectiveScan's z, B
+"""Sliced inputs on the CUDA kernels (docs/op-contract.md "Sliced inputs"): SsdScan's dt, x, B and C
+(Mamba-2's in_proj and conv outputs), SelectiveScan's z, B
 and C and CausalConv1d's x read as channels of packed tensors (views of Mamba-1's xz and x_proj
 outputs, and odd offsets and rows that break the 16-byte vector loads), through every work split,
 against the float64 references of the slices, outputs NaN-poisoned. Tier as the other GPU tests.
@@ -157,6 +158,43 @@ def test_slice_ssd_reads_packed_dt(case, dtype):
     packed = torch.randn(batch, seqlen, offset + heads + tail, generator=g, device=x["x"].device).to(x["x"].dtype)
     packed[..., offset:offset + heads] = x["dt"]
     x["dt"] = packed[..., offset:offset + heads]
+    refs = ssd_scan_ref(*(to_host(x[n]) for n in SSD_INPUTS))
+    paths = [p for p in SSD_PATHS if p is None or p[0] == 1 or seqlen > 1]
+    fails = failures_over_splits(lambda cfg: run_ssd(x, dtype, True, True, cfg=cfg), paths, refs, dtype, True)
+    assert not fails, "\n".join(fails)
+
+
+# SsdScan's x, B and C from Mamba-2's conv output [x (I) | B (G N) | C (G N)] (offsets None) or
+# odd offsets and rows that break the chunked path's 16-byte tile loads: (batch, seqlen, heads,
+# head_dim, ngroups, dstate, (x, B, C offsets) or None, tail), through the step kernel and the
+# chunked prefill at chunks 64 and 128. mamba2-2.7b's layer (80 heads of 64, 1 group of 128) at
+# decode and prefill, 2 groups, odd sizes, tiles past the first.
+SSD_PACKED_CASES = [(1, 300, 80, 64, 1, 128, None, 0), (4, 1, 80, 64, 1, 128, None, 0),
+                    (2, 65, 6, 16, 2, 16, None, 0), (2, 65, 6, 16, 2, 16, (3, 101, 133), 5),
+                    (1, 40, 3, 5, 1, 8, (9, 0, 30), 1), (1, 130, 4, 32, 2, 64, (256, 0, 128), 8),
+                    # head_dim 96 and dstate 80: second p and n tiles (tp, tn > 0) read through slices
+                    (1, 200, 2, 96, 1, 80, (5, 197, 283), 3)]
+
+
+@pytest.mark.parametrize("dtype", ALL_T)
+@pytest.mark.parametrize("case", SSD_PACKED_CASES, ids=lambda c: "B{}-L{}-H{}-P{}-G{}-N{}-{}".format(*c[:6], c[6]))
+def test_slice_ssd_reads_packed_x_b_c(case, dtype):
+    from cuda_harness import run_ssd, ssd_inputs
+    from ops_reference import SSD_INPUTS, ssd_scan_ref
+
+    batch, seqlen, heads, head_dim, ngroups, dstate, offsets, tail = case
+    inner, gn = heads * head_dim, ngroups * dstate
+    x_o, b_o, c_o = offsets or (0, inner, inner + gn)
+    row = max(x_o + inner, b_o + gn, c_o + gn) + tail
+    x = ssd_inputs(batch, seqlen, heads, head_dim, ngroups, dstate, dtype, {}, seed=seqlen + heads + row)
+    g = torch.Generator(device=x["x"].device).manual_seed(row)
+    packed = torch.randn(batch, seqlen, row, generator=g, device=x["x"].device).to(x["x"].dtype)
+    packed[..., x_o:x_o + inner] = x["x"].reshape(batch, seqlen, inner)
+    packed[..., b_o:b_o + gn] = x["B"].reshape(batch, seqlen, gn)
+    packed[..., c_o:c_o + gn] = x["C"].reshape(batch, seqlen, gn)
+    x["x"] = packed[..., x_o:x_o + inner].unflatten(-1, (heads, head_dim))
+    x["B"] = packed[..., b_o:b_o + gn].unflatten(-1, (ngroups, dstate))
+    x["C"] = packed[..., c_o:c_o + gn].unflatten(-1, (ngroups, dstate))
     refs = ssd_scan_ref(*(to_host(x[n]) for n in SSD_INPUTS))
     paths = [p for p in SSD_PATHS if p is None or p[0] == 1 or seqlen > 1]
     fails = failures_over_splits(lambda cfg: run_ssd(x, dtype, True, True, cfg=cfg), paths, refs, dtype, True)

@@ -234,6 +234,29 @@ def test_ssd_scan_reads_a_dt_slice(tmp_path, dtype, seqlen):
     check_ssd(d, inputs, extra, dtype, t, 1)
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("seqlen", [20, 200])  # the step kernel, the chunked prefill
+@pytest.mark.parametrize("layout", ["mamba2", "odd"])
+def test_ssd_scan_reads_packed_x_b_c(tmp_path, dtype, seqlen, layout):
+    """x, B and C from one packed [batch, seqlen, row] (Mamba-2's conv output [x | B | C], or odd
+    offsets with numbers around them), head_dim, ngroups and dstate as fields."""
+    t = DTYPES[dtype][0]
+    heads, head_dim, ngroups, dstate = 8, 16, 2, 32
+    inner, gn = heads * head_dim, ngroups * dstate
+    inputs, extra = ssd_arrays(2, seqlen, heads, head_dim, ngroups, dstate, "all", 1, t, seed=seqlen + 7)
+    x_o, b_o, c_o = (0, inner, inner + gn) if layout == "mamba2" else (3, inner + 70, inner + 5)
+    row = max(x_o + inner, b_o + gn, c_o + gn) + (0 if layout == "mamba2" else 1)
+    packed = np.random.default_rng(seqlen).standard_normal((2, seqlen, row)).astype(t)
+    packed[..., x_o:x_o + inner] = inputs[0].reshape(2, seqlen, inner)
+    packed[..., b_o:b_o + gn] = inputs[3].reshape(2, seqlen, gn)
+    packed[..., c_o:c_o + gn] = inputs[4].reshape(2, seqlen, gn)
+    fields = [f"x_offset i32 {x_o}", f"B_offset i32 {b_o}", f"C_offset i32 {c_o}", f"head_dim i32 {head_dim}",
+              f"ngroups i32 {ngroups}", f"dstate i32 {dstate}"]
+    d = enqueue(tmp_path, "SsdScan", fields, [packed, inputs[1], inputs[2], packed, packed] + inputs[5:])
+    assert (int(d.joinpath("workspace").read_text()) > 0) == (seqlen >= 33)  # 200: the chunked prefill ran
+    check_ssd(d, inputs, extra, dtype, t, 1)
+
+
 def layer_step_ref(conv_state, h, r, norm_w, in_w, conv_w, conv_b, x_w, dt_w, dt_b, A, D, out_w, eps):
     """MambaLayerStep (docs/decode-graph.md) in float64, without in_proj_bias and out_proj_bias."""
     conv_state, h, r, norm_w, in_w, conv_w, conv_b, x_w, dt_w, dt_b, A, D, out_w = map(
