@@ -88,14 +88,15 @@ def test_the_graph_uses_the_fused_ops(exported):
     assert attrs["dt_min"] == pytest.approx(0.05) and attrs["dt_max"] == pytest.approx(0.5)
     # The scan reads x, B and C from the conv output in place (docs/op-contract.md "Sliced
     # inputs"): heads 4 x head_dim 16 = I = 64, 2 groups x dstate 8; dt from in_proj's output at
-    # I + conv_dim = 64 + 96. No Split is left; z alone is a Slice.
+    # I + conv_dim = 64 + 96. No Split or Slice is left: the gated norm reads z at 0.
     assert {k: attrs[k] for k in ("x_offset", "B_offset", "C_offset", "dt_offset")} == {
         "x_offset": 0, "B_offset": 64, "C_offset": 80, "dt_offset": 160}
     assert (attrs["head_dim"], attrs["ngroups"], attrs["dstate"]) == (16, 2, 8)
     conv = next(n for n in nodes if n.op_type == "CausalConv1d")
     assert scan.input[0] == scan.input[3] == scan.input[4] == conv.output[0]
     ops = [n.op_type for n in nodes]
-    assert ops.count("Split") == 0 and ops.count("Slice") == 2, ops
+    assert ops.count("Split") == 0 and ops.count("Slice") == 0, ops
+    assert norm.input[1] == conv.input[0], "z and xBC: both read from in_proj's output"
 
 
 @pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
