@@ -216,7 +216,7 @@ fn cxx_shape_check_ssd_bounds_dims_before_their_products() {
     // Empty tensors may carry any dims (no bytes to overflow), so the dims that multiply into
     // row strides are bounded first.
     let inputs = |x: TensorDesc, b: TensorDesc| {
-        let c = b.clone();
+        let c = b;
         [x, desc(&[0, 3, 4]), desc(&[4]), b, c, TensorDesc::absent(), TensorDesc::absent(), TensorDesc::absent()]
     };
     let check = |ins: [TensorDesc; 8]| ffi::check_ssd_scan(&ins, &ffi::SsdScanDims::from_attrs([None, None, None]));
