@@ -22,6 +22,7 @@ const CPP_SOURCES: &[&str] = &[
     "cpp/cpu/isa_avx512.cpp",
     "cpp/cpu/kernels_impl.h",
     "cpp/cpu/add_rms_norm_impl.h",
+    "cpp/cpu/gated_rms_norm_impl.h",
     "cpp/cpu/isa_entry.h",
     "cpp/cpu/simd.h",
     "cpp/include/mambac/shape_check.h",

@@ -470,6 +470,42 @@ AddRmsNormParams check_add_rms_norm(const TensorDesc* inputs, size_t count) {
   return p;
 }
 
+GatedRmsNormParams check_gated_rms_norm(const TensorDesc* inputs, size_t count, int64_t group_size) {
+  enum { Y, Z, WEIGHT };
+  static const char* const names[kGatedRmsNormInputs] = {"y", "z", "weight"};
+  Checker ck("GatedRmsNorm", inputs, count, names, kGatedRmsNormInputs);
+
+  for (size_t i : {Y, Z, WEIGHT}) ck.require(i);
+  ck.not_sliced({Y, WEIGHT});
+
+  // y defines the sizes; z is T like y (read whole or as channels [z_offset, z_offset + d) of a
+  // packed row: Mamba-2's in_proj output), the weight float32 as the exports store norm weights.
+  const int32_t t = ck.float_type(Y);
+  ck.shape_is(Y, {"batch", "seqlen", "d"}, "");
+  const int64_t batch = ck.at(Y).dims[0], seqlen = ck.at(Y).dims[1], d = ck.at(Y).dims[2];
+  // The kernels index a row with 32-bit ints.
+  ck.fits_int(Y, d, "d");
+  const char* same_as_y = " (same as 'y')";
+  ck.type_is(Z, t, same_as_y);
+  const int64_t z_stride = ck.view_is(Z, {batch, seqlen, d}, ck.at(Z).sliced ? " ([batch, seqlen] as 'y')" : same_as_y);
+  ck.type_is(WEIGHT, kOnnxFloat, "");
+  ck.shape_is(WEIGHT, {d}, " (d from 'y')");
+  if (group_size < 1 || (d > 0 && d % group_size != 0)) {
+    ck.fail("attribute 'group_size' is " + std::to_string(group_size) + ", expected a positive divisor of d = " +
+            std::to_string(d) + " (from input 'y')");
+  }
+
+  GatedRmsNormParams p{};
+  // y's size in bytes fits in 63 bits (shape_is), so batch * seqlen does too unless d is 0: then
+  // there is no work, whatever the other dims.
+  p.rows = d == 0 ? 0 : static_cast<size_t>(batch) * static_cast<size_t>(seqlen);
+  p.d = static_cast<size_t>(d);
+  p.group_size = static_cast<size_t>(group_size);
+  p.z_stride = static_cast<size_t>(z_stride);
+  p.elem = elem_of(t);
+  return p;
+}
+
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count) {
   enum {
     CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, IN_PROJ_BIAS, CONV_WEIGHT, CONV_BIAS,

@@ -23,6 +23,10 @@ AddRmsNormParams check_add_rms_norm(rust::Slice<const TensorDesc> inputs) {
   return check_add_rms_norm(inputs.data(), inputs.size());
 }
 
+GatedRmsNormParams check_gated_rms_norm(rust::Slice<const TensorDesc> inputs, int64_t group_size) {
+  return check_gated_rms_norm(inputs.data(), inputs.size(), group_size);
+}
+
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs) {
   return check_mamba_layer_step(inputs.data(), inputs.size());
 }

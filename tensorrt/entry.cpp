@@ -22,11 +22,13 @@ IPluginCreatorInterface* mamba2_layer_step_creator();
 IPluginCreatorInterface* causal_conv1d_creator();
 IPluginCreatorInterface* layer_step_creator();
 IPluginCreatorInterface* add_rms_norm_creator();
+IPluginCreatorInterface* gated_rms_norm_creator();
 
 IPluginCreatorInterface* const* creators(int32_t& count) noexcept {
   static IPluginCreatorInterface* const list[] = {selective_scan_creator(), causal_conv1d_creator(),
                                                   layer_step_creator(), ssd_scan_creator(),
-                                                  mamba2_layer_step_creator(), add_rms_norm_creator()};
+                                                  mamba2_layer_step_creator(), add_rms_norm_creator(),
+                                                  gated_rms_norm_creator()};
   count = static_cast<int32_t>(sizeof list / sizeof list[0]);
   return list;
 }

@@ -1,7 +1,7 @@
 // The TensorRT side of the fused ops: one IPluginV3 class template (IPluginV3OneCore / OneBuild /
 // OneRuntime) over a small per-op description (selective_scan_plugin.cpp, ssd_scan_plugin.cpp,
 // causal_conv1d_plugin.cpp, layer_step_plugin.cpp, mamba2_layer_step_plugin.cpp,
-// add_rms_norm_plugin.cpp), and one
+// add_rms_norm_plugin.cpp, gated_rms_norm_plugin.cpp), and one
 // IPluginCreatorV3One per op (entry.cpp).
 //
 // The shape and type rules are cpp/shape_check.cpp's, the kernels cpp/cuda's c_api.cu: this layer
@@ -27,6 +27,7 @@ int mambac_cuda_ssd_scan(const mambac::SsdScanParams* p, void* stream) noexcept;
 size_t mambac_cuda_ssd_scan_scratch_bytes_bound(const mambac::SsdScanParams* p, size_t min_seqlen) noexcept;
 int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream) noexcept;
 int mambac_cuda_add_rms_norm(const mambac::AddRmsNormParams* p, void* stream) noexcept;
+int mambac_cuda_gated_rms_norm(const mambac::GatedRmsNormParams* p, void* stream) noexcept;
 int mambac_cuda_decode_layer(const mambac::MambaLayerStepParams* p, void* stream) noexcept;
 size_t mambac_cuda_decode_layer_scratch_bytes(const mambac::MambaLayerStepParams* p) noexcept;
 int mambac_cuda_mamba2_decode_layer(const mambac::Mamba2LayerStepParams* p, void* stream) noexcept;
@@ -119,7 +120,7 @@ void check_dt_limit(const char* op, float dt_min, float dt_max);
 // read back the same, never an exponent ("0.00001", "100000000000000000000"), "NaN", "inf", "-inf".
 std::string float_text(float v);
 
-// The `<input>_offset` fields of SelectiveScan, SsdScan and CausalConv1d (docs/op-contract.md "Sliced
+// The `<input>_offset` fields of SelectiveScan, SsdScan, CausalConv1d and GatedRmsNorm (docs/op-contract.md "Sliced
 // inputs"). A plugin serializes every field it declares, so an input read whole is stored as
 // kWhole (INT32_MIN, never a valid offset); the ORT op's "attribute absent".
 constexpr int32_t kWhole = INT32_MIN;

@@ -351,3 +351,53 @@ fn cxx_add_rms_norm_check_direct() {
         "AddRmsNorm: input 'x' gives hidden = 2147483648, more than 2^31 - 1"
     );
 }
+
+/// GatedRmsNorm's check as the TensorRT plugin and direct callers meet it: the errors ORT's own
+/// typing of input 0 keeps the ORT op from reaching (y's type), the slot count, a sliced y, the
+/// group size, and the sizes and z stride it returns.
+#[test]
+fn cxx_gated_rms_norm_check_direct() {
+    let ok = [TensorDesc::new(10, &[2, 7, 48]), TensorDesc::new(10, &[2, 7, 48]), desc(&[48])];
+    let p = ffi::check_gated_rms_norm(&ok, 16).unwrap();
+    assert_eq!((p.rows, p.d, p.group_size, p.z_stride, p.elem), (14, 48, 16, 48, ElemType::F16));
+    assert_eq!((p.y, p.z, p.weight, p.out), (0, 0, 0, 0));
+
+    let packed = [desc(&[2, 7, 48]), desc(&[2, 7, 200]).sliced_at(Some(100)), desc(&[48])];
+    assert_eq!(ffi::check_gated_rms_norm(&packed, 48).unwrap().z_stride, 200);
+
+    let f64_y = [TensorDesc::new(11, &[2, 7, 48]), desc(&[2, 7, 48]), desc(&[48])];
+    assert_eq!(
+        ffi::check_gated_rms_norm(&f64_y, 16).unwrap_err().what(),
+        "GatedRmsNorm: input 'y' has element type float64, expected float32, float16 or bfloat16"
+    );
+    assert_eq!(
+        ffi::check_gated_rms_norm(&ok[..2], 16).unwrap_err().what(),
+        "GatedRmsNorm: 3 input slots expected, got 2"
+    );
+    let no_z = [desc(&[2, 7, 48]), TensorDesc::absent(), desc(&[48])];
+    assert_eq!(ffi::check_gated_rms_norm(&no_z, 16).unwrap_err().what(), "GatedRmsNorm: required input 'z' is missing");
+    let sliced_y = [desc(&[2, 7, 48]).sliced_at(Some(0)), desc(&[2, 7, 48]), desc(&[48])];
+    assert_eq!(
+        ffi::check_gated_rms_norm(&sliced_y, 16).unwrap_err().what(),
+        "GatedRmsNorm: input 'y' cannot be read as a slice (the op has no attribute 'y_offset')"
+    );
+    let f32_ok = [desc(&[2, 7, 48]), desc(&[2, 7, 48]), desc(&[48])];
+    for bad in [0, -3, 5] {
+        assert_eq!(
+            ffi::check_gated_rms_norm(&f32_ok, bad).unwrap_err().what(),
+            format!(
+                "GatedRmsNorm: attribute 'group_size' is {bad}, expected a positive divisor of d = 48 (from input 'y')"
+            )
+        );
+    }
+
+    let empty = [desc(&[i64::MAX / 2, 4, 0]), desc(&[i64::MAX / 2, 4, 0]), desc(&[0])];
+    assert_eq!(ffi::check_gated_rms_norm(&empty, 8).unwrap().rows, 0);
+    let huge = [desc(&[i64::MAX / 2, 4, 1]), desc(&[i64::MAX / 2, 4, 1]), desc(&[1])];
+    assert!(ffi::check_gated_rms_norm(&huge, 1).unwrap_err().what().contains("whose size in bytes exceeds 2^63 - 1"));
+    let wide = [desc(&[1, 1, 1 << 31]), desc(&[1, 1, 1 << 31]), desc(&[1 << 31])];
+    assert_eq!(
+        ffi::check_gated_rms_norm(&wide, 1 << 31).unwrap_err().what(),
+        "GatedRmsNorm: input 'y' gives d = 2147483648, more than 2^31 - 1"
+    );
+}

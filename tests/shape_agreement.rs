@@ -4,14 +4,15 @@
 //! both accept (Rust's every output type equal to the one the C++ sizes give), or both reject
 //! naming the same input. Optional outputs (`final_state`) are on in half the cases.
 
+use mambac_compiler::ir::{gated_norm_slots, FusedGatedRmsNormConfig, GatedRmsNormConfig};
 use mambac_compiler::ir::{
     infer_node, AddRmsNormConfig, CausalConv1dConfig, Dim, Elem, Mamba2LayerStepConfig, MambaLayerStepConfig, Op,
     SelectiveScanConfig, Slices, SsdDims, SsdScanConfig, ValueType,
 };
 use mambac_compiler::ir::{step2_slots, step_slots};
 use mambac_ops::ffi::{
-    check_add_rms_norm, check_causal_conv1d, check_mamba2_layer_step, check_mamba_layer_step, check_selective_scan,
-    check_ssd_scan, ElemType, SsdScanDims, TensorDesc,
+    check_add_rms_norm, check_causal_conv1d, check_gated_rms_norm, check_mamba2_layer_step, check_mamba_layer_step,
+    check_selective_scan, check_ssd_scan, ElemType, SsdScanDims, TensorDesc,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -578,6 +579,41 @@ fn add_rms_norm_checks_agree() {
             })
             .map_err(|e| e.what().to_string());
         if compare(&format!("add_rms_norm case {case}"), &op, &inputs, cpp) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 500 && rejected > 500, "grid too one-sided: {accepted} accepted, {rejected} rejected");
+}
+
+/// GatedRmsNorm (y, z, weight) with z whole or read at an offset of a longer row; the group size
+/// divides d unless a mutation changes d.
+#[test]
+fn gated_rms_norm_checks_agree() {
+    let mut rng = StdRng::seed_from_u64(20261205);
+    let (mut accepted, mut rejected) = (0, 0);
+    for case in 0..3000 {
+        let elem = [Elem::F32, Elem::F16, Elem::BF16][case % 3];
+        let (b, l, gs) = (rng.gen_range(1..4), rng.gen_range(1..6), rng.gen_range(1..5));
+        let d = gs * rng.gen_range(1..4);
+        let t = |dims: Vec<usize>| Some(Input { elem, dims });
+        let mut inputs = vec![t(vec![b, l, d]), t(vec![b, l, d]), Some(Input { elem: Elem::F32, dims: vec![d] })];
+        let slices = slice_some(&mut rng, &mut inputs, &[gated_norm_slots::Z]);
+        let norm = GatedRmsNormConfig { eps: 1e-5, group_size: gs, norm_before_gate: case % 2 == 0 };
+        let op = Op::FusedGatedRmsNorm(FusedGatedRmsNormConfig { norm, slices: slices.clone() });
+        for _ in 0..rng.gen_range(0..3) {
+            mutate(&mut rng, &mut inputs, &[0, 1, 2]);
+        }
+        let cpp = check_gated_rms_norm(&sliced_descs(&inputs, &slices), gs as i64)
+            .map(|p| {
+                // rows = batch * seqlen: the output keeps y's [batch, seqlen, d], y's type.
+                let y = &inputs[0].as_ref().expect("accepted: y present").dims;
+                assert_eq!((p.rows, p.d), (y[0] * y[1], y[2]));
+                vec![out(elem_of(p.elem), y)]
+            })
+            .map_err(|e| e.what().to_string());
+        if compare(&format!("gated norm case {case}"), &op, &inputs, cpp) {
             accepted += 1;
         } else {
             rejected += 1;

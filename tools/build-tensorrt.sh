@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the TensorRT plugin library target/tensorrt/libmambac_trt.so (SelectiveScan,
-# CausalConv1d, MambaLayerStep, SsdScan, Mamba2LayerStep, AddRmsNorm as IPluginV3 plugins;
-# docs/tensorrt.md)
+# CausalConv1d, MambaLayerStep, SsdScan, Mamba2LayerStep, AddRmsNorm, GatedRmsNorm as IPluginV3
+# plugins; docs/tensorrt.md)
 # and its test harness target/tensorrt/trt_harness.
 #
 #   tools/build-tensorrt.sh [--tensorrt-include DIR] [--cuda-objects DIR]
@@ -79,6 +79,7 @@ cxxflags=(-std=c++17 -O2 -fPIC -fvisibility=hidden -fvisibility-inlines-hidden -
     tensorrt/plugin.cpp tensorrt/entry.cpp tensorrt/selective_scan_plugin.cpp tensorrt/causal_conv1d_plugin.cpp \
     tensorrt/layer_step_plugin.cpp tensorrt/ssd_scan_plugin.cpp tensorrt/mamba2_layer_step_plugin.cpp \
     tensorrt/add_rms_norm_plugin.cpp \
+    tensorrt/gated_rms_norm_plugin.cpp \
     cpp/shape_check.cpp "${cuda_objs[@]}" \
     -L"$CUDA_ROOT/lib" -L"$CUDA_ROOT/lib64" -lcudart_static -ldl -lrt -lpthread \
     -Wl,--version-script=tensorrt/exports.map -Wl,--exclude-libs,ALL -Wl,--no-undefined -Wl,-z,defs

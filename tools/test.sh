@@ -24,4 +24,5 @@ MAMBAC_OPS_LIB=$PWD/target/cuda/release/libmambac_ops.so .venv/bin/python -m pyt
 # The TensorRT plugin library (docs/tensorrt.md), linked from the kernels just compiled, and the
 # tests that need no GPU: its harness plays TensorRT's part.
 tools/build-tensorrt.sh --cuda-objects "$(ls -td target/cuda/release/build/mambac-ops-*/out/cuda | head -1)"
-MAMBAC_TRT_REQUIRED=1 .venv/bin/python -m pytest -q tests/python/test_tensorrt_plugin.py tests/python/test_tensorrt_add_rms_norm.py
+MAMBAC_TRT_REQUIRED=1 .venv/bin/python -m pytest -q tests/python/test_tensorrt_plugin.py \
+    tests/python/test_tensorrt_add_rms_norm.py tests/python/test_tensorrt_gated_rms_norm.py

@@ -3,7 +3,7 @@
 //! checkpoint can each be checked against the fixtures' reference logits.
 
 use crate::ir::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
-use crate::ir::{conv_slots, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots};
+use crate::ir::{conv_slots, gated_norm_slots, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots};
 use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -305,6 +305,13 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let (t, z, w) = (x(0), x(1), x(2));
             let data =
                 reference::gated_rms_norm(&t.data, &z.data, &w.data, cfg.group_size, cfg.eps, cfg.norm_before_gate);
+            vec![Tensor64::new(t.shape.clone(), data)]
+        }
+        Op::FusedGatedRmsNorm(cfg) => {
+            let (t, z, w) = (x(0), x(1), x(2));
+            let z = view(z, cfg.slices.offset(gated_norm_slots::Z), *t.shape.last().expect("validated: rank 3"));
+            let n = &cfg.norm;
+            let data = reference::gated_rms_norm(&t.data, &z.data, &w.data, n.group_size, n.eps, n.norm_before_gate);
             vec![Tensor64::new(t.shape.clone(), data)]
         }
         Op::SsdScan(cfg) => {

@@ -97,7 +97,9 @@ fn fusion_folds_the_conv_and_a() {
     let g = &compiled.graph;
     let layers = ckpt.config.num_hidden_layers;
     assert_eq!(nodes_of_kind(g, "SsdScan").len(), layers);
-    assert_eq!(nodes_of_kind(g, "GatedRmsNorm").len(), layers);
+    // The float32 primitive became the fused op (docs/decisions.md "Mamba-2's gated norm as one op").
+    assert_eq!(nodes_of_kind(g, "FusedGatedRmsNorm").len(), layers);
+    assert!(nodes_of_kind(g, "GatedRmsNorm").is_empty());
     assert_eq!(nodes_of_kind(g, "CausalConv1d").len(), layers);
     assert!(nodes_of_kind(g, "SelectiveScan").is_empty());
     for kind in ["Exp", "Neg", "Silu", "Softplus"] {
@@ -105,18 +107,25 @@ fn fusion_folds_the_conv_and_a() {
     }
     assert_eq!(
         compiled.passes.rules_applied,
-        vec!["fold_const_unary", "fuse_conv_bias", "fuse_conv_silu", "split_to_sliced_reads", "fuse_add_rms_norm"]
+        vec![
+            "fold_const_unary",
+            "fuse_conv_bias",
+            "fuse_conv_silu",
+            "fuse_gated_norm_casts",
+            "split_to_sliced_reads",
+            "fuse_add_rms_norm"
+        ]
     );
 }
 
 /// in_proj's output [z | xBC | dt] is read in place (docs/op-contract.md "Sliced inputs"): the
-/// conv takes xBC at offset I, SsdScan dt at offset I + conv_dim, and z alone is sliced out (the
-/// gated norm reads it); the conv output [x | B | C] is read in place too, SsdScan taking x at 0,
-/// B at I and C at I + G N, with head_dim, ngroups and dstate as attributes. No split is left,
+/// fused gated norm takes z at offset 0, the conv xBC at offset I, SsdScan dt at offset
+/// I + conv_dim; the conv output [x | B | C] is read in place too, SsdScan taking x at 0, B at I
+/// and C at I + G N, with head_dim, ngroups and dstate as attributes. No split or slice is left,
 /// nor the reshapes to heads and groups.
 #[test]
 fn the_ops_read_in_projs_output_in_place() {
-    use mambac_compiler::ir::{conv_slots, ssd_slots, Op, Slices, SsdDims};
+    use mambac_compiler::ir::{conv_slots, gated_norm_slots, ssd_slots, Op, Slices, SsdDims};
     let ckpt = Checkpoint::open(&testdata("mamba2-groups2")).unwrap();
     let cfg = &ckpt.config;
     let m2 = cfg.mamba2.as_ref().unwrap();
@@ -125,10 +134,15 @@ fn the_ops_read_in_projs_output_in_place() {
     let g = &compiled.graph;
     let layers = cfg.num_hidden_layers;
     assert!(nodes_of_kind(g, "SplitLast").is_empty(), "no split left");
-    for id in nodes_of_kind(g, "SliceLast") {
-        assert!(matches!(g.op(id), Op::SliceLast { start: 0, len } if *len == inner));
+    assert!(nodes_of_kind(g, "SliceLast").is_empty(), "z is read in place, not sliced out");
+    for id in nodes_of_kind(g, "FusedGatedRmsNorm") {
+        let want = Slices::default().with(gated_norm_slots::Z, 0);
+        assert!(matches!(g.op(id), Op::FusedGatedRmsNorm(c) if c.slices == want));
+        // z is the same packed tensor the conv reads xBC from.
+        let z = g.input(id, gated_norm_slots::Z).unwrap();
+        let conv = nodes_of_kind(g, "CausalConv1d").into_iter().find(|&c| g.input(c, conv_slots::X) == Some(z));
+        assert!(conv.is_some(), "the gated norm's z is in_proj's output");
     }
-    assert_eq!(nodes_of_kind(g, "SliceLast").len(), layers);
     // x_heads, B_groups and C_groups go; y_flat (the scan's output to the norm) stays.
     assert_eq!(nodes_of_kind(g, "Reshape").len(), layers);
     for id in nodes_of_kind(g, "CausalConv1d") {

@@ -57,6 +57,8 @@ size_t causal_conv1d_cpu_tasks(const CausalConv1dParams& p) { MAMBAC_DISPATCH(co
 void causal_conv1d_cpu_run(const CausalConv1dParams& p, size_t task) { MAMBAC_DISPATCH(conv_run, p, task) }
 size_t add_rms_norm_cpu_tasks(const AddRmsNormParams& p) { MAMBAC_DISPATCH(add_rms_norm_tasks, p) }
 void add_rms_norm_cpu_run(const AddRmsNormParams& p, size_t task) { MAMBAC_DISPATCH(add_rms_norm_run, p, task) }
+size_t gated_rms_norm_cpu_tasks(const GatedRmsNormParams& p) { MAMBAC_DISPATCH(gated_rms_norm_tasks, p) }
+void gated_rms_norm_cpu_run(const GatedRmsNormParams& p, size_t task) { MAMBAC_DISPATCH(gated_rms_norm_run, p, task) }
 
 rust::Str cpu_isa_name() {
   switch (isa()) {

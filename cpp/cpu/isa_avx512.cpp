@@ -3,3 +3,4 @@
 #define MAMBAC_VW 16
 #include "kernels_impl.h"
 #include "add_rms_norm_impl.h"
+#include "gated_rms_norm_impl.h"

@@ -8,6 +8,7 @@ namespace mambac {
 struct SelectiveScanParams;
 struct CausalConv1dParams;
 struct AddRmsNormParams;
+struct GatedRmsNormParams;
 
 #define MAMBAC_DECLARE_ISA(ns)                                    \
   namespace ns {                                                  \
@@ -17,6 +18,8 @@ struct AddRmsNormParams;
   void conv_run(const CausalConv1dParams& p, size_t task);        \
   size_t add_rms_norm_tasks(const AddRmsNormParams& p);           \
   void add_rms_norm_run(const AddRmsNormParams& p, size_t task);  \
+  size_t gated_rms_norm_tasks(const GatedRmsNormParams& p);       \
+  void gated_rms_norm_run(const GatedRmsNormParams& p, size_t task); \
   }
 
 MAMBAC_DECLARE_ISA(generic)

@@ -37,6 +37,7 @@ const CU_SOURCES: &[&str] = &[
     "decode_layer.cu",
     "mamba2_decode_layer.cu",
     "add_rms_norm.cu",
+    "gated_rms_norm.cu",
 ];
 
 const HEADERS: &[&str] = &[
@@ -57,6 +58,7 @@ const HEADERS: &[&str] = &[
     "decode_gemv.cuh",
     "mamba2_decode_layer.h",
     "add_rms_norm.h",
+    "gated_rms_norm.h",
 ];
 
 pub fn build() {

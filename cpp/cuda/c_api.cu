@@ -8,6 +8,7 @@
 #include "add_rms_norm.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
+#include "gated_rms_norm.h"
 #include "mamba2_decode_layer.h"
 #include "selective_scan.h"
 #include "ssd_scan.h"
@@ -43,6 +44,11 @@ int mambac_cuda_causal_conv1d(const mambac::CausalConv1dParams* p, void* stream)
 int mambac_cuda_add_rms_norm(const mambac::AddRmsNormParams* p, void* stream) noexcept {
     if (!p) return cudaErrorInvalidValue;
     return mambac::cuda::add_rms_norm(*p, static_cast<cudaStream_t>(stream));
+}
+
+int mambac_cuda_gated_rms_norm(const mambac::GatedRmsNormParams* p, void* stream) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    return mambac::cuda::gated_rms_norm(*p, static_cast<cudaStream_t>(stream));
 }
 
 // One layer's fused decode step (decode_layer.h); the scratch size it needs.

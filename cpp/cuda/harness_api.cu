@@ -10,6 +10,7 @@
 #include "add_rms_norm.h"
 #include "causal_conv1d.h"
 #include "decode_layer.h"
+#include "gated_rms_norm.h"
 #include "mamba2_decode_layer.h"
 #include "selective_scan.h"
 #include "ssd_scan.h"
@@ -120,6 +121,18 @@ const char* add_norm_layout() {
     return l.text.c_str();
 }
 
+const char* gated_norm_layout() {
+    using S = mambac::GatedRmsNormParams;
+    static Layout<S> l;
+    if (l.text.empty()) {
+        MAMBAC_FIELD(S, rows) MAMBAC_FIELD(S, d) MAMBAC_FIELD(S, group_size) MAMBAC_FIELD(S, z_stride)
+        MAMBAC_FIELD(S, elem) MAMBAC_FIELD(S, eps) MAMBAC_FIELD(S, norm_before_gate) MAMBAC_FIELD(S, y)
+        MAMBAC_FIELD(S, z) MAMBAC_FIELD(S, weight) MAMBAC_FIELD(S, out)
+        return l.done();
+    }
+    return l.text.c_str();
+}
+
 // "F32:0;F16:1;BF16:2": the element codes of the ABI's ElemType, from the enum itself.
 const char* elem_codes() {
     static const std::string text = "F32:" + std::to_string(int(mambac::ElemType::F32)) +
@@ -145,8 +158,8 @@ mambac::cuda::DecodeTuning tuning(int rows_per_pass, int k_tile_max, int blocks_
 extern "C" {
 
 // The layout of a kernel ABI struct: which = "SelectiveScanParams", "SsdScanParams",
-// "CausalConv1dParams", "MambaLayerStepParams", "Mamba2LayerStepParams" or "AddRmsNormParams"; or
-// "ElemType", its codes;
+// "CausalConv1dParams", "MambaLayerStepParams", "Mamba2LayerStepParams", "AddRmsNormParams" or
+// "GatedRmsNormParams"; or "ElemType", its codes;
 // null for another name. Called once at start-up (not thread-safe).
 const char* mambac_harness_abi_layout(const char* which) noexcept {
     const std::string w = which ? which : "";
@@ -157,6 +170,7 @@ const char* mambac_harness_abi_layout(const char* which) noexcept {
     if (w == "MambaLayerStepParams") return layer_step_layout();
     if (w == "Mamba2LayerStepParams") return mamba2_step_layout();
     if (w == "AddRmsNormParams") return add_norm_layout();
+    if (w == "GatedRmsNormParams") return gated_norm_layout();
     return nullptr;
 }
 
@@ -211,6 +225,14 @@ int mambac_cuda_add_rms_norm_cfg(const mambac::AddRmsNormParams* p, void* stream
     mambac::cuda::AddRmsNormConfig cfg;
     cfg.scalar = scalar;
     return mambac::cuda::add_rms_norm(*p, static_cast<cudaStream_t>(stream), cfg);
+}
+
+// GatedRmsNorm with scalar loads forced (scalar 1) or the vector width by alignment (0).
+int mambac_cuda_gated_rms_norm_cfg(const mambac::GatedRmsNormParams* p, void* stream, int scalar) noexcept {
+    if (!p) return cudaErrorInvalidValue;
+    mambac::cuda::GatedRmsNormConfig cfg;
+    cfg.scalar = scalar;
+    return mambac::cuda::gated_rms_norm(*p, static_cast<cudaStream_t>(stream), cfg);
 }
 
 // The decode step with the GEMVs' work split forced (decode_layer.h DecodeTuning; zeros = the

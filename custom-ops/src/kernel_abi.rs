@@ -150,6 +150,31 @@ pub mod ffi {
         residual_out: usize,
     }
 
+    /// GatedRmsNorm (docs/op-contract.md "GatedRmsNorm"): Mamba-2's gated RMSNorm over
+    /// `rows = batch * seqlen` rows of `d` channels, normalised in groups of `group_size`. Every
+    /// pointer is the address of a buffer's first element read. All are contiguous but z, whose
+    /// rows are `z_stride` elements apart (d when contiguous; more when sliced).
+    ///
+    /// rows is 0 when y is empty (d 0 included: no work, whatever batch and seqlen are).
+    ///
+    ///   y, out     [rows, d]   T   (z rows: z_stride apart)
+    ///   z          [rows, d]   T
+    ///   weight     [d]         f32
+    #[derive(Debug, Clone, Copy)]
+    struct GatedRmsNormParams {
+        rows: usize,
+        d: usize,
+        group_size: usize,
+        z_stride: usize,
+        elem: ElemType,
+        eps: f32,
+        norm_before_gate: bool,
+        y: usize,
+        z: usize,
+        weight: usize,
+        out: usize,
+    }
+
     /// MambaLayerStep (custom-ops/src/layer_step.rs has its equations): one layer's decode step,
     /// one token a sequence. Every pointer is the address of a contiguous buffer; 0 = absent.
     ///
@@ -295,6 +320,9 @@ pub mod ffi {
         fn check_causal_conv1d(inputs: &[TensorDesc]) -> Result<CausalConv1dParams>;
         /// Same for AddRmsNorm's 3 inputs (x, residual, weight); `eps` is left 0.
         fn check_add_rms_norm(inputs: &[TensorDesc]) -> Result<AddRmsNormParams>;
+        /// Same for GatedRmsNorm's 3 inputs (y, z, weight) with the node's `group_size`, which
+        /// must divide d; `eps` and `norm_before_gate` are left 0 / false.
+        fn check_gated_rms_norm(inputs: &[TensorDesc], group_size: i64) -> Result<GatedRmsNormParams>;
         /// Same for MambaLayerStep's 15 inputs (`layer_step::slot` order); `eps` is left 0.
         fn check_mamba_layer_step(inputs: &[TensorDesc]) -> Result<MambaLayerStepParams>;
         /// The CUDA decode layer's own limits on checked params (batch <= 65535, dt_rank +
@@ -320,6 +348,9 @@ pub mod ffi {
         /// One work item per block of rows (`kAddRmsNormTaskElems` elements or one row).
         fn add_rms_norm_cpu_tasks(p: &AddRmsNormParams) -> usize;
         fn add_rms_norm_cpu_run(p: &AddRmsNormParams, task: usize) -> Result<()>;
+        /// One work item per block of whole rows (`kGatedRmsNormTaskElems` elements or one row).
+        fn gated_rms_norm_cpu_tasks(p: &GatedRmsNormParams) -> usize;
+        fn gated_rms_norm_cpu_run(p: &GatedRmsNormParams, task: usize) -> Result<()>;
         /// The CPU kernel build in use: "avx512", "avx2" or "generic" (env `MAMBAC_CPU_ISA`
         /// can lower it, for tests and benchmarks).
         fn cpu_isa_name() -> &'static str;

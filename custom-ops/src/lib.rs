@@ -12,6 +12,8 @@
 //!   [`slices`] carries their `<input>_offset` attributes (inputs read from a packed last axis).
 //! * [`add_rms_norm`] — `AddRmsNorm`, the residual add and RMSNorm between two layers (a C++
 //!   kernel like the scans').
+//! * [`gated_rms_norm`] — `GatedRmsNorm`, Mamba-2's gated RMSNorm (a C++ kernel like the scans',
+//!   z read in place from in_proj's output with `z_offset`).
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
 //! * [`mamba2_layer_step`] — `Mamba2LayerStep`, the same for a Mamba-2 layer (CUDA kernels in
@@ -31,6 +33,7 @@ pub mod causal_conv1d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
+pub mod gated_rms_norm;
 pub mod kernel_abi;
 pub mod layer_step;
 pub mod mamba2_layer_step;

@@ -6,6 +6,7 @@ use crate::add_rms_norm::AddRmsNorm;
 use crate::causal_conv1d::CausalConv1d;
 #[cfg(feature = "cuda")]
 use crate::cuda::Cuda;
+use crate::gated_rms_norm::GatedRmsNorm;
 use crate::layer_step::MambaLayerStep;
 use crate::mamba2_layer_step::Mamba2LayerStep;
 use crate::op_table::{op_def, Kernel, OpDef, FLOAT_TYPES};
@@ -19,6 +20,7 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<SsdScan>(),
     per_type::<Mamba2LayerStep>(),
     per_type::<AddRmsNorm>(),
+    per_type::<GatedRmsNorm>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<SelectiveScan>>(),
     #[cfg(feature = "cuda")]
@@ -31,6 +33,8 @@ pub static OPS: &[[OpDef; FLOAT_TYPES.len()]] = &[
     per_type::<Cuda<Mamba2LayerStep>>(),
     #[cfg(feature = "cuda")]
     per_type::<Cuda<AddRmsNorm>>(),
+    #[cfg(feature = "cuda")]
+    per_type::<Cuda<GatedRmsNorm>>(),
 ];
 
 /// The tables of `K`, one per T.

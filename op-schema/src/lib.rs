@@ -171,6 +171,32 @@ pub mod add_rms_norm {
     pub const DEFAULT_EPSILON: f32 = 1e-5;
 }
 
+/// GatedRmsNorm (docs/op-contract.md "GatedRmsNorm"): Mamba-2's gated RMSNorm over groups of
+/// `group_size` channels, in float32, y and z read in T and the result written in T:
+/// `norm_before_gate = 0`: `T(rms_g(y * silu(z)) * weight)`; `= 1`: `T(rms_g(y) * weight * silu(z))`.
+pub mod gated_rms_norm {
+    use super::Name;
+    pub const OP: Name = name!("GatedRmsNorm");
+    pub const Y: usize = 0;
+    pub const Z: usize = 1;
+    pub const WEIGHT: usize = 2;
+    pub const INPUT_NAMES: [&str; 3] = ["y", "z", "weight"];
+    /// Output 0, `out` (T, y's shape).
+    pub const OUTPUT_NAMES: [&str; 1] = ["out"];
+    /// Float attribute, the RMSNorm's epsilon (default 1e-5).
+    pub const EPSILON: Name = name!("epsilon");
+    pub const DEFAULT_EPSILON: f32 = 1e-5;
+    /// Int attribute, channels a group (d / ngroups); required.
+    pub const GROUP_SIZE: Name = name!("group_size");
+    /// Int attribute 0/1 (default 0): normalise y before gating it with silu(z).
+    pub const NORM_BEFORE_GATE: Name = name!("norm_before_gate");
+    /// Int attribute: `z` is a packed `[batch, seqlen, row]` tensor and the op reads channels
+    /// `[z_offset, z_offset + d)` of each row, d from `y` (docs/op-contract.md "Sliced inputs").
+    pub const Z_OFFSET: Name = name!("z_offset");
+    /// The inputs that may be read as a slice of a packed last axis, with their attributes.
+    pub const SLICEABLE: [(usize, Name); 1] = [(Z, Z_OFFSET)];
+}
+
 /// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
 pub mod mamba_layer_step {
     use super::Name;
@@ -325,5 +351,17 @@ mod tests {
         use add_rms_norm as an;
         assert_eq!(an::INPUT_NAMES[an::RESIDUAL], "residual");
         assert_eq!(an::INPUT_NAMES[an::WEIGHT], "weight");
+    }
+
+    #[test]
+    fn gated_rms_norm_names() {
+        use gated_rms_norm as g;
+        for n in [g::OP, g::EPSILON, g::GROUP_SIZE, g::NORM_BEFORE_GATE, g::Z_OFFSET] {
+            assert_eq!(n.c.to_str(), Ok(n.str));
+        }
+        assert_eq!(g::INPUT_NAMES[g::Z], "z");
+        for (slot, attr) in g::SLICEABLE {
+            assert_eq!(attr.str.strip_suffix("_offset"), Some(g::INPUT_NAMES[slot]));
+        }
     }
 }

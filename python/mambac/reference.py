@@ -326,5 +326,16 @@ class AddRmsNorm(OpRun):
         return y.astype(x.dtype), s.astype(np.float32)
 
 
+
+class GatedRmsNorm(OpRun):
+    op_domain = DOMAIN
+
+    def _run(self, y, z, weight, epsilon=None, group_size=None, norm_before_gate=None, z_offset=None):
+        z = sliced(z, z_offset, y.shape[-1], "GatedRmsNorm: 'z_offset'")
+        ngroups = y.shape[-1] // group_size
+        out = gated_rms_norm_ref(y, z, weight, ngroups, _attr(epsilon, 1e-5), bool(_attr(norm_before_gate, 0)))
+        return (out.astype(y.dtype),)
+
+
 # For ReferenceEvaluator(new_ops=OPS).
-OPS = [SelectiveScan, SsdScan, CausalConv1d, MambaLayerStep, Mamba2LayerStep, AddRmsNorm]
+OPS = [SelectiveScan, SsdScan, CausalConv1d, MambaLayerStep, Mamba2LayerStep, AddRmsNorm, GatedRmsNorm]

@@ -58,6 +58,7 @@ LAYER_STEP_INPUTS = OP_INPUTS["MambaLayerStep"]
 SSD_INPUTS = OP_INPUTS["SsdScan"]
 MAMBA2_STEP_INPUTS = OP_INPUTS["Mamba2LayerStep"]
 ADD_NORM_INPUTS = OP_INPUTS["AddRmsNorm"]
+GATED_NORM_INPUTS = OP_INPUTS["GatedRmsNorm"]
 
 
 def onnx_type(array):
@@ -73,6 +74,8 @@ def output_types(op, feeds, slots):
     t = onnx_type(feeds[slots[0]]) if slots and slots[0] else TensorProto.FLOAT
     if op in ("MambaLayerStep", "Mamba2LayerStep"):  # residual_out, conv_state_out, ssm_state_out
         return [TensorProto.FLOAT, t, TensorProto.FLOAT]
+    if op == "GatedRmsNorm":  # out only
+        return [t]
     return [t, TensorProto.FLOAT if op in ("SelectiveScan", "SsdScan", "AddRmsNorm") else t]
 
 

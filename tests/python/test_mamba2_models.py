@@ -17,7 +17,8 @@ from onnx.reference.op_run import OpRun
 from safetensors.numpy import load_file
 
 from mambac_testing import TESTDATA, groups2_variant, mambac, model_session
-from ops_reference import ADD_NORM_INPUTS, BF16, CONV_INPUTS, SSD_INPUTS, from_ort, run_op, worst_rel
+from ops_reference import (ADD_NORM_INPUTS, BF16, CONV_INPUTS, GATED_NORM_INPUTS, SSD_INPUTS, from_ort, run_op,
+                           worst_rel)
 
 MAMBA2_FIXTURES = ["mamba2-tiny-hf", "mamba2-groups2"]
 TIERS = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -73,20 +74,30 @@ def test_the_graph_uses_the_fused_ops(exported):
     nodes = onnx.load(str(exported["mamba2-groups2", "float32", False])).graph.node
     kinds = [n.op_type for n in nodes if n.domain == "mambac"]
     assert kinds.count("SsdScan") == 2 and kinds.count("CausalConv1d") == 2
+    # The gated norm is one op a layer (docs/decisions.md "Mamba-2's gated norm as one op"), not
+    # the standard chain, and it reads z from in_proj's output in place.
+    assert kinds.count("GatedRmsNorm") == 2
+    assert "Sigmoid" not in {n.op_type for n in nodes}
+    # Nothing of the standard chain (Pow, ReduceMean, Sqrt, ... named after the mixer's norm) is left.
+    assert [n.op_type for n in nodes if ".mixer.norm" in n.name] == ["GatedRmsNorm"] * 2
+    norm = next(n for n in nodes if n.op_type == "GatedRmsNorm")
+    nattrs = {a.name: onnx.helper.get_attribute_value(a) for a in norm.attribute}
+    assert nattrs["z_offset"] == 0 and nattrs["norm_before_gate"] == 0 and nattrs["group_size"] > 0
     scan = next(n for n in nodes if n.op_type == "SsdScan")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in scan.attribute}
     assert attrs["dt_softplus"] == 1
     assert attrs["dt_min"] == pytest.approx(0.05) and attrs["dt_max"] == pytest.approx(0.5)
     # The scan reads x, B and C from the conv output in place (docs/op-contract.md "Sliced
     # inputs"): heads 4 x head_dim 16 = I = 64, 2 groups x dstate 8; dt from in_proj's output at
-    # I + conv_dim = 64 + 96. No Split is left; z alone is a Slice.
+    # I + conv_dim = 64 + 96. No Split or Slice is left: the gated norm reads z at 0.
     assert {k: attrs[k] for k in ("x_offset", "B_offset", "C_offset", "dt_offset")} == {
         "x_offset": 0, "B_offset": 64, "C_offset": 80, "dt_offset": 160}
     assert (attrs["head_dim"], attrs["ngroups"], attrs["dstate"]) == (16, 2, 8)
     conv = next(n for n in nodes if n.op_type == "CausalConv1d")
     assert scan.input[0] == scan.input[3] == scan.input[4] == conv.output[0]
     ops = [n.op_type for n in nodes]
-    assert ops.count("Split") == 0 and ops.count("Slice") == 2, ops
+    assert ops.count("Split") == 0 and ops.count("Slice") == 0, ops
+    assert norm.input[1] == conv.input[0], "z and xBC: both read from in_proj's output"
 
 
 @pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
@@ -166,11 +177,26 @@ class CausalConv1d(_OrtOp):
         return super()._run(*inputs, activation=activation, x_offset=x_offset)
 
 
+class GatedRmsNorm(OpRun):
+    """mambac.GatedRmsNorm run by ONNX Runtime with libmambac_ops.so (one output, `out`)."""
+
+    op_domain = "mambac"
+
+    def _run(self, y, z, weight, epsilon=None, group_size=None, norm_before_gate=None, z_offset=None,
+             plugin_namespace=None, plugin_version=None, present_inputs=None):
+        attrs = {"epsilon": epsilon, "group_size": group_size, "norm_before_gate": norm_before_gate,
+                 "z_offset": z_offset}
+        given = {k: v for k, v in attrs.items() if v is not None}
+        feeds = dict(zip(GATED_NORM_INPUTS, (y, z, weight)))
+        return tuple(run_op("GatedRmsNorm", GATED_NORM_INPUTS, feeds, ["out"], given))
+
+
 @pytest.mark.skipif(BF16 is None, reason="ml_dtypes is not installed")
 @pytest.mark.parametrize("fixture", MAMBA2_FIXTURES)
 def test_bfloat16_logits(exported, fixture):
     ref = reference(fixture)
-    sess = ReferenceEvaluator(str(exported[fixture, "bfloat16", False]), new_ops=[SsdScan, CausalConv1d, AddRmsNorm])
+    sess = ReferenceEvaluator(str(exported[fixture, "bfloat16", False]), new_ops=[SsdScan, CausalConv1d, AddRmsNorm,
+                                                                                GatedRmsNorm])
     (logits,) = sess.run(["logits"], {"input_ids": ref["input_ids"]})
     err = worst_rel(np.asarray(logits).astype(np.float64), ref["logits"])
     assert err <= TIERS["bfloat16"], f"{fixture} bfloat16: worst rel {err:.3e}"

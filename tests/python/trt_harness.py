@@ -36,11 +36,11 @@ def require_built():
 
 
 def run(script: str, tmp_path: Path) -> list[str]:
-    """Runs a harness script; returns its output lines (the first, `creators 6`, dropped)."""
+    """Runs a harness script; returns its output lines (the first, `creators 7`, dropped)."""
     path = tmp_path / "script.txt"
     path.write_text(script)
     p = subprocess.run([str(trt_dir() / "trt_harness"), str(trt_lib()), str(path)], capture_output=True, text=True)
     lines = p.stdout.splitlines()
-    assert lines and lines[0] == "creators 6", (p.stdout, p.stderr)
+    assert lines and lines[0] == "creators 7", (p.stdout, p.stderr)
     assert "harness error" not in p.stdout, p.stdout
     return lines[1:]

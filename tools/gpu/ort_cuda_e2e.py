@@ -238,7 +238,8 @@ class Runner:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                 continue
             placement.setdefault(args.get("provider"), set()).add(args.get("op_name"))
-            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep", "SsdScan", "AddRmsNorm"):
+            if args.get("op_name") in ("SelectiveScan", "CausalConv1d", "MambaLayerStep", "SsdScan", "AddRmsNorm",
+                                        "GatedRmsNorm"):
                 seen.setdefault(args["op_name"], set()).add(args.get("provider"))
         os.unlink(path)
         Runner.last_placement = {k: sorted(v) for k, v in placement.items()}

@@ -161,6 +161,13 @@ def _infer_add_rms_norm(ctx):
         _set(ctx, 1, TensorProto.FLOAT, _dims(x))
 
 
+def _infer_gated_rms_norm(ctx):
+    # out: y's type and shape (z may be a wider slice source, weight float32).
+    y = _input(ctx, 0)
+    if y is not None:
+        _set(ctx, 0, y.tensor_type.elem_type, _dims(y))
+
+
 def _params(prefix, names, optional):
     """Formal parameters, each with its own type variable `<prefix><index>`."""
     opt = defs.OpSchema.FormalParameterOption
@@ -247,6 +254,19 @@ _OPS = {
         {1},
         [("epsilon", defs.OpSchema.AttrType.FLOAT)],
         _infer_add_rms_norm,
+    ),
+    "GatedRmsNorm": (
+        ["y", "z", "weight"],
+        set(),
+        ["out"],
+        set(),
+        [
+            ("epsilon", defs.OpSchema.AttrType.FLOAT),
+            ("group_size", defs.OpSchema.AttrType.INT),
+            ("norm_before_gate", defs.OpSchema.AttrType.INT),
+            ("z_offset", defs.OpSchema.AttrType.INT),
+        ],
+        _infer_gated_rms_norm,
     ),
 }
 

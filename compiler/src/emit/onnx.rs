@@ -12,6 +12,7 @@ use super::external_data::ExternalDataWriter;
 use super::proto::{attr_float, attr_int, attr_ints, attr_string, entry, i64_tensor, node, tensor, value_info};
 use crate::atomic_file::AtomicFile;
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::ir::gated_norm_slots;
 use crate::ir::standard_ops::{self as std_ops, causal_conv_with_state as std_conv, linear_attention as std_la};
 use crate::ir::{
     conv_slots, encode_f64, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots, ConstTensor, Dim, Op,
@@ -490,6 +491,17 @@ impl Emitter<'_, '_> {
             Op::AddRmsNorm(cfg) => {
                 let attrs = with_tensorrt_keys(vec![attr_float(norm_slots::EPSILON.str, cfg.eps as f32)], &ins);
                 self.push(norm_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
+            }
+            Op::FusedGatedRmsNorm(cfg) => {
+                let n = &cfg.norm;
+                let mut attrs = vec![
+                    attr_float(gated_norm_slots::EPSILON.str, n.eps as f32),
+                    attr_int(gated_norm_slots::GROUP_SIZE.str, n.group_size as i64),
+                    attr_int(gated_norm_slots::NORM_BEFORE_GATE.str, n.norm_before_gate as i64),
+                ];
+                attrs.extend(slice_attrs(&cfg.slices, &gated_norm_slots::SLICEABLE));
+                let attrs = with_tensorrt_keys(attrs, &ins);
+                self.push(gated_norm_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
             Op::MambaLayerStep(cfg) => {
                 let attrs = with_tensorrt_keys(vec![attr_float(step_slots::EPSILON.str, cfg.eps as f32)], &ins);

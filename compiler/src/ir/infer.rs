@@ -269,6 +269,12 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             required(op, inputs, std_la::DECAY)?,
         ),
         Op::MambaLayerStep(_) => infer_layer_step(&|s| get(s)),
+        Op::FusedGatedRmsNorm(cfg) => super::infer_gated_norm::infer_fused_gated_rms_norm(
+            cfg,
+            required(op, inputs, 0)?,
+            required(op, inputs, 1)?,
+            required(op, inputs, 2)?,
+        ),
         Op::Mamba2LayerStep(_) => super::infer_mamba2_step::infer_mamba2_layer_step(&|s| get(s)),
     }
 }

@@ -8,6 +8,7 @@
 mod consts;
 mod infer;
 mod infer_add_rms_norm;
+mod infer_gated_norm;
 mod infer_mamba2_step;
 mod infer_ssd_scan;
 mod infer_standard;
@@ -32,6 +33,7 @@ pub use op::{
     CausalConvWithStateConfig, GatedRmsNormConfig, LinearAttentionConfig, Mamba2LayerStepConfig, MambaLayerStepConfig,
     MatMulNBitsConfig, Op, SelectiveScanConfig, Slices, SsdDims, SsdScanConfig,
 };
+pub use op::{gated_norm_slots, FusedGatedRmsNormConfig};
 pub use quant::BlockQuant;
 pub use types::{Dim, Elem, Shape, ValueType};
 pub use validate::{validate, ValidatedGraph, ValidationError};

@@ -4,6 +4,8 @@ use super::consts::ConstTensor;
 use super::standard_ops::{causal_conv_with_state as std_conv, linear_attention as std_la};
 use super::types::ValueType;
 
+/// GatedRmsNorm's slots (the fused op; the IR's primitive `Op::GatedRmsNorm` names its own).
+pub use mambac_op_schema::gated_rms_norm as gated_norm_slots;
 /// Input slots, names and attributes of the mambac ops: one home shared with the op library.
 pub use mambac_op_schema::{
     add_rms_norm as norm_slots, causal_conv1d as conv_slots, mamba2_layer_step as step2_slots,
@@ -127,6 +129,17 @@ pub struct AddRmsNormConfig {
     pub eps: f64,
     /// Whether the node produces `residual_out` (output 1): the final norm's has no reader.
     pub residual_out: bool,
+}
+
+/// The fused op `mambac.GatedRmsNorm` (docs/op-contract.md "GatedRmsNorm"): `Op::GatedRmsNorm`
+/// with y and z read in T (not cast to float32 first), weight float32, the output in T, computed
+/// in float32 in between; z may be read from a packed last axis (`z_offset`). `--ops mambac`
+/// exports only (pass `fuse_gated_norm_casts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedGatedRmsNormConfig {
+    pub norm: GatedRmsNormConfig,
+    /// z read from a packed last axis (`z_offset`); its count is y's last dim.
+    pub slices: Slices,
 }
 
 /// MambaLayerStep (docs/decode-graph.md): one Mamba layer for one token a sequence, the whole
@@ -285,6 +298,7 @@ pub enum Op {
     SelectiveScan(SelectiveScanConfig),
     SsdScan(SsdScanConfig),
     AddRmsNorm(AddRmsNormConfig),
+    FusedGatedRmsNorm(FusedGatedRmsNormConfig),
     MambaLayerStep(MambaLayerStepConfig),
     Mamba2LayerStep(Mamba2LayerStepConfig),
 }
@@ -322,6 +336,8 @@ impl Op {
             Op::SelectiveScan(_) => scan_slots::OP.str,
             Op::SsdScan(_) => ssd_slots::OP.str,
             Op::AddRmsNorm(_) => norm_slots::OP.str,
+            // Not the ONNX op type: the IR's `GatedRmsNorm` is the float32 primitive.
+            Op::FusedGatedRmsNorm(_) => "FusedGatedRmsNorm",
             Op::MambaLayerStep(_) => step_slots::OP.str,
             Op::Mamba2LayerStep(_) => step2_slots::OP.str,
         }
@@ -357,6 +373,7 @@ impl Op {
             Op::SelectiveScan(_) => &scan_slots::INPUT_NAMES,
             Op::SsdScan(_) => &ssd_slots::INPUT_NAMES,
             Op::AddRmsNorm(_) => &norm_slots::INPUT_NAMES,
+            Op::FusedGatedRmsNorm(_) => &gated_norm_slots::INPUT_NAMES,
             Op::MambaLayerStep(_) => &step_slots::INPUT_NAMES,
             Op::Mamba2LayerStep(_) => &step2_slots::INPUT_NAMES,
         }
@@ -400,6 +417,7 @@ impl Op {
                 | Op::SelectiveScan(_)
                 | Op::SsdScan(_)
                 | Op::AddRmsNorm(_)
+                | Op::FusedGatedRmsNorm(_)
                 | Op::MambaLayerStep(_)
                 | Op::Mamba2LayerStep(_)
         )

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{conv_slots, scan_slots, ssd_slots, Op, Slices, SsdDims, ValidatedGraph, ValueRef};
+use super::{conv_slots, gated_norm_slots, scan_slots, ssd_slots, Op, Slices, SsdDims, ValidatedGraph, ValueRef};
 
 /// `, z_offset=48, ...` for a fused op's sliced inputs (docs/op-contract.md "Sliced inputs").
 fn slices(s: &Slices, names: &[&str]) -> String {
@@ -48,6 +48,13 @@ fn op_detail(op: &Op) -> String {
         Op::GatedRmsNorm(c) => format!(
             "GatedRmsNorm(eps={:e}, group_size={}, norm_before_gate={})",
             c.eps, c.group_size, c.norm_before_gate as u8
+        ),
+        Op::FusedGatedRmsNorm(c) => format!(
+            "mambac.GatedRmsNorm(eps={:e}, group_size={}, norm_before_gate={}{})",
+            c.norm.eps,
+            c.norm.group_size,
+            c.norm.norm_before_gate as u8,
+            slices(&c.slices, &gated_norm_slots::INPUT_NAMES)
         ),
         Op::SsdScan(c) => {
             format!(

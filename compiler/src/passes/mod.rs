@@ -10,6 +10,7 @@ mod fold_const_unary;
 mod fuse_add_rms_norm;
 mod fuse_conv_bias;
 mod fuse_conv_silu;
+mod fuse_gated_norm_casts;
 mod fuse_layer_step;
 mod fuse_mamba2_layer_step;
 mod fuse_scan_d_skip;
@@ -46,9 +47,11 @@ pub const RULES: &[&dyn Rule] = &[
     &fuse_mamba2_layer_step::FuseMamba2LayerStep,
 ];
 
-/// `--ops mambac` only, after the fusion rules (whose patterns read the split parts): the fused
-/// ops read their parts of a projection's output in place, and the copying splits go.
-pub const SLICE_RULES: &[&dyn Rule] = &[&split_to_sliced_reads::SplitToSlicedReads];
+/// `--ops mambac` only, after the fusion rules (whose patterns read the split parts and the
+/// float32 gated norm): Mamba-2's gated norm becomes the fused op reading T, then the fused ops
+/// read their parts of a projection's output in place, and the copying splits go.
+pub const SLICE_RULES: &[&dyn Rule] =
+    &[&fuse_gated_norm_casts::FuseGatedNormCasts, &split_to_sliced_reads::SplitToSlicedReads];
 
 /// `--ops mambac` only, after the layer-step rules (whose decode-graph layers fold their norms
 /// themselves): the residual add and the next norm become one `AddRmsNorm` between every two

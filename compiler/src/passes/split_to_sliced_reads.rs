@@ -9,13 +9,14 @@
 //!
 //! Mamba-1: `SplitLast([I, I], xz)` goes (the conv reads x, the scan z); `SplitLast([R, N, N],
 //! x_proj)` becomes `SliceLast([0, R))` for dt_proj's MatMul, the scan reading B and C in place.
-//! Mamba-2: `SplitLast([I, I + 2 G N, heads], in_proj)` becomes `SliceLast` of z (the gated norm
-//! reads it, in float32), the conv reading xBC and SsdScan dt in place; the conv output's
-//! `SplitLast([I, G N, G N])` goes, SsdScan reading x, B and C from it in place.
+//! Mamba-2: `SplitLast([I, I + 2 G N, heads], in_proj)` goes: the fused gated norm reads z, the
+//! conv xBC and SsdScan dt in place (where the gated norm is still the float32 primitive, as
+//! `fuse_gated_norm_casts` leaves it when it cannot fire, z stays a `SliceLast`); the conv
+//! output's `SplitLast([I, G N, G N])` goes, SsdScan reading x, B and C from it in place.
 //! Only for `--ops mambac` graphs ([`super::SLICE_RULES`]): standard ONNX ops read whole tensors.
 
 use super::Rule;
-use crate::ir::{conv_slots, scan_slots, ssd_slots};
+use crate::ir::{conv_slots, gated_norm_slots, scan_slots, ssd_slots};
 use crate::ir::{Graph, NodeId, Op, ValueRef};
 
 pub struct SplitToSlicedReads;
@@ -41,6 +42,7 @@ fn sliceable(g: &Graph, node: NodeId, slot: usize, rank: usize) -> bool {
             ok && c.slices.offset(slot).is_none()
         }
         Op::SsdScan(c) => rank == 3 && slot == ssd_slots::DT && c.slices.offset(slot).is_none(),
+        Op::FusedGatedRmsNorm(c) => rank == 3 && slot == gated_norm_slots::Z && c.slices.offset(slot).is_none(),
         _ => false,
     }
 }
@@ -99,6 +101,7 @@ fn read_slice(g: &mut Graph, node: NodeId, slot: usize, v: ValueRef, offset: usi
         Op::CausalConv1d(c) => &mut c.slices,
         Op::SelectiveScan(c) => &mut c.slices,
         Op::SsdScan(c) => &mut c.slices,
+        Op::FusedGatedRmsNorm(c) => &mut c.slices,
         _ => unreachable!("readers() admits only the sliceable ops"),
     };
     *slices = std::mem::take(slices).with(slot, offset);

@@ -13,6 +13,7 @@ struct SelectiveScanParams;
 struct SsdScanParams;
 struct CausalConv1dParams;
 struct AddRmsNormParams;
+struct GatedRmsNormParams;
 
 size_t selective_scan_cpu_tasks(const SelectiveScanParams& p);
 // Throws std::bad_alloc only (large dstate needs heap scratch).
@@ -29,6 +30,10 @@ void causal_conv1d_cpu_run(const CausalConv1dParams& p, size_t task);
 // One task per block of whole rows (cpp/cpu/add_rms_norm_impl.h); float32 sums.
 size_t add_rms_norm_cpu_tasks(const AddRmsNormParams& p);
 void add_rms_norm_cpu_run(const AddRmsNormParams& p, size_t task);
+
+// One task per block of whole rows (cpp/cpu/gated_rms_norm_impl.h); float32 sums.
+size_t gated_rms_norm_cpu_tasks(const GatedRmsNormParams& p);
+void gated_rms_norm_cpu_run(const GatedRmsNormParams& p, size_t task);
 
 // Which build of the kernels runs: "avx512", "avx2" or "generic".
 rust::Str cpu_isa_name();

@@ -23,6 +23,7 @@ struct SsdScanParams;
 struct SsdScanDims;
 struct CausalConv1dParams;
 struct AddRmsNormParams;
+struct GatedRmsNormParams;
 struct MambaLayerStepParams;
 struct Mamba2LayerStepParams;
 
@@ -38,6 +39,7 @@ constexpr size_t kSelectiveScanInputs = 9;
 constexpr size_t kSsdScanInputs = 8;
 constexpr size_t kCausalConv1dInputs = 4;
 constexpr size_t kAddRmsNormInputs = 3;
+constexpr size_t kGatedRmsNormInputs = 3;
 constexpr size_t kMambaLayerStepInputs = 15;
 constexpr size_t kMamba2LayerStepInputs = 14;
 
@@ -46,6 +48,8 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
 SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdScanDims& dims);
 CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count);
 AddRmsNormParams check_add_rms_norm(const TensorDesc* inputs, size_t count);
+// group_size: the node's attribute (d / ngroups); it must divide y's last dim.
+GatedRmsNormParams check_gated_rms_norm(const TensorDesc* inputs, size_t count, int64_t group_size);
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count);
 Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t count);
 
@@ -53,6 +57,7 @@ SelectiveScanParams check_selective_scan(rust::Slice<const TensorDesc> inputs);
 SsdScanParams check_ssd_scan(rust::Slice<const TensorDesc> inputs, const SsdScanDims& dims);
 CausalConv1dParams check_causal_conv1d(rust::Slice<const TensorDesc> inputs);
 AddRmsNormParams check_add_rms_norm(rust::Slice<const TensorDesc> inputs);
+GatedRmsNormParams check_gated_rms_norm(rust::Slice<const TensorDesc> inputs, int64_t group_size);
 MambaLayerStepParams check_mamba_layer_step(rust::Slice<const TensorDesc> inputs);
 Mamba2LayerStepParams check_mamba2_layer_step(rust::Slice<const TensorDesc> inputs);
 

@@ -15,6 +15,7 @@ use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo
 use crate::add_rms_norm::AddRmsNorm;
 use crate::causal_conv1d::CausalConv1d;
 use crate::error::OpError;
+use crate::gated_rms_norm::GatedRmsNorm;
 use crate::kernel_abi::ffi;
 use crate::layer_step::MambaLayerStep;
 use crate::mamba2_layer_step::Mamba2LayerStep;
@@ -30,6 +31,7 @@ extern "C" {
     fn mambac_cuda_ssd_scan_scratch_bytes(p: *const ffi::SsdScanParams) -> usize;
     fn mambac_cuda_causal_conv1d(p: *const ffi::CausalConv1dParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_add_rms_norm(p: *const ffi::AddRmsNormParams, stream: *mut c_void) -> c_int;
+    fn mambac_cuda_gated_rms_norm(p: *const ffi::GatedRmsNormParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer(p: *const ffi::MambaLayerStepParams, stream: *mut c_void) -> c_int;
     fn mambac_cuda_decode_layer_scratch_bytes(p: *const ffi::MambaLayerStepParams) -> usize;
     fn mambac_cuda_mamba2_decode_layer(p: *const ffi::Mamba2LayerStepParams, stream: *mut c_void) -> c_int;
@@ -163,6 +165,22 @@ impl CudaLaunch for AddRmsNorm {
     unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
         // SAFETY: as for SelectiveScan's launch.
         launch_result(unsafe { mambac_cuda_add_rms_norm(p, stream) }, Self::OP)
+    }
+}
+
+/// GatedRmsNorm on the CUDA EP: one kernel, one block a (row, group) (cpp/cuda/gated_rms_norm.cu).
+impl CudaLaunch for GatedRmsNorm {
+    type Params = ffi::GatedRmsNormParams;
+
+    unsafe fn prepare(&self, ctx: *mut OrtKernelContext) -> Result<Option<Self::Params>, OpError> {
+        // SAFETY: `ctx` is live (the trait's contract).
+        let p = unsafe { self.params(ctx)? };
+        Ok((p.rows > 0).then_some(p))
+    }
+
+    unsafe fn launch(p: &mut Self::Params, _ctx: *mut OrtKernelContext, stream: *mut c_void) -> Result<(), OpError> {
+        // SAFETY: as for SelectiveScan's launch.
+        launch_result(unsafe { mambac_cuda_gated_rms_norm(p, stream) }, Self::OP)
     }
 }
 

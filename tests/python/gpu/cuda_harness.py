@@ -70,6 +70,7 @@ ConvParams = abi_struct("CausalConv1dParams")
 StepParams = abi_struct("MambaLayerStepParams")
 Step2Params = abi_struct("Mamba2LayerStepParams")
 NormParams = abi_struct("AddRmsNormParams")
+GatedNormParams = abi_struct("GatedRmsNormParams")
 vp = ctypes.c_void_p
 lib.mambac_cuda_selective_scan.argtypes = [ctypes.POINTER(ScanParams), vp]
 lib.mambac_cuda_ssd_scan.argtypes = [ctypes.POINTER(SsdParams), vp]
@@ -81,6 +82,8 @@ lib.mambac_cuda_ssd_scan_cfg.argtypes = [ctypes.POINTER(SsdParams), vp, ctypes.c
 lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.argtypes = [ctypes.POINTER(SsdParams), ctypes.c_int, ctypes.c_int]
 lib.mambac_cuda_ssd_scan_cfg_scratch_bytes.restype = ctypes.c_size_t
 lib.mambac_cuda_causal_conv1d.argtypes = [ctypes.POINTER(ConvParams), vp]
+lib.mambac_cuda_gated_rms_norm.argtypes = [ctypes.POINTER(GatedNormParams), vp]
+lib.mambac_cuda_gated_rms_norm_cfg.argtypes = [ctypes.POINTER(GatedNormParams), vp, ctypes.c_int]
 lib.mambac_cuda_decode_layer.argtypes = [ctypes.POINTER(StepParams), vp]
 lib.mambac_cuda_add_rms_norm.argtypes = [ctypes.POINTER(NormParams), vp]
 lib.mambac_cuda_add_rms_norm_cfg.argtypes = [ctypes.POINTER(NormParams), vp, ctypes.c_int]
@@ -288,6 +291,49 @@ def run_add_norm(x, dtype, eps=1e-5, want_residual_out=True, scalar=None, poison
         rc = lib.mambac_cuda_add_rms_norm_cfg(ctypes.byref(p), stream(), scalar)
     torch.cuda.synchronize()
     return rc, y, r_out
+
+
+# --- GatedRmsNorm -------------------------------------------------------------------------------
+def gated_norm_params(x, out, dtype, group_size, eps, norm_before_gate, z_offset):
+    """x: the op's inputs by name (y [batch, seqlen, d] T; z [batch, seqlen, row] T, read from
+    channel z_offset; weight [d] float32). z's rows may be a view with a row stride: its stride(1)."""
+    batch, seqlen, d = x["y"].shape
+    z = x["z"]
+    return GatedNormParams(rows=batch * seqlen, d=d, group_size=group_size, z_stride=z.stride(1),
+                           elem=DTYPES[dtype][1], eps=eps, norm_before_gate=bool(norm_before_gate),
+                           y=ptr(x["y"]), z=ptr(z) + z_offset * z.element_size(), weight=ptr(x["weight"]),
+                           out=ptr(out))
+
+
+def run_gated_norm(x, dtype, group_size, norm_before_gate=False, z_offset=0, eps=1e-5, scalar=None,
+                   poison=float("nan")):
+    """GatedRmsNorm on a NaN-poisoned output; `scalar` 1 forces the scalar loads, 0 the choice by
+    alignment, None the plain entry point. Returns (status, out)."""
+    out = torch.full_like(x["y"], poison)
+    p = gated_norm_params(x, out, dtype, group_size, eps, norm_before_gate, z_offset)
+    if scalar is None:
+        rc = lib.mambac_cuda_gated_rms_norm(ctypes.byref(p), stream())
+    else:
+        rc = lib.mambac_cuda_gated_rms_norm_cfg(ctypes.byref(p), stream(), scalar)
+    torch.cuda.synchronize()
+    return rc, out
+
+
+def gated_norm_inputs(batch, seqlen, d, dtype, opts, seed):
+    """y, z ~ 2 N(0, 1) in T, weight ~ 1 + N(0, 0.5^2). opts: z_row (z a packed [batch, seqlen,
+    z_row] tensor the op reads at z_offset, as Mamba-2's in_proj output); shift: y and the weight
+    one element past an aligned address (the kernel's scalar path)."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    t = DTYPES[dtype][0]
+    sh = 1 if opts.get("shift") else 0
+    n = batch * seqlen * d
+    row = opts.get("z_row", d)
+    return {
+        "y": (2.0 * r(n + sh)).to(t)[sh:].view(batch, seqlen, d),
+        "z": (2.0 * r(batch, seqlen, row)).to(t),
+        "weight": (1.0 + 0.5 * r(d + sh))[sh:],
+    }
 
 
 # --- MambaLayerStep -----------------------------------------------------------------------------

@@ -392,3 +392,30 @@ def test_add_rms_norm(tmp_path, dtype, case):
     y_ref, s_ref = add_rms_norm_ref(x, r if residual else None, w, 1e-5)
     assert_close(read(d, 0, t, y_ref.shape), y_ref, dtype, "y")
     assert_close(read(d, 1, np.float32, s_ref.shape), s_ref, "float32", "residual_out")
+
+
+# GatedRmsNorm (docs/op-contract.md "GatedRmsNorm"): (batch, seqlen, d, group_size, z row, z_offset
+# or None, norm_before_gate). A z row of d + 2 * 64 + 8 read at 0 is Mamba-2's in_proj output;
+# an odd offset takes the scalar path.
+GATED_NORM_GRID = [(2, 37, 256, 256, 0, None, 0), (1, 300, 512, 64, 512 + 136, 0, 0),
+                   (3, 2, 96, 32, 200, 5, 1), (1, 1, 5120, 5120, 0, None, 1)]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", GATED_NORM_GRID, ids=str)
+def test_gated_rms_norm(tmp_path, dtype, case):
+    from ops_reference import gated_rms_norm_ref
+
+    batch, seqlen, d, gs, row, offset, nbg = case
+    t = DTYPES[dtype][0]
+    rng = np.random.default_rng(seqlen * 11 + d)
+    y = (2 * rng.standard_normal((batch, seqlen, d))).astype(t)
+    z = (2 * rng.standard_normal((batch, seqlen, row or d))).astype(t)
+    w = (1 + 0.5 * rng.standard_normal(d)).astype(np.float32)
+    fields = [f"group_size i32 {gs}", f"norm_before_gate i32 {nbg}"]
+    if offset is not None:
+        fields.append(f"z_offset i32 {offset}")
+    d_ = enqueue(tmp_path, "GatedRmsNorm", fields, [y, z, w])
+    zs = z if offset is None else z[..., offset:offset + d]
+    ref = gated_rms_norm_ref(y, zs, w, d // gs, 1e-5, bool(nbg))
+    assert_close(read(d_, 0, t, ref.shape), ref, dtype, "out")

@@ -1,0 +1,213 @@
+// GatedRmsNorm on the GPU (docs/op-contract.md "GatedRmsNorm"), per row and group of group_size
+// channels, float32 throughout:
+//
+//   norm_before_gate = 0:  v = y * silu(z);  out = T(v / sqrt(mean_g(v^2) + eps) * weight)
+//   norm_before_gate = 1:  v = y;            out = T(v / sqrt(mean_g(v^2) + eps) * weight * silu(z))
+//
+// One block a (row, group) (grid-striding past the grid's size). A thread owns the vectors
+// k = threadIdx.x + j * blockDim.x of its group: 16-byte loads of y and z (kVec<T> elements) and
+// the matching float4s of weight. Pass 1 sums v^2; the block reduces the sum (warp shuffles,
+// then one warp over the warps' partials); pass 2 scales and writes out in T. The first kCache
+// vectors a thread owns keep v in registers between the passes (mamba2-2.7b's one group of 5120
+// is 640 float16 vectors: all cached at 256 threads); past them v is recomputed from y and z, an
+// L2 hit, so a group costs one read of y and z and one write of out in DRAM. With
+// norm_before_gate = 1 pass 2 reads z again for the gate (also an L2 hit). A group whose buffers
+// or strides are off 16-byte alignment takes the same kernel one element a vector.
+#include "abi.h"
+#include "common.cuh"
+#include "gated_rms_norm.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace mambac::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kCache = 4;
+// Blocks a grid covers before striding (grid-stride keeps any row count launchable).
+constexpr size_t kMaxBlocks = size_t(1) << 20;
+
+// V elements of T at p, widened to float: one 16-byte load when V = kVec<T>.
+template <typename T, int V>
+__device__ __forceinline__ void load_t(const T* p, float (&out)[V]) {
+    if constexpr (V == kVec<T>) {
+        Vec16<T> u;
+        u.raw = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = to_f32<T>(u.e[i]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = to_f32<T>(p[i]);
+    }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_t(T* p, const float (&v)[V]) {
+    if constexpr (V == kVec<T>) {
+        Vec16<T> u;
+#pragma unroll
+        for (int i = 0; i < V; ++i) u.e[i] = from_f32<T>(v[i]);
+        *reinterpret_cast<uint4*>(p) = u.raw;
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) p[i] = from_f32<T>(v[i]);
+    }
+}
+
+// V floats at p: float4 loads when V is a multiple of 4 (the vector path's alignment holds).
+template <int V>
+__device__ __forceinline__ void load_f32(const float* p, float (&out)[V]) {
+    if constexpr (V % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < V / 4; ++j) {
+            const float4 f = reinterpret_cast<const float4*>(p)[j];
+            out[4 * j] = f.x, out[4 * j + 1] = f.y, out[4 * j + 2] = f.z, out[4 * j + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = p[i];
+    }
+}
+
+// The sum of `v` over the block, returned to every thread. `partials` holds one float a warp;
+// the trailing barrier lets the next group reuse it.
+__device__ __forceinline__ float block_sum(float v, float* partials) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) partials[warp] = v;
+    __syncthreads();
+    v = lane < warps ? partials[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    return v;
+}
+
+// The value normalised for the V channels at offset e of a group: y, or y * silu(z).
+template <typename T, int V, bool kNormBeforeGate>
+__device__ __forceinline__ void gated_value(const T* y, const T* z, size_t e, float (&v)[V]) {
+    load_t<T, V>(y + e, v);
+    if constexpr (!kNormBeforeGate) {
+        float zv[V];
+        load_t<T, V>(z + e, zv);
+#pragma unroll
+        for (int i = 0; i < V; ++i) v[i] *= silu(zv[i]);
+    }
+}
+
+// v * inv * weight (* silu(z) when the gate comes after the norm), written in T.
+template <typename T, int V, bool kNormBeforeGate>
+__device__ __forceinline__ void scale_store(float (&v)[V], const T* z, const float* w, T* out, size_t e, float inv) {
+    float wv[V];
+    load_f32<V>(w + e, wv);
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = v[i] * inv * wv[i];
+    if constexpr (kNormBeforeGate) {
+        float zv[V];
+        load_t<T, V>(z + e, zv);
+#pragma unroll
+        for (int i = 0; i < V; ++i) v[i] *= silu(zv[i]);
+    }
+    store_t<T, V>(out + e, v);
+}
+
+template <typename T, int V, bool kNormBeforeGate>
+__global__ void __launch_bounds__(kThreads) gated_rms_norm_kernel(const GatedRmsNormParams p) {
+    __shared__ float partials[kThreads / 32];
+    const size_t G = p.group_size;
+    const size_t groups = p.d / G;
+    const size_t nv = G / V;
+    const size_t blocks = p.rows * groups;
+    for (size_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+        const size_t row = b / groups, g0 = (b % groups) * G;
+        const T* y = reinterpret_cast<const T*>(p.y) + row * p.d + g0;
+        const T* z = reinterpret_cast<const T*>(p.z) + row * p.z_stride + g0;
+        const float* w = reinterpret_cast<const float*>(p.weight) + g0;
+        T* out = reinterpret_cast<T*>(p.out) + row * p.d + g0;
+
+        float cache[kCache][V];
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < kCache; ++k) {
+            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
+            if (v < nv) {
+                gated_value<T, V, kNormBeforeGate>(y, z, v * V, cache[k]);
+#pragma unroll
+                for (int i = 0; i < V; ++i) ss = fmaf(cache[k][i], cache[k][i], ss);
+            }
+        }
+        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
+            float s[V];
+            gated_value<T, V, kNormBeforeGate>(y, z, v * V, s);
+#pragma unroll
+            for (int i = 0; i < V; ++i) ss = fmaf(s[i], s[i], ss);
+        }
+        // A NaN anywhere makes the group NaN; an infinite sum gives inv = 0 and inf * 0 = NaN
+        // where the equations have inf / inf (docs/op-contract.md).
+        const float inv = rsqrtf(block_sum(ss, partials) / static_cast<float>(G) + p.eps);
+
+#pragma unroll
+        for (int k = 0; k < kCache; ++k) {
+            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
+            if (v < nv) scale_store<T, V, kNormBeforeGate>(cache[k], z, w, out, v * V, inv);
+        }
+        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
+            float s[V];
+            gated_value<T, V, kNormBeforeGate>(y, z, v * V, s);
+            scale_store<T, V, kNormBeforeGate>(s, z, w, out, v * V, inv);
+        }
+    }
+}
+
+bool aligned16(size_t addr) { return addr % 16 == 0; }
+
+template <typename T, int V>
+void launch_width(const GatedRmsNormParams& p, cudaStream_t stream, unsigned blocks, int threads) {
+    if (p.norm_before_gate) {
+        gated_rms_norm_kernel<T, V, true><<<blocks, threads, 0, stream>>>(p);
+    } else {
+        gated_rms_norm_kernel<T, V, false><<<blocks, threads, 0, stream>>>(p);
+    }
+}
+
+template <typename T>
+cudaError_t launch(const GatedRmsNormParams& p, cudaStream_t stream, const GatedRmsNormConfig& cfg) {
+    constexpr int V = kVec<T>;
+    // The vector path reads whole groups in 16-byte pieces: every group start must be aligned,
+    // which group_size % V == 0 gives for y, out and weight (V being a multiple of 4 for the
+    // float32 weight), and z_stride % V == 0 for z's rows (a sliced z: its offset is in p.z).
+    const bool vec = !cfg.scalar && p.group_size % V == 0 && p.z_stride % V == 0 && aligned16(p.y) &&
+                     aligned16(p.z) && aligned16(p.out) && aligned16(p.weight);
+    const size_t nv = vec ? p.group_size / V : p.group_size;
+    // Enough threads for the group's vectors, in whole warps, at most kThreads.
+    const int threads = static_cast<int>(std::min<size_t>(kThreads, std::max<size_t>(32, (nv + 31) / 32 * 32)));
+    const size_t work = p.rows * (p.d / p.group_size);
+    const unsigned blocks = static_cast<unsigned>(std::min(work, kMaxBlocks));
+    if (vec) {
+        launch_width<T, V>(p, stream, blocks, threads);
+    } else {
+        launch_width<T, 1>(p, stream, blocks, threads);
+    }
+    return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace detail
+
+cudaError_t gated_rms_norm(const GatedRmsNormParams& p, cudaStream_t stream, const GatedRmsNormConfig& cfg) {
+    if (p.rows == 0 || p.d == 0) return cudaSuccess;
+    if (!p.y || !p.z || !p.weight || !p.out || p.group_size == 0 || p.d % p.group_size != 0 || p.z_stride < p.d) {
+        return cudaErrorInvalidValue;
+    }
+    switch (p.elem) {
+        case ElemType::F32: return detail::launch<float>(p, stream, cfg);
+        case ElemType::F16: return detail::launch<__half>(p, stream, cfg);
+        case ElemType::BF16: return detail::launch<__nv_bfloat16>(p, stream, cfg);
+    }
+    return cudaErrorInvalidValue;
+}
+
+}  // namespace mambac::cuda
