@@ -197,7 +197,10 @@ cudaError_t launch(const GatedRmsNormParams& p, cudaStream_t stream, const Gated
 }  // namespace
 }  // namespace detail
 
-cudaError_t gated_rms_norm(const GatedRmsNormParams& p, cudaStream_t stream, const GatedRmsNormConfig& cfg) {
+cudaError_t gated_rms_norm(const GatedRmsNormParams& params, cudaStream_t stream, const GatedRmsNormConfig& cfg) {
+    // A z_stride of 0 means contiguous z, as for every CUDA entry point (kernel_abi.rs).
+    GatedRmsNormParams p = params;
+    if (p.z_stride == 0) p.z_stride = p.d;
     if (p.rows == 0 || p.d == 0) return cudaSuccess;
     if (!p.y || !p.z || !p.weight || !p.out || p.group_size == 0 || p.d % p.group_size != 0 || p.z_stride < p.d) {
         return cudaErrorInvalidValue;
