@@ -59,6 +59,7 @@ const HEADERS: &[&str] = &[
     "mamba2_decode_layer.h",
     "add_rms_norm.h",
     "gated_rms_norm.h",
+    "row_vectors.cuh",
 ];
 
 pub fn build() {

@@ -14,7 +14,7 @@ use std::ffi::CStr;
 
 use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo};
 
-use crate::attributes::{attr_error, flag_or, float_or, int_opt};
+use crate::attributes::{attr_error, epsilon_or, flag_or, int_opt};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::op_table::Kernel;
@@ -49,15 +49,12 @@ impl Kernel for GatedRmsNorm {
         // SAFETY: `info` is live (the trait's contract), for each read.
         let (eps, group_size, norm_before_gate, slices) = unsafe {
             (
-                float_or(info, Self::OP, eps_name, schema::DEFAULT_EPSILON)?,
+                epsilon_or(info, Self::OP, eps_name, schema::DEFAULT_EPSILON)?,
                 int_opt(info, Self::OP, gs_name)?,
                 flag_or(info, Self::OP, schema::NORM_BEFORE_GATE.c, false)?,
                 Slices::read(info, Self::OP, &schema::SLICEABLE)?,
             )
         };
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(attr_error(Self::OP, eps_name, format!("is {eps}, expected a positive number")));
-        }
         // No default: a wrong group count would normalise silently over the wrong channels.
         let group_size = group_size
             .ok_or_else(|| attr_error(Self::OP, gs_name, "is missing (channels a group: d / ngroups)".into()))?;

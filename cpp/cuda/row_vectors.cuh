@@ -1,0 +1,82 @@
+// Row-wise helpers of the one-block-a-row norm kernels (add_rms_norm.cu, gated_rms_norm.cu):
+// V elements of a row loaded or stored as one 16-byte vector where V fills one (the launchers
+// check the alignment), else element by element, widened to float; and a block-wide sum.
+#pragma once
+
+#include "common.cuh"
+
+namespace mambac::cuda::detail {
+namespace {
+
+// V elements of T at p, widened to float: one 16-byte load when V = kVec<T>.
+template <typename T, int V>
+__device__ __forceinline__ void load_t(const T* p, float (&out)[V]) {
+    if constexpr (V == kVec<T>) {
+        Vec16<T> u;
+        u.raw = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = to_f32<T>(u.e[i]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = to_f32<T>(p[i]);
+    }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_t(T* p, const float (&v)[V]) {
+    if constexpr (V == kVec<T>) {
+        Vec16<T> u;
+#pragma unroll
+        for (int i = 0; i < V; ++i) u.e[i] = from_f32<T>(v[i]);
+        *reinterpret_cast<uint4*>(p) = u.raw;
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) p[i] = from_f32<T>(v[i]);
+    }
+}
+
+// V floats at p: float4 loads when V is a multiple of 4 (the vector path's alignment holds).
+template <int V>
+__device__ __forceinline__ void load_f32(const float* p, float (&out)[V]) {
+    if constexpr (V % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < V / 4; ++j) {
+            const float4 f = reinterpret_cast<const float4*>(p)[j];
+            out[4 * j] = f.x, out[4 * j + 1] = f.y, out[4 * j + 2] = f.z, out[4 * j + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = p[i];
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void store_f32(float* p, const float (&v)[V]) {
+    if constexpr (V % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < V / 4; ++j) {
+            reinterpret_cast<float4*>(p)[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) p[i] = v[i];
+    }
+}
+
+// The sum of `v` over the block, returned to every thread. `partials` holds one float a warp;
+// the trailing barrier lets the next row or group reuse it.
+__device__ __forceinline__ float block_sum(float v, float* partials) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) partials[warp] = v;
+    __syncthreads();
+    v = lane < warps ? partials[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    return v;
+}
+
+}  // namespace
+}  // namespace mambac::cuda::detail
