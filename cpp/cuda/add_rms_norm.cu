@@ -107,8 +107,6 @@ __global__ void __launch_bounds__(kThreads) add_rms_norm_kernel(const AddRmsNorm
     }
 }
 
-bool aligned16(size_t addr) { return addr % 16 == 0; }
-
 template <typename T>
 cudaError_t launch(const AddRmsNormParams& p, cudaStream_t stream, const AddRmsNormConfig& cfg) {
     constexpr int V = kVec<T>;
@@ -117,8 +115,7 @@ cudaError_t launch(const AddRmsNormParams& p, cudaStream_t stream, const AddRmsN
     const bool vec = !cfg.scalar && p.hidden % V == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.weight) &&
                      aligned16(p.residual) && aligned16(p.residual_out);
     const size_t nv = vec ? p.hidden / V : p.hidden;
-    // Enough threads for the row's vectors, in whole warps, at most kThreads.
-    const int threads = static_cast<int>(std::min<size_t>(kThreads, std::max<size_t>(32, (nv + 31) / 32 * 32)));
+    const int threads = row_threads(nv, kThreads);
     const unsigned blocks = static_cast<unsigned>(std::min(p.rows, kMaxBlocks));
     if (vec) {
         add_rms_norm_kernel<T, V><<<blocks, threads, 0, stream>>>(p);

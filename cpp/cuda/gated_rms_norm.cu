@@ -107,8 +107,6 @@ __global__ void __launch_bounds__(kThreads) gated_rms_norm_kernel(const GatedRms
     }
 }
 
-bool aligned16(size_t addr) { return addr % 16 == 0; }
-
 template <typename T, int V>
 void launch_width(const GatedRmsNormParams& p, cudaStream_t stream, unsigned blocks, int threads) {
     if (p.norm_before_gate) {
@@ -127,8 +125,7 @@ cudaError_t launch(const GatedRmsNormParams& p, cudaStream_t stream, const Gated
     const bool vec = !cfg.scalar && p.group_size % V == 0 && p.z_stride % V == 0 && aligned16(p.y) &&
                      aligned16(p.z) && aligned16(p.out) && aligned16(p.weight);
     const size_t nv = vec ? p.group_size / V : p.group_size;
-    // Enough threads for the group's vectors, in whole warps, at most kThreads.
-    const int threads = static_cast<int>(std::min<size_t>(kThreads, std::max<size_t>(32, (nv + 31) / 32 * 32)));
+    const int threads = row_threads(nv, kThreads);
     const size_t work = p.rows * (p.d / p.group_size);
     const unsigned blocks = static_cast<unsigned>(std::min(work, kMaxBlocks));
     if (vec) {

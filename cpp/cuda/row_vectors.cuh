@@ -3,6 +3,9 @@
 // check the alignment), else element by element, widened to float; and a block-wide sum.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
+
 #include "common.cuh"
 
 namespace mambac::cuda::detail {
@@ -76,6 +79,14 @@ __device__ __forceinline__ float block_sum(float v, float* partials) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     __syncthreads();
     return v;
+}
+
+// Host side of both launchers: whether a buffer starts on a 16-byte boundary (the vector path
+// needs every one to), and the threads a block takes for a row of `nv` vectors: whole warps, at
+// least one, at most `max_threads`.
+inline bool aligned16(size_t addr) { return addr % 16 == 0; }
+inline int row_threads(size_t nv, int max_threads) {
+    return static_cast<int>(std::min<size_t>(max_threads, std::max<size_t>(32, (nv + 31) / 32 * 32)));
 }
 
 }  // namespace
