@@ -19,7 +19,8 @@ struct ScanConfig {
     int w = 0;      // sub-chunks per tile: 1 = one scan per channel, > 1 = split scan
     int s = 0;      // steps per sub-chunk of the split scan (instantiated values only)
     int cpt = 0;    // channels per thread (1 or 2; 2 where dstate <= 16)
-    int step = 0;   // the per-step kernel (selective_scan_step.cuh): 1 = always, -1 = never
+    int step = 0;   // the per-step kernel (selective_scan_step.cuh): 1 = always (never the one-token
+                    // kernel, selective_scan_token.cuh), -1 = never
 };
 
 // Queues y (and final_state when given) for `p` on `stream`. Returns cudaSuccess or the error of

@@ -10,6 +10,7 @@
 #include "selective_scan.h"
 #include "selective_scan_impl.cuh"
 #include "selective_scan_step.cuh"
+#include "selective_scan_token.cuh"
 #include "selective_scan_ws.cuh"
 
 namespace mambac::cuda::detail {
@@ -230,6 +231,8 @@ cudaError_t launch_scan_typed(const SelectiveScanParams& p, cudaStream_t stream,
     // the initial state (or 0) out; the tiled kernels assume at least one tile.
     if (a.seqlen == 0) return launch_scan_step<T>(a, stream);
     const bool tiled_forced = cfg.lanes != 0 || cfg.ch != 0 || cfg.w != 0 || cfg.s != 0 || cfg.cpt != 0;
+    // One token a sequence: the one-token kernel (selective_scan_token.cuh) where it fits.
+    if (cfg.step == 0 && !tiled_forced && scan_token_fits(a)) return launch_scan_token<T>(a, stream);
     if (cfg.step > 0 || (cfg.step == 0 && !tiled_forced && scan_step_wins(static_cast<long long>(a.batch) * a.dim, a.seqlen)))
         return launch_scan_step<T>(a, stream);
     const DeviceInfo dev = device_info();

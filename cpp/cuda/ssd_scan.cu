@@ -30,6 +30,7 @@ SsdPlan ssd_plan(const SsdScanParams& p, const SsdConfig& cfg) {
     const bool forced_chunk = cfg.chunk != 0;
     if (forced_chunk && cfg.chunk != 64 && cfg.chunk != 128 && cfg.chunk != 256) plan.valid = false;
     if (cfg.path == 1 || !plan.valid) return plan;
+    plan.token = cfg.path == 0 && p.seqlen == 1;
     // Nothing to chunk: no steps, no state (y = D x), or no rows; the step kernel handles those.
     const bool work = p.seqlen > 0 && p.dstate > 0 && p.batch > 0 && p.heads > 0 && p.head_dim > 0;
     if (!work || (cfg.path == 0 && p.seqlen < kSsdChunkedMinSeqlen)) return plan;

@@ -3,8 +3,9 @@
 // token-major buffers, and the scratch the chunked prefill needs) and a stream, queues the
 // kernels, and returns the launch status. No host synchronisation.
 //
-// Two paths, chosen by shape (cpp/cuda/README.md "SsdScan"): the step-by-step kernel
-// (ssd_scan_impl.cuh; decode and short sequences) and the chunked prefill (ssd_chunk_impl.cuh;
+// Three paths, chosen by shape (cpp/cuda/README.md "SsdScan"): the one-token kernel
+// (ssd_token_impl.cuh; decode steps), the step-by-step kernel (ssd_scan_impl.cuh; short
+// sequences) and the chunked prefill (ssd_chunk_impl.cuh;
 // five kernels, tensor cores for 16-bit types), which needs `ssd_scan_scratch_bytes` of device
 // scratch in `SsdScanParams::scratch`, 16-byte aligned (its kernels read it in 16-byte vectors;
 // ORT's, torch's and TensorRT's allocations are 256-byte aligned). Without that scratch the step
@@ -31,7 +32,8 @@ constexpr size_t kSsdChunkedMinSeqlen = 33;
 
 // Forces a path or a chunk size (the harness's tests and benchmarks); zeros = automatic.
 struct SsdConfig {
-    int path = 0;   // 1 = the step kernel, -1 = the chunked path (an error without scratch)
+    int path = 0;   // 1 = the step kernel (never the one-token kernel), -1 = the chunked path
+                    // (an error without scratch)
     int chunk = 0;  // the chunked path's Q: 64, 128 or 256
 };
 
@@ -41,6 +43,7 @@ struct SsdConfig {
 struct SsdPlan {
     bool valid = true;  // false: a forced chunk or path this shape cannot take
     bool chunked = false;
+    bool token = false;  // seqlen 1, automatic: the one-token kernel where dstate and alignment allow
     size_t chunk = 0, nchunks = 0;
     size_t dtp = 0, cs = 0, cb = 0, st = 0, hs = 0, bytes = 0;
 };

@@ -1,4 +1,5 @@
 // SsdScan kernel for __half inputs and outputs (float32 arithmetic and state).
 #include "ssd_chunk_impl.cuh"
+#include "ssd_token_impl.cuh"
 
 MAMBAC_INSTANTIATE_SSD(__half)

@@ -149,6 +149,10 @@ cudaError_t launch_ssd(const SsdArgs& a, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_ssd_chunked(const SsdArgs& a, const SsdPlan& plan, char* scratch, cudaStream_t stream);
 
+// ssd_token_impl.cuh: cudaErrorNotSupported, nothing queued, where the one-token kernel does not apply.
+template <typename T>
+cudaError_t launch_ssd_token(const SsdArgs& a, cudaStream_t stream);
+
 // Checks `p`, then queues the plan's path (ssd_scan.cu ssd_plan).
 template <typename T>
 cudaError_t launch_ssd_typed(const SsdScanParams& p, const SsdPlan& plan, cudaStream_t stream) {
@@ -190,6 +194,10 @@ cudaError_t launch_ssd_typed(const SsdScanParams& p, const SsdPlan& plan, cudaSt
     a.dt_min = p.dt_min;
     a.dt_max = p.dt_max;
     if (plan.chunked) return launch_ssd_chunked<T>(a, plan, reinterpret_cast<char*>(p.scratch), stream);
+    if (plan.token) {
+        const cudaError_t e = launch_ssd_token<T>(a, stream);
+        if (e != cudaErrorNotSupported) return e;
+    }
     // (LN lanes a row, KN states a lane): at most 4 states a lane up to dstate 128, so a row's
     // y needs a short shuffle tree and the registers stay few; a warp a row from dstate 128 on.
     const int N = a.dstate;

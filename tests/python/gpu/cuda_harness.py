@@ -164,7 +164,11 @@ def token_stride(t):
     if t.is_contiguous():
         return t.shape[2] * t.shape[3]  # also for empty dims, whose strides torch rounds up
     assert t.stride(3) == 1 and t.stride(2) == t.shape[3], "a token's row must be contiguous"
-    assert t.stride(0) == t.stride(1) * t.shape[1], "tokens evenly spaced"
+    if t.shape[1] == 1:
+        # One token a sequence: torch gives a size-1 axis any stride, and only the batch axis
+        # steps between token rows.
+        return t.stride(0)
+    assert t.shape[0] == 1 or t.stride(0) == t.stride(1) * t.shape[1], "tokens evenly spaced"
     return t.stride(1)
 
 

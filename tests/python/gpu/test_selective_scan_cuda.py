@@ -49,11 +49,13 @@ CASES += [
     # D and delta_bias one element off 16-byte alignment: the prep's scalar parameter loads.
     (8, 200, 256, 16, 1, {"shift": True}, (None, (4, 0, 1, 0, 1), (4, 0, 3, 12, 1), (4, 0, -4, 8)), ALL_T),
 ]
-# Decode steps: the per-step kernel (automatic at seqlen 1; forced on longer sequences by STEP)
-# and the tiled kernels forced at seqlen 1 (TILED).
-CASES += [(b, L, d, n, g, ALL, (None, TILED), ALL_T) for (b, L, d, n, g) in [
+# Decode steps: automatic at seqlen 1 (the one-token kernel where dstate / 4 is a power of two up
+# to 32, four batch rows a lane group from 8192 rows; else the per-step kernel), the per-step
+# kernel forced (STEP; also on longer sequences) and the tiled kernels forced (TILED).
+CASES += [(b, L, d, n, g, ALL, (None, STEP, TILED), ALL_T) for (b, L, d, n, g) in [
     (1, 1, 5120, 16, 1), (8, 1, 5120, 16, 1), (3, 1, 40, 8, 2), (2, 1, 130, 1, 1), (1, 1, 8, 256, 1),
-    (2, 1, 24, 16, 3), (1, 1, 7, 5, 1), (64, 1, 136, 16, 1)]]
+    (2, 1, 24, 16, 3), (1, 1, 7, 5, 1), (64, 1, 136, 16, 1), (64, 1, 5120, 16, 1), (5, 1, 2000, 16, 1),
+    (6, 1, 2048, 32, 2), (4, 1, 2048, 64, 1), (4, 1, 2048, 128, 4), (9, 1, 1000, 4, 1), (3, 1, 50, 12, 1)]]
 CASES += [(2, 1, 136, 16, 1, o, (None,), ALL_T) for o in OPTION_SETS]
 CASES += [(2, 9, 136, 16, 2, o, (STEP,), ALL_T) for o in OPTION_SETS]
 CASES += [(b, L, d, n, g, ALL, (STEP,), ALL_T) for (b, L, d, n, g) in [
@@ -80,3 +82,28 @@ def test_selective_scan_matches_float64(case, dtype):
                                  dtype, want_final)
     assert not fails, "\n".join(fails)
 
+
+
+@pytest.mark.parametrize("dtype", ALL_T)
+def test_decode_with_states_off_16_bytes_matches_float64(dtype):
+    """initial_state and final_state 4 bytes past a 16-byte boundary at seqlen 1: the one-token
+    kernel reads states as float4s, so the per-step kernel runs instead (selective_scan_token.cuh)."""
+    import torch
+    from cuda_harness import launch_scan, scan_params
+    from ops_reference import mismatch
+
+    x = scan_inputs(16, 1, 1024, 16, 1, dtype, ALL, seed=21)
+    y_ref, h_ref = selective_scan_ref(*(to_host(x[n]) for n in SCAN_INPUTS), delta_softplus=True)
+    shape, n = x["initial_state"].shape, x["initial_state"].numel()
+    init_buf = torch.empty(n + 1, device=x["u"].device)
+    init_buf[1:].copy_(x["initial_state"].reshape(-1))
+    x = dict(x, initial_state=init_buf[1:].view(shape))
+    fs_buf = torch.full((n + 1,), float("nan"), device=x["u"].device)
+    fs = fs_buf[1:].view(shape)
+    y = torch.full(x["u"].shape, float("nan"), dtype=x["u"].dtype, device=x["u"].device)
+    rc = launch_scan(scan_params(x, y, fs, dtype, True), None)
+    torch.cuda.synchronize()
+    assert rc == 0
+    fails = [mismatch(to_host(y), y_ref, dtype, "y", scaled_atol=True),
+             mismatch(to_host(fs), h_ref, dtype, "final_state", scaled_atol=True)]
+    assert not any(fails), "\n".join(f for f in fails if f)

@@ -4,8 +4,8 @@
    head_dim, groups, dstate (1, 16, 64, 128, and the 256 / 512 register layouts), seqlen (1, 2,
    37, 300), float32 / float16 / bfloat16, with and without D, dt_bias, initial and final state,
    softplus and a clamping time_step_limit; the mamba2-2.7b and Codestral shapes; the empty and
-   refused shapes. Each case runs as the shape chooses (the chunked prefill from seqlen 33) and
-   with the step kernel forced.
+   refused shapes. Each case runs as the shape chooses (the one-token kernel at seqlen 1, the
+   chunked prefill from seqlen 33) and with the step kernel forced.
 2. The chunked prefill (cpp/cuda/ssd_chunk_impl.cuh) forced, at chunk 64, 128 and 256: chunks that
    do and do not divide seqlen, long sequences (1000-4096), groups 1 / 2 / 8, head_dim 64 and
    odd ones, dstate 64 / 128 and odd ones up to 512, every dtype, initial state on and off; its
@@ -50,6 +50,15 @@ CASES += [
     (8, 1, 80, 64, 1, 128, ALL),
     (1, 130, 80, 64, 1, 128, ALL),  # mamba2-2.7b prefill
     (2, 1, 128, 64, 8, 128, ALL),  # Codestral decode
+    # The one-token kernel (automatic at seqlen 1): four rows a lane group from 8192 rows, rows
+    # of a group across heads (head_dim 245) and past the end; every lane count (dstate / 4).
+    (16, 1, 80, 64, 1, 128, ALL),
+    (5, 1, 7, 245, 7, 64, ALL),
+    (3, 1, 64, 48, 4, 32, ALL),
+    (2, 1, 9, 7, 3, 8, ALL),
+    (2, 1, 5, 3, 1, 4, ALL),
+    (70, 1, 4, 33, 2, 16, {"initial_state": False}),
+    (1, 1, 3, 5, 1, 12, ALL),  # dstate / 4 not a power of two: the step kernel
     (1, 33, 128, 64, 8, 128, {"initial_state": False}),
 ]
 
@@ -194,10 +203,14 @@ def test_chunked_with_misaligned_scratch_is_refused_untouched():
 
 
 @pytest.mark.parametrize("dtype", ALL_T)
-def test_chunked_with_states_off_16_bytes_matches_float64(dtype):
-    """initial_state and final_state 4 bytes past a 16-byte boundary: the state pass reads and
-    writes them one element a thread instead of in float4s (cpp/cuda/ssd_chunk_impl.cuh)."""
-    x = ssd_inputs(1, 300, 4, 16, 2, 16, dtype, ALL, seed=12)
+@pytest.mark.parametrize("seqlen", [1, 300])
+def test_states_off_16_bytes_match_float64(seqlen, dtype):
+    """initial_state and final_state 4 bytes past a 16-byte boundary: the chunked state pass
+    (seqlen 300, cpp/cuda/ssd_chunk_impl.cuh) reads and writes them one element a thread instead
+    of in float4s; at seqlen 1 the step kernel runs instead of the one-token kernel
+    (cpp/cuda/ssd_token_impl.cuh)."""
+    x = ssd_inputs(8, seqlen, 16, 64, 2, 16, dtype, ALL, seed=12) if seqlen == 1 else \
+        ssd_inputs(1, 300, 4, 16, 2, 16, dtype, ALL, seed=12)
     refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
     shape = x["initial_state"].shape
     n = x["initial_state"].numel()
@@ -208,9 +221,10 @@ def test_chunked_with_states_off_16_bytes_matches_float64(dtype):
     fs = fs_buf[1:].view(shape)
     y = torch.full(x["x"].shape, float("nan"), dtype=x["x"].dtype, device=x["x"].device)
     p = ssd_params(x, y, fs, dtype, True)
-    buf = ssd_scratch(p, chunked(64))
-    p.scratch = buf.data_ptr()
-    rc = launch_ssd(p, chunked(64))
+    cfg = chunked(64) if seqlen > 1 else None
+    buf = ssd_scratch(p, cfg)
+    p.scratch = buf.data_ptr() if buf is not None else 0
+    rc = launch_ssd(p, cfg)
     torch.cuda.synchronize()
     assert rc == 0, error_string(rc)
     fails = [mismatch(to_host(y), refs[0], dtype, "y", scaled_atol=True),

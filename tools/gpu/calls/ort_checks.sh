@@ -5,11 +5,7 @@
 # and pylib archives to .device/pack_e2e (with the last part the call must stay under 64 MiB).
 # carry [".device/ortgpu/p04.d", ".device/pack_e2e"]
 cd "$(dirname "$0")/../../.."
-W=onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
-cp .device/ortgpu/p04.d/p04 /root/stage/ && (cd /root/stage && cat p00 p01 p02 p03 p04 > $W &&
-  python3 -m pip install -q --no-index --no-deps --target /root/ortsite $W) || exit 1
-rm -f /root/stage/p0?
-mkdir -p .device/pack && cp .device/pack_e2e/* .device/pack/ && tools/gpu/unpack.sh
+source tools/gpu/calls/ort_install.sh
 export PYTHONPATH=/root/ortsite
 python3 tools/gpu/zero_session_check.py 2>&1 | tail -8
 capi=/root/ortsite/onnxruntime/capi
