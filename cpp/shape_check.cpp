@@ -117,6 +117,20 @@ class Checker {
     bytes_fit(i);
   }
 
+  // type_is, then shape_is: the check of most inputs, `type_why` and `why` saying where the
+  // expected type and dims come from.
+  void tensor_is(size_t i, int32_t type, const char* type_why, const std::vector<Dim>& expected,
+                 const std::string& why) const {
+    type_is(i, type, type_why);
+    shape_is(i, expected, why);
+  }
+
+  // The same for an optional input, when the node gives it.
+  void optional_is(size_t i, int32_t type, const char* type_why, const std::vector<Dim>& expected,
+                   const std::string& why) const {
+    if (present(i)) tensor_is(i, type, type_why, expected, why);
+  }
+
   // The input's size in bytes must be a number: callers other than ORT (the TensorRT plugin,
   // direct calls) hand over shapes no buffer was made for, and every offset is computed from them.
   void bytes_fit(size_t i) const {
@@ -209,11 +223,9 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   const int64_t batch = ck.at(U).dims[0], seqlen = ck.at(U).dims[1], dim = ck.at(U).dims[2];
   const char* same_as_u = " (same as 'u')";
 
-  ck.type_is(DELTA, t, same_as_u);
-  ck.shape_is(DELTA, {batch, seqlen, dim}, same_as_u);
+  ck.tensor_is(DELTA, t, same_as_u, {batch, seqlen, dim}, same_as_u);
 
-  ck.type_is(A, kOnnxFloat, "");
-  ck.shape_is(A, {dim, "dstate"}, " (dim from 'u')");
+  ck.tensor_is(A, kOnnxFloat, "", {dim, "dstate"}, " (dim from 'u')");
   const int64_t dstate = ck.at(A).dims[1];
   if (dstate < 1) ck.shape_fail(A, {dim, "dstate"}, " with dstate >= 1");
 
@@ -228,23 +240,14 @@ SelectiveScanParams check_selective_scan(const TensorDesc* inputs, size_t count)
   const int64_t c_stride = ck.view_is(C, {batch, seqlen, ngroups, dstate},
                                       ck.at(C).sliced ? " ([batch, seqlen, ngroups] as 'B')" : " (same as 'B')");
 
-  if (ck.present(D)) {
-    ck.type_is(D, kOnnxFloat, "");
-    ck.shape_is(D, {dim}, " (dim from 'u')");
-  }
+  ck.optional_is(D, kOnnxFloat, "", {dim}, " (dim from 'u')");
   int64_t z_stride = dim;
   if (ck.present(Z)) {
     ck.type_is(Z, t, same_as_u);
     z_stride = ck.view_is(Z, {batch, seqlen, dim}, same_as_u);
   }
-  if (ck.present(DELTA_BIAS)) {
-    ck.type_is(DELTA_BIAS, kOnnxFloat, "");
-    ck.shape_is(DELTA_BIAS, {dim}, " (dim from 'u')");
-  }
-  if (ck.present(INITIAL_STATE)) {
-    ck.type_is(INITIAL_STATE, kOnnxFloat, "");
-    ck.shape_is(INITIAL_STATE, {batch, dim, dstate}, " ([batch, dim, dstate] from 'u' and 'A')");
-  }
+  ck.optional_is(DELTA_BIAS, kOnnxFloat, "", {dim}, " (dim from 'u')");
+  ck.optional_is(INITIAL_STATE, kOnnxFloat, "", {batch, dim, dstate}, " ([batch, dim, dstate] from 'u' and 'A')");
 
   SelectiveScanParams p{};
   p.batch = static_cast<size_t>(batch);
@@ -307,8 +310,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdSc
     ck.shape_is(X, {"batch", "seqlen", "row"}, " (x read packed: 'x_offset' is set)");
     batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1];
     head_dim = head_dim_attr;
-    ck.type_is(A, kOnnxFloat, "");
-    ck.shape_is(A, {"heads"}, "");
+    ck.tensor_is(A, kOnnxFloat, "", {"heads"}, "");
     heads = ck.at(A).dims[0];
     ck.fits_int(A, heads, "heads");
     x_stride = ck.view_is(X, {batch, seqlen, heads * head_dim}, " (heads from 'A', head_dim from attribute 'head_dim')");
@@ -331,10 +333,7 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdSc
                                        x_packed ? " ([batch, seqlen] from 'x', heads from 'A')"
                                                 : " ([batch, seqlen, heads] from 'x')");
 
-  if (!x_packed) {
-    ck.type_is(A, kOnnxFloat, "");
-    ck.shape_is(A, {heads}, heads_from);
-  }
+  if (!x_packed) ck.tensor_is(A, kOnnxFloat, "", {heads}, heads_from);
 
   // B whole [batch, seqlen, ngroups, dstate] (which it defines, or the attributes when set), or
   // packed [batch, seqlen, row] (B_offset): then both attributes give them.
@@ -364,16 +363,9 @@ SsdScanParams check_ssd_scan(const TensorDesc* inputs, size_t count, const SsdSc
   const int64_t c_stride = ck.at(C).sliced ? ck.view_is(C, {batch, seqlen, ngroups * dstate}, c_why)
                                            : (ck.shape_is(C, {batch, seqlen, ngroups, dstate}, c_why), ngroups * dstate);
 
-  for (size_t i : {D, DT_BIAS}) {
-    if (ck.present(i)) {
-      ck.type_is(i, kOnnxFloat, "");
-      ck.shape_is(i, {heads}, heads_from);
-    }
-  }
-  if (ck.present(INITIAL_STATE)) {
-    ck.type_is(INITIAL_STATE, kOnnxFloat, "");
-    ck.shape_is(INITIAL_STATE, {batch, heads, head_dim, dstate}, " ([batch, heads, head_dim, dstate] from 'x' and 'B')");
-  }
+  for (size_t i : {D, DT_BIAS}) ck.optional_is(i, kOnnxFloat, "", {heads}, heads_from);
+  ck.optional_is(INITIAL_STATE, kOnnxFloat, "", {batch, heads, head_dim, dstate},
+                 " ([batch, heads, head_dim, dstate] from 'x' and 'B')");
 
   SsdScanParams p{};
   p.batch = static_cast<size_t>(batch);
@@ -419,14 +411,9 @@ CausalConv1dParams check_causal_conv1d(const TensorDesc* inputs, size_t count) {
   const int64_t x_stride = sliced ? ck.view_is(X, {batch, seqlen, dim}, "") : dim;
   const char* dim_from = sliced ? " (dim from 'weight')" : " (dim from 'x')";
 
-  if (ck.present(BIAS)) {
-    ck.type_is(BIAS, t, same_as_x);
-    ck.shape_is(BIAS, {dim}, dim_from);
-  }
-  if (ck.present(INITIAL_STATE)) {
-    ck.type_is(INITIAL_STATE, t, same_as_x);
-    ck.shape_is(INITIAL_STATE, {batch, dim, width - 1}, " ([batch, dim, width - 1] from 'x' and 'weight')");
-  }
+  ck.optional_is(BIAS, t, same_as_x, {dim}, dim_from);
+  ck.optional_is(INITIAL_STATE, t, same_as_x, {batch, dim, width - 1},
+                 " ([batch, dim, width - 1] from 'x' and 'weight')");
 
   CausalConv1dParams p{};
   p.batch = static_cast<size_t>(batch);
@@ -454,12 +441,8 @@ AddRmsNormParams check_add_rms_norm(const TensorDesc* inputs, size_t count) {
   const int64_t batch = ck.at(X).dims[0], seqlen = ck.at(X).dims[1], hidden = ck.at(X).dims[2];
   // The kernels index a row with 32-bit ints.
   ck.fits_int(X, hidden, "hidden");
-  if (ck.present(RESIDUAL)) {
-    ck.type_is(RESIDUAL, kOnnxFloat, "");
-    ck.shape_is(RESIDUAL, {batch, seqlen, hidden}, " (same as 'x')");
-  }
-  ck.type_is(WEIGHT, kOnnxFloat, "");
-  ck.shape_is(WEIGHT, {hidden}, " (hidden from 'x')");
+  ck.optional_is(RESIDUAL, kOnnxFloat, "", {batch, seqlen, hidden}, " (same as 'x')");
+  ck.tensor_is(WEIGHT, kOnnxFloat, "", {hidden}, " (hidden from 'x')");
 
   AddRmsNormParams p{};
   // x's size in bytes fits in 63 bits (shape_is), so batch * seqlen does too unless hidden is 0:
@@ -488,8 +471,7 @@ GatedRmsNormParams check_gated_rms_norm(const TensorDesc* inputs, size_t count, 
   const char* same_as_y = " (same as 'y')";
   ck.type_is(Z, t, same_as_y);
   const int64_t z_stride = ck.view_is(Z, {batch, seqlen, d}, ck.at(Z).sliced ? " ([batch, seqlen] as 'y')" : same_as_y);
-  ck.type_is(WEIGHT, kOnnxFloat, "");
-  ck.shape_is(WEIGHT, {d}, " (d from 'y')");
+  ck.tensor_is(WEIGHT, kOnnxFloat, "", {d}, " (d from 'y')");
   if (group_size < 1 || (d > 0 && d % group_size != 0)) {
     ck.fail("attribute 'group_size' is " + std::to_string(group_size) + ", expected a positive divisor of d = " +
             std::to_string(d) + " (from input 'y')");
@@ -505,6 +487,20 @@ GatedRmsNormParams check_gated_rms_norm(const TensorDesc* inputs, size_t count, 
   p.elem = elem_of(t);
   return p;
 }
+
+namespace {
+
+// Both layer steps' residual stream: float32 [batch, 1, hidden], one token a sequence, batch from
+// 'conv_state'. It defines hidden, which is returned.
+int64_t step_hidden(const Checker& ck, size_t residual, int64_t batch) {
+  ck.tensor_is(residual, kOnnxFloat, "", {batch, 1, "hidden"}, " (one token a sequence; batch from 'conv_state')");
+  const int64_t hidden = ck.at(residual).dims[2];
+  if (hidden < 1) ck.shape_fail(residual, {batch, 1, "hidden"}, " with hidden >= 1");
+  ck.fits_int(residual, hidden, "hidden");
+  return hidden;
+}
+
+}  // namespace
 
 MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t count) {
   enum {
@@ -535,59 +531,33 @@ MambaLayerStepParams check_mamba_layer_step(const TensorDesc* inputs, size_t cou
   const char* same_as_conv_state = " (same as 'conv_state')";
   const char* state_dims = " ([batch, inner] from 'conv_state')";
 
-  ck.type_is(SSM_STATE, kOnnxFloat, "");
-  ck.shape_is(SSM_STATE, {batch, inner, "dstate"}, state_dims);
+  ck.tensor_is(SSM_STATE, kOnnxFloat, "", {batch, inner, "dstate"}, state_dims);
   const int64_t dstate = ck.at(SSM_STATE).dims[2];
   if (dstate < 1) ck.shape_fail(SSM_STATE, {batch, inner, "dstate"}, " with dstate >= 1");
   ck.fits_int(SSM_STATE, dstate, "dstate");
 
-  ck.type_is(RESIDUAL, kOnnxFloat, "");
-  ck.shape_is(RESIDUAL, {batch, 1, "hidden"}, " (one token a sequence; batch from 'conv_state')");
-  const int64_t hidden = ck.at(RESIDUAL).dims[2];
-  if (hidden < 1) ck.shape_fail(RESIDUAL, {batch, 1, "hidden"}, " with hidden >= 1");
-  ck.fits_int(RESIDUAL, hidden, "hidden");
+  const int64_t hidden = step_hidden(ck, RESIDUAL, batch);
   const std::string hidden_from = " (hidden from 'residual')";
 
-  ck.type_is(NORM_WEIGHT, kOnnxFloat, "");
-  ck.shape_is(NORM_WEIGHT, {hidden}, hidden_from);
-  ck.type_is(IN_PROJ_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(IN_PROJ_WEIGHT, {hidden, 2 * inner}, " ([hidden, 2 * inner])");
-  ck.type_is(CONV_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(CONV_WEIGHT, {inner, width}, " ([inner, width] from 'conv_state')");
+  ck.tensor_is(NORM_WEIGHT, kOnnxFloat, "", {hidden}, hidden_from);
+  ck.tensor_is(IN_PROJ_WEIGHT, t, same_as_conv_state, {hidden, 2 * inner}, " ([hidden, 2 * inner])");
+  ck.tensor_is(CONV_WEIGHT, t, same_as_conv_state, {inner, width}, " ([inner, width] from 'conv_state')");
 
-  ck.type_is(DT_PROJ_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(DT_PROJ_WEIGHT, {"dt_rank", inner}, " (inner from 'conv_state')");
+  ck.tensor_is(DT_PROJ_WEIGHT, t, same_as_conv_state, {"dt_rank", inner}, " (inner from 'conv_state')");
   const int64_t dt_rank = ck.at(DT_PROJ_WEIGHT).dims[0];
   if (dt_rank < 1) ck.shape_fail(DT_PROJ_WEIGHT, {"dt_rank", inner}, " with dt_rank >= 1");
   ck.fits_int(DT_PROJ_WEIGHT, dt_rank, "dt_rank");
-  ck.type_is(X_PROJ_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(X_PROJ_WEIGHT, {inner, dt_rank + 2 * dstate},
-              " ([inner, dt_rank + 2 * dstate] = [" + std::to_string(inner) + ", " + std::to_string(dt_rank) +
-                  " + 2 * " + std::to_string(dstate) + "])");
+  ck.tensor_is(X_PROJ_WEIGHT, t, same_as_conv_state, {inner, dt_rank + 2 * dstate},
+               " ([inner, dt_rank + 2 * dstate] = [" + std::to_string(inner) + ", " + std::to_string(dt_rank) +
+                   " + 2 * " + std::to_string(dstate) + "])");
 
-  ck.type_is(A, kOnnxFloat, "");
-  ck.shape_is(A, {inner, dstate}, " ([inner, dstate] from the states)");
-  ck.type_is(OUT_PROJ_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(OUT_PROJ_WEIGHT, {inner, hidden}, " ([inner, hidden])");
+  ck.tensor_is(A, kOnnxFloat, "", {inner, dstate}, " ([inner, dstate] from the states)");
+  ck.tensor_is(OUT_PROJ_WEIGHT, t, same_as_conv_state, {inner, hidden}, " ([inner, hidden])");
 
-  if (ck.present(IN_PROJ_BIAS)) {
-    ck.type_is(IN_PROJ_BIAS, t, same_as_conv_state);
-    ck.shape_is(IN_PROJ_BIAS, {2 * inner}, " ([2 * inner])");
-  }
-  if (ck.present(CONV_BIAS)) {
-    ck.type_is(CONV_BIAS, t, same_as_conv_state);
-    ck.shape_is(CONV_BIAS, {inner}, " (inner from 'conv_state')");
-  }
-  for (size_t i : {DT_BIAS, D}) {
-    if (ck.present(i)) {
-      ck.type_is(i, kOnnxFloat, "");
-      ck.shape_is(i, {inner}, " (inner from 'conv_state')");
-    }
-  }
-  if (ck.present(OUT_PROJ_BIAS)) {
-    ck.type_is(OUT_PROJ_BIAS, t, same_as_conv_state);
-    ck.shape_is(OUT_PROJ_BIAS, {hidden}, hidden_from);
-  }
+  ck.optional_is(IN_PROJ_BIAS, t, same_as_conv_state, {2 * inner}, " ([2 * inner])");
+  ck.optional_is(CONV_BIAS, t, same_as_conv_state, {inner}, " (inner from 'conv_state')");
+  for (size_t i : {DT_BIAS, D}) ck.optional_is(i, kOnnxFloat, "", {inner}, " (inner from 'conv_state')");
+  ck.optional_is(OUT_PROJ_BIAS, t, same_as_conv_state, {hidden}, hidden_from);
 
   MambaLayerStepParams p{};
   p.batch = static_cast<size_t>(batch);
@@ -650,48 +620,24 @@ Mamba2LayerStepParams check_mamba2_layer_step(const TensorDesc* inputs, size_t c
                       " and ngroups dividing heads " + std::to_string(heads) + " (inner and dstate from 'ssm_state')");
   }
 
-  ck.type_is(RESIDUAL, kOnnxFloat, "");
-  ck.shape_is(RESIDUAL, {batch, 1, "hidden"}, " (one token a sequence; batch from 'conv_state')");
-  const int64_t hidden = ck.at(RESIDUAL).dims[2];
-  if (hidden < 1) ck.shape_fail(RESIDUAL, {batch, 1, "hidden"}, " with hidden >= 1");
-  ck.fits_int(RESIDUAL, hidden, "hidden");
+  const int64_t hidden = step_hidden(ck, RESIDUAL, batch);
   const std::string hidden_from = " (hidden from 'residual')";
   const std::string heads_from = " (heads from 'ssm_state')";
   const int64_t in_dim = inner + conv_dim + heads;
   const std::string in_dim_why = " (inner + conv_dim + heads = " + std::to_string(inner) + " + " +
                                  std::to_string(conv_dim) + " + " + std::to_string(heads) + ")";
 
-  ck.type_is(NORM_WEIGHT, kOnnxFloat, "");
-  ck.shape_is(NORM_WEIGHT, {hidden}, hidden_from);
-  ck.type_is(IN_PROJ_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(IN_PROJ_WEIGHT, {hidden, in_dim}, in_dim_why);
-  ck.type_is(CONV_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(CONV_WEIGHT, {conv_dim, width}, " ([conv_dim, width] from 'conv_state')");
-  ck.type_is(A, kOnnxFloat, "");
-  ck.shape_is(A, {heads}, heads_from);
-  ck.type_is(GATE_NORM_WEIGHT, kOnnxFloat, "");
-  ck.shape_is(GATE_NORM_WEIGHT, {inner}, " (inner = heads * head_dim from 'ssm_state')");
-  ck.type_is(OUT_PROJ_WEIGHT, t, same_as_conv_state);
-  ck.shape_is(OUT_PROJ_WEIGHT, {inner, hidden}, " ([inner, hidden])");
+  ck.tensor_is(NORM_WEIGHT, kOnnxFloat, "", {hidden}, hidden_from);
+  ck.tensor_is(IN_PROJ_WEIGHT, t, same_as_conv_state, {hidden, in_dim}, in_dim_why);
+  ck.tensor_is(CONV_WEIGHT, t, same_as_conv_state, {conv_dim, width}, " ([conv_dim, width] from 'conv_state')");
+  ck.tensor_is(A, kOnnxFloat, "", {heads}, heads_from);
+  ck.tensor_is(GATE_NORM_WEIGHT, kOnnxFloat, "", {inner}, " (inner = heads * head_dim from 'ssm_state')");
+  ck.tensor_is(OUT_PROJ_WEIGHT, t, same_as_conv_state, {inner, hidden}, " ([inner, hidden])");
 
-  if (ck.present(IN_PROJ_BIAS)) {
-    ck.type_is(IN_PROJ_BIAS, t, same_as_conv_state);
-    ck.shape_is(IN_PROJ_BIAS, {in_dim}, in_dim_why);
-  }
-  if (ck.present(CONV_BIAS)) {
-    ck.type_is(CONV_BIAS, t, same_as_conv_state);
-    ck.shape_is(CONV_BIAS, {conv_dim}, " (conv_dim from 'conv_state')");
-  }
-  for (size_t i : {DT_BIAS, D}) {
-    if (ck.present(i)) {
-      ck.type_is(i, kOnnxFloat, "");
-      ck.shape_is(i, {heads}, heads_from);
-    }
-  }
-  if (ck.present(OUT_PROJ_BIAS)) {
-    ck.type_is(OUT_PROJ_BIAS, t, same_as_conv_state);
-    ck.shape_is(OUT_PROJ_BIAS, {hidden}, hidden_from);
-  }
+  ck.optional_is(IN_PROJ_BIAS, t, same_as_conv_state, {in_dim}, in_dim_why);
+  ck.optional_is(CONV_BIAS, t, same_as_conv_state, {conv_dim}, " (conv_dim from 'conv_state')");
+  for (size_t i : {DT_BIAS, D}) ck.optional_is(i, kOnnxFloat, "", {heads}, heads_from);
+  ck.optional_is(OUT_PROJ_BIAS, t, same_as_conv_state, {hidden}, hidden_from);
 
   Mamba2LayerStepParams p{};
   p.batch = static_cast<size_t>(batch);

@@ -56,54 +56,28 @@ __global__ void __launch_bounds__(kThreads) add_rms_norm_kernel(const AddRmsNorm
         float* r_out = p.residual_out ? reinterpret_cast<float*>(p.residual_out) + row * H : nullptr;
         T* y = reinterpret_cast<T*>(p.y) + row * H;
 
-        float cache[kCache][V];
-        float ss = 0.f;
-#pragma unroll
-        for (int k = 0; k < kCache; ++k) {
-            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
-            if (v < nv) {
-                row_sum<T, V>(x, r, v * V, cache[k]);
-                if (r_out) store_f32<V>(r_out + v * V, cache[k]);
-#pragma unroll
-                for (int i = 0; i < V; ++i) ss = fmaf(cache[k][i], cache[k][i], ss);
-            }
-        }
-        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
-            float s[V];
-            row_sum<T, V>(x, r, v * V, s);
-            if (r_out) store_f32<V>(r_out + v * V, s);
-#pragma unroll
-            for (int i = 0; i < V; ++i) ss = fmaf(s[i], s[i], ss);
-        }
-        // A NaN anywhere makes the row NaN; an infinite sum gives inv = 0 and inf * 0 = NaN
-        // where the equations have inf / inf (docs/op-contract.md).
-        const float inv = rsqrtf(block_sum(ss, partials) / static_cast<float>(H) + p.eps);
-
-#pragma unroll
-        for (int k = 0; k < kCache; ++k) {
-            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
-            if (v < nv) {
-                float wv[V];
-                load_f32<V>(w + v * V, wv);
-#pragma unroll
-                for (int i = 0; i < V; ++i) cache[k][i] = cache[k][i] * inv * wv[i];
-                store_t<T, V>(y + v * V, cache[k]);
-            }
-        }
-        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
-            // This thread wrote these residual_out elements in pass 1: program order makes them
-            // visible to it without a barrier.
-            float s[V], wv[V];
+        // Pass 1: s = residual + x, written to residual_out when asked for.
+        const auto sum = [=](size_t e, float (&s)[V]) {
+            row_sum<T, V>(x, r, e, s);
+            if (r_out) store_f32<V>(r_out + e, s);
+        };
+        // Past the register cache, s again: this thread wrote those residual_out elements in
+        // pass 1 (program order makes them visible to it without a barrier), else recomputed.
+        const auto resum = [=](size_t e, float (&s)[V]) {
             if (r_out) {
-                load_f32<V>(r_out + v * V, s);
+                load_f32<V>(r_out + e, s);
             } else {
-                row_sum<T, V>(x, r, v * V, s);
+                row_sum<T, V>(x, r, e, s);
             }
-            load_f32<V>(w + v * V, wv);
+        };
+        const auto scale_store = [=](size_t e, float (&s)[V], float inv) {
+            float wv[V];
+            load_f32<V>(w + e, wv);
 #pragma unroll
             for (int i = 0; i < V; ++i) s[i] = s[i] * inv * wv[i];
-            store_t<T, V>(y + v * V, s);
-        }
+            store_t<T, V>(y + e, s);
+        };
+        rms_two_pass<V, kCache>(nv, H, p.eps, partials, sum, resum, scale_store);
     }
 }
 

@@ -73,37 +73,12 @@ __global__ void __launch_bounds__(kThreads) gated_rms_norm_kernel(const GatedRms
         const float* w = reinterpret_cast<const float*>(p.weight) + g0;
         T* out = reinterpret_cast<T*>(p.out) + row * p.d + g0;
 
-        float cache[kCache][V];
-        float ss = 0.f;
-#pragma unroll
-        for (int k = 0; k < kCache; ++k) {
-            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
-            if (v < nv) {
-                gated_value<T, V, kNormBeforeGate>(y, z, v * V, cache[k]);
-#pragma unroll
-                for (int i = 0; i < V; ++i) ss = fmaf(cache[k][i], cache[k][i], ss);
-            }
-        }
-        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
-            float s[V];
-            gated_value<T, V, kNormBeforeGate>(y, z, v * V, s);
-#pragma unroll
-            for (int i = 0; i < V; ++i) ss = fmaf(s[i], s[i], ss);
-        }
-        // A NaN anywhere makes the group NaN; an infinite sum gives inv = 0 and inf * 0 = NaN
-        // where the equations have inf / inf (docs/op-contract.md).
-        const float inv = rsqrtf(block_sum(ss, partials) / static_cast<float>(G) + p.eps);
-
-#pragma unroll
-        for (int k = 0; k < kCache; ++k) {
-            const size_t v = threadIdx.x + size_t(k) * blockDim.x;
-            if (v < nv) scale_store<T, V, kNormBeforeGate>(cache[k], z, w, out, v * V, inv);
-        }
-        for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
-            float s[V];
-            gated_value<T, V, kNormBeforeGate>(y, z, v * V, s);
-            scale_store<T, V, kNormBeforeGate>(s, z, w, out, v * V, inv);
-        }
+        // v is recomputed from y and z past the register cache.
+        const auto value = [=](size_t e, float (&v)[V]) { gated_value<T, V, kNormBeforeGate>(y, z, e, v); };
+        const auto finish = [=](size_t e, float (&v)[V], float inv) {
+            scale_store<T, V, kNormBeforeGate>(v, z, w, out, e, inv);
+        };
+        rms_two_pass<V, kCache>(nv, G, p.eps, partials, value, value, finish);
     }
 }
 

@@ -1,6 +1,7 @@
 // Row-wise helpers of the one-block-a-row norm kernels (add_rms_norm.cu, gated_rms_norm.cu):
 // V elements of a row loaded or stored as one 16-byte vector where V fills one (the launchers
-// check the alignment), else element by element, widened to float; and a block-wide sum.
+// check the alignment), else element by element, widened to float; a block-wide sum; and the
+// two passes of an RMSNorm over a row, each kernel saying what a value is and what is written.
 #pragma once
 
 #include <algorithm>
@@ -79,6 +80,49 @@ __device__ __forceinline__ float block_sum(float v, float* partials) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     __syncthreads();
     return v;
+}
+
+// The two passes of one RMSNorm over a row (or group) of n elements, nv vectors of V, the block
+// sharing it: a thread owns vectors v = threadIdx.x + k * blockDim.x. Pass 1 takes each vector's
+// value from `value(e, s)` (e its element offset; it may also write, e.g. AddRmsNorm's
+// residual_out) and sums the squares; the block reduces the sum into
+// inv = rsqrt(mean + eps); pass 2 hands each value and inv to `finish(e, s, inv)`. The first
+// kCache vectors a thread owns keep their values in registers between the passes; past them
+// `revalue(e, s)` gets a value again (an L2 hit for the row just read). A NaN anywhere makes inv
+// NaN; an infinite sum gives inv = 0 and inf * 0 = NaN where the equations have inf / inf
+// (docs/op-contract.md). `partials` is block_sum's.
+template <int V, int kCache, typename Value, typename Revalue, typename Finish>
+__device__ __forceinline__ void rms_two_pass(size_t nv, size_t n, float eps, float* partials, Value value,
+                                             Revalue revalue, Finish finish) {
+    float cache[kCache][V];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < kCache; ++k) {
+        const size_t v = threadIdx.x + size_t(k) * blockDim.x;
+        if (v < nv) {
+            value(v * V, cache[k]);
+#pragma unroll
+            for (int i = 0; i < V; ++i) ss = fmaf(cache[k][i], cache[k][i], ss);
+        }
+    }
+    for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
+        float s[V];
+        value(v * V, s);
+#pragma unroll
+        for (int i = 0; i < V; ++i) ss = fmaf(s[i], s[i], ss);
+    }
+    const float inv = rsqrtf(block_sum(ss, partials) / static_cast<float>(n) + eps);
+
+#pragma unroll
+    for (int k = 0; k < kCache; ++k) {
+        const size_t v = threadIdx.x + size_t(k) * blockDim.x;
+        if (v < nv) finish(v * V, cache[k], inv);
+    }
+    for (size_t v = threadIdx.x + size_t(kCache) * blockDim.x; v < nv; v += blockDim.x) {
+        float s[V];
+        revalue(v * V, s);
+        finish(v * V, s, inv);
+    }
 }
 
 // Host side of both launchers: whether a buffer starts on a 16-byte boundary (the vector path

@@ -29,6 +29,24 @@ macro_rules! name {
     };
 }
 
+/// An op's input slots in graph order, each `SLOT = "name"` once: a `usize` const a slot (its
+/// index) and `INPUT_NAMES`, the names by index, so a slot and its name cannot drift apart.
+macro_rules! inputs {
+    ($($slot:ident = $name:literal),+ $(,)?) => {
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        enum InputSlot {
+            $($slot),+
+        }
+        $(pub const $slot: usize = InputSlot::$slot as usize;)+
+        pub const INPUT_NAMES: [&str; [$($name),+].len()] = [$($name),+];
+    };
+}
+
+/// Float attribute of every op with an RMSNorm, its epsilon; each such op's module re-exports it.
+pub const EPSILON: Name = name!("epsilon");
+/// The epsilon of a node that does not set the attribute.
+pub const DEFAULT_EPSILON: f32 = 1e-5;
+
 /// The ONNX domain of every mambac op.
 pub const DOMAIN: Name = name!("mambac");
 /// The opset version the exports import the domain at.
@@ -69,11 +87,7 @@ pub mod tensorrt {
 pub mod causal_conv1d {
     use super::Name;
     pub const OP: Name = name!("CausalConv1d");
-    pub const X: usize = 0;
-    pub const WEIGHT: usize = 1;
-    pub const BIAS: usize = 2;
-    pub const INITIAL_STATE: usize = 3;
-    pub const INPUT_NAMES: [&str; 4] = ["x", "weight", "bias", "initial_state"];
+    inputs! { X = "x", WEIGHT = "weight", BIAS = "bias", INITIAL_STATE = "initial_state" }
     /// `bias` and `initial_state` may be left empty.
     pub const FIRST_OPTIONAL: usize = BIAS;
     /// String attribute: "silu" or "none".
@@ -89,16 +103,11 @@ pub mod causal_conv1d {
 pub mod selective_scan {
     use super::Name;
     pub const OP: Name = name!("SelectiveScan");
-    pub const U: usize = 0;
-    pub const DELTA: usize = 1;
-    pub const A: usize = 2;
-    pub const B: usize = 3;
-    pub const C: usize = 4;
-    pub const D: usize = 5;
-    pub const Z: usize = 6;
-    pub const DELTA_BIAS: usize = 7;
-    pub const INITIAL_STATE: usize = 8;
-    pub const INPUT_NAMES: [&str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"];
+    // The required inputs, then the optional ones.
+    inputs! {
+        U = "u", DELTA = "delta", A = "A", B = "B", C = "C",
+        D = "D", Z = "z", DELTA_BIAS = "delta_bias", INITIAL_STATE = "initial_state",
+    }
     /// `D` and every slot after it may be left empty.
     pub const FIRST_OPTIONAL: usize = D;
     /// Int attribute, 0 or 1.
@@ -116,15 +125,11 @@ pub mod selective_scan {
 pub mod ssd_scan {
     use super::Name;
     pub const OP: Name = name!("SsdScan");
-    pub const X: usize = 0;
-    pub const DT: usize = 1;
-    pub const A: usize = 2;
-    pub const B: usize = 3;
-    pub const C: usize = 4;
-    pub const D: usize = 5;
-    pub const DT_BIAS: usize = 6;
-    pub const INITIAL_STATE: usize = 7;
-    pub const INPUT_NAMES: [&str; 8] = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"];
+    // The required inputs, then the optional ones.
+    inputs! {
+        X = "x", DT = "dt", A = "A", B = "B", C = "C",
+        D = "D", DT_BIAS = "dt_bias", INITIAL_STATE = "initial_state",
+    }
     /// `D` and every slot after it may be left empty.
     pub const FIRST_OPTIONAL: usize = D;
     /// Int attribute, 0 or 1.
@@ -158,17 +163,13 @@ pub mod ssd_scan {
 pub mod add_rms_norm {
     use super::Name;
     pub const OP: Name = name!("AddRmsNorm");
-    pub const X: usize = 0;
-    pub const RESIDUAL: usize = 1;
-    pub const WEIGHT: usize = 2;
-    pub const INPUT_NAMES: [&str; 3] = ["x", "residual", "weight"];
+    inputs! { X = "x", RESIDUAL = "residual", WEIGHT = "weight" }
     /// `residual` may be left empty (the first layer: the stream starts at the embedding).
     pub const OPTIONAL: [usize; 1] = [RESIDUAL];
     /// Output 0 `y` (T), output 1 `residual_out` (float32, optional).
     pub const OUTPUT_NAMES: [&str; 2] = ["y", "residual_out"];
     /// Float attribute, the RMSNorm's epsilon (default 1e-5).
-    pub const EPSILON: Name = name!("epsilon");
-    pub const DEFAULT_EPSILON: f32 = 1e-5;
+    pub use super::{DEFAULT_EPSILON, EPSILON};
 }
 
 /// GatedRmsNorm (docs/op-contract.md "GatedRmsNorm"): Mamba-2's gated RMSNorm over groups of
@@ -177,15 +178,11 @@ pub mod add_rms_norm {
 pub mod gated_rms_norm {
     use super::Name;
     pub const OP: Name = name!("GatedRmsNorm");
-    pub const Y: usize = 0;
-    pub const Z: usize = 1;
-    pub const WEIGHT: usize = 2;
-    pub const INPUT_NAMES: [&str; 3] = ["y", "z", "weight"];
+    inputs! { Y = "y", Z = "z", WEIGHT = "weight" }
     /// Output 0, `out` (T, y's shape).
     pub const OUTPUT_NAMES: [&str; 1] = ["out"];
     /// Float attribute, the RMSNorm's epsilon (default 1e-5).
-    pub const EPSILON: Name = name!("epsilon");
-    pub const DEFAULT_EPSILON: f32 = 1e-5;
+    pub use super::{DEFAULT_EPSILON, EPSILON};
     /// Int attribute, channels a group (d / ngroups); required.
     pub const GROUP_SIZE: Name = name!("group_size");
     /// Int attribute 0/1 (default 0): normalise y before gating it with silu(z).
@@ -201,42 +198,18 @@ pub mod gated_rms_norm {
 pub mod mamba_layer_step {
     use super::Name;
     pub const OP: Name = name!("MambaLayerStep");
-    pub const CONV_STATE: usize = 0;
-    pub const SSM_STATE: usize = 1;
-    pub const RESIDUAL: usize = 2;
-    pub const NORM_WEIGHT: usize = 3;
-    pub const IN_PROJ_WEIGHT: usize = 4;
-    pub const IN_PROJ_BIAS: usize = 5;
-    pub const CONV_WEIGHT: usize = 6;
-    pub const CONV_BIAS: usize = 7;
-    pub const X_PROJ_WEIGHT: usize = 8;
-    pub const DT_PROJ_WEIGHT: usize = 9;
-    pub const DT_BIAS: usize = 10;
-    pub const A: usize = 11;
-    pub const D: usize = 12;
-    pub const OUT_PROJ_WEIGHT: usize = 13;
-    pub const OUT_PROJ_BIAS: usize = 14;
-    pub const INPUT_NAMES: [&str; 15] = [
-        "conv_state",
-        "ssm_state",
-        "residual",
-        "norm_weight",
-        "in_proj_weight",
-        "in_proj_bias",
-        "conv_weight",
-        "conv_bias",
-        "x_proj_weight",
-        "dt_proj_weight",
-        "dt_bias",
-        "A",
-        "D",
-        "out_proj_weight",
-        "out_proj_bias",
-    ];
+    // One line a stage: state and stream, pre-norm and in_proj, conv, x_proj/dt_proj and the
+    // scan, out_proj.
+    inputs! {
+        CONV_STATE = "conv_state", SSM_STATE = "ssm_state", RESIDUAL = "residual",
+        NORM_WEIGHT = "norm_weight", IN_PROJ_WEIGHT = "in_proj_weight", IN_PROJ_BIAS = "in_proj_bias",
+        CONV_WEIGHT = "conv_weight", CONV_BIAS = "conv_bias",
+        X_PROJ_WEIGHT = "x_proj_weight", DT_PROJ_WEIGHT = "dt_proj_weight", DT_BIAS = "dt_bias", A = "A", D = "D",
+        OUT_PROJ_WEIGHT = "out_proj_weight", OUT_PROJ_BIAS = "out_proj_bias",
+    }
     pub const OPTIONAL: [usize; 5] = [IN_PROJ_BIAS, CONV_BIAS, DT_BIAS, D, OUT_PROJ_BIAS];
     /// Float attribute, the RMSNorm's epsilon (default 1e-5).
-    pub const EPSILON: Name = name!("epsilon");
-    pub const DEFAULT_EPSILON: f32 = 1e-5;
+    pub use super::{DEFAULT_EPSILON, EPSILON};
 }
 
 /// Mamba2LayerStep (docs/decode-graph.md "Mamba2LayerStep"): one Mamba-2 layer's decode step,
@@ -245,45 +218,23 @@ pub mod mamba_layer_step {
 pub mod mamba2_layer_step {
     use super::Name;
     pub const OP: Name = name!("Mamba2LayerStep");
-    pub const CONV_STATE: usize = 0;
-    pub const SSM_STATE: usize = 1;
-    pub const RESIDUAL: usize = 2;
-    pub const NORM_WEIGHT: usize = 3;
-    pub const IN_PROJ_WEIGHT: usize = 4;
-    pub const IN_PROJ_BIAS: usize = 5;
-    pub const CONV_WEIGHT: usize = 6;
-    pub const CONV_BIAS: usize = 7;
-    pub const DT_BIAS: usize = 8;
-    pub const A: usize = 9;
-    pub const D: usize = 10;
-    pub const GATE_NORM_WEIGHT: usize = 11;
-    pub const OUT_PROJ_WEIGHT: usize = 12;
-    pub const OUT_PROJ_BIAS: usize = 13;
-    pub const INPUT_NAMES: [&str; 14] = [
-        "conv_state",
-        "ssm_state",
-        "residual",
-        "norm_weight",
-        "in_proj_weight",
-        "in_proj_bias",
-        "conv_weight",
-        "conv_bias",
-        "dt_bias",
-        "A",
-        "D",
-        "gate_norm_weight",
-        "out_proj_weight",
-        "out_proj_bias",
-    ];
+    // One line a stage, as MambaLayerStep's; the scan's line has no x_proj/dt_proj (dt comes
+    // out of in_proj) and the gated norm's weight before out_proj.
+    inputs! {
+        CONV_STATE = "conv_state", SSM_STATE = "ssm_state", RESIDUAL = "residual",
+        NORM_WEIGHT = "norm_weight", IN_PROJ_WEIGHT = "in_proj_weight", IN_PROJ_BIAS = "in_proj_bias",
+        CONV_WEIGHT = "conv_weight", CONV_BIAS = "conv_bias",
+        DT_BIAS = "dt_bias", A = "A", D = "D", GATE_NORM_WEIGHT = "gate_norm_weight",
+        OUT_PROJ_WEIGHT = "out_proj_weight", OUT_PROJ_BIAS = "out_proj_bias",
+    }
     pub const OPTIONAL: [usize; 5] = [IN_PROJ_BIAS, CONV_BIAS, DT_BIAS, D, OUT_PROJ_BIAS];
+    /// Int attribute, 0 (default: normalise `y * silu(z)`) or 1 (normalise `y`, then gate), the
+    /// gated norm's own.
+    pub use super::gated_rms_norm::NORM_BEFORE_GATE;
+    /// Float attributes: the clamp of dt (transformers' `time_step_limit`), SsdScan's own.
+    pub use super::ssd_scan::{DT_MAX, DT_MIN};
     /// Float attribute, the epsilon of both RMSNorms (the pre-norm and the gated norm).
-    pub const EPSILON: Name = name!("epsilon");
-    pub const DEFAULT_EPSILON: f32 = 1e-5;
-    /// Float attributes: the clamp of dt (transformers' `time_step_limit`), as SsdScan's.
-    pub const DT_MIN: Name = name!("dt_min");
-    pub const DT_MAX: Name = name!("dt_max");
-    /// Int attribute, 0 (default: normalise `y * silu(z)`) or 1 (normalise `y`, then gate).
-    pub const NORM_BEFORE_GATE: Name = name!("norm_before_gate");
+    pub use super::{DEFAULT_EPSILON, EPSILON};
 }
 
 #[cfg(test)]
@@ -294,6 +245,7 @@ mod tests {
     fn c_names_are_the_str_names() {
         for n in [
             DOMAIN,
+            EPSILON,
             causal_conv1d::OP,
             causal_conv1d::ACTIVATION,
             causal_conv1d::X_OFFSET,
@@ -325,6 +277,18 @@ mod tests {
         ] {
             assert_eq!(n.c.to_str(), Ok(n.str));
         }
+    }
+
+    #[test]
+    fn inputs_number_the_slots_from_0() {
+        use mamba2_layer_step as m2;
+        use mamba_layer_step as m;
+        assert_eq!((m::CONV_STATE, m::X_PROJ_WEIGHT, m::OUT_PROJ_BIAS, m::INPUT_NAMES.len()), (0, 8, 14, 15));
+        assert_eq!((m2::CONV_STATE, m2::DT_BIAS, m2::OUT_PROJ_BIAS, m2::INPUT_NAMES.len()), (0, 8, 13, 14));
+        assert_eq!((selective_scan::D, selective_scan::INITIAL_STATE, selective_scan::INPUT_NAMES.len()), (5, 8, 9));
+        assert_eq!((ssd_scan::D, ssd_scan::INITIAL_STATE, ssd_scan::INPUT_NAMES.len()), (5, 7, 8));
+        assert_eq!((causal_conv1d::BIAS, causal_conv1d::INPUT_NAMES.len()), (2, 4));
+        assert_eq!((add_rms_norm::WEIGHT, gated_rms_norm::WEIGHT), (2, 2));
     }
 
     #[test]

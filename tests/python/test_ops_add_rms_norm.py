@@ -20,7 +20,7 @@ from ops_reference import (
     run_under_isa,
     session,
 )
-from test_ops_errors import ERRORS, expect_error, with_
+from test_ops_errors import expect_error, expect_run_error, expect_session_error, with_
 
 DTYPE_NAMES = list(DTYPES)
 HIDDENS = [1, 3, 8, 13, 64, 100, 257, 2560]
@@ -182,21 +182,14 @@ def test_half_x_with_half_weight_names_the_weight():
 
 @pytest.mark.parametrize("missing", ["x", "weight"])
 def test_missing_required_input(missing):
-    f = good_feeds()
     slots = [("" if n == missing else n) for n in ADD_NORM_INPUTS]
-    sess = session(one_node_model("AddRmsNorm", slots, f, ["y"]))
-    with pytest.raises(ERRORS) as e:
-        run(sess, {n: f[n] for n in slots if n})
-    assert f"AddRmsNorm: required input '{missing}' is missing" in str(e.value), str(e.value)
+    expect_run_error("AddRmsNorm", slots, good_feeds(), ["y"], f"AddRmsNorm: required input '{missing}' is missing")
 
 
 def test_weight_omitted():
     """A node with x and residual only: the error names the weight."""
-    f = good_feeds()
-    sess = session(one_node_model("AddRmsNorm", ["x", "residual"], f, ["y"]))
-    with pytest.raises(ERRORS) as e:
-        run(sess, {"x": f["x"], "residual": f["residual"]})
-    assert "AddRmsNorm: required input 'weight' is missing" in str(e.value), str(e.value)
+    expect_run_error("AddRmsNorm", ["x", "residual"], good_feeds(), ["y"],
+                     "AddRmsNorm: required input 'weight' is missing")
 
 
 @pytest.mark.parametrize(
@@ -209,7 +202,4 @@ def test_weight_omitted():
     ],
 )
 def test_bad_epsilon(attrs, message):
-    """Found when the kernel is created, i.e. when the session is."""
-    with pytest.raises(ERRORS) as e:
-        session(one_node_model("AddRmsNorm", ADD_NORM_INPUTS, good_feeds(), ["y"], attrs))
-    assert message in str(e.value), str(e.value)
+    expect_session_error("AddRmsNorm", ADD_NORM_INPUTS, good_feeds(), ["y"], attrs, message)

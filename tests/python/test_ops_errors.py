@@ -36,6 +36,23 @@ def expect_error(op, slots, good, bad, message):
     assert np.isfinite(out[0]).all()
 
 
+def expect_run_error(op, slots, feeds, outputs, message, attrs=None):
+    """The node (`slots` in order, "" where an input is left empty) makes a session, and running
+    it on `feeds` fails with `message`."""
+    sess = session(one_node_model(op, slots, feeds, outputs, attrs))
+    with pytest.raises(ERRORS) as e:
+        run(sess, {n: feeds[n] for n in slots if n})
+    assert message in str(e.value), str(e.value)
+
+
+def expect_session_error(op, slots, feeds, outputs, attrs, message):
+    """Making the node's session fails with `message`: attributes are read when the kernel is
+    created, i.e. when the session is."""
+    with pytest.raises(ERRORS) as e:
+        session(one_node_model(op, slots, feeds, outputs, attrs))
+    assert message in str(e.value), str(e.value)
+
+
 def with_(feeds, **changes):
     f = dict(feeds)
     f.update(changes)
@@ -96,29 +113,20 @@ def test_conv_bad_input(name):
 
 @pytest.mark.parametrize("missing", ["u", "A", "C"])
 def test_scan_missing_required_input(missing):
-    feeds = scan_feeds()
     slots = [("" if n == missing else n) for n in SCAN_INPUTS[:5]]
-    sess = session(one_node_model("SelectiveScan", slots, feeds, ["y"]))
-    with pytest.raises(ERRORS) as e:
-        run(sess, {n: feeds[n] for n in slots if n})
-    assert f"SelectiveScan: required input '{missing}' is missing" in str(e.value)
+    expect_run_error("SelectiveScan", slots, scan_feeds(), ["y"],
+                     f"SelectiveScan: required input '{missing}' is missing")
 
 
 def test_scan_required_inputs_omitted():
     """A node with only u and delta: the error names the first missing input."""
-    feeds = scan_feeds()
-    sess = session(one_node_model("SelectiveScan", ["u", "delta"], feeds, ["y"]))
-    with pytest.raises(ERRORS) as e:
-        run(sess, {"u": feeds["u"], "delta": feeds["delta"]})
-    assert "SelectiveScan: required input 'A' is missing" in str(e.value)
+    expect_run_error("SelectiveScan", ["u", "delta"], scan_feeds(), ["y"],
+                     "SelectiveScan: required input 'A' is missing")
 
 
 def test_conv_missing_weight():
-    feeds = conv_feeds()
-    sess = session(one_node_model("CausalConv1d", ["x", "", "bias"], feeds, ["y"]))
-    with pytest.raises(ERRORS) as e:
-        run(sess, {"x": feeds["x"], "bias": feeds["bias"]})
-    assert "CausalConv1d: required input 'weight' is missing" in str(e.value)
+    expect_run_error("CausalConv1d", ["x", "", "bias"], conv_feeds(), ["y"],
+                     "CausalConv1d: required input 'weight' is missing")
 
 
 @pytest.mark.parametrize(
@@ -131,8 +139,5 @@ def test_conv_missing_weight():
     ],
 )
 def test_bad_attribute(op, attrs, message):
-    """Found when the kernel is created, i.e. when the session is."""
     feeds, slots = (scan_feeds(), SCAN_INPUTS) if op == "SelectiveScan" else (conv_feeds(), CONV_INPUTS)
-    with pytest.raises(ERRORS) as e:
-        session(one_node_model(op, slots, feeds, ["y"], attrs))
-    assert message in str(e.value), str(e.value)
+    expect_session_error(op, slots, feeds, ["y"], attrs, message)

@@ -15,14 +15,11 @@ from ops_reference import (
     DTYPES,
     SSD_INPUTS,
     assert_close,
-    one_node_model,
-    run,
     run_op,
     selective_scan_ref,
-    session,
     ssd_scan_ref,
 )
-from test_ops_errors import ERRORS, expect_error, with_
+from test_ops_errors import expect_error, expect_run_error, expect_session_error, with_
 
 DTYPE_NAMES = list(DTYPES)
 HEADS = [1, 3, 8, 4]
@@ -174,12 +171,8 @@ def test_ssd_bad_input(name):
 
 @pytest.mark.parametrize("slot", ["x", "dt", "A", "B", "C"])
 def test_ssd_missing_required_input(slot):
-    good = good_feeds()
     slots = ["" if n == slot else n for n in SSD_INPUTS]
-    sess = session(one_node_model("SsdScan", slots, good, ["y"]))
-    with pytest.raises(ERRORS) as e:
-        run(sess, {n: good[n] for n in slots if n})
-    assert f"SsdScan: required input '{slot}' is missing" in str(e.value)
+    expect_run_error("SsdScan", slots, good_feeds(), ["y"], f"SsdScan: required input '{slot}' is missing")
 
 
 @pytest.mark.parametrize("attrs,message", [
@@ -190,7 +183,4 @@ def test_ssd_missing_required_input(slot):
     (dict(dt_min="x"), "attribute 'dt_min' must be a float"),
 ])
 def test_ssd_bad_attribute(attrs, message):
-    good = good_feeds()
-    with pytest.raises(ERRORS) as e:
-        session(one_node_model("SsdScan", SSD_INPUTS, good, ["y"], attrs))
-    assert message in str(e.value), str(e.value)
+    expect_session_error("SsdScan", SSD_INPUTS, good_feeds(), ["y"], attrs, message)
