@@ -5,6 +5,8 @@
 
 use std::ops::Range;
 
+use mambac_op_schema::StepFrameSlots;
+
 use super::silu;
 
 /// The inputs both layer steps read alike. The widths differ by op: in_proj's outputs (Mamba:
@@ -42,7 +44,33 @@ pub(super) fn linear(x: &[f64], w: &[f64], n: usize, bias: Option<&[f64]>) -> Ve
     out
 }
 
-impl StepFrame<'_> {
+impl<'a> StepFrame<'a> {
+    /// The frame of a layer-step node: its inputs at `slots` (the op's `FRAME`) through `input`
+    /// (None: absent; the required ones must be present), and `[batch, hidden, width]`.
+    pub fn of_node(
+        slots: &StepFrameSlots,
+        input: impl Fn(usize) -> Option<&'a [f64]>,
+        [batch, hidden, width]: [usize; 3],
+        eps: f64,
+    ) -> Self {
+        let required = |slot: usize| input(slot).expect("validated: required input present");
+        StepFrame {
+            batch,
+            hidden,
+            width,
+            eps,
+            conv_state: required(slots.conv_state),
+            residual: required(slots.residual),
+            norm_weight: required(slots.norm_weight),
+            in_proj_weight: required(slots.in_proj_weight),
+            in_proj_bias: input(slots.in_proj_bias),
+            conv_weight: required(slots.conv_weight),
+            conv_bias: input(slots.conv_bias),
+            out_proj_weight: required(slots.out_proj_weight),
+            out_proj_bias: input(slots.out_proj_bias),
+        }
+    }
+
     /// Runs the step row by row: `v = rmsnorm(residual) * norm_weight`, `proj = v @ in_proj`
     /// (`proj_width` outputs), the conv over `proj[conv_channels]`, then
     /// `y = mixer(batch row, proj, conv output)` and `residual + y @ out_proj`. Returns

@@ -212,21 +212,7 @@ fn layer_step(case: &Case, d: &mut Draw) -> Prepared {
     let v = |slot: usize| values(&inputs[slot]);
     let eps = step::DEFAULT_EPSILON as f64;
     let (res, conv_state, ssm_state) = reference::layer_step(&LayerStepInputs {
-        frame: StepFrame {
-            batch: b,
-            hidden: h,
-            width: k,
-            eps,
-            conv_state: v(step::CONV_STATE).unwrap(),
-            residual: v(step::RESIDUAL).unwrap(),
-            norm_weight: v(step::NORM_WEIGHT).unwrap(),
-            in_proj_weight: v(step::IN_PROJ_WEIGHT).unwrap(),
-            in_proj_bias: v(step::IN_PROJ_BIAS),
-            conv_weight: v(step::CONV_WEIGHT).unwrap(),
-            conv_bias: v(step::CONV_BIAS),
-            out_proj_weight: v(step::OUT_PROJ_WEIGHT).unwrap(),
-            out_proj_bias: v(step::OUT_PROJ_BIAS),
-        },
+        frame: StepFrame::of_node(&step::FRAME, v, [b, h, k], eps),
         inner: i,
         dstate: n,
         dt_rank: r,
@@ -278,21 +264,7 @@ fn mamba2_layer_step(case: &Case, d: &mut Draw) -> Prepared {
     let eps = step2::DEFAULT_EPSILON as f64;
     let (dt_min, dt_max) = if o.flag { (0.01f32, 0.5f32) } else { (0.0, f32::INFINITY) };
     let (res, conv_state, ssm_state) = reference::mamba2_layer_step(&Mamba2LayerStepInputs {
-        frame: StepFrame {
-            batch: b,
-            hidden: h,
-            width: k,
-            eps,
-            conv_state: v(step2::CONV_STATE).unwrap(),
-            residual: v(step2::RESIDUAL).unwrap(),
-            norm_weight: v(step2::NORM_WEIGHT).unwrap(),
-            in_proj_weight: v(step2::IN_PROJ_WEIGHT).unwrap(),
-            in_proj_bias: v(step2::IN_PROJ_BIAS),
-            conv_weight: v(step2::CONV_WEIGHT).unwrap(),
-            conv_bias: v(step2::CONV_BIAS),
-            out_proj_weight: v(step2::OUT_PROJ_WEIGHT).unwrap(),
-            out_proj_bias: v(step2::OUT_PROJ_BIAS),
-        },
+        frame: StepFrame::of_node(&step2::FRAME, v, [b, h, k], eps),
         heads,
         head_dim: hd,
         ngroups: g,
