@@ -1,18 +1,20 @@
 // Mamba2LayerStep as a TensorRT plugin (docs/decode-graph.md "Mamba2LayerStep"): one Mamba-2
 // layer's decode step. Outputs residual_out [B, 1, H] float32, conv_state_out [B, conv_dim, K-1]
 // T, ssm_state_out [B, heads, head_dim, N] float32; attributes epsilon, dt_min, dt_max,
-// norm_before_gate. The kernels' float32 scratch is TensorRT's workspace.
+// norm_before_gate. The kernels' float32 scratch is TensorRT's workspace. What it shares with
+// MambaLayerStep is layer_step_common.h's.
 #include <cstring>
 #include <limits>
 
+#include "layer_step_common.h"
 #include "plugin_impl.h"
 
 namespace mambac::trt {
 
-struct Mamba2LayerStepOp {
+struct Mamba2LayerStepOp : LayerStepShared<Mamba2LayerStepOp> {
   static constexpr const char* kName = "Mamba2LayerStep";
   static constexpr size_t kSlots = kMamba2LayerStepInputs;
-  static constexpr int kOutputs = 3;
+  static constexpr int kSsmStateRank = 4;
   enum {
     CONV_STATE, SSM_STATE, RESIDUAL, NORM_WEIGHT, IN_PROJ_WEIGHT, IN_PROJ_BIAS, CONV_WEIGHT, CONV_BIAS, DT_BIAS, A, D,
     GATE_NORM_WEIGHT, OUT_PROJ_WEIGHT, OUT_PROJ_BIAS
@@ -63,21 +65,7 @@ struct Mamba2LayerStepOp {
     check_mamba2_layer_step_cuda_limits(p);  // throws std::invalid_argument, as the checks do
   }
 
-  static bool f32_input(size_t s) {
-    return s == SSM_STATE || s == RESIDUAL || s == NORM_WEIGHT || s == DT_BIAS || s == A || s == D ||
-           s == GATE_NORM_WEIGHT;
-  }
-  static bool f32_output(int k) { return k != 1; }
-
-  static const std::vector<std::pair<size_t, int>>& indexed_ranks() {
-    static const std::vector<std::pair<size_t, int>> r = {{CONV_STATE, 3}, {SSM_STATE, 4}, {RESIDUAL, 3}};
-    return r;
-  }
-  static void output_shapes(const DimsExprs* const* in, DimsExprs* out, IExprBuilder&) {
-    out[0] = *in[RESIDUAL];
-    out[1] = *in[CONV_STATE];
-    out[2] = *in[SSM_STATE];
-  }
+  static bool f32_input(size_t s) { return shared_f32_input(s) || s == GATE_NORM_WEIGHT; }
 
   static size_t workspace(const Params&, const Params& max) {
     return mambac_cuda_mamba2_decode_layer_scratch_bytes(&max);
@@ -85,25 +73,8 @@ struct Mamba2LayerStepOp {
 
   static int enqueue(Params& p, const void* const* in, void* const* out, void* ws, cudaStream_t stream) {
     if (p.batch == 0) return 0;
-    auto addr = [](const void* ptr) { return reinterpret_cast<size_t>(ptr); };
-    p.conv_state_in = addr(in[CONV_STATE]);
-    p.ssm_state_in = addr(in[SSM_STATE]);
-    p.residual_in = addr(in[RESIDUAL]);
-    p.norm_weight = addr(in[NORM_WEIGHT]);
-    p.in_proj_weight = addr(in[IN_PROJ_WEIGHT]);
-    p.in_proj_bias = addr(in[IN_PROJ_BIAS]);
-    p.conv_weight = addr(in[CONV_WEIGHT]);
-    p.conv_bias = addr(in[CONV_BIAS]);
-    p.dt_bias = addr(in[DT_BIAS]);
-    p.a = addr(in[A]);
-    p.d = addr(in[D]);
+    wire_shared(p, in, out, ws);
     p.gate_norm_weight = addr(in[GATE_NORM_WEIGHT]);
-    p.out_proj_weight = addr(in[OUT_PROJ_WEIGHT]);
-    p.out_proj_bias = addr(in[OUT_PROJ_BIAS]);
-    p.residual_out = addr(out[0]);
-    p.conv_state_out = addr(out[1]);
-    p.ssm_state_out = addr(out[2]);
-    p.scratch = addr(ws);
     return mambac_cuda_mamba2_decode_layer(&p, stream);
   }
 };

@@ -1,8 +1,8 @@
 // The TensorRT side of the fused ops: one IPluginV3 class template (IPluginV3OneCore / OneBuild /
 // OneRuntime) over a small per-op description (selective_scan_plugin.cpp, ssd_scan_plugin.cpp,
 // causal_conv1d_plugin.cpp, layer_step_plugin.cpp, mamba2_layer_step_plugin.cpp,
-// add_rms_norm_plugin.cpp, gated_rms_norm_plugin.cpp), and one
-// IPluginCreatorV3One per op (entry.cpp).
+// add_rms_norm_plugin.cpp, gated_rms_norm_plugin.cpp; the two layer steps' shared part in
+// layer_step_common.h), and one IPluginCreatorV3One per op (entry.cpp).
 //
 // The shape and type rules are cpp/shape_check.cpp's, the kernels cpp/cuda's c_api.cu: this layer
 // only maps TensorRT's tensors onto the op's input slots, parses the node attributes (plugin

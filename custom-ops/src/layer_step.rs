@@ -27,9 +27,9 @@ use ort_sys::{ONNXTensorElementDataType as Elem, OrtKernelContext, OrtKernelInfo
 use crate::attributes::epsilon_or;
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
+use crate::layer_step_params::{allocate_outputs, checked_inputs};
 use crate::op_table::Kernel;
-use crate::step_cpu::{check_step_outputs, gemv_rows, silu, slice, slice_mut, softplus, Elt};
-use crate::tensor::{input, output};
+use crate::step_cpu::{for_elem, gemv_rows, silu, slice, slice_mut, softplus, Elt};
 
 const EPSILON: &CStr = slot::EPSILON.c;
 
@@ -66,63 +66,30 @@ impl Kernel for MambaLayerStep {
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
         // SAFETY: `ctx` is live (the trait's contract).
         let p = unsafe { self.params(ctx)? };
-        // SAFETY: `p` comes from `params` of this compute call, and E is the type `p.elem` names.
-        unsafe {
-            match p.elem {
-                ffi::ElemType::F16 => run_cpu::<f16>(&p),
-                ffi::ElemType::BF16 => run_cpu::<bf16>(&p),
-                _ => run_cpu::<f32>(&p),
-            }
-        }
+        let run: unsafe fn(&ffi::MambaLayerStepParams) =
+            for_elem(p.elem, [run_cpu::<f32>, run_cpu::<f16>, run_cpu::<bf16>]);
+        // SAFETY: `p` comes from `params` of this compute call, and `run` is the instance for the
+        // type `p.elem` names.
+        unsafe { run(&p) };
         Ok(())
     }
 }
 
 impl MambaLayerStep {
     /// Checks every input, allocates the outputs and fills the params; shared by the CPU and
-    /// CUDA kernels.
+    /// CUDA kernels. What it shares with Mamba2LayerStep is `layer_step_params`'s.
     ///
     /// # Safety
     /// `ctx` is the live kernel context of the current compute call.
     pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::MambaLayerStepParams, OpError> {
-        let op = Self::OP;
-        // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
-        // was told.
-        let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
-        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
-        let mut p = ffi::check_mamba_layer_step(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
-        let addr = |s: usize| inputs[s].addr;
+        // SAFETY: `ctx` is live (our contract) and INPUTS is the count ORT was told.
+        let (mut p, inputs) = unsafe { checked_inputs::<ffi::MambaLayerStepParams>(ctx, Self::INPUTS, Self::OP)? };
         p.eps = self.eps;
-        p.residual_in = addr(slot::RESIDUAL);
-        p.conv_state_in = addr(slot::CONV_STATE);
-        p.ssm_state_in = addr(slot::SSM_STATE);
-        p.norm_weight = addr(slot::NORM_WEIGHT);
-        p.in_proj_weight = addr(slot::IN_PROJ_WEIGHT);
-        p.in_proj_bias = addr(slot::IN_PROJ_BIAS);
-        p.conv_weight = addr(slot::CONV_WEIGHT);
-        p.conv_bias = addr(slot::CONV_BIAS);
-        p.x_proj_weight = addr(slot::X_PROJ_WEIGHT);
-        p.dt_proj_weight = addr(slot::DT_PROJ_WEIGHT);
-        p.dt_bias = addr(slot::DT_BIAS);
-        p.a = addr(slot::A);
-        p.d = addr(slot::D);
-        p.out_proj_weight = addr(slot::OUT_PROJ_WEIGHT);
-        p.out_proj_bias = addr(slot::OUT_PROJ_BIAS);
-        let (b, i, n, h, k1) = (p.batch, p.inner, p.dstate, p.hidden, p.width - 1);
-        let t_bytes = if p.elem == ffi::ElemType::F32 { 4 } else { 2 };
+        p.x_proj_weight = inputs[slot::X_PROJ_WEIGHT].addr;
+        p.dt_proj_weight = inputs[slot::DT_PROJ_WEIGHT].addr;
+        let (b, i, n, k1) = (p.batch, p.inner, p.dstate, p.width - 1);
         // SAFETY: `ctx` is live (our contract).
-        unsafe {
-            p.residual_out = output(ctx, 0, "residual_out", &[b, 1, h], 4, op)?;
-            p.conv_state_out = output(ctx, 1, "conv_state_out", &[b, i, k1], t_bytes, op)?;
-            p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[b, i, n], 4, op)?;
-        }
-        check_step_outputs(
-            op,
-            b > 0,
-            (p.conv_state_in, p.conv_state_out, k1 > 0),
-            (p.ssm_state_in, p.ssm_state_out),
-            p.residual_out,
-        )?;
+        unsafe { allocate_outputs(ctx, &mut p, &[b, i, k1], &[b, i, n], Self::OP)? };
         Ok(p)
     }
 }

@@ -17,7 +17,8 @@
 //! * [`layer_step`] — `MambaLayerStep`, one layer's fused decode step (the decode graph's op):
 //!   shape checks and a float32 CPU implementation in Rust; CUDA kernels in cpp/cuda.
 //! * [`mamba2_layer_step`] — `Mamba2LayerStep`, the same for a Mamba-2 layer (CUDA kernels in
-//!   cpp/cuda too). `step_cpu` holds what the two CPU kernels share.
+//!   cpp/cuda too). `layer_step_params` holds what the two fill their params with alike,
+//!   `step_cpu` what their CPU kernels share.
 //! * `cuda` (`--features cuda`) — `Cuda<K>`, op `K` on the CUDA execution provider.
 //! * [`kernel_abi`] — the cxx bridge to C++ (`cpp/`): params structs, shape checks, kernels.
 //!   The C++ knows nothing about ORT, so the TensorRT plugin can reuse it.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod gated_rms_norm;
 pub mod kernel_abi;
 pub mod layer_step;
+mod layer_step_params;
 pub mod mamba2_layer_step;
 pub mod op_table;
 pub mod ops;

@@ -31,10 +31,10 @@ use crate::attributes::{epsilon_or, flag_or};
 use crate::error::OpError;
 use crate::kernel_abi::ffi;
 use crate::layer_step::MambaLayerStep;
+use crate::layer_step_params::{allocate_outputs, checked_inputs};
 use crate::op_table::Kernel;
 use crate::ssd_scan::dt_limit;
-use crate::step_cpu::{check_step_outputs, gemv_rows, silu, slice, slice_mut, softplus, Elt};
-use crate::tensor::{input, output};
+use crate::step_cpu::{for_elem, gemv_rows, silu, slice, slice_mut, softplus, Elt};
 
 /// Input slots, names and attributes (the names, for messages, are the C++ check's too:
 /// cpp/shape_check.cpp `check_mamba2_layer_step`).
@@ -77,57 +77,30 @@ impl Kernel for Mamba2LayerStep {
     unsafe fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), OpError> {
         // SAFETY: `ctx` is live (the trait's contract).
         let p = unsafe { self.params(ctx)? };
-        // SAFETY: `p` comes from `params` of this compute call, and E is the type `p.elem` names.
-        unsafe {
-            match p.elem {
-                ffi::ElemType::F16 => run_cpu::<f16>(&p),
-                ffi::ElemType::BF16 => run_cpu::<bf16>(&p),
-                _ => run_cpu::<f32>(&p),
-            }
-        }
+        let run: unsafe fn(&ffi::Mamba2LayerStepParams) =
+            for_elem(p.elem, [run_cpu::<f32>, run_cpu::<f16>, run_cpu::<bf16>]);
+        // SAFETY: `p` comes from `params` of this compute call, and `run` is the instance for the
+        // type `p.elem` names.
+        unsafe { run(&p) };
         Ok(())
     }
 }
 
 impl Mamba2LayerStep {
     /// Checks every input (the C++ check), allocates the outputs and fills the params; shared by
-    /// the CPU and CUDA kernels.
+    /// the CPU and CUDA kernels. What it shares with MambaLayerStep is `layer_step_params`'s.
     ///
     /// # Safety
     /// `ctx` is the live kernel context of the current compute call.
     pub unsafe fn params(&self, ctx: *mut OrtKernelContext) -> Result<ffi::Mamba2LayerStepParams, OpError> {
-        let op = Self::OP;
-        // SAFETY: `ctx` is live (our contract) and every index is below INPUTS, the count ORT
-        // was told.
-        let inputs = (0..Self::INPUTS).map(|i| unsafe { input(ctx, i, op) }).collect::<Result<Vec<_>, _>>()?;
-        let descs: Vec<ffi::TensorDesc> = inputs.iter().map(|i| i.desc).collect();
-        let mut p = ffi::check_mamba2_layer_step(&descs).map_err(|e| OpError::Check(e.what().to_string()))?;
-        let addr = |s: usize| inputs[s].addr;
+        // SAFETY: `ctx` is live (our contract) and INPUTS is the count ORT was told.
+        let (mut p, inputs) = unsafe { checked_inputs::<ffi::Mamba2LayerStepParams>(ctx, Self::INPUTS, Self::OP)? };
         (p.eps, p.dt_min, p.dt_max, p.norm_before_gate) = (self.eps, self.dt_min, self.dt_max, self.norm_before_gate);
-        p.residual_in = addr(slot::RESIDUAL);
-        p.conv_state_in = addr(slot::CONV_STATE);
-        p.ssm_state_in = addr(slot::SSM_STATE);
-        p.norm_weight = addr(slot::NORM_WEIGHT);
-        p.in_proj_weight = addr(slot::IN_PROJ_WEIGHT);
-        p.in_proj_bias = addr(slot::IN_PROJ_BIAS);
-        p.conv_weight = addr(slot::CONV_WEIGHT);
-        p.conv_bias = addr(slot::CONV_BIAS);
-        p.dt_bias = addr(slot::DT_BIAS);
-        p.a = addr(slot::A);
-        p.d = addr(slot::D);
-        p.gate_norm_weight = addr(slot::GATE_NORM_WEIGHT);
-        p.out_proj_weight = addr(slot::OUT_PROJ_WEIGHT);
-        p.out_proj_bias = addr(slot::OUT_PROJ_BIAS);
+        p.gate_norm_weight = inputs[slot::GATE_NORM_WEIGHT].addr;
         let s = Sizes::of(&p);
-        let t_bytes = if p.elem == ffi::ElemType::F32 { 4 } else { 2 };
+        let ssm_dims = [s.batch, p.heads, p.head_dim, p.dstate];
         // SAFETY: `ctx` is live (our contract).
-        unsafe {
-            p.residual_out = output(ctx, 0, "residual_out", &[s.batch, 1, s.hidden], 4, op)?;
-            p.conv_state_out = output(ctx, 1, "conv_state_out", &[s.batch, s.conv_dim, s.k1], t_bytes, op)?;
-            p.ssm_state_out = output(ctx, 2, "ssm_state_out", &[s.batch, p.heads, p.head_dim, p.dstate], 4, op)?;
-        }
-        let (conv, ssm) = ((p.conv_state_in, p.conv_state_out, s.k1 > 0), (p.ssm_state_in, p.ssm_state_out));
-        check_step_outputs(op, s.batch > 0, conv, ssm, p.residual_out)?;
+        unsafe { allocate_outputs(ctx, &mut p, &[s.batch, s.conv_dim, s.k1], &ssm_dims, Self::OP)? };
         Ok(p)
     }
 }

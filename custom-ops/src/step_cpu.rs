@@ -1,10 +1,11 @@
 //! What the fused layer steps' CPU kernels share (`MambaLayerStep`, `Mamba2LayerStep`): T storage
-//! with float32 arithmetic, views of the kernel ABI's buffers, the activations, a row-major GEMV,
-//! and the check of the outputs both ops require.
+//! with float32 arithmetic, the pick of a kernel's instance for T, views of the kernel ABI's
+//! buffers, the activations, a row-major GEMV, and the check of the outputs both ops require.
 
 use half::{bf16, f16};
 
 use crate::error::OpError;
+use crate::kernel_abi::ffi::ElemType;
 
 /// An element type of the weights and activations: float32 arithmetic, T storage.
 pub(crate) trait Elt: Copy {
@@ -37,6 +38,15 @@ impl Elt for bf16 {
     }
     fn t(v: f32) -> Self {
         bf16::from_f32(v)
+    }
+}
+
+/// Of a kernel's float32, float16 and bfloat16 instances, the one for `elem`.
+pub(crate) fn for_elem<F>(elem: ElemType, [float32, float16, bfloat16]: [F; 3]) -> F {
+    match elem {
+        ElemType::F16 => float16,
+        ElemType::BF16 => bfloat16,
+        _ => float32,
     }
 }
 

@@ -194,6 +194,59 @@ pub mod gated_rms_norm {
     pub const SLICEABLE: [(usize, Name); 1] = [(Z, Z_OFFSET)];
 }
 
+/// The slots of the inputs both layer steps read alike around their SSMs (the compiler's
+/// `reference::StepFrame`): the conv state, the residual and its pre-norm, in_proj, the conv and
+/// out_proj. Each op's `FRAME` finds them by name in its `INPUT_NAMES`, so the names stay the one
+/// source of the slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepFrameSlots {
+    pub conv_state: usize,
+    pub residual: usize,
+    pub norm_weight: usize,
+    pub in_proj_weight: usize,
+    pub in_proj_bias: usize,
+    pub conv_weight: usize,
+    pub conv_bias: usize,
+    pub out_proj_weight: usize,
+    pub out_proj_bias: usize,
+}
+
+impl StepFrameSlots {
+    /// The slots of the frame's inputs in `names`. Used in a const, a name missing fails the build.
+    pub const fn of(names: &[&str]) -> Self {
+        StepFrameSlots {
+            conv_state: slot_of(names, "conv_state"),
+            residual: slot_of(names, "residual"),
+            norm_weight: slot_of(names, "norm_weight"),
+            in_proj_weight: slot_of(names, "in_proj_weight"),
+            in_proj_bias: slot_of(names, "in_proj_bias"),
+            conv_weight: slot_of(names, "conv_weight"),
+            conv_bias: slot_of(names, "conv_bias"),
+            out_proj_weight: slot_of(names, "out_proj_weight"),
+            out_proj_bias: slot_of(names, "out_proj_bias"),
+        }
+    }
+}
+
+/// The index of `name` in `names` (a const fn: `==` on `str` is not one yet).
+const fn slot_of(names: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < names.len() {
+        let (a, b) = (names[i].as_bytes(), name.as_bytes());
+        let mut same = a.len() == b.len();
+        let mut k = 0;
+        while same && k < a.len() {
+            same = a[k] == b[k];
+            k += 1;
+        }
+        if same {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a layer step lacks an input of the step frame")
+}
+
 /// MambaLayerStep (docs/decode-graph.md): one layer's decode step, fused.
 pub mod mamba_layer_step {
     use super::Name;
@@ -208,6 +261,7 @@ pub mod mamba_layer_step {
         OUT_PROJ_WEIGHT = "out_proj_weight", OUT_PROJ_BIAS = "out_proj_bias",
     }
     pub const OPTIONAL: [usize; 5] = [IN_PROJ_BIAS, CONV_BIAS, DT_BIAS, D, OUT_PROJ_BIAS];
+    pub const FRAME: super::StepFrameSlots = super::StepFrameSlots::of(&INPUT_NAMES);
     /// Float attribute, the RMSNorm's epsilon (default 1e-5).
     pub use super::{DEFAULT_EPSILON, EPSILON};
 }
@@ -228,6 +282,7 @@ pub mod mamba2_layer_step {
         OUT_PROJ_WEIGHT = "out_proj_weight", OUT_PROJ_BIAS = "out_proj_bias",
     }
     pub const OPTIONAL: [usize; 5] = [IN_PROJ_BIAS, CONV_BIAS, DT_BIAS, D, OUT_PROJ_BIAS];
+    pub const FRAME: super::StepFrameSlots = super::StepFrameSlots::of(&INPUT_NAMES);
     /// Int attribute, 0 (default: normalise `y * silu(z)`) or 1 (normalise `y`, then gate), the
     /// gated norm's own.
     pub use super::gated_rms_norm::NORM_BEFORE_GATE;
@@ -315,6 +370,31 @@ mod tests {
         use add_rms_norm as an;
         assert_eq!(an::INPUT_NAMES[an::RESIDUAL], "residual");
         assert_eq!(an::INPUT_NAMES[an::WEIGHT], "weight");
+    }
+
+    #[test]
+    fn step_frames_are_the_named_slots() {
+        use mamba2_layer_step as m2;
+        use mamba_layer_step as m;
+        let slots = |f: StepFrameSlots| {
+            [
+                f.conv_state,
+                f.residual,
+                f.norm_weight,
+                f.in_proj_weight,
+                f.in_proj_bias,
+                f.conv_weight,
+                f.conv_bias,
+                f.out_proj_weight,
+                f.out_proj_bias,
+            ]
+        };
+        // The fields' own names, in the order of `slots`.
+        let names = "conv_state residual norm_weight in_proj_weight in_proj_bias \
+                     conv_weight conv_bias out_proj_weight out_proj_bias";
+        assert!(slots(m::FRAME).iter().map(|&s| m::INPUT_NAMES[s]).eq(names.split_whitespace()));
+        assert!(slots(m2::FRAME).iter().map(|&s| m2::INPUT_NAMES[s]).eq(names.split_whitespace()));
+        assert_eq!((m::FRAME.residual, m2::FRAME.out_proj_bias), (m::RESIDUAL, m2::OUT_PROJ_BIAS));
     }
 
     #[test]

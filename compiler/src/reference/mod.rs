@@ -8,6 +8,7 @@ mod linear_attention;
 mod mamba2_layer_step;
 mod selective_scan;
 mod ssd_scan;
+mod step_frame;
 
 pub use add_rms_norm::{add_rms_norm, rms_norm};
 pub use causal_conv1d::{causal_conv1d, CausalConv1dInputs};
@@ -16,6 +17,7 @@ pub use linear_attention::{linear_attention, LinearAttentionInputs};
 pub use mamba2_layer_step::{mamba2_layer_step, Mamba2LayerStepInputs};
 pub use selective_scan::{selective_scan, SelectiveScanInputs};
 pub use ssd_scan::{gated_rms_norm, ssd_dt, ssd_scan, SsdScanInputs};
+pub use step_frame::StepFrame;
 
 /// `ln(1 + e^x)`, with torch's threshold: x itself above 20 (docs/op-contract.md).
 pub fn softplus(x: f64) -> f64 {

@@ -5,7 +5,7 @@ use half::{bf16, f16};
 use mambac_compiler::emit::proto;
 use mambac_compiler::ir::{Dim, Elem, Shape, ValueType};
 use mambac_compiler::reference::{
-    self, CausalConv1dInputs, LayerStepInputs, Mamba2LayerStepInputs, SelectiveScanInputs, SsdScanInputs,
+    self, CausalConv1dInputs, LayerStepInputs, Mamba2LayerStepInputs, SelectiveScanInputs, SsdScanInputs, StepFrame,
 };
 use mambac_op_schema::{
     causal_conv1d as conv, mamba2_layer_step as step2, mamba_layer_step as step, selective_scan as scan,
@@ -212,28 +212,16 @@ fn layer_step(case: &Case, d: &mut Draw) -> Prepared {
     let v = |slot: usize| values(&inputs[slot]);
     let eps = step::DEFAULT_EPSILON as f64;
     let (res, conv_state, ssm_state) = reference::layer_step(&LayerStepInputs {
-        batch: b,
-        hidden: h,
+        frame: StepFrame::of_node(&step::FRAME, v, [b, h, k], eps),
         inner: i,
         dstate: n,
         dt_rank: r,
-        width: k,
-        eps,
-        conv_state: v(step::CONV_STATE).unwrap(),
         ssm_state: v(step::SSM_STATE).unwrap(),
-        residual: v(step::RESIDUAL).unwrap(),
-        norm_weight: v(step::NORM_WEIGHT).unwrap(),
-        in_proj_weight: v(step::IN_PROJ_WEIGHT).unwrap(),
-        in_proj_bias: v(step::IN_PROJ_BIAS),
-        conv_weight: v(step::CONV_WEIGHT).unwrap(),
-        conv_bias: v(step::CONV_BIAS),
         x_proj_weight: v(step::X_PROJ_WEIGHT).unwrap(),
         dt_proj_weight: v(step::DT_PROJ_WEIGHT).unwrap(),
         dt_bias: v(step::DT_BIAS),
         a: v(step::A).unwrap(),
         d: v(step::D),
-        out_proj_weight: v(step::OUT_PROJ_WEIGHT).unwrap(),
-        out_proj_bias: v(step::OUT_PROJ_BIAS),
     });
     let outputs = vec![
         ("residual_out".to_string(), f, vec![b, 1, h]),
@@ -276,31 +264,19 @@ fn mamba2_layer_step(case: &Case, d: &mut Draw) -> Prepared {
     let eps = step2::DEFAULT_EPSILON as f64;
     let (dt_min, dt_max) = if o.flag { (0.01f32, 0.5f32) } else { (0.0, f32::INFINITY) };
     let (res, conv_state, ssm_state) = reference::mamba2_layer_step(&Mamba2LayerStepInputs {
-        batch: b,
-        hidden: h,
+        frame: StepFrame::of_node(&step2::FRAME, v, [b, h, k], eps),
         heads,
         head_dim: hd,
         ngroups: g,
         dstate: n,
-        width: k,
-        eps,
         dt_min: dt_min as f64,
         dt_max: dt_max as f64,
         norm_before_gate: false,
-        conv_state: v(step2::CONV_STATE).unwrap(),
         ssm_state: v(step2::SSM_STATE).unwrap(),
-        residual: v(step2::RESIDUAL).unwrap(),
-        norm_weight: v(step2::NORM_WEIGHT).unwrap(),
-        in_proj_weight: v(step2::IN_PROJ_WEIGHT).unwrap(),
-        in_proj_bias: v(step2::IN_PROJ_BIAS),
-        conv_weight: v(step2::CONV_WEIGHT).unwrap(),
-        conv_bias: v(step2::CONV_BIAS),
         dt_bias: v(step2::DT_BIAS),
         a: v(step2::A).unwrap(),
         d: v(step2::D),
         gate_norm_weight: v(step2::GATE_NORM_WEIGHT).unwrap(),
-        out_proj_weight: v(step2::OUT_PROJ_WEIGHT).unwrap(),
-        out_proj_bias: v(step2::OUT_PROJ_BIAS),
     });
     let outputs = vec![
         ("residual_out".to_string(), f, vec![b, 1, h]),
