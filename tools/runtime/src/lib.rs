@@ -69,5 +69,7 @@ pub use ort_search::find_ort_library;
 pub use sampler::{argmax, Sampler, Sampling};
 pub use session::open_session;
 pub use signature::ModelSignature;
-pub use stateful::{Keep, Logits, StatefulSession, DECODE_GRAPH_MAX_BATCH};
+pub use stateful::{
+    decode_graph_max_batch, Keep, Logits, StatefulSession, DECODE_GRAPH_MAX_BATCH, MAMBA2_DECODE_GRAPH_MAX_BATCH,
+};
 pub use tensor::{check_token_ids, HostTensor};

@@ -14,7 +14,8 @@ pub enum Ep {
 /// --decode-graph`: one fused MambaLayerStep node a layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecodeGraphChoice {
-    /// On the CUDA EP when the file exists, up to [`crate::DECODE_GRAPH_MAX_BATCH`] sequences.
+    /// On the CUDA EP when the file exists, up to [`crate::decode_graph_max_batch`] sequences
+    /// (8 for Mamba-1, 1 for Mamba-2).
     #[default]
     Auto,
     /// Required (an error when missing or unusable), on any EP, at any batch size.

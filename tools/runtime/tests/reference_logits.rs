@@ -314,3 +314,23 @@ fn a_missing_model_is_a_typed_error_naming_it() {
     assert!(matches!(&e, Error::ModelNotFound(p) if *p == model), "{e:?}");
     assert_eq!(e.to_string(), format!("model {} does not exist", model.display()));
 }
+
+/// `Auto` runs a Mamba-2 decode graph at batch 1 only (`MAMBA2_DECODE_GRAPH_MAX_BATCH`: the
+/// general graph is faster from batch 8 on the H200) and a Mamba-1 one up to
+/// `DECODE_GRAPH_MAX_BATCH`; the limit follows the model's states, not its file name.
+#[test]
+fn auto_takes_each_familys_decode_graph_up_to_its_own_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, most) in [
+        ("mamba-tiny-hf", mambac_runtime::DECODE_GRAPH_MAX_BATCH),
+        ("mamba2-tiny-hf", mambac_runtime::MAMBA2_DECODE_GRAPH_MAX_BATCH),
+    ] {
+        let model = export_with(fixture, &dir.path().join(format!("{fixture}.onnx")), true);
+        let decode = open_session(&decode_graph_path(&model), &options()).unwrap();
+        let mut s = session(&model).with_decode_session(decode).unwrap();
+        s.reset(most).unwrap();
+        assert!(s.has_decode_graph(), "{fixture}: batch {most} runs on the decode graph");
+        s.reset(most + 1).unwrap();
+        assert!(!s.has_decode_graph(), "{fixture}: batch {} runs on the general graph", most + 1);
+    }
+}

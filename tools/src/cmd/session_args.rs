@@ -40,10 +40,10 @@ pub struct GraphArgs {
     #[arg(long)]
     pub no_cuda_graph: bool,
     /// Run one-token steps on the decode graph `<model stem>.decode.onnx` (`mambac export
-    /// --decode-graph`: one fused MambaLayerStep node a layer): auto = on the CUDA EP when the
-    /// file exists; on = required, any EP; off = never. A Mamba-2 decode graph (Mamba2LayerStep
-    /// nodes, a CPU kernel only) runs on the CPU EP: auto leaves it out on the CUDA EP with a
-    /// warning, and on refuses it there.
+    /// --decode-graph`: one fused MambaLayerStep or Mamba2LayerStep node a layer): auto = on the
+    /// CUDA EP when the file exists, at the batch sizes where it is faster (up to 8 sequences for
+    /// Mamba-1, 1 for Mamba-2, as measured on an H200); on = required, any EP, every batch;
+    /// off = never.
     #[arg(long, value_enum, default_value = "auto")]
     pub decode_graph: DecodeGraphArg,
 }

@@ -16,11 +16,31 @@ pub(super) struct DecodeSession {
     pub(super) binding: IoBinding,
 }
 
-/// Largest batch whose one-token steps [`crate::DecodeGraphChoice::Auto`] runs on the decode
-/// graph. Measured on the H200 (2.8b float16, BENCHMARKS.md): batch 1 1.40-1.48x faster than the
-/// general graph; batch 8 1.07x since its GEMVs run on tensor cores (0.74-1.03x before); batch
-/// 64 0.80x (the general graph's cuBLAS GEMMs read each weight once for all 64 rows).
+/// Largest batch whose one-token steps [`crate::DecodeGraphChoice::Auto`] runs on a Mamba-1
+/// decode graph (MambaLayerStep). Measured on the H200 (2.8b float16, BENCHMARKS.md): batch 1
+/// 1.40-1.48x faster than the general graph; batch 8 1.07x since its GEMVs run on tensor cores
+/// (0.74-1.03x before); batch 64 0.80x (the general graph's cuBLAS GEMMs read each weight once
+/// for all 64 rows).
 pub const DECODE_GRAPH_MAX_BATCH: usize = 8;
+
+/// The same for a Mamba-2 decode graph (Mamba2LayerStep). Measured on the H200 (mamba2-2.7b
+/// float16, one call, BENCHMARKS.md): batch 1 2.54 ms a step against the general graph's 2.97
+/// (1.17x); batch 8 4.46 against 3.99 (0.89x: the 42 MB of float32 states a layer dominate, and
+/// the general graph's one-token SsdScan kernel streams them faster than the fused layer's
+/// scan). Batches 2-7 are not measured and take the general graph.
+pub const MAMBA2_DECODE_GRAPH_MAX_BATCH: usize = 1;
+
+/// The largest batch [`crate::DecodeGraphChoice::Auto`] runs on the decode graph of a model with
+/// this signature: Mamba-2's SSM states are `[batch, heads, head_dim, dstate]`, Mamba-1's
+/// `[batch, d_inner, dstate]`.
+pub fn decode_graph_max_batch(sig: &ModelSignature) -> usize {
+    let mamba2 = sig.states.iter().any(|s| s.dims.len() == 3);
+    if mamba2 {
+        MAMBA2_DECODE_GRAPH_MAX_BATCH
+    } else {
+        DECODE_GRAPH_MAX_BATCH
+    }
+}
 
 impl StatefulSession {
     /// Runs one-token steps on `decode` (a session of the decode graph, opened like the main one,
@@ -49,9 +69,9 @@ impl StatefulSession {
     }
 
     /// Whether one-token steps of `batch` sequences run on the decode graph: up to
-    /// [`DECODE_GRAPH_MAX_BATCH`] unless it was asked for (`DecodeGraphChoice::On`).
+    /// [`decode_graph_max_batch`] unless it was asked for (`DecodeGraphChoice::On`).
     pub(super) fn decode_for(&self, batch: usize) -> bool {
-        self.decode.is_some() && (self.decode_always || batch <= DECODE_GRAPH_MAX_BATCH)
+        self.decode.is_some() && (self.decode_always || batch <= decode_graph_max_batch(&self.sig))
     }
 }
 

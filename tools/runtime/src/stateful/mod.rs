@@ -27,7 +27,7 @@ use ort::value::{DynTensor, DynTensorValueType, Tensor};
 
 use self::buffers::{Current, StateSets};
 use self::cuda_graph::graph_run_options;
-pub use self::decode_route::DECODE_GRAPH_MAX_BATCH;
+pub use self::decode_route::{decode_graph_max_batch, DECODE_GRAPH_MAX_BATCH, MAMBA2_DECODE_GRAPH_MAX_BATCH};
 use self::decode_route::{route, DecodeSession};
 use self::logits::{dtype_of, extract_logits, extract_next_tokens, StepOut, Want};
 pub use self::logits::{Keep, Logits};
