@@ -172,6 +172,18 @@ def token_stride(t):
     return t.stride(1)
 
 
+def off_16_bytes(t, fill=None):
+    """A float32 tensor shaped like `t` whose data starts 4 bytes past a 16-byte boundary: a copy
+    of `t`, or filled with `fill`. Kernels that read states as float4s must take another path."""
+    buf = torch.empty(t.numel() + 1, device=t.device)
+    view = buf[1:].view(t.shape)
+    if fill is None:
+        view.copy_(t)
+    else:
+        view.fill_(fill)
+    return view
+
+
 def scan_params(x, y, final_state, dtype, delta_softplus):
     """x: the op's inputs by name (None = absent), on the device; z, B and C may be views of
     channels of packed tensors (their row strides go into the params)."""

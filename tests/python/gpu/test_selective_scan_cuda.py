@@ -89,17 +89,13 @@ def test_decode_with_states_off_16_bytes_matches_float64(dtype):
     """initial_state and final_state 4 bytes past a 16-byte boundary at seqlen 1: the one-token
     kernel reads states as float4s, so the per-step kernel runs instead (selective_scan_token.cuh)."""
     import torch
-    from cuda_harness import launch_scan, scan_params
+    from cuda_harness import launch_scan, off_16_bytes, scan_params
     from ops_reference import mismatch
 
     x = scan_inputs(16, 1, 1024, 16, 1, dtype, ALL, seed=21)
     y_ref, h_ref = selective_scan_ref(*(to_host(x[n]) for n in SCAN_INPUTS), delta_softplus=True)
-    shape, n = x["initial_state"].shape, x["initial_state"].numel()
-    init_buf = torch.empty(n + 1, device=x["u"].device)
-    init_buf[1:].copy_(x["initial_state"].reshape(-1))
-    x = dict(x, initial_state=init_buf[1:].view(shape))
-    fs_buf = torch.full((n + 1,), float("nan"), device=x["u"].device)
-    fs = fs_buf[1:].view(shape)
+    fs = off_16_bytes(x["initial_state"], fill=float("nan"))
+    x = dict(x, initial_state=off_16_bytes(x["initial_state"]))
     y = torch.full(x["u"].shape, float("nan"), dtype=x["u"].dtype, device=x["u"].device)
     rc = launch_scan(scan_params(x, y, fs, dtype, True), None)
     torch.cuda.synchronize()

@@ -22,8 +22,8 @@ import pytest
 
 pytest.importorskip("cuda_harness", reason="needs torch and a CUDA device")
 import torch  # noqa: E402
-from cuda_harness import (error_string, failures_over_splits, launch_ssd, lib, run_ssd, ssd_inputs, ssd_params,  # noqa: E402
-                          ssd_scratch, to_host)
+from cuda_harness import (error_string, failures_over_splits, launch_ssd, lib, off_16_bytes, run_ssd,  # noqa: E402
+                          ssd_inputs, ssd_params, ssd_scratch, to_host)
 from ops_reference import SSD_INPUTS, mismatch, ssd_scan_ref  # noqa: E402
 
 ALL_T = ("float32", "float16", "bfloat16")
@@ -212,13 +212,8 @@ def test_states_off_16_bytes_match_float64(seqlen, dtype):
     x = ssd_inputs(8, seqlen, 16, 64, 2, 16, dtype, ALL, seed=12) if seqlen == 1 else \
         ssd_inputs(1, 300, 4, 16, 2, 16, dtype, ALL, seed=12)
     refs = ssd_scan_ref(*(to_host(x[k]) for k in SSD_INPUTS))
-    shape = x["initial_state"].shape
-    n = x["initial_state"].numel()
-    init_buf = torch.empty(n + 1, device=x["x"].device)
-    init_buf[1:].copy_(x["initial_state"].reshape(-1))
-    x = dict(x, initial_state=init_buf[1:].view(shape))
-    fs_buf = torch.full((n + 1,), float("nan"), device=x["x"].device)
-    fs = fs_buf[1:].view(shape)
+    fs = off_16_bytes(x["initial_state"], fill=float("nan"))
+    x = dict(x, initial_state=off_16_bytes(x["initial_state"]))
     y = torch.full(x["x"].shape, float("nan"), dtype=x["x"].dtype, device=x["x"].device)
     p = ssd_params(x, y, fs, dtype, True)
     cfg = chunked(64) if seqlen > 1 else None
