@@ -237,6 +237,13 @@ fn eval(name: &str, op: &Op, ins: &[Option<&Tensor64>]) -> Result<Vec<Tensor64>,
             let data = t.data.chunks(last).map(first_max).collect();
             vec![Tensor64::new(t.shape[..t.shape.len() - 1].to_vec(), data)]
         }
+        Op::MinusOneWhereNonFinite => {
+            let (scores, picks) = (x(0), x(1));
+            let last = *scores.shape.last().expect("rank >= 1");
+            let rows = scores.data.chunks(last);
+            let data = rows.zip(&picks.data).map(|(r, &p)| if r.iter().all(|v| v.is_finite()) { p } else { -1.0 });
+            vec![Tensor64::new(picks.shape.clone(), data.collect())]
+        }
         Op::Unsqueeze { axis } => {
             let t = x(0);
             let mut shape = t.shape.clone();
@@ -506,5 +513,44 @@ mod tests {
         let out = eval("next_token", &Op::ArgMaxLast, &[Some(&x)]).unwrap();
         assert_eq!(out[0].shape, vec![3]);
         assert_eq!(out[0].data, vec![1.0, 1.0, 0.0]);
+    }
+
+    /// `next_token` as the exports compute it: ArgMaxLast, then -1 on every row holding a NaN,
+    /// +inf or -inf (one or several, anywhere in the row), the argmax on every other row.
+    #[test]
+    fn the_pick_is_minus_one_exactly_on_rows_with_nan_or_infinity() {
+        use rand::{Rng, SeedableRng};
+        let (batch, positions, vocab) = (4, 6, 37);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut data: Vec<f64> = (0..batch * positions * vocab).map(|_| rng.gen_range(-8.0..8.0)).collect();
+        let poisons = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+        let mut poisoned = vec![false; batch * positions];
+        for (row, flag) in poisoned.iter_mut().enumerate() {
+            // Two rows in three of each poison's turn: the others stay finite.
+            if rng.gen_range(0..3) == 0 {
+                continue;
+            }
+            *flag = true;
+            for _ in 0..rng.gen_range(1..3) {
+                data[row * vocab + rng.gen_range(0..vocab)] = poisons[row % poisons.len()];
+            }
+        }
+        assert!(poisoned.iter().any(|&p| p) && poisoned.iter().any(|&p| !p), "the seed covers both kinds of row");
+        let scores = Tensor64::new(vec![batch, positions, vocab], data.clone());
+        let picks = eval("next_token.argmax", &Op::ArgMaxLast, &[Some(&scores)]).unwrap().remove(0);
+        let out = eval("next_token", &Op::MinusOneWhereNonFinite, &[Some(&scores), Some(&picks)]).unwrap();
+        let want: Vec<f64> = data
+            .chunks(vocab)
+            .zip(&poisoned)
+            .map(|(row, &bad)| {
+                let best = (0..vocab).fold(0, |m, i| if row[i] > row[m] { i } else { m });
+                if bad {
+                    -1.0
+                } else {
+                    best as f64
+                }
+            })
+            .collect();
+        assert_eq!(out[0], Tensor64::new(vec![batch, positions], want));
     }
 }

@@ -257,8 +257,11 @@ impl Lowerer<'_> {
         // [batch, vocab] logits to the host (at batch 64 of a 50k vocabulary, converting and
         // scanning those on the host took longer than the step on the GPU). ArgMax reads
         // float32: ORT's CPU EP has no 16-bit ArgMax, its CUDA EP none for bfloat16.
+        // A row of NaN or infinite logits (a broken checkpoint, float16 overflow) picks -1, not
+        // ArgMax's arbitrary index: the runtime reports it instead of generating from it.
         let scores = self.cast("next_token.to_float".into(), logits, self.t(), Elem::F32);
-        let next = self.op(names::NEXT_TOKEN.into(), Op::ArgMaxLast, &[scores]);
+        let picks = self.op("next_token.argmax".into(), Op::ArgMaxLast, &[scores]);
+        let next = self.op(names::NEXT_TOKEN.into(), Op::MinusOneWhereNonFinite, &[scores, picks]);
         self.g.add_output(names::NEXT_TOKEN, next);
         for (name, v) in std::mem::take(&mut self.state_outputs) {
             self.g.add_output(name, v);

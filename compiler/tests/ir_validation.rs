@@ -225,6 +225,40 @@ fn argmax_reads_float32_only() {
     );
 }
 
+/// `next_token`'s non-finite check: `picks` are int64 with `scores`' shape less its last axis.
+fn non_finite_check(scores_elem: Elem, picks_elem: Elem, picks_dims: Vec<Dim>) -> Result<String, String> {
+    let mut g = Graph::new();
+    let scores = input(&mut g, "logits", scores_elem, vec![Dim::sym("batch"), Dim::Known(1), Dim::Known(10)]);
+    let picks = input(&mut g, "picks", picks_elem, picks_dims);
+    let n = g.add_op("next_token", Op::MinusOneWhereNonFinite, &[scores, picks]);
+    g.add_output("next_token", n.into());
+    match validate(&g) {
+        Ok(vg) => Ok(vg.type_of(g.outputs()[0].value).to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn the_non_finite_check_keeps_the_picks_type_and_names_a_misfit() {
+    let rows = || vec![Dim::sym("batch"), Dim::Known(1)];
+    assert_eq!(non_finite_check(Elem::F32, Elem::I64, rows()), Ok("int64[batch, 1]".into()));
+    let node = "node 'next_token' (MinusOneWhereNonFinite): input";
+    assert_eq!(
+        non_finite_check(Elem::F16, Elem::I64, rows()),
+        Err(format!(
+            "{node} 'scores' has element type float16, expected float32 (the logits as ArgMaxLast reads them)"
+        ))
+    );
+    assert_eq!(
+        non_finite_check(Elem::F32, Elem::F32, rows()),
+        Err(format!("{node} 'picks' has element type float32, expected int64 (token ids)"))
+    );
+    assert_eq!(
+        non_finite_check(Elem::F32, Elem::I64, vec![Dim::sym("batch"), Dim::Known(2)]),
+        Err(format!("{node} 'picks' has shape [batch, 2], expected [batch, 1]"))
+    );
+}
+
 /// A conv reading x from channel 8 of a packed [batch, seqlen, 20] (docs/op-contract.md "Sliced
 /// inputs"): y and the state take weight's dim; a slice past the end names x and the attribute.
 fn sliced_conv(x_last: usize, offset: usize) -> Result<String, String> {

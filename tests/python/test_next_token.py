@@ -2,7 +2,9 @@
 logits, the first index on ties), so a decode loop copies `batch` ids off the device instead of
 `batch` x vocab logits. Checked here with stock ORT on the CPU EP, whole tensors against numpy's
 argmax of the same run's logits; and `mambac generate --greedy` / `bench` on an export whose
-`next_token` was removed (an export from before it existed) give the same ids as with it.
+`next_token` was removed (an export from before it existed), or its non-finite check (an export from
+before that), give the same ids as with both. A row of NaN or infinite logits picks -1: the
+runtime reports it (tools/runtime/tests/non_finite_logits.rs) instead of generating from it.
 
 Float16 on the CPU EP: ORT computes the lm_head in float32 there and rounds to float16 for the
 `logits` output, and it drops the round trip float32 -> float16 -> float32 in front of ArgMax,
@@ -74,17 +76,71 @@ def test_decode_graph_has_next_token_too(tmp_path):
     np.testing.assert_array_equal(res["next_token"], np.argmax(res["logits"], axis=-1))
 
 
+@pytest.mark.parametrize("fixture", ["mamba-tiny-hf", "mamba2-tiny-hf"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_next_token_is_minus_one_exactly_on_rows_of_non_finite_logits(tmp_path, fixture, dtype):
+    """Batch row 1's states are NaN (its logits all NaN); in float32, row 2's are huge, so that
+    its logits overflow to infinities (or NaN: what matters is that the pick says so whenever a
+    logit is not finite). Every other row picks numpy's argmax. float16's row 2 stays ordinary:
+    its `logits` output is rounded from the float32 values the pick reads (module docstring),
+    so an overflow would show in one and not the other."""
+    model = export(tmp_path, fixture, "--dtype", dtype, "--stateful")
+    sess = model_session(model)
+    names = [o.name for o in sess.get_outputs()]
+    feeds = random_feeds(sess, 4, 3, 5)
+    for k, v in feeds.items():
+        if k != "input_ids":
+            v[1] = np.nan
+            if dtype == "float32":
+                v[2] *= 1e30
+    res = dict(zip(names, sess.run(None, feeds)))
+    logits, got = res["logits"].astype(np.float32), res["next_token"]
+    bad = ~np.isfinite(logits).all(axis=-1)
+    assert bad[1].all() and not bad[0].any() and not bad[3].any(), bad
+    if dtype == "float32":
+        assert bad[2].any(), "the huge states should overflow some logits"
+    want = np.where(bad, -1, np.argmax(np.where(bad[..., None], 0, logits), axis=-1))
+    if dtype == "float32":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_array_equal(got == -1, bad)
+        ok = ~bad
+        picked = np.take_along_axis(logits, np.where(ok, got, 0)[..., None], axis=-1)[..., 0]
+        np.testing.assert_array_equal(picked[ok], logits.max(axis=-1)[ok])
+
+
+def the_check_nodes(g):
+    """The nodes of `next_token`'s non-finite check (ReduceSum, Sub, IsNaN, Where)."""
+    pick = {"next_token.to_float", "next_token.argmax"}
+    return [n for n in g.node if n.name == "next_token" or n.name.startswith("next_token.") and n.name not in pick]
+
+
 def without_next_token(model, out):
-    """The export as it was before `next_token`: the output and its ArgMax (and the Cast in front
-    of it, in 16-bit exports) removed."""
+    """The export as it was before `next_token`: the output, its ArgMax and its non-finite check
+    (and the Cast in front of them, in 16-bit exports) removed."""
     m = onnx.load(str(model))
     g = m.graph
     keep = [o for o in g.output if o.name != "next_token"]
     del g.output[:]
     g.output.extend(keep)
-    dead = {"next_token", "next_token.to_float"}
-    nodes = [n for n in g.node if n.name not in dead]
-    assert "ArgMax" in {n.op_type for n in g.node} - {n.op_type for n in nodes}
+    nodes = [n for n in g.node if not n.name.startswith("next_token")]
+    assert {"ArgMax", "Where"} <= {n.op_type for n in g.node} - {n.op_type for n in nodes}
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save(m, str(out))
+    return out
+
+
+def without_non_finite_check(model, out):
+    """The export as it was between `next_token` and its non-finite check: ArgMax's output is
+    `next_token` itself."""
+    m = onnx.load(str(model))
+    g = m.graph
+    check = the_check_nodes(g)
+    assert sorted(n.op_type for n in check) == ["IsNaN", "ReduceSum", "Sub", "Where"], check
+    nodes = [n for n in g.node if n not in check]
+    (argmax,) = [n for n in nodes if n.op_type == "ArgMax"]
+    argmax.output[0] = "next_token"
     del g.node[:]
     g.node.extend(nodes)
     onnx.save(m, str(out))
@@ -98,14 +154,18 @@ def test_generate_picks_the_same_tokens_with_and_without_next_token(tmp_path, fi
     # float32: no rounding between the logits and the graph's pick (see the module's docstring).
     model = export(tmp_path, fixture, *flags)
     old = without_next_token(model, tmp_path / "old.onnx")
+    unchecked = without_non_finite_check(model, tmp_path / "unchecked.onnx")
     if decode_graph:
         without_next_token(model.with_suffix(".decode.onnx"), tmp_path / "old.decode.onnx")
+        without_non_finite_check(model.with_suffix(".decode.onnx"), tmp_path / "unchecked.decode.onnx")
     assert "next_token" not in [o.name for o in model_session(old).get_outputs()]
+    assert "Where" not in [n.op_type for n in onnx.load(str(unchecked)).graph.node]
     args = ("--prompt-ids", "17,900,3,44,1000;500,2;7", "--max-new-tokens", 12, "--greedy", "--json")
     new_ids = json.loads(mambac("generate", model, *args).stdout.strip().splitlines()[-1])
     old_ids = json.loads(mambac("generate", old, *args).stdout.strip().splitlines()[-1])
-    assert new_ids == old_ids
+    unchecked_ids = json.loads(mambac("generate", unchecked, *args).stdout.strip().splitlines()[-1])
+    assert new_ids == old_ids == unchecked_ids
     assert all(len(ids) == 12 for ids in new_ids["ids"])
-    # bench takes the same path (it prints its table; it must run on both exports).
-    for m in (model, old):
+    # bench takes the same path (it prints its table; it must run on every export).
+    for m in (model, old, unchecked):
         mambac("bench", m, "--batch", 3, "--prompt-len", 5, "--decode-tokens", 4, "--reps", 1, "--warmup", 0)

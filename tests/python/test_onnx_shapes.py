@@ -107,6 +107,7 @@ def ort_types(path, tmp_path):
     names = [o.name for o in sess.get_outputs()]
     codes = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16}
     codes[np.dtype(np.int64)] = TensorProto.INT64
+    codes[np.dtype(np.bool_)] = TensorProto.BOOL  # next_token's non-finite check
     return {n: (codes[v.dtype], list(v.shape)) for n, v in zip(names, sess.run(names, feeds))}
 
 

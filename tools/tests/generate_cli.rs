@@ -393,3 +393,62 @@ fn stop_id_ends_each_sequence_at_its_first_occurrence() {
     }
     assert!(stopped[0].len() <= 3);
 }
+
+/// A decode step whose logits are NaN in one sequence: the graph's greedy pick marks it and
+/// `generate` fails with the error naming the prompt, its new token and the batch row, as a
+/// message, not a panic. The untied checkpoint's embedding row of prompt 2's first new token is
+/// NaN: prefill (which never looks the token up) is finite, and the first decode step of prompt
+/// 2 reads that row.
+#[test]
+fn generate_reports_non_finite_logits_of_a_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = untied(dir.path());
+    let clean = dir.path().join("clean.onnx");
+    export(&ckpt, &clean, true);
+    let prompts = format!("{};{}", joined(PROMPTS[0]), joined(PROMPTS[2]));
+    let run = |model: &Path, new: &str| {
+        let m = model.to_str().unwrap();
+        mambac(&["generate", m, "--prompt-ids", &prompts, "--max-new-tokens", new, "--greedy", "--json"])
+    };
+    let first = run(&clean, "1");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first: Vec<i64> = json_ids(std::str::from_utf8(&first.stdout).unwrap())
+        .as_array()
+        .expect("a list per prompt")
+        .iter()
+        .map(|ids| ids_of(ids)[0])
+        .collect();
+    let poison = first[1];
+    assert!(
+        poison != first[0] && !PROMPTS[0].contains(&poison) && !PROMPTS[2].contains(&poison),
+        "token {poison} is read by another sequence too: choose other prompts"
+    );
+
+    let weights = ckpt.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let (_, dtype, shape, data) =
+        tensors.iter_mut().find(|t| t.0 == "backbone.embeddings.weight").expect("the embedding");
+    assert_eq!(*dtype, safetensors::Dtype::F32);
+    let row = data.len() / shape[0];
+    for b in data[poison as usize * row..(poison as usize + 1) * row].chunks_mut(4) {
+        b.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    let views =
+        tensors.iter().map(|(k, d, s, b)| (k.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()));
+    std::fs::write(&weights, safetensors::serialize(views, None).unwrap()).unwrap();
+    let broken = dir.path().join("broken.onnx");
+    export(&ckpt, &broken, true);
+    let out = run(&broken, "3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.ends_with(
+            "prompt 2, new token 2: the logits of batch row 1 are not finite (NaN or infinity) at position 0 of this \
+             step: the model produced no usable token\n"
+        ),
+        "{stderr}"
+    );
+}

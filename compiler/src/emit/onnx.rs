@@ -15,7 +15,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ir::gated_norm_slots;
 use crate::ir::standard_ops::{self as std_ops, causal_conv_with_state as std_conv, linear_attention as std_la};
 use crate::ir::{
-    conv_slots, encode_f64, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots, ConstTensor, Dim, Op,
+    conv_slots, encode_f64, norm_slots, scan_slots, ssd_slots, step2_slots, step_slots, ConstTensor, Dim, Elem, Op,
     ValidatedGraph, ValueRef, ValueType,
 };
 
@@ -434,6 +434,7 @@ impl Emitter<'_, '_> {
                 outs,
                 vec![attr_int("axis", -1), attr_int("keepdims", 0), attr_int("select_last_index", 0)],
             ),
+            Op::MinusOneWhereNonFinite => self.minus_one_where_non_finite(&name, id, req(0), req(1), out),
             Op::Unsqueeze { axis } => {
                 let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[*axis as i64]));
                 self.push("Unsqueeze", "", &name, vec![req(0), axes], outs, vec![]);
@@ -518,6 +519,49 @@ impl Emitter<'_, '_> {
                 self.push(step2_slots::OP.str, CUSTOM_DOMAIN, &name, optional_inputs(ins), outs, attrs);
             }
         }
+    }
+
+    /// `picks` with -1 where a row of `scores` holds a NaN or an infinity, in standard ops:
+    /// `Where(IsNaN(s - s), -1, picks)` with `s = ReduceSum(scores, axes=[-1])`. The sum is NaN
+    /// where a row holds a NaN (or both infinities) and infinite where it holds one infinity, so
+    /// `s - s` is NaN exactly then. One reduction reads the logits (ArgMax reads them once more);
+    /// the rest works on one value a row. The alternatives cost more: `ReduceSum(scores * 0)`
+    /// writes and reads a second logits-sized tensor (a prefill of every position's logits holds
+    /// two), and ONNX leaves open whether ReduceMax and ReduceMin propagate a NaN. The
+    /// one row this misreads is a finite one whose float32 sum overflows: a mean magnitude over
+    /// 3.4e38 / vocab (7e33 at 50k entries), which float16 logits (|x| <= 65504) never reach and
+    /// no working model produces. ORT folds none of it (ORT 1.32, all optimizations: the
+    /// four nodes stay; `s - s` is no no-op to it).
+    fn minus_one_where_non_finite(
+        &mut self,
+        name: &str,
+        id: crate::ir::NodeId,
+        scores: String,
+        picks: String,
+        out: String,
+    ) {
+        let g = self.vg.graph;
+        let rows = self.vg.type_of(g.input(id, 1).expect("validated")).clone();
+        let axes = self.helper_const(i64_tensor(&format!("{name}.axes"), &[-1]));
+        let minus_one = (-1i64).to_le_bytes().to_vec();
+        let minus_one = self.helper_const(tensor(&format!("{name}.minus_one"), Elem::I64, &[], minus_one));
+        let t = |s: &str| format!("{name}.{s}");
+        let reduce_attrs = vec![attr_int("keepdims", 0)];
+        self.push("ReduceSum", "", &t("row_sum"), vec![scores, axes], vec![t("row_sum")], reduce_attrs);
+        self.push("Sub", "", &t("sum_minus_sum"), vec![t("row_sum"), t("row_sum")], vec![t("sum_minus_sum")], vec![]);
+        self.push("IsNaN", "", &t("not_finite"), vec![t("sum_minus_sum")], vec![t("not_finite")], vec![]);
+        self.push("Where", "", name, vec![t("not_finite"), minus_one, picks], vec![out], vec![]);
+        let sums = ValueType { elem: Elem::F32, shape: rows.shape.clone() };
+        self.expansion_value_info(&t("row_sum"), &sums);
+        self.expansion_value_info(&t("sum_minus_sum"), &sums);
+        // The IR has no boolean type; the ONNX value_info says BOOL itself.
+        let mut flags = value_info(&t("not_finite"), &sums);
+        if let Some(onnx_protobuf::type_proto::Value::TensorType(tt)) =
+            flags.type_.mut_or_insert_default().value.as_mut()
+        {
+            tt.elem_type = onnx_protobuf::tensor_proto::DataType::BOOL as i32;
+        }
+        self.graph.value_info.push(flags);
     }
 
     /// RMSNorm in the standard-op pattern ONNX Runtime fuses (SimplifiedLayerNormalization):

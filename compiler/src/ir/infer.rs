@@ -197,6 +197,14 @@ pub fn infer_node(op: &Op, inputs: &Inputs<'_>) -> Result<Vec<ValueType>, InferE
             }
             Ok(vec![ValueType::new(Elem::I64, dims)])
         }
+        Op::MinusOneWhereNonFinite => {
+            let (scores, picks) = (required(op, inputs, 0)?, required(op, inputs, 1)?);
+            expect_elem("scores", scores, Elem::F32, "the logits as ArgMaxLast reads them")?;
+            expect_elem("picks", picks, Elem::I64, "token ids")?;
+            let Some((_, rows)) = scores.shape.0.split_last() else { return Err(err("scores", "is a scalar")) };
+            expect_shape("picks", picks, rows)?;
+            Ok(vec![picks.clone()])
+        }
         Op::Unsqueeze { axis } => {
             let x = required(op, inputs, 0)?;
             if *axis > x.shape.rank() {

@@ -282,6 +282,11 @@ pub enum Op {
     /// ONNX's `ArgMax` over the last axis, that axis dropped, the first index on ties; int64
     /// out, float32 in (the exports' `next_token`: the greedy pick, made where the logits are).
     ArgMaxLast,
+    /// `picks` (int64, `scores`' shape without its last axis) with -1 where that row of `scores`
+    /// (float32, the last axis) holds a NaN or an infinity: the exports' `next_token` reports a
+    /// pick made from non-finite logits instead of handing on ArgMax's arbitrary index. Emitted as
+    /// `Where(IsNaN(s - s), -1, picks)` with `s = ReduceSum(scores)` (see the emitter for why).
+    MinusOneWhereNonFinite,
     /// `[d0, .., d(keep-1), rest...] -> [d0, .., d(keep-1), tail...]`, the rest's size unchanged.
     Reshape {
         keep: usize,
@@ -327,6 +332,7 @@ impl Op {
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::LastPosition => "LastPosition",
             Op::ArgMaxLast => "ArgMaxLast",
+            Op::MinusOneWhereNonFinite => "MinusOneWhereNonFinite",
             Op::Reshape { .. } => "Reshape",
             Op::Expand { .. } => "Expand",
             Op::CausalConvWithState(_) => std_conv::OP,
@@ -367,6 +373,7 @@ impl Op {
             Op::GatedRmsNorm(_) => &["x", "z", "weight"],
             Op::RmsNorm { .. } => &["x", "weight"],
             Op::MatMul => &["x", "w"],
+            Op::MinusOneWhereNonFinite => &["scores", "picks"],
             Op::MatMulNBits(_) => &["x", "values", "scales"],
             Op::Add | Op::Mul => &["a", "b"],
             Op::CausalConv1d(_) => &conv_slots::INPUT_NAMES,

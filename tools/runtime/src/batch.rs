@@ -145,7 +145,7 @@ pub fn generate<E: From<Error>>(
         // Greedy decoding takes the graph's own pick: `batch` ids leave the device, not
         // `batch` x vocab logits. Finished sequences draw nothing (their samplers' RNGs stay put).
         let next: Vec<Option<i64>> = if greedy_in_graph {
-            sess.step_greedy(&ids, 1)?.into_iter().map(Some).collect()
+            sess.step_greedy(&ids, 1).map_err(|e| name_the_prompt(e, &out.ids))?.into_iter().map(Some).collect()
         } else {
             let logits = sess.step(&ids, 1, Keep::Last)?;
             let sample = |(j, s): (usize, &mut Sampler)| -> Result<Option<i64>> {
@@ -163,6 +163,18 @@ pub fn generate<E: From<Error>>(
     }
     out.decode_time = started.elapsed();
     Ok(out)
+}
+
+/// A step's error about one sequence of the batch, with the prompt it is (numbered from 1, as
+/// the caller numbers them) and the new token that was being picked.
+fn name_the_prompt(e: Error, generated: &[Vec<i64>]) -> Error {
+    match e {
+        Error::NonFiniteLogits { row, .. } => {
+            let token = generated.get(row).map_or(0, Vec::len) + 1;
+            Error::Context { context: format!("prompt {}, new token {token}", row + 1), source: Box::new(e) }
+        }
+        e => e,
+    }
 }
 
 /// Stacks per-sequence states (`[1, ...]` each, same order of tensors) into `[n, ...]`.
@@ -199,6 +211,22 @@ pub fn stack_batch(per_seq: &[Vec<HostTensor>]) -> Result<Vec<HostTensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Generation says which prompt (from 1) and which of its new tokens met non-finite logits;
+    /// other errors pass unchanged.
+    #[test]
+    fn non_finite_logits_name_the_prompt_and_its_new_token() {
+        let generated = vec![vec![4, 9], vec![3, 8]];
+        let e = name_the_prompt(Error::NonFiniteLogits { row: 1, position: 0 }, &generated);
+        assert!(matches!(e.root(), Error::NonFiniteLogits { row: 1, position: 0 }), "{e:?}");
+        assert_eq!(
+            crate::error::report(&e),
+            "prompt 2, new token 3: the logits of batch row 1 are not finite (NaN or infinity) at position 0 of \
+             this step: the model produced no usable token"
+        );
+        let other = name_the_prompt(Error::InvalidArgument("x".into()), &generated);
+        assert!(matches!(other, Error::InvalidArgument(ref m) if m == "x"), "{other:?}");
+    }
 
     #[test]
     fn stacks_states_along_the_batch() {

@@ -78,6 +78,13 @@ pub enum Error {
     /// The model produced NaN logits (at this token of the row).
     #[error("the model produced NaN logits (token {token})")]
     NanLogits { token: usize },
+    /// The graph's greedy pick (`next_token`) found NaN or infinite logits in batch row `row`
+    /// (from 0) at `position` of the step's tokens, and gave -1 instead of a token.
+    #[error(
+        "the logits of batch row {row} are not finite (NaN or infinity) at position {position} of this step: the \
+         model produced no usable token"
+    )]
+    NonFiniteLogits { row: usize, position: usize },
     /// The model returned an output of another shape or type than its signature says.
     #[error("{0}")]
     BadOutput(String),

@@ -53,8 +53,8 @@ pub struct ModelSignature {
     pub vocab: Option<usize>,
     /// Positions the logits hold when fixed (1 for `--logits last`), else one per input token.
     pub logits_positions: Option<usize>,
-    /// The graph picks the greedy token itself (output `next_token`, int64 `[batch, positions]`;
-    /// exports before it was added do not have it).
+    /// The graph picks the greedy token itself (output `next_token`, int64 `[batch, positions]`,
+    /// -1 where a row's logits are not finite; exports before it was added do not have it).
     pub next_token: bool,
 }
 

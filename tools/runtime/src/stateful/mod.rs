@@ -286,15 +286,17 @@ impl StatefulSession {
     /// Like [`Self::step`], but returns each sequence's greedy next token (the most likely at
     /// its last position, the first on ties). A model with the `next_token` output picks it in
     /// the graph and only `batch` ids leave the device; an older export's logits are copied out
-    /// and picked on the host. NaN logits are not looked for on the device path (the graph's
-    /// ArgMax skips them), unlike [`crate::Sampler`]'s.
+    /// and picked on the host. The graph picks -1 for a sequence whose logits hold a NaN or an
+    /// infinity: that is [`Error::NonFiniteLogits`] naming the sequence (an export from before
+    /// the check picks some index instead; the host pick of one without `next_token` does not
+    /// look, as before).
     pub fn step_greedy(&mut self, ids: &[i64], len: usize) -> Result<Vec<i64>> {
         if !self.sig.next_token {
             let logits = self.step(ids, len, Keep::Last)?;
             return Ok((0..logits.batch).map(|b| crate::argmax(logits.last(b)) as i64).collect());
         }
         match self.run_step(ids, len, Want::NextTokens)? {
-            StepOut::Tokens(t) => Ok(t),
+            StepOut::Tokens(t) => picked_tokens(t, len),
             StepOut::Logits(_) => Err(Error::Internal("a step asked for token ids returned logits".into())),
         }
     }
@@ -401,6 +403,15 @@ impl StatefulSession {
     }
 }
 
+/// The graph's picks of a step of `len` tokens, each sequence's last: a -1 (the graph's mark of
+/// non-finite logits) is the error naming its sequence.
+fn picked_tokens(picks: Vec<i64>, len: usize) -> Result<Vec<i64>> {
+    match picks.iter().position(|&t| t < 0) {
+        Some(row) => Err(Error::NonFiniteLogits { row, position: len - 1 }),
+        None => Ok(picks),
+    }
+}
+
 /// [`StatefulSession::state_bytes`]: `per_sequence` bytes of states for each of `batch`
 /// sequences, twice (the buffer sets) when they are host memory (`on_host`), and once more when
 /// a reset's zeros are made on the host (`zeros_from_host`).
@@ -468,6 +479,20 @@ mod tests {
 
     /// The zeros of a reset are written into a buffer set: no copy of their own, on either EP;
     /// zeros from the host are one copy more (on the CUDA EP the only one).
+    /// The graph's -1 (non-finite logits) is the error naming the first such row and the
+    /// step's last position; ids of 0 and up pass as they are.
+    #[test]
+    fn a_minus_one_pick_is_the_error_naming_its_row() {
+        assert_eq!(picked_tokens(vec![0, 7, 1023], 1).unwrap(), vec![0, 7, 1023]);
+        let e = picked_tokens(vec![5, -1, -1], 4).unwrap_err();
+        assert!(matches!(e, Error::NonFiniteLogits { row: 1, position: 3 }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the logits of batch row 1 are not finite (NaN or infinity) at position 3 of this step: the model \
+             produced no usable token"
+        );
+    }
+
     #[test]
     fn host_state_memory_is_the_two_buffer_sets_on_the_host_and_none_on_the_device() {
         assert_eq!(host_state_bytes(1000, 5, true, false), 2 * 5 * 1000);
