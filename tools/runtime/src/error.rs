@@ -75,9 +75,10 @@ pub enum Error {
     /// More memory than the process can get; checked before allocating.
     #[error("{what} {} of memory, more than the {} available ({})", human(*need), human(available.bytes), available.source)]
     OutOfMemory { what: String, need: u128, available: Available },
-    /// The model produced NaN logits (at this token of the row).
-    #[error("the model produced NaN logits (token {token})")]
-    NanLogits { token: usize },
+    /// The model produced a NaN or +infinity logit (at this token of the row): no softmax or
+    /// argmax over the row means anything. (-infinity is a token that cannot be picked.)
+    #[error("the model produced a {what} logit (token {token}): no usable token")]
+    UnusableLogits { token: usize, what: &'static str },
     /// The graph's greedy pick (`next_token`) found NaN or infinite logits in batch row `row`
     /// (from 0) at `position` of the step's tokens, and gave -1 instead of a token.
     #[error(

@@ -46,13 +46,15 @@ impl Sampler {
         Ok(Sampler { mode, rng: StdRng::seed_from_u64(seed) })
     }
 
-    /// The token picked from one row of logits; NaN logits are an error.
+    /// The token picked from one row of logits; a NaN or +infinity logit is an error (it makes
+    /// the softmax NaN and the argmax meaningless), -infinity a token that cannot be picked.
     pub fn sample(&mut self, logits: &[f32]) -> Result<usize> {
         if logits.is_empty() {
             fail!(InvalidArgument, "cannot sample from an empty row of logits");
         }
-        if let Some(i) = logits.iter().position(|x| x.is_nan()) {
-            return Err(Error::NanLogits { token: i });
+        if let Some(i) = logits.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+            let what = if logits[i].is_nan() { "NaN" } else { "+infinity" };
+            return Err(Error::UnusableLogits { token: i, what });
         }
         match self.mode {
             Sampling::Greedy => Ok(argmax(logits)),
@@ -146,10 +148,15 @@ mod tests {
     }
 
     #[test]
-    fn nan_logits_are_an_error() {
-        for mode in [Sampling::Greedy, random(1.0, None, None)] {
-            let e = Sampler::new(mode, 0).unwrap().sample(&[0.0, f32::NAN]).unwrap_err().to_string();
-            assert!(e.contains("NaN"), "{e}");
+    fn nan_and_positive_infinity_logits_are_errors_naming_the_token() {
+        for mode in [Sampling::Greedy, random(1.0, None, None), random(0.7, Some(2), Some(0.9))] {
+            let mut s = Sampler::new(mode, 0).unwrap();
+            let e = s.sample(&[0.0, f32::NAN, 1.0]).unwrap_err().to_string();
+            assert_eq!(e, "the model produced a NaN logit (token 1): no usable token");
+            let e = s.sample(&[0.0, 2.0, f32::INFINITY]).unwrap_err().to_string();
+            assert_eq!(e, "the model produced a +infinity logit (token 2): no usable token");
+            // -infinity is a token that cannot be picked, not an error.
+            assert_eq!(s.sample(&[f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY]).unwrap(), 1);
         }
     }
 
