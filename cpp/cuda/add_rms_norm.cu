@@ -105,12 +105,8 @@ cudaError_t launch(const AddRmsNormParams& p, cudaStream_t stream, const AddRmsN
 cudaError_t add_rms_norm(const AddRmsNormParams& p, cudaStream_t stream, const AddRmsNormConfig& cfg) {
     if (p.rows == 0 || p.hidden == 0) return cudaSuccess;
     if (!p.x || !p.weight || !p.y) return cudaErrorInvalidValue;
-    switch (p.elem) {
-        case ElemType::F32: return detail::launch<float>(p, stream, cfg);
-        case ElemType::F16: return detail::launch<__half>(p, stream, cfg);
-        case ElemType::BF16: return detail::launch<__nv_bfloat16>(p, stream, cfg);
-    }
-    return cudaErrorInvalidValue;
+    return detail::with_elem_type(static_cast<int>(p.elem),
+                                  [&](auto t) { return detail::launch<decltype(t)>(p, stream, cfg); });
 }
 
 }  // namespace mambac::cuda

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -140,6 +141,33 @@ cudaError_t launch_kernel(bool dependent, void (*kernel)(Params...), dim3 grid, 
     cfg.attrs = attr;
     cfg.numAttrs = dependent ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// launch(T{}) for T the element code names (ElemType: 0 float32, 1 float16, 2 bfloat16);
+// cudaErrorInvalidValue for another code. Every launcher's one switch on the element type.
+template <typename Launch>
+cudaError_t with_elem_type(int elem, Launch&& launch) {
+    switch (elem) {
+        case 0: return launch(float{});
+        case 1: return launch(__half{});
+        case 2: return launch(__nv_bfloat16{});
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+// launch(std::integral_constant<int, L>{}) for L = `lanes`, a power of two from 1 to 32 (lanes a
+// row of a kernel templated on them); cudaErrorInvalidValue for another count.
+template <typename Launch>
+cudaError_t with_lane_count(int lanes, Launch&& launch) {
+    switch (lanes) {
+        case 1: return launch(std::integral_constant<int, 1>{});
+        case 2: return launch(std::integral_constant<int, 2>{});
+        case 4: return launch(std::integral_constant<int, 4>{});
+        case 8: return launch(std::integral_constant<int, 8>{});
+        case 16: return launch(std::integral_constant<int, 16>{});
+        case 32: return launch(std::integral_constant<int, 32>{});
+        default: return cudaErrorInvalidValue;
+    }
 }
 
 }  // namespace mambac::cuda::detail

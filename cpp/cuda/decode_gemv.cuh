@@ -583,16 +583,5 @@ bool common_params_ok(const K& p) {
            p.scratch && (p.width == 1 || (p.conv_state_in && p.conv_state_out));
 }
 
-// launch(T{}) for T the element code names (0 float32, 1 float16, 2 bfloat16).
-template <typename Launch>
-cudaError_t with_elem_type(int elem, Launch&& launch) {
-    switch (elem) {
-        case 0: return launch(float{});
-        case 1: return launch(__half{});
-        case 2: return launch(__nv_bfloat16{});
-        default: return cudaErrorInvalidValue;
-    }
-}
-
 }  // namespace
 }  // namespace mambac::cuda::detail

@@ -122,12 +122,8 @@ cudaError_t gated_rms_norm(const GatedRmsNormParams& params, cudaStream_t stream
     if (!p.y || !p.z || !p.weight || !p.out || p.group_size == 0 || p.d % p.group_size != 0 || p.z_stride < p.d) {
         return cudaErrorInvalidValue;
     }
-    switch (p.elem) {
-        case ElemType::F32: return detail::launch<float>(p, stream, cfg);
-        case ElemType::F16: return detail::launch<__half>(p, stream, cfg);
-        case ElemType::BF16: return detail::launch<__nv_bfloat16>(p, stream, cfg);
-    }
-    return cudaErrorInvalidValue;
+    return detail::with_elem_type(static_cast<int>(p.elem),
+                                  [&](auto t) { return detail::launch<decltype(t)>(p, stream, cfg); });
 }
 
 }  // namespace mambac::cuda

@@ -105,14 +105,8 @@ cudaError_t launch_scan_token_rows(const ScanArgs& a, cudaStream_t stream) {
 // Queues the one-token kernel; the caller has checked scan_token_fits.
 template <typename T>
 cudaError_t launch_scan_token(const ScanArgs& a, cudaStream_t stream) {
-    switch (a.dstate / 4) {
-        case 1: return launch_scan_token_rows<T, 1>(a, stream);
-        case 2: return launch_scan_token_rows<T, 2>(a, stream);
-        case 4: return launch_scan_token_rows<T, 4>(a, stream);
-        case 8: return launch_scan_token_rows<T, 8>(a, stream);
-        case 16: return launch_scan_token_rows<T, 16>(a, stream);
-        default: return launch_scan_token_rows<T, 32>(a, stream);
-    }
+    return with_lane_count(a.dstate / 4,
+                           [&](auto ln) { return launch_scan_token_rows<T, decltype(ln)::value>(a, stream); });
 }
 
 }  // namespace mambac::cuda::detail

@@ -100,14 +100,8 @@ cudaError_t launch_ssd_token(const SsdArgs& a, cudaStream_t stream) {
     const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
     if (a.seqlen != 1 || !ssd_token_dstate_fits(a.dstate) || !aligned(a.init) || !aligned(a.final_state))
         return cudaErrorNotSupported;
-    switch (a.dstate / 4) {
-        case 1: return launch_ssd_token_rows<T, 1>(a, stream);
-        case 2: return launch_ssd_token_rows<T, 2>(a, stream);
-        case 4: return launch_ssd_token_rows<T, 4>(a, stream);
-        case 8: return launch_ssd_token_rows<T, 8>(a, stream);
-        case 16: return launch_ssd_token_rows<T, 16>(a, stream);
-        default: return launch_ssd_token_rows<T, 32>(a, stream);
-    }
+    return with_lane_count(a.dstate / 4,
+                           [&](auto ln) { return launch_ssd_token_rows<T, decltype(ln)::value>(a, stream); });
 }
 
 }  // namespace mambac::cuda::detail
